@@ -1,0 +1,115 @@
+"""Runs moto's server on loopback for the local stack and the tests.
+
+Prints "PORT <n>" once it listens, then serves until its standard input
+closes, so the emulator dies with the process that started it (a crashed test
+run leaves no orphan server behind).
+
+Two corrections make moto's DynamoDB behave like DynamoDB under concurrency
+(measured on moto 5.2.5, see docs/decisions/0002-emulator.md):
+- Requests are handled one at a time. moto's backends are not thread-safe, and
+  a cancelled TransactWriteItems restores a snapshot of the whole table, which
+  silently undoes writes that other threads committed meanwhile. DynamoDB
+  transactions are serializable; a serialized emulator is too.
+- TransactWriteItems checks every condition first and applies the writes only
+  if all pass, instead of deep-copying each touched table for rollback (a cost
+  that grew with table size: 26 ms to 300 ms per transaction over 20 creates).
+"""
+import logging
+import sys
+import threading
+
+from moto.dynamodb.exceptions import (
+    ConditionalCheckFailed,
+    MultipleTransactionsException,
+    TooManyTransactionsException,
+    TransactionCanceledException,
+    TransactWriteSingleOpException,
+)
+from moto.dynamodb.comparisons import get_filter_expression
+from moto.dynamodb.models import DynamoDBBackend
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+
+
+def _item_key(backend, table_name, op_type, op):
+    if op_type == "Put":
+        table = backend.get_table(table_name)
+        attrs = op["Item"]
+        key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+        if table.range_key_attr is not None:
+            key[table.range_key_attr] = attrs[table.range_key_attr]
+        return key
+    return op["Key"]
+
+
+def transact_write_items(self, transact_items):
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    seen = set()
+    plan, errors = [], []
+    for item in transact_items:
+        if len(item) > 1:
+            raise TransactWriteSingleOpException
+        op_type, op = next(iter(item.items()))
+        if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+            raise ValueError("Unsupported transaction operation")
+        table_name = op["TableName"]
+        key = _item_key(self, table_name, op_type, op)
+        ident = (str(table_name), str(dict(sorted(key.items()))))
+        if ident in seen:
+            raise MultipleTransactionsException()
+        seen.add(ident)
+        condition = op.get("ConditionExpression")
+        error = (None, None, None)
+        if condition is not None:
+            current = self.get_item(table_name, key)
+            expr = get_filter_expression(
+                condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+            )
+            if not expr.expr(current):
+                old = None
+                if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                    old = current.to_json()["Attributes"]
+                error = ("ConditionalCheckFailed", ConditionalCheckFailed().message, old)
+        errors.append(error)
+        plan.append((op_type, op, table_name, key))
+    if any(code is not None for code, _, _ in errors):
+        raise TransactionCanceledException(errors)
+    for op_type, op, table_name, key in plan:
+        names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+        if op_type == "Put":
+            self.put_item(table_name, op["Item"], expression_attribute_names=names, expression_attribute_values=values)
+        elif op_type == "Delete":
+            self.delete_item(table_name, key, expression_attribute_names=names, expression_attribute_values=values)
+        elif op_type == "Update":
+            self.update_item(
+                table_name,
+                key,
+                update_expression=op["UpdateExpression"],
+                expression_attribute_names=names,
+                expression_attribute_values=values,
+            )
+
+
+DynamoDBBackend.transact_write_items = transact_write_items
+
+_lock = threading.Lock()
+_app = DomainDispatcherApplication(create_backend_app)
+
+
+def serialized_app(environ, start_response):
+    with _lock:
+        return list(_app(environ, start_response))
+
+
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+server = make_server("127.0.0.1", port, serialized_app, threaded=True, request_handler=MotoRequestHandler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print(f"PORT {server.server_port}", flush=True)
+sys.stdin.read()
+server.shutdown()

@@ -1,0 +1,13 @@
+//! Everything that runs or operates medrec but is not a Lambda: the local
+//! stack (emulator, provisioning from template.yaml, local API gateway) and
+//! the pieces of the `medrec` operator CLI.
+
+pub mod audit_verify;
+pub mod client;
+pub mod devkey;
+pub mod emulator;
+pub mod gateway;
+pub mod provision;
+pub mod seed;
+pub mod stack;
+pub mod template;

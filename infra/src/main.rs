@@ -1,0 +1,183 @@
+//! `medrec`: the developer and operator CLI.
+
+use clap::{Parser, Subcommand};
+use medrec_infra::audit_verify::{self, Target};
+use medrec_infra::devkey::{DevKey, TokenSpec};
+use medrec_infra::stack::{LocalStack, StackOptions};
+use serde_json::Value;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "medrec", about = "medrec developer and operator CLI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole system locally: emulator, resources from template.yaml, API on 127.0.0.1.
+    Dev {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// Mint a token signed by the local dev key (trusted only by the local stack).
+    DevToken {
+        #[arg(long, default_value = "clinician")]
+        role: String,
+        #[arg(long, default_value = "dr-1")]
+        sub: String,
+        /// SMART scopes (repeatable); defaults to the role's usual scopes.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Patient context (SMART `patient` claim).
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+    /// Load synthetic patients into the running local stack.
+    Seed {
+        #[arg(long, default_value_t = 100)]
+        patients: u64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Audit trail operations.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every audit chain; name the first record that does not match.
+    Verify {
+        /// Tables and key of a deployed stack (default: the running local stack).
+        #[arg(long)]
+        audit_table: Option<String>,
+        #[arg(long)]
+        records_table: Option<String>,
+        #[arg(long)]
+        records_key_id: Option<String>,
+    },
+}
+
+fn dev_key() -> Result<DevKey, String> {
+    DevKey::load_or_create(&LocalStack::state_dir().join("dev-signing-key.pk8"))
+}
+
+fn local_state() -> Result<Value, String> {
+    let path = LocalStack::state_dir().join("local.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|_| "no local stack is running: start it with `make dev`".to_string())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Dev { port } => {
+            medrec_shared::log::init();
+            let key = Arc::new(dev_key()?);
+            let token = key.mint(&TokenSpec::for_role("clinician", "dr-1"));
+            let stack = LocalStack::start(StackOptions {
+                endpoint: None,
+                port,
+                prefix: "dev".into(),
+                dev_key: key,
+                env_overrides: vec![],
+            })
+            .await?;
+            std::fs::write(LocalStack::state_dir().join("local.json"), stack.state().to_string())
+                .map_err(|e| e.to_string())?;
+            println!("medrec is running locally (emulator at {})", stack.endpoint);
+            println!();
+            println!("  FHIR base:  {}/fhir", stack.base_url);
+            println!("  dev token (clinician dr-1, 1 h):\n{token}");
+            println!();
+            println!("  try:  curl -s -H \"Authorization: Bearer $TOKEN\" {}/fhir/Patient", stack.base_url);
+            println!("        (TOKEN=$(target/debug/medrec dev-token --role clinician --sub dr-1))");
+            println!("  load data: target/debug/medrec seed --patients 100");
+            println!();
+            println!("Ctrl-C stops it.");
+            tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+            let _ = std::fs::remove_file(LocalStack::state_dir().join("local.json"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DevToken { role, sub, scopes, patient, ttl } => {
+            if medrec_shared::auth::Role::parse(&role).is_none() {
+                return Err(format!("unknown role {role:?} (clinician, registrar, auditor, admin, patient)"));
+            }
+            let mut spec = TokenSpec::for_role(&role, &sub);
+            if !scopes.is_empty() {
+                spec.scopes = scopes;
+            }
+            spec.patient = patient;
+            spec.ttl_seconds = ttl;
+            println!("{}", dev_key()?.mint(&spec));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Seed { patients, concurrency } => {
+            let state = local_state()?;
+            let base = state["base_url"].as_str().ok_or("bad local state")?.to_owned();
+            let token = dev_key()?.mint(&TokenSpec::for_role("registrar", "seed"));
+            let bar = indicatif::ProgressBar::new(patients);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} patients ({per_sec}, eta {eta})")
+                    .map_err(|e| e.to_string())?,
+            );
+            let started = std::time::Instant::now();
+            let n = medrec_infra::seed::seed(&base, &token, patients, concurrency, bar).await?;
+            println!("created {n} synthetic patients in {:.1}s", started.elapsed().as_secs_f64());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { command: AuditCommand::Verify { audit_table, records_table, records_key_id } } => {
+            let target = match (audit_table, records_table, records_key_id) {
+                (Some(a), Some(r), Some(k)) => {
+                    Target { endpoint: None, audit_table: a, records_table: r, records_key_id: k }
+                }
+                (None, None, None) => {
+                    let s = local_state()?;
+                    let res = |id: &str| {
+                        s["resources"][id].as_str().map(str::to_owned).ok_or(format!("{id} missing from local state"))
+                    };
+                    Target {
+                        endpoint: s["endpoint"].as_str().map(str::to_owned),
+                        audit_table: res("AuditTable")?,
+                        records_table: res("RecordsTable")?,
+                        records_key_id: res("RecordsKey")?,
+                    }
+                }
+                _ => return Err("give --audit-table, --records-table and --records-key-id together".into()),
+            };
+            let report = audit_verify::verify(&target, true).await?;
+            let rate = report.records as f64 / report.seconds.max(1e-9);
+            println!(
+                "verified {} records in {} shards in {:.2}s ({rate:.0} records/s)",
+                report.records, report.shards, report.seconds
+            );
+            if report.breaks.is_empty() {
+                println!("all audit chains intact");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for b in &report.breaks {
+                    println!("TAMPERED: first bad record: {b}");
+                }
+                Ok(ExitCode::from(2))
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("medrec: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

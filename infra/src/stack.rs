@@ -1,0 +1,137 @@
+//! The local stack: emulator, resources provisioned from template.yaml, the
+//! functions mounted with the environment the template gives them (resolved
+//! against the provisioned resources) plus the local overrides, and the local
+//! API gateway in front of them. Used by `medrec dev` and by the tests.
+
+use crate::devkey::{DevKey, DEV_AUDIENCE, DEV_ISSUER};
+use crate::emulator::{repo_root, Emulator};
+use crate::gateway::{Gateway, Handler};
+use crate::provision::{provision, Clients, Provisioned};
+use crate::template::Template;
+use medrec_shared::config::Config;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub struct StackOptions {
+    /// Use this emulator instead of starting one.
+    pub endpoint: Option<String>,
+    /// Gateway port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Prefix of every provisioned resource name.
+    pub prefix: String,
+    pub dev_key: Arc<DevKey>,
+    /// Extra or replaced function environment (tests tune limits with it).
+    pub env_overrides: Vec<(String, String)>,
+}
+
+pub struct LocalStack {
+    pub endpoint: String,
+    pub base_url: String,
+    pub provisioned: Provisioned,
+    pub template: Arc<Template>,
+    pub dev_key: Arc<DevKey>,
+    pub clients: Clients,
+    /// Resolved environment per mounted function.
+    pub function_env: BTreeMap<String, BTreeMap<String, String>>,
+    server: tokio::task::JoinHandle<()>,
+    _emulator: Option<Emulator>,
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Builds a function's handler from its config. Functions that are not yet
+/// implemented stay unmounted (the gateway answers 502 for them).
+async fn mount(logical_id: &str, config: Config) -> Result<Option<Handler>, String> {
+    match logical_id {
+        "PatientsFunction" => {
+            let app = Arc::new(medrec_patients::App::new(config).await.map_err(|e| format!("{logical_id}: {e}"))?);
+            Ok(Some(Arc::new(move |req| {
+                let app = app.clone();
+                Box::pin(async move {
+                    match app.handle(req).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    }
+                })
+            })))
+        }
+        _ => Ok(None),
+    }
+}
+
+impl LocalStack {
+    pub async fn start(opts: StackOptions) -> Result<LocalStack, String> {
+        let template = Arc::new(Template::load(&repo_root().join("template.yaml")).map_err(|e| e.to_string())?);
+        let emulator = match &opts.endpoint {
+            Some(_) => None,
+            None => Some(Emulator::start(0)?),
+        };
+        let endpoint =
+            opts.endpoint.clone().or_else(|| emulator.as_ref().map(|e| e.endpoint.clone())).expect("endpoint");
+        let sdk = medrec_shared::aws::sdk_config(Some(&endpoint)).await;
+        let clients = Clients::new(&sdk);
+        let provisioned = provision(&clients, &template, &opts.prefix).await.map_err(|e| e.to_string())?;
+        let listener = TcpListener::bind(("127.0.0.1", opts.port))
+            .await
+            .map_err(|e| format!("cannot bind port {}: {e}", opts.port))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let base_url = format!("http://127.0.0.1:{port}");
+
+        let mut handlers = HashMap::new();
+        let mut function_env = BTreeMap::new();
+        for f in &template.functions {
+            let mut env: BTreeMap<String, String> =
+                f.environment.iter().filter_map(|(k, v)| Some((k.clone(), provisioned.resolve(v)?))).collect();
+            for (k, v) in [
+                ("MEDREC_ENV", "local".to_owned()),
+                ("MEDREC_AWS_ENDPOINT", endpoint.clone()),
+                ("MEDREC_JWKS_URL", format!("{base_url}/.well-known/jwks.json")),
+                ("MEDREC_ISSUER", DEV_ISSUER.to_owned()),
+                ("MEDREC_AUDIENCE", DEV_AUDIENCE.to_owned()),
+                ("MEDREC_PUBLIC_BASE_URL", base_url.clone()),
+                ("AWS_LAMBDA_FUNCTION_NAME", f.logical_id.clone()),
+            ] {
+                env.insert(k.to_owned(), v);
+            }
+            env.extend(opts.env_overrides.iter().cloned());
+            let config = Config::from_lookup(|k| env.get(k).cloned()).map_err(|e| format!("{}: {e}", f.logical_id))?;
+            if let Some(h) = mount(&f.logical_id, config).await? {
+                handlers.insert(f.logical_id.clone(), h);
+            }
+            function_env.insert(f.logical_id.clone(), env);
+        }
+        let gateway = Arc::new(Gateway { template: template.clone(), handlers, jwks: opts.dev_key.jwks() });
+        let server = tokio::spawn(gateway.serve(listener));
+        Ok(LocalStack {
+            endpoint,
+            base_url,
+            provisioned,
+            template,
+            dev_key: opts.dev_key,
+            clients,
+            function_env,
+            server,
+            _emulator: emulator,
+        })
+    }
+
+    pub fn table(&self, logical_id: &str) -> String {
+        self.provisioned.reference(logical_id).unwrap_or_default().to_owned()
+    }
+
+    /// Where `medrec dev` records the running stack for the other commands.
+    pub fn state_dir() -> std::path::PathBuf {
+        repo_root().join(".medrec")
+    }
+
+    pub fn state(&self) -> serde_json::Value {
+        let resources: BTreeMap<&String, &String> =
+            self.provisioned.resources.iter().map(|(k, v)| (k, &v.reference)).collect();
+        serde_json::json!({"endpoint": self.endpoint, "base_url": self.base_url, "prefix": self.provisioned.prefix, "resources": resources})
+    }
+}

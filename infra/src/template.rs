@@ -1,0 +1,172 @@
+//! Reads template.yaml: the resources the local stack provisions, the
+//! functions it mounts with their environment, and their HTTP API routes.
+
+use serde_yaml::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("cannot read template: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("template is not valid YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("template problem: {0}")]
+    Shape(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub logical_id: String,
+    pub kind: String,
+    pub properties: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpRoute {
+    pub method: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Function {
+    pub logical_id: String,
+    /// Globals merged with the function's own variables, unresolved.
+    pub environment: BTreeMap<String, Value>,
+    pub routes: Vec<HttpRoute>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub resources: Vec<Resource>,
+    pub functions: Vec<Function>,
+    pub parameter_defaults: BTreeMap<String, String>,
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn env_vars(v: Option<&Value>) -> BTreeMap<String, Value> {
+    v.and_then(|e| e.get("Environment"))
+        .and_then(|e| e.get("Variables"))
+        .and_then(Value::as_mapping)
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.clone()))).collect())
+        .unwrap_or_default()
+}
+
+impl Template {
+    pub fn load(path: &Path) -> Result<Template, TemplateError> {
+        Self::parse(&std::fs::read_to_string(path)?)
+    }
+
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        let doc: Value = serde_yaml::from_str(text)?;
+        let resources_map = doc
+            .get("Resources")
+            .and_then(Value::as_mapping)
+            .ok_or_else(|| TemplateError::Shape("no Resources".into()))?;
+        let globals = doc.get("Globals").and_then(|g| g.get("Function"));
+        let parameter_defaults = doc
+            .get("Parameters")
+            .and_then(Value::as_mapping)
+            .map(|m| m.iter().filter_map(|(k, v)| Some((k.as_str()?.to_owned(), scalar(v.get("Default")?)?))).collect())
+            .unwrap_or_default();
+        let mut resources = vec![];
+        let mut functions = vec![];
+        for (id, body) in resources_map {
+            let logical_id =
+                id.as_str().ok_or_else(|| TemplateError::Shape("non-string logical id".into()))?.to_owned();
+            let kind = body.get("Type").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let properties = body.get("Properties").cloned().unwrap_or(Value::Null);
+            if kind == "AWS::Serverless::Function" {
+                let mut environment = env_vars(globals);
+                environment.extend(env_vars(Some(&properties)));
+                let routes = properties
+                    .get("Events")
+                    .and_then(Value::as_mapping)
+                    .map(|events| {
+                        events
+                            .values()
+                            .filter(|e| e.get("Type").and_then(Value::as_str) == Some("HttpApi"))
+                            .filter_map(|e| {
+                                let p = e.get("Properties")?;
+                                Some(HttpRoute {
+                                    method: p.get("Method")?.as_str()?.to_ascii_uppercase(),
+                                    path: p.get("Path")?.as_str()?.to_owned(),
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                functions.push(Function { logical_id: logical_id.clone(), environment, routes });
+            }
+            resources.push(Resource { logical_id, kind, properties });
+        }
+        Ok(Template { resources, functions, parameter_defaults })
+    }
+
+    /// Matches a request to a function route as API Gateway does: exact
+    /// segments, `{name}` for one segment, `{name+}` greedy. Returns the
+    /// function, the route key and the path parameters.
+    pub fn route(&self, method: &str, path: &str) -> Option<(&Function, String, BTreeMap<String, String>)> {
+        let segs: Vec<&str> = path.split('/').skip(1).collect();
+        for f in &self.functions {
+            for r in &f.routes {
+                if r.method != method && r.method != "ANY" {
+                    continue;
+                }
+                if let Some(params) = match_path(&r.path, &segs) {
+                    return Some((f, format!("{} {}", r.method, r.path), params));
+                }
+            }
+        }
+        None
+    }
+}
+
+fn match_path(template: &str, segs: &[&str]) -> Option<BTreeMap<String, String>> {
+    let tpl: Vec<&str> = template.split('/').skip(1).collect();
+    let mut params = BTreeMap::new();
+    for (i, t) in tpl.iter().enumerate() {
+        if let Some(name) = t.strip_prefix('{').and_then(|t| t.strip_suffix("+}")) {
+            params.insert(name.to_owned(), segs.get(i..)?.join("/"));
+            return Some(params);
+        }
+        let s = segs.get(i)?;
+        match t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+            Some(name) if !s.is_empty() => {
+                params.insert(name.to_owned(), (*s).to_owned());
+            }
+            Some(_) => return None,
+            None if t == s => {}
+            None => return None,
+        }
+    }
+    (tpl.len() == segs.len()).then_some(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_matching() {
+        let t = Template::parse(
+            "Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n      Events:\n        A: {Type: HttpApi, Properties: {Method: get, Path: '/fhir/Patient/{id}'}}\n        B: {Type: HttpApi, Properties: {Method: GET, Path: '/fhir/Patient'}}\n",
+        )
+        .unwrap();
+        let (f, key, params) = t.route("GET", "/fhir/Patient/abc").unwrap();
+        assert_eq!(f.logical_id, "F");
+        assert_eq!(key, "GET /fhir/Patient/{id}");
+        assert_eq!(params["id"], "abc");
+        assert!(t.route("GET", "/fhir/Patient/abc/x").is_none());
+        assert!(t.route("POST", "/fhir/Patient").is_none());
+        assert!(t.route("GET", "/fhir/Patient/").is_none());
+    }
+}

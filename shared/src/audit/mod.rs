@@ -1,0 +1,149 @@
+//! Audit records: one FHIR AuditEvent per access to PHI (and per denied or
+//! unauthenticated attempt). They name who, what (references to opaque ids),
+//! when, from where, why and with what outcome; never a PHI value: search
+//! parameters are recorded by name only and a break-glass reason by digest.
+
+pub mod chain;
+
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Denied or rejected request (4xx).
+    MinorFailure,
+    /// The server failed (5xx).
+    SeriousFailure,
+}
+
+impl Outcome {
+    pub fn from_status(status: u16) -> Outcome {
+        match status {
+            s if s < 400 => Outcome::Success,
+            s if s < 500 => Outcome::MinorFailure,
+            _ => Outcome::SeriousFailure,
+        }
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            Outcome::Success => "0",
+            Outcome::MinorFailure => "4",
+            Outcome::SeriousFailure => "8",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Agent {
+    /// The verified `sub`; None when authentication failed.
+    pub subject: Option<String>,
+    pub roles: Vec<&'static str>,
+    pub token_id: Option<String>,
+    pub source_ip: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub id: String,
+    pub recorded: String,
+    /// A code of http://hl7.org/fhir/restful-interaction, or `authenticate`.
+    pub interaction: &'static str,
+    pub outcome: Outcome,
+    pub status: u16,
+    pub agent: Agent,
+    pub purpose: &'static str,
+    pub break_glass_reason_sha256: Option<String>,
+    /// The patient compartment touched, if any (an opaque id).
+    pub patient: Option<String>,
+    /// References such as `Patient/abc` or `Patient/abc/_history/2`.
+    pub entities: Vec<String>,
+    /// Names (never values) of the search parameters used.
+    pub query_params: Vec<String>,
+    pub observer: String,
+    pub request_id: Option<String>,
+}
+
+impl AuditEntry {
+    fn action(&self) -> &'static str {
+        match self.interaction {
+            "create" => "C",
+            "update" | "patch" => "U",
+            "delete" => "D",
+            "search-type" | "search-system" | "history-instance" | "history-type" => "E",
+            _ => "R",
+        }
+    }
+
+    pub fn to_fhir(&self) -> Value {
+        let (type_coding, subtype) = if self.interaction == "authenticate" {
+            (
+                json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110114", "display": "User Authentication"}),
+                json!([{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110122", "display": "Login"}]),
+            )
+        } else {
+            (
+                json!({"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"}),
+                json!([{"system": "http://hl7.org/fhir/restful-interaction", "code": self.interaction}]),
+            )
+        };
+        let mut agent = json!({
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type", "code": "humanuser"}]},
+            "requestor": true,
+            "who": {"identifier": {"system": "urn:medrec:sub", "value": self.agent.subject.clone().unwrap_or_else(|| "unauthenticated".into())}},
+        });
+        if !self.agent.roles.is_empty() {
+            agent["role"] = json!(self.agent.roles.iter().map(|r| json!({"text": r})).collect::<Vec<_>>());
+        }
+        if let Some(ip) = &self.agent.source_ip {
+            agent["network"] = json!({"address": ip, "type": "2"});
+        }
+        if let Some(jti) = &self.agent.token_id {
+            agent["policy"] = json!([format!("urn:medrec:jti:{jti}")]);
+        }
+        let mut entities: Vec<Value> = self
+            .entities
+            .iter()
+            .map(|r| json!({"what": {"reference": r}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"}}))
+            .collect();
+        if let Some(p) = &self.patient {
+            entities.push(json!({"what": {"reference": format!("Patient/{p}")}, "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"}}));
+        }
+        if !self.query_params.is_empty() {
+            entities.push(json!({"type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
+                "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24", "display": "Query"},
+                "detail": [{"type": "parameter-names", "valueString": self.query_params.join(",")}]}));
+        }
+        if let Some(digest) = &self.break_glass_reason_sha256 {
+            entities.push(json!({"detail": [{"type": "break-glass-reason-sha256", "valueString": digest}]}));
+        }
+        let mut purpose = vec![
+            json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": self.purpose}]}),
+        ];
+        if self.break_glass_reason_sha256.is_some() {
+            purpose.push(
+                json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "BGACCESS"}]}),
+            );
+        }
+        let mut event = json!({
+            "resourceType": "AuditEvent",
+            "id": self.id,
+            "type": type_coding,
+            "subtype": subtype,
+            "action": self.action(),
+            "recorded": self.recorded,
+            "outcome": self.outcome.code(),
+            "outcomeDesc": format!("HTTP {}", self.status),
+            "purposeOfEvent": purpose,
+            "agent": [agent],
+            "source": {"observer": {"display": self.observer}, "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "3"}]},
+        });
+        if !entities.is_empty() {
+            event["entity"] = Value::Array(entities);
+        }
+        if let Some(rid) = &self.request_id {
+            event["extension"] = json!([{"url": "urn:medrec:request-id", "valueString": rid}]);
+        }
+        event
+    }
+}

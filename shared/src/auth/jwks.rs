@@ -1,0 +1,192 @@
+//! JSON Web Key Sets: parsing (RSA ≥ 2048 bits and EC P-256 signature keys
+//! only) and a cache that refetches on expiry or on an unknown `kid`, at most
+//! once per cool-down so forged kids cannot turn medrec into a fetch amplifier.
+
+use super::{AuthError, DEV_KID_PREFIX};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::RwLock;
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum PublicKey {
+    /// Big-endian modulus and exponent.
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// Uncompressed SEC1 point (0x04 || x || y).
+    EcP256 { point: Vec<u8> },
+}
+
+#[derive(Clone)]
+pub struct Jwk {
+    pub kid: String,
+    pub key: PublicKey,
+}
+
+#[derive(Clone, Default)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+impl JwkSet {
+    /// Parses a JWKS document, skipping keys medrec would never accept.
+    /// `trust_dev_keys` is true only in local mode.
+    pub fn parse(doc: &[u8], trust_dev_keys: bool) -> Result<JwkSet, AuthError> {
+        let v: Value = serde_json::from_slice(doc).map_err(|_| AuthError::KeySetUnavailable)?;
+        let keys = v.get("keys").and_then(Value::as_array).ok_or(AuthError::KeySetUnavailable)?;
+        let mut out = Vec::new();
+        for k in keys {
+            let Some(kid) = k.get("kid").and_then(Value::as_str) else { continue };
+            if kid.starts_with(DEV_KID_PREFIX) && !trust_dev_keys {
+                continue;
+            }
+            if k.get("use").and_then(Value::as_str).is_some_and(|u| u != "sig") {
+                continue;
+            }
+            let b64 = |name: &str| k.get(name).and_then(Value::as_str).and_then(|s| URL_SAFE_NO_PAD.decode(s).ok());
+            let alg = k.get("alg").and_then(Value::as_str);
+            let key = match (k.get("kty").and_then(Value::as_str), alg) {
+                (Some("RSA"), None | Some("RS256")) => match (b64("n"), b64("e")) {
+                    (Some(n), Some(e)) if significant_bits(&n) >= 2048 => PublicKey::Rsa { n, e },
+                    _ => continue,
+                },
+                (Some("EC"), None | Some("ES256")) if k.get("crv").and_then(Value::as_str) == Some("P-256") => {
+                    match (b64("x"), b64("y")) {
+                        (Some(x), Some(y)) if x.len() == 32 && y.len() == 32 => {
+                            let mut point = vec![4u8];
+                            point.extend(x);
+                            point.extend(y);
+                            PublicKey::EcP256 { point }
+                        }
+                        _ => continue,
+                    }
+                }
+                _ => continue,
+            };
+            out.push(Jwk { kid: kid.to_owned(), key });
+        }
+        Ok(JwkSet { keys: out })
+    }
+
+    pub fn find(&self, kid: &str) -> Option<&Jwk> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
+}
+
+fn significant_bits(n: &[u8]) -> usize {
+    let lead = n.iter().take_while(|b| **b == 0).count();
+    match n.get(lead) {
+        None => 0,
+        Some(b) => (n.len() - lead - 1) * 8 + (8 - b.leading_zeros() as usize),
+    }
+}
+
+/// Where key sets come from: an HTTPS endpoint in the cloud (Cognito), the
+/// local stack's JWKS endpoint locally.
+pub trait KeySetSource: Send + Sync {
+    fn fetch(&self) -> impl std::future::Future<Output = Result<Vec<u8>, AuthError>> + Send;
+}
+
+const TTL: Duration = Duration::from_secs(600);
+const REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+
+struct Cached {
+    set: Arc<JwkSet>,
+    fetched: Instant,
+}
+
+pub struct JwksCache<S> {
+    source: S,
+    trust_dev_keys: bool,
+    state: RwLock<Option<Cached>>,
+}
+
+impl<S: KeySetSource> JwksCache<S> {
+    pub fn new(source: S, trust_dev_keys: bool) -> Self {
+        JwksCache { source, trust_dev_keys, state: RwLock::new(None) }
+    }
+
+    /// The key for `kid`, fetching the set if the cache is stale or lacks it.
+    pub async fn key(&self, kid: &str) -> Result<Option<Jwk>, AuthError> {
+        {
+            let state = self.state.read().await;
+            if let Some(c) = state.as_ref() {
+                let fresh = c.fetched.elapsed() < TTL;
+                if let Some(k) = c.set.find(kid).filter(|_| fresh) {
+                    return Ok(Some(k.clone()));
+                }
+                if fresh && c.fetched.elapsed() < REFETCH_COOLDOWN {
+                    return Ok(None);
+                }
+            }
+        }
+        let mut state = self.state.write().await;
+        if let Some(c) = state.as_ref() {
+            if c.fetched.elapsed() < REFETCH_COOLDOWN {
+                return Ok(c.set.find(kid).cloned());
+            }
+        }
+        let set = Arc::new(JwkSet::parse(&self.source.fetch().await?, self.trust_dev_keys)?);
+        let found = set.find(kid).cloned();
+        *state = Some(Cached { set, fetched: Instant::now() });
+        Ok(found)
+    }
+}
+
+/// Fetches a JWKS document over HTTP(S) with a short timeout and a size cap.
+pub struct HttpKeySetSource {
+    url: http::Uri,
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        http_body_util::Empty<bytes::Bytes>,
+    >,
+}
+
+const MAX_JWKS_BYTES: usize = 64 * 1024;
+
+impl HttpKeySetSource {
+    pub fn new(url: &str, allow_plain_http: bool) -> Result<Self, String> {
+        let uri: http::Uri = url.parse().map_err(|_| "JWKS URL is not a valid URI".to_string())?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = match builder.with_provider_and_native_roots(provider.clone()) {
+            Ok(b) => b,
+            // Local mode talks plain HTTP to loopback and needs no roots.
+            Err(_) if allow_plain_http => {
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth();
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+            }
+            Err(e) => return Err(format!("no TLS roots: {e}")),
+        };
+        let connector =
+            if allow_plain_http { builder.https_or_http() } else { builder.https_only() }.enable_http1().build();
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        Ok(HttpKeySetSource { url: uri, client })
+    }
+}
+
+impl KeySetSource for HttpKeySetSource {
+    async fn fetch(&self) -> Result<Vec<u8>, AuthError> {
+        use http_body_util::BodyExt;
+        let fut = self.client.get(self.url.clone());
+        let resp = tokio::time::timeout(Duration::from_secs(5), fut)
+            .await
+            .map_err(|_| AuthError::KeySetUnavailable)?
+            .map_err(|_| AuthError::KeySetUnavailable)?;
+        if !resp.status().is_success() {
+            return Err(AuthError::KeySetUnavailable);
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_JWKS_BYTES);
+        let bytes = tokio::time::timeout(Duration::from_secs(5), body.collect())
+            .await
+            .map_err(|_| AuthError::KeySetUnavailable)?
+            .map_err(|_| AuthError::KeySetUnavailable)?
+            .to_bytes();
+        Ok(bytes.to_vec())
+    }
+}

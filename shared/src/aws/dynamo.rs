@@ -1,0 +1,534 @@
+//! DynamoDB adapter.
+//!
+//! Records table (`pk`, `sk`), one partition per patient compartment:
+//! - `P#<patient>` / `KEY`: the patient's KMS-wrapped data key.
+//! - `P#<patient>` / `C#<type>#<id>`: current version, its ciphertext, tokens.
+//! - `P#<patient>` / `V#<type>#<id>#<version>`: every version (history).
+//! - `P#<patient>` / `I#<type>#<id>#<token>`: blind-index entries, projected
+//!   into the `search` GSI (`ix` = `<type>#<token>`, `ixs` = id).
+//! - `CONFIG` / `<name>`: KMS-wrapped service secrets.
+//!
+//! Audit table (`pk`, `sk` number): `HEAD#<shard>`/0 holds a shard's head,
+//! `CHAIN#<shard>`/<seq> its records. Outbox table (`pk` = aggregate, `sk` =
+//! time#id). Only opaque ids, versions, timestamps, tokens and ciphertext are
+//! stored in plaintext attributes.
+
+use super::port_error;
+use crate::audit::chain::{self, Head, Record, GENESIS};
+use crate::audit::AuditEntry;
+use crate::crypto::DataKey;
+use crate::error::PortError;
+use crate::ports::{Current, DomainEvent, RecordStore, ResourceWrite, Version};
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue as AV, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::Client;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// DynamoDB's limit on items in one TransactWriteItems call.
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
+/// Attempts to append to a contended audit shard before giving up (fail closed).
+const AUDIT_ATTEMPTS: u32 = 8;
+pub const SEARCH_INDEX: &str = "search";
+
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub records: String,
+    pub audit: String,
+    pub outbox: String,
+}
+
+pub struct DynamoStore {
+    client: Client,
+    tables: Tables,
+    chain_key: DataKey,
+    shards: u32,
+    /// Each instance starts on its own shard, so concurrent Lambda instances
+    /// rarely contend for one head.
+    preferred_shard: u32,
+    heads: Mutex<HashMap<u32, Head>>,
+}
+
+fn s(v: impl Into<String>) -> AV {
+    AV::S(v.into())
+}
+fn n(v: u64) -> AV {
+    AV::N(v.to_string())
+}
+fn b(v: &[u8]) -> AV {
+    AV::B(Blob::new(v))
+}
+pub fn patient_pk(patient: &str) -> String {
+    format!("P#{patient}")
+}
+fn current_sk(ty: &str, id: &str) -> String {
+    format!("C#{ty}#{id}")
+}
+fn version_sk(ty: &str, id: &str, v: u64) -> String {
+    format!("V#{ty}#{id}#{v:010}")
+}
+
+fn get_s<'a>(item: &'a HashMap<String, AV>, k: &str) -> Option<&'a str> {
+    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+fn get_n(item: &HashMap<String, AV>, k: &str) -> Option<u64> {
+    item.get(k).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
+}
+fn get_b(item: &HashMap<String, AV>, k: &str) -> Option<Vec<u8>> {
+    item.get(k).and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec())
+}
+fn get_bool(item: &HashMap<String, AV>, k: &str) -> bool {
+    item.get(k).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false)
+}
+
+fn put(table: &str, item: HashMap<String, AV>, condition: Option<&str>, values: &[(&str, AV)]) -> TransactWriteItem {
+    let mut p = Put::builder().table_name(table).set_item(Some(item));
+    if let Some(c) = condition {
+        p = p.condition_expression(c);
+    }
+    for (k, v) in values {
+        p = p.expression_attribute_values(*k, v.clone());
+    }
+    TransactWriteItem::builder().put(p.build().expect("table and item set")).build()
+}
+
+fn version_from(item: &HashMap<String, AV>) -> Result<Version, PortError> {
+    Ok(Version {
+        version: get_n(item, "ver").ok_or_else(|| PortError::Integrity("version item without ver".into()))?,
+        deleted: get_bool(item, "del"),
+        last_updated: get_s(item, "upd").unwrap_or_default().to_owned(),
+        ciphertext: get_b(item, "ct"),
+    })
+}
+
+fn random_shard(shards: u32) -> u32 {
+    let mut r = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut r).expect("system RNG");
+    u32::from_le_bytes(r) % shards.max(1)
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, tables: Tables, chain_key: DataKey, shards: u32) -> Self {
+        let preferred_shard = random_shard(shards);
+        DynamoStore {
+            client,
+            tables,
+            chain_key,
+            shards: shards.max(1),
+            preferred_shard,
+            heads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn read_head(&self, shard: u32) -> Result<Head, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.audit)
+            .key("pk", s(format!("HEAD#{shard}")))
+            .key("sk", n(0))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        Ok(match out.item() {
+            Some(item) => Head {
+                seq: get_n(item, "seq").ok_or_else(|| PortError::Integrity("audit head without seq".into()))?,
+                hash: get_s(item, "hash").unwrap_or(GENESIS).to_owned(),
+            },
+            None => Head { seq: 0, hash: GENESIS.to_owned() },
+        })
+    }
+
+    fn outbox_items(&self, events: &[DomainEvent]) -> Vec<TransactWriteItem> {
+        events
+            .iter()
+            .map(|e| {
+                let item = HashMap::from([
+                    ("pk".to_owned(), s(&e.aggregate)),
+                    ("sk".to_owned(), s(format!("{}#{}", e.at, e.id))),
+                    ("id".to_owned(), s(&e.id)),
+                    ("type".to_owned(), s(e.event_type)),
+                    ("detail".to_owned(), s(e.detail.to_string())),
+                    ("status".to_owned(), s("pending")),
+                ]);
+                put(&self.tables.outbox, item, Some("attribute_not_exists(pk)"), &[])
+            })
+            .collect()
+    }
+
+    /// Appends `audit` to a chain shard together with `items`, in one
+    /// transaction. Retries on head contention (another writer advanced the
+    /// shard); a failed condition among `items` is returned as is.
+    async fn commit_with_audit(&self, items: Vec<TransactWriteItem>, audit: &AuditEntry) -> Result<(), PortError> {
+        let body = audit.to_fhir().to_string();
+        let mut shard = self.preferred_shard;
+        for attempt in 0..AUDIT_ATTEMPTS {
+            let cached = self.heads.lock().expect("heads lock").get(&shard).cloned();
+            let head = match cached {
+                Some(h) if attempt == 0 => h,
+                _ => self.read_head(shard).await?,
+            };
+            let seq = head.seq + 1;
+            let hash = chain::link(&self.chain_key, shard, seq, &head.hash, &body);
+            let mut record = HashMap::from([
+                ("pk".to_owned(), s(format!("CHAIN#{shard}"))),
+                ("sk".to_owned(), n(seq)),
+                ("prev".to_owned(), s(&head.hash)),
+                ("hash".to_owned(), s(&hash)),
+                ("body".to_owned(), s(&body)),
+                ("id".to_owned(), s(&audit.id)),
+                ("at".to_owned(), s(&audit.recorded)),
+            ]);
+            if let Some(p) = &audit.patient {
+                record.insert("patient".into(), s(p));
+            }
+            let head_item = HashMap::from([
+                ("pk".to_owned(), s(format!("HEAD#{shard}"))),
+                ("sk".to_owned(), n(0)),
+                ("seq".to_owned(), n(seq)),
+                ("hash".to_owned(), s(&hash)),
+            ]);
+            let head_put = if head.seq == 0 {
+                put(&self.tables.audit, head_item, Some("attribute_not_exists(pk)"), &[])
+            } else {
+                put(&self.tables.audit, head_item, Some("seq = :seq"), &[(":seq", n(head.seq))])
+            };
+            let mut all = items.clone();
+            let domain_len = all.len();
+            all.push(put(&self.tables.audit, record, Some("attribute_not_exists(pk)"), &[]));
+            all.push(head_put);
+            if all.len() > MAX_TRANSACTION_ITEMS {
+                return Err(PortError::Backend { service: "dynamodb", detail: "transaction too large".into() });
+            }
+            // The token makes the SDK's own retries of this attempt idempotent:
+            // a retry after a lost response must not look like a lost race.
+            let token = crate::crypto::random_id();
+            match self
+                .client
+                .transact_write_items()
+                .client_request_token(token)
+                .set_transact_items(Some(all))
+                .send()
+                .await
+            {
+                Ok(_) => {
+                    self.heads.lock().expect("heads lock").insert(shard, Head { seq, hash });
+                    return Ok(());
+                }
+                Err(e) => {
+                    let failed = cancelled_items(&e);
+                    if let Some(i) = failed.iter().find(|i| **i < domain_len) {
+                        return Err(PortError::ConditionFailed(*i));
+                    }
+                    if failed.is_empty() {
+                        return Err(port_error("dynamodb", &e));
+                    }
+                    self.heads.lock().expect("heads lock").remove(&shard);
+                    shard = random_shard(self.shards);
+                }
+            }
+        }
+        Err(PortError::Backend { service: "dynamodb", detail: "audit chain contention".into() })
+    }
+
+    /// A KMS-wrapped service secret stored under `CONFIG`.
+    pub async fn config_secret(&self, name: &str) -> Result<Option<Vec<u8>>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.records)
+            .key("pk", s("CONFIG"))
+            .key("sk", s(name))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        Ok(out.item().and_then(|i| get_b(i, "wk")))
+    }
+}
+
+/// Indexes of the transaction items whose condition failed.
+fn cancelled_items<R>(e: &SdkError<TransactWriteItemsError, R>) -> Vec<usize> {
+    match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(tce)) => tce
+            .cancellation_reasons()
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+            .map(|(i, _)| i)
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// Reads the secret `name` or creates it on first use. Creation races are
+/// settled by a conditional put: every instance ends up with the same secret.
+pub async fn load_or_create_secret<F, Fut, U, UFut>(
+    client: &Client,
+    records_table: &str,
+    name: &str,
+    generate: F,
+    unwrap: U,
+) -> Result<DataKey, PortError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(DataKey, Vec<u8>), PortError>>,
+    U: Fn(Vec<u8>) -> UFut,
+    UFut: std::future::Future<Output = Result<DataKey, PortError>>,
+{
+    let read = || async {
+        let out = client
+            .get_item()
+            .table_name(records_table)
+            .key("pk", s("CONFIG"))
+            .key("sk", s(name))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        Ok::<_, PortError>(out.item().and_then(|i| get_b(i, "wk")))
+    };
+    if let Some(wrapped) = read().await? {
+        return unwrap(wrapped).await;
+    }
+    let (key, wrapped) = generate().await?;
+    let res = client
+        .put_item()
+        .table_name(records_table)
+        .item("pk", s("CONFIG"))
+        .item("sk", s(name))
+        .item("wk", b(&wrapped))
+        .condition_expression("attribute_not_exists(pk)")
+        .send()
+        .await;
+    match res {
+        Ok(_) => Ok(key),
+        Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
+            let wrapped = read().await?.ok_or_else(|| PortError::Integrity("secret vanished".into()))?;
+            unwrap(wrapped).await
+        }
+        Err(e) => Err(port_error("dynamodb", &e)),
+    }
+}
+
+impl RecordStore for DynamoStore {
+    async fn wrapped_key(&self, patient: &str) -> Result<Option<Vec<u8>>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.records)
+            .key("pk", s(patient_pk(patient)))
+            .key("sk", s("KEY"))
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        Ok(out.item().and_then(|i| get_b(i, "wk")))
+    }
+
+    async fn current(&self, patient: &str, ty: &str, id: &str) -> Result<Option<Current>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.records)
+            .key("pk", s(patient_pk(patient)))
+            .key("sk", s(current_sk(ty, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        let Some(item) = out.item() else { return Ok(None) };
+        let v = version_from(item)?;
+        let tokens = item
+            .get("tok")
+            .and_then(|t| t.as_l().ok())
+            .map(|l| l.iter().filter_map(|x| x.as_s().ok().cloned()).collect())
+            .unwrap_or_default();
+        Ok(Some(Current {
+            version: v.version,
+            deleted: v.deleted,
+            last_updated: v.last_updated,
+            tokens,
+            ciphertext: v.ciphertext,
+        }))
+    }
+
+    async fn version(&self, patient: &str, ty: &str, id: &str, version: u64) -> Result<Option<Version>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.records)
+            .key("pk", s(patient_pk(patient)))
+            .key("sk", s(version_sk(ty, id, version)))
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        out.item().map(version_from).transpose()
+    }
+
+    async fn versions(
+        &self,
+        patient: &str,
+        ty: &str,
+        id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Version>, PortError> {
+        let hi = before.map_or_else(|| version_sk(ty, id, 9_999_999_999), |b| version_sk(ty, id, b.saturating_sub(1)));
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.records)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+            .expression_attribute_values(":pk", s(patient_pk(patient)))
+            .expression_attribute_values(":lo", s(version_sk(ty, id, 1)))
+            .expression_attribute_values(":hi", s(hi))
+            .scan_index_forward(false)
+            .limit(limit.min(1000) as i32)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        out.items().iter().map(version_from).collect()
+    }
+
+    async fn ids_for_token(&self, ty: &str, token: &str) -> Result<Vec<String>, PortError> {
+        let mut ids = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.tables.records)
+                .index_name(SEARCH_INDEX)
+                .key_condition_expression("ix = :ix")
+                .expression_attribute_values(":ix", s(format!("{ty}#{token}")))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| port_error("dynamodb", &e))?;
+            ids.extend(out.items().iter().filter_map(|i| get_s(i, "ixs").map(str::to_owned)));
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    async fn commit(&self, w: ResourceWrite, audit: &AuditEntry, events: Vec<DomainEvent>) -> Result<(), PortError> {
+        let t = &self.tables.records;
+        let pk = patient_pk(&w.patient);
+        let mut items = Vec::new();
+        if let Some(wrapped) = &w.new_wrapped_key {
+            let item = HashMap::from([
+                ("pk".to_owned(), s(&pk)),
+                ("sk".to_owned(), s("KEY")),
+                ("wk".to_owned(), b(wrapped)),
+                ("created".to_owned(), s(&w.last_updated)),
+            ]);
+            items.push(put(t, item, Some("attribute_not_exists(pk)"), &[]));
+        }
+        let mut base = HashMap::from([
+            ("pk".to_owned(), s(&pk)),
+            ("ver".to_owned(), n(w.version)),
+            ("del".to_owned(), AV::Bool(w.deleted)),
+            ("upd".to_owned(), s(&w.last_updated)),
+            ("type".to_owned(), s(w.resource_type)),
+        ]);
+        if let Some(ct) = &w.ciphertext {
+            base.insert("ct".into(), b(ct));
+        }
+        let mut current = base.clone();
+        current.insert("sk".into(), s(current_sk(w.resource_type, &w.id)));
+        current.insert("tok".into(), AV::L(w.tokens.iter().map(s).collect()));
+        items.push(match w.expected_version {
+            None => put(t, current, Some("attribute_not_exists(pk)"), &[]),
+            Some(ev) => put(t, current, Some("ver = :ev"), &[(":ev", n(ev))]),
+        });
+        let mut version = base;
+        version.insert("sk".into(), s(version_sk(w.resource_type, &w.id, w.version)));
+        items.push(put(t, version, Some("attribute_not_exists(pk)"), &[]));
+        for token in w.tokens.iter().filter(|t| !w.previous_tokens.contains(t)) {
+            let item = HashMap::from([
+                ("pk".to_owned(), s(&pk)),
+                ("sk".to_owned(), s(format!("I#{}#{}#{token}", w.resource_type, w.id))),
+                ("ix".to_owned(), s(format!("{}#{token}", w.resource_type))),
+                ("ixs".to_owned(), s(&w.id)),
+            ]);
+            items.push(put(t, item, None, &[]));
+        }
+        for token in w.previous_tokens.iter().filter(|t| !w.tokens.contains(t)) {
+            let del = Delete::builder()
+                .table_name(t)
+                .key("pk", s(&pk))
+                .key("sk", s(format!("I#{}#{}#{token}", w.resource_type, w.id)))
+                .build()
+                .expect("table and key set");
+            items.push(TransactWriteItem::builder().delete(del).build());
+        }
+        items.extend(self.outbox_items(&events));
+        self.commit_with_audit(items, audit).await
+    }
+
+    async fn audit(&self, audit: &AuditEntry, events: Vec<DomainEvent>) -> Result<(), PortError> {
+        self.commit_with_audit(self.outbox_items(&events), audit).await
+    }
+}
+
+/// Reads every chain record and head of the audit table, grouped by shard,
+/// for verification.
+pub async fn read_audit_chains(
+    client: &Client,
+    audit_table: &str,
+) -> Result<(HashMap<u32, Vec<Record>>, HashMap<u32, Head>), PortError> {
+    let mut records: HashMap<u32, Vec<Record>> = HashMap::new();
+    let mut heads = HashMap::new();
+    let mut start = None;
+    loop {
+        let out = client
+            .scan()
+            .table_name(audit_table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        for item in out.items() {
+            let pk = get_s(item, "pk").unwrap_or_default();
+            let seq = get_n(item, "sk").unwrap_or(0);
+            if let Some(shard) = pk.strip_prefix("CHAIN#").and_then(|x| x.parse().ok()) {
+                records.entry(shard).or_default().push(Record {
+                    shard: get_n(item, "shard").map(|s| s as u32).unwrap_or(shard),
+                    seq,
+                    prev: get_s(item, "prev").unwrap_or_default().to_owned(),
+                    hash: get_s(item, "hash").unwrap_or_default().to_owned(),
+                    body: get_s(item, "body").unwrap_or_default().to_owned(),
+                });
+            } else if let Some(shard) = pk.strip_prefix("HEAD#").and_then(|x| x.parse().ok()) {
+                heads.insert(
+                    shard,
+                    Head {
+                        seq: get_n(item, "seq").unwrap_or(0),
+                        hash: get_s(item, "hash").unwrap_or_default().to_owned(),
+                    },
+                );
+            }
+        }
+        match out.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    for recs in records.values_mut() {
+        recs.sort_by_key(|r| r.seq);
+    }
+    Ok((records, heads))
+}

@@ -1,0 +1,37 @@
+//! AWS adapters for the ports: DynamoDB (records, audit chains, outbox) and
+//! KMS (data keys). Clients are built once per cold start from one SdkConfig.
+
+pub mod dynamo;
+pub mod kms;
+
+use crate::error::PortError;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use std::time::Duration;
+
+/// The SDK configuration for every client. `endpoint` points all clients at the
+/// emulator in local mode; static test credentials go with it.
+pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(5))
+        .operation_timeout(Duration::from_secs(15))
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
+    if let Some(ep) = endpoint {
+        loader = loader.endpoint_url(ep).region(Region::new("us-east-1")).credentials_provider(
+            aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "medrec-local"),
+        );
+    }
+    loader.load().await
+}
+
+/// Translates an SDK error into a port error. Only the error code and the
+/// service's message are kept; request contents never reach the error.
+pub(crate) fn port_error<E: ProvideErrorMetadata>(service: &'static str, e: &E) -> PortError {
+    let code = e.code().unwrap_or("unknown");
+    if code.contains("Throttl") || code == "ProvisionedThroughputExceededException" || code == "RequestLimitExceeded" {
+        return PortError::Throttled(service);
+    }
+    PortError::Backend { service, detail: code.to_owned() }
+}

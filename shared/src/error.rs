@@ -1,0 +1,70 @@
+//! The service layer's one error type. Messages are built from fixed text and
+//! element paths only, never from request values, because they reach clients
+//! and logs. The HTTP edge maps each variant to a status and an
+//! OperationOutcome exactly once (`http::outcome_response`).
+
+use crate::fhir::outcome::Issue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("authentication failed: {0}")]
+    Unauthenticated(&'static str),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("resource deleted")]
+    Gone,
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    #[error("precondition required: {0}")]
+    PreconditionRequired(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("payload too large (limit {0} bytes)")]
+    PayloadTooLarge(usize),
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("not acceptable")]
+    NotAcceptable,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("invalid resource ({} issues)", .0.len())]
+    Invalid(Vec<Issue>),
+    #[error("throttled")]
+    Throttled,
+    #[error("dependency unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors of the ports (storage, keys). Adapters translate SDK errors into
+/// these so that the service layer never sees AWS types.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// A conditional write lost: the item changed or already exists.
+    #[error("condition failed on item {0}")]
+    ConditionFailed(usize),
+    #[error("throttled by {0}")]
+    Throttled(&'static str),
+    #[error("{service} call failed: {detail}")]
+    Backend { service: &'static str, detail: String },
+    #[error("stored data is corrupt or was tampered with: {0}")]
+    Integrity(String),
+}
+
+impl From<PortError> for Error {
+    fn from(e: PortError) -> Self {
+        match e {
+            PortError::ConditionFailed(_) => Error::Conflict("concurrent modification".into()),
+            PortError::Throttled(_) => Error::Throttled,
+            PortError::Backend { service, .. } => Error::Unavailable(service.into()),
+            PortError::Integrity(what) => Error::Internal(format!("integrity check failed: {what}")),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Bundle builders for search results and history.
+
+use serde_json::{json, Value};
+
+pub struct SearchPage {
+    pub self_link: String,
+    pub next_link: Option<String>,
+    pub total: usize,
+    /// (fullUrl, resource)
+    pub entries: Vec<(String, Value)>,
+}
+
+pub fn searchset(page: SearchPage) -> Value {
+    let mut links = vec![json!({"relation": "self", "url": page.self_link})];
+    if let Some(next) = page.next_link {
+        links.push(json!({"relation": "next", "url": next}));
+    }
+    let entries: Vec<Value> = page
+        .entries
+        .into_iter()
+        .map(|(full_url, resource)| json!({"fullUrl": full_url, "resource": resource, "search": {"mode": "match"}}))
+        .collect();
+    json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": page.total,
+        "link": links,
+        "entry": entries,
+    })
+}
+
+/// One version in a history bundle; `resource` is None for a deletion.
+pub struct HistoryEntry {
+    pub full_url: String,
+    pub resource: Option<Value>,
+    pub method: &'static str,
+    pub url: String,
+    pub status: &'static str,
+    pub version: u64,
+    pub last_updated: String,
+}
+
+pub fn history(self_link: String, next_link: Option<String>, total: usize, entries: Vec<HistoryEntry>) -> Value {
+    let mut links = vec![json!({"relation": "self", "url": self_link})];
+    if let Some(next) = next_link {
+        links.push(json!({"relation": "next", "url": next}));
+    }
+    let entries: Vec<Value> = entries
+        .into_iter()
+        .map(|e| {
+            let mut entry = json!({
+                "fullUrl": e.full_url,
+                "request": {"method": e.method, "url": e.url},
+                "response": {"status": e.status, "etag": format!("W/\"{}\"", e.version), "lastUpdated": e.last_updated},
+            });
+            if let Some(r) = e.resource {
+                entry["resource"] = r;
+            }
+            entry
+        })
+        .collect();
+    json!({"resourceType": "Bundle", "type": "history", "total": total, "link": links, "entry": entries})
+}

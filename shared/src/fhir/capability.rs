@@ -1,0 +1,55 @@
+//! The CapabilityStatement, built from what the functions declare so that it
+//! cannot claim more than is implemented.
+
+use serde_json::{json, Value};
+
+/// What one resource type supports, declared by the function serving it.
+pub struct ResourceCapability {
+    pub resource_type: &'static str,
+    pub interactions: &'static [&'static str],
+    /// (name, type, documentation)
+    pub search_params: &'static [(&'static str, &'static str, &'static str)],
+}
+
+pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) -> Value {
+    let resources: Vec<Value> = resources
+        .iter()
+        .map(|r| {
+            json!({
+                "type": r.resource_type,
+                "interaction": r.interactions.iter().map(|i| json!({"code": i})).collect::<Vec<_>>(),
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": false,
+                "conditionalCreate": false,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": false,
+                "conditionalDelete": "not-supported",
+                "searchParam": r.search_params.iter().map(|(name, ty, doc)| json!({
+                    "name": name, "type": ty, "documentation": doc
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-23",
+        "kind": "instance",
+        "software": {"name": "medrec", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": "medrec FHIR R4 server", "url": format!("{base_url}/fhir")},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Updates require If-Match. Search matches normalised values exactly (case- and accent-insensitive) through keyed blind indexes: no prefix, :contains or range matching on PHI fields. Paging links carry encrypted, signed cursors bound to the caller.",
+            "security": {
+                "cors": false,
+                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
+                "description": "Bearer JWT (RS256/ES256) from the configured OpenID Connect issuer; roles from a configured claim narrowed by SMART v2 scopes; X-Purpose-Of-Use recorded on every access; ETREAT needs X-Break-Glass-Reason."
+            },
+            "resource": resources,
+            "interaction": [],
+        }],
+    })
+}

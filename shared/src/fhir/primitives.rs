@@ -1,0 +1,152 @@
+//! FHIR R4 primitive formats (http://hl7.org/fhir/R4/datatypes.html), checked
+//! by hand-written matchers equivalent to the spec's regular expressions so
+//! that no regex engine is linked into every Lambda.
+
+/// `id`: `[A-Za-z0-9\-\.]{1,64}`
+pub fn is_id(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+fn digits(s: &str, n: usize) -> Option<u32> {
+    (s.len() == n && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// `date`: YYYY, YYYY-MM or YYYY-MM-DD, and a real calendar date.
+pub fn is_date(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let Some(year) = parts.first().and_then(|y| digits(y, 4)) else { return false };
+    if year == 0 {
+        return false;
+    }
+    match parts.len() {
+        1 => true,
+        2 => matches!(digits(parts[1], 2), Some(1..=12)),
+        3 => match (digits(parts[1], 2), digits(parts[2], 2)) {
+            (Some(m @ 1..=12), Some(d)) => d >= 1 && d <= days_in_month(year, m),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// `dateTime`: a date, or a full date with time and zone.
+pub fn is_date_time(s: &str) -> bool {
+    match s.split_once('T') {
+        None => is_date(s),
+        Some((date, rest)) => date.len() == 10 && is_date(date) && is_time_with_zone(rest),
+    }
+}
+
+/// `instant`: full date, time and zone.
+pub fn is_instant(s: &str) -> bool {
+    matches!(s.split_once('T'), Some((date, rest)) if date.len() == 10 && is_date(date) && is_time_with_zone(rest))
+}
+
+fn is_time_with_zone(s: &str) -> bool {
+    let (time, zone) = if let Some(t) = s.strip_suffix('Z') {
+        (t, "Z")
+    } else if s.len() > 6 && (s.as_bytes()[s.len() - 6] == b'+' || s.as_bytes()[s.len() - 6] == b'-') {
+        s.split_at(s.len() - 6)
+    } else {
+        return false;
+    };
+    if zone != "Z" {
+        let (h, m) = (digits(&zone[1..3], 2), digits(&zone[4..6], 2));
+        if &zone[3..4] != ":" || !matches!((h, m), (Some(0..=13), Some(0..=59)) | (Some(14), Some(0))) {
+            return false;
+        }
+    }
+    is_time(time)
+}
+
+/// `time`: hh:mm:ss(.fraction)?
+pub fn is_time(s: &str) -> bool {
+    let (hms, frac) = match s.split_once('.') {
+        Some((a, f)) => (a, Some(f)),
+        None => (s, None),
+    };
+    if let Some(f) = frac {
+        if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+    }
+    let p: Vec<&str> = hms.split(':').collect();
+    p.len() == 3
+        && matches!(digits(p[0], 2), Some(0..=23))
+        && matches!(digits(p[1], 2), Some(0..=59))
+        && matches!(digits(p[2], 2), Some(0..=60))
+}
+
+/// `code`: no leading/trailing whitespace, no runs of whitespace inside.
+pub fn is_code(s: &str) -> bool {
+    !s.is_empty() && s.trim() == s && !s.contains("  ") && !s.contains(['\t', '\n', '\r'])
+}
+
+/// `uri`: non-empty, no whitespace.
+pub fn is_uri(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(char::is_whitespace)
+}
+
+/// `string`: non-empty after trimming (R4 requires at least one non-whitespace character).
+pub fn is_string(s: &str) -> bool {
+    !s.trim().is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        for ok in ["1980", "1980-02", "1980-02-29", "2000-02-29", "1999-12-31"] {
+            assert!(is_date(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "80",
+            "1981-02-29",
+            "1900-02-29",
+            "1980-13",
+            "1980-00",
+            "1980-1-1",
+            "1980-01-32",
+            "0000",
+            "1980-01-01T",
+        ] {
+            assert!(!is_date(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn date_times_and_instants() {
+        assert!(is_date_time("2020-01-01T10:00:00Z"));
+        assert!(is_date_time("2020-01-01T10:00:00.123+05:30"));
+        assert!(is_date_time("2020-01"));
+        assert!(!is_date_time("2020-01-01T10:00Z"));
+        assert!(!is_date_time("2020-01-01T25:00:00Z"));
+        assert!(!is_date_time("2020-01-01T10:00:00+15:00"));
+        assert!(is_instant("2020-01-01T10:00:00Z"));
+        assert!(!is_instant("2020-01-01"));
+    }
+
+    #[test]
+    fn ids_codes() {
+        assert!(is_id("a-B.9"));
+        assert!(!is_id(""));
+        assert!(!is_id(&"a".repeat(65)));
+        assert!(!is_id("a/b"));
+        assert!(!is_id("../x"));
+        assert!(is_code("male"));
+        assert!(!is_code(" male"));
+        assert!(!is_code("a  b"));
+    }
+}

@@ -1,0 +1,270 @@
+//! The HTTP edge: request parsing and validation, responses with security
+//! headers, and the single mapping from service errors to OperationOutcome.
+
+use crate::error::Error;
+use crate::fhir::outcome::{operation_outcome, Issue};
+use crate::fhir::FHIR_JSON;
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::Value;
+
+/// Headers on every response. `no-store` because any response may carry PHI.
+const SECURITY_HEADERS: &[(&str, &str)] = &[
+    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("referrer-policy", "no-referrer"),
+    ("cache-control", "no-store"),
+    ("pragma", "no-cache"),
+];
+
+pub fn response(status: u16, body: Option<&Value>, headers: &[(&str, String)]) -> Response<Body> {
+    let mut b = Response::builder().status(status);
+    for (k, v) in SECURITY_HEADERS {
+        b = b.header(*k, *v);
+    }
+    for (k, v) in headers {
+        b = b.header(*k, v.as_str());
+    }
+    match body {
+        Some(v) => b.header("content-type", FHIR_JSON).body(Body::Text(v.to_string())),
+        None => b.body(Body::Empty),
+    }
+    .expect("static headers are valid")
+}
+
+/// The one place a service error becomes a status and an OperationOutcome.
+pub fn error_response(e: &Error) -> Response<Body> {
+    let (status, code, text): (u16, &'static str, String) = match e {
+        Error::BadRequest(m) => (400, "invalid", m.clone()),
+        Error::Unauthenticated(_) => (401, "login", "authentication required: a valid bearer token is needed".into()),
+        Error::Forbidden(m) => (403, "forbidden", format!("access denied: {m}")),
+        Error::NotFound => (404, "not-found", "resource not found".into()),
+        Error::Gone => (410, "deleted", "resource has been deleted".into()),
+        Error::PreconditionFailed(m) => (412, "conflict", m.clone()),
+        Error::PreconditionRequired(m) => (428, "required", m.clone()),
+        Error::Conflict(m) => (409, "conflict", m.clone()),
+        Error::PayloadTooLarge(limit) => (413, "too-long", format!("request body exceeds {limit} bytes")),
+        Error::UnsupportedMediaType => (415, "not-supported", "send application/fhir+json or application/json".into()),
+        Error::NotAcceptable => (406, "not-supported", "medrec answers with application/fhir+json only".into()),
+        Error::MethodNotAllowed => (405, "not-supported", "method not allowed on this resource".into()),
+        Error::Invalid(issues) => return response(422, Some(&operation_outcome(issues)), &[]),
+        Error::Throttled => (429, "throttled", "too many requests; retry later".into()),
+        Error::Unavailable(_) => (503, "transient", "a dependency is unavailable; retry later".into()),
+        Error::Internal(_) => (500, "exception", "internal error".into()),
+    };
+    let mut headers = vec![];
+    if status == 401 {
+        headers.push(("www-authenticate", "Bearer error=\"invalid_token\"".to_owned()));
+    }
+    if status == 429 || status == 503 {
+        headers.push(("retry-after", "1".to_owned()));
+    }
+    response(status, Some(&operation_outcome(&[Issue::error(code, text)])), &headers)
+}
+
+pub fn status_of(e: &Error) -> u16 {
+    error_response(e).status().as_u16()
+}
+
+fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+pub fn authorization(req: &Request) -> Option<&str> {
+    header(req, "authorization")
+}
+
+pub fn purpose_headers(req: &Request) -> (Option<&str>, Option<&str>) {
+    (header(req, "x-purpose-of-use"), header(req, "x-break-glass-reason"))
+}
+
+/// (source IP, API Gateway request id) from the request context.
+pub fn origin(req: &Request) -> (Option<String>, Option<String>) {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => (Some(ctx.http.source_ip.clone()).flatten(), ctx.request_id.clone()),
+        _ => (None, None),
+    }
+}
+
+/// Refuses an `Accept` that rules out FHIR JSON.
+pub fn check_accept(req: &Request) -> Result<(), Error> {
+    let Some(accept) = header(req, "accept") else { return Ok(()) };
+    let ok = accept.split(',').any(|part| {
+        let media = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        matches!(
+            media.as_str(),
+            "" | "*/*" | "application/*" | "application/fhir+json" | "application/json" | "application/json+fhir"
+        )
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::NotAcceptable)
+    }
+}
+
+fn body_bytes(req: &Request) -> &[u8] {
+    match req.body() {
+        Body::Empty => &[],
+        Body::Text(t) => t.as_bytes(),
+        Body::Binary(b) => b,
+    }
+}
+
+fn check_size(req: &Request, max: usize) -> Result<&[u8], Error> {
+    let bytes = body_bytes(req);
+    if bytes.len() > max {
+        return Err(Error::PayloadTooLarge(max));
+    }
+    Ok(bytes)
+}
+
+/// Parses a FHIR JSON request body of the expected resource type.
+pub fn json_resource(req: &Request, max: usize, resource_type: &str) -> Result<Value, Error> {
+    let ct = header(req, "content-type").unwrap_or("").to_ascii_lowercase();
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if !matches!(media, "application/fhir+json" | "application/json" | "application/json+fhir") {
+        return Err(Error::UnsupportedMediaType);
+    }
+    let bytes = check_size(req, max)?;
+    if bytes.is_empty() {
+        return Err(Error::BadRequest("request body is empty".into()));
+    }
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::BadRequest(format!("body is not valid JSON (line {}, column {})", e.line(), e.column())))?;
+    match value.get("resourceType") {
+        Some(Value::String(t)) if t == resource_type => Ok(value),
+        Some(Value::String(_)) => Err(Error::BadRequest(format!("resourceType must be {resource_type}"))),
+        _ if !value.is_object() => Err(Error::BadRequest("body must be a JSON object".into())),
+        _ => Err(Error::BadRequest("resourceType is missing".into())),
+    }
+}
+
+/// Form-encoded parameters of a `POST .../_search` body.
+pub fn form_body(req: &Request, max: usize) -> Result<Vec<(String, String)>, Error> {
+    let ct = header(req, "content-type").unwrap_or("").to_ascii_lowercase();
+    if ct.split(';').next().unwrap_or("").trim() != "application/x-www-form-urlencoded" {
+        return Err(Error::UnsupportedMediaType);
+    }
+    let bytes = check_size(req, max)?;
+    let text = std::str::from_utf8(bytes).map_err(|_| Error::BadRequest("form body is not UTF-8".into()))?;
+    parse_form(text)
+}
+
+/// The raw query string's parameters, in order.
+pub fn query(req: &Request) -> Result<Vec<(String, String)>, Error> {
+    parse_form(req.uri().query().unwrap_or(""))
+}
+
+/// Strict `application/x-www-form-urlencoded` parsing: bad escapes and
+/// non-UTF-8 are errors rather than silently replaced.
+pub fn parse_form(s: &str) -> Result<Vec<(String, String)>, Error> {
+    if s.len() > 8192 {
+        return Err(Error::BadRequest("query is too long".into()));
+    }
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode_component(k)?, decode_component(v)?))
+        })
+        .collect()
+}
+
+fn decode_component(s: &str) -> Result<String, Error> {
+    let bad = || Error::BadRequest("malformed percent-encoding in parameters".into());
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b.get(i + 1..i + 3).ok_or_else(bad)?;
+                let v = u8::from_str_radix(std::str::from_utf8(hex).map_err(|_| bad())?, 16).map_err(|_| bad())?;
+                out.push(v);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| Error::BadRequest("parameters are not UTF-8".into()))
+}
+
+/// `If-Match: W/"3"` (or `"3"`) as a version number.
+pub fn if_match(req: &Request) -> Result<Option<u64>, Error> {
+    let Some(v) = header(req, "if-match") else { return Ok(None) };
+    let v = v.trim();
+    let inner = v.strip_prefix("W/").unwrap_or(v).trim_matches('"');
+    inner.parse::<u64>().map(Some).map_err(|_| Error::BadRequest("If-Match must be an ETag such as W/\"1\"".into()))
+}
+
+/// The public base URL for links: configured, or from the request's host.
+pub fn base_url(req: &Request, configured: Option<&str>) -> String {
+    if let Some(b) = configured {
+        return b.trim_end_matches('/').to_owned();
+    }
+    let host = header(req, "host")
+        .filter(|h| h.bytes().all(|c| c.is_ascii_alphanumeric() || b".-:[]".contains(&c)))
+        .unwrap_or("localhost");
+    format!("https://{host}")
+}
+
+/// The request path without the API Gateway stage prefix (HTTP APIs put
+/// `/{stage}` in front of `rawPath` for any stage but `$default`).
+pub fn path(req: &Request) -> String {
+    let raw = req.raw_http_path();
+    let raw = if raw.is_empty() { req.uri().path() } else { raw };
+    if let Some(RequestContext::ApiGatewayV2(ctx)) = req.request_context_ref() {
+        if let Some(stage) = ctx.stage.as_deref().filter(|s| *s != "$default") {
+            if let Some(rest) = raw.strip_prefix('/').and_then(|r| r.strip_prefix(stage)).filter(|r| r.starts_with('/'))
+            {
+                return rest.to_owned();
+            }
+        }
+    }
+    raw.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_parsing_is_strict() {
+        assert_eq!(parse_form("a=1&b=x%20y+z").unwrap(), vec![("a".into(), "1".into()), ("b".into(), "x y z".into())]);
+        assert!(parse_form("a=%zz").is_err());
+        assert!(parse_form("a=%ff").is_err());
+        assert!(parse_form("a=%4").is_err());
+        assert_eq!(parse_form("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn every_error_has_an_outcome_and_a_client_status() {
+        let cases = [
+            (Error::BadRequest("x".into()), 400),
+            (Error::Unauthenticated("x"), 401),
+            (Error::Forbidden("x".into()), 403),
+            (Error::NotFound, 404),
+            (Error::Gone, 410),
+            (Error::PreconditionFailed("x".into()), 412),
+            (Error::PayloadTooLarge(1), 413),
+            (Error::UnsupportedMediaType, 415),
+            (Error::Invalid(vec![]), 422),
+            (Error::PreconditionRequired("x".into()), 428),
+            (Error::Throttled, 429),
+            (Error::Internal("secret detail".into()), 500),
+        ];
+        for (e, status) in cases {
+            let r = error_response(&e);
+            assert_eq!(r.status().as_u16(), status);
+            assert_eq!(r.headers()["cache-control"], "no-store");
+            let Body::Text(t) = r.body() else { panic!("no body") };
+            assert!(t.contains("OperationOutcome"));
+            assert!(!t.contains("secret detail"));
+        }
+    }
+}

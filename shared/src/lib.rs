@@ -1,0 +1,16 @@
+//! medrec's shared library: the FHIR domain, crypto, identity, audit and the
+//! ports every function uses, with their AWS adapters beside them.
+
+pub mod audit;
+pub mod auth;
+pub mod aws;
+pub mod config;
+pub mod crypto;
+pub mod cursor;
+pub mod error;
+pub mod fhir;
+pub mod http;
+pub mod log;
+pub mod ports;
+pub mod runtime;
+pub mod service;

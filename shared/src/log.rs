@@ -1,0 +1,13 @@
+//! Structured JSON logs. Handlers log routes, statuses, ids and timings only;
+//! request bodies, query strings and decrypted data are never logged. The AWS
+//! SDK is held at `warn` because its debug output includes request payloads.
+
+use tracing_subscriber::EnvFilter;
+
+pub const DEFAULT_FILTER: &str =
+    "info,aws_smithy_runtime=warn,aws_config=warn,aws_sdk_dynamodb=warn,aws_sdk_kms=warn,hyper=warn";
+
+pub fn init() {
+    let filter = EnvFilter::try_from_env("MEDREC_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).without_time().try_init();
+}

@@ -1,0 +1,108 @@
+//! Ports: what the domain needs from the outside world, in domain terms. The
+//! AWS adapters in `aws/` implement them against DynamoDB and KMS.
+
+use crate::audit::AuditEntry;
+use crate::crypto::DataKey;
+use crate::error::PortError;
+use serde_json::Value;
+use std::future::Future;
+
+/// A domain event for the outbox. Carries ids and types, never PHI.
+#[derive(Debug, Clone)]
+pub struct DomainEvent {
+    pub id: String,
+    pub event_type: &'static str,
+    /// The patient compartment the event belongs to (ordering key).
+    pub aggregate: String,
+    pub at: String,
+    pub detail: Value,
+}
+
+/// The latest state of a resource.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub version: u64,
+    pub deleted: bool,
+    pub last_updated: String,
+    /// Blind-index tokens the resource is indexed under now.
+    pub tokens: Vec<String>,
+    /// The latest version's ciphertext (absent when deleted), so a read is one
+    /// GetItem.
+    pub ciphertext: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Version {
+    pub version: u64,
+    pub deleted: bool,
+    pub last_updated: String,
+    pub ciphertext: Option<Vec<u8>>,
+}
+
+/// One resource change, committed atomically with its audit record and events.
+#[derive(Debug, Clone)]
+pub struct ResourceWrite {
+    pub patient: String,
+    /// Set when the change opens a new patient compartment.
+    pub new_wrapped_key: Option<Vec<u8>>,
+    pub resource_type: &'static str,
+    pub id: String,
+    pub version: u64,
+    /// The version the change replaces; None for a create.
+    pub expected_version: Option<u64>,
+    pub deleted: bool,
+    pub last_updated: String,
+    pub ciphertext: Option<Vec<u8>>,
+    pub tokens: Vec<String>,
+    pub previous_tokens: Vec<String>,
+}
+
+pub trait RecordStore: Send + Sync {
+    fn wrapped_key(&self, patient: &str) -> impl Future<Output = Result<Option<Vec<u8>>, PortError>> + Send;
+    fn current(
+        &self,
+        patient: &str,
+        resource_type: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Current>, PortError>> + Send;
+    fn version(
+        &self,
+        patient: &str,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+    ) -> impl Future<Output = Result<Option<Version>, PortError>> + Send;
+    /// Versions newest first, below `before` if given, at most `limit`.
+    fn versions(
+        &self,
+        patient: &str,
+        resource_type: &str,
+        id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Version>, PortError>> + Send;
+    /// Ids of resources of a type indexed under a blind-index token, sorted.
+    fn ids_for_token(
+        &self,
+        resource_type: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<Vec<String>, PortError>> + Send;
+    /// Commits a change, its audit record and its events in one transaction.
+    /// `ConditionFailed` means the expected version no longer holds.
+    fn commit(
+        &self,
+        write: ResourceWrite,
+        audit: &AuditEntry,
+        events: Vec<DomainEvent>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Stores an audit record (and events) with no resource change.
+    fn audit(&self, audit: &AuditEntry, events: Vec<DomainEvent>)
+        -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// KMS: per-patient data keys bound to the patient by encryption context.
+pub trait KeyService: Send + Sync {
+    /// A new data key for a patient: (plaintext, wrapped).
+    fn generate(&self, patient: &str) -> impl Future<Output = Result<(DataKey, Vec<u8>), PortError>> + Send;
+    fn unwrap(&self, patient: &str, wrapped: &[u8]) -> impl Future<Output = Result<DataKey, PortError>> + Send;
+}

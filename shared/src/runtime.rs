@@ -1,0 +1,126 @@
+//! Cold-start wiring shared by every function: SDK clients, the service root
+//! secret, the record store, the key service and the token verifier, built
+//! once from a validated `Config` and reused by every invocation.
+
+use crate::auth::jwks::{HttpKeySetSource, JwksCache};
+use crate::auth::jwt::{TokenPolicy, Verifier};
+use crate::auth::{AuthError, Purpose};
+use crate::aws::dynamo::{load_or_create_secret, DynamoStore, Tables};
+use crate::aws::kms::KmsKeys;
+use crate::config::{Config, Deployment};
+use crate::crypto::keycache::{KeyCache, Limits};
+use crate::crypto::DataKey;
+use crate::error::{Error, PortError};
+use crate::http;
+use crate::service::{Caller, ServiceKeys, Services};
+use lambda_http::{Body, Request, Response};
+
+pub type AwsServices = Services<DynamoStore, KmsKeys>;
+
+/// Name of the root secret item and the KMS context purpose that binds it.
+const ROOT_SECRET: &str = "ROOT_SECRET";
+const ROOT_PURPOSE: &str = "service-root";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot load the service secret: {0}")]
+    Secret(#[from] PortError),
+    #[error("cannot build the JWKS client: {0}")]
+    Jwks(String),
+}
+
+/// The service root secret (KMS-wrapped in the records table), created on
+/// first use. Blind-index, cursor and audit-chain keys derive from it.
+pub async fn root_secret(
+    ddb: &aws_sdk_dynamodb::Client,
+    kms: &KmsKeys,
+    records_table: &str,
+) -> Result<DataKey, PortError> {
+    load_or_create_secret(
+        ddb,
+        records_table,
+        ROOT_SECRET,
+        || kms.generate_secret(ROOT_PURPOSE),
+        |w| async move { kms.unwrap_secret(ROOT_PURPOSE, &w).await },
+    )
+    .await
+}
+
+pub struct Runtime {
+    pub config: Config,
+    pub services: AwsServices,
+    verifier: Verifier<HttpKeySetSource>,
+}
+
+impl Runtime {
+    pub async fn from_config(config: Config) -> Result<Self, BootError> {
+        let sdk = crate::aws::sdk_config(config.aws_endpoint.as_deref()).await;
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let kms = KmsKeys::new(aws_sdk_kms::Client::new(&sdk), &config.records_key_id);
+        let root = root_secret(&ddb, &kms, &config.records_table).await?;
+        let keys = ServiceKeys::derive(&root);
+        let tables = Tables {
+            records: config.records_table.clone(),
+            audit: config.audit_table.clone(),
+            outbox: config.outbox_table.clone(),
+        };
+        let store = DynamoStore::new(ddb, tables, keys.audit_chain, config.audit_shards);
+        let cache = KeyCache::new(Limits {
+            max_age: config.key_cache_max_age,
+            max_uses: config.key_cache_max_uses,
+            max_entries: config.key_cache_max_entries,
+        });
+        let services = Services::new(store, kms, cache, keys.blind_index, keys.cursor, config.function_name.clone());
+        let local = config.deployment == Deployment::Local;
+        let source = HttpKeySetSource::new(&config.jwks_url, local).map_err(BootError::Jwks)?;
+        let policy = TokenPolicy {
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            roles_claim: config.roles_claim.clone(),
+            clock_skew: config.clock_skew,
+            max_lifetime: config.max_token_lifetime,
+        };
+        Ok(Runtime { verifier: Verifier::new(policy, JwksCache::new(source, local)), services, config })
+    }
+
+    /// Authenticates the request and reads its purpose of use. On failure the
+    /// attempt is audited and the error response is returned.
+    pub async fn caller(&self, req: &Request) -> Result<Caller, Response<Body>> {
+        let (source_ip, request_id) = http::origin(req);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let principal = match self.verifier.verify(http::authorization(req), now).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(reason = e.reason(), "authentication failed");
+                let mut entry = self.services.draft(None, "authenticate");
+                entry.agent.source_ip = source_ip.clone();
+                entry.request_id = request_id;
+                let err = match e {
+                    AuthError::KeySetUnavailable => Error::Unavailable("jwks".into()),
+                    _ => Error::Unauthenticated(e.reason()),
+                };
+                let resp = http::error_response(&err);
+                self.services.audit_failure(entry, resp.status().as_u16(), None, source_ip).await;
+                return Err(resp);
+            }
+        };
+        let (purpose, reason) = http::purpose_headers(req);
+        match Purpose::parse(purpose, reason) {
+            Ok(purpose) => Ok(Caller { principal, purpose, source_ip, request_id }),
+            Err(msg) => {
+                let caller = Caller {
+                    principal,
+                    purpose: Purpose { code: "TREAT", break_glass_reason: None },
+                    source_ip: source_ip.clone(),
+                    request_id,
+                };
+                let entry = self.services.draft(Some(&caller), "read");
+                let resp = http::error_response(&Error::BadRequest(msg.into()));
+                self.services.audit_failure(entry, 400, Some(&caller), source_ip).await;
+                Err(resp)
+            }
+        }
+    }
+}

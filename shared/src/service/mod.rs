@@ -1,0 +1,178 @@
+//! Use cases, written against the ports only. Each operation authorizes the
+//! caller, does its work under the patient's data key and leaves exactly one
+//! audit record: in the same transaction as a write, or stored before a read
+//! returns anything (fail closed).
+
+pub mod patients;
+
+use crate::audit::{Agent, AuditEntry, Outcome};
+use crate::auth::{authorize, Action, Decision, Principal, Purpose, Role};
+use crate::crypto::keycache::KeyCache;
+use crate::crypto::{blind::BlindIndex, hex, random_id, sha256, DataKey};
+use crate::cursor::CursorCodec;
+use crate::error::{Error, Result};
+use crate::ports::{DomainEvent, KeyService, RecordStore};
+use serde_json::json;
+use std::sync::Arc;
+
+/// Who is asking, why, and from where; built by the HTTP edge.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub purpose: Purpose,
+    pub source_ip: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// Keys derived from the service root secret, one per mechanism, so that no
+/// key serves two purposes.
+pub struct ServiceKeys {
+    pub blind_index: DataKey,
+    pub cursor: DataKey,
+    pub audit_chain: DataKey,
+}
+
+impl ServiceKeys {
+    pub fn derive(root: &DataKey) -> Self {
+        ServiceKeys {
+            blind_index: root.derive("medrec/blind-index/v1"),
+            cursor: root.derive("medrec/cursor/v1"),
+            audit_chain: root.derive("medrec/audit-chain/v1"),
+        }
+    }
+}
+
+pub struct Services<S, K> {
+    pub store: S,
+    keys: K,
+    cache: KeyCache,
+    index: BlindIndex,
+    cursors: CursorCodec,
+    observer: String,
+}
+
+impl<S: RecordStore, K: KeyService> Services<S, K> {
+    pub fn new(
+        store: S,
+        keys: K,
+        cache: KeyCache,
+        blind_index: DataKey,
+        cursor: DataKey,
+        observer: impl Into<String>,
+    ) -> Self {
+        Services {
+            store,
+            keys,
+            cache,
+            index: BlindIndex::new(blind_index),
+            cursors: CursorCodec::new(cursor),
+            observer: observer.into(),
+        }
+    }
+
+    /// An audit record for one interaction, completed as the operation runs.
+    pub fn draft(&self, caller: Option<&Caller>, interaction: &'static str) -> AuditEntry {
+        let (agent, purpose, reason, request_id) = match caller {
+            Some(c) => (
+                Agent {
+                    subject: Some(c.principal.subject.clone()),
+                    roles: c.principal.role_names(),
+                    token_id: c.principal.token_id.clone(),
+                    source_ip: c.source_ip.clone(),
+                },
+                c.purpose.code,
+                c.purpose.break_glass_reason.as_ref().map(|r| hex(&sha256(r.as_bytes()))),
+                c.request_id.clone(),
+            ),
+            None => (Agent::default(), "TREAT", None, None),
+        };
+        AuditEntry {
+            id: random_id(),
+            recorded: crate::fhir::now_instant(),
+            interaction,
+            outcome: Outcome::Success,
+            status: 200,
+            agent,
+            purpose,
+            break_glass_reason_sha256: reason,
+            patient: None,
+            entities: vec![],
+            query_params: vec![],
+            observer: self.observer.clone(),
+            request_id,
+        }
+    }
+
+    /// Records a failed or denied attempt. Best effort: the caller already
+    /// gets an error, and a failure to audit it is logged, not hidden.
+    pub async fn audit_failure(
+        &self,
+        mut entry: AuditEntry,
+        status: u16,
+        caller: Option<&Caller>,
+        source_ip: Option<String>,
+    ) {
+        entry.status = status;
+        entry.outcome = Outcome::from_status(status);
+        if entry.agent.source_ip.is_none() {
+            entry.agent.source_ip = source_ip;
+        }
+        let events = caller.map(|c| self.break_glass_events(c, &entry)).unwrap_or_default();
+        if let Err(e) = self.store.audit(&entry, events).await {
+            tracing::error!(error = %e, audit_id = %entry.id, "failed to store audit record of a failed request");
+        }
+    }
+
+    /// Stores a successful read's audit record; the data is returned only if this succeeds.
+    async fn audit_read(&self, caller: &Caller, entry: &mut AuditEntry) -> Result<()> {
+        entry.status = 200;
+        entry.outcome = Outcome::Success;
+        let events = self.break_glass_events(caller, entry);
+        self.store.audit(entry, events).await.map_err(|e| {
+            tracing::error!(error = %e, "audit write failed; withholding data");
+            Error::Unavailable("audit".into())
+        })
+    }
+
+    /// Break-glass always raises an alert event, committed with its audit record.
+    fn break_glass_events(&self, caller: &Caller, entry: &AuditEntry) -> Vec<DomainEvent> {
+        if !caller.purpose.is_break_glass() {
+            return vec![];
+        }
+        vec![DomainEvent {
+            id: random_id(),
+            event_type: "BreakGlassUsed",
+            aggregate: entry.patient.clone().unwrap_or_else(|| "system".into()),
+            at: entry.recorded.clone(),
+            detail: json!({"auditEventId": entry.id, "subject": caller.principal.subject, "interaction": entry.interaction}),
+        }]
+    }
+
+    fn check(&self, caller: &Caller, resource_type: &str, action: Action, compartment: Option<&str>) -> Result<()> {
+        if caller.purpose.is_break_glass() && !caller.principal.roles.contains(&Role::Clinician) {
+            return Err(Error::Forbidden("break-glass is reserved to clinicians".into()));
+        }
+        match authorize(&caller.principal, resource_type, action, compartment) {
+            Decision::Allow => Ok(()),
+            Decision::Deny(why) => Err(Error::Forbidden(why.into())),
+            Decision::Hidden => Err(Error::NotFound),
+        }
+    }
+
+    async fn patient_key(&self, patient: &str) -> Result<Arc<DataKey>> {
+        if let Some(k) = self.cache.get(patient) {
+            return Ok(k);
+        }
+        let wrapped = self.store.wrapped_key(patient).await?.ok_or_else(|| {
+            tracing::error!("patient compartment has no data key");
+            Error::Internal("missing data key".into())
+        })?;
+        let key = Arc::new(self.keys.unwrap(patient, &wrapped).await?);
+        self.cache.insert(patient, key.clone());
+        Ok(key)
+    }
+
+    pub fn cursors(&self) -> &CursorCodec {
+        &self.cursors
+    }
+}

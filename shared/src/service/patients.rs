@@ -1,0 +1,480 @@
+//! The Patient use cases: create, read, vread, update, delete, history, search.
+
+use super::{Caller, Services};
+use crate::audit::AuditEntry;
+use crate::auth::Action;
+use crate::crypto::{open, random_id, resource_aad, seal};
+use crate::cursor::Cursor;
+use crate::error::{Error, Result};
+use crate::fhir::outcome::Issue;
+use crate::fhir::{self, patient, primitives};
+use crate::ports::{DomainEvent, KeyService, RecordStore, ResourceWrite};
+use serde_json::{json, Value};
+
+const TYPE: &str = "Patient";
+/// Blind-index tokens per resource. Each is a transaction item and DynamoDB
+/// allows 100 per transaction, updates may remove and add a full set.
+const MAX_TOKENS: usize = 40;
+pub const MAX_PAGE: usize = 100;
+pub const DEFAULT_PAGE: usize = 20;
+const CURSOR_TTL_SECONDS: i64 = 900;
+
+/// The search parameters Patient supports, with their semantics.
+pub const SEARCH_PARAMS: &[(&str, &str, &str)] = &[
+    ("_id", "token", "Exact logical id."),
+    (
+        "name",
+        "string",
+        "Any part of any name (family, given, prefix, suffix, text); exact match after case/accent folding.",
+    ),
+    ("family", "string", "Family name; exact match after case/accent folding."),
+    ("given", "string", "Given name; exact match after case/accent folding."),
+    ("birthdate", "date", "Birth date equal to YYYY, YYYY-MM or YYYY-MM-DD (eq only)."),
+    ("gender", "token", "administrative-gender code."),
+    ("identifier", "token", "system|value or value (|value means any system)."),
+];
+
+/// A stored resource as returned to the caller.
+pub struct Stored {
+    pub id: String,
+    pub version: u64,
+    pub last_updated: String,
+    pub resource: Value,
+}
+
+pub struct SearchResult {
+    pub total: usize,
+    pub resources: Vec<Stored>,
+    pub next_cursor: Option<String>,
+}
+
+pub struct HistoryItem {
+    pub version: u64,
+    pub last_updated: String,
+    pub deleted: bool,
+    pub resource: Option<Value>,
+    pub first: bool,
+}
+
+pub struct HistoryResult {
+    pub total: usize,
+    pub items: Vec<HistoryItem>,
+    pub next_cursor: Option<String>,
+}
+
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl<S: RecordStore, K: KeyService> Services<S, K> {
+    fn tokens(&self, resource: &Value) -> Result<Vec<String>> {
+        let mut tokens: Vec<String> =
+            patient::search_values(resource).iter().map(|(p, v)| self.index.token(TYPE, p, v)).collect();
+        tokens.push(self.index.token(TYPE, "_all", ""));
+        tokens.sort();
+        tokens.dedup();
+        if tokens.len() > MAX_TOKENS {
+            return Err(Error::Invalid(vec![Issue::error(
+                "too-costly",
+                format!("a Patient may have at most {} searchable values (names, identifiers)", MAX_TOKENS - 5),
+            )
+            .at("Patient")]));
+        }
+        Ok(tokens)
+    }
+
+    fn validated(&self, resource: &Value) -> Result<()> {
+        let issues = patient::validate(resource);
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid(issues))
+        }
+    }
+
+    fn decrypt(&self, key: &crate::crypto::DataKey, id: &str, version: u64, ct: Option<&[u8]>) -> Result<Value> {
+        let ct = ct.ok_or_else(|| Error::Internal("version without ciphertext".into()))?;
+        let plain = open(key, &resource_aad(id, TYPE, id, version), ct).map_err(|_| {
+            tracing::error!(version, "ciphertext failed authentication");
+            Error::Internal("stored record failed its integrity check".into())
+        })?;
+        serde_json::from_slice(&plain).map_err(|_| Error::Internal("stored record is not JSON".into()))
+    }
+
+    pub async fn create_patient(&self, caller: &Caller, mut resource: Value, audit: &mut AuditEntry) -> Result<Stored> {
+        self.check(caller, TYPE, Action::Create, None)?;
+        self.validated(&resource)?;
+        let tokens = self.tokens(&resource)?;
+        let id = random_id();
+        let now = fhir::now_instant();
+        fhir::stamp(&mut resource, &id, 1, &now);
+        let (key, wrapped) = self.keys.generate(&id).await?;
+        let ct = seal(&key, &resource_aad(&id, TYPE, &id, 1), resource.to_string().as_bytes());
+        audit.patient = Some(id.clone());
+        audit.entities = vec![format!("Patient/{id}/_history/1")];
+        audit.status = 201;
+        let mut events = vec![self.event("PatientCreated", &id, &now, 1)];
+        events.extend(self.break_glass_events(caller, audit));
+        let write = ResourceWrite {
+            patient: id.clone(),
+            new_wrapped_key: Some(wrapped),
+            resource_type: TYPE,
+            id: id.clone(),
+            version: 1,
+            expected_version: None,
+            deleted: false,
+            last_updated: now.clone(),
+            ciphertext: Some(ct),
+            tokens,
+            previous_tokens: vec![],
+        };
+        self.store.commit(write, audit, events).await?;
+        self.cache.insert(&id, std::sync::Arc::new(key));
+        Ok(Stored { id, version: 1, last_updated: now, resource })
+    }
+
+    fn event(&self, event_type: &'static str, patient: &str, at: &str, version: u64) -> DomainEvent {
+        DomainEvent {
+            id: random_id(),
+            event_type,
+            aggregate: patient.to_owned(),
+            at: at.to_owned(),
+            detail: json!({"resourceType": TYPE, "id": patient, "versionId": version.to_string()}),
+        }
+    }
+
+    pub async fn read_patient(&self, caller: &Caller, id: &str, audit: &mut AuditEntry) -> Result<Stored> {
+        audit.patient = Some(id.to_owned());
+        audit.entities = vec![format!("Patient/{id}")];
+        self.check(caller, TYPE, Action::Read, Some(id))?;
+        let current = self.store.current(id, TYPE, id).await?.ok_or(Error::NotFound)?;
+        if current.deleted {
+            return Err(Error::Gone);
+        }
+        let key = self.patient_key(id).await?;
+        let resource = self.decrypt(&key, id, current.version, current.ciphertext.as_deref())?;
+        audit.entities = vec![format!("Patient/{id}/_history/{}", current.version)];
+        self.audit_read(caller, audit).await?;
+        Ok(Stored { id: id.to_owned(), version: current.version, last_updated: current.last_updated, resource })
+    }
+
+    pub async fn vread_patient(
+        &self,
+        caller: &Caller,
+        id: &str,
+        version: u64,
+        audit: &mut AuditEntry,
+    ) -> Result<Stored> {
+        audit.patient = Some(id.to_owned());
+        audit.entities = vec![format!("Patient/{id}/_history/{version}")];
+        self.check(caller, TYPE, Action::Read, Some(id))?;
+        let v = self.store.version(id, TYPE, id, version).await?.ok_or(Error::NotFound)?;
+        if v.deleted {
+            return Err(Error::Gone);
+        }
+        let key = self.patient_key(id).await?;
+        let resource = self.decrypt(&key, id, v.version, v.ciphertext.as_deref())?;
+        self.audit_read(caller, audit).await?;
+        Ok(Stored { id: id.to_owned(), version, last_updated: v.last_updated, resource })
+    }
+
+    pub async fn update_patient(
+        &self,
+        caller: &Caller,
+        id: &str,
+        mut resource: Value,
+        if_match: Option<u64>,
+        audit: &mut AuditEntry,
+    ) -> Result<Stored> {
+        audit.patient = Some(id.to_owned());
+        audit.entities = vec![format!("Patient/{id}")];
+        self.check(caller, TYPE, Action::Update, Some(id))?;
+        if resource.get("id").and_then(Value::as_str) != Some(id) {
+            return Err(Error::BadRequest("the resource id must match the id in the URL".into()));
+        }
+        let expected = if_match
+            .ok_or_else(|| Error::PreconditionRequired("updates require If-Match with the current version".into()))?;
+        self.validated(&resource)?;
+        let tokens = self.tokens(&resource)?;
+        let current = self.store.current(id, TYPE, id).await?.ok_or(Error::NotFound)?;
+        if current.deleted {
+            return Err(Error::Gone);
+        }
+        if current.version != expected {
+            return Err(Error::PreconditionFailed(format!(
+                "If-Match names version {expected}, the current version is {}",
+                current.version
+            )));
+        }
+        let key = self.patient_key(id).await?;
+        let version = current.version + 1;
+        let now = fhir::now_instant();
+        fhir::stamp(&mut resource, id, version, &now);
+        let ct = seal(&key, &resource_aad(id, TYPE, id, version), resource.to_string().as_bytes());
+        audit.entities = vec![format!("Patient/{id}/_history/{version}")];
+        let mut events = vec![self.event("PatientUpdated", id, &now, version)];
+        events.extend(self.break_glass_events(caller, audit));
+        let write = ResourceWrite {
+            patient: id.to_owned(),
+            new_wrapped_key: None,
+            resource_type: TYPE,
+            id: id.to_owned(),
+            version,
+            expected_version: Some(current.version),
+            deleted: false,
+            last_updated: now.clone(),
+            ciphertext: Some(ct),
+            tokens,
+            previous_tokens: current.tokens,
+        };
+        self.store.commit(write, audit, events).await.map_err(|e| match e {
+            crate::error::PortError::ConditionFailed(_) => {
+                Error::PreconditionFailed("the resource changed concurrently".into())
+            }
+            other => other.into(),
+        })?;
+        Ok(Stored { id: id.to_owned(), version, last_updated: now, resource })
+    }
+
+    /// Logical delete: a tombstone version, index entries removed, history kept.
+    pub async fn delete_patient(
+        &self,
+        caller: &Caller,
+        id: &str,
+        if_match: Option<u64>,
+        audit: &mut AuditEntry,
+    ) -> Result<()> {
+        audit.patient = Some(id.to_owned());
+        audit.entities = vec![format!("Patient/{id}")];
+        self.check(caller, TYPE, Action::Delete, Some(id))?;
+        let current = self.store.current(id, TYPE, id).await?.ok_or(Error::NotFound)?;
+        if let Some(expected) = if_match {
+            if expected != current.version {
+                return Err(Error::PreconditionFailed(format!(
+                    "If-Match names version {expected}, the current version is {}",
+                    current.version
+                )));
+            }
+        }
+        audit.status = 204;
+        if current.deleted {
+            return self.store.audit(audit, self.break_glass_events(caller, audit)).await.map_err(Into::into);
+        }
+        let version = current.version + 1;
+        let now = fhir::now_instant();
+        audit.entities = vec![format!("Patient/{id}/_history/{version}")];
+        let mut events = vec![self.event("PatientDeleted", id, &now, version)];
+        events.extend(self.break_glass_events(caller, audit));
+        let write = ResourceWrite {
+            patient: id.to_owned(),
+            new_wrapped_key: None,
+            resource_type: TYPE,
+            id: id.to_owned(),
+            version,
+            expected_version: Some(current.version),
+            deleted: true,
+            last_updated: now,
+            ciphertext: None,
+            tokens: vec![],
+            previous_tokens: current.tokens,
+        };
+        self.store.commit(write, audit, events).await.map_err(|e| match e {
+            crate::error::PortError::ConditionFailed(_) => {
+                Error::PreconditionFailed("the resource changed concurrently".into())
+            }
+            other => other.into(),
+        })
+    }
+
+    pub async fn patient_history(
+        &self,
+        caller: &Caller,
+        id: &str,
+        count: usize,
+        cursor: Option<&str>,
+        audit: &mut AuditEntry,
+    ) -> Result<HistoryResult> {
+        audit.patient = Some(id.to_owned());
+        audit.entities = vec![format!("Patient/{id}")];
+        self.check(caller, TYPE, Action::Read, Some(id))?;
+        let route = format!("Patient/{id}/_history");
+        let before = match cursor {
+            Some(t) => {
+                let c = self
+                    .cursors
+                    .decode(t, &caller.principal.subject, &route, now_unix())
+                    .map_err(|e| Error::BadRequest(e.to_string()))?;
+                Some(
+                    c.after
+                        .parse::<u64>()
+                        .map_err(|_| Error::BadRequest("the paging cursor is invalid or expired".into()))?,
+                )
+            }
+            None => None,
+        };
+        let current = self.store.current(id, TYPE, id).await?.ok_or(Error::NotFound)?;
+        let mut versions = self.store.versions(id, TYPE, id, before, count + 1).await?;
+        let next = (versions.len() > count).then(|| {
+            versions.truncate(count);
+            versions.last().map(|v| v.version)
+        });
+        let key = self.patient_key(id).await?;
+        let mut items = Vec::with_capacity(versions.len());
+        for v in &versions {
+            let resource =
+                if v.deleted { None } else { Some(self.decrypt(&key, id, v.version, v.ciphertext.as_deref())?) };
+            items.push(HistoryItem {
+                version: v.version,
+                last_updated: v.last_updated.clone(),
+                deleted: v.deleted,
+                resource,
+                first: v.version == 1,
+            });
+        }
+        audit.entities = versions.iter().map(|v| format!("Patient/{id}/_history/{}", v.version)).collect();
+        self.audit_read(caller, audit).await?;
+        let next_cursor = next.flatten().map(|after| {
+            let c = Cursor { q: vec![], after: after.to_string(), exp: now_unix() + CURSOR_TTL_SECONDS };
+            self.cursors.encode(&c, &caller.principal.subject, &route)
+        });
+        Ok(HistoryResult { total: current.version as usize, items, next_cursor })
+    }
+
+    /// Search. `params` are (name, value) pairs as the client sent them, or
+    /// as recovered from a cursor.
+    pub async fn search_patients(
+        &self,
+        caller: &Caller,
+        params: Vec<(String, String)>,
+        audit: &mut AuditEntry,
+    ) -> Result<SearchResult> {
+        self.check(caller, TYPE, Action::Search, None)?;
+        let (params, after) = match params.iter().find(|(k, _)| k == "_cursor") {
+            Some((_, token)) if params.len() == 1 => {
+                let c = self
+                    .cursors
+                    .decode(token, &caller.principal.subject, TYPE, now_unix())
+                    .map_err(|e| Error::BadRequest(e.to_string()))?;
+                (c.q, Some(c.after))
+            }
+            Some(_) => return Err(Error::BadRequest("_cursor must be the only parameter of a paging request".into())),
+            None => (params, None),
+        };
+        audit.query_params = params.iter().map(|(k, _)| k.clone()).collect();
+        let mut count = DEFAULT_PAGE;
+        let mut groups: Vec<Vec<String>> = Vec::new();
+        for (name, value) in &params {
+            if name == "_count" {
+                count = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|c| (1..=MAX_PAGE).contains(c))
+                    .ok_or_else(|| Error::BadRequest(format!("_count must be an integer from 1 to {MAX_PAGE}")))?;
+                continue;
+            }
+            if name.contains(':') {
+                return Err(Error::BadRequest(format!(
+                    "search modifiers are not supported ({})",
+                    name.split(':').next().unwrap_or("")
+                )));
+            }
+            if !SEARCH_PARAMS.iter().any(|(p, _, _)| p == name) {
+                return Err(Error::BadRequest(format!(
+                    "unknown search parameter '{}'",
+                    name.chars().take(64).collect::<String>()
+                )));
+            }
+            let mut ids = Vec::new();
+            for v in value.split(',') {
+                ids.extend(self.match_value(name, v).await?);
+            }
+            ids.sort();
+            ids.dedup();
+            groups.push(ids);
+        }
+        let mut ids = match groups.split_first() {
+            None => self.store.ids_for_token(TYPE, &self.index.token(TYPE, "_all", "")).await?,
+            Some((first, rest)) => {
+                first.iter().filter(|id| rest.iter().all(|g| g.binary_search(id).is_ok())).cloned().collect()
+            }
+        };
+        if caller.principal.patient.is_some() || caller.principal.roles.contains(&crate::auth::Role::Patient) {
+            ids.retain(|id| caller.principal.patient.as_deref() == Some(id.as_str()));
+        }
+        let total = ids.len();
+        let start = after.as_ref().map_or(0, |a| ids.partition_point(|id| id <= a));
+        let page: Vec<String> = ids[start..].iter().take(count).cloned().collect();
+        let has_more = start + page.len() < ids.len();
+        let mut resources = Vec::with_capacity(page.len());
+        for id in &page {
+            let Some(current) = self.store.current(id, TYPE, id).await? else { continue };
+            if current.deleted {
+                continue;
+            }
+            let key = self.patient_key(id).await?;
+            let resource = self.decrypt(&key, id, current.version, current.ciphertext.as_deref())?;
+            resources.push(Stored {
+                id: id.clone(),
+                version: current.version,
+                last_updated: current.last_updated,
+                resource,
+            });
+        }
+        audit.entities = resources.iter().map(|r| format!("Patient/{}/_history/{}", r.id, r.version)).collect();
+        self.audit_read(caller, audit).await?;
+        let next_cursor = match page.last() {
+            Some(last) if has_more => {
+                let mut q = params;
+                if !q.iter().any(|(k, _)| k == "_count") {
+                    q.push(("_count".into(), count.to_string()));
+                }
+                let c = Cursor { q, after: last.clone(), exp: now_unix() + CURSOR_TTL_SECONDS };
+                Some(self.cursors.encode(&c, &caller.principal.subject, TYPE))
+            }
+            _ => None,
+        };
+        Ok(SearchResult { total, resources, next_cursor })
+    }
+
+    async fn match_value(&self, name: &str, value: &str) -> Result<Vec<String>> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(Error::BadRequest(format!("search parameter '{name}' needs a value")));
+        }
+        let token = match name {
+            "_id" => {
+                if !primitives::is_id(value) {
+                    return Err(Error::BadRequest("_id must be a valid id".into()));
+                }
+                return Ok(match self.store.current(value, TYPE, value).await? {
+                    Some(c) if !c.deleted => vec![value.to_owned()],
+                    _ => vec![],
+                });
+            }
+            "gender" => {
+                if !patient::GENDERS.contains(&value) {
+                    return Err(Error::BadRequest("gender must be one of male, female, other, unknown".into()));
+                }
+                self.index.token(TYPE, name, value)
+            }
+            "birthdate" => {
+                let date = value.strip_prefix("eq").unwrap_or(value);
+                if !primitives::is_date(date) {
+                    return Err(Error::BadRequest(
+                        "birthdate must be YYYY, YYYY-MM or YYYY-MM-DD (only eq is supported)".into(),
+                    ));
+                }
+                self.index.token(TYPE, name, date)
+            }
+            "identifier" => {
+                let v = if value.contains('|') { value.to_owned() } else { format!("|{value}") };
+                if v.ends_with('|') {
+                    return Err(Error::BadRequest("identifier needs a value after '|'".into()));
+                }
+                self.index.token(TYPE, name, &v)
+            }
+            _ => self.index.token(TYPE, name, value),
+        };
+        Ok(self.store.ids_for_token(TYPE, &token).await?)
+    }
+}
