@@ -1,1 +1,236 @@
+//! End-to-end harness: one emulator per test process (moto over the wire on
+//! loopback), and for each test a full local stack provisioned from
+//! template.yaml under its own resource prefix, so tests run in parallel
+//! without sharing a table. Tests talk HTTP to the local API gateway.
 
+use medrec_infra::client::{HttpClient, Reply};
+use medrec_infra::devkey::{DevKey, TokenSpec};
+use medrec_infra::emulator::Emulator;
+use medrec_infra::stack::{LocalStack, StackOptions};
+use serde_json::Value;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+static EMULATOR: OnceLock<Emulator> = OnceLock::new();
+static LOGS: OnceLock<LogBuffer> = OnceLock::new();
+
+/// Every log line medrec wrote in this test process, as JSON text.
+#[derive(Clone, Default)]
+pub struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+pub struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogWriter;
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter(self.0.clone())
+    }
+}
+
+impl LogBuffer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
+    }
+}
+
+/// Captures logs with the production filter, medrec's own crates at trace.
+pub fn logs() -> &'static LogBuffer {
+    LOGS.get_or_init(|| {
+        let buf = LogBuffer::default();
+        let filter = format!(
+            "{},medrec_shared=trace,medrec_patients=trace,medrec_infra=trace",
+            medrec_shared::log::DEFAULT_FILTER
+        );
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(buf.clone())
+            .try_init();
+        buf
+    })
+}
+
+fn emulator_endpoint() -> String {
+    EMULATOR.get_or_init(|| Emulator::start(0).expect("start the emulator (run `make setup` first)")).endpoint.clone()
+}
+
+pub struct Harness {
+    pub stack: LocalStack,
+    pub client: HttpClient,
+    pub key: Arc<DevKey>,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with(vec![]).await
+    }
+
+    pub async fn start_with(env_overrides: Vec<(String, String)>) -> Harness {
+        logs();
+        let key = Arc::new(DevKey::generate());
+        let prefix = format!("t{}", &medrec_shared::crypto::random_id()[..10]);
+        let stack = LocalStack::start(StackOptions {
+            endpoint: Some(emulator_endpoint()),
+            port: 0,
+            prefix,
+            dev_key: key.clone(),
+            env_overrides,
+        })
+        .await
+        .expect("local stack starts");
+        Harness { stack, client: HttpClient::default(), key }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.stack.base_url)
+    }
+
+    pub fn token(&self, role: &str, sub: &str) -> String {
+        self.key.mint(&TokenSpec::for_role(role, sub))
+    }
+
+    pub fn token_with(&self, role: &str, sub: &str, scopes: &[&str], patient: Option<&str>) -> String {
+        let mut spec = TokenSpec::for_role(role, sub);
+        spec.scopes = scopes.iter().map(|s| s.to_string()).collect();
+        spec.patient = patient.map(str::to_owned);
+        self.key.mint(&spec)
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut h: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(a) = &auth {
+            h.push(("authorization", a));
+        }
+        if body.is_some() && !h.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            h.push(("content-type", "application/fhir+json"));
+        }
+        self.client.send(method, &self.url(path), &h, body.map(|b| b.as_bytes().to_vec())).await.expect("HTTP exchange")
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), &[], None).await
+    }
+
+    pub async fn create(&self, token: &str, patient: &Value) -> Reply {
+        self.call("POST", "/fhir/Patient", Some(token), &[], Some(&patient.to_string())).await
+    }
+
+    /// Creates a patient and returns its id; panics unless the server says 201.
+    pub async fn create_id(&self, token: &str, patient: &Value) -> String {
+        let r = self.create(token, patient).await;
+        assert_eq!(r.status, 201, "create failed: {}", String::from_utf8_lossy(&r.body));
+        r.json()["id"].as_str().expect("id").to_owned()
+    }
+
+    pub fn table(&self, logical_id: &str) -> String {
+        self.stack.table(logical_id)
+    }
+
+    /// Every item of every table of this stack, raw, as debug text.
+    pub async fn raw_dump(&self) -> String {
+        let mut out = String::new();
+        for id in ["RecordsTable", "AuditTable", "OutboxTable"] {
+            for item in self.scan(&self.table(id)).await {
+                out.push_str(&format!("{item:?}\n"));
+            }
+        }
+        out
+    }
+
+    pub async fn scan(
+        &self,
+        table: &str,
+    ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        let mut items = vec![];
+        let mut start = None;
+        loop {
+            let out = self
+                .stack
+                .clients
+                .dynamodb
+                .scan()
+                .table_name(table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan");
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        items
+    }
+
+    /// The FHIR AuditEvents stored so far, in no particular order.
+    pub async fn audit_events(&self) -> Vec<Value> {
+        self.scan(&self.table("AuditTable"))
+            .await
+            .iter()
+            .filter_map(|i| i.get("body").and_then(|b| b.as_s().ok()))
+            .map(|b| serde_json::from_str(b).expect("audit body is JSON"))
+            .collect()
+    }
+
+    /// AuditEvents whose agent is `sub`.
+    pub async fn audit_events_of(&self, sub: &str) -> Vec<Value> {
+        self.audit_events().await.into_iter().filter(|e| e["agent"][0]["who"]["identifier"]["value"] == sub).collect()
+    }
+
+    pub fn verify_target(&self) -> medrec_infra::audit_verify::Target {
+        medrec_infra::audit_verify::Target {
+            endpoint: Some(self.stack.endpoint.clone()),
+            audit_table: self.table("AuditTable"),
+            records_table: self.table("RecordsTable"),
+            records_key_id: self.table("RecordsKey"),
+        }
+    }
+}
+
+/// A patient with unique values in every PHI field, for leak searches.
+pub fn canary_patient(tag: &str) -> Value {
+    serde_json::json!({
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:medrec:test-mrn", "value": format!("MRN{tag}")}],
+        "name": [{"use": "official", "family": format!("Family{tag}"), "given": [format!("Given{tag}")]}],
+        "telecom": [{"system": "email", "value": format!("mail{tag}@example.org")}],
+        "gender": "female",
+        "birthDate": "1961-07-13",
+        "address": [{"line": [format!("Street{tag}")], "city": format!("City{tag}")}]
+    })
+}
+
+/// The PHI strings of `canary_patient(tag)`.
+pub fn canary_strings(tag: &str) -> Vec<String> {
+    vec![
+        format!("MRN{tag}"),
+        format!("Family{tag}"),
+        format!("Given{tag}"),
+        format!("mail{tag}"),
+        format!("Street{tag}"),
+        format!("City{tag}"),
+    ]
+}
+
+pub fn unique_tag() -> String {
+    medrec_shared::crypto::random_id()[..12].to_owned()
+}
