@@ -1,0 +1,142 @@
+//! Audit: every request leaves exactly the expected AuditEvents, and
+//! `medrec audit verify` detects and names edited, deleted, inserted and
+//! reordered records.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use medrec_e2e::{canary_patient, unique_tag, Harness};
+use medrec_infra::audit_verify::verify;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_leaves_the_expected_audit_events() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-audit");
+    let admin = h.token("admin", "admin-audit");
+    let id = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let other = h.create_id(&admin, &canary_patient(&unique_tag())).await;
+    let mut body = h.get(&format!("/fhir/Patient/{id}"), &t).await.json();
+    body["active"] = json!(true);
+    h.call("PUT", &format!("/fhir/Patient/{id}"), Some(&t), &[("if-match", "W/\"1\"")], Some(&body.to_string())).await;
+    h.call("PUT", &format!("/fhir/Patient/{id}"), Some(&t), &[("if-match", "W/\"1\"")], Some(&body.to_string())).await;
+    h.get(&format!("/fhir/Patient/{id}/_history/1"), &t).await;
+    h.get(&format!("/fhir/Patient/{id}/_history"), &t).await;
+    h.get("/fhir/Patient?gender=female&_count=5", &t).await;
+    h.call("DELETE", &format!("/fhir/Patient/{other}"), Some(&t), &[], None).await;
+    h.call("POST", "/fhir/Patient", Some(&t), &[], Some(r#"{"resourceType":"Patient","gender":"x"}"#)).await;
+    h.get("/fhir/metadata", &t).await;
+
+    let events = h.audit_events_of("dr-audit").await;
+    let mut got: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for e in &events {
+        *got.entry((
+            e["subtype"][0]["code"].as_str().unwrap().to_owned(),
+            e["outcome"].as_str().unwrap().to_owned(),
+        ))
+        .or_default() += 1;
+        assert_eq!(e["resourceType"], "AuditEvent");
+        assert_eq!(e["agent"][0]["role"][0]["text"], "clinician");
+        assert!(e["agent"][0]["network"]["address"].as_str().is_some(), "source address recorded");
+        assert_eq!(e["purposeOfEvent"][0]["coding"][0]["code"], "TREAT");
+        assert!(e["recorded"].as_str().unwrap().ends_with('Z'));
+    }
+    let expected: BTreeMap<(String, String), usize> = [
+        (("create", "0"), 1),
+        (("read", "0"), 1),
+        (("update", "0"), 1),
+        (("update", "4"), 1),
+        (("vread", "0"), 1),
+        (("history-instance", "0"), 1),
+        (("search-type", "0"), 1),
+        (("delete", "4"), 1),
+        (("create", "4"), 1),
+    ]
+    .into_iter()
+    .map(|((a, b), n)| ((a.to_owned(), b.to_owned()), n))
+    .collect();
+    assert_eq!(got, expected, "metadata is not PHI and is not audited; everything else is, exactly once");
+
+    let search = events.iter().find(|e| e["subtype"][0]["code"] == "search-type").unwrap();
+    let text = search.to_string();
+    assert!(text.contains("gender,_count"), "parameter names are recorded");
+    assert!(!text.contains("female"), "parameter values are not");
+    let read = events.iter().find(|e| e["subtype"][0]["code"] == "read").unwrap();
+    let refs: Vec<&str> =
+        read["entity"].as_array().unwrap().iter().filter_map(|e| e["what"]["reference"].as_str()).collect();
+    assert_eq!(refs, vec![format!("Patient/{id}/_history/1").as_str(), format!("Patient/{id}").as_str()]);
+}
+
+fn key(pk: &str, sk: u64) -> (AttributeValue, AttributeValue) {
+    (AttributeValue::S(pk.to_owned()), AttributeValue::N(sk.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_each_kind_of_tampering() {
+    let h = Harness::start_with(vec![("MEDREC_AUDIT_SHARDS".into(), "1".into())]).await;
+    let t = h.token("clinician", "dr-tamper");
+    let id = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    for _ in 0..5 {
+        assert_eq!(h.get(&format!("/fhir/Patient/{id}"), &t).await.status, 200);
+    }
+    let target = h.verify_target();
+    let report = verify(&target, false).await.unwrap();
+    assert!(report.breaks.is_empty());
+    assert_eq!(report.records, 6);
+
+    let ddb = &h.stack.clients.dynamodb;
+    let table = h.table("AuditTable");
+    let get = |seq: u64| {
+        let (pk, sk) = key("CHAIN#0", seq);
+        ddb.get_item().table_name(&table).key("pk", pk).key("sk", sk).send()
+    };
+    let put = |item: std::collections::HashMap<String, AttributeValue>| {
+        ddb.put_item().table_name(&table).set_item(Some(item)).send()
+    };
+    let original3 = get(3).await.unwrap().item.unwrap();
+    let original4 = get(4).await.unwrap().item.unwrap();
+
+    let expect_break = |seq: u64, reason: &'static str| {
+        let target = &target;
+        async move {
+            let r = verify(target, false).await.unwrap();
+            assert_eq!(r.breaks.len(), 1, "{reason}");
+            assert_eq!((r.breaks[0].shard, r.breaks[0].seq), (0, seq), "{reason}: {}", r.breaks[0]);
+            assert!(r.breaks[0].reason.contains(reason), "{}", r.breaks[0]);
+        }
+    };
+
+    // Modified: an edited body.
+    let mut edited = original3.clone();
+    let body = edited["body"].as_s().unwrap().replace("\"outcome\":\"0\"", "\"outcome\":\"4\"");
+    edited.insert("body".into(), AttributeValue::S(body));
+    put(edited).await.unwrap();
+    expect_break(3, "modified").await;
+    put(original3.clone()).await.unwrap();
+
+    // Deleted: a record removed from the middle.
+    let (pk, sk) = key("CHAIN#0", 3);
+    ddb.delete_item().table_name(&table).key("pk", pk).key("sk", sk).send().await.unwrap();
+    expect_break(3, "deleted").await;
+    put(original3.clone()).await.unwrap();
+
+    // Reordered: two records' contents swapped.
+    let mut swapped3 = original4.clone();
+    swapped3.insert("sk".into(), AttributeValue::N("3".into()));
+    let mut swapped4 = original3.clone();
+    swapped4.insert("sk".into(), AttributeValue::N("4".into()));
+    put(swapped3).await.unwrap();
+    put(swapped4).await.unwrap();
+    expect_break(3, "inserted, deleted or reordered").await;
+    put(original3.clone()).await.unwrap();
+    put(original4.clone()).await.unwrap();
+
+    // Inserted: a forged record appended past the head.
+    let mut forged = original4.clone();
+    forged.insert("sk".into(), AttributeValue::N("7".into()));
+    put(forged).await.unwrap();
+    expect_break(7, "inserted").await;
+    let (pk, sk) = key("CHAIN#0", 7);
+    ddb.delete_item().table_name(&table).key("pk", pk).key("sk", sk).send().await.unwrap();
+
+    assert!(verify(&target, false).await.unwrap().breaks.is_empty(), "restored chain verifies again");
+}
