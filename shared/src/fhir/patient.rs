@@ -219,7 +219,11 @@ pub fn validate(resource: &Value) -> Vec<Issue> {
             );
         }
     }
-    check_object(&rest, PATIENT, "Patient", true, &mut issues);
+    // The resource itself may be empty (every Patient element is optional);
+    // ele-1 forbids empty objects only below it.
+    if !rest.is_empty() {
+        check_object(&rest, PATIENT, "Patient", true, &mut issues);
+    }
     issues
 }
 
@@ -530,6 +534,7 @@ mod tests {
             "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Peter</div>"}
         });
         assert_eq!(validate(&p), vec![]);
+        assert_eq!(validate(&json!({"resourceType": "Patient"})), vec![]);
     }
 
     #[test]

@@ -1,0 +1,164 @@
+//! Bad input of every kind gets a precise status and an OperationOutcome,
+//! never a 500, and nothing is written.
+
+use medrec_e2e::Harness;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_outcomes_never_500() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-malformed");
+    let id = h.create_id(&t, &medrec_e2e::canary_patient("m")).await;
+    let big = format!(r#"{{"resourceType":"Patient","name":[{{"text":"{}"}}]}}"#, "x".repeat(70 * 1024));
+    let json = "application/fhir+json";
+    let p = format!("/fhir/Patient/{id}");
+    let cases: Vec<(&str, String, Vec<(&str, &str)>, Option<String>, u16)> = vec![
+        ("POST", "/fhir/Patient".into(), vec![("content-type", json)], Some("{not json".into()), 400),
+        ("POST", "/fhir/Patient".into(), vec![("content-type", json)], Some("[1,2]".into()), 400),
+        ("POST", "/fhir/Patient".into(), vec![("content-type", json)], Some("".into()), 400),
+        (
+            "POST",
+            "/fhir/Patient".into(),
+            vec![("content-type", json)],
+            Some(r#"{"resourceType":"Observation"}"#.into()),
+            400,
+        ),
+        ("POST", "/fhir/Patient".into(), vec![("content-type", json)], Some(r#"{"name":[]}"#.into()), 400),
+        ("POST", "/fhir/Patient".into(), vec![("content-type", json)], Some(big), 413),
+        ("POST", "/fhir/Patient".into(), vec![("content-type", "text/xml")], Some("<Patient/>".into()), 415),
+        ("POST", "/fhir/Patient".into(), vec![("content-type", "")], Some(r#"{"resourceType":"Patient"}"#.into()), 415),
+        (
+            "POST",
+            "/fhir/Patient".into(),
+            vec![("content-type", json)],
+            Some(r#"{"resourceType":"Patient","gender":"yes"}"#.into()),
+            422,
+        ),
+        (
+            "POST",
+            "/fhir/Patient".into(),
+            vec![("content-type", json)],
+            Some(r#"{"resourceType":"Patient","birthDate":"1999-02-30"}"#.into()),
+            422,
+        ),
+        (
+            "POST",
+            "/fhir/Patient".into(),
+            vec![("content-type", json)],
+            Some(r#"{"resourceType":"Patient","hobby":"golf"}"#.into()),
+            422,
+        ),
+        (
+            "POST",
+            "/fhir/Patient".into(),
+            vec![("content-type", json)],
+            Some(
+                r#"{"resourceType":"Patient","text":{"status":"generated","div":"<div><script>x</script></div>"}}"#
+                    .into(),
+            ),
+            422,
+        ),
+        (
+            "POST",
+            "/fhir/Patient".into(),
+            vec![("content-type", json), ("accept", "application/xml")],
+            Some(r#"{"resourceType":"Patient"}"#.into()),
+            406,
+        ),
+        ("GET", "/fhir/Patient/bad$id".into(), vec![], None, 400),
+        ("GET", format!("/fhir/Patient/{}", "a".repeat(65)), vec![], None, 400),
+        ("GET", format!("{p}/_history/zero"), vec![], None, 400),
+        ("GET", format!("{p}/_history/0"), vec![], None, 400),
+        ("GET", format!("{p}/_history?foo=1"), vec![], None, 400),
+        (
+            "PUT",
+            p.clone(),
+            vec![("content-type", json), ("if-match", "banana")],
+            Some(format!(r#"{{"resourceType":"Patient","id":"{id}"}}"#)),
+            400,
+        ),
+        ("PATCH", p.clone(), vec![("content-type", json)], Some("{}".into()), 404),
+        ("GET", "/fhir/Patient?_count=-1".into(), vec![], None, 400),
+        ("GET", "/fhir/Patient?x=%E0%A4%A".into(), vec![], None, 400),
+        (
+            "GET",
+            "/fhir/Patient".into(),
+            vec![("x-purpose-of-use", "TREAT"), ("x-break-glass-reason", "why")],
+            None,
+            400,
+        ),
+    ];
+    for (method, path, headers, body, expected) in cases {
+        let r = h.call(method, &path, Some(&t), &headers, body.as_deref()).await;
+        assert_eq!(r.status, expected, "{method} {path} {headers:?}: {}", String::from_utf8_lossy(&r.body));
+        if path.starts_with("/fhir/Patient") && method != "PATCH" {
+            assert_eq!(r.json()["resourceType"], "OperationOutcome", "{method} {path}");
+        }
+    }
+    // Precise locations for invalid resources.
+    let r = h
+        .call(
+            "POST",
+            "/fhir/Patient",
+            Some(&t),
+            &[],
+            Some(r#"{"resourceType":"Patient","gender":"yes","birthDate":"1980-1-1","name":[{"given":"x"}]}"#),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    let mut exprs: Vec<String> =
+        r.json()["issue"].as_array().unwrap().iter().map(|i| i["expression"][0].as_str().unwrap().to_owned()).collect();
+    exprs.sort();
+    assert_eq!(exprs, vec!["Patient.birthDate", "Patient.gender", "Patient.name[0].given"]);
+    // Nothing half-written: only the one valid patient exists.
+    assert_eq!(h.get("/fhir/Patient", &t).await.json()["total"], 1);
+    // A payload past API Gateway's 10 MB limit is refused at the gateway.
+    let huge = "x".repeat(11 * 1024 * 1024);
+    assert_eq!(h.call("POST", "/fhir/Patient", Some(&t), &[], Some(&huge)).await.status, 413);
+}
+
+#[test]
+fn template_routes_match_the_function_route_table() {
+    let template =
+        medrec_infra::template::Template::load(&medrec_infra::emulator::repo_root().join("template.yaml")).unwrap();
+    let f = template.functions.iter().find(|f| f.logical_id == "PatientsFunction").unwrap();
+    let mut declared: Vec<(String, String)> = f.routes.iter().map(|r| (r.method.clone(), r.path.clone())).collect();
+    let mut served: Vec<(String, String)> =
+        medrec_patients::ROUTES.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
+    declared.sort();
+    served.sort();
+    assert_eq!(declared, served);
+}
+
+#[test]
+fn a_deployed_config_refuses_dev_identity_and_emulator_settings() {
+    use medrec_shared::config::Config;
+    let base = |overrides: &[(&str, &str)]| {
+        let mut env: std::collections::HashMap<&str, &str> = [
+            ("MEDREC_RECORDS_TABLE", "r"),
+            ("MEDREC_AUDIT_TABLE", "a"),
+            ("MEDREC_OUTBOX_TABLE", "o"),
+            ("MEDREC_RECORDS_KEY_ID", "k"),
+            ("MEDREC_JWKS_URL", "https://cognito-idp.us-east-1.amazonaws.com/pool/.well-known/jwks.json"),
+            ("MEDREC_ISSUER", "https://cognito-idp.us-east-1.amazonaws.com/pool"),
+            ("MEDREC_AUDIENCE", "client"),
+        ]
+        .into_iter()
+        .collect();
+        env.extend(overrides.iter().copied());
+        Config::from_lookup(|k| env.get(k).map(|v| v.to_string()))
+    };
+    assert!(base(&[]).is_ok());
+    assert!(base(&[("MEDREC_JWKS_URL", "http://127.0.0.1:8080/.well-known/jwks.json")]).is_err());
+    assert!(base(&[("MEDREC_ISSUER", medrec_infra::devkey::DEV_ISSUER)]).is_err());
+    assert!(base(&[("MEDREC_AWS_ENDPOINT", "http://127.0.0.1:5000")]).is_err());
+    assert!(base(&[("MEDREC_ENV", "staging")]).is_err());
+    assert!(base(&[("MEDREC_MAX_BODY_BYTES", "999999999")]).is_err());
+    assert!(base(&[("MEDREC_AUDIT_SHARDS", "0")]).is_err());
+    assert!(base(&[("MEDREC_RECORDS_TABLE", "")]).is_err());
+    assert!(base(&[
+        ("MEDREC_ENV", "local"),
+        ("MEDREC_JWKS_URL", "http://127.0.0.1:1/jwks"),
+        ("MEDREC_ISSUER", medrec_infra::devkey::DEV_ISSUER)
+    ])
+    .is_ok());
+}
