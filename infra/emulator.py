@@ -14,6 +14,7 @@ Two corrections make moto's DynamoDB behave like DynamoDB under concurrency
   if all pass, instead of deep-copying each touched table for rollback (a cost
   that grew with table size: 26 ms to 300 ms per transaction over 20 creates).
 """
+import json
 import logging
 import sys
 import threading
@@ -99,10 +100,21 @@ DynamoDBBackend.transact_write_items = transact_write_items
 
 _lock = threading.Lock()
 _app = DomainDispatcherApplication(create_backend_app)
+# Calls per JSON-protocol operation (X-Amz-Target), for the benchmarks that
+# count AWS calls per request: GET /_medrec/calls reads, DELETE resets.
+_calls = {}
 
 
 def serialized_app(environ, start_response):
     with _lock:
+        if environ.get("PATH_INFO") == "/_medrec/calls":
+            if environ["REQUEST_METHOD"] == "DELETE":
+                _calls.clear()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json.dumps(_calls).encode()]
+        target = environ.get("HTTP_X_AMZ_TARGET")
+        if target:
+            _calls[target] = _calls.get(target, 0) + 1
         return list(_app(environ, start_response))
 
 

@@ -11,6 +11,8 @@ pub mod error;
 pub mod fhir;
 pub mod http;
 pub mod log;
+#[cfg(feature = "memory-ports")]
+pub mod memory;
 pub mod ports;
 pub mod runtime;
 pub mod service;

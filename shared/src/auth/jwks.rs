@@ -2,7 +2,8 @@
 //! only) and a cache that refetches on expiry or on an unknown `kid`, at most
 //! once per cool-down so forged kids cannot turn medrec into a fetch amplifier.
 
-use super::{AuthError, DEV_KID_PREFIX};
+pub use super::AuthError;
+use super::DEV_KID_PREFIX;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::Value;

@@ -7,21 +7,23 @@
 //! have few values, so their distribution is visible). It does not reveal the
 //! values, and tokens of different parameters or resource types never collide.
 
-use super::{hex, hmac_sha256, DataKey};
+use super::{hex, DataKey};
+use aws_lc_rs::hmac;
 use unicode_normalization::{char::is_combining_mark, UnicodeNormalization};
 
 pub struct BlindIndex {
-    key: DataKey,
+    /// Built once: the HMAC key schedule would otherwise run per token.
+    key: hmac::Key,
 }
 
 impl BlindIndex {
     pub fn new(key: DataKey) -> Self {
-        BlindIndex { key }
+        BlindIndex { key: hmac::Key::new(hmac::HMAC_SHA256, key.expose()) }
     }
 
     pub fn token(&self, resource_type: &str, param: &str, value: &str) -> String {
         let input = format!("{resource_type}|{param}|{}", normalise(value));
-        hex(&hmac_sha256(&self.key, input.as_bytes())[..16])
+        hex(&hmac::sign(&self.key, input.as_bytes()).as_ref()[..16])
     }
 }
 

@@ -1,0 +1,140 @@
+//! In-memory ports, for benchmarks and domain unit tests only (feature
+//! `memory-ports`); never a runtime backend. They honour the same conditions
+//! as the DynamoDB adapter so domain behaviour is the same.
+
+use crate::audit::AuditEntry;
+use crate::crypto::{random_id, DataKey};
+use crate::error::PortError;
+use crate::ports::{Current, DomainEvent, KeyService, RecordStore, ResourceWrite, Version};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Inner {
+    keys: HashMap<String, Vec<u8>>,
+    current: HashMap<(String, String), Current>,
+    versions: BTreeMap<(String, String, u64), Version>,
+    index: BTreeSet<(String, String)>,
+    audit: Vec<String>,
+    events: Vec<DomainEvent>,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn audit_len(&self) -> usize {
+        self.inner.lock().expect("lock").audit.len()
+    }
+}
+
+impl RecordStore for MemoryStore {
+    async fn wrapped_key(&self, patient: &str) -> Result<Option<Vec<u8>>, PortError> {
+        Ok(self.inner.lock().expect("lock").keys.get(patient).cloned())
+    }
+
+    async fn current(&self, _patient: &str, ty: &str, id: &str) -> Result<Option<Current>, PortError> {
+        Ok(self.inner.lock().expect("lock").current.get(&(ty.to_owned(), id.to_owned())).cloned())
+    }
+
+    async fn version(&self, _patient: &str, ty: &str, id: &str, version: u64) -> Result<Option<Version>, PortError> {
+        Ok(self.inner.lock().expect("lock").versions.get(&(ty.to_owned(), id.to_owned(), version)).cloned())
+    }
+
+    async fn versions(
+        &self,
+        _p: &str,
+        ty: &str,
+        id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Version>, PortError> {
+        let inner = self.inner.lock().expect("lock");
+        let hi = before.map_or(u64::MAX, |b| b.saturating_sub(1));
+        Ok(inner
+            .versions
+            .range((ty.to_owned(), id.to_owned(), 1)..=(ty.to_owned(), id.to_owned(), hi))
+            .rev()
+            .take(limit)
+            .map(|(_, v)| v.clone())
+            .collect())
+    }
+
+    async fn ids_for_token(&self, ty: &str, token: &str) -> Result<Vec<String>, PortError> {
+        let ix = format!("{ty}#{token}");
+        Ok(self.inner.lock().expect("lock").index.iter().filter(|(i, _)| *i == ix).map(|(_, id)| id.clone()).collect())
+    }
+
+    async fn commit(&self, w: ResourceWrite, audit: &AuditEntry, events: Vec<DomainEvent>) -> Result<(), PortError> {
+        let mut inner = self.inner.lock().expect("lock");
+        let key = (w.resource_type.to_owned(), w.id.clone());
+        let current_version = inner.current.get(&key).map(|c| c.version);
+        if current_version != w.expected_version || (w.new_wrapped_key.is_some() && inner.keys.contains_key(&w.patient))
+        {
+            return Err(PortError::ConditionFailed(0));
+        }
+        if let Some(k) = w.new_wrapped_key {
+            inner.keys.insert(w.patient.clone(), k);
+        }
+        for t in &w.previous_tokens {
+            inner.index.remove(&(format!("{}#{t}", w.resource_type), w.id.clone()));
+        }
+        for t in &w.tokens {
+            inner.index.insert((format!("{}#{t}", w.resource_type), w.id.clone()));
+        }
+        let v = Version {
+            version: w.version,
+            deleted: w.deleted,
+            last_updated: w.last_updated.clone(),
+            ciphertext: w.ciphertext.clone(),
+        };
+        inner.versions.insert((key.0.clone(), key.1.clone(), w.version), v);
+        inner.current.insert(
+            key,
+            Current {
+                version: w.version,
+                deleted: w.deleted,
+                last_updated: w.last_updated,
+                tokens: w.tokens,
+                ciphertext: w.ciphertext,
+            },
+        );
+        inner.audit.push(audit.to_fhir().to_string());
+        inner.events.extend(events);
+        Ok(())
+    }
+
+    async fn audit(&self, audit: &AuditEntry, events: Vec<DomainEvent>) -> Result<(), PortError> {
+        let mut inner = self.inner.lock().expect("lock");
+        inner.audit.push(audit.to_fhir().to_string());
+        inner.events.extend(events);
+        Ok(())
+    }
+}
+
+/// (patient, wrapped handle) -> key bytes.
+type KeyTable = HashMap<(String, Vec<u8>), [u8; 32]>;
+
+/// Stands in for KMS: keys are random and "wrapped" as a lookup handle.
+#[derive(Default)]
+pub struct MemoryKeys {
+    keys: Mutex<KeyTable>,
+}
+
+impl KeyService for MemoryKeys {
+    async fn generate(&self, patient: &str) -> Result<(DataKey, Vec<u8>), PortError> {
+        let key = DataKey::random();
+        let handle = random_id().into_bytes();
+        self.keys.lock().expect("lock").insert((patient.to_owned(), handle.clone()), *key.expose());
+        Ok((key, handle))
+    }
+
+    async fn unwrap(&self, patient: &str, wrapped: &[u8]) -> Result<DataKey, PortError> {
+        let keys = self.keys.lock().expect("lock");
+        let k =
+            keys.get(&(patient.to_owned(), wrapped.to_vec())).ok_or(PortError::Integrity("wrong context".into()))?;
+        DataKey::from_slice(k).map_err(|_| PortError::Integrity("key".into()))
+    }
+}

@@ -1,0 +1,80 @@
+//! AWS calls per request and latency over the local stack, counted where they
+//! land (the emulator's per-operation counter), not inferred. Run with
+//! `cargo bench -p medrec-e2e --bench aws_calls`.
+
+use medrec_e2e::{canary_patient, Harness};
+use medrec_infra::client::HttpClient;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// The calls counted since the last call of this function (it resets).
+async fn calls(client: &HttpClient, endpoint: &str) -> BTreeMap<String, u64> {
+    let url = format!("{endpoint}/_medrec/calls");
+    let r = client.send("GET", &url, &[], None).await.expect("counter");
+    client.send("DELETE", &url, &[], None).await.expect("counter reset");
+    serde_json::from_slice(&r.body).expect("counts")
+}
+
+fn show(label: &str, counts: &BTreeMap<String, u64>) {
+    let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{}={v}", k.rsplit('.').next().unwrap_or(k))).collect();
+    println!("{label:<44} {}", if parts.is_empty() { "none".into() } else { parts.join(" ") });
+}
+
+#[tokio::main]
+async fn main() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-bench");
+    let ep = h.stack.endpoint.clone();
+    let c = HttpClient::default();
+
+    calls(&c, &ep).await;
+    let id = h.create_id(&t, &canary_patient("bench")).await;
+    show("first create of an instance", &calls(&c, &ep).await);
+    h.create_id(&t, &canary_patient("bench2")).await;
+    show("create, warm instance", &calls(&c, &ep).await);
+    h.get(&format!("/fhir/Patient/{id}"), &t).await;
+    show("read, warm key cache", &calls(&c, &ep).await);
+    h.get(&format!("/fhir/Patient?family=Familybench"), &t).await;
+    show("search, 1 result, warm", &calls(&c, &ep).await);
+
+    // A second function instance on the same resources: a cold start.
+    let env = h.stack.function_env["PatientsFunction"].clone();
+    let config = medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let app = medrec_patients::App::new(config).await.unwrap();
+    show("cold start (root secret)", &calls(&c, &ep).await);
+    let parts = http::Request::builder()
+        .method("GET")
+        .uri(format!("/fhir/Patient/{id}"))
+        .header("authorization", format!("Bearer {t}"))
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    let event = medrec_infra::gateway::api_gateway_v2_event(
+        &parts,
+        b"",
+        "GET /fhir/Patient/{id}",
+        [("id".to_owned(), id.clone())].into(),
+        "127.0.0.1:1".parse().unwrap(),
+    );
+    let resp = app.handle(lambda_http::request::from_str(&event.to_string()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    show("read on a cold instance (key not cached)", &calls(&c, &ep).await);
+
+    // Latency over HTTP through gateway, handler and emulator, sequential.
+    let n = 200;
+    let started = Instant::now();
+    let mut ids = vec![];
+    for i in 0..n {
+        ids.push(h.create_id(&t, &canary_patient(&format!("lat{i}"))).await);
+    }
+    let create_ms = started.elapsed().as_secs_f64() * 1000.0 / n as f64;
+    let started = Instant::now();
+    for id in &ids {
+        assert_eq!(h.get(&format!("/fhir/Patient/{id}"), &t).await.status, 200);
+    }
+    let read_ms = started.elapsed().as_secs_f64() * 1000.0 / n as f64;
+    println!(
+        "mean latency over the local stack (n={n}, sequential): create {create_ms:.1} ms, warm read {read_ms:.1} ms"
+    );
+}
