@@ -74,7 +74,7 @@ fn benches(c: &mut Criterion) {
             medrec_shared::fhir::patient::search_values(black_box(&patient))
                 .iter()
                 .map(|(p, v)| index.token("Patient", p, v))
-                .count()
+                .collect::<Vec<_>>()
         })
     });
 
