@@ -34,7 +34,7 @@ async fn main() {
     show("create, warm instance", &calls(&c, &ep).await);
     h.get(&format!("/fhir/Patient/{id}"), &t).await;
     show("read, warm key cache", &calls(&c, &ep).await);
-    h.get(&format!("/fhir/Patient?family=Familybench"), &t).await;
+    h.get("/fhir/Patient?family=Familybench", &t).await;
     show("search, 1 result, warm", &calls(&c, &ep).await);
 
     // A second function instance on the same resources: a cold start.
