@@ -3,6 +3,9 @@
 
 use medrec_e2e::Harness;
 
+/// (method, path, headers, body, expected status)
+type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, Option<String>, u16);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_outcomes_never_500() {
     let h = Harness::start().await;
@@ -11,7 +14,7 @@ async fn malformed_requests_get_outcomes_never_500() {
     let big = format!(r#"{{"resourceType":"Patient","name":[{{"text":"{}"}}]}}"#, "x".repeat(70 * 1024));
     let json = "application/fhir+json";
     let p = format!("/fhir/Patient/{id}");
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, Option<String>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         ("POST", "/fhir/Patient".into(), vec![("content-type", json)], Some("{not json".into()), 400),
         ("POST", "/fhir/Patient".into(), vec![("content-type", json)], Some("[1,2]".into()), 400),
         ("POST", "/fhir/Patient".into(), vec![("content-type", json)], Some("".into()), 400),
