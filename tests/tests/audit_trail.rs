@@ -140,3 +140,36 @@ async fn verify_names_each_kind_of_tampering() {
 
     assert!(verify(&target, false).await.unwrap().breaks.is_empty(), "restored chain verifies again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_fail_closed_when_the_audit_record_cannot_be_stored() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-closed");
+    let tag = unique_tag();
+    let id = h.create_id(&t, &canary_patient(&tag)).await;
+    assert_eq!(h.get(&format!("/fhir/Patient/{id}"), &t).await.status, 200);
+    // The audit table goes away (an outage, a revoked permission): no audit, no data.
+    h.stack.clients.dynamodb.delete_table().table_name(h.table("AuditTable")).send().await.unwrap();
+    for path in [
+        format!("/fhir/Patient/{id}"),
+        format!("/fhir/Patient/{id}/_history/1"),
+        format!("/fhir/Patient/{id}/_history"),
+        format!("/fhir/Patient?family=Family{tag}"),
+    ] {
+        let r = h.get(&path, &t).await;
+        assert_eq!(r.status, 503, "{path}");
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(body.contains("OperationOutcome") && !body.contains(&tag), "{path}: {body}");
+        assert!(r.header("retry-after").is_some());
+    }
+    // Writes fail whole: the change and its audit record are one transaction.
+    let r = h.create(&t, &canary_patient(&unique_tag())).await;
+    assert_eq!(r.status, 503);
+    let patients = h
+        .scan(&h.table("RecordsTable"))
+        .await
+        .into_iter()
+        .filter(|i| i["sk"].as_s().unwrap().starts_with("C#"))
+        .count();
+    assert_eq!(patients, 1, "nothing half-written");
+}

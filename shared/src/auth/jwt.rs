@@ -330,6 +330,28 @@ mod tests {
     }
 
     #[test]
+    fn rs256_with_an_rsa_key_verifies_and_is_pinned() {
+        use aws_lc_rs::rsa::{KeySize, PublicKeyComponents};
+        use aws_lc_rs::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
+        let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let parts: PublicKeyComponents<Vec<u8>> = rsa.public_key().into();
+        let jwk = Jwk { kid: "r1".into(), key: PublicKey::Rsa { n: parts.n, e: parts.e } };
+        let now = 1_800_000_000;
+        let rs_sign = |header: &Value| {
+            let h = URL_SAFE_NO_PAD.encode(header.to_string());
+            let c = URL_SAFE_NO_PAD.encode(good_claims(now).to_string());
+            let mut sig = vec![0u8; rsa.public_modulus_len()];
+            rsa.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), format!("{h}.{c}").as_bytes(), &mut sig).unwrap();
+            format!("{h}.{c}.{}", URL_SAFE_NO_PAD.encode(sig))
+        };
+        assert_eq!(check(&rs_sign(&json!({"alg": "RS256", "kid": "r1"})), &jwk, now).unwrap().subject, "dr-1");
+        // The same RSA signature presented as ES256 is refused: the key pins the algorithm.
+        assert!(check(&rs_sign(&json!({"alg": "ES256", "kid": "r1"})), &jwk, now).is_err());
+        let (ec, _) = keypair();
+        assert!(check(&sign(&ec, &json!({"alg": "ES256", "kid": "r1"}), &good_claims(now)), &jwk, now).is_err());
+    }
+
+    #[test]
     fn signature_tampering_is_rejected() {
         let (kp, jwk) = keypair();
         let (_, other) = keypair();
