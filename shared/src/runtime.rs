@@ -87,7 +87,7 @@ impl Runtime {
 
     /// Authenticates the request and reads its purpose of use. On failure the
     /// attempt is audited and the error response is returned.
-    pub async fn caller(&self, req: &Request) -> Result<Caller, Response<Body>> {
+    pub async fn caller(&self, req: &Request, interaction: &'static str) -> Result<Caller, Response<Body>> {
         let (source_ip, request_id) = http::origin(req);
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let principal = match self.verifier.verify(http::authorization(req), now).await {
@@ -116,7 +116,7 @@ impl Runtime {
                     source_ip: source_ip.clone(),
                     request_id,
                 };
-                let entry = self.services.draft(Some(&caller), "read");
+                let entry = self.services.draft(Some(&caller), interaction);
                 let resp = http::error_response(&Error::BadRequest(msg.into()));
                 self.services.audit_failure(entry, 400, Some(&caller), source_ip).await;
                 Err(resp)

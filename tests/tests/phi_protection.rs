@@ -5,6 +5,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use medrec_e2e::{canary_patient, canary_strings, logs, unique_tag, Harness};
 use serde_json::json;
+use std::collections::HashMap;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_plaintext_phi_in_tables_or_logs() {
@@ -55,42 +56,21 @@ async fn no_plaintext_phi_in_tables_or_logs() {
     }
 }
 
+async fn get_item(h: &Harness, pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
+    let key = [("pk".to_owned(), AttributeValue::S(pk.into())), ("sk".to_owned(), AttributeValue::S(sk.into()))];
+    let out =
+        h.stack.clients.dynamodb.get_item().table_name(h.table("RecordsTable")).set_key(Some(key.into())).send().await;
+    out.unwrap().item.expect("item exists")
+}
+
 async fn put_attr(h: &Harness, pk: &str, sk: &str, attr: &str, value: AttributeValue) {
-    let table = h.table("RecordsTable");
-    let item = h
-        .stack
-        .clients
-        .dynamodb
-        .get_item()
-        .table_name(&table)
-        .key("pk", AttributeValue::S(pk.into()))
-        .key("sk", AttributeValue::S(sk.into()))
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap();
-    let mut item = item;
+    let mut item = get_item(h, pk, sk).await;
     item.insert(attr.into(), value);
-    h.stack.clients.dynamodb.put_item().table_name(&table).set_item(Some(item)).send().await.unwrap();
+    h.stack.clients.dynamodb.put_item().table_name(h.table("RecordsTable")).set_item(Some(item)).send().await.unwrap();
 }
 
 async fn get_attr(h: &Harness, pk: &str, sk: &str, attr: &str) -> AttributeValue {
-    let table = h.table("RecordsTable");
-    let item = h
-        .stack
-        .clients
-        .dynamodb
-        .get_item()
-        .table_name(&table)
-        .key("pk", AttributeValue::S(pk.into()))
-        .key("sk", AttributeValue::S(sk.into()))
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap();
-    item[attr].clone()
+    get_item(h, pk, sk).await[attr].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

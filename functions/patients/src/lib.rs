@@ -113,7 +113,7 @@ impl App {
         if let Err(e) = http::check_accept(req) {
             return http::error_response(&e);
         }
-        let caller = match self.rt.caller(req).await {
+        let caller = match self.rt.caller(req, route.interaction).await {
             Ok(c) => c,
             Err(resp) => return resp,
         };

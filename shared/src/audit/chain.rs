@@ -23,7 +23,6 @@ pub struct Head {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    pub shard: u32,
     pub seq: u64,
     pub prev: String,
     pub hash: String,
@@ -52,9 +51,6 @@ pub fn verify_shard(key: &DataKey, shard: u32, records: &[Record], head: Option<
     let mut expected = 1u64;
     for r in records {
         let brk = |reason| Break { shard, seq: r.seq, reason };
-        if r.shard != shard {
-            return Err(brk("record stored under another shard (moved)"));
-        }
         if r.seq < expected {
             return Err(brk("duplicate or reordered sequence number"));
         }
@@ -97,7 +93,7 @@ mod tests {
         for seq in 1..=n {
             let body = format!("{{\"n\":{seq}}}");
             let hash = link(key, 0, seq, &prev, &body);
-            out.push(Record { shard: 0, seq, prev: prev.clone(), hash: hash.clone(), body });
+            out.push(Record { seq, prev: prev.clone(), hash: hash.clone(), body });
             prev = hash;
         }
         (out, Head { seq: n, hash: prev })

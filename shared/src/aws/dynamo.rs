@@ -237,21 +237,6 @@ impl DynamoStore {
         }
         Err(PortError::Backend { service: "dynamodb", detail: "audit chain contention".into() })
     }
-
-    /// A KMS-wrapped service secret stored under `CONFIG`.
-    pub async fn config_secret(&self, name: &str) -> Result<Option<Vec<u8>>, PortError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.records)
-            .key("pk", s("CONFIG"))
-            .key("sk", s(name))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| port_error("dynamodb", &e))?;
-        Ok(out.item().and_then(|i| get_b(i, "wk")))
-    }
 }
 
 /// Indexes of the transaction items whose condition failed.
@@ -506,7 +491,6 @@ pub async fn read_audit_chains(
             let seq = get_n(item, "sk").unwrap_or(0);
             if let Some(shard) = pk.strip_prefix("CHAIN#").and_then(|x| x.parse().ok()) {
                 records.entry(shard).or_default().push(Record {
-                    shard: get_n(item, "shard").map(|s| s as u32).unwrap_or(shard),
                     seq,
                     prev: get_s(item, "prev").unwrap_or_default().to_owned(),
                     hash: get_s(item, "hash").unwrap_or_default().to_owned(),

@@ -5,10 +5,10 @@ use crate::audit::AuditEntry;
 use crate::auth::Action;
 use crate::crypto::{open, random_id, resource_aad, seal};
 use crate::cursor::Cursor;
-use crate::error::{Error, Result};
+use crate::error::{Error, PortError, Result};
 use crate::fhir::outcome::Issue;
 use crate::fhir::{self, patient, primitives};
-use crate::ports::{DomainEvent, KeyService, RecordStore, ResourceWrite};
+use crate::ports::{Current, DomainEvent, KeyService, RecordStore, ResourceWrite};
 use serde_json::{json, Value};
 
 const TYPE: &str = "Patient";
@@ -62,6 +62,14 @@ pub struct HistoryResult {
     pub next_cursor: Option<String>,
 }
 
+fn expect_version(if_match: u64, current: u64) -> Result<()> {
+    if if_match == current {
+        Ok(())
+    } else {
+        Err(Error::PreconditionFailed(format!("If-Match names version {if_match}, the current version is {current}")))
+    }
+}
+
 fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
@@ -76,7 +84,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         if tokens.len() > MAX_TOKENS {
             return Err(Error::Invalid(vec![Issue::error(
                 "too-costly",
-                format!("a Patient may have at most {} searchable values (names, identifiers)", MAX_TOKENS - 5),
+                format!("too many searchable values (names, identifiers, dates): at most {MAX_TOKENS} index entries"),
             )
             .at("Patient")]));
         }
@@ -200,39 +208,13 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         if current.deleted {
             return Err(Error::Gone);
         }
-        if current.version != expected {
-            return Err(Error::PreconditionFailed(format!(
-                "If-Match names version {expected}, the current version is {}",
-                current.version
-            )));
-        }
+        expect_version(expected, current.version)?;
         let key = self.patient_key(id).await?;
         let version = current.version + 1;
         let now = fhir::now_instant();
         fhir::stamp(&mut resource, id, version, &now);
         let ct = seal(&key, &resource_aad(id, TYPE, id, version), resource.to_string().as_bytes());
-        audit.entities = vec![format!("Patient/{id}/_history/{version}")];
-        let mut events = vec![self.event("PatientUpdated", id, &now, version)];
-        events.extend(self.break_glass_events(caller, audit));
-        let write = ResourceWrite {
-            patient: id.to_owned(),
-            new_wrapped_key: None,
-            resource_type: TYPE,
-            id: id.to_owned(),
-            version,
-            expected_version: Some(current.version),
-            deleted: false,
-            last_updated: now.clone(),
-            ciphertext: Some(ct),
-            tokens,
-            previous_tokens: current.tokens,
-        };
-        self.store.commit(write, audit, events).await.map_err(|e| match e {
-            crate::error::PortError::ConditionFailed(_) => {
-                Error::PreconditionFailed("the resource changed concurrently".into())
-            }
-            other => other.into(),
-        })?;
+        self.commit_next_version(caller, audit, id, current, &now, Some(ct), tokens, "PatientUpdated").await?;
         Ok(Stored { id: id.to_owned(), version, last_updated: now, resource })
     }
 
@@ -249,21 +231,33 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         self.check(caller, TYPE, Action::Delete, Some(id))?;
         let current = self.store.current(id, TYPE, id).await?.ok_or(Error::NotFound)?;
         if let Some(expected) = if_match {
-            if expected != current.version {
-                return Err(Error::PreconditionFailed(format!(
-                    "If-Match names version {expected}, the current version is {}",
-                    current.version
-                )));
-            }
+            expect_version(expected, current.version)?;
         }
         audit.status = 204;
         if current.deleted {
             return self.store.audit(audit, self.break_glass_events(caller, audit)).await.map_err(Into::into);
         }
-        let version = current.version + 1;
         let now = fhir::now_instant();
+        self.commit_next_version(caller, audit, id, current, &now, None, vec![], "PatientDeleted").await
+    }
+
+    /// Commits the version after `current`: an update, or a tombstone when
+    /// `ciphertext` is None. Losing a race to another writer is 412.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_next_version(
+        &self,
+        caller: &Caller,
+        audit: &mut AuditEntry,
+        id: &str,
+        current: Current,
+        now: &str,
+        ciphertext: Option<Vec<u8>>,
+        tokens: Vec<String>,
+        event_type: &'static str,
+    ) -> Result<()> {
+        let version = current.version + 1;
         audit.entities = vec![format!("Patient/{id}/_history/{version}")];
-        let mut events = vec![self.event("PatientDeleted", id, &now, version)];
+        let mut events = vec![self.event(event_type, id, now, version)];
         events.extend(self.break_glass_events(caller, audit));
         let write = ResourceWrite {
             patient: id.to_owned(),
@@ -272,16 +266,14 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             id: id.to_owned(),
             version,
             expected_version: Some(current.version),
-            deleted: true,
-            last_updated: now,
-            ciphertext: None,
-            tokens: vec![],
+            deleted: ciphertext.is_none(),
+            last_updated: now.to_owned(),
+            ciphertext,
+            tokens,
             previous_tokens: current.tokens,
         };
         self.store.commit(write, audit, events).await.map_err(|e| match e {
-            crate::error::PortError::ConditionFailed(_) => {
-                Error::PreconditionFailed("the resource changed concurrently".into())
-            }
+            PortError::ConditionFailed(_) => Error::PreconditionFailed("the resource changed concurrently".into()),
             other => other.into(),
         })
     }
