@@ -17,8 +17,14 @@ setup: $(STAMP)
 dev: setup
 	cargo run --quiet -p medrec-infra --bin medrec -- dev
 
+# nextest (on the machine image) runs each test in its own process and ends
+# with a summary line; plain cargo test is the fallback.
 test: setup
-	cargo test --workspace
+	@if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --workspace; \
+	else \
+		cargo test --workspace; \
+	fi
 
 lint: setup
 	cargo fmt --all --check
