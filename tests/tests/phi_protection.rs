@@ -30,6 +30,8 @@ async fn no_plaintext_phi_in_tables_or_logs() {
         assert_eq!(h.get(&format!("/fhir/Patient?{q}"), &t).await.status, 200);
     }
     assert_eq!(h.get(&format!("/fhir/Patient/{id}/_history"), &t).await.status, 200);
+    // PHI misplaced into parameter names is refused and not recorded either.
+    assert_eq!(h.get(&format!("/fhir/Patient?Family{tag}=1&name:Given{tag}=x"), &t).await.status, 400);
     let bad = h
         .call(
             "POST",

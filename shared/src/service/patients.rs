@@ -352,7 +352,20 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             Some(_) => return Err(Error::BadRequest("_cursor must be the only parameter of a paging request".into())),
             None => (params, None),
         };
-        audit.query_params = params.iter().map(|(k, _)| k.clone()).collect();
+        // Names only, and only names medrec defines: a client could put PHI
+        // in an unknown parameter's name, and audit attributes are plaintext.
+        audit.query_params = params
+            .iter()
+            .map(|(k, _)| {
+                let base = k.split(':').next().unwrap_or("");
+                let known = base == "_count" || SEARCH_PARAMS.iter().any(|(p, _, _)| *p == base);
+                if known {
+                    base.to_owned()
+                } else {
+                    "unrecognised".to_owned()
+                }
+            })
+            .collect();
         let mut count = DEFAULT_PAGE;
         let mut groups: Vec<Vec<String>> = Vec::new();
         for (name, value) in &params {
