@@ -122,10 +122,6 @@ impl DynamoStore {
         }
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     async fn read_head(&self, shard: u32) -> Result<Head, PortError> {
         let out = self
             .client

@@ -64,10 +64,6 @@ pub fn error_response(e: &Error) -> Response<Body> {
     response(status, Some(&operation_outcome(&[Issue::error(code, text)])), &headers)
 }
 
-pub fn status_of(e: &Error) -> u16 {
-    error_response(e).status().as_u16()
-}
-
 fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }

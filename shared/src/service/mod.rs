@@ -171,8 +171,4 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         self.cache.insert(patient, key.clone());
         Ok(key)
     }
-
-    pub fn cursors(&self) -> &CursorCodec {
-        &self.cursors
-    }
 }
