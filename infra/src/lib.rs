@@ -6,6 +6,7 @@ pub mod audit_verify;
 pub mod client;
 pub mod devkey;
 pub mod emulator;
+pub mod fhir_model;
 pub mod gateway;
 pub mod provision;
 pub mod seed;

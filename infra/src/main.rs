@@ -44,6 +44,14 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// Regenerate the validator's FHIR R4 model from the official definitions.
+    GenFhirModel {
+        /// Directory holding profiles-resources.json, profiles-types.json, valuesets.json, v3-codesystems.json.
+        #[arg(long)]
+        definitions: std::path::PathBuf,
+        #[arg(long, default_value = "shared/src/fhir/r4-model.json")]
+        out: std::path::PathBuf,
+    },
     /// Audit trail operations.
     Audit {
         #[command(subcommand)]
@@ -131,6 +139,19 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let started = std::time::Instant::now();
             let n = medrec_infra::seed::seed(&base, &token, patients, concurrency, bar).await?;
             println!("created {n} synthetic patients in {:.1}s", started.elapsed().as_secs_f64());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::GenFhirModel { definitions, out } => {
+            let model = medrec_infra::fhir_model::generate(&definitions)?;
+            let text = serde_json::to_string(&model).map_err(|e| e.to_string())?;
+            std::fs::write(&out, &text).map_err(|e| e.to_string())?;
+            println!(
+                "wrote {} ({} bytes): {} types, {} enumerable required value sets",
+                out.display(),
+                text.len(),
+                model["types"].as_object().map_or(0, |m| m.len()),
+                model["valueSets"].as_object().map_or(0, |m| m.len())
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command: AuditCommand::Verify { audit_table, records_table, records_key_id } } => {

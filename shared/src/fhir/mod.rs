@@ -7,6 +7,7 @@ pub mod capability;
 pub mod outcome;
 pub mod patient;
 pub mod primitives;
+pub mod validator;
 
 use serde_json::Value;
 

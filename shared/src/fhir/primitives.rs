@@ -86,19 +86,57 @@ pub fn is_time(s: &str) -> bool {
         && matches!(digits(p[2], 2), Some(0..=60))
 }
 
-/// `code`: no leading/trailing whitespace, no runs of whitespace inside.
+/// Whitespace as FHIR's regular expressions mean it (XML Schema `\s`):
+/// space, tab, CR and LF only; a no-break space is not whitespace there.
+fn is_xsd_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
+/// `code`: `[^\s]+(\s[^\s]+)*`: no leading, trailing or doubled whitespace.
 pub fn is_code(s: &str) -> bool {
-    !s.is_empty() && s.trim() == s && !s.contains("  ") && !s.contains(['\t', '\n', '\r'])
+    !s.is_empty()
+        && !s.starts_with(is_xsd_space)
+        && !s.ends_with(is_xsd_space)
+        && !s.chars().zip(s.chars().skip(1)).any(|(a, b)| is_xsd_space(a) && is_xsd_space(b))
 }
 
-/// `uri`: non-empty, no whitespace.
+/// `uri`: `\S*`, and non-empty (ele-1).
 pub fn is_uri(s: &str) -> bool {
-    !s.is_empty() && !s.chars().any(char::is_whitespace)
+    !s.is_empty() && !s.chars().any(is_xsd_space)
 }
 
-/// `string`: non-empty after trimming (R4 requires at least one non-whitespace character).
+/// `string`: `[ \r\n\t\S]+`: any non-empty text.
 pub fn is_string(s: &str) -> bool {
-    !s.trim().is_empty()
+    !s.is_empty()
+}
+
+/// Narrative is rendered by clients, so active content in it is an XSS vector
+/// (FHIR txt-1/txt-2 forbid scripts, forms and event attributes).
+pub fn is_safe_xhtml(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    let t = lower.trim_start();
+    (t.starts_with("<div") && lower.trim_end().ends_with("</div>"))
+        && !["<script", "<iframe", "<object", "<embed", "<form", "<style", "javascript:", "data:text/html"]
+            .iter()
+            .any(|bad| lower.contains(bad))
+        && !has_event_attribute(&lower)
+}
+
+/// True when a tag carries an `on...=` event-handler attribute. Only text
+/// inside `<...>` is examined: words such as "only" in the narrative are not
+/// attributes.
+fn has_event_attribute(lower: &str) -> bool {
+    lower.split('<').skip(1).filter_map(|t| t.split('>').next()).any(|tag| {
+        let b = tag.as_bytes();
+        (1..b.len()).any(|i| {
+            // ASCII checks first: after them `i` and the name end are char boundaries.
+            if !(b[i - 1].is_ascii_whitespace() || b[i - 1] == b'/') || !b[i..].starts_with(b"on") {
+                return false;
+            }
+            let name_len = b[i..].iter().take_while(|c| c.is_ascii_alphabetic()).count();
+            name_len > 2 && tag[i + name_len..].trim_start().starts_with('=')
+        })
+    })
 }
 
 #[cfg(test)]
@@ -148,5 +186,11 @@ mod tests {
         assert!(is_code("male"));
         assert!(!is_code(" male"));
         assert!(!is_code("a  b"));
+        assert!(!is_code("a\tb c "));
+        assert!(is_code("CHEST\u{a0}"), "a no-break space is not XML Schema whitespace");
+        assert!(is_uri("urn:x"));
+        assert!(!is_uri("a b"));
+        assert!(is_string(" "));
+        assert!(!is_string(""));
     }
 }

@@ -1,0 +1,71 @@
+//! The official FHIR R4 examples (npm hl7.fhir.r4.examples 4.0.1, fetched by
+//! `make setup` into .cache/) validate with zero errors for the resource types
+//! medrec serves, except examples known to be invalid themselves (listed with
+//! the reason). The count over the whole package is printed for the record.
+
+use medrec_shared::fhir::validator::model;
+use std::path::PathBuf;
+
+const SERVED: &[&str] = &[
+    "Patient",
+    "Immunization",
+    "Observation",
+    "DocumentReference",
+    "Binary",
+    "Consent",
+    "Provenance",
+    "AuditEvent",
+    "Bundle",
+];
+
+/// Examples that break the R4 rules themselves, with the reason.
+const KNOWN_INVALID: &[(&str, &str)] = &[(
+    "Observation-clinical-gender.json",
+    "performer references an Encounter; R4 Observation.performer allows Practitioner, PractitionerRole, Organization, CareTeam, Patient and RelatedPerson only",
+)];
+
+fn corpus() -> PathBuf {
+    std::env::var("MEDREC_FHIR_EXAMPLES").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/fhir/hl7.fhir.r4.examples/package")
+    })
+}
+
+#[test]
+fn official_examples_validate() {
+    let dir = corpus();
+    let files = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e} (run `make setup`)", dir.display()));
+    let (mut total, mut clean, mut served, mut failures) = (0, 0, 0, vec![]);
+    for f in files.map(|f| f.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")) {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "package.json" || name.starts_with('.') {
+            continue;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&f).unwrap()) else { continue };
+        let Some(rt) = v["resourceType"].as_str().map(str::to_owned) else { continue };
+        total += 1;
+        let issues = model().validate(&v);
+        if issues.is_empty() {
+            clean += 1;
+        }
+        if SERVED.contains(&rt.as_str()) {
+            served += 1;
+            if !issues.is_empty() && !KNOWN_INVALID.iter().any(|(n, _)| *n == name) {
+                failures.push(format!(
+                    "{name}: {}",
+                    issues
+                        .iter()
+                        .take(3)
+                        .map(|i| format!("{} ({})", i.expression.clone().unwrap_or_default(), i.diagnostics))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
+            }
+        }
+    }
+    println!(
+        "official examples: {clean}/{total} valid overall; {served} of the served types checked, {} failing",
+        failures.len()
+    );
+    assert!(served > 100, "the corpus is there");
+    assert!(failures.is_empty(), "{} examples fail:\n{}", failures.len(), failures.join("\n"));
+}
