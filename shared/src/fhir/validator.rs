@@ -28,6 +28,18 @@ struct Element {
     value_set: Option<String>,
 }
 
+/// A child element as `Model::children_of` describes it.
+#[derive(Debug, Clone)]
+pub struct ElementInfo {
+    /// As in the definition's path: `status`, `value[x]`.
+    pub name: String,
+    pub min: u64,
+    pub many: bool,
+    pub types: Vec<String>,
+    /// A required binding to a value set whose codes the model knows.
+    pub enumerable_binding: bool,
+}
+
 pub struct Model {
     elements: HashMap<String, Element>,
     /// Parent path -> child names as they appear in paths (`value[x]` included).
@@ -114,6 +126,26 @@ impl Model {
 
     pub fn is_resource_type(&self, name: &str) -> bool {
         self.resources.contains(name)
+    }
+
+    /// The child elements defined under `path` (a type name or a backbone
+    /// path), for tools that derive test data from the definitions.
+    pub fn children_of(&self, path: &str) -> Vec<ElementInfo> {
+        self.children
+            .get(path)
+            .into_iter()
+            .flatten()
+            .map(|name| {
+                let el = &self.elements[&format!("{path}.{name}")];
+                ElementInfo {
+                    name: name.clone(),
+                    min: el.min,
+                    many: el.many,
+                    types: el.types.iter().map(|t| t.code.clone()).collect(),
+                    enumerable_binding: el.value_set.as_ref().is_some_and(|vs| self.value_sets.contains_key(vs)),
+                }
+            })
+            .collect()
     }
 
     /// Validates a resource of any type.
