@@ -12,3 +12,4 @@ pub mod provision;
 pub mod seed;
 pub mod stack;
 pub mod template;
+pub mod validate_files;

@@ -44,6 +44,14 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// Validate FHIR R4 JSON files (or every .json file under directories).
+    Validate {
+        #[arg(required = true)]
+        paths: Vec<std::path::PathBuf>,
+        /// Print every issue, not only a summary per failing file.
+        #[arg(long)]
+        verbose: bool,
+    },
     /// Regenerate the validator's FHIR R4 model from the official definitions.
     GenFhirModel {
         /// Directory holding profiles-resources.json, profiles-types.json, valuesets.json, v3-codesystems.json.
@@ -141,6 +149,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             println!("created {n} synthetic patients in {:.1}s", started.elapsed().as_secs_f64());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Validate { paths, verbose } => medrec_infra::validate_files::run(&paths, verbose),
         Command::GenFhirModel { definitions, out } => {
             let model = medrec_infra::fhir_model::generate(&definitions)?;
             let text = serde_json::to_string(&model).map_err(|e| e.to_string())?;
