@@ -53,10 +53,15 @@ pub struct Model {
 /// The model, parsed once per process (cold start).
 pub fn model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
-    MODEL.get_or_init(|| Model::parse(MODEL_JSON).expect("the bundled FHIR model is valid"))
+    MODEL.get_or_init(Model::bundled)
 }
 
 impl Model {
+    /// Parses the bundled model (what `model()` does once per process).
+    pub fn bundled() -> Model {
+        Model::parse(MODEL_JSON).expect("the bundled FHIR model is valid")
+    }
+
     fn parse(text: &str) -> Result<Model, serde_json::Error> {
         let raw: Value = serde_json::from_str(text)?;
         let mut m = Model {
@@ -437,16 +442,22 @@ fn check_primitive(ty: &str, v: &Value) -> Result<(), &'static str> {
     }
 }
 
-/// `Type/id` (optionally versioned), an absolute URL, a `#local` or `urn:` reference.
+/// `Type/id` (optionally versioned), an absolute URL, a `#local` or `urn:`
+/// reference. Any absolute URL is a valid reference; only RESTful ones
+/// (`.../Type/id` naming an R4 type) can be checked against target types.
 fn check_reference(r: &str, targets: &[String], expr: &str, issues: &mut Vec<Issue>) {
     if r.starts_with('#') || r.starts_with("urn:uuid:") || r.starts_with("urn:oid:") {
         return;
     }
+    let absolute = r.contains("://");
     let relative = r.split("/_history/").next().unwrap_or(r);
     let mut parts = relative.rsplitn(3, '/');
     let (id, ty) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if !model().resources.contains(ty) || !p::is_id(id) {
-        issues.push(Issue::error("value", "reference must be Type/id, an absolute URL or a local #id").at(expr));
+    let restful = model().resources.contains(ty) && p::is_id(id);
+    if !restful {
+        if !(absolute && p::is_uri(r)) {
+            issues.push(Issue::error("value", "reference must be Type/id, an absolute URL or a local #id").at(expr));
+        }
     } else if !targets.is_empty() && !targets.iter().any(|t| t == ty || t == "Resource") {
         issues.push(Issue::error("value", format!("reference must point to one of: {}", targets.join(", "))).at(expr));
     }
