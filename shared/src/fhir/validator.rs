@@ -14,20 +14,6 @@ use std::sync::OnceLock;
 
 const MODEL_JSON: &str = include_str!("r4-model.json");
 
-struct TypeRef {
-    code: String,
-    targets: Vec<String>,
-}
-
-struct Element {
-    min: u64,
-    many: bool,
-    types: Vec<TypeRef>,
-    /// For contentReference elements: the path whose children apply.
-    content_ref: Option<String>,
-    value_set: Option<String>,
-}
-
 /// A child element as `Model::children_of` describes it.
 #[derive(Debug, Clone)]
 pub struct ElementInfo {
@@ -40,14 +26,50 @@ pub struct ElementInfo {
     pub enumerable_binding: bool,
 }
 
+struct TypeRef {
+    code: String,
+    targets: Vec<String>,
+    /// The type's own root element, for complex types (resolved at load).
+    root: Option<usize>,
+}
+
+struct Element {
+    min: u64,
+    many: bool,
+    types: Vec<TypeRef>,
+    /// For contentReference elements: the element whose children apply.
+    content_ref: Option<usize>,
+    value_set: Option<String>,
+    /// (name as in the path, e.g. `value[x]`, element index).
+    children: Vec<(String, usize)>,
+}
+
 pub struct Model {
-    elements: HashMap<String, Element>,
-    /// Parent path -> child names as they appear in paths (`value[x]` included).
-    children: HashMap<String, Vec<String>>,
+    elements: Vec<Element>,
+    /// Element path (or type name, for a type's root) -> index.
+    index: HashMap<String, usize>,
     resources: HashSet<String>,
     primitives: HashSet<String>,
     /// Value set URL -> (system, code) members.
     value_sets: HashMap<String, HashSet<(String, String)>>,
+}
+
+/// A FHIRPath-style location, rendered only when an issue needs it.
+#[derive(Clone, Copy)]
+enum Expr<'a> {
+    Root(&'a str),
+    Key(&'a Expr<'a>, &'a str),
+    Index(&'a Expr<'a>, usize),
+}
+
+impl Expr<'_> {
+    fn render(&self) -> String {
+        match self {
+            Expr::Root(r) => (*r).to_owned(),
+            Expr::Key(parent, k) => format!("{}.{k}", parent.render()),
+            Expr::Index(parent, i) => format!("{}[{i}]", parent.render()),
+        }
+    }
 }
 
 /// The model, parsed once per process (cold start).
@@ -65,8 +87,8 @@ impl Model {
     fn parse(text: &str) -> Result<Model, serde_json::Error> {
         let raw: Value = serde_json::from_str(text)?;
         let mut m = Model {
-            elements: HashMap::new(),
-            children: HashMap::new(),
+            elements: Vec::new(),
+            index: HashMap::new(),
             resources: HashSet::new(),
             primitives: HashSet::new(),
             value_sets: HashMap::new(),
@@ -82,6 +104,7 @@ impl Model {
                 _ => {}
             }
         }
+        let mut refs = Vec::new();
         for els in raw["elements"].as_object().into_iter().flatten().map(|(_, v)| v) {
             for e in els.as_array().into_iter().flatten() {
                 let path = e["p"].as_str().unwrap_or_default().to_owned();
@@ -90,7 +113,7 @@ impl Model {
                     .into_iter()
                     .flatten()
                     .map(|t| match t {
-                        Value::String(code) => TypeRef { code: code.clone(), targets: vec![] },
+                        Value::String(code) => TypeRef { code: code.clone(), targets: vec![], root: None },
                         _ => TypeRef {
                             code: t[0].as_str().unwrap_or_default().to_owned(),
                             targets: t[1]
@@ -99,22 +122,45 @@ impl Model {
                                 .flatten()
                                 .filter_map(|x| x.as_str().map(str::to_owned))
                                 .collect(),
+                            root: None,
                         },
                     })
                     .collect();
-                if let Some((parent, child)) = path.rsplit_once('.') {
-                    m.children.entry(parent.to_owned()).or_default().push(child.to_owned());
+                let idx = m.elements.len();
+                if let Some(r) = e["ref"].as_str() {
+                    refs.push((idx, r.to_owned()));
                 }
-                m.elements.insert(
-                    path,
-                    Element {
-                        min: e["min"].as_u64().unwrap_or(0),
-                        many: e["max"].as_str() != Some("1") && e["max"].as_str() != Some("0"),
-                        types,
-                        content_ref: e["ref"].as_str().map(str::to_owned),
-                        value_set: e["vs"].as_str().map(str::to_owned),
-                    },
-                );
+                m.elements.push(Element {
+                    min: e["min"].as_u64().unwrap_or(0),
+                    many: e["max"].as_str() != Some("1") && e["max"].as_str() != Some("0"),
+                    types,
+                    content_ref: None,
+                    value_set: e["vs"].as_str().map(str::to_owned),
+                    children: Vec::new(),
+                });
+                m.index.insert(path, idx);
+            }
+        }
+        let links: Vec<(usize, String, usize)> = m
+            .index
+            .iter()
+            .filter_map(|(path, &idx)| {
+                path.rsplit_once('.').and_then(|(parent, child)| Some((*m.index.get(parent)?, child.to_owned(), idx)))
+            })
+            .collect();
+        for (parent, child, idx) in links {
+            m.elements[parent].children.push((child, idx));
+        }
+        for el in &mut m.elements {
+            el.children.sort_by_key(|(_, idx)| *idx);
+        }
+        for (idx, r) in refs {
+            m.elements[idx].content_ref = m.index.get(&r).copied();
+        }
+        let index = m.index.clone();
+        for el in &mut m.elements {
+            for t in &mut el.types {
+                t.root = index.get(&t.code).copied();
             }
         }
         for (url, systems) in raw["valueSets"].as_object().into_iter().flatten() {
@@ -136,12 +182,12 @@ impl Model {
     /// The child elements defined under `path` (a type name or a backbone
     /// path), for tools that derive test data from the definitions.
     pub fn children_of(&self, path: &str) -> Vec<ElementInfo> {
-        self.children
-            .get(path)
-            .into_iter()
-            .flatten()
-            .map(|name| {
-                let el = &self.elements[&format!("{path}.{name}")];
+        let Some(&idx) = self.index.get(path) else { return vec![] };
+        self.elements[idx]
+            .children
+            .iter()
+            .map(|(name, c)| {
+                let el = &self.elements[*c];
                 ElementInfo {
                     name: name.clone(),
                     min: el.min,
@@ -160,52 +206,50 @@ impl Model {
         issues
     }
 
-    fn resource(&self, v: &Value, at: Option<&str>, issues: &mut Vec<Issue>) {
+    fn resource(&self, v: &Value, at: Option<&Expr>, issues: &mut Vec<Issue>) {
+        let here = || at.map_or_else(|| "Resource".to_owned(), Expr::render);
         let Some(obj) = v.as_object() else {
-            issues.push(Issue::error("structure", "a resource must be a JSON object").at(at.unwrap_or("Resource")));
+            issues.push(Issue::error("structure", "a resource must be a JSON object").at(here()));
             return;
         };
         let rt = match obj.get("resourceType").and_then(Value::as_str) {
             Some(t) if self.resources.contains(t) => t,
             _ => {
-                issues.push(
-                    Issue::error("structure", "resourceType is missing or not an R4 resource type")
-                        .at(at.unwrap_or("Resource")),
-                );
+                issues.push(Issue::error("structure", "resourceType is missing or not an R4 resource type").at(here()));
                 return;
             }
         };
-        let expr = at.map_or_else(|| rt.to_owned(), str::to_owned);
+        let root = Expr::Root(rt);
+        let expr = at.unwrap_or(&root);
         if obj.len() > 1 {
-            self.object(obj, rt, &expr, true, issues);
+            self.object(obj, self.index[rt], expr, true, issues);
         }
     }
 
-    /// Resolves a JSON key under `def_path` to (element path, chosen type).
-    fn lookup(&self, def_path: &str, key: &str) -> Option<(String, Option<String>)> {
-        let children = self.children.get(def_path)?;
-        if children.iter().any(|c| c == key) {
-            return Some((format!("{def_path}.{key}"), None));
+    /// Resolves a JSON key among `def`'s children to (child position,
+    /// element index, chosen type for a choice element).
+    fn lookup<'m>(&'m self, def: usize, key: &str) -> Option<(usize, usize, Option<&'m str>)> {
+        let children = &self.elements[def].children;
+        if let Some(pos) = children.iter().position(|(c, _)| c == key) {
+            return Some((pos, children[pos].1, None));
         }
-        for c in children.iter().filter(|c| c.ends_with("[x]")) {
-            let stem = &c[..c.len() - 3];
-            if let Some(suffix) = key.strip_prefix(stem) {
-                let path = format!("{def_path}.{c}");
-                let el = self.elements.get(&path)?;
-                if let Some(t) = el.types.iter().find(|t| upper_first(&t.code) == suffix) {
-                    return Some((path, Some(t.code.clone())));
-                }
-            }
-        }
-        None
+        children.iter().enumerate().find_map(|(pos, (c, idx))| {
+            let stem = c.strip_suffix("[x]")?;
+            let suffix = key.strip_prefix(stem)?;
+            let t = self.elements[*idx].types.iter().find(|t| is_type_suffix(suffix, &t.code))?;
+            Some((pos, *idx, Some(t.code.as_str())))
+        })
     }
 
-    fn object(&self, obj: &Map<String, Value>, def_path: &str, expr: &str, is_resource: bool, issues: &mut Vec<Issue>) {
+    fn object(&self, obj: &Map<String, Value>, def: usize, expr: &Expr, is_resource: bool, issues: &mut Vec<Issue>) {
         if obj.is_empty() {
-            issues.push(Issue::error("invariant", "ele-1: elements must have a value or children").at(expr));
+            issues.push(Issue::error("invariant", "ele-1: elements must have a value or children").at(expr.render()));
             return;
         }
-        let mut present: HashMap<String, usize> = HashMap::new();
+        let children = &self.elements[def].children;
+        // Per child: how many keys name it (a choice element counts each variant).
+        let mut seen = vec![0u16; children.len()];
+        let mut present = vec![false; children.len()];
         for (key, value) in obj {
             if is_resource && key == "resourceType" {
                 continue;
@@ -214,51 +258,47 @@ impl Model {
                 Some(n) => (n, true),
                 None => (key.as_str(), false),
             };
-            let Some((path, chosen)) = self.lookup(def_path, name) else {
-                issues.push(Issue::error("structure", format!("unknown element '{}'", truncate(key))).at(expr));
+            let Some((pos, idx, chosen)) = self.lookup(def, name) else {
+                issues
+                    .push(Issue::error("structure", format!("unknown element '{}'", truncate(key))).at(expr.render()));
                 continue;
             };
-            let el = &self.elements[&path];
-            let ty = chosen.or_else(|| el.types.first().map(|t| t.code.clone())).unwrap_or_default();
-            if !primitive_ext {
-                *present.entry(path.clone()).or_default() += 1;
-            } else {
-                present.entry(path.clone()).or_default();
-            }
-            let child = format!("{expr}.{key}");
+            let el = &self.elements[idx];
+            let ty = chosen.or_else(|| el.types.first().map(|t| t.code.as_str())).unwrap_or_default();
+            present[pos] = true;
+            let child = Expr::Key(expr, key);
             if primitive_ext {
-                if !self.primitives.contains(&ty) {
+                if !obj.contains_key(name) {
+                    seen[pos] += 1;
+                }
+                if !self.primitives.contains(ty) {
                     issues.push(
-                        Issue::error("structure", format!("'{}' is not a primitive element", truncate(key))).at(expr),
+                        Issue::error("structure", format!("'{}' is not a primitive element", truncate(key)))
+                            .at(expr.render()),
                     );
                 } else {
                     self.primitive_extension(value, el.many, &child, issues);
                 }
             } else {
+                seen[pos] += 1;
                 let paired_nulls = obj.contains_key(&format!("_{key}"));
-                self.field(value, el, &path, &ty, &child, paired_nulls, issues);
+                self.field(value, idx, ty, &child, paired_nulls, issues);
             }
         }
-        if let Some(children) = self.children.get(def_path) {
-            for c in children {
-                let path = format!("{def_path}.{c}");
-                let el = &self.elements[&path];
-                if el.min > 0 && !present.contains_key(&path) {
-                    issues.push(
-                        Issue::error("required", format!("element '{c}' is required"))
-                            .at(format!("{expr}.{}", c.trim_end_matches("[x]"))),
-                    );
-                }
-                if c.ends_with("[x]")
-                    && obj.keys().filter(|k| self.lookup(def_path, k).is_some_and(|(p, _)| p == path)).count() > 1
-                {
-                    issues.push(Issue::error("structure", format!("only one type of {c} may be present")).at(expr));
-                }
+        for (pos, (c, idx)) in children.iter().enumerate() {
+            if self.elements[*idx].min > 0 && !present[pos] {
+                let name = c.trim_end_matches("[x]");
+                issues.push(
+                    Issue::error("required", format!("element '{c}' is required"))
+                        .at(format!("{}.{name}", expr.render())),
+                );
+            }
+            if seen[pos] > 1 && c.ends_with("[x]") {
+                issues
+                    .push(Issue::error("structure", format!("only one type of {c} may be present")).at(expr.render()));
             }
         }
-        if def_path == "Extension"
-            || self.elements.get(def_path).is_some_and(|e| e.types.iter().any(|t| t.code == "Extension"))
-        {
+        if self.elements[def].types.iter().any(|t| t.code == "Extension") || self.index.get("Extension") == Some(&def) {
             // A value given only through its primitive extension (`_valueString`) exists too.
             let has_value = obj.keys().any(|k| k.starts_with("value") || k.starts_with("_value"));
             if has_value == obj.contains_key("extension") {
@@ -267,53 +307,45 @@ impl Model {
                         "invariant",
                         "ext-1: an extension has either nested extensions or a value[x], not both or neither",
                     )
-                    .at(expr),
+                    .at(expr.render()),
                 );
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn field(
-        &self,
-        value: &Value,
-        el: &Element,
-        path: &str,
-        ty: &str,
-        expr: &str,
-        paired_nulls: bool,
-        issues: &mut Vec<Issue>,
-    ) {
+    fn field(&self, value: &Value, idx: usize, ty: &str, expr: &Expr, paired_nulls: bool, issues: &mut Vec<Issue>) {
+        let el = &self.elements[idx];
         match (el.many, value) {
             (true, Value::Array(items)) => {
                 if items.is_empty() {
-                    issues.push(Issue::error("invariant", "ele-1: arrays must not be empty").at(expr));
+                    issues.push(Issue::error("invariant", "ele-1: arrays must not be empty").at(expr.render()));
                 }
                 for (i, item) in items.iter().enumerate() {
                     if item.is_null() && paired_nulls {
                         continue;
                     }
-                    self.value(item, el, path, ty, &format!("{expr}[{i}]"), issues);
+                    self.value(item, idx, ty, &Expr::Index(expr, i), issues);
                 }
             }
-            (true, _) => {
-                issues.push(Issue::error("structure", "this element repeats: it must be a JSON array").at(expr))
-            }
-            (false, Value::Array(_)) => {
-                issues.push(Issue::error("structure", "this element does not repeat: it must not be an array").at(expr))
-            }
-            (false, v) => self.value(v, el, path, ty, expr, issues),
+            (true, _) => issues
+                .push(Issue::error("structure", "this element repeats: it must be a JSON array").at(expr.render())),
+            (false, Value::Array(_)) => issues.push(
+                Issue::error("structure", "this element does not repeat: it must not be an array").at(expr.render()),
+            ),
+            (false, v) => self.value(v, idx, ty, expr, issues),
         }
     }
 
-    fn value(&self, v: &Value, el: &Element, path: &str, ty: &str, expr: &str, issues: &mut Vec<Issue>) {
+    fn value(&self, v: &Value, idx: usize, ty: &str, expr: &Expr, issues: &mut Vec<Issue>) {
+        let el = &self.elements[idx];
         if self.primitives.contains(ty) {
             if let Err(what) = check_primitive(ty, v) {
-                issues.push(Issue::error("value", format!("value is not a valid {what}")).at(expr));
+                issues.push(Issue::error("value", format!("value is not a valid {what}")).at(expr.render()));
             } else if let (Some(vs), Some(code)) = (&el.value_set, v.as_str()) {
                 if self.value_sets.get(vs).is_some_and(|set| !set.iter().any(|(_, c)| c == code)) {
                     issues.push(
-                        Issue::error("code-invalid", format!("code is not in the required value set {vs}")).at(expr),
+                        Issue::error("code-invalid", format!("code is not in the required value set {vs}"))
+                            .at(expr.render()),
                     );
                 }
             }
@@ -321,27 +353,30 @@ impl Model {
         }
         if ty == "Resource" || self.resources.contains(ty) {
             if ty != "Resource" && v.get("resourceType").and_then(Value::as_str).is_some_and(|rt| rt != ty) {
-                issues.push(Issue::error("structure", format!("this element holds a {ty}")).at(expr));
+                issues.push(Issue::error("structure", format!("this element holds a {ty}")).at(expr.render()));
             }
             self.resource(v, Some(expr), issues);
             return;
         }
         let Some(obj) = v.as_object() else {
-            issues.push(Issue::error("structure", format!("a {ty} must be a JSON object")).at(expr));
+            issues.push(Issue::error("structure", format!("a {ty} must be a JSON object")).at(expr.render()));
             return;
         };
-        let def_path = match &el.content_ref {
-            Some(r) => r.as_str(),
-            None if self.children.contains_key(path) => path,
-            None => ty,
+        let def = match el.content_ref {
+            Some(r) => r,
+            None if !el.children.is_empty() => idx,
+            None => match el.types.iter().find(|t| t.code == ty).and_then(|t| t.root) {
+                Some(root) => root,
+                None => return,
+            },
         };
-        self.object(obj, def_path, expr, false, issues);
+        self.object(obj, def, expr, false, issues);
         match ty {
             "Reference" => {
                 let targets =
                     el.types.iter().find(|t| t.code == "Reference").map(|t| t.targets.as_slice()).unwrap_or(&[]);
                 if let Some(r) = obj.get("reference").and_then(Value::as_str) {
-                    check_reference(r, targets, &format!("{expr}.reference"), issues);
+                    check_reference(r, targets, &Expr::Key(expr, "reference"), issues);
                 }
             }
             "Coding" | "CodeableConcept" => {
@@ -357,7 +392,9 @@ impl Model {
                         code.is_some_and(|code| set.iter().any(|(s, k)| k == code && system.is_none_or(|sys| sys == s)))
                     };
                     if !codings.is_empty() && !codings.iter().any(|c| member(c)) {
-                        issues.push(Issue::error("code-invalid", "no coding is in the required value set").at(expr));
+                        issues.push(
+                            Issue::error("code-invalid", "no coding is in the required value set").at(expr.render()),
+                        );
                     }
                 }
             }
@@ -365,28 +402,29 @@ impl Model {
         }
     }
 
-    fn primitive_extension(&self, value: &Value, many: bool, expr: &str, issues: &mut Vec<Issue>) {
-        let one = |v: &Value, expr: &str, issues: &mut Vec<Issue>| match v.as_object() {
-            Some(o) => self.object(o, "Element", expr, false, issues),
-            None => issues.push(Issue::error("structure", "primitive extensions must be objects").at(expr)),
+    fn primitive_extension(&self, value: &Value, many: bool, expr: &Expr, issues: &mut Vec<Issue>) {
+        let element = self.index["Element"];
+        let one = |v: &Value, expr: &Expr, issues: &mut Vec<Issue>| match v.as_object() {
+            Some(o) => self.object(o, element, expr, false, issues),
+            None => issues.push(Issue::error("structure", "primitive extensions must be objects").at(expr.render())),
         };
         match (many, value) {
             (true, Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate().filter(|(_, v)| !v.is_null()) {
-                    one(item, &format!("{expr}[{i}]"), issues);
+                    one(item, &Expr::Index(expr, i), issues);
                 }
             }
             (false, v) => one(v, expr, issues),
-            (true, _) => {
-                issues.push(Issue::error("structure", "this element repeats: it must be a JSON array").at(expr))
-            }
+            (true, _) => issues
+                .push(Issue::error("structure", "this element repeats: it must be a JSON array").at(expr.render())),
         }
     }
 }
 
-fn upper_first(s: &str) -> String {
-    let mut c = s.chars();
-    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+/// `Quantity` after `value` names the type `Quantity`; `DateTime` names `dateTime`.
+fn is_type_suffix(suffix: &str, code: &str) -> bool {
+    let (Some(s0), Some(c0)) = (suffix.chars().next(), code.chars().next()) else { return false };
+    s0 == c0.to_ascii_uppercase() && suffix[s0.len_utf8()..] == code[c0.len_utf8()..]
 }
 
 fn truncate(s: &str) -> String {
@@ -445,7 +483,7 @@ fn check_primitive(ty: &str, v: &Value) -> Result<(), &'static str> {
 /// `Type/id` (optionally versioned), an absolute URL, a `#local` or `urn:`
 /// reference. Any absolute URL is a valid reference; only RESTful ones
 /// (`.../Type/id` naming an R4 type) can be checked against target types.
-fn check_reference(r: &str, targets: &[String], expr: &str, issues: &mut Vec<Issue>) {
+fn check_reference(r: &str, targets: &[String], expr: &Expr, issues: &mut Vec<Issue>) {
     if r.starts_with('#') || r.starts_with("urn:uuid:") || r.starts_with("urn:oid:") {
         return;
     }
@@ -456,9 +494,13 @@ fn check_reference(r: &str, targets: &[String], expr: &str, issues: &mut Vec<Iss
     let restful = model().resources.contains(ty) && p::is_id(id);
     if !restful {
         if !(absolute && p::is_uri(r)) {
-            issues.push(Issue::error("value", "reference must be Type/id, an absolute URL or a local #id").at(expr));
+            issues.push(
+                Issue::error("value", "reference must be Type/id, an absolute URL or a local #id").at(expr.render()),
+            );
         }
     } else if !targets.is_empty() && !targets.iter().any(|t| t == ty || t == "Resource") {
-        issues.push(Issue::error("value", format!("reference must point to one of: {}", targets.join(", "))).at(expr));
+        issues.push(
+            Issue::error("value", format!("reference must point to one of: {}", targets.join(", "))).at(expr.render()),
+        );
     }
 }
