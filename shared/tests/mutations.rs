@@ -39,6 +39,11 @@ fn mutations(resource: &Value) -> Vec<(&'static str, Value)> {
     with("unknown element", &|m| {
         m.insert("favouriteColour".into(), json!("red"));
     });
+    if resource.get("contained").is_none() {
+        with("broken invariant (dom-3: unreferenced contained)", &|m| {
+            m.insert("contained".into(), json!([{"resourceType": "Organization", "id": "orphan", "name": "x"}]));
+        });
+    }
     for el in model().children_of(rt) {
         let Some((key, ty)) = json_key(&el, resource) else { continue };
         if el.min > 0 && !el.name.ends_with("[x]") {

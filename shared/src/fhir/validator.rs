@@ -224,6 +224,9 @@ impl Model {
         if obj.len() > 1 {
             self.object(obj, self.index[rt], expr, true, issues);
         }
+        if let Some(Value::Array(contained)) = obj.get("contained") {
+            contained_invariants(obj, contained, expr, issues);
+        }
     }
 
     /// Resolves a JSON key among `def`'s children to (child position,
@@ -421,6 +424,60 @@ impl Model {
     }
 }
 
+/// dom-2..dom-5 on a resource's contained resources (dom-6, "should have a
+/// narrative", is best practice, not a rule, and is not reported).
+fn contained_invariants(container: &Map<String, Value>, contained: &[Value], expr: &Expr, issues: &mut Vec<Issue>) {
+    let mut refs = Vec::new();
+    collect_references(&Value::Object(container.clone()), &mut refs, true);
+    for (i, c) in contained.iter().enumerate() {
+        let at = || Expr::Index(&Expr::Key(expr, "contained"), i).render();
+        if c.get("contained").is_some() {
+            issues.push(Issue::error("invariant", "dom-2: a contained resource cannot contain resources").at(at()));
+        }
+        if c["meta"].get("versionId").is_some() || c["meta"].get("lastUpdated").is_some() {
+            issues.push(
+                Issue::error("invariant", "dom-4: a contained resource cannot have meta.versionId or meta.lastUpdated")
+                    .at(at()),
+            );
+        }
+        if c["meta"].get("security").is_some() {
+            issues.push(Issue::error("invariant", "dom-5: a contained resource cannot have security labels").at(at()));
+        }
+        let id = c.get("id").and_then(Value::as_str).unwrap_or("");
+        let referenced = !id.is_empty() && refs.iter().any(|r| r.strip_prefix('#') == Some(id));
+        let mut inner = Vec::new();
+        collect_references(c, &mut inner, false);
+        if !referenced && !inner.iter().any(|r| r == "#") {
+            issues.push(
+                Issue::error(
+                    "invariant",
+                    "dom-3: a contained resource must be referenced from the container or reference it",
+                )
+                .at(at()),
+            );
+        }
+    }
+}
+
+/// Every local reference under `v`: dom-3 counts `Reference.reference` and
+/// canonical/uri/url values alike, so any string starting with `#` is one
+/// (a string element holding `#id` is counted too: lenient, never a false
+/// rejection). `skip_contained` leaves out the container's own `contained`.
+fn collect_references(v: &Value, out: &mut Vec<String>, skip_contained: bool) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                if !(skip_contained && k == "contained") {
+                    collect_references(x, out, false);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_references(x, out, false)),
+        Value::String(s) if s.starts_with('#') => out.push(s.clone()),
+        _ => {}
+    }
+}
+
 /// `Quantity` after `value` names the type `Quantity`; `DateTime` names `dateTime`.
 fn is_type_suffix(suffix: &str, code: &str) -> bool {
     let (Some(s0), Some(c0)) = (suffix.chars().next(), code.chars().next()) else { return false };
@@ -502,5 +559,70 @@ fn check_reference(r: &str, targets: &[String], expr: &Expr, issues: &mut Vec<Is
         issues.push(
             Issue::error("value", format!("reference must point to one of: {}", targets.join(", "))).at(expr.render()),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn codes(v: Value) -> Vec<String> {
+        model()
+            .validate(&v)
+            .into_iter()
+            .map(|i| format!("{} {}", i.expression.unwrap_or_default(), &i.diagnostics[..5]))
+            .collect()
+    }
+
+    #[test]
+    fn contained_resource_invariants() {
+        let obs = |contained: Value, performer: &str| {
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                   "performer": [{"reference": performer}], "contained": [contained]})
+        };
+        assert_eq!(codes(obs(json!({"resourceType": "Practitioner", "id": "p1"}), "#p1")), Vec::<String>::new());
+        assert_eq!(
+            codes(obs(json!({"resourceType": "Practitioner", "id": "p1"}), "Practitioner/x")),
+            vec!["Observation.contained[0] dom-3"]
+        );
+        assert_eq!(
+            codes(obs(json!({"resourceType": "Practitioner", "id": "p1", "meta": {"versionId": "1"}}), "#p1")),
+            vec!["Observation.contained[0] dom-4"]
+        );
+        assert_eq!(
+            codes(obs(
+                json!({"resourceType": "Practitioner", "id": "p1", "meta": {"security": [{"code": "R"}]}}),
+                "#p1"
+            )),
+            vec!["Observation.contained[0] dom-5"]
+        );
+        let nested = json!({"resourceType": "Practitioner", "id": "p1", "contained": [{"resourceType": "Organization", "id": "o"}]});
+        assert!(codes(obs(nested, "#p1")).contains(&"Observation.contained[0] dom-2".to_owned()));
+    }
+
+    #[test]
+    fn choice_types_cardinality_and_bindings() {
+        let ok = json!({"resourceType": "Observation", "status": "final", "code": {"text": "bp"}, "valueQuantity": {"value": 1, "unit": "mmHg"}});
+        assert_eq!(codes(ok), Vec::<String>::new());
+        assert_eq!(
+            codes(
+                json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueQuantity": {"value": 1}, "valueString": "a"})
+            ),
+            vec!["Observation only "]
+        );
+        assert_eq!(
+            codes(json!({"resourceType": "Observation", "status": "done", "code": {"text": "x"}})),
+            vec!["Observation.status code "]
+        );
+        assert_eq!(
+            codes(json!({"resourceType": "Observation", "code": {"text": "x"}})),
+            vec!["Observation.status eleme"]
+        );
+        assert_eq!(
+            codes(json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueFoo": 1})),
+            vec!["Observation unkno"]
+        );
+        assert_eq!(codes(json!({"resourceType": "NotAType"})), vec!["Resource resou"]);
     }
 }
