@@ -112,21 +112,22 @@ impl Template {
     }
 
     /// Matches a request to a function route as API Gateway does: exact
-    /// segments, `{name}` for one segment, `{name+}` greedy. Returns the
-    /// function, the route key and the path parameters.
+    /// segments, `{name}` for one segment, `{name+}` greedy; when several
+    /// routes match, the most specific wins (more literal segments, greedy
+    /// last). Returns the function, the route key and the path parameters.
     pub fn route(&self, method: &str, path: &str) -> Option<(&Function, String, BTreeMap<String, String>)> {
         let segs: Vec<&str> = path.split('/').skip(1).collect();
-        for f in &self.functions {
-            for r in &f.routes {
-                if r.method != method && r.method != "ANY" {
-                    continue;
-                }
-                if let Some(params) = match_path(&r.path, &segs) {
-                    return Some((f, format!("{} {}", r.method, r.path), params));
-                }
-            }
-        }
-        None
+        let specificity = |tpl: &str| {
+            let literal = tpl.split('/').filter(|s| !s.starts_with('{')).count();
+            (!tpl.contains("+}"), literal)
+        };
+        self.functions
+            .iter()
+            .flat_map(|f| f.routes.iter().map(move |r| (f, r)))
+            .filter(|(_, r)| r.method == method || r.method == "ANY")
+            .filter_map(|(f, r)| match_path(&r.path, &segs).map(|params| (f, r, params)))
+            .max_by_key(|(_, r, _)| specificity(&r.path))
+            .map(|(f, r, params)| (f, format!("{} {}", r.method, r.path), params))
     }
 }
 
@@ -168,5 +169,15 @@ mod tests {
         assert!(t.route("GET", "/fhir/Patient/abc/x").is_none());
         assert!(t.route("POST", "/fhir/Patient").is_none());
         assert!(t.route("GET", "/fhir/Patient/").is_none());
+        let t = Template::parse(
+            "Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n      Events:\n        A: {Type: HttpApi, Properties: {Method: POST, Path: '/fhir/Patient/{operation}'}}\n        B: {Type: HttpApi, Properties: {Method: POST, Path: '/fhir/Patient/_search'}}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            t.route("POST", "/fhir/Patient/_search").unwrap().1,
+            "POST /fhir/Patient/_search",
+            "literal beats variable"
+        );
+        assert_eq!(t.route("POST", "/fhir/Patient/$validate").unwrap().2["operation"], "$validate");
     }
 }

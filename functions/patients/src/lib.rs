@@ -34,40 +34,48 @@ pub const ROUTES: &[Route] = &[
     Route { method: "DELETE", path: "/fhir/Patient/{id}", interaction: "delete" },
     Route { method: "GET", path: "/fhir/Patient/{id}/_history", interaction: "history-instance" },
     Route { method: "GET", path: "/fhir/Patient/{id}/_history/{vid}", interaction: "vread" },
+    Route { method: "POST", path: "/fhir/Patient/{operation}", interaction: "operation" },
+    Route { method: "POST", path: "/fhir/Patient/{id}/{operation}", interaction: "operation" },
 ];
 
 pub const CAPABILITIES: &[ResourceCapability] = &[ResourceCapability {
     resource_type: "Patient",
     interactions: &["read", "vread", "update", "delete", "history-instance", "create", "search-type"],
     search_params: SEARCH_PARAMS,
+    operations: &[("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate")],
 }];
 
-/// Matches a request to a route; path parameters in template order.
+/// Matches a request to a route as API Gateway does (the most specific route
+/// wins: literal segments beat variables); path parameters in template order.
 fn route<'a>(method: &str, path: &'a str) -> Result<(&'static Route, Vec<&'a str>), Error> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let mut path_matched = false;
-    for r in ROUTES {
-        let tpl: Vec<&str> = r.path.split('/').skip(1).collect();
-        if tpl.len() != segments.len() {
-            continue;
-        }
-        let mut params = vec![];
-        let fits = tpl.iter().zip(&segments).all(|(t, s)| {
-            if t.starts_with('{') {
-                params.push(*s);
-                *s != "_search" && *s != "_history"
-            } else {
-                t == s
+    let matches: Vec<(&'static Route, Vec<&str>, usize)> = ROUTES
+        .iter()
+        .filter_map(|r| {
+            let tpl: Vec<&str> = r.path.split('/').skip(1).collect();
+            if tpl.len() != segments.len() {
+                return None;
             }
-        });
-        if fits {
-            path_matched = true;
-            if r.method == method {
-                return Ok((r, params));
+            let mut params = vec![];
+            for (t, s) in tpl.iter().zip(&segments) {
+                if t.starts_with('{') {
+                    params.push(*s);
+                } else if t != s {
+                    return None;
+                }
             }
-        }
+            Some((r, params, tpl.iter().filter(|t| !t.starts_with('{')).count()))
+        })
+        .collect();
+    if matches.is_empty() {
+        return Err(Error::NotFound);
     }
-    Err(if path_matched { Error::MethodNotAllowed } else { Error::NotFound })
+    matches
+        .into_iter()
+        .filter(|(r, _, _)| r.method == method)
+        .max_by_key(|(_, _, literal)| *literal)
+        .map(|(r, params, _)| (r, params))
+        .ok_or(Error::MethodNotAllowed)
 }
 
 pub struct App {
@@ -142,6 +150,20 @@ impl App {
     ) -> Result<Response<Body>, Error> {
         let svc = &self.rt.services;
         let max = self.rt.config.max_body_bytes;
+        if route.interaction == "operation" {
+            let (id, operation) = match params {
+                [op] => (None, *op),
+                [id, _] if !is_id(id) => return Err(Error::BadRequest("resource id is not a valid FHIR id".into())),
+                [id, op] => (Some(*id), *op),
+                _ => return Err(Error::NotFound),
+            };
+            if operation != "$validate" {
+                return Err(Error::NotFound);
+            }
+            let body = http::json_body(req, max)?;
+            let outcome = svc.validate_patient(caller, body, id, audit).await?;
+            return Ok(http::response(200, Some(&outcome), &[]));
+        }
         let id = match params.first() {
             Some(id) if is_id(id) => Some(*id),
             Some(_) => return Err(Error::BadRequest("resource id is not a valid FHIR id".into())),
@@ -259,6 +281,12 @@ mod tests {
         assert_eq!(route("POST", "/fhir/Patient/_search").unwrap().0.interaction, "search-type");
         assert!(matches!(route("PATCH", "/fhir/Patient/abc"), Err(Error::MethodNotAllowed)));
         assert!(matches!(route("GET", "/fhir/Observation"), Err(Error::NotFound)));
-        assert!(matches!(route("GET", "/fhir/Patient/_history"), Err(Error::NotFound)));
+        assert_eq!(route("POST", "/fhir/Patient/$validate").unwrap().0.interaction, "operation");
+        assert_eq!(route("POST", "/fhir/Patient/abc/$validate").unwrap().1, vec!["abc", "$validate"]);
+        assert_eq!(
+            route("POST", "/fhir/Patient/_search").unwrap().0.interaction,
+            "search-type",
+            "literal beats variable"
+        );
     }
 }

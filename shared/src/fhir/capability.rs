@@ -9,6 +9,8 @@ pub struct ResourceCapability {
     pub interactions: &'static [&'static str],
     /// (name, type, documentation)
     pub search_params: &'static [(&'static str, &'static str, &'static str)],
+    /// (name, OperationDefinition canonical)
+    pub operations: &'static [(&'static str, &'static str)],
 }
 
 pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) -> Value {
@@ -28,6 +30,7 @@ pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) ->
                 "searchParam": r.search_params.iter().map(|(name, ty, doc)| json!({
                     "name": name, "type": ty, "documentation": doc
                 })).collect::<Vec<_>>(),
+                "operation": r.operations.iter().map(|(name, def)| json!({"name": name, "definition": def})).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -117,8 +117,8 @@ fn check_size(req: &Request, max: usize) -> Result<&[u8], Error> {
     Ok(bytes)
 }
 
-/// Parses a FHIR JSON request body of the expected resource type.
-pub fn json_resource(req: &Request, max: usize, resource_type: &str) -> Result<Value, Error> {
+/// Parses a FHIR JSON request body (a JSON object with a resourceType).
+pub fn json_body(req: &Request, max: usize) -> Result<Value, Error> {
     let ct = header(req, "content-type").unwrap_or("").to_ascii_lowercase();
     let media = ct.split(';').next().unwrap_or("").trim();
     if !matches!(media, "application/fhir+json" | "application/json" | "application/json+fhir") {
@@ -131,10 +131,19 @@ pub fn json_resource(req: &Request, max: usize, resource_type: &str) -> Result<V
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::BadRequest(format!("body is not valid JSON (line {}, column {})", e.line(), e.column())))?;
     match value.get("resourceType") {
-        Some(Value::String(t)) if t == resource_type => Ok(value),
-        Some(Value::String(_)) => Err(Error::BadRequest(format!("resourceType must be {resource_type}"))),
+        Some(Value::String(_)) => Ok(value),
         _ if !value.is_object() => Err(Error::BadRequest("body must be a JSON object".into())),
         _ => Err(Error::BadRequest("resourceType is missing".into())),
+    }
+}
+
+/// Parses a FHIR JSON request body of the expected resource type.
+pub fn json_resource(req: &Request, max: usize, resource_type: &str) -> Result<Value, Error> {
+    let value = json_body(req, max)?;
+    if value["resourceType"] == resource_type {
+        Ok(value)
+    } else {
+        Err(Error::BadRequest(format!("resourceType must be {resource_type}")))
     }
 }
 

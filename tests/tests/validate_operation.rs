@@ -1,0 +1,77 @@
+//! `$validate` over HTTP: an OperationOutcome for valid and invalid input,
+//! the Parameters form, instance level, profiles refused until supported,
+//! nothing stored, and the call audited.
+
+use medrec_e2e::{canary_patient, unique_tag, Harness};
+use serde_json::json;
+
+fn issues(v: &serde_json::Value) -> Vec<(String, String)> {
+    v["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["severity"].as_str().unwrap().to_owned(), i["expression"][0].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_operation() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-validate");
+    let post = |path: &'static str, body: serde_json::Value| {
+        let (h, t) = (&h, &t);
+        async move { h.call("POST", path, Some(t), &[], Some(&body.to_string())).await }
+    };
+
+    let ok = post("/fhir/Patient/$validate", canary_patient(&unique_tag())).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(issues(&ok.json()), vec![("information".into(), "".into())]);
+
+    let bad =
+        post("/fhir/Patient/$validate", json!({"resourceType": "Patient", "gender": "x", "birthDate": "1990-02-30"}))
+            .await;
+    assert_eq!(bad.status, 200, "the operation succeeded; the resource did not");
+    let mut found = issues(&bad.json());
+    found.sort();
+    assert_eq!(found, vec![("error".into(), "Patient.birthDate".into()), ("error".into(), "Patient.gender".into())]);
+
+    let wrapped = json!({"resourceType": "Parameters", "parameter": [{"name": "mode", "valueCode": "create"}, {"name": "resource", "resource": {"resourceType": "Patient", "active": "yes"}}]});
+    assert_eq!(
+        issues(&post("/fhir/Patient/$validate", wrapped).await.json()),
+        vec![("error".into(), "Patient.active".into())]
+    );
+
+    let profile = json!({"resourceType": "Parameters", "parameter": [{"name": "profile", "valueUri": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"}, {"name": "resource", "resource": {"resourceType": "Patient"}}]});
+    assert_eq!(
+        post("/fhir/Patient/$validate", profile).await.status,
+        400,
+        "profiles are refused, not silently ignored"
+    );
+    assert_eq!(post("/fhir/Patient/$everything", json!({"resourceType": "Patient"})).await.status, 404);
+    assert_eq!(post("/fhir/Patient/$validate", json!({"resourceType": "Observation"})).await.status, 400);
+
+    let id = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let mut current = h.get(&format!("/fhir/Patient/{id}"), &t).await.json();
+    let path = format!("/fhir/Patient/{id}/$validate");
+    assert_eq!(
+        issues(&h.call("POST", &path, Some(&t), &[], Some(&current.to_string())).await.json())[0].0,
+        "information"
+    );
+    current["id"] = json!("other");
+    assert_eq!(
+        issues(&h.call("POST", &path, Some(&t), &[], Some(&current.to_string())).await.json()),
+        vec![("error".into(), "Patient.id".into())]
+    );
+
+    let reader = h.token_with("clinician", "dr-readonly", &["user/Patient.rs"], None);
+    assert_eq!(
+        h.call("POST", "/fhir/Patient/$validate", Some(&reader), &[], Some(&canary_patient("x").to_string()))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(h.get("/fhir/Patient", &t).await.json()["total"], 1, "validation stores nothing");
+    let audited =
+        h.audit_events_of("dr-validate").await.iter().filter(|e| e["subtype"][0]["code"] == "operation").count();
+    assert_eq!(audited, 8);
+}
