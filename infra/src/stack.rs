@@ -53,7 +53,7 @@ async fn mount(logical_id: &str, config: Config) -> Result<Option<Handler>, Stri
             Ok(Some(Arc::new(move |req| {
                 let app = app.clone();
                 Box::pin(async move {
-                    match app.handle(req).await {
+                    match app.handle_guarded(req).await {
                         Ok(r) => r,
                         Err(never) => match never {},
                     }

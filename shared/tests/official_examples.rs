@@ -19,10 +19,16 @@ const SERVED: &[&str] = &[
 ];
 
 /// Examples that break the R4 rules themselves, with the reason.
-const KNOWN_INVALID: &[(&str, &str)] = &[(
-    "Observation-clinical-gender.json",
-    "performer references an Encounter; R4 Observation.performer allows Practitioner, PractitionerRole, Organization, CareTeam, Patient and RelatedPerson only",
-)];
+const KNOWN_INVALID: &[(&str, &str)] = &[
+    (
+        "Observation-clinical-gender.json",
+        "performer references an Encounter; R4 Observation.performer allows Practitioner, PractitionerRole, Organization, CareTeam, Patient and RelatedPerson only",
+    ),
+    (
+        "Bundle-dataelements.json",
+        "bdl-7: seven fullUrls appear several times in this collection bundle with no versionId to tell them apart",
+    ),
+];
 
 fn corpus() -> PathBuf {
     std::env::var("MEDREC_FHIR_EXAMPLES").map(PathBuf::from).unwrap_or_else(|_| {

@@ -93,6 +93,19 @@ impl App {
         Ok(App { rt: Runtime::from_config(config).await? })
     }
 
+    /// `handle` behind a panic guard: a bug that panics answers 500 with an
+    /// OperationOutcome and leaves this instance serving. The panic message is
+    /// not logged: it may quote request data.
+    pub async fn handle_guarded(self: std::sync::Arc<Self>, req: Request) -> Result<Response<Body>, Infallible> {
+        match tokio::spawn(async move { self.handle(req).await }).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::error!(panicked = e.is_panic(), "request handler failed");
+                Ok(http::error_response(&Error::Internal("handler failed".into())))
+            }
+        }
+    }
+
     pub async fn handle(&self, req: Request) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
         let path = http::path(&req);

@@ -227,6 +227,9 @@ impl Model {
         if let Some(Value::Array(contained)) = obj.get("contained") {
             contained_invariants(obj, contained, expr, issues);
         }
+        if rt == "Bundle" {
+            bundle_rules(obj, expr, issues);
+        }
     }
 
     /// Resolves a JSON key among `def`'s children to (child position,
@@ -424,6 +427,114 @@ impl Model {
     }
 }
 
+/// The Bundle invariants of R4 (bdl-1..bdl-12) and, in transactions and
+/// batches, local `urn:uuid:`/`urn:oid:` references that resolve to no entry.
+fn bundle_rules(b: &Map<String, Value>, expr: &Expr, issues: &mut Vec<Issue>) {
+    let ty = b.get("type").and_then(Value::as_str).unwrap_or("");
+    let entries: &[Value] = b.get("entry").and_then(Value::as_array).map_or(&[], Vec::as_slice);
+    let mut err =
+        |rule: &str, msg: &str, at: String| issues.push(Issue::error("invariant", format!("{rule}: {msg}")).at(at));
+    if b.contains_key("total") && !matches!(ty, "searchset" | "history") {
+        err("bdl-1", "total only when a search or history", expr.render());
+    }
+    if matches!(ty, "document" | "message") && entries.is_empty() {
+        let rule = if ty == "document" { "bdl-11" } else { "bdl-12" };
+        err(rule, "a document or message needs its first entry", expr.render());
+    }
+    if ty == "document" {
+        let identifier = b.get("identifier").unwrap_or(&Value::Null);
+        if identifier.get("system").is_none() || identifier.get("value").is_none() {
+            err("bdl-9", "a document must have an identifier with a system and a value", expr.render());
+        }
+        if b.get("timestamp").is_none() {
+            err("bdl-10", "a document must have a date", expr.render());
+        }
+    }
+    let mut full_urls: HashMap<&str, Vec<Option<&str>>> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        let at = || Expr::Index(&Expr::Key(expr, "entry"), i).render();
+        let request = e.get("request").is_some();
+        let response = e.get("response").is_some();
+        if e.get("search").is_some() && ty != "searchset" {
+            err("bdl-2", "entry.search only when a search", at());
+        }
+        if matches!(ty, "batch" | "transaction" | "history") != request {
+            err(
+                "bdl-3",
+                "entry.request is required for batch, transaction and history, and prohibited otherwise",
+                at(),
+            );
+        }
+        if matches!(ty, "batch-response" | "transaction-response" | "history") != response {
+            err("bdl-4", "entry.response is required for batch-response, transaction-response and history, and prohibited otherwise", at());
+        }
+        if e.get("resource").is_none() && !request && !response {
+            err("bdl-5", "an entry must have a resource, a request or a response", at());
+        }
+        if let Some(url) = e.get("fullUrl").and_then(Value::as_str) {
+            if url.contains("/_history/") {
+                err("bdl-8", "fullUrl cannot be a version-specific reference", at());
+            }
+            full_urls.entry(url).or_default().push(e["resource"]["meta"]["versionId"].as_str());
+        }
+        if i == 0 {
+            let first = e["resource"]["resourceType"].as_str();
+            if ty == "document" && first != Some("Composition") {
+                err("bdl-11", "a document must have a Composition as its first resource", at());
+            }
+            if ty == "message" && first != Some("MessageHeader") {
+                err("bdl-12", "a message must have a MessageHeader as its first resource", at());
+            }
+        }
+    }
+    if ty != "history" {
+        for (url, versions) in &full_urls {
+            // R4: `fullUrl & resource.meta.versionId` must be distinct (an
+            // absent version concatenates as the empty string).
+            let distinct: HashSet<&str> = versions.iter().map(|v| v.unwrap_or("")).collect();
+            if distinct.len() != versions.len() {
+                err(
+                    "bdl-7",
+                    &format!("fullUrl {} appears more than once without distinct versions", truncate(url)),
+                    expr.render(),
+                );
+            }
+        }
+    }
+    if matches!(ty, "transaction" | "batch") {
+        for (i, e) in entries.iter().enumerate() {
+            let mut refs = Vec::new();
+            collect_local_urns(&e["resource"], &mut refs);
+            for r in refs.into_iter().filter(|r| !full_urls.contains_key(r.as_str())) {
+                let at = Expr::Index(&Expr::Key(expr, "entry"), i).render();
+                issues.push(
+                    Issue::error("not-found", format!("reference {} resolves to no entry's fullUrl", truncate(&r)))
+                        .at(at),
+                );
+            }
+        }
+    }
+}
+
+/// `urn:uuid:` and `urn:oid:` references under `v`: in a transaction these
+/// must name another entry's fullUrl.
+fn collect_local_urns(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                match (k.as_str(), x) {
+                    ("reference", Value::String(r)) if r.starts_with("urn:uuid:") || r.starts_with("urn:oid:") => {
+                        out.push(r.clone())
+                    }
+                    _ => collect_local_urns(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_local_urns(x, out)),
+        _ => {}
+    }
+}
+
 /// dom-2..dom-5 on a resource's contained resources (dom-6, "should have a
 /// narrative", is best practice, not a rule, and is not reported).
 fn contained_invariants(container: &Map<String, Value>, contained: &[Value], expr: &Expr, issues: &mut Vec<Issue>) {
@@ -599,6 +710,36 @@ mod tests {
         );
         let nested = json!({"resourceType": "Practitioner", "id": "p1", "contained": [{"resourceType": "Organization", "id": "o"}]});
         assert!(codes(obs(nested, "#p1")).contains(&"Observation.contained[0] dom-2".to_owned()));
+    }
+
+    #[test]
+    fn bundle_rules_and_transaction_references() {
+        let patient = json!({"resourceType": "Patient", "gender": "male"});
+        let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"}});
+        let tx = |subject_url: &str| {
+            json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"fullUrl": subject_url, "resource": patient, "request": {"method": "POST", "url": "Patient"}},
+                {"fullUrl": "urn:uuid:88f151c0-a954-468a-88bd-5ae15c08e059", "resource": obs, "request": {"method": "POST", "url": "Observation"}}
+            ]})
+        };
+        assert_eq!(codes(tx("urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a")), Vec::<String>::new());
+        assert_eq!(codes(tx("urn:uuid:00000000-0000-0000-0000-000000000000")), vec!["Bundle.entry[1] refer"]);
+        let no_request = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": patient}]});
+        assert_eq!(codes(no_request), vec!["Bundle.entry[0] bdl-3"]);
+        let total =
+            json!({"resourceType": "Bundle", "type": "collection", "total": 1, "entry": [{"resource": patient}]});
+        assert_eq!(codes(total), vec!["Bundle bdl-1"]);
+        let dup = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"fullUrl": "http://x/Patient/1", "resource": patient}, {"fullUrl": "http://x/Patient/1", "resource": patient}]});
+        assert_eq!(codes(dup), vec!["Bundle bdl-7"]);
+        let doc = json!({"resourceType": "Bundle", "type": "document", "entry": [{"resource": patient}]});
+        let mut rules: Vec<String> = model()
+            .validate(&doc)
+            .into_iter()
+            .map(|i| format!("{} {}", i.expression.unwrap_or_default(), i.diagnostics.split(':').next().unwrap_or("")))
+            .collect();
+        rules.sort();
+        assert_eq!(rules, vec!["Bundle bdl-10", "Bundle bdl-9", "Bundle.entry[0] bdl-11"]);
     }
 
     #[test]
