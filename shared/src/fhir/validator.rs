@@ -538,8 +538,10 @@ fn collect_local_urns(v: &Value, out: &mut Vec<String>) {
 /// dom-2..dom-5 on a resource's contained resources (dom-6, "should have a
 /// narrative", is best practice, not a rule, and is not reported).
 fn contained_invariants(container: &Map<String, Value>, contained: &[Value], expr: &Expr, issues: &mut Vec<Issue>) {
+    // R4 dom-3 searches %resource.descendants(), which takes in the other
+    // contained resources: a sibling's reference counts.
     let mut refs = Vec::new();
-    collect_references(&Value::Object(container.clone()), &mut refs, true);
+    collect_references(&Value::Object(container.clone()), &mut refs);
     for (i, c) in contained.iter().enumerate() {
         let at = || Expr::Index(&Expr::Key(expr, "contained"), i).render();
         if c.get("contained").is_some() {
@@ -557,7 +559,7 @@ fn contained_invariants(container: &Map<String, Value>, contained: &[Value], exp
         let id = c.get("id").and_then(Value::as_str).unwrap_or("");
         let referenced = !id.is_empty() && refs.iter().any(|r| r.strip_prefix('#') == Some(id));
         let mut inner = Vec::new();
-        collect_references(c, &mut inner, false);
+        collect_references(c, &mut inner);
         if !referenced && !inner.iter().any(|r| r == "#") {
             issues.push(
                 Issue::error(
@@ -573,17 +575,11 @@ fn contained_invariants(container: &Map<String, Value>, contained: &[Value], exp
 /// Every local reference under `v`: dom-3 counts `Reference.reference` and
 /// canonical/uri/url values alike, so any string starting with `#` is one
 /// (a string element holding `#id` is counted too: lenient, never a false
-/// rejection). `skip_contained` leaves out the container's own `contained`.
-fn collect_references(v: &Value, out: &mut Vec<String>, skip_contained: bool) {
+/// rejection).
+fn collect_references(v: &Value, out: &mut Vec<String>) {
     match v {
-        Value::Object(o) => {
-            for (k, x) in o {
-                if !(skip_contained && k == "contained") {
-                    collect_references(x, out, false);
-                }
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|x| collect_references(x, out, false)),
+        Value::Object(o) => o.values().for_each(|x| collect_references(x, out)),
+        Value::Array(a) => a.iter().for_each(|x| collect_references(x, out)),
         Value::String(s) if s.starts_with('#') => out.push(s.clone()),
         _ => {}
     }
