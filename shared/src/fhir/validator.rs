@@ -40,6 +40,8 @@ struct Element {
     /// For contentReference elements: the element whose children apply.
     content_ref: Option<usize>,
     value_set: Option<String>,
+    /// An extensible or preferred binding: a code outside it is a warning.
+    weak_binding: bool,
     /// (name as in the path, e.g. `value[x]`, element index).
     children: Vec<(String, usize)>,
 }
@@ -136,6 +138,7 @@ impl Model {
                     types,
                     content_ref: None,
                     value_set: e["vs"].as_str().map(str::to_owned),
+                    weak_binding: e["weak"] == true,
                     children: Vec::new(),
                 });
                 m.index.insert(path, idx);
@@ -193,7 +196,8 @@ impl Model {
                     min: el.min,
                     many: el.many,
                     types: el.types.iter().map(|t| t.code.clone()).collect(),
-                    enumerable_binding: el.value_set.as_ref().is_some_and(|vs| self.value_sets.contains_key(vs)),
+                    enumerable_binding: !el.weak_binding
+                        && el.value_set.as_ref().is_some_and(|vs| self.value_sets.contains_key(vs)),
                 }
             })
             .collect()
@@ -349,10 +353,7 @@ impl Model {
                 issues.push(Issue::error("value", format!("value is not a valid {what}")).at(expr.render()));
             } else if let (Some(vs), Some(code)) = (&el.value_set, v.as_str()) {
                 if self.value_sets.get(vs).is_some_and(|set| !set.iter().any(|(_, c)| c == code)) {
-                    issues.push(
-                        Issue::error("code-invalid", format!("code is not in the required value set {vs}"))
-                            .at(expr.render()),
-                    );
+                    issues.push(binding_issue(el, vs).at(expr.render()));
                 }
             }
             return;
@@ -398,9 +399,8 @@ impl Model {
                         code.is_some_and(|code| set.iter().any(|(s, k)| k == code && system.is_none_or(|sys| sys == s)))
                     };
                     if !codings.is_empty() && !codings.iter().any(|c| member(c)) {
-                        issues.push(
-                            Issue::error("code-invalid", "no coding is in the required value set").at(expr.render()),
-                        );
+                        let vs = el.value_set.as_deref().unwrap_or_default();
+                        issues.push(binding_issue(el, vs).at(expr.render()));
                     }
                 }
             }
@@ -424,6 +424,16 @@ impl Model {
             (true, _) => issues
                 .push(Issue::error("structure", "this element repeats: it must be a JSON array").at(expr.render())),
         }
+    }
+}
+
+/// A code outside a bound value set: an error for a required binding, a
+/// warning for an extensible or preferred one.
+fn binding_issue(el: &Element, vs: &str) -> Issue {
+    if el.weak_binding {
+        Issue::warning("code-invalid", format!("code is not in the value set {vs} (extensible or preferred binding)"))
+    } else {
+        Issue::error("code-invalid", format!("code is not in the required value set {vs}"))
     }
 }
 
@@ -678,8 +688,24 @@ mod tests {
         model()
             .validate(&v)
             .into_iter()
+            .filter(Issue::is_error)
             .map(|i| format!("{} {}", i.expression.unwrap_or_default(), &i.diagnostics[..5]))
             .collect()
+    }
+
+    #[test]
+    fn extensible_bindings_warn_and_required_ones_fail() {
+        // Patient.maritalStatus has an extensible binding; Patient.gender a required one.
+        let local = json!({"resourceType": "Patient", "maritalStatus": {"coding": [{"system": "http://example.org/local", "code": "X"}]}});
+        let issues = model().validate(&local);
+        assert_eq!(issues.len(), 1);
+        assert!(!issues[0].is_error());
+        assert_eq!(issues[0].expression.as_deref(), Some("Patient.maritalStatus"));
+        let v3 = "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus";
+        assert!(model()
+            .validate(&json!({"resourceType": "Patient", "maritalStatus": {"coding": [{"system": v3, "code": "M"}]}}))
+            .is_empty());
+        assert!(model().validate(&json!({"resourceType": "Patient", "gender": "x"}))[0].is_error());
     }
 
     #[test]

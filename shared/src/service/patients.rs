@@ -93,10 +93,10 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
 
     fn validated(&self, resource: &Value) -> Result<()> {
         let issues = patient::validate(resource);
-        if issues.is_empty() {
-            Ok(())
-        } else {
+        if issues.iter().any(Issue::is_error) {
             Err(Error::Invalid(issues))
+        } else {
+            Ok(())
         }
     }
 
