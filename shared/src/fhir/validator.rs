@@ -1,10 +1,12 @@
-//! FHIR R4 structural validation driven by the model generated from the
-//! official definitions (`medrec gen-fhir-model`, shared/src/fhir/r4-model.json):
+//! FHIR R4 validation driven by the model generated from the official
+//! definitions (`medrec gen-fhir-model`, shared/src/fhir/r4-model.json):
 //! unknown elements, cardinality, types including choice types, primitive
 //! formats, `_element` primitive extensions, contained and nested resources,
-//! reference formats and target types, required bindings over enumerable
-//! value sets, and the invariants ele-1 (no empty elements) and ext-1.
-//! Each problem is one issue located by a FHIRPath-style expression.
+//! reference formats and target types, bindings over enumerable value sets
+//! (required: errors; extensible and preferred: warnings), and the
+//! invariants implemented natively (ele-1, ext-1, dom-2..5, the bdl rules).
+//! Each problem is one issue located by a FHIRPath-style expression; what is
+//! and is not covered is in docs/decisions/0004-fhir-validation.md.
 
 use super::outcome::Issue;
 use super::primitives as p;
@@ -52,8 +54,24 @@ pub struct Model {
     index: HashMap<String, usize>,
     resources: HashSet<String>,
     primitives: HashSet<String>,
-    /// Value set URL -> (system, code) members.
-    value_sets: HashMap<String, HashSet<(String, String)>>,
+    value_sets: HashMap<String, ValueSet>,
+}
+
+/// The members of an enumerable value set.
+#[derive(Default)]
+struct ValueSet {
+    codes: HashSet<String>,
+    pairs: HashSet<(String, String)>,
+}
+
+impl ValueSet {
+    /// A code with no system matches the code in any of the set's systems.
+    fn contains(&self, system: Option<&str>, code: &str) -> bool {
+        match system {
+            Some(s) => self.pairs.contains(&(s.to_owned(), code.to_owned())),
+            None => self.codes.contains(code),
+        }
+    }
 }
 
 /// A FHIRPath-style location, rendered only when an issue needs it.
@@ -167,13 +185,14 @@ impl Model {
             }
         }
         for (url, systems) in raw["valueSets"].as_object().into_iter().flatten() {
-            let mut codes = HashSet::new();
+            let mut set = ValueSet::default();
             for (system, list) in systems.as_object().into_iter().flatten() {
                 for c in list.as_array().into_iter().flatten().filter_map(Value::as_str) {
-                    codes.insert((system.clone(), c.to_owned()));
+                    set.codes.insert(c.to_owned());
+                    set.pairs.insert((system.clone(), c.to_owned()));
                 }
             }
-            m.value_sets.insert(url.clone(), codes);
+            m.value_sets.insert(url.clone(), set);
         }
         Ok(m)
     }
@@ -352,7 +371,7 @@ impl Model {
             if let Err(what) = check_primitive(ty, v) {
                 issues.push(Issue::error("value", format!("value is not a valid {what}")).at(expr.render()));
             } else if let (Some(vs), Some(code)) = (&el.value_set, v.as_str()) {
-                if self.value_sets.get(vs).is_some_and(|set| !set.iter().any(|(_, c)| c == code)) {
+                if self.value_sets.get(vs).is_some_and(|set| !set.contains(None, code)) {
                     issues.push(binding_issue(el, vs).at(expr.render()));
                 }
             }
@@ -394,9 +413,8 @@ impl Model {
                         obj.get("coding").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default()
                     };
                     let member = |c: &Value| {
-                        let code = c.get("code").and_then(Value::as_str);
                         let system = c.get("system").and_then(Value::as_str);
-                        code.is_some_and(|code| set.iter().any(|(s, k)| k == code && system.is_none_or(|sys| sys == s)))
+                        c.get("code").and_then(Value::as_str).is_some_and(|code| set.contains(system, code))
                     };
                     if !codings.is_empty() && !codings.iter().any(|c| member(c)) {
                         let vs = el.value_set.as_deref().unwrap_or_default();
