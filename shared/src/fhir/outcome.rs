@@ -40,6 +40,10 @@ impl Issue {
         Issue { severity: Severity::Warning, code, diagnostics: diagnostics.into(), expression: None }
     }
 
+    pub fn information(code: &'static str, diagnostics: impl Into<String>) -> Self {
+        Issue { severity: Severity::Information, code, diagnostics: diagnostics.into(), expression: None }
+    }
+
     /// Errors make a resource invalid; warnings and information do not.
     pub fn is_error(&self) -> bool {
         matches!(self.severity, Severity::Error | Severity::Fatal)

@@ -55,6 +55,10 @@ pub struct Model {
     resources: HashSet<String>,
     primitives: HashSet<String>,
     value_sets: HashMap<String, ValueSet>,
+    /// Roots of the `Element` and `Extension` types, resolved at load: the
+    /// walk needs them for every primitive extension and every object.
+    element_root: usize,
+    extension_root: usize,
 }
 
 /// The members of an enumerable value set.
@@ -112,6 +116,8 @@ impl Model {
             resources: HashSet::new(),
             primitives: HashSet::new(),
             value_sets: HashMap::new(),
+            element_root: 0,
+            extension_root: 0,
         };
         for (name, info) in raw["types"].as_object().into_iter().flatten() {
             match info["kind"].as_str() {
@@ -178,6 +184,8 @@ impl Model {
         for (idx, r) in refs {
             m.elements[idx].content_ref = m.index.get(&r).copied();
         }
+        m.element_root = m.index["Element"];
+        m.extension_root = m.index["Extension"];
         let index = m.index.clone();
         for el in &mut m.elements {
             for t in &mut el.types {
@@ -276,9 +284,9 @@ impl Model {
             return;
         }
         let children = &self.elements[def].children;
-        // Per child: how many keys name it (a choice element counts each variant).
+        // Per child: how many keys name it (a choice element counts each
+        // variant; `_x` counts only without `x`). Zero means absent.
         let mut seen = vec![0u16; children.len()];
-        let mut present = vec![false; children.len()];
         for (key, value) in obj {
             if is_resource && key == "resourceType" {
                 continue;
@@ -294,7 +302,6 @@ impl Model {
             };
             let el = &self.elements[idx];
             let ty = chosen.or_else(|| el.types.first().map(|t| t.code.as_str())).unwrap_or_default();
-            present[pos] = true;
             let child = Expr::Key(expr, key);
             if primitive_ext {
                 if !obj.contains_key(name) {
@@ -310,12 +317,14 @@ impl Model {
                 }
             } else {
                 seen[pos] += 1;
-                let paired_nulls = obj.contains_key(&format!("_{key}"));
+                // Nulls are allowed only where `_key` carries their extensions.
+                let paired_nulls = value.as_array().is_some_and(|a| a.iter().any(Value::is_null))
+                    && obj.contains_key(&format!("_{key}"));
                 self.field(value, idx, ty, &child, paired_nulls, issues);
             }
         }
         for (pos, (c, idx)) in children.iter().enumerate() {
-            if self.elements[*idx].min > 0 && !present[pos] {
+            if self.elements[*idx].min > 0 && seen[pos] == 0 {
                 let name = c.trim_end_matches("[x]");
                 issues.push(
                     Issue::error("required", format!("element '{c}' is required"))
@@ -327,7 +336,7 @@ impl Model {
                     .push(Issue::error("structure", format!("only one type of {c} may be present")).at(expr.render()));
             }
         }
-        if self.elements[def].types.iter().any(|t| t.code == "Extension") || self.index.get("Extension") == Some(&def) {
+        if self.elements[def].types.iter().any(|t| t.code == "Extension") || def == self.extension_root {
             // A value given only through its primitive extension (`_valueString`) exists too.
             let has_value = obj.keys().any(|k| k.starts_with("value") || k.starts_with("_value"));
             if has_value == obj.contains_key("extension") {
@@ -427,7 +436,7 @@ impl Model {
     }
 
     fn primitive_extension(&self, value: &Value, many: bool, expr: &Expr, issues: &mut Vec<Issue>) {
-        let element = self.index["Element"];
+        let element = self.element_root;
         let one = |v: &Value, expr: &Expr, issues: &mut Vec<Issue>| match v.as_object() {
             Some(o) => self.object(o, element, expr, false, issues),
             None => issues.push(Issue::error("structure", "primitive extensions must be objects").at(expr.render())),

@@ -195,12 +195,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         }
         self.audit_read(caller, audit).await?;
         if issues.is_empty() {
-            issues.push(Issue {
-                severity: crate::fhir::outcome::Severity::Information,
-                code: "informational",
-                diagnostics: "All OK".into(),
-                expression: None,
-            });
+            issues.push(Issue::information("informational", "All OK"));
         }
         Ok(crate::fhir::outcome::operation_outcome(&issues))
     }
