@@ -3,7 +3,8 @@
 //! validator in `shared/` loads (shared/src/fhir/r4-model.json). Only what
 //! validation needs is kept: element paths, cardinality, types, reference
 //! targets, required, extensible and preferred bindings and the codes of the
-//! value sets they name, where those value sets are enumerable.
+//! value sets they name, where those value sets are enumerable, and the
+//! FHIRPath invariants.
 
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,7 +37,20 @@ fn type_code(t: &Value) -> String {
     code.to_owned()
 }
 
-fn element(el: &Value, required_sets: &mut BTreeSet<String>) -> Value {
+/// The invariants an element definition introduces itself (inherited ones
+/// are kept once, on the type or element that defines them), as
+/// `[key, severity, human, expression]`.
+fn invariants(el: &Value, sd_url: &str) -> Vec<Value> {
+    el["constraint"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["source"].as_str().is_none_or(|s| s == sd_url) && c["expression"].is_string())
+        .map(|c| json!([c["key"], c["severity"], c["human"], c["expression"]]))
+        .collect()
+}
+
+fn element(el: &Value, sd_url: &str, required_sets: &mut BTreeSet<String>) -> Value {
     let mut out = Map::new();
     out.insert("p".into(), el["path"].clone());
     let min = el["min"].as_u64().unwrap_or(0);
@@ -80,6 +94,10 @@ fn element(el: &Value, required_sets: &mut BTreeSet<String>) -> Value {
         if strength != "required" {
             out.insert("weak".into(), json!(true));
         }
+    }
+    let inv = invariants(el, sd_url);
+    if !inv.is_empty() {
+        out.insert("inv".into(), Value::Array(inv));
     }
     Value::Object(out)
 }
@@ -145,7 +163,7 @@ pub fn generate(dir: &Path) -> Result<Value, String> {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|e| element(e, &mut required_sets))
+            .map(|e| element(e, sd["url"].as_str().unwrap_or_default(), &mut required_sets))
             .collect();
         elements.insert(name.to_owned(), Value::Array(els));
     }

@@ -44,8 +44,38 @@ fn mutations(resource: &Value) -> Vec<(&'static str, Value)> {
             m.insert("contained".into(), json!([{"resourceType": "Organization", "id": "orphan", "name": "x"}]));
         });
     }
+    match rt {
+        "Observation" if resource.as_object().unwrap().keys().any(|k| k.starts_with("value")) => {
+            with("FHIRPath invariant (obs-6: value and dataAbsentReason)", &|m| {
+                m.insert("dataAbsentReason".into(), json!({"text": "unknown"}));
+            })
+        }
+        "Patient" => with("FHIRPath invariant (pat-1: empty contact)", &|m| {
+            m.insert("contact".into(), json!([{"gender": "female"}]));
+        }),
+        "Consent" => with("FHIRPath invariant (ppc-1: no policy)", &|m| {
+            m.remove("policy");
+            m.remove("policyRule");
+        }),
+        "Immunization" => with("FHIRPath invariant (imm-1: education names nothing)", &|m| {
+            m.insert("education".into(), json!([{"presentationDate": "2020-01-01"}]));
+        }),
+        "AuditEvent" => with("FHIRPath invariant (sev-1: entity name and query)", &|m| {
+            m.insert("entity".into(), json!([{"name": "n", "query": "cXVlcnk="}]));
+        }),
+        _ => {}
+    }
     for el in model().children_of(rt) {
         let Some((key, ty)) = json_key(&el, resource) else { continue };
+        match ty.as_str() {
+            "Period" if !el.many => with("FHIRPath invariant (per-1: end before start)", &|m| {
+                m.insert(key.clone(), json!({"start": "2020-02-01", "end": "2020-01-01"}));
+            }),
+            "Quantity" if !el.many => with("FHIRPath invariant (qty-3: code without system)", &|m| {
+                m.insert(key.clone(), json!({"value": 1, "code": "mg"}));
+            }),
+            _ => {}
+        }
         if el.min > 0 && !el.name.ends_with("[x]") {
             with("required element removed", &|m| {
                 m.remove(&key);

@@ -75,3 +75,30 @@ fn official_examples_validate() {
     assert!(served > 100, "the corpus is there");
     assert!(failures.is_empty(), "{} examples fail:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// Every R4 invariant is either native or parsed by the FHIRPath engine, and
+/// none of those exercised by the examples fails to evaluate.
+#[test]
+fn invariants_are_covered_and_evaluate_on_the_corpus() {
+    let c = model().invariant_coverage();
+    assert!(c.unparsed.is_empty(), "outside the FHIRPath subset: {:?}", c.unparsed);
+    let (mut exercised, mut errors) = (std::collections::BTreeSet::new(), vec![]);
+    for f in std::fs::read_dir(corpus()).expect("run `make setup`").map(|f| f.unwrap().path()) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&f).unwrap()) else { continue };
+        for (key, outcome) in model().invariant_outcomes(&v) {
+            if let Err(e) = outcome {
+                errors.push(format!("{key} on {}: {}", f.display(), e.0));
+            }
+            exercised.insert(key);
+        }
+    }
+    println!(
+        "invariants: {} in R4, {} native, {} by FHIRPath, {} of those exercised by the examples",
+        c.total,
+        c.native,
+        c.fhirpath,
+        exercised.len()
+    );
+    assert!(exercised.len() > 200, "the corpus exercises the engine");
+    assert!(errors.is_empty(), "{} evaluations failed:\n{}", errors.len(), errors[..errors.len().min(20)].join("\n"));
+}

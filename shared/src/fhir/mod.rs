@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod capability;
+pub mod fhirpath;
 pub mod outcome;
 pub mod patient;
 pub mod primitives;

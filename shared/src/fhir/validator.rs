@@ -8,6 +8,7 @@
 //! Each problem is one issue located by a FHIRPath-style expression; what is
 //! and is not covered is in docs/decisions/0004-fhir-validation.md.
 
+use super::fhirpath::{self, Ast, Env, EvalError, Node};
 use super::outcome::Issue;
 use super::primitives as p;
 use serde_json::{Map, Value};
@@ -46,7 +47,31 @@ struct Element {
     weak_binding: bool,
     /// (name as in the path, e.g. `value[x]`, element index).
     children: Vec<(String, usize)>,
+    invariants: Vec<Invariant>,
 }
+
+/// A FHIRPath invariant of the definitions, parsed once at load.
+struct Invariant {
+    key: String,
+    error: bool,
+    human: String,
+    /// None when the expression is outside the supported FHIRPath subset.
+    ast: Option<Ast>,
+}
+
+/// Receives each invariant evaluated, where, and its outcome.
+type InvariantSink<'s> = dyn FnMut(&Invariant, &Expr, Result<bool, EvalError>) + 's;
+
+/// Invariants checked natively by the structural walk (faster, and with
+/// messages that say more); the FHIRPath pass skips them.
+const NATIVE_INVARIANTS: [&str; 17] = [
+    "ele-1", "ext-1", "dom-2", "dom-3", "dom-4", "dom-5", "bdl-1", "bdl-2", "bdl-3", "bdl-4", "bdl-5", "bdl-7",
+    "bdl-8", "bdl-9", "bdl-10", "bdl-11", "bdl-12",
+];
+
+/// dom-6 ("should have a narrative") is best practice that nearly every
+/// API-created resource misses; reporting it would drown real warnings.
+const IGNORED_INVARIANTS: [&str; 1] = ["dom-6"];
 
 pub struct Model {
     elements: Vec<Element>,
@@ -59,6 +84,16 @@ pub struct Model {
     /// walk needs them for every primitive extension and every object.
     element_root: usize,
     extension_root: usize,
+}
+
+/// What `Model::invariant_coverage` reports.
+#[derive(Debug, Default)]
+pub struct InvariantCoverage {
+    pub total: usize,
+    pub native: usize,
+    pub fhirpath: usize,
+    /// Keys of invariants whose expressions the engine cannot parse.
+    pub unparsed: Vec<String>,
 }
 
 /// The members of an enumerable value set.
@@ -156,7 +191,22 @@ impl Model {
                 if let Some(r) = e["ref"].as_str() {
                     refs.push((idx, r.to_owned()));
                 }
+                let invariants = e["inv"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| {
+                        let key = i[0].as_str()?.to_owned();
+                        (!IGNORED_INVARIANTS.contains(&key.as_str())).then(|| Invariant {
+                            ast: fhirpath::parse(i[3].as_str().unwrap_or_default()).ok(),
+                            error: i[1] == "error",
+                            human: i[2].as_str().unwrap_or_default().to_owned(),
+                            key,
+                        })
+                    })
+                    .collect();
                 m.elements.push(Element {
+                    invariants,
                     min: e["min"].as_u64().unwrap_or(0),
                     many: e["max"].as_str() != Some("1") && e["max"].as_str() != Some("0"),
                     types,
@@ -234,7 +284,179 @@ impl Model {
     pub fn validate(&self, resource: &Value) -> Vec<Issue> {
         let mut issues = Vec::new();
         self.resource(resource, None, &mut issues);
+        if let Some(root) = self.resource_node(resource) {
+            // An expression that cannot be evaluated is not a failure.
+            self.invariant_walk(root, root, root, &Expr::Root(root.ty), &mut |inv, at, outcome| {
+                if outcome == Ok(false) {
+                    let text = format!("{}: {}", inv.key, inv.human);
+                    let issue =
+                        if inv.error { Issue::error("invariant", text) } else { Issue::warning("invariant", text) };
+                    issues.push(issue.at(at.render()));
+                }
+            });
+        }
         issues
+    }
+
+    /// Every FHIRPath invariant evaluated on a resource, by key, with its
+    /// outcome (for coverage reports: which expressions the engine could
+    /// not evaluate on real data).
+    pub fn invariant_outcomes(&self, resource: &Value) -> Vec<(String, Result<bool, EvalError>)> {
+        let mut out = Vec::new();
+        if let Some(root) = self.resource_node(resource) {
+            self.invariant_walk(root, root, root, &Expr::Root(root.ty), &mut |inv, _, outcome| {
+                out.push((inv.key.clone(), outcome));
+            });
+        }
+        out
+    }
+
+    /// How the invariants of the definitions are covered: natively, by the
+    /// FHIRPath engine, or not at all (expression outside the subset).
+    pub fn invariant_coverage(&self) -> InvariantCoverage {
+        let mut c = InvariantCoverage::default();
+        for inv in self.elements.iter().flat_map(|e| &e.invariants) {
+            c.total += 1;
+            if NATIVE_INVARIANTS.contains(&inv.key.as_str()) {
+                c.native += 1;
+            } else if inv.ast.is_some() {
+                c.fhirpath += 1;
+            } else {
+                c.unparsed.push(inv.key.clone());
+            }
+        }
+        c
+    }
+
+    /// A JSON resource as a FHIRPath node.
+    pub fn resource_node<'a>(&'a self, v: &'a Value) -> Option<Node<'a>> {
+        let rt = v.get("resourceType")?.as_str()?;
+        let def = *self.index.get(rt)?;
+        self.resources.contains(rt).then_some(Node { v, ext: None, ty: rt, def: Some(def), el: Some(def) })
+    }
+
+    /// The element whose children apply to a value of type `ty` reached
+    /// through element `idx`.
+    fn def_for(&self, idx: usize, ty: &str) -> Option<usize> {
+        let el = &self.elements[idx];
+        match el.content_ref {
+            Some(r) => Some(r),
+            None if !el.children.is_empty() => Some(idx),
+            None => el.types.iter().find(|t| t.code == ty).and_then(|t| t.root),
+        }
+    }
+
+    /// The children of a node (all, or those named `name` as FHIRPath names
+    /// them: `value` for `valueQuantity`), with the JSON key and array index
+    /// that locate each.
+    pub(crate) fn child_nodes<'a>(
+        &'a self,
+        n: &Node<'a>,
+        name: Option<&str>,
+        f: &mut dyn FnMut(&'a str, Option<usize>, Node<'a>),
+    ) {
+        let (obj, def) = match (n.v, n.def) {
+            (Value::Object(o), Some(d)) => (o, d),
+            // A primitive's children are its id and extensions.
+            (_, _) => match n.ext {
+                Some(Value::Object(o)) => (o, self.element_root),
+                _ => return,
+            },
+        };
+        for (key, value) in obj {
+            let (base, only_ext) = match key.strip_prefix('_') {
+                Some(b) if !obj.contains_key(b) => (b, true),
+                Some(_) => continue,
+                None => (key.as_str(), false),
+            };
+            if key == "resourceType" {
+                continue;
+            }
+            let Some((pos, idx, chosen)) = self.lookup(def, base) else { continue };
+            if let Some(want) = name {
+                let child = &self.elements[def].children[pos].0;
+                if child.strip_suffix("[x]").unwrap_or(child) != want {
+                    continue;
+                }
+            }
+            let el = &self.elements[idx];
+            let ty = chosen.or_else(|| el.types.first().map(|t| t.code.as_str())).unwrap_or_default();
+            let primitive = self.primitives.contains(ty);
+            let ext = if only_ext {
+                Some(value)
+            } else if primitive {
+                obj.get(&format!("_{key}"))
+            } else {
+                None
+            };
+            let mut one = |v: &'a Value, ext: Option<&'a Value>, i: Option<usize>| {
+                let v = if only_ext { &Value::Null } else { v };
+                let node = match v.get("resourceType").and_then(Value::as_str) {
+                    Some(rt) if ty == "Resource" || self.resources.contains(ty) => {
+                        Node { v, ext, ty: rt, def: self.index.get(rt).copied(), el: Some(idx) }
+                    }
+                    _ => Node { v, ext, ty, def: self.def_for(idx, ty), el: Some(idx) },
+                };
+                f(key, i, node);
+            };
+            match (value, ext) {
+                (Value::Array(items), _) if !only_ext => {
+                    for (i, item) in items.iter().enumerate() {
+                        one(item, ext.and_then(|e| e.get(i)).filter(|e| !e.is_null()), Some(i));
+                    }
+                }
+                (Value::Array(exts), _) => {
+                    for (i, e) in exts.iter().enumerate().filter(|(_, e)| !e.is_null()) {
+                        one(&Value::Null, Some(e), Some(i));
+                    }
+                }
+                _ => one(value, ext, None),
+            }
+        }
+    }
+
+    /// Evaluates the FHIRPath invariants of every element present, depth
+    /// first, handing each outcome to `seen`.
+    fn invariant_walk<'a>(
+        &'a self,
+        n: Node<'a>,
+        resource: Node<'a>,
+        root: Node<'a>,
+        expr: &Expr,
+        seen: &mut InvariantSink,
+    ) {
+        let own = n.el.map(|e| self.elements[e].invariants.as_slice()).unwrap_or_default();
+        let of_type = match (n.def, n.el) {
+            (Some(d), Some(e)) if d != e => self.elements[d].invariants.as_slice(),
+            (Some(d), None) => self.elements[d].invariants.as_slice(),
+            _ => &[],
+        };
+        if !own.is_empty() || !of_type.is_empty() {
+            let env = Env { model: self, resource, root, context: n };
+            for inv in own.iter().chain(of_type) {
+                if NATIVE_INVARIANTS.contains(&inv.key.as_str()) {
+                    continue;
+                }
+                if let Some(ast) = &inv.ast {
+                    seen(inv, expr, env.holds(ast));
+                }
+            }
+        }
+        let mut kids = Vec::new();
+        self.child_nodes(&n, None, &mut |key, i, c| kids.push((key, i, c)));
+        for (key, i, c) in kids {
+            let keyed = Expr::Key(expr, key);
+            let here = match i {
+                Some(i) => Expr::Index(&keyed, i),
+                None => keyed,
+            };
+            if c.ty != n.ty && self.resources.contains(c.ty) && c.v.get("resourceType").is_some() {
+                let root = if key == "contained" { root } else { c };
+                self.invariant_walk(c, c, root, &here, seen);
+            } else {
+                self.invariant_walk(c, resource, root, &here, seen);
+            }
+        }
     }
 
     fn resource(&self, v: &Value, at: Option<&Expr>, issues: &mut Vec<Issue>) {

@@ -1,0 +1,642 @@
+//! Evaluation of FHIRPath over FHIR JSON, with element types taken from the
+//! generated model (so `value` finds `valueQuantity`, and `is(Composition)`
+//! knows what a node is).
+
+use super::parse::{Ast, Op};
+use crate::fhir::primitives::is_safe_xhtml;
+use crate::fhir::validator::Model;
+use serde_json::Value;
+use std::cmp::Ordering;
+
+/// A node of the instance: a JSON value with the type and definition the
+/// model gives it.
+#[derive(Clone, Copy, Debug)]
+pub struct Node<'a> {
+    /// `Value::Null` for a primitive that only carries extensions.
+    pub v: &'a Value,
+    /// The `_name` sibling of a primitive (its id and extensions).
+    pub ext: Option<&'a Value>,
+    /// The FHIR type code (`string`, `Quantity`, `Patient`).
+    pub ty: &'a str,
+    /// The element whose children apply to this node.
+    pub def: Option<usize>,
+    /// The element definition the node was reached through.
+    pub el: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Item<'a> {
+    Node(Node<'a>),
+    Bool(bool),
+    Int(i64),
+    Dec(f64),
+    Str(String),
+    /// date, dateTime, instant or time, as written.
+    Temporal(String),
+    Quantity(f64, String),
+}
+
+/// Why an expression could not be evaluated: the validator then reports the
+/// invariant as not evaluated rather than guessing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalError(pub String);
+
+type Coll<'a> = Vec<Item<'a>>;
+type Res<'a> = Result<Coll<'a>, EvalError>;
+
+fn fail<T>(m: impl Into<String>) -> Result<T, EvalError> {
+    Err(EvalError(m.into()))
+}
+
+/// The environment of one evaluation: `%resource`, `%rootResource`, `%context`.
+pub struct Env<'a> {
+    pub model: &'a Model,
+    pub resource: Node<'a>,
+    pub root: Node<'a>,
+    pub context: Node<'a>,
+}
+
+const UCUM: &str = "http://unitsofmeasure.org";
+
+impl<'a> Env<'a> {
+    /// Evaluates `ast` with `%context` as its focus.
+    pub fn evaluate(&self, ast: &Ast) -> Res<'a> {
+        let start = vec![Item::Node(self.context)];
+        self.eval(ast, &start, &start)
+    }
+
+    /// The boolean an invariant yields: empty counts as satisfied, as in
+    /// the FHIR validators.
+    pub fn holds(&self, ast: &Ast) -> Result<bool, EvalError> {
+        Ok(truth(&self.evaluate(ast)?)?.unwrap_or(true))
+    }
+
+    fn eval(&self, ast: &Ast, focus: &[Item<'a>], this: &[Item<'a>]) -> Res<'a> {
+        Ok(match ast {
+            Ast::Empty => vec![],
+            Ast::Bool(b) => vec![Item::Bool(*b)],
+            Ast::Str(s) => vec![Item::Str(s.clone())],
+            Ast::Int(i) => vec![Item::Int(*i)],
+            Ast::Dec(d) => vec![Item::Dec(*d)],
+            Ast::DateTime(d) => vec![Item::Temporal(d.trim_start_matches('T').to_owned())],
+            Ast::Quantity(v, u) => vec![Item::Quantity(*v, u.clone())],
+            Ast::This => this.to_vec(),
+            Ast::Index | Ast::Total => return fail("$index and $total are not supported"),
+            Ast::Var(name) => match name.as_str() {
+                "resource" => vec![Item::Node(self.resource)],
+                "rootResource" => vec![Item::Node(self.root)],
+                "context" => vec![Item::Node(self.context)],
+                "ucum" => vec![Item::Str(UCUM.into())],
+                "sct" => vec![Item::Str("http://snomed.info/sct".into())],
+                "loinc" => vec![Item::Str("http://loinc.org".into())],
+                v if v.starts_with("vs-") => vec![Item::Str(format!("http://hl7.org/fhir/ValueSet/{}", &v[3..]))],
+                v if v.starts_with("ext-") => {
+                    vec![Item::Str(format!("http://hl7.org/fhir/StructureDefinition/{}", &v[4..]))]
+                }
+                v => return fail(format!("unknown variable %{v}")),
+            },
+            Ast::Member(target, name) => {
+                let input = match target {
+                    Some(t) => self.eval(t, focus, this)?,
+                    None => focus.to_vec(),
+                };
+                let mut out = Vec::new();
+                for item in &input {
+                    let Item::Node(n) = item else { continue };
+                    // A leading type name (`Patient.name`) selects the focus if it is one.
+                    if target.is_none() && name.starts_with(|c: char| c.is_ascii_uppercase()) && n.ty == name {
+                        out.push(item.clone());
+                        continue;
+                    }
+                    self.model.child_nodes(n, Some(name), &mut |_, _, c| out.push(Item::Node(c)));
+                }
+                out
+            }
+            Ast::Indexer(target, idx) => {
+                let input = self.eval(target, focus, this)?;
+                match single(&self.eval(idx, this, this)?)? {
+                    Some(Item::Int(i)) if *i >= 0 => input.into_iter().nth(*i as usize).into_iter().collect(),
+                    _ => vec![],
+                }
+            }
+            Ast::Negate(e) => {
+                self.eval(e, focus, this)?.into_iter().map(|i| self.negate(i)).collect::<Result<_, _>>()?
+            }
+            Ast::Type(is, e, ty) => {
+                let input = self.eval(e, focus, this)?;
+                self.type_op(*is, &input, ty)?
+            }
+            Ast::Binary(op, l, r) => self.binary(*op, l, r, focus, this)?,
+            Ast::Call(target, name, args) => {
+                let input = match target {
+                    Some(t) => self.eval(t, focus, this)?,
+                    None => focus.to_vec(),
+                };
+                self.call(name, &input, args, this)?
+            }
+        })
+    }
+
+    fn negate(&self, i: Item<'a>) -> Result<Item<'a>, EvalError> {
+        match self.sys(i) {
+            Item::Int(x) => Ok(Item::Int(-x)),
+            Item::Dec(x) => Ok(Item::Dec(-x)),
+            Item::Quantity(x, u) => Ok(Item::Quantity(-x, u)),
+            _ => fail("cannot negate a non-number"),
+        }
+    }
+
+    /// A primitive node as its system value; other items unchanged.
+    fn sys(&self, i: Item<'a>) -> Item<'a> {
+        let Item::Node(n) = i else { return i };
+        match (n.ty, n.v) {
+            (_, Value::Bool(b)) => Item::Bool(*b),
+            ("integer" | "positiveInt" | "unsignedInt", Value::Number(x)) => {
+                x.as_i64().map_or_else(|| Item::Dec(x.as_f64().unwrap_or(0.0)), Item::Int)
+            }
+            (_, Value::Number(x)) => Item::Dec(x.as_f64().unwrap_or(0.0)),
+            ("date" | "dateTime" | "instant" | "time", Value::String(s)) => Item::Temporal(s.clone()),
+            (_, Value::String(s)) => Item::Str(s.clone()),
+            ("Quantity" | "Age" | "Distance" | "Duration" | "Count" | "SimpleQuantity" | "MoneyQuantity", v)
+                if v.get("value").is_some() =>
+            {
+                let unit = v.get("code").or(v.get("unit")).and_then(Value::as_str).unwrap_or("");
+                Item::Quantity(v["value"].as_f64().unwrap_or(0.0), unit.to_owned())
+            }
+            _ => Item::Node(n),
+        }
+    }
+
+    fn type_op(&self, is: bool, input: &[Item<'a>], ty: &str) -> Res<'a> {
+        let ty = ty.strip_prefix("FHIR.").unwrap_or(ty);
+        if is {
+            return Ok(match single(input)? {
+                None => vec![],
+                Some(i) => vec![Item::Bool(self.is_type(i, ty))],
+            });
+        }
+        Ok(input.iter().filter(|i| self.is_type(i, ty)).cloned().collect())
+    }
+
+    fn is_type(&self, i: &Item<'a>, ty: &str) -> bool {
+        match i {
+            Item::Node(n) => {
+                n.ty == ty
+                    || system_type(n.ty) == Some(ty.strip_prefix("System.").unwrap_or(ty))
+                    || (matches!(ty, "Resource" | "DomainResource") && self.model.is_resource_type(n.ty))
+                    || (ty == "Quantity"
+                        && matches!(
+                            n.ty,
+                            "Age" | "Distance" | "Duration" | "Count" | "SimpleQuantity" | "MoneyQuantity"
+                        ))
+            }
+            Item::Bool(_) => matches!(ty, "Boolean" | "System.Boolean"),
+            Item::Int(_) => matches!(ty, "Integer" | "System.Integer"),
+            Item::Dec(_) => matches!(ty, "Decimal" | "System.Decimal"),
+            Item::Str(_) => matches!(ty, "String" | "System.String"),
+            Item::Temporal(_) => matches!(ty, "DateTime" | "System.DateTime" | "Date" | "System.Date"),
+            Item::Quantity(..) => matches!(ty, "Quantity" | "System.Quantity"),
+        }
+    }
+
+    fn binary(&self, op: Op, l: &Ast, r: &Ast, focus: &[Item<'a>], this: &[Item<'a>]) -> Res<'a> {
+        let a = self.eval(l, focus, this)?;
+        // `implies`, `and`, `or` need the right side even when the left is empty.
+        let b = self.eval(r, focus, this)?;
+        let boolean = |x: Option<bool>| x.map(Item::Bool).into_iter().collect::<Vec<_>>();
+        Ok(match op {
+            Op::And => {
+                let (x, y) = (truth(&a)?, truth(&b)?);
+                boolean(match (x, y) {
+                    (Some(false), _) | (_, Some(false)) => Some(false),
+                    (Some(true), Some(true)) => Some(true),
+                    _ => None,
+                })
+            }
+            Op::Or => {
+                let (x, y) = (truth(&a)?, truth(&b)?);
+                boolean(match (x, y) {
+                    (Some(true), _) | (_, Some(true)) => Some(true),
+                    (Some(false), Some(false)) => Some(false),
+                    _ => None,
+                })
+            }
+            Op::Xor => boolean(match (truth(&a)?, truth(&b)?) {
+                (Some(x), Some(y)) => Some(x != y),
+                _ => None,
+            }),
+            Op::Implies => boolean(match (truth(&a)?, truth(&b)?) {
+                (Some(false), _) | (_, Some(true)) => Some(true),
+                (Some(true), y) => y,
+                (None, _) => None,
+            }),
+            Op::Eq => boolean(self.equals(&a, &b, false)),
+            Op::Ne => boolean(self.equals(&a, &b, false).map(|x| !x)),
+            Op::Equiv => boolean(Some(self.equals(&a, &b, true).unwrap_or(a.is_empty() && b.is_empty()))),
+            Op::NotEquiv => boolean(Some(!self.equals(&a, &b, true).unwrap_or(a.is_empty() && b.is_empty()))),
+            Op::Lt | Op::Gt | Op::Le | Op::Ge => {
+                let (Some(x), Some(y)) = (single(&a)?, single(&b)?) else { return Ok(vec![]) };
+                boolean(self.compare(x, y)?.map(|o| match op {
+                    Op::Lt => o == Ordering::Less,
+                    Op::Gt => o == Ordering::Greater,
+                    Op::Le => o != Ordering::Greater,
+                    _ => o != Ordering::Less,
+                }))
+            }
+            Op::Union => {
+                let mut out: Coll<'a> = Vec::new();
+                for i in a.into_iter().chain(b) {
+                    if !out.iter().any(|o| self.item_eq(o, &i, false) == Some(true)) {
+                        out.push(i);
+                    }
+                }
+                out
+            }
+            Op::In | Op::Contains => {
+                let (needle, hay) = if op == Op::In { (a, b) } else { (b, a) };
+                match single(&needle)? {
+                    None => vec![],
+                    Some(x) => vec![Item::Bool(hay.iter().any(|h| self.item_eq(x, h, false) == Some(true)))],
+                }
+            }
+            Op::Concat => {
+                let s = |c: &[Item<'a>]| -> Result<String, EvalError> {
+                    Ok(match single(c)? {
+                        None => String::new(),
+                        Some(i) => self.string_of(i).unwrap_or_default(),
+                    })
+                };
+                vec![Item::Str(s(&a)? + &s(&b)?)]
+            }
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::IntDiv | Op::Mod => {
+                let (Some(x), Some(y)) = (single(&a)?, single(&b)?) else { return Ok(vec![]) };
+                self.arithmetic(op, self.sys(x.clone()), self.sys(y.clone()))?
+            }
+        })
+    }
+
+    fn arithmetic(&self, op: Op, x: Item<'a>, y: Item<'a>) -> Res<'a> {
+        if let (Op::Add, Item::Str(a), Item::Str(b)) = (op, &x, &y) {
+            return Ok(vec![Item::Str(format!("{a}{b}"))]);
+        }
+        let num = |i: &Item| match i {
+            Item::Int(v) => Some(*v as f64),
+            Item::Dec(v) => Some(*v),
+            _ => None,
+        };
+        let (Some(a), Some(b)) = (num(&x), num(&y)) else { return fail("arithmetic on non-numbers") };
+        let ints = matches!((&x, &y), (Item::Int(_), Item::Int(_)));
+        let r = match op {
+            Op::Add => a + b,
+            Op::Sub => a - b,
+            Op::Mul => a * b,
+            Op::Div if b == 0.0 => return Ok(vec![]),
+            Op::Div => return Ok(vec![Item::Dec(a / b)]),
+            Op::IntDiv | Op::Mod if b == 0.0 => return Ok(vec![]),
+            Op::IntDiv => return Ok(vec![Item::Int((a / b).trunc() as i64)]),
+            _ => a % b,
+        };
+        Ok(vec![if ints { Item::Int(r as i64) } else { Item::Dec(r) }])
+    }
+
+    fn string_of(&self, i: &Item<'a>) -> Option<String> {
+        match self.sys(i.clone()) {
+            Item::Str(s) | Item::Temporal(s) => Some(s),
+            Item::Bool(b) => Some(b.to_string()),
+            Item::Int(v) => Some(v.to_string()),
+            Item::Dec(v) => Some(v.to_string()),
+            Item::Quantity(v, u) => Some(format!("{v} '{u}'")),
+            Item::Node(_) => None,
+        }
+    }
+
+    /// `=` (or `~` when `equiv`) over collections: empty when either side is.
+    fn equals(&self, a: &[Item<'a>], b: &[Item<'a>], equiv: bool) -> Option<bool> {
+        if a.is_empty() || b.is_empty() {
+            return None;
+        }
+        if a.len() != b.len() {
+            return Some(false);
+        }
+        let mut all = true;
+        for (x, y) in a.iter().zip(b) {
+            match self.item_eq(x, y, equiv) {
+                Some(true) => {}
+                Some(false) => all = false,
+                None => return None,
+            }
+        }
+        Some(all)
+    }
+
+    fn item_eq(&self, x: &Item<'a>, y: &Item<'a>, equiv: bool) -> Option<bool> {
+        match (self.sys(x.clone()), self.sys(y.clone())) {
+            (Item::Node(a), Item::Node(b)) => Some(a.v == b.v),
+            (Item::Str(a), Item::Str(b)) if equiv => Some(normalise(&a) == normalise(&b)),
+            (Item::Str(a), Item::Str(b)) => Some(a == b),
+            (Item::Bool(a), Item::Bool(b)) => Some(a == b),
+            (Item::Temporal(a), Item::Temporal(b)) => {
+                if a.len() == b.len() || equiv {
+                    Some(a == b)
+                } else {
+                    None
+                }
+            }
+            (Item::Temporal(a), Item::Str(b)) | (Item::Str(b), Item::Temporal(a)) => Some(a == b),
+            (a, b) => match self.compare(&a, &b) {
+                Ok(Some(o)) => Some(o == Ordering::Equal),
+                _ => Some(false),
+            },
+        }
+    }
+
+    fn compare(&self, x: &Item<'a>, y: &Item<'a>) -> Result<Option<Ordering>, EvalError> {
+        let num = |i: &Item| match i {
+            Item::Int(v) => Some(*v as f64),
+            Item::Dec(v) => Some(*v),
+            _ => None,
+        };
+        Ok(match (self.sys(x.clone()), self.sys(y.clone())) {
+            (Item::Str(a), Item::Str(b)) => Some(a.cmp(&b)),
+            // Different precisions compare only where the spec can decide; we don't guess.
+            (Item::Temporal(a), Item::Temporal(b)) => (a.len() == b.len()).then(|| a.cmp(&b)),
+            (Item::Quantity(a, u), Item::Quantity(b, v)) if u == v => a.partial_cmp(&b),
+            (a, b) => match (num(&a), num(&b)) {
+                (Some(p), Some(q)) => p.partial_cmp(&q),
+                _ => return fail("values of different types cannot be compared"),
+            },
+        })
+    }
+
+    fn lambda(&self, arg: &Ast, item: &Item<'a>) -> Res<'a> {
+        let one = [item.clone()];
+        self.eval(arg, &one, &one)
+    }
+
+    fn arg(&self, args: &[Ast], i: usize, this: &[Item<'a>]) -> Res<'a> {
+        match args.get(i) {
+            Some(a) => self.eval(a, this, this),
+            None => fail("missing argument"),
+        }
+    }
+
+    fn str_arg(&self, args: &[Ast], i: usize, this: &[Item<'a>]) -> Result<Option<String>, EvalError> {
+        Ok(single(&self.arg(args, i, this)?)?.and_then(|x| self.string_of(x)))
+    }
+
+    fn int_arg(&self, args: &[Ast], i: usize, this: &[Item<'a>]) -> Result<Option<i64>, EvalError> {
+        Ok(match single(&self.arg(args, i, this)?)?.map(|x| self.sys(x.clone())) {
+            Some(Item::Int(v)) => Some(v),
+            None => None,
+            _ => return fail("an integer argument is expected"),
+        })
+    }
+
+    /// The input's single item as a string (empty input: None).
+    fn input_str(&self, input: &[Item<'a>]) -> Result<Option<String>, EvalError> {
+        Ok(single(input)?.and_then(|x| self.string_of(x)))
+    }
+
+    fn call(&self, name: &str, input: &[Item<'a>], args: &[Ast], this: &[Item<'a>]) -> Res<'a> {
+        let b = |v: bool| Ok(vec![Item::Bool(v)]);
+        let opt_bool = |v: Option<bool>| Ok(v.map(Item::Bool).into_iter().collect());
+        match name {
+            "empty" => b(input.is_empty()),
+            "exists" => match args.first() {
+                None => b(!input.is_empty()),
+                Some(a) => b(!self.filter(input, a)?.is_empty()),
+            },
+            "not" => opt_bool(truth(input)?.map(|x| !x)),
+            "count" => Ok(vec![Item::Int(input.len() as i64)]),
+            "first" => Ok(input.first().cloned().into_iter().collect()),
+            "last" => Ok(input.last().cloned().into_iter().collect()),
+            "tail" => Ok(input.iter().skip(1).cloned().collect()),
+            "skip" => {
+                Ok(input.iter().skip(self.int_arg(args, 0, this)?.unwrap_or(0).max(0) as usize).cloned().collect())
+            }
+            "take" => {
+                Ok(input.iter().take(self.int_arg(args, 0, this)?.unwrap_or(0).max(0) as usize).cloned().collect())
+            }
+            "single" => Ok(single(input)?.cloned().into_iter().collect()),
+            "where" => {
+                let a = args.first().ok_or_else(|| EvalError("where needs a criterion".into()))?;
+                self.filter(input, a)
+            }
+            "select" => {
+                let a = args.first().ok_or_else(|| EvalError("select needs a projection".into()))?;
+                let mut out = Vec::new();
+                for i in input {
+                    out.extend(self.lambda(a, i)?);
+                }
+                Ok(out)
+            }
+            "all" => {
+                let a = args.first().ok_or_else(|| EvalError("all needs a criterion".into()))?;
+                for i in input {
+                    if truth(&self.lambda(a, i)?)? != Some(true) {
+                        return b(false);
+                    }
+                }
+                b(true)
+            }
+            "allTrue" | "anyTrue" | "allFalse" | "anyFalse" => {
+                let bools: Vec<bool> = input
+                    .iter()
+                    .map(|i| match self.sys(i.clone()) {
+                        Item::Bool(x) => Ok(x),
+                        _ => fail("a boolean collection is expected"),
+                    })
+                    .collect::<Result<_, _>>()?;
+                b(match name {
+                    "allTrue" => bools.iter().all(|x| *x),
+                    "anyTrue" => bools.iter().any(|x| *x),
+                    "allFalse" => bools.iter().all(|x| !*x),
+                    _ => bools.iter().any(|x| !*x),
+                })
+            }
+            "isDistinct" => b(self.distinct(input).len() == input.len()),
+            "distinct" => Ok(self.distinct(input)),
+            "hasValue" => b(matches!(single(input)?, Some(Item::Node(n)) if !n.v.is_null() && !n.v.is_object())),
+            "matches" | "replaceMatches" => {
+                let Some(s) = self.input_str(input)? else { return Ok(vec![]) };
+                let Some(pattern) = self.str_arg(args, 0, this)? else { return Ok(vec![]) };
+                let re = regex_lite::Regex::new(&pattern).map_err(|e| EvalError(format!("bad regex: {e}")))?;
+                if name == "matches" {
+                    b(re.is_match(&s))
+                } else {
+                    let with = self.str_arg(args, 1, this)?.unwrap_or_default();
+                    Ok(vec![Item::Str(re.replace_all(&s, with.as_str()).into_owned())])
+                }
+            }
+            "startsWith" | "endsWith" | "contains" => {
+                let Some(s) = self.input_str(input)? else { return Ok(vec![]) };
+                let Some(p) = self.str_arg(args, 0, this)? else { return Ok(vec![]) };
+                b(match name {
+                    "startsWith" => s.starts_with(&p),
+                    "endsWith" => s.ends_with(&p),
+                    _ => s.contains(&p),
+                })
+            }
+            "length" => Ok(self.input_str(input)?.map(|s| Item::Int(s.chars().count() as i64)).into_iter().collect()),
+            "lower" | "upper" => Ok(self
+                .input_str(input)?
+                .map(|s| Item::Str(if name == "lower" { s.to_lowercase() } else { s.to_uppercase() }))
+                .into_iter()
+                .collect()),
+            "substring" => {
+                let Some(s) = self.input_str(input)? else { return Ok(vec![]) };
+                let chars: Vec<char> = s.chars().collect();
+                let Some(start) = self.int_arg(args, 0, this)? else { return Ok(vec![]) };
+                if start < 0 || start as usize >= chars.len() {
+                    return Ok(vec![]);
+                }
+                let len = match args.len() {
+                    1 => chars.len(),
+                    _ => self.int_arg(args, 1, this)?.unwrap_or(0).max(0) as usize,
+                };
+                let end = (start as usize + len).min(chars.len());
+                Ok(vec![Item::Str(chars[start as usize..end].iter().collect())])
+            }
+            "toString" => Ok(single(input)?.and_then(|i| self.string_of(i)).map(Item::Str).into_iter().collect()),
+            "toInteger" => Ok(match single(input)?.map(|i| self.sys(i.clone())) {
+                Some(Item::Int(v)) => vec![Item::Int(v)],
+                Some(Item::Str(s)) => s.parse::<i64>().ok().map(Item::Int).into_iter().collect(),
+                Some(Item::Bool(v)) => vec![Item::Int(v as i64)],
+                _ => vec![],
+            }),
+            "iif" => {
+                let cond = args.first().ok_or_else(|| EvalError("iif needs a condition".into()))?;
+                let scope = input;
+                if truth(&self.eval(cond, scope, scope)?)? == Some(true) {
+                    self.arg(args, 1, scope)
+                } else if args.len() > 2 {
+                    self.arg(args, 2, scope)
+                } else {
+                    Ok(vec![])
+                }
+            }
+            "trace" => Ok(input.to_vec()),
+            "children" | "descendants" => {
+                let mut out = Vec::new();
+                let mut frontier: Vec<Node<'a>> =
+                    input.iter().filter_map(|i| if let Item::Node(n) = i { Some(*n) } else { None }).collect();
+                while let Some(n) = frontier.pop() {
+                    let mut kids = Vec::new();
+                    self.model.child_nodes(&n, None, &mut |_, _, c| kids.push(c));
+                    out.extend(kids.iter().copied().map(Item::Node));
+                    if name == "descendants" {
+                        frontier.extend(kids);
+                    }
+                }
+                Ok(out)
+            }
+            "ofType" | "is" | "as" => {
+                let ty = match args.first() {
+                    Some(Ast::Member(None, t)) => t.clone(),
+                    Some(Ast::Member(Some(ns), t)) if matches!(**ns, Ast::Member(None, ref n) if n == "FHIR" || n == "System") => {
+                        t.clone()
+                    }
+                    _ => return fail(format!("{name} needs a type name")),
+                };
+                self.type_op(name == "is", input, &ty)
+            }
+            "combine" => Ok(input.iter().cloned().chain(self.arg(args, 0, this)?).collect()),
+            "union" => {
+                let other = self.arg(args, 0, this)?;
+                Ok(self.distinct(&input.iter().cloned().chain(other).collect::<Vec<_>>()))
+            }
+            "intersect" | "exclude" => {
+                let other = self.arg(args, 0, this)?;
+                let keep = name == "intersect";
+                let picked: Vec<Item<'a>> = input
+                    .iter()
+                    .filter(|i| other.iter().any(|o| self.item_eq(i, o, false) == Some(true)) == keep)
+                    .cloned()
+                    .collect();
+                Ok(if keep { self.distinct(&picked) } else { picked })
+            }
+            "htmlChecks" => b(input.iter().all(|i| match i {
+                Item::Node(n) => n.v.get("div").and_then(Value::as_str).is_none_or(is_safe_xhtml),
+                _ => true,
+            })),
+            "extension" => {
+                let url = self.str_arg(args, 0, this)?.unwrap_or_default();
+                let mut out = Vec::new();
+                for i in input {
+                    if let Item::Node(n) = i {
+                        let mut push = |_: &'a str, _: Option<usize>, c: Node<'a>| {
+                            if c.v.get("url").and_then(Value::as_str) == Some(url.as_str()) {
+                                out.push(Item::Node(c));
+                            }
+                        };
+                        self.model.child_nodes(n, Some("extension"), &mut push);
+                    }
+                }
+                Ok(out)
+            }
+            // References are not resolved while validating one resource.
+            "resolve" => Ok(vec![]),
+            other => fail(format!("function {other}() is not supported")),
+        }
+    }
+
+    fn filter(&self, input: &[Item<'a>], crit: &Ast) -> Res<'a> {
+        let mut out = Vec::new();
+        for i in input {
+            if truth(&self.lambda(crit, i)?)? == Some(true) {
+                out.push(i.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    fn distinct(&self, input: &[Item<'a>]) -> Coll<'a> {
+        let mut out: Coll<'a> = Vec::new();
+        for i in input {
+            if !out.iter().any(|o| self.item_eq(o, i, false) == Some(true)) {
+                out.push(i.clone());
+            }
+        }
+        out
+    }
+}
+
+/// The System type a FHIR primitive's value is (R4 invariants write
+/// `answer is Boolean` for a FHIR `boolean`).
+fn system_type(fhir: &str) -> Option<&'static str> {
+    Some(match fhir {
+        "boolean" => "Boolean",
+        "integer" | "positiveInt" | "unsignedInt" => "Integer",
+        "decimal" => "Decimal",
+        "date" => "Date",
+        "dateTime" | "instant" => "DateTime",
+        "time" => "Time",
+        "string" | "code" | "id" | "markdown" | "uri" | "url" | "canonical" | "oid" | "uuid" | "base64Binary" => {
+            "String"
+        }
+        _ => return None,
+    })
+}
+
+fn normalise(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
+
+fn single<'c, 'a>(c: &'c [Item<'a>]) -> Result<Option<&'c Item<'a>>, EvalError> {
+    match c {
+        [] => Ok(None),
+        [x] => Ok(Some(x)),
+        _ => fail("a single item is expected"),
+    }
+}
+
+/// Singleton evaluation of a collection as a boolean.
+fn truth(c: &[Item]) -> Result<Option<bool>, EvalError> {
+    match c {
+        [] => Ok(None),
+        [Item::Bool(b)] => Ok(Some(*b)),
+        [Item::Node(Node { v: Value::Bool(b), .. })] => Ok(Some(*b)),
+        [_] => Ok(Some(true)),
+        _ => fail("a single boolean is expected"),
+    }
+}

@@ -1,0 +1,90 @@
+//! The FHIRPath subset that the invariants of FHIR R4 and of the profiles
+//! medrec validates against are written in. Maintained Rust engines exist,
+//! but each pulls in a web framework or a parser-combinator and diagnostics
+//! stack that would dominate the build of every Lambda (see
+//! docs/decisions/0004); this one is small and evaluates over the same
+//! generated model as the structural validator. Unsupported functions make
+//! an expression "not evaluated", never a false error.
+
+mod eval;
+mod parse;
+
+pub use eval::{Env, EvalError, Item, Node};
+pub use parse::{parse, Ast, Op, ParseError};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fhir::validator::model;
+    use serde_json::json;
+
+    fn eval(resource: &serde_json::Value, expr: &str) -> Result<Vec<String>, EvalError> {
+        let root = model().resource_node(resource).expect("a resource");
+        let env = Env { model: model(), resource: root, root, context: root };
+        let out = env.evaluate(&parse(expr).expect("parses"))?;
+        Ok(out
+            .into_iter()
+            .map(|i| match i {
+                Item::Node(n) => n.v.to_string(),
+                Item::Bool(b) => b.to_string(),
+                Item::Int(v) => v.to_string(),
+                Item::Str(s) | Item::Temporal(s) => s,
+                other => format!("{other:?}"),
+            })
+            .collect())
+    }
+
+    fn obs() -> serde_json::Value {
+        json!({
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}, {"system": "s", "code": "hr"}]},
+            "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
+            "effectiveDateTime": "2020-01-02T10:00:00Z",
+            "_status": {"extension": [{"url": "u", "valueString": "x"}]}
+        })
+    }
+
+    #[test]
+    fn choice_elements_and_types_come_from_the_model() {
+        let o = obs();
+        assert_eq!(eval(&o, "value.value").unwrap(), ["72"]);
+        assert_eq!(eval(&o, "value is Quantity").unwrap(), ["true"]);
+        assert_eq!(eval(&o, "value.ofType(Quantity).code").unwrap(), ["\"/min\""]);
+        assert_eq!(eval(&o, "effective is dateTime").unwrap(), ["true"]);
+        assert_eq!(eval(&o, "Observation.status").unwrap(), ["\"final\""]);
+        assert_eq!(eval(&o, "valueQuantity.exists()").unwrap(), ["false"], "FHIRPath names the element `value`");
+        assert_eq!(eval(&o, "status.extension.url").unwrap(), ["\"u\""]);
+        assert_eq!(eval(&o, "status.hasValue()").unwrap(), ["true"]);
+    }
+
+    #[test]
+    fn collections_logic_and_functions() {
+        let o = obs();
+        assert_eq!(eval(&o, "code.coding.where(system = %loinc).code").unwrap(), ["\"8867-4\""]);
+        assert_eq!(eval(&o, "code.coding.count()").unwrap(), ["2"]);
+        assert_eq!(eval(&o, "code.coding.code.isDistinct()").unwrap(), ["true"]);
+        assert_eq!(eval(&o, "code.coding.all(code.exists())").unwrap(), ["true"]);
+        assert_eq!(eval(&o, "code.coding.select(system & '|' & code).first()").unwrap(), ["http://loinc.org|8867-4"]);
+        assert_eq!(eval(&o, "value.value > 0 and value.value < 300").unwrap(), ["true"]);
+        assert_eq!(eval(&o, "(1 | 2 | 2).count() = 2").unwrap(), ["true"]);
+        assert_eq!(eval(&o, "'abc'.substring(1) = 'bc' and 'abc'.matches('^a.c$')").unwrap(), ["true"]);
+        assert_eq!(eval(&o, "iif(subject.exists(), 1, 2)").unwrap(), ["2"]);
+        assert_eq!(eval(&o, "code.coding.intersect(%resource.code.coding).count()").unwrap(), ["2"]);
+        // Three-valued logic: empty propagates except where the spec decides.
+        assert!(eval(&o, "subject.exists().not() and note.text = 'x'").unwrap().is_empty());
+        assert_eq!(eval(&o, "false and note.text = 'x'").unwrap(), ["false"]);
+        assert_eq!(eval(&o, "note.text = 'x' implies false").unwrap(), Vec::<String>::new());
+        assert_eq!(eval(&o, "{} implies true").unwrap(), ["true"]);
+    }
+
+    #[test]
+    fn what_is_outside_the_subset_is_an_error_not_an_answer() {
+        let o = obs();
+        assert!(eval(&o, "code.memberOf('http://x')").is_err());
+        assert!(eval(&o, "%unknownVariable").is_err());
+        assert!(
+            eval(&o, "code.coding.code = 'a' and code.coding.code.not()").is_err(),
+            "a collection is not a boolean"
+        );
+    }
+}
