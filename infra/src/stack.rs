@@ -47,21 +47,27 @@ impl Drop for LocalStack {
 /// Builds a function's handler from its config. Functions that are not yet
 /// implemented stay unmounted (the gateway answers 502 for them).
 async fn mount(logical_id: &str, config: Config) -> Result<Option<Handler>, String> {
-    match logical_id {
-        "PatientsFunction" => {
-            let app = Arc::new(medrec_patients::App::new(config).await.map_err(|e| format!("{logical_id}: {e}"))?);
-            Ok(Some(Arc::new(move |req| {
-                let app = app.clone();
-                Box::pin(async move {
-                    match app.handle_guarded(req).await {
-                        Ok(r) => r,
-                        Err(never) => match never {},
-                    }
-                })
-            })))
-        }
-        _ => Ok(None),
-    }
+    let boot = |e: medrec_shared::runtime::BootError| format!("{logical_id}: {e}");
+    Ok(match logical_id {
+        "PatientsFunction" => Some(api(medrec_patients::App::new(config).await.map_err(boot)?)),
+        "ValidationFunction" => Some(api(medrec_validation::App::new(config).await.map_err(boot)?)),
+        _ => None,
+    })
+}
+
+/// An API function's handler as the local gateway invokes it: behind the
+/// same panic guard as in Lambda.
+fn api<A: medrec_shared::lambda::Api>(app: A) -> Handler {
+    let app = Arc::new(app);
+    Arc::new(move |req| {
+        let app = app.clone();
+        Box::pin(async move {
+            match medrec_shared::lambda::handle_guarded(app, req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        })
+    })
 }
 
 impl LocalStack {

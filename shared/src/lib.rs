@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod error;
 pub mod fhir;
 pub mod http;
+pub mod lambda;
 pub mod log;
 #[cfg(feature = "memory-ports")]
 pub mod memory;

@@ -57,7 +57,7 @@ async fn main() {
         [("id".to_owned(), id.clone())].into(),
         "127.0.0.1:1".parse().unwrap(),
     );
-    let resp = app.handle(lambda_http::request::from_str(&event.to_string()).unwrap()).await.unwrap();
+    let resp = medrec_shared::lambda::handle(&app, lambda_http::request::from_str(&event.to_string()).unwrap()).await;
     assert_eq!(resp.status(), 200);
     show("read on a cold instance (key not cached)", &calls(&c, &ep).await);
 

@@ -120,16 +120,20 @@ async fn malformed_requests_get_outcomes_never_500() {
 }
 
 #[test]
-fn template_routes_match_the_function_route_table() {
+fn template_routes_match_the_function_route_tables() {
     let template =
         medrec_infra::template::Template::load(&medrec_infra::emulator::repo_root().join("template.yaml")).unwrap();
-    let f = template.functions.iter().find(|f| f.logical_id == "PatientsFunction").unwrap();
-    let mut declared: Vec<(String, String)> = f.routes.iter().map(|r| (r.method.clone(), r.path.clone())).collect();
-    let mut served: Vec<(String, String)> =
-        medrec_patients::ROUTES.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
-    declared.sort();
-    served.sort();
-    assert_eq!(declared, served);
+    let tables: [(&str, &[medrec_shared::lambda::Route]); 2] =
+        [("PatientsFunction", medrec_patients::ROUTES), ("ValidationFunction", medrec_validation::ROUTES)];
+    for (function, routes) in tables {
+        let f = template.functions.iter().find(|f| f.logical_id == function).unwrap();
+        let mut declared: Vec<(String, String)> = f.routes.iter().map(|r| (r.method.clone(), r.path.clone())).collect();
+        let mut served: Vec<(String, String)> =
+            routes.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
+        declared.sort();
+        served.sort();
+        assert_eq!(declared, served, "{function}");
+    }
 }
 
 #[test]

@@ -27,7 +27,7 @@ async fn sample_events_are_served_by_the_handler() {
         event["headers"]["authorization"] = format!("Bearer {token}").into();
         let event = event.to_string().replace("0123456789abcdef0123456789abcdef", &id);
         let request = lambda_http::request::from_str(&event).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let response = app.handle(request).await.unwrap();
+        let response = medrec_shared::lambda::handle(&app, request).await;
         assert_eq!(response.status().as_u16(), status, "{file}: {:?}", response.body());
     }
 }

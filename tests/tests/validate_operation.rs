@@ -1,6 +1,7 @@
-//! `$validate` over HTTP: an OperationOutcome for valid and invalid input,
-//! the Parameters form, instance level, profiles refused until supported,
-//! nothing stored, and the call audited.
+//! `$validate` over HTTP (the validation function, every R4 type): an
+//! OperationOutcome for valid and invalid input, the Parameters form,
+//! instance level, profiles by parameter, query and meta.profile, unknown
+//! profiles and types refused, nothing stored, and every call audited.
 
 use medrec_e2e::{canary_patient, unique_tag, Harness};
 use serde_json::json;
@@ -41,14 +42,58 @@ async fn validate_operation() {
         vec![("error".into(), "Patient.active".into())]
     );
 
-    let profile = json!({"resourceType": "Parameters", "parameter": [{"name": "profile", "valueUri": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"}, {"name": "resource", "resource": {"resourceType": "Patient"}}]});
+    let us_core = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient";
+    let profile = json!({"resourceType": "Parameters", "parameter": [{"name": "profile", "valueUri": us_core}, {"name": "resource", "resource": {"resourceType": "Patient", "name": [{"family": "Doe"}]}}]});
+    let mut found = issues(&post("/fhir/Patient/$validate", profile).await.json());
+    found.sort();
     assert_eq!(
-        post("/fhir/Patient/$validate", profile).await.status,
+        found,
+        vec![("error".into(), "Patient.gender".into()), ("error".into(), "Patient.identifier".into())],
+        "US Core requires identifier and gender"
+    );
+    let unknown = json!({"resourceType": "Parameters", "parameter": [{"name": "profile", "valueUri": "http://example.org/StructureDefinition/nope"}, {"name": "resource", "resource": {"resourceType": "Patient"}}]});
+    assert_eq!(
+        post("/fhir/Patient/$validate", unknown).await.status,
         400,
-        "profiles are refused, not silently ignored"
+        "an unknown profile is refused, not ignored"
     );
     assert_eq!(post("/fhir/Patient/$everything", json!({"resourceType": "Patient"})).await.status, 404);
     assert_eq!(post("/fhir/Patient/$validate", json!({"resourceType": "Observation"})).await.status, 400);
+    assert_eq!(post("/fhir/NotAType/$validate", json!({"resourceType": "NotAType"})).await.status, 404);
+
+    // Any R4 type; the profile may also come in the query, or from meta.profile.
+    let heart_rate = json!({
+        "resourceType": "Observation", "status": "final",
+        "meta": {"profile": ["http://hl7.org/fhir/StructureDefinition/heartrate"]},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": "Patient/example"}, "effectiveDateTime": "2026-11-23T09:30:00Z",
+        "valueQuantity": {"value": 72, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"}
+    });
+    let r = post("/fhir/Observation/$validate", heart_rate.clone()).await;
+    assert_eq!(issues(&r.json()), vec![("information".into(), "".into())], "{:?}", r.body);
+    let mut wrong_unit = heart_rate.clone();
+    wrong_unit["valueQuantity"]["code"] = json!("/h");
+    assert_eq!(
+        issues(&post("/fhir/Observation/$validate", wrong_unit).await.json()),
+        vec![("error".into(), "Observation.valueQuantity.code".into())]
+    );
+    let mut no_profile = heart_rate.clone();
+    no_profile.as_object_mut().unwrap().remove("meta");
+    no_profile.as_object_mut().unwrap().remove("category");
+    assert_eq!(issues(&post("/fhir/Observation/$validate", no_profile.clone()).await.json())[0].0, "information");
+    let queried = h
+        .call(
+            "POST",
+            "/fhir/Observation/$validate?profile=http%3A%2F%2Fhl7.org%2Ffhir%2FStructureDefinition%2Fvitalsigns",
+            Some(&t),
+            &[],
+            Some(&no_profile.to_string()),
+        )
+        .await;
+    let found = issues(&queried.json());
+    assert!(!found.is_empty(), "vitalsigns requires a vital-signs category");
+    assert!(found.iter().all(|i| *i == ("error".into(), "Observation.category".into())), "{found:?}");
 
     let id = h.create_id(&t, &canary_patient(&unique_tag())).await;
     let mut current = h.get(&format!("/fhir/Patient/{id}"), &t).await.json();
@@ -81,5 +126,5 @@ async fn validate_operation() {
     assert_eq!(h.get("/fhir/Patient", &t).await.json()["total"], 2, "validation stores nothing (two creates)");
     let audited =
         h.audit_events_of("dr-validate").await.iter().filter(|e| e["subtype"][0]["code"] == "operation").count();
-    assert_eq!(audited, 9);
+    assert_eq!(audited, 15);
 }

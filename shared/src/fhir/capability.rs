@@ -13,7 +13,13 @@ pub struct ResourceCapability {
     pub operations: &'static [(&'static str, &'static str)],
 }
 
+/// `$validate` is served for every R4 resource type by the validation
+/// function, so it is declared once for the server; the profiles it knows
+/// are listed in `rest.documentation`.
+const VALIDATE: &str = "http://hl7.org/fhir/OperationDefinition/Resource-validate";
+
 pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) -> Value {
+    let profiles = super::validator::model().profile_urls().join(", ");
     let resources: Vec<Value> = resources
         .iter()
         .map(|r| {
@@ -45,7 +51,7 @@ pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) ->
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Updates require If-Match. Search matches normalised values exactly (case- and accent-insensitive) through keyed blind indexes: no prefix, :contains or range matching on PHI fields. Paging links carry encrypted, signed cursors bound to the caller.",
+            "documentation": format!("Updates require If-Match. Search matches normalised values exactly (case- and accent-insensitive) through keyed blind indexes: no prefix, :contains or range matching on PHI fields. Paging links carry encrypted, signed cursors bound to the caller. $validate (POST /fhir/{{type}}/$validate and /fhir/{{type}}/{{id}}/$validate, every R4 type) checks the base definitions, meta.profile and a `profile` parameter; known profiles: {profiles}."),
             "security": {
                 "cors": false,
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
@@ -53,6 +59,7 @@ pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) ->
             },
             "resource": resources,
             "interaction": [],
+            "operation": [{"name": "validate", "definition": VALIDATE}],
         }],
     })
 }

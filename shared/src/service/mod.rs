@@ -4,6 +4,7 @@
 //! returns anything (fail closed).
 
 pub mod patients;
+pub mod validation;
 
 use crate::audit::{Agent, AuditEntry, Outcome};
 use crate::auth::{authorize, Action, Decision, Principal, Purpose, Role};

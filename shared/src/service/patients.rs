@@ -151,55 +151,6 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         }
     }
 
-    /// `$validate` (type or instance level): the submitted Patient, bare or in
-    /// a Parameters `resource`, checked without being stored. The answer is an
-    /// OperationOutcome whatever the verdict, as the operation specifies.
-    pub async fn validate_patient(
-        &self,
-        caller: &Caller,
-        body: Value,
-        id: Option<&str>,
-        audit: &mut AuditEntry,
-    ) -> Result<Value> {
-        audit.patient = id.map(str::to_owned);
-        audit.entities = id.map(|id| vec![format!("Patient/{id}")]).unwrap_or_default();
-        let action = if id.is_some() { Action::Update } else { Action::Create };
-        self.check(caller, TYPE, action, id)?;
-        let resource = match body["resourceType"].as_str() {
-            Some("Parameters") => {
-                let params = body["parameter"].as_array().cloned().unwrap_or_default();
-                if params.iter().any(|p| p["name"] == "profile") {
-                    return Err(Error::BadRequest("validation against a profile is not supported yet".into()));
-                }
-                if let Some(mode) = params.iter().find(|p| p["name"] == "mode").and_then(|p| p["valueCode"].as_str()) {
-                    if !matches!(mode, "create" | "update") {
-                        return Err(Error::BadRequest("mode must be create or update".into()));
-                    }
-                }
-                params
-                    .into_iter()
-                    .find(|p| p["name"] == "resource")
-                    .map(|p| p["resource"].clone())
-                    .ok_or_else(|| Error::BadRequest("Parameters must carry a 'resource' parameter".into()))?
-            }
-            _ => body,
-        };
-        if resource["resourceType"] != TYPE {
-            return Err(Error::BadRequest("this endpoint validates Patient resources".into()));
-        }
-        let mut issues = patient::validate(&resource);
-        if let Some(id) = id {
-            if resource.get("id").and_then(Value::as_str) != Some(id) {
-                issues.push(Issue::error("value", "the resource id must match the id in the URL").at("Patient.id"));
-            }
-        }
-        self.audit_read(caller, audit).await?;
-        if issues.is_empty() {
-            issues.push(Issue::information("informational", "All OK"));
-        }
-        Ok(crate::fhir::outcome::operation_outcome(&issues))
-    }
-
     pub async fn read_patient(&self, caller: &Caller, id: &str, audit: &mut AuditEntry) -> Result<Stored> {
         audit.patient = Some(id.to_owned());
         audit.entities = vec![format!("Patient/{id}")];

@@ -1,0 +1,78 @@
+//! The validation Lambda: `$validate` for every R4 resource type, against
+//! the base definitions, `meta.profile` and a requested profile. Routing
+//! and HTTP mapping only; the use case is `Services::validate_resource`.
+
+use lambda_http::{Body, Response};
+use medrec_shared::audit::AuditEntry;
+use medrec_shared::config::Config;
+use medrec_shared::error::Error;
+use medrec_shared::fhir::primitives::is_id;
+use medrec_shared::http;
+use medrec_shared::lambda::{Api, Ctx, Route};
+use medrec_shared::runtime::{BootError, Runtime};
+
+/// Every route this function serves; template.yaml declares the same. API
+/// Gateway sends a more specific route (`/fhir/Patient/_search`) to its own
+/// function first.
+pub const ROUTES: &[Route] = &[
+    Route { method: "POST", path: "/fhir/{type}/{operation}", interaction: "operation" },
+    Route { method: "POST", path: "/fhir/{type}/{id}/{operation}", interaction: "operation" },
+];
+
+pub struct App {
+    rt: Runtime,
+}
+
+impl App {
+    /// Cold start in Lambda: config from the environment, validated.
+    pub async fn from_env() -> Result<Self, BootError> {
+        medrec_shared::log::init();
+        Self::new(Config::from_env()?).await
+    }
+
+    pub async fn new(config: Config) -> Result<Self, BootError> {
+        // Parse the generated model now, not on the first request.
+        medrec_shared::fhir::validator::model();
+        Ok(App { rt: Runtime::from_config(config).await? })
+    }
+
+    async fn validate(&self, ctx: Ctx<'_>, audit: &mut AuditEntry) -> Result<Response<Body>, Error> {
+        let (ty, id, operation) = match ctx.params {
+            [ty, op] => (*ty, None, *op),
+            [_, id, _] if !is_id(id) => return Err(Error::BadRequest("resource id is not a valid FHIR id".into())),
+            [ty, id, op] => (*ty, Some(*id), *op),
+            _ => return Err(Error::NotFound),
+        };
+        if operation != "$validate" {
+            return Err(Error::NotFound);
+        }
+        let mut profile = None;
+        for (k, v) in http::query(ctx.req)? {
+            match k.as_str() {
+                "profile" if profile.is_none() => profile = Some(v),
+                _ => return Err(Error::BadRequest("$validate takes one profile query parameter only".into())),
+            }
+        }
+        let body = http::json_body(ctx.req, self.rt.config.max_body_bytes)?;
+        let outcome = self.rt.services.validate_resource(ctx.caller, ty, id, body, profile, audit).await?;
+        Ok(http::response(200, Some(&outcome), &[]))
+    }
+}
+
+impl Api for App {
+    fn routes(&self) -> &'static [Route] {
+        ROUTES
+    }
+
+    fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    fn serve<'a>(
+        &'a self,
+        ctx: Ctx<'a>,
+        audit: &'a mut AuditEntry,
+    ) -> impl std::future::Future<Output = Result<Response<Body>, Error>> + Send + 'a {
+        self.validate(ctx, audit)
+    }
+}
