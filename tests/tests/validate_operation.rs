@@ -51,6 +51,11 @@ async fn validate_operation() {
         vec![("error".into(), "Patient.gender".into()), ("error".into(), "Patient.identifier".into())],
         "US Core requires identifier and gender"
     );
+    // A create declaring the profile is held to it (422), and nothing is stored.
+    let declared = json!({"resourceType": "Patient", "meta": {"profile": [us_core]}, "name": [{"family": "Doe"}]});
+    let refused = h.create(&t, &declared).await;
+    assert_eq!(refused.status, 422);
+    assert!(refused.json().to_string().contains("USCorePatientProfile"), "the outcome names the profile");
     let unknown = json!({"resourceType": "Parameters", "parameter": [{"name": "profile", "valueUri": "http://example.org/StructureDefinition/nope"}, {"name": "resource", "resource": {"resourceType": "Patient"}}]});
     assert_eq!(
         post("/fhir/Patient/$validate", unknown).await.status,

@@ -14,6 +14,7 @@ use super::primitives as p;
 use super::profiles::{self, Profile};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
 const MODEL_JSON: &str = include_str!("r4-model.json");
@@ -54,6 +55,8 @@ struct Element {
 /// A FHIRPath invariant of the definitions, parsed once at load.
 struct Invariant {
     key: String,
+    /// Checked by the structural walk instead (see NATIVE_INVARIANTS).
+    native: bool,
     error: bool,
     human: String,
     /// None when the expression is outside the supported FHIRPath subset.
@@ -77,10 +80,10 @@ const IGNORED_INVARIANTS: [&str; 1] = ["dom-6"];
 pub struct Model {
     elements: Vec<Element>,
     /// Element path (or type name, for a type's root) -> index.
-    index: HashMap<String, usize>,
-    resources: HashSet<String>,
-    primitives: HashSet<String>,
-    value_sets: HashMap<String, ValueSet>,
+    index: FastMap<String, usize>,
+    resources: FastSet<String>,
+    primitives: FastSet<String>,
+    value_sets: FastMap<String, ValueSet>,
     profiles: HashMap<String, Profile>,
     /// Roots of the `Element` and `Extension` types, resolved at load: the
     /// walk needs them for every primitive extension and every object.
@@ -97,6 +100,29 @@ pub struct InvariantCoverage {
     /// Keys of invariants whose expressions the engine cannot parse.
     pub unparsed: Vec<String>,
 }
+
+/// FNV-1a: the walk hashes short, trusted type names and paths on every
+/// element; SipHash's flooding resistance buys nothing for keys that come
+/// from the model, and costs a third of the lookup.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+type FastSet<K> = HashSet<K, BuildHasherDefault<Fnv>>;
 
 /// The members of an enumerable value set.
 #[derive(Default)]
@@ -149,10 +175,10 @@ impl Model {
         let raw: Value = serde_json::from_str(text)?;
         let mut m = Model {
             elements: Vec::new(),
-            index: HashMap::new(),
-            resources: HashSet::new(),
-            primitives: HashSet::new(),
-            value_sets: HashMap::new(),
+            index: FastMap::default(),
+            resources: FastSet::default(),
+            primitives: FastSet::default(),
+            value_sets: FastMap::default(),
             profiles: profiles::parse_all(&raw["profiles"]),
             element_root: 0,
             extension_root: 0,
@@ -201,6 +227,7 @@ impl Model {
                     .filter_map(|i| {
                         let key = i[0].as_str()?.to_owned();
                         (!IGNORED_INVARIANTS.contains(&key.as_str())).then(|| Invariant {
+                            native: NATIVE_INVARIANTS.contains(&key.as_str()),
                             ast: fhirpath::parse(i[3].as_str().unwrap_or_default()).ok(),
                             error: i[1] == "error",
                             human: i[2].as_str().unwrap_or_default().to_owned(),
@@ -399,7 +426,7 @@ impl Model {
         let mut c = InvariantCoverage::default();
         for inv in self.elements.iter().flat_map(|e| &e.invariants) {
             c.total += 1;
-            if NATIVE_INVARIANTS.contains(&inv.key.as_str()) {
+            if inv.native {
                 c.native += 1;
             } else if inv.ast.is_some() {
                 c.fhirpath += 1;
@@ -445,55 +472,97 @@ impl Model {
                 _ => return,
             },
         };
-        for (key, value) in obj {
-            let (base, only_ext) = match key.strip_prefix('_') {
-                Some(b) if !obj.contains_key(b) => (b, true),
-                Some(_) => continue,
-                None => (key.as_str(), false),
-            };
-            if key == "resourceType" {
-                continue;
-            }
-            let Some((pos, idx, chosen)) = self.lookup(def, base) else { continue };
-            if let Some(want) = name {
-                let child = &self.elements[def].children[pos].0;
-                if child.strip_suffix("[x]").unwrap_or(child) != want {
+        // Most objects carry no `_element` siblings: look for them only once a
+        // primitive child needs its extensions.
+        let has_ext = std::cell::OnceCell::new();
+        let has_ext = &|| *has_ext.get_or_init(|| obj.keys().any(|k| k.starts_with('_')));
+        let Some(want) = name else {
+            for (key, value) in obj {
+                let base = key.strip_prefix('_').unwrap_or(key);
+                if key == "resourceType" || (base.len() < key.len() && obj.contains_key(base)) {
                     continue;
                 }
-            }
-            let el = &self.elements[idx];
-            let ty = chosen.or_else(|| el.types.first().map(|t| t.code.as_str())).unwrap_or_default();
-            let primitive = self.primitives.contains(ty);
-            let ext = if only_ext {
-                Some(value)
-            } else if primitive {
-                obj.get(&format!("_{key}"))
-            } else {
-                None
-            };
-            let mut one = |v: &'a Value, ext: Option<&'a Value>, i: Option<usize>| {
-                let v = if only_ext { &Value::Null } else { v };
-                let node = match v.get("resourceType").and_then(Value::as_str) {
-                    Some(rt) if ty == "Resource" || self.resources.contains(ty) => {
-                        Node { v, ext, ty: rt, def: self.index.get(rt).copied(), el: Some(idx) }
-                    }
-                    _ => Node { v, ext, ty, def: self.def_for(idx, ty), el: Some(idx) },
-                };
-                f(key, i, node);
-            };
-            match (value, ext) {
-                (Value::Array(items), _) if !only_ext => {
-                    for (i, item) in items.iter().enumerate() {
-                        one(item, ext.and_then(|e| e.get(i)).filter(|e| !e.is_null()), Some(i));
-                    }
+                if let Some((_, idx, chosen)) = self.lookup(def, base) {
+                    let el = &self.elements[idx];
+                    let ty = chosen.or_else(|| el.types.first().map(|t| t.code.as_str())).unwrap_or_default();
+                    self.emit_child(obj, key, value, idx, ty, has_ext, f);
                 }
-                (Value::Array(exts), _) => {
-                    for (i, e) in exts.iter().enumerate().filter(|(_, e)| !e.is_null()) {
-                        one(&Value::Null, Some(e), Some(i));
-                    }
-                }
-                _ => one(value, ext, None),
             }
+            return;
+        };
+        // A named step goes straight to its own keys.
+        let children = &self.elements[def].children;
+        let Some((child, idx)) = children.iter().find(|(c, _)| c.strip_suffix("[x]").unwrap_or(c) == want) else {
+            return;
+        };
+        let el = &self.elements[*idx];
+        if child.ends_with("[x]") {
+            for (key, value) in obj.iter().filter(|(k, _)| k.strip_prefix('_').unwrap_or(k).starts_with(want)) {
+                let base = key.strip_prefix('_').unwrap_or(key);
+                if base.len() < key.len() && obj.contains_key(base) {
+                    continue;
+                }
+                if let Some(t) = el.types.iter().find(|t| is_type_suffix(&base[want.len()..], &t.code)) {
+                    self.emit_child(obj, key, value, *idx, &t.code, has_ext, f);
+                }
+            }
+            return;
+        }
+        let ty = el.types.first().map(|t| t.code.as_str()).unwrap_or_default();
+        if let Some((key, value)) = obj.get_key_value(want) {
+            self.emit_child(obj, key, value, *idx, ty, has_ext, f);
+        } else if self.primitives.contains(ty) && has_ext() {
+            if let Some((key, value)) = obj.get_key_value(&format!("_{want}")) {
+                self.emit_child(obj, key, value, *idx, ty, has_ext, f);
+            }
+        }
+    }
+
+    /// One JSON member of an object as nodes (one per array item), with its
+    /// `_key` sibling's extensions; `key` itself may be the `_key` of a
+    /// primitive that has only extensions.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_child<'a>(
+        &'a self,
+        obj: &'a Map<String, Value>,
+        key: &'a str,
+        value: &'a Value,
+        idx: usize,
+        ty: &'a str,
+        has_ext: &dyn Fn() -> bool,
+        f: &mut dyn FnMut(&'a str, Option<usize>, Node<'a>),
+    ) {
+        let only_ext = key.starts_with('_');
+        let ext = if only_ext {
+            Some(value)
+        } else if self.primitives.contains(ty) && has_ext() {
+            obj.get(&format!("_{key}"))
+        } else {
+            None
+        };
+        let mut one = |v: &'a Value, ext: Option<&'a Value>, i: Option<usize>| {
+            let contained = (ty == "Resource" || self.resources.contains(ty))
+                .then(|| v.get("resourceType").and_then(Value::as_str))
+                .flatten();
+            let node = match contained {
+                Some(rt) => Node { v, ext, ty: rt, def: self.index.get(rt).copied(), el: Some(idx) },
+                None => Node { v, ext, ty, def: self.def_for(idx, ty), el: Some(idx) },
+            };
+            f(key, i, node);
+        };
+        match value {
+            Value::Array(items) if !only_ext => {
+                for (i, item) in items.iter().enumerate() {
+                    one(item, ext.and_then(|e| e.get(i)).filter(|e| !e.is_null()), Some(i));
+                }
+            }
+            Value::Array(exts) => {
+                for (i, e) in exts.iter().enumerate().filter(|(_, e)| !e.is_null()) {
+                    one(&Value::Null, Some(e), Some(i));
+                }
+            }
+            _ if only_ext => one(&Value::Null, ext, None),
+            _ => one(value, ext, None),
         }
     }
 
@@ -515,30 +584,25 @@ impl Model {
         };
         if !own.is_empty() || !of_type.is_empty() {
             let env = Env { model: self, resource, root, context: n };
-            for inv in own.iter().chain(of_type) {
-                if NATIVE_INVARIANTS.contains(&inv.key.as_str()) {
-                    continue;
-                }
+            for inv in own.iter().chain(of_type).filter(|i| !i.native) {
                 if let Some(ast) = &inv.ast {
                     seen(inv, expr, env.holds(ast));
                 }
             }
         }
-        let mut kids = Vec::new();
-        self.child_nodes(&n, None, &mut |key, i, c| kids.push((key, i, c)));
-        for (key, i, c) in kids {
+        self.child_nodes(&n, None, &mut |key, i, c| {
             let keyed = Expr::Key(expr, key);
             let here = match i {
                 Some(i) => Expr::Index(&keyed, i),
                 None => keyed,
             };
-            if c.ty != n.ty && self.resources.contains(c.ty) && c.v.get("resourceType").is_some() {
+            if c.ty != n.ty && c.v.get("resourceType").is_some() && self.resources.contains(c.ty) {
                 let root = if key == "contained" { root } else { c };
                 self.invariant_walk(c, c, root, &here, seen);
             } else {
                 self.invariant_walk(c, resource, root, &here, seen);
             }
-        }
+        });
     }
 
     fn resource(&self, v: &Value, at: Option<&Expr>, issues: &mut Vec<Issue>) {

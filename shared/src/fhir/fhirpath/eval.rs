@@ -6,7 +6,11 @@ use super::parse::{Ast, Op};
 use crate::fhir::primitives::is_safe_xhtml;
 use crate::fhir::validator::Model;
 use serde_json::Value;
+use std::cell::RefCell;
 use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
 
 /// A node of the instance: a JSON value with the type and definition the
 /// model gives it.
@@ -34,6 +38,66 @@ pub enum Item<'a> {
     /// date, dateTime, instant or time, as written.
     Temporal(String),
     Quantity(f64, String),
+}
+
+fn compare_sv(x: &Sv, y: &Sv) -> Result<Option<Ordering>, EvalError> {
+    Ok(match (x, y) {
+        (Sv::Str(a), Sv::Str(b)) => Some(a.cmp(b)),
+        // Different precisions compare only where the spec can decide; we don't guess.
+        (Sv::Temporal(a), Sv::Temporal(b)) => (a.len() == b.len()).then(|| a.cmp(b)),
+        (Sv::Quantity(a, u), Sv::Quantity(b, v)) if u == v => a.partial_cmp(b),
+        (a, b) => match (num(a), num(b)) {
+            (Some(p), Some(q)) => p.partial_cmp(&q),
+            _ => return fail("values of different types cannot be compared"),
+        },
+    })
+}
+
+/// An item as FHIRPath compares it: primitives as System values, borrowed.
+enum Sv<'b, 'a> {
+    Node(&'b Node<'a>),
+    Bool(bool),
+    Int(i64),
+    Dec(f64),
+    Str(&'b str),
+    Temporal(&'b str),
+    Quantity(f64, &'b str),
+}
+
+fn sv<'b, 'a: 'b>(i: &'b Item<'a>) -> Sv<'b, 'a> {
+    let n = match i {
+        Item::Node(n) => n,
+        Item::Bool(b) => return Sv::Bool(*b),
+        Item::Int(v) => return Sv::Int(*v),
+        Item::Dec(v) => return Sv::Dec(*v),
+        Item::Str(s) => return Sv::Str(s),
+        Item::Temporal(s) => return Sv::Temporal(s),
+        Item::Quantity(v, u) => return Sv::Quantity(*v, u),
+    };
+    match (n.ty, n.v) {
+        (_, Value::Bool(b)) => Sv::Bool(*b),
+        ("integer" | "positiveInt" | "unsignedInt", Value::Number(x)) => {
+            x.as_i64().map_or_else(|| Sv::Dec(x.as_f64().unwrap_or(0.0)), Sv::Int)
+        }
+        (_, Value::Number(x)) => Sv::Dec(x.as_f64().unwrap_or(0.0)),
+        ("date" | "dateTime" | "instant" | "time", Value::String(s)) => Sv::Temporal(s),
+        (_, Value::String(s)) => Sv::Str(s),
+        ("Quantity" | "Age" | "Distance" | "Duration" | "Count" | "SimpleQuantity" | "MoneyQuantity", v)
+            if v.get("value").is_some() =>
+        {
+            let unit = v.get("code").or(v.get("unit")).and_then(Value::as_str).unwrap_or("");
+            Sv::Quantity(v["value"].as_f64().unwrap_or(0.0), unit)
+        }
+        _ => Sv::Node(n),
+    }
+}
+
+fn num(v: &Sv) -> Option<f64> {
+    match v {
+        Sv::Int(x) => Some(*x as f64),
+        Sv::Dec(x) => Some(*x),
+        _ => None,
+    }
 }
 
 /// Why an expression could not be evaluated: the validator then reports the
@@ -138,32 +202,11 @@ impl<'a> Env<'a> {
     }
 
     fn negate(&self, i: Item<'a>) -> Result<Item<'a>, EvalError> {
-        match self.sys(i) {
-            Item::Int(x) => Ok(Item::Int(-x)),
-            Item::Dec(x) => Ok(Item::Dec(-x)),
-            Item::Quantity(x, u) => Ok(Item::Quantity(-x, u)),
+        match sv(&i) {
+            Sv::Int(x) => Ok(Item::Int(-x)),
+            Sv::Dec(x) => Ok(Item::Dec(-x)),
+            Sv::Quantity(x, u) => Ok(Item::Quantity(-x, u.to_owned())),
             _ => fail("cannot negate a non-number"),
-        }
-    }
-
-    /// A primitive node as its system value; other items unchanged.
-    fn sys(&self, i: Item<'a>) -> Item<'a> {
-        let Item::Node(n) = i else { return i };
-        match (n.ty, n.v) {
-            (_, Value::Bool(b)) => Item::Bool(*b),
-            ("integer" | "positiveInt" | "unsignedInt", Value::Number(x)) => {
-                x.as_i64().map_or_else(|| Item::Dec(x.as_f64().unwrap_or(0.0)), Item::Int)
-            }
-            (_, Value::Number(x)) => Item::Dec(x.as_f64().unwrap_or(0.0)),
-            ("date" | "dateTime" | "instant" | "time", Value::String(s)) => Item::Temporal(s.clone()),
-            (_, Value::String(s)) => Item::Str(s.clone()),
-            ("Quantity" | "Age" | "Distance" | "Duration" | "Count" | "SimpleQuantity" | "MoneyQuantity", v)
-                if v.get("value").is_some() =>
-            {
-                let unit = v.get("code").or(v.get("unit")).and_then(Value::as_str).unwrap_or("");
-                Item::Quantity(v["value"].as_f64().unwrap_or(0.0), unit.to_owned())
-            }
-            _ => Item::Node(n),
         }
     }
 
@@ -201,7 +244,15 @@ impl<'a> Env<'a> {
 
     fn binary(&self, op: Op, l: &Ast, r: &Ast, focus: &[Item<'a>], this: &[Item<'a>]) -> Res<'a> {
         let a = self.eval(l, focus, this)?;
-        // `implies`, `and`, `or` need the right side even when the left is empty.
+        // The left side alone decides `false and _`, `true or _`, `false implies _`.
+        let decided = match (op, truth(&a)) {
+            (Op::And, Ok(Some(false))) => Some(false),
+            (Op::Or, Ok(Some(true))) | (Op::Implies, Ok(Some(false))) => Some(true),
+            _ => None,
+        };
+        if let Some(v) = decided {
+            return Ok(vec![Item::Bool(v)]);
+        }
         let b = self.eval(r, focus, this)?;
         let boolean = |x: Option<bool>| x.map(Item::Bool).into_iter().collect::<Vec<_>>();
         Ok(match op {
@@ -243,15 +294,7 @@ impl<'a> Env<'a> {
                     _ => o != Ordering::Less,
                 }))
             }
-            Op::Union => {
-                let mut out: Coll<'a> = Vec::new();
-                for i in a.into_iter().chain(b) {
-                    if !out.iter().any(|o| self.item_eq(o, &i, false) == Some(true)) {
-                        out.push(i);
-                    }
-                }
-                out
-            }
+            Op::Union => self.distinct(&a.into_iter().chain(b).collect::<Vec<_>>()),
             Op::In | Op::Contains => {
                 let (needle, hay) = if op == Op::In { (a, b) } else { (b, a) };
                 match single(&needle)? {
@@ -270,22 +313,18 @@ impl<'a> Env<'a> {
             }
             Op::Add | Op::Sub | Op::Mul | Op::Div | Op::IntDiv | Op::Mod => {
                 let (Some(x), Some(y)) = (single(&a)?, single(&b)?) else { return Ok(vec![]) };
-                self.arithmetic(op, self.sys(x.clone()), self.sys(y.clone()))?
+                self.arithmetic(op, x, y)?
             }
         })
     }
 
-    fn arithmetic(&self, op: Op, x: Item<'a>, y: Item<'a>) -> Res<'a> {
-        if let (Op::Add, Item::Str(a), Item::Str(b)) = (op, &x, &y) {
+    fn arithmetic(&self, op: Op, x: &Item<'a>, y: &Item<'a>) -> Res<'a> {
+        let (x, y) = (sv(x), sv(y));
+        if let (Op::Add, Sv::Str(a), Sv::Str(b)) = (op, &x, &y) {
             return Ok(vec![Item::Str(format!("{a}{b}"))]);
         }
-        let num = |i: &Item| match i {
-            Item::Int(v) => Some(*v as f64),
-            Item::Dec(v) => Some(*v),
-            _ => None,
-        };
         let (Some(a), Some(b)) = (num(&x), num(&y)) else { return fail("arithmetic on non-numbers") };
-        let ints = matches!((&x, &y), (Item::Int(_), Item::Int(_)));
+        let ints = matches!((&x, &y), (Sv::Int(_), Sv::Int(_)));
         let r = match op {
             Op::Add => a + b,
             Op::Sub => a - b,
@@ -300,13 +339,13 @@ impl<'a> Env<'a> {
     }
 
     fn string_of(&self, i: &Item<'a>) -> Option<String> {
-        match self.sys(i.clone()) {
-            Item::Str(s) | Item::Temporal(s) => Some(s),
-            Item::Bool(b) => Some(b.to_string()),
-            Item::Int(v) => Some(v.to_string()),
-            Item::Dec(v) => Some(v.to_string()),
-            Item::Quantity(v, u) => Some(format!("{v} '{u}'")),
-            Item::Node(_) => None,
+        match sv(i) {
+            Sv::Str(s) | Sv::Temporal(s) => Some(s.to_owned()),
+            Sv::Bool(b) => Some(b.to_string()),
+            Sv::Int(v) => Some(v.to_string()),
+            Sv::Dec(v) => Some(v.to_string()),
+            Sv::Quantity(v, u) => Some(format!("{v} '{u}'")),
+            Sv::Node(_) => None,
         }
     }
 
@@ -330,20 +369,14 @@ impl<'a> Env<'a> {
     }
 
     fn item_eq(&self, x: &Item<'a>, y: &Item<'a>, equiv: bool) -> Option<bool> {
-        match (self.sys(x.clone()), self.sys(y.clone())) {
-            (Item::Node(a), Item::Node(b)) => Some(a.v == b.v),
-            (Item::Str(a), Item::Str(b)) if equiv => Some(normalise(&a) == normalise(&b)),
-            (Item::Str(a), Item::Str(b)) => Some(a == b),
-            (Item::Bool(a), Item::Bool(b)) => Some(a == b),
-            (Item::Temporal(a), Item::Temporal(b)) => {
-                if a.len() == b.len() || equiv {
-                    Some(a == b)
-                } else {
-                    None
-                }
-            }
-            (Item::Temporal(a), Item::Str(b)) | (Item::Str(b), Item::Temporal(a)) => Some(a == b),
-            (a, b) => match self.compare(&a, &b) {
+        match (sv(x), sv(y)) {
+            (Sv::Node(a), Sv::Node(b)) => Some(a.v == b.v),
+            (Sv::Str(a), Sv::Str(b)) if equiv => Some(normalise(a) == normalise(b)),
+            (Sv::Str(a), Sv::Str(b)) => Some(a == b),
+            (Sv::Bool(a), Sv::Bool(b)) => Some(a == b),
+            (Sv::Temporal(a), Sv::Temporal(b)) => (a.len() == b.len() || equiv).then_some(a == b),
+            (Sv::Temporal(a), Sv::Str(b)) | (Sv::Str(b), Sv::Temporal(a)) => Some(a == b),
+            (a, b) => match compare_sv(&a, &b) {
                 Ok(Some(o)) => Some(o == Ordering::Equal),
                 _ => Some(false),
             },
@@ -351,21 +384,7 @@ impl<'a> Env<'a> {
     }
 
     fn compare(&self, x: &Item<'a>, y: &Item<'a>) -> Result<Option<Ordering>, EvalError> {
-        let num = |i: &Item| match i {
-            Item::Int(v) => Some(*v as f64),
-            Item::Dec(v) => Some(*v),
-            _ => None,
-        };
-        Ok(match (self.sys(x.clone()), self.sys(y.clone())) {
-            (Item::Str(a), Item::Str(b)) => Some(a.cmp(&b)),
-            // Different precisions compare only where the spec can decide; we don't guess.
-            (Item::Temporal(a), Item::Temporal(b)) => (a.len() == b.len()).then(|| a.cmp(&b)),
-            (Item::Quantity(a, u), Item::Quantity(b, v)) if u == v => a.partial_cmp(&b),
-            (a, b) => match (num(&a), num(&b)) {
-                (Some(p), Some(q)) => p.partial_cmp(&q),
-                _ => return fail("values of different types cannot be compared"),
-            },
-        })
+        compare_sv(&sv(x), &sv(y))
     }
 
     fn lambda(&self, arg: &Ast, item: &Item<'a>) -> Res<'a> {
@@ -385,8 +404,8 @@ impl<'a> Env<'a> {
     }
 
     fn int_arg(&self, args: &[Ast], i: usize, this: &[Item<'a>]) -> Result<Option<i64>, EvalError> {
-        Ok(match single(&self.arg(args, i, this)?)?.map(|x| self.sys(x.clone())) {
-            Some(Item::Int(v)) => Some(v),
+        Ok(match single(&self.arg(args, i, this)?)?.map(sv) {
+            Some(Sv::Int(v)) => Some(v),
             None => None,
             _ => return fail("an integer argument is expected"),
         })
@@ -442,8 +461,8 @@ impl<'a> Env<'a> {
             "allTrue" | "anyTrue" | "allFalse" | "anyFalse" => {
                 let bools: Vec<bool> = input
                     .iter()
-                    .map(|i| match self.sys(i.clone()) {
-                        Item::Bool(x) => Ok(x),
+                    .map(|i| match sv(i) {
+                        Sv::Bool(x) => Ok(x),
                         _ => fail("a boolean collection is expected"),
                     })
                     .collect::<Result<_, _>>()?;
@@ -460,7 +479,7 @@ impl<'a> Env<'a> {
             "matches" | "replaceMatches" => {
                 let Some(s) = self.input_str(input)? else { return Ok(vec![]) };
                 let Some(pattern) = self.str_arg(args, 0, this)? else { return Ok(vec![]) };
-                let re = regex_lite::Regex::new(&pattern).map_err(|e| EvalError(format!("bad regex: {e}")))?;
+                let re = regex(&pattern)?;
                 if name == "matches" {
                     b(re.is_match(&s))
                 } else {
@@ -498,10 +517,10 @@ impl<'a> Env<'a> {
                 Ok(vec![Item::Str(chars[start as usize..end].iter().collect())])
             }
             "toString" => Ok(single(input)?.and_then(|i| self.string_of(i)).map(Item::Str).into_iter().collect()),
-            "toInteger" => Ok(match single(input)?.map(|i| self.sys(i.clone())) {
-                Some(Item::Int(v)) => vec![Item::Int(v)],
-                Some(Item::Str(s)) => s.parse::<i64>().ok().map(Item::Int).into_iter().collect(),
-                Some(Item::Bool(v)) => vec![Item::Int(v as i64)],
+            "toInteger" => Ok(match single(input)?.map(sv) {
+                Some(Sv::Int(v)) => vec![Item::Int(v)],
+                Some(Sv::Str(s)) => s.parse::<i64>().ok().map(Item::Int).into_iter().collect(),
+                Some(Sv::Bool(v)) => vec![Item::Int(v as i64)],
                 _ => vec![],
             }),
             "iif" => {
@@ -590,15 +609,43 @@ impl<'a> Env<'a> {
         Ok(out)
     }
 
+    /// Distinct items by `=`, in one pass: equal items hash alike, and a
+    /// hash match is confirmed by `=`.
     fn distinct(&self, input: &[Item<'a>]) -> Coll<'a> {
-        let mut out: Coll<'a> = Vec::new();
+        let mut buckets: HashMap<u64, Vec<usize>> = HashMap::with_capacity(input.len());
+        let mut out: Coll<'a> = Vec::with_capacity(input.len());
         for i in input {
-            if !out.iter().any(|o| self.item_eq(o, i, false) == Some(true)) {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            hash_sv(&sv(i), &mut h);
+            let bucket = buckets.entry(h.finish()).or_default();
+            if !bucket.iter().any(|&o| self.item_eq(&out[o], i, false) == Some(true)) {
+                bucket.push(out.len());
                 out.push(i.clone());
             }
         }
         out
     }
+}
+
+/// Invariants use a handful of patterns over and over: compile each once per
+/// thread.
+fn regex(pattern: &str) -> Result<Rc<regex_lite::Regex>, EvalError> {
+    thread_local! {
+        static CACHE: RefCell<HashMap<String, Rc<regex_lite::Regex>>> = RefCell::new(HashMap::new());
+    }
+    CACHE.with(|c| {
+        if let Some(re) = c.borrow().get(pattern) {
+            return Ok(re.clone());
+        }
+        let re = Rc::new(regex_lite::Regex::new(pattern).map_err(|e| EvalError(format!("bad regex: {e}")))?);
+        let mut cache = c.borrow_mut();
+        // Patterns can come from instance data: bound the cache.
+        if cache.len() > 256 {
+            cache.clear();
+        }
+        cache.insert(pattern.to_owned(), re.clone());
+        Ok(re)
+    })
 }
 
 /// The System type a FHIR primitive's value is (R4 invariants write
@@ -616,6 +663,35 @@ fn system_type(fhir: &str) -> Option<&'static str> {
         }
         _ => return None,
     })
+}
+
+/// A hash consistent with `=`: numbers by value, JSON by content.
+fn hash_sv(v: &Sv, h: &mut impl Hasher) {
+    match v {
+        Sv::Node(n) => hash_json(n.v, h),
+        Sv::Bool(b) => b.hash(h),
+        Sv::Int(x) => (*x as f64).to_bits().hash(h),
+        Sv::Dec(x) => x.to_bits().hash(h),
+        Sv::Str(s) | Sv::Temporal(s) => s.hash(h),
+        Sv::Quantity(x, u) => {
+            x.to_bits().hash(h);
+            u.hash(h);
+        }
+    }
+}
+
+fn hash_json(v: &Value, h: &mut impl Hasher) {
+    match v {
+        Value::Null => 0u8.hash(h),
+        Value::Bool(b) => b.hash(h),
+        Value::Number(n) => n.as_f64().unwrap_or(0.0).to_bits().hash(h),
+        Value::String(s) => s.hash(h),
+        Value::Array(a) => a.iter().for_each(|x| hash_json(x, h)),
+        Value::Object(o) => o.iter().for_each(|(k, x)| {
+            k.hash(h);
+            hash_json(x, h);
+        }),
+    }
 }
 
 fn normalise(s: &str) -> String {

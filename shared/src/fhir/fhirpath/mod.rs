@@ -82,9 +82,8 @@ mod tests {
         let o = obs();
         assert!(eval(&o, "code.memberOf('http://x')").is_err());
         assert!(eval(&o, "%unknownVariable").is_err());
-        assert!(
-            eval(&o, "code.coding.code = 'a' and code.coding.code.not()").is_err(),
-            "a collection is not a boolean"
-        );
+        assert!(eval(&o, "code.exists() and code.coding.code.not()").is_err(), "a collection is not a boolean");
+        // The left side alone decides: the right is not evaluated.
+        assert_eq!(eval(&o, "code.empty() and code.coding.code.not()").unwrap(), ["false"]);
     }
 }
