@@ -6,6 +6,7 @@ use super::parse::{Ast, Op};
 use crate::fhir::primitives::is_safe_xhtml;
 use crate::fhir::validator::Model;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -161,11 +162,11 @@ impl<'a> Env<'a> {
             },
             Ast::Member(target, name) => {
                 let input = match target {
-                    Some(t) => self.eval(t, focus, this)?,
-                    None => focus.to_vec(),
+                    Some(t) => Cow::Owned(self.eval(t, focus, this)?),
+                    None => Cow::Borrowed(focus),
                 };
                 let mut out = Vec::new();
-                for item in &input {
+                for item in input.iter() {
                     let Item::Node(n) = item else { continue };
                     // A leading type name (`Patient.name`) selects the focus if it is one.
                     if target.is_none() && name.starts_with(|c: char| c.is_ascii_uppercase()) && n.ty == name {
@@ -193,8 +194,8 @@ impl<'a> Env<'a> {
             Ast::Binary(op, l, r) => self.binary(*op, l, r, focus, this)?,
             Ast::Call(target, name, args) => {
                 let input = match target {
-                    Some(t) => self.eval(t, focus, this)?,
-                    None => focus.to_vec(),
+                    Some(t) => Cow::Owned(self.eval(t, focus, this)?),
+                    None => Cow::Borrowed(focus),
                 };
                 self.call(name, &input, args, this)?
             }
