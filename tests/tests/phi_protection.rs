@@ -43,6 +43,19 @@ async fn no_plaintext_phi_in_tables_or_logs() {
         .await;
     assert_eq!(bad.status, 422);
     assert!(!String::from_utf8_lossy(&bad.body).contains(&tag), "errors do not echo submitted values");
+    // $validate (another function) sees PHI too: its outcomes, logs and audit records keep none.
+    let mut invalid = canary_patient(&tag);
+    invalid["birthDate"] = json!(format!("Born{tag}"));
+    invalid["meta"] = json!({"profile": ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"]});
+    invalid["telecom"][0]["system"] = json!(format!("System{tag}"));
+    for path in
+        ["/fhir/Patient/$validate", "/fhir/Patient/$validate?profile=http://hl7.org/fhir/StructureDefinition/bp"]
+    {
+        let r = h.call("POST", path, Some(&t), &[], Some(&invalid.to_string())).await;
+        assert_eq!(r.status, 200);
+        assert!(r.json()["issue"].as_array().is_some_and(|i| !i.is_empty()));
+        assert!(!String::from_utf8_lossy(&r.body).contains(&tag), "{path}: outcomes do not echo submitted values");
+    }
 
     let dump = h.raw_dump().await;
     assert!(dump.contains(&id), "the dump is real: it holds the opaque id");

@@ -1,6 +1,7 @@
 //! The sample events in events/ are real API Gateway v2 events: each one,
 //! given a live token (and a real id), deserialises through lambda_http and is
-//! served by a freshly built patients handler, as `cargo lambda invoke` would.
+//! served by a freshly built handler of its function, as `cargo lambda
+//! invoke` would.
 
 use medrec_e2e::{canary_patient, unique_tag, Harness};
 use medrec_infra::emulator::repo_root;
@@ -30,4 +31,18 @@ async fn sample_events_are_served_by_the_handler() {
         let response = medrec_shared::lambda::handle(&app, request).await;
         assert_eq!(response.status().as_u16(), status, "{file}: {:?}", response.body());
     }
+
+    let env = h.stack.function_env["ValidationFunction"].clone();
+    let validation =
+        medrec_validation::App::new(medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap())
+            .await
+            .unwrap();
+    let text = std::fs::read_to_string(repo_root().join("events/validation-validate.json")).unwrap();
+    let mut event: serde_json::Value = serde_json::from_str(&text).unwrap();
+    event["headers"]["authorization"] = format!("Bearer {token}").into();
+    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+    let response = medrec_shared::lambda::handle(&validation, request).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let outcome: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+    assert_eq!(outcome["issue"][0]["severity"], "information", "{outcome}");
 }
