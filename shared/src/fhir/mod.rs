@@ -1,6 +1,6 @@
-//! FHIR R4 JSON: outcomes, bundles, the CapabilityStatement and the Patient
-//! structural rules. The full validation engine replaces `patient` checks
-//! when it lands; the interfaces here stay.
+//! FHIR R4 JSON: outcomes, bundles, the CapabilityStatement, the validator
+//! generated from the official definitions (with its FHIRPath engine and
+//! profiles) and the rules medrec adds per resource type.
 
 pub mod bundle;
 pub mod capability;

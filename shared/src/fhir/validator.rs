@@ -3,8 +3,10 @@
 //! unknown elements, cardinality, types including choice types, primitive
 //! formats, `_element` primitive extensions, contained and nested resources,
 //! reference formats and target types, bindings over enumerable value sets
-//! (required: errors; extensible and preferred: warnings), and the
-//! invariants implemented natively (ele-1, ext-1, dom-2..5, the bdl rules).
+//! (required: errors; extensible and preferred: warnings), the invariants
+//! (ele-1, ext-1, dom-2..5 and the bdl rules natively, every other one by
+//! the FHIRPath engine in `fhirpath`) and the profiles `meta.profile` names
+//! (`profiles`).
 //! Each problem is one issue located by a FHIRPath-style expression; what is
 //! and is not covered is in docs/decisions/0004-fhir-validation.md.
 
@@ -372,19 +374,21 @@ impl Model {
     }
 
     /// Whether a code, Coding, CodeableConcept or Quantity is in an
-    /// enumerable value set (None when the set is not enumerable here).
+    /// enumerable value set: None when the set is not enumerable here or
+    /// there is nothing coded to check (a CodeableConcept with text only).
+    /// A Coding without a code is not a member.
     pub(crate) fn bound_code_ok(&self, vs: &str, ty: &str, v: &Value) -> Option<bool> {
         let set = self.value_sets.get(vs)?;
-        let pair = |c: &Value| {
-            let code = c.get("code").and_then(Value::as_str)?;
-            Some(set.contains(c.get("system").and_then(Value::as_str), code))
+        let member = |c: &Value| {
+            let system = c.get("system").and_then(Value::as_str);
+            c.get("code").and_then(Value::as_str).is_some_and(|code| set.contains(system, code))
         };
         match ty {
-            "Coding" | "Quantity" => pair(v),
-            "CodeableConcept" => {
-                let codings = v.get("coding").and_then(Value::as_array)?;
-                Some(codings.iter().any(|c| pair(c) == Some(true)))
-            }
+            "Coding" | "Quantity" => Some(member(v)),
+            "CodeableConcept" => match v.get("coding").and_then(Value::as_array) {
+                Some(codings) if !codings.is_empty() => Some(codings.iter().any(member)),
+                _ => None,
+            },
             _ => Some(set.contains(None, v.as_str()?)),
         }
     }
@@ -747,8 +751,8 @@ impl Model {
         if self.primitives.contains(ty) {
             if let Err(what) = check_primitive(ty, v) {
                 issues.push(Issue::error("value", format!("value is not a valid {what}")).at(expr.render()));
-            } else if let (Some(vs), Some(code)) = (&el.value_set, v.as_str()) {
-                if self.value_sets.get(vs).is_some_and(|set| !set.contains(None, code)) {
+            } else if let Some(vs) = &el.value_set {
+                if self.bound_code_ok(vs, ty, v) == Some(false) {
                     issues.push(binding_issue(el, vs).at(expr.render()));
                 }
             }
@@ -783,18 +787,8 @@ impl Model {
                 }
             }
             "Coding" | "CodeableConcept" => {
-                if let Some(set) = el.value_set.as_ref().and_then(|vs| self.value_sets.get(vs)) {
-                    let codings: Vec<&Value> = if ty == "Coding" {
-                        vec![v]
-                    } else {
-                        obj.get("coding").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default()
-                    };
-                    let member = |c: &Value| {
-                        let system = c.get("system").and_then(Value::as_str);
-                        c.get("code").and_then(Value::as_str).is_some_and(|code| set.contains(system, code))
-                    };
-                    if !codings.is_empty() && !codings.iter().any(|c| member(c)) {
-                        let vs = el.value_set.as_deref().unwrap_or_default();
+                if let Some(vs) = &el.value_set {
+                    if self.bound_code_ok(vs, ty, v) == Some(false) {
                         issues.push(binding_issue(el, vs).at(expr.render()));
                     }
                 }
