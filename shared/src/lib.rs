@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod aws;
 pub mod config;
+pub mod consent;
 pub mod crypto;
 pub mod cursor;
 pub mod error;
