@@ -16,9 +16,8 @@
 //! - break-glass (`ETREAT` with a reason, checked by the caller) overrides a
 //!   deny, and says so, so that the override is audited and alerted.
 
+use crate::fhir::primitives::datetime_bounds as bounds;
 use serde_json::Value;
-use time::format_description::well_known::Rfc3339;
-use time::{Date, Month, OffsetDateTime};
 
 /// What applies when no consent decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,28 +152,6 @@ fn within(period: Option<&Value>, now: &str) -> bool {
     let start_ok = period["start"].as_str().and_then(bounds).is_none_or(|(lo, _)| now >= lo);
     let end_ok = period["end"].as_str().and_then(bounds).is_none_or(|(_, hi)| now <= hi);
     start_ok && end_ok
-}
-
-/// The first and last instant a FHIR dateTime designates.
-fn bounds(s: &str) -> Option<(OffsetDateTime, OffsetDateTime)> {
-    if s.len() > 10 {
-        let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
-        return Some((t, t));
-    }
-    let mut parts = s.split('-');
-    let year: i32 = parts.next()?.parse().ok()?;
-    let month: Option<u8> = parts.next().map(str::parse).transpose().ok()?;
-    let day: Option<u8> = parts.next().map(str::parse).transpose().ok()?;
-    let first = Date::from_calendar_date(year, Month::try_from(month.unwrap_or(1)).ok()?, day.unwrap_or(1)).ok()?;
-    let last = match (month, day) {
-        (_, Some(_)) => first,
-        (Some(m), None) => {
-            let m = Month::try_from(m).ok()?;
-            Date::from_calendar_date(year, m, m.length(year)).ok()?
-        }
-        (None, _) => Date::from_calendar_date(year, Month::December, 31).ok()?,
-    };
-    Some((first.midnight().assume_utc(), last.with_hms(23, 59, 59).ok()?.assume_utc()))
 }
 
 #[cfg(test)]

@@ -16,5 +16,6 @@ pub mod log;
 #[cfg(feature = "memory-ports")]
 pub mod memory;
 pub mod ports;
+pub mod rest;
 pub mod runtime;
 pub mod service;

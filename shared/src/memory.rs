@@ -12,6 +12,7 @@ use std::sync::Mutex;
 #[derive(Default)]
 struct Inner {
     keys: HashMap<String, Vec<u8>>,
+    locators: HashMap<(String, String), String>,
     current: HashMap<(String, String), Current>,
     versions: BTreeMap<(String, String, u64), Version>,
     index: BTreeSet<(String, String)>,
@@ -31,6 +32,10 @@ impl MemoryStore {
 }
 
 impl RecordStore for MemoryStore {
+    async fn locate(&self, ty: &str, id: &str) -> Result<Option<String>, PortError> {
+        Ok(self.inner.lock().expect("lock").locators.get(&(ty.to_owned(), id.to_owned())).cloned())
+    }
+
     async fn wrapped_key(&self, patient: &str) -> Result<Option<Vec<u8>>, PortError> {
         Ok(self.inner.lock().expect("lock").keys.get(patient).cloned())
     }
@@ -77,6 +82,9 @@ impl RecordStore for MemoryStore {
         }
         if let Some(k) = w.new_wrapped_key {
             inner.keys.insert(w.patient.clone(), k);
+        }
+        if w.expected_version.is_none() && w.resource_type != "Patient" {
+            inner.locators.insert(key.clone(), w.patient.clone());
         }
         for t in &w.previous_tokens {
             inner.index.remove(&(format!("{}#{t}", w.resource_type), w.id.clone()));

@@ -58,6 +58,9 @@ pub struct ResourceWrite {
 }
 
 pub trait RecordStore: Send + Sync {
+    /// The patient compartment a resource lives in (its locator, written
+    /// when the resource was created). Patients are their own compartment.
+    fn locate(&self, resource_type: &str, id: &str) -> impl Future<Output = Result<Option<String>, PortError>> + Send;
     fn wrapped_key(&self, patient: &str) -> impl Future<Output = Result<Option<Vec<u8>>, PortError>> + Send;
     fn current(
         &self,

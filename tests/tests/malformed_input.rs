@@ -123,8 +123,11 @@ async fn malformed_requests_get_outcomes_never_500() {
 fn template_routes_match_the_function_route_tables() {
     let template =
         medrec_infra::template::Template::load(&medrec_infra::emulator::repo_root().join("template.yaml")).unwrap();
-    let tables: [(&str, &[medrec_shared::lambda::Route]); 2] =
-        [("PatientsFunction", medrec_patients::ROUTES), ("ValidationFunction", medrec_validation::ROUTES)];
+    let tables: [(&str, &[medrec_shared::lambda::Route]); 3] = [
+        ("PatientsFunction", medrec_patients::ROUTES),
+        ("ClinicalFunction", medrec_clinical::ROUTES),
+        ("ValidationFunction", medrec_validation::ROUTES),
+    ];
     for (function, routes) in tables {
         let f = template.functions.iter().find(|f| f.logical_id == function).unwrap();
         let mut declared: Vec<(String, String)> = f.routes.iter().map(|r| (r.method.clone(), r.path.clone())).collect();

@@ -5,13 +5,15 @@ use lambda_http::{Body, Request, Response};
 use medrec_shared::audit::AuditEntry;
 use medrec_shared::config::Config;
 use medrec_shared::error::Error;
-use medrec_shared::fhir::bundle::{self, HistoryEntry, SearchPage};
+use medrec_shared::fhir::bundle::{self, SearchPage};
 use medrec_shared::fhir::capability::{capability_statement, ResourceCapability};
 use medrec_shared::fhir::primitives::is_id;
 use medrec_shared::http;
 use medrec_shared::lambda::{self, Api, Ctx, Route};
+use medrec_shared::rest;
 use medrec_shared::runtime::{BootError, Runtime};
-use medrec_shared::service::patients::{Stored, DEFAULT_PAGE, MAX_PAGE, SEARCH_PARAMS};
+use medrec_shared::service::clinical;
+use medrec_shared::service::patients::{Stored, SEARCH_PARAMS};
 use std::convert::Infallible;
 
 /// Every route this function serves. template.yaml declares the same routes;
@@ -28,12 +30,18 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/fhir/Patient/{id}/_history/{vid}", interaction: "vread" },
 ];
 
-pub const CAPABILITIES: &[ResourceCapability] = &[ResourceCapability {
-    resource_type: "Patient",
-    interactions: &["read", "vread", "update", "delete", "history-instance", "create", "search-type"],
-    search_params: SEARCH_PARAMS,
-    operations: &[],
-}];
+/// What the deployment serves: Patient here, the clinical types in the
+/// clinical function (declared in `shared`, so no function depends on another).
+pub const CAPABILITIES: &[ResourceCapability] = &[
+    ResourceCapability {
+        resource_type: "Patient",
+        interactions: &["read", "vread", "update", "delete", "history-instance", "create", "search-type"],
+        search_params: SEARCH_PARAMS,
+        operations: &[],
+    },
+    clinical::CAPABILITIES[0],
+    clinical::CAPABILITIES[1],
+];
 
 pub struct App {
     rt: Runtime,
@@ -89,13 +97,8 @@ impl App {
             Some(_) => return Err(Error::BadRequest("resource id is not a valid FHIR id".into())),
             None => None,
         };
-        let resource_response = |status: u16, s: &Stored, location: bool| {
-            let mut headers = vec![("etag", format!("W/\"{}\"", s.version))];
-            if location {
-                headers.push(("location", format!("{base}/fhir/Patient/{}/_history/{}", s.id, s.version)));
-            }
-            http::response(status, Some(&s.resource), &headers)
-        };
+        let resource_response =
+            |status, s: &Stored, location| rest::resource_response(status, base, "Patient", s, location);
         match (route.method, route.interaction, id) {
             ("POST", "create", None) => {
                 let body = http::json_resource(req, max, "Patient")?;
@@ -104,11 +107,7 @@ impl App {
             }
             ("GET", "read", Some(id)) => Ok(resource_response(200, &svc.read_patient(caller, id, audit).await?, false)),
             ("GET", "vread", Some(id)) => {
-                let vid = params[1]
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|v| *v > 0)
-                    .ok_or_else(|| Error::BadRequest("version id must be a positive integer".into()))?;
+                let vid = rest::version_id(params[1])?;
                 Ok(resource_response(200, &svc.vread_patient(caller, id, vid, audit).await?, false))
             }
             ("PUT", "update", Some(id)) => {
@@ -121,54 +120,9 @@ impl App {
                 Ok(http::response(204, None, &[]))
             }
             ("GET", "history-instance", Some(id)) => {
-                let q = http::query(req)?;
-                let mut count = DEFAULT_PAGE;
-                let mut cursor = None;
-                for (k, v) in &q {
-                    match k.as_str() {
-                        "_count" => {
-                            count = v
-                                .parse()
-                                .ok()
-                                .filter(|c| (1..=MAX_PAGE).contains(c))
-                                .ok_or_else(|| Error::BadRequest(format!("_count must be 1 to {MAX_PAGE}")))?
-                        }
-                        "_cursor" => cursor = Some(v.as_str()),
-                        _ => return Err(Error::BadRequest("history supports _count and _cursor only".into())),
-                    }
-                }
-                let h = svc.patient_history(caller, id, count, cursor, audit).await?;
-                let entries = h
-                    .items
-                    .into_iter()
-                    .map(|i| HistoryEntry {
-                        full_url: format!("{base}/fhir/Patient/{id}"),
-                        resource: i.resource,
-                        method: if i.deleted {
-                            "DELETE"
-                        } else if i.first {
-                            "POST"
-                        } else {
-                            "PUT"
-                        },
-                        url: if i.first { "Patient".into() } else { format!("Patient/{id}") },
-                        status: if i.deleted {
-                            "204"
-                        } else if i.first {
-                            "201"
-                        } else {
-                            "200"
-                        },
-                        version: i.version,
-                        last_updated: i.last_updated,
-                    })
-                    .collect();
-                let next = h.next_cursor.map(|c| format!("{base}/fhir/Patient/{id}/_history?_cursor={c}"));
-                Ok(http::response(
-                    200,
-                    Some(&bundle::history(format!("{base}/fhir/Patient/{id}/_history"), next, h.total, entries)),
-                    &[],
-                ))
+                let (count, cursor) = rest::history_params(req)?;
+                let h = svc.patient_history(caller, id, count, cursor.as_deref(), audit).await?;
+                Ok(rest::history_response(base, "Patient", id, h))
             }
             (_, "search-type", None) => {
                 let q = if route.method == "POST" { http::form_body(req, max)? } else { http::query(req)? };

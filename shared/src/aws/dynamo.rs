@@ -6,6 +6,8 @@
 //! - `P#<patient>` / `V#<type>#<id>#<version>`: every version (history).
 //! - `P#<patient>` / `I#<type>#<id>#<token>`: blind-index entries, projected
 //!   into the `search` GSI (`ix` = `<type>#<token>`, `ixs` = id).
+//! - `L#<type>#<id>` / `L`: the compartment (`p`) of a resource that is not
+//!   a Patient, so a read by id finds its partition.
 //! - `CONFIG` / `<name>`: KMS-wrapped service secrets.
 //!
 //! Audit table (`pk`, `sk` number): `HEAD#<shard>`/0 holds a shard's head,
@@ -63,6 +65,10 @@ fn b(v: &[u8]) -> AV {
 pub fn patient_pk(patient: &str) -> String {
     format!("P#{patient}")
 }
+fn locator_pk(ty: &str, id: &str) -> String {
+    format!("L#{ty}#{id}")
+}
+
 fn current_sk(ty: &str, id: &str) -> String {
     format!("C#{ty}#{id}")
 }
@@ -300,6 +306,19 @@ where
 }
 
 impl RecordStore for DynamoStore {
+    async fn locate(&self, ty: &str, id: &str) -> Result<Option<String>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.records)
+            .key("pk", s(locator_pk(ty, id)))
+            .key("sk", s("L"))
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        Ok(out.item().and_then(|i| get_s(i, "p")).map(str::to_owned))
+    }
+
     async fn wrapped_key(&self, patient: &str) -> Result<Option<Vec<u8>>, PortError> {
         let out = self
             .client
@@ -414,6 +433,14 @@ impl RecordStore for DynamoStore {
                 ("sk".to_owned(), s("KEY")),
                 ("wk".to_owned(), b(wrapped)),
                 ("created".to_owned(), s(&w.last_updated)),
+            ]);
+            items.push(put(t, item, Some("attribute_not_exists(pk)"), &[]));
+        }
+        if w.expected_version.is_none() && w.resource_type != "Patient" {
+            let item = HashMap::from([
+                ("pk".to_owned(), s(locator_pk(w.resource_type, &w.id))),
+                ("sk".to_owned(), s("L")),
+                ("p".to_owned(), s(&w.patient)),
             ]);
             items.push(put(t, item, Some("attribute_not_exists(pk)"), &[]));
         }

@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 /// What one resource type supports, declared by the function serving it.
+#[derive(Clone, Copy)]
 pub struct ResourceCapability {
     pub resource_type: &'static str,
     pub interactions: &'static [&'static str],

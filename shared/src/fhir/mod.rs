@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod capability;
+pub mod clinical;
 pub mod fhirpath;
 pub mod outcome;
 pub mod patient;

@@ -139,6 +139,31 @@ fn has_event_attribute(lower: &str) -> bool {
     })
 }
 
+/// The first and last instant a FHIR date or dateTime designates (a date
+/// of year, month or day precision covers all of it, in UTC). None when
+/// it is not one.
+pub fn datetime_bounds(s: &str) -> Option<(time::OffsetDateTime, time::OffsetDateTime)> {
+    if s.len() > 10 {
+        let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+        return Some((t, t));
+    }
+    let mut parts = s.split('-');
+    let year: i32 = parts.next()?.parse().ok()?;
+    let month: Option<u8> = parts.next().map(str::parse).transpose().ok()?;
+    let day: Option<u8> = parts.next().map(str::parse).transpose().ok()?;
+    let first =
+        time::Date::from_calendar_date(year, time::Month::try_from(month.unwrap_or(1)).ok()?, day.unwrap_or(1)).ok()?;
+    let last = match (month, day) {
+        (_, Some(_)) => first,
+        (Some(m), None) => {
+            let m = time::Month::try_from(m).ok()?;
+            time::Date::from_calendar_date(year, m, m.length(year)).ok()?
+        }
+        (None, _) => time::Date::from_calendar_date(year, time::Month::December, 31).ok()?,
+    };
+    Some((first.midnight().assume_utc(), last.with_hms(23, 59, 59).ok()?.assume_utc()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,16 +3,18 @@
 //! audit record: in the same transaction as a write, or stored before a read
 //! returns anything (fail closed).
 
+pub mod clinical;
 pub mod patients;
+pub mod records;
 pub mod validation;
 
 use crate::audit::{Agent, AuditEntry, Outcome};
 use crate::auth::{authorize, Action, Decision, Principal, Purpose, Role};
 use crate::crypto::keycache::KeyCache;
-use crate::crypto::{blind::BlindIndex, hex, random_id, sha256, DataKey};
+use crate::crypto::{blind::BlindIndex, hex, open, random_id, resource_aad, sha256, DataKey};
 use crate::cursor::CursorCodec;
-use crate::error::{Error, Result};
-use crate::ports::{DomainEvent, KeyService, RecordStore};
+use crate::error::{Error, PortError, Result};
+use crate::ports::{Current, DomainEvent, KeyService, RecordStore, ResourceWrite};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -158,6 +160,82 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             Decision::Deny(why) => Err(Error::Forbidden(why.into())),
             Decision::Hidden => Err(Error::NotFound),
         }
+    }
+
+    /// Opens a stored version: the ciphertext must authenticate under the
+    /// patient's key and its own identity (patient, type, id, version).
+    fn decrypt_record(
+        &self,
+        key: &DataKey,
+        patient: &str,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+        ct: Option<&[u8]>,
+    ) -> Result<serde_json::Value> {
+        let ct = ct.ok_or_else(|| Error::Internal("version without ciphertext".into()))?;
+        let plain = open(key, &resource_aad(patient, resource_type, id, version), ct).map_err(|_| {
+            tracing::error!(version, "ciphertext failed authentication");
+            Error::Internal("stored record failed its integrity check".into())
+        })?;
+        serde_json::from_slice(&plain).map_err(|_| Error::Internal("stored record is not JSON".into()))
+    }
+
+    /// A domain event about one resource version: ids only, no PHI.
+    fn record_event(
+        &self,
+        event_type: &'static str,
+        patient: &str,
+        resource_type: &str,
+        id: &str,
+        at: &str,
+        version: u64,
+    ) -> DomainEvent {
+        DomainEvent {
+            id: random_id(),
+            event_type,
+            aggregate: patient.to_owned(),
+            at: at.to_owned(),
+            detail: json!({"resourceType": resource_type, "id": id, "versionId": version.to_string()}),
+        }
+    }
+
+    /// Commits the version after `current` of (patient, type, id): an update,
+    /// or a tombstone when `ciphertext` is None. Losing a race to another
+    /// writer is 412.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_next_version(
+        &self,
+        caller: &Caller,
+        audit: &mut AuditEntry,
+        (patient, resource_type, id): (&str, &'static str, &str),
+        current: Current,
+        now: &str,
+        ciphertext: Option<Vec<u8>>,
+        tokens: Vec<String>,
+        event_type: &'static str,
+    ) -> Result<()> {
+        let version = current.version + 1;
+        audit.entities = vec![format!("{resource_type}/{id}/_history/{version}")];
+        let mut events = vec![self.record_event(event_type, patient, resource_type, id, now, version)];
+        events.extend(self.break_glass_events(caller, audit));
+        let write = ResourceWrite {
+            patient: patient.to_owned(),
+            new_wrapped_key: None,
+            resource_type,
+            id: id.to_owned(),
+            version,
+            expected_version: Some(current.version),
+            deleted: ciphertext.is_none(),
+            last_updated: now.to_owned(),
+            ciphertext,
+            tokens,
+            previous_tokens: current.tokens,
+        };
+        self.store.commit(write, audit, events).await.map_err(|e| match e {
+            PortError::ConditionFailed(_) => Error::PreconditionFailed("the resource changed concurrently".into()),
+            other => other.into(),
+        })
     }
 
     async fn patient_key(&self, patient: &str) -> Result<Arc<DataKey>> {

@@ -3,21 +3,21 @@
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
 use crate::auth::Action;
-use crate::crypto::{open, random_id, resource_aad, seal};
+use crate::crypto::{random_id, resource_aad, seal};
 use crate::cursor::Cursor;
-use crate::error::{Error, PortError, Result};
+use crate::error::{Error, Result};
 use crate::fhir::outcome::Issue;
 use crate::fhir::{self, patient, primitives};
-use crate::ports::{Current, DomainEvent, KeyService, RecordStore, ResourceWrite};
-use serde_json::{json, Value};
+use crate::ports::{KeyService, RecordStore, ResourceWrite};
+use serde_json::Value;
+
+use super::records::{expect_version, now_unix, CURSOR_TTL_SECONDS};
+pub use super::records::{HistoryResult, SearchResult, Stored, DEFAULT_PAGE, MAX_PAGE};
 
 const TYPE: &str = "Patient";
 /// Blind-index tokens per resource. Each is a transaction item and DynamoDB
 /// allows 100 per transaction, updates may remove and add a full set.
 const MAX_TOKENS: usize = 40;
-pub const MAX_PAGE: usize = 100;
-pub const DEFAULT_PAGE: usize = 20;
-const CURSOR_TTL_SECONDS: i64 = 900;
 
 /// The search parameters Patient supports, with their semantics.
 pub const SEARCH_PARAMS: &[(&str, &str, &str)] = &[
@@ -33,46 +33,6 @@ pub const SEARCH_PARAMS: &[(&str, &str, &str)] = &[
     ("gender", "token", "administrative-gender code."),
     ("identifier", "token", "system|value or value (|value means any system)."),
 ];
-
-/// A stored resource as returned to the caller.
-pub struct Stored {
-    pub id: String,
-    pub version: u64,
-    pub last_updated: String,
-    pub resource: Value,
-}
-
-pub struct SearchResult {
-    pub total: usize,
-    pub resources: Vec<Stored>,
-    pub next_cursor: Option<String>,
-}
-
-pub struct HistoryItem {
-    pub version: u64,
-    pub last_updated: String,
-    pub deleted: bool,
-    pub resource: Option<Value>,
-    pub first: bool,
-}
-
-pub struct HistoryResult {
-    pub total: usize,
-    pub items: Vec<HistoryItem>,
-    pub next_cursor: Option<String>,
-}
-
-fn expect_version(if_match: u64, current: u64) -> Result<()> {
-    if if_match == current {
-        Ok(())
-    } else {
-        Err(Error::PreconditionFailed(format!("If-Match names version {if_match}, the current version is {current}")))
-    }
-}
-
-fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
 
 impl<S: RecordStore, K: KeyService> Services<S, K> {
     fn tokens(&self, resource: &Value) -> Result<Vec<String>> {
@@ -100,15 +60,6 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         }
     }
 
-    fn decrypt(&self, key: &crate::crypto::DataKey, id: &str, version: u64, ct: Option<&[u8]>) -> Result<Value> {
-        let ct = ct.ok_or_else(|| Error::Internal("version without ciphertext".into()))?;
-        let plain = open(key, &resource_aad(id, TYPE, id, version), ct).map_err(|_| {
-            tracing::error!(version, "ciphertext failed authentication");
-            Error::Internal("stored record failed its integrity check".into())
-        })?;
-        serde_json::from_slice(&plain).map_err(|_| Error::Internal("stored record is not JSON".into()))
-    }
-
     pub async fn create_patient(&self, caller: &Caller, mut resource: Value, audit: &mut AuditEntry) -> Result<Stored> {
         self.check(caller, TYPE, Action::Create, None)?;
         self.validated(&resource)?;
@@ -121,7 +72,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(id.clone());
         audit.entities = vec![format!("Patient/{id}/_history/1")];
         audit.status = 201;
-        let mut events = vec![self.event("PatientCreated", &id, &now, 1)];
+        let mut events = vec![self.record_event("PatientCreated", &id, TYPE, &id, &now, 1)];
         events.extend(self.break_glass_events(caller, audit));
         let write = ResourceWrite {
             patient: id.clone(),
@@ -141,16 +92,6 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         Ok(Stored { id, version: 1, last_updated: now, resource })
     }
 
-    fn event(&self, event_type: &'static str, patient: &str, at: &str, version: u64) -> DomainEvent {
-        DomainEvent {
-            id: random_id(),
-            event_type,
-            aggregate: patient.to_owned(),
-            at: at.to_owned(),
-            detail: json!({"resourceType": TYPE, "id": patient, "versionId": version.to_string()}),
-        }
-    }
-
     pub async fn read_patient(&self, caller: &Caller, id: &str, audit: &mut AuditEntry) -> Result<Stored> {
         audit.patient = Some(id.to_owned());
         audit.entities = vec![format!("Patient/{id}")];
@@ -160,7 +101,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             return Err(Error::Gone);
         }
         let key = self.patient_key(id).await?;
-        let resource = self.decrypt(&key, id, current.version, current.ciphertext.as_deref())?;
+        let resource = self.decrypt_record(&key, id, TYPE, id, current.version, current.ciphertext.as_deref())?;
         audit.entities = vec![format!("Patient/{id}/_history/{}", current.version)];
         self.audit_read(caller, audit).await?;
         Ok(Stored { id: id.to_owned(), version: current.version, last_updated: current.last_updated, resource })
@@ -181,7 +122,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             return Err(Error::Gone);
         }
         let key = self.patient_key(id).await?;
-        let resource = self.decrypt(&key, id, v.version, v.ciphertext.as_deref())?;
+        let resource = self.decrypt_record(&key, id, TYPE, id, v.version, v.ciphertext.as_deref())?;
         self.audit_read(caller, audit).await?;
         Ok(Stored { id: id.to_owned(), version, last_updated: v.last_updated, resource })
     }
@@ -214,7 +155,8 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let now = fhir::now_instant();
         fhir::stamp(&mut resource, id, version, &now);
         let ct = seal(&key, &resource_aad(id, TYPE, id, version), resource.to_string().as_bytes());
-        self.commit_next_version(caller, audit, id, current, &now, Some(ct), tokens, "PatientUpdated").await?;
+        self.commit_next_version(caller, audit, (id, TYPE, id), current, &now, Some(ct), tokens, "PatientUpdated")
+            .await?;
         Ok(Stored { id: id.to_owned(), version, last_updated: now, resource })
     }
 
@@ -238,44 +180,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             return self.store.audit(audit, self.break_glass_events(caller, audit)).await.map_err(Into::into);
         }
         let now = fhir::now_instant();
-        self.commit_next_version(caller, audit, id, current, &now, None, vec![], "PatientDeleted").await
-    }
-
-    /// Commits the version after `current`: an update, or a tombstone when
-    /// `ciphertext` is None. Losing a race to another writer is 412.
-    #[allow(clippy::too_many_arguments)]
-    async fn commit_next_version(
-        &self,
-        caller: &Caller,
-        audit: &mut AuditEntry,
-        id: &str,
-        current: Current,
-        now: &str,
-        ciphertext: Option<Vec<u8>>,
-        tokens: Vec<String>,
-        event_type: &'static str,
-    ) -> Result<()> {
-        let version = current.version + 1;
-        audit.entities = vec![format!("Patient/{id}/_history/{version}")];
-        let mut events = vec![self.event(event_type, id, now, version)];
-        events.extend(self.break_glass_events(caller, audit));
-        let write = ResourceWrite {
-            patient: id.to_owned(),
-            new_wrapped_key: None,
-            resource_type: TYPE,
-            id: id.to_owned(),
-            version,
-            expected_version: Some(current.version),
-            deleted: ciphertext.is_none(),
-            last_updated: now.to_owned(),
-            ciphertext,
-            tokens,
-            previous_tokens: current.tokens,
-        };
-        self.store.commit(write, audit, events).await.map_err(|e| match e {
-            PortError::ConditionFailed(_) => Error::PreconditionFailed("the resource changed concurrently".into()),
-            other => other.into(),
-        })
+        self.commit_next_version(caller, audit, (id, TYPE, id), current, &now, None, vec![], "PatientDeleted").await
     }
 
     pub async fn patient_history(
@@ -289,47 +194,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(id.to_owned());
         audit.entities = vec![format!("Patient/{id}")];
         self.check(caller, TYPE, Action::Read, Some(id))?;
-        let route = format!("Patient/{id}/_history");
-        let before = match cursor {
-            Some(t) => {
-                let c = self
-                    .cursors
-                    .decode(t, &caller.principal.subject, &route, now_unix())
-                    .map_err(|e| Error::BadRequest(e.to_string()))?;
-                Some(
-                    c.after
-                        .parse::<u64>()
-                        .map_err(|_| Error::BadRequest("the paging cursor is invalid or expired".into()))?,
-                )
-            }
-            None => None,
-        };
-        let current = self.store.current(id, TYPE, id).await?.ok_or(Error::NotFound)?;
-        let mut versions = self.store.versions(id, TYPE, id, before, count + 1).await?;
-        let next = (versions.len() > count).then(|| {
-            versions.truncate(count);
-            versions.last().map(|v| v.version)
-        });
-        let key = self.patient_key(id).await?;
-        let mut items = Vec::with_capacity(versions.len());
-        for v in &versions {
-            let resource =
-                if v.deleted { None } else { Some(self.decrypt(&key, id, v.version, v.ciphertext.as_deref())?) };
-            items.push(HistoryItem {
-                version: v.version,
-                last_updated: v.last_updated.clone(),
-                deleted: v.deleted,
-                resource,
-                first: v.version == 1,
-            });
-        }
-        audit.entities = versions.iter().map(|v| format!("Patient/{id}/_history/{}", v.version)).collect();
-        self.audit_read(caller, audit).await?;
-        let next_cursor = next.flatten().map(|after| {
-            let c = Cursor { q: vec![], after: after.to_string(), exp: now_unix() + CURSOR_TTL_SECONDS };
-            self.cursors.encode(&c, &caller.principal.subject, &route)
-        });
-        Ok(HistoryResult { total: current.version as usize, items, next_cursor })
+        self.record_history(caller, (id, TYPE, id), count, cursor, audit).await
     }
 
     /// Search. `params` are (name, value) pairs as the client sent them, or
@@ -417,7 +282,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 continue;
             }
             let key = self.patient_key(id).await?;
-            let resource = self.decrypt(&key, id, current.version, current.ciphertext.as_deref())?;
+            let resource = self.decrypt_record(&key, id, TYPE, id, current.version, current.ciphertext.as_deref())?;
             resources.push(Stored {
                 id: id.clone(),
                 version: current.version,

@@ -1,0 +1,158 @@
+//! Business rules of the clinical resources beyond what FHIR's definitions
+//! say: what a clinician would call impossible data. Each broken rule is
+//! one error located at its element.
+
+use super::outcome::Issue;
+use super::primitives::datetime_bounds;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+/// The compartment element of each clinical type: its patient reference.
+pub fn compartment_element(resource_type: &str) -> Option<&'static str> {
+    match resource_type {
+        "Immunization" => Some("patient"),
+        "Observation" => Some("subject"),
+        _ => None,
+    }
+}
+
+/// The patient id a clinical resource belongs to: its compartment element
+/// must be a relative `Patient/{id}` reference.
+pub fn compartment_of(resource_type: &str, resource: &Value) -> Result<String, Issue> {
+    let element = compartment_element(resource_type).unwrap_or("subject");
+    let at = format!("{resource_type}.{element}");
+    let reference = resource[element]["reference"].as_str().ok_or_else(|| {
+        Issue::error("required", format!("{element} must reference the Patient this record belongs to")).at(at.clone())
+    })?;
+    match reference.strip_prefix("Patient/") {
+        Some(id) if super::primitives::is_id(id) => Ok(id.to_owned()),
+        _ => Err(Issue::error("value", format!("{element} must be a reference of the form Patient/{{id}}")).at(at)),
+    }
+}
+
+fn in_future(value: &str, now: OffsetDateTime) -> bool {
+    datetime_bounds(value).is_some_and(|(first, _)| first > now)
+}
+
+/// Immunization: occurrence neither in the future nor before the patient's
+/// birth; the lot not expired on the day of the occurrence; dose numbers
+/// within their series; `not-done` says why.
+pub fn immunization_rules(imm: &Value, birth_date: Option<&str>, now: OffsetDateTime) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    if imm["status"] == "not-done" && imm.get("statusReason").is_none() {
+        issues.push(
+            Issue::error("required", "an immunization that was not done needs a statusReason")
+                .at("Immunization.statusReason"),
+        );
+    }
+    if let Some(when) = imm["occurrenceDateTime"].as_str() {
+        let at = "Immunization.occurrenceDateTime";
+        if in_future(when, now) {
+            issues.push(Issue::error("business-rule", "the occurrence is in the future").at(at));
+        }
+        let occurred = datetime_bounds(when);
+        if let (Some((_, last)), Some((born, _))) = (occurred, birth_date.and_then(datetime_bounds)) {
+            if last < born {
+                issues.push(Issue::error("business-rule", "the occurrence is before the patient's birth").at(at));
+            }
+        }
+        if let (Some((first, _)), Some((_, expires))) =
+            (occurred, imm["expirationDate"].as_str().and_then(datetime_bounds))
+        {
+            if expires < first {
+                issues.push(
+                    Issue::error("business-rule", "the vaccine lot had expired before the occurrence")
+                        .at("Immunization.expirationDate"),
+                );
+            }
+        }
+    }
+    for (i, p) in imm["protocolApplied"].as_array().into_iter().flatten().enumerate() {
+        if let (Some(dose), Some(series)) = (p["doseNumberPositiveInt"].as_u64(), p["seriesDosesPositiveInt"].as_u64())
+        {
+            if dose > series {
+                issues.push(
+                    Issue::error("business-rule", format!("dose {dose} of a {series}-dose series"))
+                        .at(format!("Immunization.protocolApplied[{i}].doseNumberPositiveInt")),
+                );
+            }
+        }
+    }
+    issues
+}
+
+/// Observation: nothing observed or issued in the future.
+pub fn observation_rules(obs: &Value, now: OffsetDateTime) -> Vec<Issue> {
+    ["effectiveDateTime", "effectiveInstant", "issued"]
+        .into_iter()
+        .filter(|k| obs[*k].as_str().is_some_and(|v| in_future(v, now)))
+        .map(|k| Issue::error("business-rule", "this date is in the future").at(format!("Observation.{k}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> OffsetDateTime {
+        datetime_bounds("2026-11-23T10:00:00Z").unwrap().0
+    }
+
+    fn at(issues: &[Issue]) -> Vec<String> {
+        issues.iter().map(|i| i.expression.clone().unwrap_or_default()).collect()
+    }
+
+    #[test]
+    fn compartments_are_relative_patient_references() {
+        let imm = json!({"patient": {"reference": "Patient/p-1"}});
+        assert_eq!(compartment_of("Immunization", &imm).unwrap(), "p-1");
+        for bad in
+            [json!({}), json!({"subject": {"reference": "Group/g"}}), json!({"subject": {"reference": "Patient/a b"}})]
+        {
+            let issue = compartment_of("Observation", &bad).unwrap_err();
+            assert_eq!(issue.expression.as_deref(), Some("Observation.subject"));
+        }
+        let absolute = json!({"subject": {"reference": "https://elsewhere.example/fhir/Patient/p-1"}});
+        assert!(compartment_of("Observation", &absolute).is_err(), "records live in this server's compartments");
+    }
+
+    #[test]
+    fn immunization_rules_each_at_their_element() {
+        let ok = json!({
+            "status": "completed", "occurrenceDateTime": "2026-11-20", "expirationDate": "2027-01-01",
+            "protocolApplied": [{"doseNumberPositiveInt": 2, "seriesDosesPositiveInt": 2}]
+        });
+        assert!(immunization_rules(&ok, Some("1961-07-13"), now()).is_empty());
+        // Today, at year precision: not in the future.
+        assert!(immunization_rules(&json!({"occurrenceDateTime": "2026"}), None, now()).is_empty());
+
+        let cases = [
+            (json!({"status": "not-done"}), None, "Immunization.statusReason"),
+            (json!({"occurrenceDateTime": "2026-11-24"}), None, "Immunization.occurrenceDateTime"),
+            (json!({"occurrenceDateTime": "2026-11-23T10:30:00Z"}), None, "Immunization.occurrenceDateTime"),
+            (json!({"occurrenceDateTime": "1960-01-01"}), Some("1961-07-13"), "Immunization.occurrenceDateTime"),
+            (
+                json!({"occurrenceDateTime": "2026-11-20", "expirationDate": "2026-11-19"}),
+                None,
+                "Immunization.expirationDate",
+            ),
+            (
+                json!({"protocolApplied": [{}, {"doseNumberPositiveInt": 3, "seriesDosesPositiveInt": 2}]}),
+                None,
+                "Immunization.protocolApplied[1].doseNumberPositiveInt",
+            ),
+        ];
+        for (imm, born, expected) in cases {
+            assert_eq!(at(&immunization_rules(&imm, born, now())), vec![expected.to_owned()], "{imm}");
+        }
+    }
+
+    #[test]
+    fn observations_are_not_from_the_future() {
+        let o = json!({"effectiveDateTime": "2026-11-23T09:00:00Z", "issued": "2026-11-23T09:05:00Z"});
+        assert!(observation_rules(&o, now()).is_empty());
+        let o = json!({"effectiveDateTime": "2027-01-01", "issued": "2026-12-01T00:00:00Z"});
+        assert_eq!(at(&observation_rules(&o, now())), vec!["Observation.effectiveDateTime", "Observation.issued"]);
+    }
+}

@@ -1,0 +1,248 @@
+//! Immunization and Observation: records that live in one patient's
+//! compartment, encrypted under that patient's data key. A read by id finds
+//! the compartment through the resource's locator; every rule of the
+//! Patient use cases (authorization in the compartment, If-Match, audit in
+//! the same transaction, fail-closed reads) holds here too.
+
+use super::records::{expect_version, HistoryResult, Stored};
+use super::validation::rules_for;
+use super::{Caller, Services};
+use crate::audit::AuditEntry;
+use crate::auth::Action;
+use crate::crypto::{random_id, resource_aad, seal, DataKey};
+use crate::error::{Error, Result};
+use crate::fhir::capability::ResourceCapability;
+use crate::fhir::{self, clinical, outcome::Issue};
+use crate::ports::{KeyService, RecordStore, ResourceWrite};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The clinical types this module serves, with their event names
+/// (recorded, updated, deleted).
+const TYPES: [(&str, [&str; 3]); 2] = [
+    ("Immunization", ["ImmunizationRecorded", "ImmunizationUpdated", "ImmunizationDeleted"]),
+    ("Observation", ["ObservationRecorded", "ObservationUpdated", "ObservationDeleted"]),
+];
+
+/// What the clinical function serves, for the CapabilityStatement.
+pub const CAPABILITIES: [ResourceCapability; 2] = [
+    ResourceCapability {
+        resource_type: "Immunization",
+        interactions: INTERACTIONS,
+        search_params: &[],
+        operations: &[],
+    },
+    ResourceCapability {
+        resource_type: "Observation",
+        interactions: INTERACTIONS,
+        search_params: &[],
+        operations: &[],
+    },
+];
+
+const INTERACTIONS: &[&str] = &["read", "vread", "update", "delete", "history-instance", "create"];
+
+/// The served type as a static name, with its events; None for any other.
+fn served(resource_type: &str) -> Result<(&'static str, [&'static str; 3])> {
+    TYPES.iter().find(|(t, _)| *t == resource_type).copied().ok_or(Error::NotFound)
+}
+
+impl<S: RecordStore, K: KeyService> Services<S, K> {
+    /// Validates a clinical resource for its compartment: the definitions,
+    /// `meta.profile`, the compartment reference, an existing patient, and
+    /// the type's business rules. Returns the patient's data key.
+    async fn admit(&self, ty: &'static str, resource: &Value, patient: &str) -> Result<Arc<DataKey>> {
+        let mut issues = rules_for(ty, resource);
+        let element = clinical::compartment_element(ty).unwrap_or("subject");
+        let current = self.store.current(patient, "Patient", patient).await?.filter(|c| !c.deleted);
+        let Some(current) = current else {
+            issues
+                .push(Issue::error("not-found", "the referenced Patient does not exist").at(format!("{ty}.{element}")));
+            return Err(Error::Invalid(issues));
+        };
+        let key = self.patient_key(patient).await?;
+        let now = time::OffsetDateTime::now_utc();
+        issues.extend(match ty {
+            "Immunization" => {
+                let pat = self.decrypt_record(
+                    &key,
+                    patient,
+                    "Patient",
+                    patient,
+                    current.version,
+                    current.ciphertext.as_deref(),
+                )?;
+                clinical::immunization_rules(resource, pat["birthDate"].as_str(), now)
+            }
+            _ => clinical::observation_rules(resource, now),
+        });
+        if issues.iter().any(Issue::is_error) {
+            return Err(Error::Invalid(issues));
+        }
+        Ok(key)
+    }
+
+    /// The compartment of a stored resource, or 404.
+    async fn locate(&self, ty: &str, id: &str) -> Result<String> {
+        self.store.locate(ty, id).await?.ok_or(Error::NotFound)
+    }
+
+    pub async fn create_record(
+        &self,
+        caller: &Caller,
+        resource_type: &str,
+        mut resource: Value,
+        audit: &mut AuditEntry,
+    ) -> Result<Stored> {
+        let (ty, events) = served(resource_type)?;
+        let patient = clinical::compartment_of(ty, &resource).map_err(|i| Error::Invalid(vec![i]))?;
+        audit.patient = Some(patient.clone());
+        self.check(caller, ty, Action::Create, Some(&patient))?;
+        let key = self.admit(ty, &resource, &patient).await?;
+        let id = random_id();
+        let now = fhir::now_instant();
+        fhir::stamp(&mut resource, &id, 1, &now);
+        let ct = seal(&key, &resource_aad(&patient, ty, &id, 1), resource.to_string().as_bytes());
+        audit.entities = vec![format!("{ty}/{id}/_history/1")];
+        audit.status = 201;
+        let mut domain_events = vec![self.record_event(events[0], &patient, ty, &id, &now, 1)];
+        if ty == "Immunization" && resource["reaction"].as_array().is_some_and(|r| !r.is_empty()) {
+            domain_events.push(self.record_event("ImmunizationReactionReported", &patient, ty, &id, &now, 1));
+        }
+        domain_events.extend(self.break_glass_events(caller, audit));
+        let write = ResourceWrite {
+            patient: patient.clone(),
+            new_wrapped_key: None,
+            resource_type: ty,
+            id: id.clone(),
+            version: 1,
+            expected_version: None,
+            deleted: false,
+            last_updated: now.clone(),
+            ciphertext: Some(ct),
+            tokens: vec![],
+            previous_tokens: vec![],
+        };
+        self.store.commit(write, audit, domain_events).await?;
+        Ok(Stored { id, version: 1, last_updated: now, resource })
+    }
+
+    /// Read (`version` None) or vread.
+    pub async fn read_record(
+        &self,
+        caller: &Caller,
+        resource_type: &str,
+        id: &str,
+        version: Option<u64>,
+        audit: &mut AuditEntry,
+    ) -> Result<Stored> {
+        let (ty, _) = served(resource_type)?;
+        audit.entities = vec![format!("{ty}/{id}")];
+        let patient = self.locate(ty, id).await?;
+        audit.patient = Some(patient.clone());
+        self.check(caller, ty, Action::Read, Some(&patient))?;
+        let (v, deleted, last_updated, ct) = match version {
+            None => {
+                let c = self.store.current(&patient, ty, id).await?.ok_or(Error::NotFound)?;
+                (c.version, c.deleted, c.last_updated, c.ciphertext)
+            }
+            Some(n) => {
+                let v = self.store.version(&patient, ty, id, n).await?.ok_or(Error::NotFound)?;
+                (v.version, v.deleted, v.last_updated, v.ciphertext)
+            }
+        };
+        if deleted {
+            return Err(Error::Gone);
+        }
+        let key = self.patient_key(&patient).await?;
+        let resource = self.decrypt_record(&key, &patient, ty, id, v, ct.as_deref())?;
+        audit.entities = vec![format!("{ty}/{id}/_history/{v}")];
+        self.audit_read(caller, audit).await?;
+        Ok(Stored { id: id.to_owned(), version: v, last_updated, resource })
+    }
+
+    pub async fn update_record(
+        &self,
+        caller: &Caller,
+        resource_type: &str,
+        id: &str,
+        mut resource: Value,
+        if_match: Option<u64>,
+        audit: &mut AuditEntry,
+    ) -> Result<Stored> {
+        let (ty, events) = served(resource_type)?;
+        audit.entities = vec![format!("{ty}/{id}")];
+        let patient = self.locate(ty, id).await?;
+        audit.patient = Some(patient.clone());
+        self.check(caller, ty, Action::Update, Some(&patient))?;
+        if resource.get("id").and_then(Value::as_str) != Some(id) {
+            return Err(Error::BadRequest("the resource id must match the id in the URL".into()));
+        }
+        let expected = if_match
+            .ok_or_else(|| Error::PreconditionRequired("updates require If-Match with the current version".into()))?;
+        let named = clinical::compartment_of(ty, &resource).map_err(|i| Error::Invalid(vec![i]))?;
+        if named != patient {
+            let element = clinical::compartment_element(ty).unwrap_or("subject");
+            return Err(Error::Invalid(vec![Issue::error(
+                "business-rule",
+                "a record cannot move to another patient's compartment: delete it and create it there",
+            )
+            .at(format!("{ty}.{element}"))]));
+        }
+        let key = self.admit(ty, &resource, &patient).await?;
+        let current = self.store.current(&patient, ty, id).await?.ok_or(Error::NotFound)?;
+        if current.deleted {
+            return Err(Error::Gone);
+        }
+        expect_version(expected, current.version)?;
+        let version = current.version + 1;
+        let now = fhir::now_instant();
+        fhir::stamp(&mut resource, id, version, &now);
+        let ct = seal(&key, &resource_aad(&patient, ty, id, version), resource.to_string().as_bytes());
+        self.commit_next_version(caller, audit, (&patient, ty, id), current, &now, Some(ct), vec![], events[1]).await?;
+        Ok(Stored { id: id.to_owned(), version, last_updated: now, resource })
+    }
+
+    /// Logical delete: a tombstone version; history kept.
+    pub async fn delete_record(
+        &self,
+        caller: &Caller,
+        resource_type: &str,
+        id: &str,
+        if_match: Option<u64>,
+        audit: &mut AuditEntry,
+    ) -> Result<()> {
+        let (ty, events) = served(resource_type)?;
+        audit.entities = vec![format!("{ty}/{id}")];
+        let patient = self.locate(ty, id).await?;
+        audit.patient = Some(patient.clone());
+        self.check(caller, ty, Action::Delete, Some(&patient))?;
+        let current = self.store.current(&patient, ty, id).await?.ok_or(Error::NotFound)?;
+        if let Some(expected) = if_match {
+            expect_version(expected, current.version)?;
+        }
+        audit.status = 204;
+        if current.deleted {
+            return self.store.audit(audit, self.break_glass_events(caller, audit)).await.map_err(Into::into);
+        }
+        let now = fhir::now_instant();
+        self.commit_next_version(caller, audit, (&patient, ty, id), current, &now, None, vec![], events[2]).await
+    }
+
+    pub async fn record_history_of(
+        &self,
+        caller: &Caller,
+        resource_type: &str,
+        id: &str,
+        count: usize,
+        cursor: Option<&str>,
+        audit: &mut AuditEntry,
+    ) -> Result<HistoryResult> {
+        let (ty, _) = served(resource_type)?;
+        audit.entities = vec![format!("{ty}/{id}")];
+        let patient = self.locate(ty, id).await?;
+        audit.patient = Some(patient.clone());
+        self.check(caller, ty, Action::Read, Some(&patient))?;
+        self.record_history(caller, (&patient, ty, id), count, cursor, audit).await
+    }
+}

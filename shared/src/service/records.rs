@@ -1,0 +1,113 @@
+//! What every resource type's use cases share: the stored shape returned to
+//! callers, optimistic concurrency, and history over a compartment's
+//! versions.
+
+use super::{Caller, Services};
+use crate::audit::AuditEntry;
+use crate::cursor::Cursor;
+use crate::error::{Error, Result};
+use crate::ports::{KeyService, RecordStore};
+use serde_json::Value;
+
+pub const MAX_PAGE: usize = 100;
+pub const DEFAULT_PAGE: usize = 20;
+pub(crate) const CURSOR_TTL_SECONDS: i64 = 900;
+
+/// A stored resource as returned to the caller.
+pub struct Stored {
+    pub id: String,
+    pub version: u64,
+    pub last_updated: String,
+    pub resource: Value,
+}
+
+pub struct SearchResult {
+    pub total: usize,
+    pub resources: Vec<Stored>,
+    pub next_cursor: Option<String>,
+}
+
+pub struct HistoryItem {
+    pub version: u64,
+    pub last_updated: String,
+    pub deleted: bool,
+    pub resource: Option<Value>,
+    pub first: bool,
+}
+
+pub struct HistoryResult {
+    pub total: usize,
+    pub items: Vec<HistoryItem>,
+    pub next_cursor: Option<String>,
+}
+
+pub(crate) fn expect_version(if_match: u64, current: u64) -> Result<()> {
+    if if_match == current {
+        Ok(())
+    } else {
+        Err(Error::PreconditionFailed(format!("If-Match names version {if_match}, the current version is {current}")))
+    }
+}
+
+pub(crate) fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl<S: RecordStore, K: KeyService> Services<S, K> {
+    /// A page of a resource's versions, newest first, behind a cursor bound
+    /// to the caller and the route. The caller has authorized the read.
+    pub(crate) async fn record_history(
+        &self,
+        caller: &Caller,
+        (patient, resource_type, id): (&str, &str, &str),
+        count: usize,
+        cursor: Option<&str>,
+        audit: &mut AuditEntry,
+    ) -> Result<HistoryResult> {
+        let route = format!("{resource_type}/{id}/_history");
+        let before = match cursor {
+            Some(t) => {
+                let c = self
+                    .cursors
+                    .decode(t, &caller.principal.subject, &route, now_unix())
+                    .map_err(|e| Error::BadRequest(e.to_string()))?;
+                Some(
+                    c.after
+                        .parse::<u64>()
+                        .map_err(|_| Error::BadRequest("the paging cursor is invalid or expired".into()))?,
+                )
+            }
+            None => None,
+        };
+        let current = self.store.current(patient, resource_type, id).await?.ok_or(Error::NotFound)?;
+        let mut versions = self.store.versions(patient, resource_type, id, before, count + 1).await?;
+        let next = (versions.len() > count).then(|| {
+            versions.truncate(count);
+            versions.last().map(|v| v.version)
+        });
+        let key = self.patient_key(patient).await?;
+        let mut items = Vec::with_capacity(versions.len());
+        for v in &versions {
+            let resource = match v.deleted {
+                true => None,
+                false => {
+                    Some(self.decrypt_record(&key, patient, resource_type, id, v.version, v.ciphertext.as_deref())?)
+                }
+            };
+            items.push(HistoryItem {
+                version: v.version,
+                last_updated: v.last_updated.clone(),
+                deleted: v.deleted,
+                resource,
+                first: v.version == 1,
+            });
+        }
+        audit.entities = versions.iter().map(|v| format!("{resource_type}/{id}/_history/{}", v.version)).collect();
+        self.audit_read(caller, audit).await?;
+        let next_cursor = next.flatten().map(|after| {
+            let c = Cursor { q: vec![], after: after.to_string(), exp: now_unix() + CURSOR_TTL_SECONDS };
+            self.cursors.encode(&c, &caller.principal.subject, &route)
+        });
+        Ok(HistoryResult { total: current.version as usize, items, next_cursor })
+    }
+}

@@ -1,0 +1,180 @@
+//! Immunization and Observation over HTTP (the clinical function): REST in a
+//! patient's compartment, compartment rules, business rules located at their
+//! element, profiles from meta.profile, and no plaintext PHI at rest.
+
+use medrec_e2e::{canary_patient, unique_tag, Harness};
+use serde_json::{json, Value};
+
+fn immunization(patient: &str) -> Value {
+    json!({
+        "resourceType": "Immunization",
+        "status": "completed",
+        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "208"}]},
+        "patient": {"reference": format!("Patient/{patient}")},
+        "occurrenceDateTime": "2026-11-20T09:00:00Z",
+        "primarySource": true,
+        "lotNumber": "LOT-CANARY-7731",
+        "expirationDate": "2027-06-30",
+        "protocolApplied": [{"doseNumberPositiveInt": 1, "seriesDosesPositiveInt": 2}]
+    })
+}
+
+fn heart_rate(patient: &str) -> Value {
+    json!({
+        "resourceType": "Observation", "status": "final",
+        "meta": {"profile": ["http://hl7.org/fhir/StructureDefinition/heartrate"]},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": format!("Patient/{patient}")},
+        "effectiveDateTime": "2026-11-23T08:30:00Z",
+        "valueQuantity": {"value": 72, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"}
+    })
+}
+
+fn expressions(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v["issue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["severity"] == "error")
+        .map(|i| i["expression"][0].as_str().unwrap_or("").to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clinical_records_live_in_their_patients_compartment() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-clinical");
+    let post = |path: &'static str, body: Value| {
+        let (h, t) = (&h, &t);
+        async move { h.call("POST", path, Some(t), &[], Some(&body.to_string())).await }
+    };
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+
+    // Create, read, vread, update with If-Match, history, delete.
+    let created = post("/fhir/Immunization", immunization(&patient)).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let imm = created.json();
+    let id = imm["id"].as_str().unwrap().to_owned();
+    assert_eq!(created.headers["etag"], "W/\"1\"");
+    assert!(created.headers["location"].to_str().unwrap().ends_with(&format!("/fhir/Immunization/{id}/_history/1")));
+    let read = h.get(&format!("/fhir/Immunization/{id}"), &t).await;
+    assert_eq!(read.status, 200);
+    assert_eq!(read.json()["lotNumber"], "LOT-CANARY-7731");
+    let mut changed = read.json();
+    changed["lotNumber"] = json!("LOT-CANARY-7732");
+    let path = format!("/fhir/Immunization/{id}");
+    assert_eq!(h.call("PUT", &path, Some(&t), &[], Some(&changed.to_string())).await.status, 428);
+    assert_eq!(
+        h.call("PUT", &path, Some(&t), &[("if-match", "W/\"9\"")], Some(&changed.to_string())).await.status,
+        412
+    );
+    let updated = h.call("PUT", &path, Some(&t), &[("if-match", "W/\"1\"")], Some(&changed.to_string())).await;
+    assert_eq!(updated.status, 200);
+    assert_eq!(updated.json()["meta"]["versionId"], "2");
+    assert_eq!(h.get(&format!("{path}/_history/1"), &t).await.json()["lotNumber"], "LOT-CANARY-7731");
+    let history = h.get(&format!("{path}/_history"), &t).await.json();
+    assert_eq!(history["total"], 2);
+    assert_eq!(history["entry"][0]["request"]["method"], "PUT");
+
+    // A record cannot move to another compartment.
+    let other = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let mut moved = updated.json();
+    moved["patient"]["reference"] = json!(format!("Patient/{other}"));
+    let r = h.call("PUT", &path, Some(&t), &[("if-match", "W/\"2\"")], Some(&moved.to_string())).await;
+    assert_eq!((r.status, expressions(&r.json())), (422, vec!["Immunization.patient".to_owned()]));
+
+    // Patient-context tokens see their own compartment only; others get 404, not 403.
+    let own = h.token_with("patient", "pat-own", &["patient/Immunization.rs"], Some(&patient));
+    assert_eq!(h.get(&path, &own).await.status, 200);
+    let stranger = h.token_with("patient", "pat-other", &["patient/Immunization.rs"], Some(&other));
+    assert_eq!(h.get(&path, &stranger).await.status, 404);
+    assert_eq!(
+        h.call("POST", "/fhir/Immunization", Some(&own), &[], Some(&immunization(&patient).to_string())).await.status,
+        403,
+        "patients do not record immunizations"
+    );
+
+    // Observations, with the heart-rate profile from meta.profile.
+    let obs = post("/fhir/Observation", heart_rate(&patient)).await;
+    assert_eq!(obs.status, 201, "{:?}", obs.body);
+    let obs_id = obs.json()["id"].as_str().unwrap().to_owned();
+    let mut wrong_unit = heart_rate(&patient);
+    wrong_unit["valueQuantity"]["code"] = json!("/h");
+    let r = post("/fhir/Observation", wrong_unit).await;
+    assert_eq!((r.status, expressions(&r.json())), (422, vec!["Observation.valueQuantity.code".to_owned()]));
+
+    // Delete: 410 after, history kept.
+    let obs_path = format!("/fhir/Observation/{obs_id}");
+    assert_eq!(h.call("DELETE", &obs_path, Some(&t), &[], None).await.status, 403, "clinicians do not delete");
+    let admin = h.token("admin", "admin-clinical");
+    assert_eq!(h.call("DELETE", &obs_path, Some(&admin), &[], None).await.status, 204);
+    assert_eq!(h.get(&obs_path, &t).await.status, 410);
+    assert_eq!(h.get(&format!("{obs_path}/_history"), &t).await.json()["total"], 2);
+    assert_eq!(h.get("/fhir/Observation/no-such-id", &t).await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clinical_business_rules_are_422_at_their_element() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-rules");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let post = |path: &'static str, body: Value| {
+        let (h, t) = (&h, &t);
+        async move { h.call("POST", path, Some(t), &[], Some(&body.to_string())).await }
+    };
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Mutation, &str)> = vec![
+        (
+            "future occurrence",
+            Box::new(|i| {
+                i["occurrenceDateTime"] = json!("2098-01-01");
+                i["expirationDate"] = json!("2099-01-01");
+            }),
+            "Immunization.occurrenceDateTime",
+        ),
+        (
+            "before birth (1961-07-13)",
+            Box::new(|i| i["occurrenceDateTime"] = json!("1960-05-01")),
+            "Immunization.occurrenceDateTime",
+        ),
+        ("expired lot", Box::new(|i| i["expirationDate"] = json!("2026-01-01")), "Immunization.expirationDate"),
+        (
+            "dose beyond series",
+            Box::new(|i| i["protocolApplied"][0]["doseNumberPositiveInt"] = json!(3)),
+            "Immunization.protocolApplied[0].doseNumberPositiveInt",
+        ),
+        ("not-done without reason", Box::new(|i| i["status"] = json!("not-done")), "Immunization.statusReason"),
+        ("no such patient", Box::new(|i| i["patient"]["reference"] = json!("Patient/nobody")), "Immunization.patient"),
+        (
+            "not a patient reference",
+            Box::new(|i| i["patient"]["reference"] = json!("Group/g1")),
+            "Immunization.patient",
+        ),
+        ("schema: bad status code", Box::new(|i| i["status"] = json!("done")), "Immunization.status"),
+    ];
+    for (what, mutate, at) in cases {
+        let mut imm = immunization(&patient);
+        mutate(&mut imm);
+        let r = post("/fhir/Immunization", imm).await;
+        assert_eq!((r.status, expressions(&r.json())), (422, vec![at.to_owned()]), "{what}");
+    }
+    let mut future = heart_rate(&patient);
+    future["effectiveDateTime"] = json!("2099-01-01T00:00:00Z");
+    let r = post("/fhir/Observation", future).await;
+    assert_eq!((r.status, expressions(&r.json())), (422, vec!["Observation.effectiveDateTime".to_owned()]));
+
+    // A deleted patient takes no new records.
+    let gone = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let admin = h.token("admin", "admin-rules");
+    assert_eq!(h.call("DELETE", &format!("/fhir/Patient/{gone}"), Some(&admin), &[], None).await.status, 204);
+    let r = post("/fhir/Observation", heart_rate(&gone)).await;
+    assert_eq!((r.status, expressions(&r.json())), (422, vec!["Observation.subject".to_owned()]));
+
+    // Nothing half-written, and no clinical PHI in plaintext at rest.
+    let dump = h.raw_dump().await;
+    assert!(!dump.contains("LOT-CANARY-7731"), "lot numbers are encrypted");
+    assert!(!dump.contains("8867-4"), "codes are encrypted");
+}
