@@ -79,6 +79,21 @@ async fn clinical_records_live_in_their_patients_compartment() {
     assert_eq!(history["total"], 2);
     assert_eq!(history["entry"][0]["request"]["method"], "PUT");
 
+    // An adverse reaction is an event of its own, in the patient's outbox stream.
+    let mut reacted = immunization(&patient);
+    reacted["reaction"] = json!([{"date": "2026-11-20T12:00:00Z", "reported": true}]);
+    let reacted_id = post("/fhir/Immunization", reacted).await.json()["id"].as_str().unwrap().to_owned();
+    let outbox = h.scan(&h.table("OutboxTable")).await;
+    let event_of = |ty: &str| {
+        outbox.iter().find(|i| {
+            i.get("type").and_then(|t| t.as_s().ok()).is_some_and(|t| t == ty)
+                && i.get("detail").and_then(|d| d.as_s().ok()).is_some_and(|d| d.contains(&reacted_id))
+        })
+    };
+    assert!(event_of("ImmunizationRecorded").is_some());
+    let reaction = event_of("ImmunizationReactionReported").expect("the reaction is reported");
+    assert_eq!(reaction["pk"].as_s().unwrap(), &patient, "ordered with the patient's other events");
+
     // A record cannot move to another compartment.
     let other = h.create_id(&t, &canary_patient(&unique_tag())).await;
     let mut moved = updated.json();
