@@ -32,6 +32,18 @@ async fn sample_events_are_served_by_the_handler() {
         assert_eq!(response.status().as_u16(), status, "{file}: {:?}", response.body());
     }
 
+    let env = h.stack.function_env["ClinicalFunction"].clone();
+    let clinical =
+        medrec_clinical::App::new(medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap())
+            .await
+            .unwrap();
+    let text = std::fs::read_to_string(repo_root().join("events/clinical-create.json")).unwrap();
+    let mut event: serde_json::Value = serde_json::from_str(&text).unwrap();
+    event["headers"]["authorization"] = format!("Bearer {token}").into();
+    let event = event.to_string().replace("0123456789abcdef0123456789abcdef", &id);
+    let response = medrec_shared::lambda::handle(&clinical, lambda_http::request::from_str(&event).unwrap()).await;
+    assert_eq!(response.status().as_u16(), 201, "{:?}", response.body());
+
     let env = h.stack.function_env["ValidationFunction"].clone();
     let validation =
         medrec_validation::App::new(medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap())
