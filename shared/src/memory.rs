@@ -36,6 +36,20 @@ impl RecordStore for MemoryStore {
         Ok(self.inner.lock().expect("lock").locators.get(&(ty.to_owned(), id.to_owned())).cloned())
     }
 
+    async fn compartment(&self, patient: &str, ty: &str) -> Result<Vec<(String, Current)>, PortError> {
+        let inner = self.inner.lock().expect("lock");
+        let mut found: Vec<(String, Current)> = inner
+            .current
+            .iter()
+            .filter(|((t, id), _)| {
+                t == ty && inner.locators.get(&(t.clone(), id.clone())).is_some_and(|p| p == patient)
+            })
+            .map(|((_, id), c)| (id.clone(), c.clone()))
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+
     async fn wrapped_key(&self, patient: &str) -> Result<Option<Vec<u8>>, PortError> {
         Ok(self.inner.lock().expect("lock").keys.get(patient).cloned())
     }

@@ -84,6 +84,13 @@ pub trait RecordStore: Send + Sync {
         before: Option<u64>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Version>, PortError>> + Send;
+    /// The current state of every resource of a type in a patient's
+    /// compartment, as (id, current), sorted by id.
+    fn compartment(
+        &self,
+        patient: &str,
+        resource_type: &str,
+    ) -> impl Future<Output = Result<Vec<(String, Current)>, PortError>> + Send;
     /// Ids of resources of a type indexed under a blind-index token, sorted.
     fn ids_for_token(
         &self,

@@ -193,3 +193,100 @@ async fn clinical_business_rules_are_422_at_their_element() {
     assert!(!dump.contains("LOT-CANARY-7731"), "lot numbers are encrypted");
     assert!(!dump.contains("8867-4"), "codes are encrypted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clinical_search_within_a_compartment() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-search");
+    let a = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let b = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let post = |body: Value| {
+        let (h, t) = (&h, &t);
+        async move {
+            let path = format!("/fhir/{}", body["resourceType"].as_str().unwrap());
+            let r = h.call("POST", &path, Some(t), &[], Some(&body.to_string())).await;
+            assert_eq!(r.status, 201, "{:?}", r.body);
+        }
+    };
+    for (code, date, lot) in
+        [("208", "2026-11-20", "LOT-A1"), ("140", "2025-10-01", "LOT-A2"), ("141", "2024-10-01", "LOT-A3")]
+    {
+        let mut imm = immunization(&a);
+        imm["vaccineCode"]["coding"][0]["code"] = json!(code);
+        imm["occurrenceDateTime"] = json!(date);
+        imm["lotNumber"] = json!(lot);
+        post(imm).await;
+    }
+    post(immunization(&b)).await;
+    post(heart_rate(&a)).await;
+    let mut slow = heart_rate(&a);
+    slow["valueQuantity"]["value"] = json!(48);
+    slow["effectiveDateTime"] = json!("2026-11-01T07:00:00Z");
+    post(slow).await;
+
+    let total = |path: String, token: String| {
+        let h = &h;
+        async move {
+            let r = h.get(&path, &token).await;
+            assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+            r.json()["total"].as_u64().unwrap()
+        }
+    };
+    let q = |s: &str| format!("/fhir/Immunization?patient=Patient/{a}&{s}");
+    assert_eq!(
+        total(format!("/fhir/Immunization?patient={a}"), t.clone()).await,
+        3,
+        "B's record is not in A's compartment"
+    );
+    assert_eq!(total(q("vaccine-code=http://hl7.org/fhir/sid/cvx|208"), t.clone()).await, 1);
+    assert_eq!(total(q("vaccine-code=208,140"), t.clone()).await, 2);
+    assert_eq!(total(q("date=ge2025-01-01"), t.clone()).await, 2);
+    assert_eq!(total(q("date=lt2025-01-01&status=completed"), t.clone()).await, 1);
+    assert_eq!(total(q("lot-number=lot-a2"), t.clone()).await, 1);
+    let o = |s: &str| format!("/fhir/Observation?patient={a}&{s}");
+    assert_eq!(total(o("code=http://loinc.org|8867-4"), t.clone()).await, 2);
+    assert_eq!(total(o("value-quantity=gt60"), t.clone()).await, 1);
+    assert_eq!(total(o("category=vital-signs&date=2026-11-01"), t.clone()).await, 1);
+
+    // Paging: cursors carry the query, bound to the caller; values never in the URL.
+    let first =
+        h.get(&format!("/fhir/Immunization?patient={a}&lot-number=LOT-A1,LOT-A2,LOT-A3&_count=2"), &t).await.json();
+    assert_eq!(first["entry"].as_array().unwrap().len(), 2);
+    let next = first["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!next.contains("LOT-A") && !next.contains(&a), "{next}");
+    let path = next.split_once("/fhir/").map(|(_, p)| format!("/fhir/{p}")).unwrap();
+    let second = h.get(&path, &t).await.json();
+    assert_eq!(second["entry"].as_array().unwrap().len(), 1);
+    let thief = h.token("clinician", "dr-other");
+    assert_eq!(h.get(&path, &thief).await.status, 400, "a cursor works for its caller only");
+
+    // POST _search, patient-context tokens, and refusals.
+    let form = h
+        .call(
+            "POST",
+            "/fhir/Immunization/_search",
+            Some(&t),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(&format!("patient={a}&vaccine-code=141")),
+        )
+        .await;
+    assert_eq!(form.json()["total"], 1);
+    let own = h.token_with("patient", "pat-a", &["patient/Immunization.rs"], Some(&a));
+    assert_eq!(total("/fhir/Immunization".into(), own.clone()).await, 3, "the token's compartment");
+    assert_eq!(h.get(&format!("/fhir/Immunization?patient={b}"), &own).await.status, 404);
+    for (path, why) in [
+        ("/fhir/Immunization".to_owned(), "no patient"),
+        (q("color=red"), "unknown parameter"),
+        (q("vaccine-code:text=flu"), "modifier"),
+        (q("date=yesterday"), "not a date"),
+        (o("value-quantity=high"), "not a number"),
+        ("/fhir/Immunization?patient=not%20an%20id".to_owned(), "bad patient"),
+    ] {
+        let r = h.get(&path, &t).await;
+        assert_eq!(r.status, 400, "{why}");
+        assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    }
+}

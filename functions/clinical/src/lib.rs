@@ -6,6 +6,7 @@ use lambda_http::{Body, Response};
 use medrec_shared::audit::AuditEntry;
 use medrec_shared::config::Config;
 use medrec_shared::error::Error;
+use medrec_shared::fhir::bundle::{self, SearchPage};
 use medrec_shared::fhir::primitives::is_id;
 use medrec_shared::http;
 use medrec_shared::lambda::{Api, Ctx, Route};
@@ -15,12 +16,16 @@ use medrec_shared::runtime::{BootError, Runtime};
 /// Every route this function serves; template.yaml declares the same.
 pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/fhir/Immunization", interaction: "create" },
+    Route { method: "GET", path: "/fhir/Immunization", interaction: "search-type" },
+    Route { method: "POST", path: "/fhir/Immunization/_search", interaction: "search-type" },
     Route { method: "GET", path: "/fhir/Immunization/{id}", interaction: "read" },
     Route { method: "PUT", path: "/fhir/Immunization/{id}", interaction: "update" },
     Route { method: "DELETE", path: "/fhir/Immunization/{id}", interaction: "delete" },
     Route { method: "GET", path: "/fhir/Immunization/{id}/_history", interaction: "history-instance" },
     Route { method: "GET", path: "/fhir/Immunization/{id}/_history/{vid}", interaction: "vread" },
     Route { method: "POST", path: "/fhir/Observation", interaction: "create" },
+    Route { method: "GET", path: "/fhir/Observation", interaction: "search-type" },
+    Route { method: "POST", path: "/fhir/Observation/_search", interaction: "search-type" },
     Route { method: "GET", path: "/fhir/Observation/{id}", interaction: "read" },
     Route { method: "PUT", path: "/fhir/Observation/{id}", interaction: "update" },
     Route { method: "DELETE", path: "/fhir/Observation/{id}", interaction: "delete" },
@@ -79,6 +84,21 @@ impl App {
                 let (count, cursor) = rest::history_params(req)?;
                 let h = svc.record_history_of(caller, ty, id, count, cursor.as_deref(), audit).await?;
                 Ok(rest::history_response(base, ty, id, h))
+            }
+            ("search-type", None) => {
+                let q = if route.method == "POST" { http::form_body(req, max)? } else { http::query(req)? };
+                let r = svc.search_records(caller, ty, q, audit).await?;
+                let page = SearchPage {
+                    self_link: format!("{base}/fhir/{ty}"),
+                    next_link: r.next_cursor.map(|c| format!("{base}/fhir/{ty}?_cursor={c}")),
+                    total: r.total,
+                    entries: r
+                        .resources
+                        .into_iter()
+                        .map(|s| (format!("{base}/fhir/{ty}/{}", s.id), s.resource))
+                        .collect(),
+                };
+                Ok(http::response(200, Some(&bundle::searchset(page)), &[]))
             }
             _ => Err(Error::NotFound),
         }

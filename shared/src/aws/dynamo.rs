@@ -65,6 +65,22 @@ fn b(v: &[u8]) -> AV {
 pub fn patient_pk(patient: &str) -> String {
     format!("P#{patient}")
 }
+fn current_from(item: &HashMap<String, AV>) -> Result<Current, PortError> {
+    let v = version_from(item)?;
+    let tokens = item
+        .get("tok")
+        .and_then(|t| t.as_l().ok())
+        .map(|l| l.iter().filter_map(|x| x.as_s().ok().cloned()).collect())
+        .unwrap_or_default();
+    Ok(Current {
+        version: v.version,
+        deleted: v.deleted,
+        last_updated: v.last_updated,
+        tokens,
+        ciphertext: v.ciphertext,
+    })
+}
+
 fn locator_pk(ty: &str, id: &str) -> String {
     format!("L#{ty}#{id}")
 }
@@ -343,20 +359,36 @@ impl RecordStore for DynamoStore {
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        let Some(item) = out.item() else { return Ok(None) };
-        let v = version_from(item)?;
-        let tokens = item
-            .get("tok")
-            .and_then(|t| t.as_l().ok())
-            .map(|l| l.iter().filter_map(|x| x.as_s().ok().cloned()).collect())
-            .unwrap_or_default();
-        Ok(Some(Current {
-            version: v.version,
-            deleted: v.deleted,
-            last_updated: v.last_updated,
-            tokens,
-            ciphertext: v.ciphertext,
-        }))
+        out.item().map(current_from).transpose()
+    }
+
+    async fn compartment(&self, patient: &str, ty: &str) -> Result<Vec<(String, Current)>, PortError> {
+        let prefix = format!("C#{ty}#");
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.tables.records)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :c)")
+                .expression_attribute_values(":pk", s(patient_pk(patient)))
+                .expression_attribute_values(":c", s(&prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| port_error("dynamodb", &e))?;
+            for item in out.items() {
+                let id = get_s(item, "sk").and_then(|sk| sk.strip_prefix(&prefix)).unwrap_or_default().to_owned();
+                found.push((id, current_from(item)?));
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 
     async fn version(&self, patient: &str, ty: &str, id: &str, version: u64) -> Result<Option<Version>, PortError> {

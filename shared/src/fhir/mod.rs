@@ -10,6 +10,7 @@ pub mod outcome;
 pub mod patient;
 pub mod primitives;
 pub mod profiles;
+pub mod search;
 pub mod validator;
 
 use serde_json::Value;

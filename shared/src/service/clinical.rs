@@ -29,21 +29,21 @@ pub const CAPABILITIES: [ResourceCapability; 2] = [
     ResourceCapability {
         resource_type: "Immunization",
         interactions: INTERACTIONS,
-        search_params: &[],
+        search_params: super::clinical_search::IMMUNIZATION_PARAMS,
         operations: &[],
     },
     ResourceCapability {
         resource_type: "Observation",
         interactions: INTERACTIONS,
-        search_params: &[],
+        search_params: super::clinical_search::OBSERVATION_PARAMS,
         operations: &[],
     },
 ];
 
-const INTERACTIONS: &[&str] = &["read", "vread", "update", "delete", "history-instance", "create"];
+const INTERACTIONS: &[&str] = &["read", "vread", "update", "delete", "history-instance", "create", "search-type"];
 
 /// The served type as a static name, with its events; None for any other.
-fn served(resource_type: &str) -> Result<(&'static str, [&'static str; 3])> {
+pub(crate) fn served(resource_type: &str) -> Result<(&'static str, [&'static str; 3])> {
     TYPES.iter().find(|(t, _)| *t == resource_type).copied().ok_or(Error::NotFound)
 }
 

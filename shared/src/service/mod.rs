@@ -4,6 +4,7 @@
 //! returns anything (fail closed).
 
 pub mod clinical;
+pub mod clinical_search;
 pub mod patients;
 pub mod records;
 pub mod validation;

@@ -1,0 +1,211 @@
+//! Search of Immunization and Observation within one patient's compartment.
+//! A clinical search must name its patient (or come with a patient-context
+//! token): minimum necessary, and no cross-patient fishing through clinical
+//! codes. The compartment's records are read in one query, decrypted, and
+//! matched in memory, so no clinical value needs a plaintext index.
+
+use super::records::{now_unix, SearchResult, Stored, CURSOR_TTL_SECONDS, DEFAULT_PAGE, MAX_PAGE};
+use super::{Caller, Services};
+use crate::audit::AuditEntry;
+use crate::auth::Action;
+use crate::cursor::Cursor;
+use crate::error::{Error, Result};
+use crate::fhir::primitives::is_id;
+use crate::fhir::search::{date_matches, date_range, quantity_matches, token_matches};
+use crate::ports::{KeyService, RecordStore};
+use serde_json::Value;
+
+/// (name, type, documentation) per clinical type, for the CapabilityStatement.
+pub const IMMUNIZATION_PARAMS: &[(&str, &str, &str)] = &[
+    ("patient", "reference", "Patient/{id} or {id}; required unless the token has a patient context."),
+    ("date", "date", "occurrence, with eq, ne, gt, lt, ge, le prefixes."),
+    ("vaccine-code", "token", "system|code, |code or code."),
+    ("status", "token", "Immunization status."),
+    ("lot-number", "string", "Lot number, exact (case-insensitive)."),
+    ("_id", "token", "Logical id."),
+];
+
+pub const OBSERVATION_PARAMS: &[(&str, &str, &str)] = &[
+    ("patient", "reference", "Patient/{id} or {id}; required unless the token has a patient context."),
+    ("code", "token", "system|code, |code or code."),
+    ("category", "token", "system|code, |code or code."),
+    ("date", "date", "effective[x], with eq, ne, gt, lt, ge, le prefixes."),
+    ("value-quantity", "quantity", "[prefix]number|system|code."),
+    ("status", "token", "Observation status."),
+    ("_id", "token", "Logical id."),
+];
+
+fn params_of(ty: &str) -> &'static [(&'static str, &'static str, &'static str)] {
+    if ty == "Immunization" {
+        IMMUNIZATION_PARAMS
+    } else {
+        OBSERVATION_PARAMS
+    }
+}
+
+/// Does one resource satisfy one parameter (any of its comma-separated
+/// values)? A value that cannot be read as its type is a 400.
+fn matches(ty: &str, r: &Value, name: &str, values: &str) -> Result<bool> {
+    let bad = || Error::BadRequest(format!("'{name}' has a value that is not a valid {name}"));
+    for v in values.split(',') {
+        let hit = match name {
+            "_id" => r["id"].as_str() == Some(v),
+            "status" => token_matches(&r["status"], v),
+            "vaccine-code" => token_matches(&r["vaccineCode"], v),
+            "code" => token_matches(&r["code"], v),
+            "category" => token_matches(&r["category"], v),
+            "lot-number" => r["lotNumber"].as_str().is_some_and(|l| l.eq_ignore_ascii_case(v)),
+            "date" => {
+                let element = if ty == "Immunization" {
+                    r.get("occurrenceDateTime")
+                } else {
+                    ["effectiveDateTime", "effectivePeriod", "effectiveInstant"].iter().find_map(|k| r.get(*k))
+                };
+                let range = element.and_then(date_range);
+                let probe = range.unwrap_or((time::OffsetDateTime::UNIX_EPOCH, time::OffsetDateTime::UNIX_EPOCH));
+                let hit = date_matches(probe, v).ok_or_else(bad)?;
+                range.is_some() && hit
+            }
+            "value-quantity" => quantity_matches(r.get("valueQuantity").unwrap_or(&Value::Null), v).ok_or_else(bad)?,
+            _ => false,
+        };
+        if hit {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+impl<S: RecordStore, K: KeyService> Services<S, K> {
+    pub async fn search_records(
+        &self,
+        caller: &Caller,
+        resource_type: &str,
+        params: Vec<(String, String)>,
+        audit: &mut AuditEntry,
+    ) -> Result<SearchResult> {
+        let (ty, _) = super::clinical::served(resource_type)?;
+        let known = params_of(ty);
+        let (params, after) = match params.iter().find(|(k, _)| k == "_cursor") {
+            Some((_, token)) if params.len() == 1 => {
+                let c = self
+                    .cursors
+                    .decode(token, &caller.principal.subject, ty, now_unix())
+                    .map_err(|e| Error::BadRequest(e.to_string()))?;
+                (c.q, Some(c.after))
+            }
+            Some(_) => return Err(Error::BadRequest("_cursor must be the only parameter of a paging request".into())),
+            None => (params, None),
+        };
+        // Names only, and only names medrec defines (audit attributes are plaintext).
+        audit.query_params = params
+            .iter()
+            .map(|(k, _)| match known.iter().find(|(p, _, _)| *p == k) {
+                Some((p, _, _)) => (*p).to_owned(),
+                None if k == "_count" => k.clone(),
+                None => "unrecognised".to_owned(),
+            })
+            .collect();
+        let mut count = DEFAULT_PAGE;
+        let mut patient = caller.principal.patient.clone();
+        let mut filters = Vec::new();
+        for (name, value) in &params {
+            match name.as_str() {
+                "_count" => {
+                    count =
+                        value.parse::<usize>().ok().filter(|c| (1..=MAX_PAGE).contains(c)).ok_or_else(|| {
+                            Error::BadRequest(format!("_count must be an integer from 1 to {MAX_PAGE}"))
+                        })?
+                }
+                "patient" => {
+                    let id = value.strip_prefix("Patient/").unwrap_or(value);
+                    if !is_id(id) {
+                        return Err(Error::BadRequest("patient must be Patient/{id} or {id}".into()));
+                    }
+                    match &patient {
+                        // A patient-context token asking for another compartment finds nothing.
+                        Some(own) if own != id => return Err(Error::NotFound),
+                        _ => patient = Some(id.to_owned()),
+                    }
+                }
+                n if n.contains(':') => {
+                    return Err(Error::BadRequest(format!(
+                        "search modifiers are not supported ({})",
+                        n.split(':').next().unwrap_or("")
+                    )))
+                }
+                n if known.iter().any(|(p, _, _)| *p == n) => filters.push((n, value.as_str())),
+                n => {
+                    return Err(Error::BadRequest(format!(
+                        "unknown search parameter '{}'",
+                        n.chars().take(64).collect::<String>()
+                    )))
+                }
+            }
+        }
+        let patient = patient
+            .ok_or_else(|| Error::BadRequest(format!("a {ty} search names its patient (patient=Patient/{{id}})")))?;
+        audit.patient = Some(patient.clone());
+        self.check(caller, ty, Action::Search, Some(&patient))?;
+        let records = self.store.compartment(&patient, ty).await?;
+        let mut hits = Vec::new();
+        if records.iter().any(|(_, c)| !c.deleted) {
+            let key = self.patient_key(&patient).await?;
+            for (id, current) in records.into_iter().filter(|(_, c)| !c.deleted) {
+                let resource =
+                    self.decrypt_record(&key, &patient, ty, &id, current.version, current.ciphertext.as_deref())?;
+                let mut keep = true;
+                for (name, value) in &filters {
+                    keep = keep && matches(ty, &resource, name, value)?;
+                }
+                if keep {
+                    hits.push(Stored { id, version: current.version, last_updated: current.last_updated, resource });
+                }
+            }
+        }
+        let total = hits.len();
+        let start = after.as_ref().map_or(0, |a| hits.partition_point(|s| &s.id <= a));
+        let has_more = start + count < total;
+        let resources: Vec<Stored> = hits.into_iter().skip(start).take(count).collect();
+        audit.entities = resources.iter().map(|r| format!("{ty}/{}/_history/{}", r.id, r.version)).collect();
+        self.audit_read(caller, audit).await?;
+        let next_cursor = match resources.last() {
+            Some(last) if has_more => {
+                let mut q = params;
+                if !q.iter().any(|(k, _)| k == "_count") {
+                    q.push(("_count".into(), count.to_string()));
+                }
+                let c = Cursor { q, after: last.id.clone(), exp: now_unix() + CURSOR_TTL_SECONDS };
+                Some(self.cursors.encode(&c, &caller.principal.subject, ty))
+            }
+            _ => None,
+        };
+        Ok(SearchResult { total, resources, next_cursor })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parameters_match_decrypted_resources() {
+        let imm = json!({"id": "i1", "status": "completed", "lotNumber": "AB12",
+            "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "208"}]},
+            "occurrenceDateTime": "2026-11-20T09:00:00Z"});
+        let m = |n, v| matches("Immunization", &imm, n, v).unwrap();
+        assert!(m("vaccine-code", "http://hl7.org/fhir/sid/cvx|208"));
+        assert!(m("vaccine-code", "140,208"), "comma is OR");
+        assert!(!m("vaccine-code", "140"));
+        assert!(m("lot-number", "ab12"));
+        assert!(m("date", "ge2026-11-01") && !m("date", "lt2026-11-01"));
+        assert!(m("_id", "i1"));
+        assert!(matches("Immunization", &imm, "date", "soon").is_err());
+        let obs = json!({"effectivePeriod": {"start": "2026-11-01", "end": "2026-11-02"},
+            "valueQuantity": {"value": 120, "code": "mm[Hg]"}});
+        assert!(matches("Observation", &obs, "date", "2026-11").unwrap());
+        assert!(matches("Observation", &obs, "value-quantity", "gt100||mm[Hg]").unwrap());
+        assert!(matches("Observation", &json!({}), "value-quantity", "nonsense").is_err());
+    }
+}
