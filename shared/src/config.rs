@@ -35,6 +35,8 @@ pub struct Config {
     pub max_token_lifetime: Duration,
     /// Names this function in audit records (`AuditEvent.source.observer`).
     pub function_name: String,
+    /// `MEDREC_CONSENT_DEFAULT`: `opt-out` (default) or `opt-in`.
+    pub consent_default: crate::consent::DefaultPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,13 @@ impl Config {
             clock_skew: Duration::from_secs(num("MEDREC_CLOCK_SKEW_SECONDS", 60)?),
             max_token_lifetime: Duration::from_secs(num("MEDREC_MAX_TOKEN_LIFETIME_SECONDS", 24 * 3600)?),
             function_name: get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "medrec".into()),
+            consent_default: match get("MEDREC_CONSENT_DEFAULT").as_deref() {
+                None | Some("opt-out") => crate::consent::DefaultPolicy::OptOut,
+                Some("opt-in") => crate::consent::DefaultPolicy::OptIn,
+                Some(other) => {
+                    return Err(ConfigError::Invalid("MEDREC_CONSENT_DEFAULT", format!("{other:?}: opt-in or opt-out")))
+                }
+            },
         };
         cfg.validate()?;
         Ok(cfg)

@@ -2,9 +2,13 @@
 //! stored resource (ETag, Location), history paging parameters and the
 //! history Bundle.
 
+use crate::audit::AuditEntry;
 use crate::error::{Error, Result};
-use crate::fhir::bundle::{self, HistoryEntry};
+use crate::fhir::bundle::{self, HistoryEntry, SearchPage};
+use crate::fhir::primitives::is_id;
 use crate::http;
+use crate::lambda::Ctx;
+use crate::runtime::Runtime;
 use crate::service::records::{HistoryResult, Stored, DEFAULT_PAGE, MAX_PAGE};
 use lambda_http::{Body, Request, Response};
 
@@ -71,4 +75,58 @@ pub fn history_response(base: &str, resource_type: &str, id: &str, h: HistoryRes
     let self_link = format!("{base}/fhir/{resource_type}/{id}/_history");
     let next = h.next_cursor.map(|c| format!("{self_link}?_cursor={c}"));
     http::response(200, Some(&bundle::history(self_link, next, h.total, entries)), &[])
+}
+
+/// REST for a compartment-bound type (Immunization, Observation, Consent):
+/// create, read, vread, update, delete, history, search. The type is the
+/// route's literal segment: `/fhir/{type}/...`.
+pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut AuditEntry) -> Result<Response<Body>> {
+    let Ctx { route, params, req, caller, base } = ctx;
+    // The type is the route's literal segment: /fhir/{type}/...
+    let ty = route.path.split('/').nth(2).unwrap_or_default();
+    let svc = &rt.services;
+    let max = rt.config.max_body_bytes;
+    let id = match params.first() {
+        Some(id) if is_id(id) => Some(*id),
+        Some(_) => return Err(Error::BadRequest("resource id is not a valid FHIR id".into())),
+        None => None,
+    };
+    let respond = |status, s: &_, location| resource_response(status, base, ty, s, location);
+    match (route.interaction, id) {
+        ("create", None) => {
+            let body = http::json_resource(req, max, ty)?;
+            Ok(respond(201, &svc.create_record(caller, ty, body, audit).await?, true))
+        }
+        ("read", Some(id)) => Ok(respond(200, &svc.read_record(caller, ty, id, None, audit).await?, false)),
+        ("vread", Some(id)) => {
+            let vid = version_id(params[1])?;
+            Ok(respond(200, &svc.read_record(caller, ty, id, Some(vid), audit).await?, false))
+        }
+        ("update", Some(id)) => {
+            let body = http::json_resource(req, max, ty)?;
+            let if_match = http::if_match(req)?;
+            Ok(respond(200, &svc.update_record(caller, ty, id, body, if_match, audit).await?, true))
+        }
+        ("delete", Some(id)) => {
+            svc.delete_record(caller, ty, id, http::if_match(req)?, audit).await?;
+            Ok(http::response(204, None, &[]))
+        }
+        ("history-instance", Some(id)) => {
+            let (count, cursor) = history_params(req)?;
+            let h = svc.record_history_of(caller, ty, id, count, cursor.as_deref(), audit).await?;
+            Ok(history_response(base, ty, id, h))
+        }
+        ("search-type", None) => {
+            let q = if route.method == "POST" { http::form_body(req, max)? } else { http::query(req)? };
+            let r = svc.search_records(caller, ty, q, audit).await?;
+            let page = SearchPage {
+                self_link: format!("{base}/fhir/{ty}"),
+                next_link: r.next_cursor.map(|c| format!("{base}/fhir/{ty}?_cursor={c}")),
+                total: r.total,
+                entries: r.resources.into_iter().map(|s| (format!("{base}/fhir/{ty}/{}", s.id), s.resource)).collect(),
+            };
+            Ok(http::response(200, Some(&bundle::searchset(page)), &[]))
+        }
+        _ => Err(Error::NotFound),
+    }
 }

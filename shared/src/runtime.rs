@@ -72,7 +72,8 @@ impl Runtime {
             max_uses: config.key_cache_max_uses,
             max_entries: config.key_cache_max_entries,
         });
-        let services = Services::new(store, kms, cache, keys.blind_index, keys.cursor, config.function_name.clone());
+        let services = Services::new(store, kms, cache, keys.blind_index, keys.cursor, config.function_name.clone())
+            .with_consent_default(config.consent_default);
         let local = config.deployment == Deployment::Local;
         let source = HttpKeySetSource::new(&config.jwks_url, local).map_err(BootError::Jwks)?;
         let policy = TokenPolicy {

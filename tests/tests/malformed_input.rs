@@ -123,9 +123,10 @@ async fn malformed_requests_get_outcomes_never_500() {
 fn template_routes_match_the_function_route_tables() {
     let template =
         medrec_infra::template::Template::load(&medrec_infra::emulator::repo_root().join("template.yaml")).unwrap();
-    let tables: [(&str, &[medrec_shared::lambda::Route]); 3] = [
+    let tables: [(&str, &[medrec_shared::lambda::Route]); 4] = [
         ("PatientsFunction", medrec_patients::ROUTES),
         ("ClinicalFunction", medrec_clinical::ROUTES),
+        ("ConsentFunction", medrec_consent::ROUTES),
         ("ValidationFunction", medrec_validation::ROUTES),
     ];
     for (function, routes) in tables {
@@ -165,6 +166,9 @@ fn a_deployed_config_refuses_dev_identity_and_emulator_settings() {
     assert!(base(&[("MEDREC_MAX_BODY_BYTES", "999999999")]).is_err());
     assert!(base(&[("MEDREC_AUDIT_SHARDS", "0")]).is_err());
     assert!(base(&[("MEDREC_RECORDS_TABLE", "")]).is_err());
+    assert!(base(&[("MEDREC_CONSENT_DEFAULT", "maybe")]).is_err());
+    let opt_in = base(&[("MEDREC_CONSENT_DEFAULT", "opt-in")]).unwrap();
+    assert_eq!(opt_in.consent_default, medrec_shared::consent::DefaultPolicy::OptIn);
     assert!(base(&[
         ("MEDREC_ENV", "local"),
         ("MEDREC_JWKS_URL", "http://127.0.0.1:1/jwks"),

@@ -6,9 +6,6 @@ use lambda_http::{Body, Response};
 use medrec_shared::audit::AuditEntry;
 use medrec_shared::config::Config;
 use medrec_shared::error::Error;
-use medrec_shared::fhir::bundle::{self, SearchPage};
-use medrec_shared::fhir::primitives::is_id;
-use medrec_shared::http;
 use medrec_shared::lambda::{Api, Ctx, Route};
 use medrec_shared::rest;
 use medrec_shared::runtime::{BootError, Runtime};
@@ -48,61 +45,6 @@ impl App {
         medrec_shared::fhir::validator::model();
         Ok(App { rt: Runtime::from_config(config).await? })
     }
-
-    async fn serve_record(&self, ctx: Ctx<'_>, audit: &mut AuditEntry) -> Result<Response<Body>, Error> {
-        let Ctx { route, params, req, caller, base } = ctx;
-        // The type is the route's literal segment: /fhir/{type}/...
-        let ty = route.path.split('/').nth(2).unwrap_or_default();
-        let svc = &self.rt.services;
-        let max = self.rt.config.max_body_bytes;
-        let id = match params.first() {
-            Some(id) if is_id(id) => Some(*id),
-            Some(_) => return Err(Error::BadRequest("resource id is not a valid FHIR id".into())),
-            None => None,
-        };
-        let respond = |status, s: &_, location| rest::resource_response(status, base, ty, s, location);
-        match (route.interaction, id) {
-            ("create", None) => {
-                let body = http::json_resource(req, max, ty)?;
-                Ok(respond(201, &svc.create_record(caller, ty, body, audit).await?, true))
-            }
-            ("read", Some(id)) => Ok(respond(200, &svc.read_record(caller, ty, id, None, audit).await?, false)),
-            ("vread", Some(id)) => {
-                let vid = rest::version_id(params[1])?;
-                Ok(respond(200, &svc.read_record(caller, ty, id, Some(vid), audit).await?, false))
-            }
-            ("update", Some(id)) => {
-                let body = http::json_resource(req, max, ty)?;
-                let if_match = http::if_match(req)?;
-                Ok(respond(200, &svc.update_record(caller, ty, id, body, if_match, audit).await?, true))
-            }
-            ("delete", Some(id)) => {
-                svc.delete_record(caller, ty, id, http::if_match(req)?, audit).await?;
-                Ok(http::response(204, None, &[]))
-            }
-            ("history-instance", Some(id)) => {
-                let (count, cursor) = rest::history_params(req)?;
-                let h = svc.record_history_of(caller, ty, id, count, cursor.as_deref(), audit).await?;
-                Ok(rest::history_response(base, ty, id, h))
-            }
-            ("search-type", None) => {
-                let q = if route.method == "POST" { http::form_body(req, max)? } else { http::query(req)? };
-                let r = svc.search_records(caller, ty, q, audit).await?;
-                let page = SearchPage {
-                    self_link: format!("{base}/fhir/{ty}"),
-                    next_link: r.next_cursor.map(|c| format!("{base}/fhir/{ty}?_cursor={c}")),
-                    total: r.total,
-                    entries: r
-                        .resources
-                        .into_iter()
-                        .map(|s| (format!("{base}/fhir/{ty}/{}", s.id), s.resource))
-                        .collect(),
-                };
-                Ok(http::response(200, Some(&bundle::searchset(page)), &[]))
-            }
-            _ => Err(Error::NotFound),
-        }
-    }
 }
 
 impl Api for App {
@@ -119,6 +61,6 @@ impl Api for App {
         ctx: Ctx<'a>,
         audit: &'a mut AuditEntry,
     ) -> impl std::future::Future<Output = Result<Response<Body>, Error>> + Send + 'a {
-        self.serve_record(ctx, audit)
+        rest::serve_compartment_record(&self.rt, ctx, audit)
     }
 }

@@ -30,8 +30,8 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/fhir/Patient/{id}/_history/{vid}", interaction: "vread" },
 ];
 
-/// What the deployment serves: Patient here, the clinical types in the
-/// clinical function (declared in `shared`, so no function depends on another).
+/// What the deployment serves: Patient here, the clinical types and Consent
+/// in their functions (declared in `shared`, so no function depends on another).
 pub const CAPABILITIES: &[ResourceCapability] = &[
     ResourceCapability {
         resource_type: "Patient",
@@ -41,6 +41,7 @@ pub const CAPABILITIES: &[ResourceCapability] = &[
     },
     clinical::CAPABILITIES[0],
     clinical::CAPABILITIES[1],
+    clinical::CAPABILITIES[2],
 ];
 
 pub struct App {

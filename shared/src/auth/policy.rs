@@ -43,9 +43,11 @@ impl Role {
             (Role::Auditor, _) => false,
             (Role::Clinician, "AuditEvent") => false,
             (Role::Clinician, _) => !matches!(action, Delete),
-            (Role::Registrar, "Patient") => !matches!(action, Delete),
+            (Role::Registrar, "Patient" | "Consent") => !matches!(action, Delete),
             (Role::Registrar, _) => false,
             (Role::Patient, "AuditEvent") => false,
+            // Patients record and withdraw their own consents (their compartment only).
+            (Role::Patient, "Consent") => !matches!(action, Delete),
             (Role::Patient, _) => matches!(action, Read | Search),
         }
     }

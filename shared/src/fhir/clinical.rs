@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 /// The compartment element of each clinical type: its patient reference.
 pub fn compartment_element(resource_type: &str) -> Option<&'static str> {
     match resource_type {
-        "Immunization" => Some("patient"),
+        "Immunization" | "Consent" => Some("patient"),
         "Observation" => Some("subject"),
         _ => None,
     }

@@ -19,13 +19,25 @@ use std::sync::Arc;
 
 /// The clinical types this module serves, with their event names
 /// (recorded, updated, deleted).
-const TYPES: [(&str, [&str; 3]); 2] = [
+const TYPES: [(&str, [&str; 3]); 3] = [
     ("Immunization", ["ImmunizationRecorded", "ImmunizationUpdated", "ImmunizationDeleted"]),
     ("Observation", ["ObservationRecorded", "ObservationUpdated", "ObservationDeleted"]),
+    // Consent events follow its status instead (see `consent_event`).
+    ("Consent", ["ConsentRecorded", "ConsentUpdated", "ConsentRevoked"]),
 ];
 
-/// What the clinical function serves, for the CapabilityStatement.
-pub const CAPABILITIES: [ResourceCapability; 2] = [
+/// A Consent's event by the status it had and has: granted when it becomes
+/// active, revoked when an active consent stops being so.
+fn consent_event(before: Option<&str>, after: Option<&str>, default: &'static str) -> &'static str {
+    match (before == Some("active"), after == Some("active")) {
+        (false, true) => "ConsentGranted",
+        (true, false) => "ConsentRevoked",
+        _ => default,
+    }
+}
+
+/// What the clinical and consent functions serve, for the CapabilityStatement.
+pub const CAPABILITIES: [ResourceCapability; 3] = [
     ResourceCapability {
         resource_type: "Immunization",
         interactions: INTERACTIONS,
@@ -36,6 +48,12 @@ pub const CAPABILITIES: [ResourceCapability; 2] = [
         resource_type: "Observation",
         interactions: INTERACTIONS,
         search_params: super::clinical_search::OBSERVATION_PARAMS,
+        operations: &[],
+    },
+    ResourceCapability {
+        resource_type: "Consent",
+        interactions: INTERACTIONS,
+        search_params: super::clinical_search::CONSENT_PARAMS,
         operations: &[],
     },
 ];
@@ -63,6 +81,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let key = self.patient_key(patient).await?;
         let now = time::OffsetDateTime::now_utc();
         issues.extend(match ty {
+            "Consent" => vec![],
             "Immunization" => {
                 let pat = self.decrypt_record(
                     &key,
@@ -105,7 +124,11 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let ct = seal(&key, &resource_aad(&patient, ty, &id, 1), resource.to_string().as_bytes());
         audit.entities = vec![format!("{ty}/{id}/_history/1")];
         audit.status = 201;
-        let mut domain_events = vec![self.record_event(events[0], &patient, ty, &id, &now, 1)];
+        let event = match ty {
+            "Consent" => consent_event(None, resource["status"].as_str(), events[0]),
+            _ => events[0],
+        };
+        let mut domain_events = vec![self.record_event(event, &patient, ty, &id, &now, 1)];
         if ty == "Immunization" && resource["reaction"].as_array().is_some_and(|r| !r.is_empty()) {
             domain_events.push(self.record_event("ImmunizationReactionReported", &patient, ty, &id, &now, 1));
         }
@@ -141,6 +164,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let patient = self.locate(ty, id).await?;
         audit.patient = Some(patient.clone());
         self.check(caller, ty, Action::Read, Some(&patient))?;
+        self.consent_gate(caller, &patient, ty).await?;
         let (v, deleted, last_updated, ct) = match version {
             None => {
                 let c = self.store.current(&patient, ty, id).await?.ok_or(Error::NotFound)?;
@@ -195,11 +219,19 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             return Err(Error::Gone);
         }
         expect_version(expected, current.version)?;
+        let event = match ty {
+            "Consent" => {
+                let before =
+                    self.decrypt_record(&key, &patient, ty, id, current.version, current.ciphertext.as_deref())?;
+                consent_event(before["status"].as_str(), resource["status"].as_str(), events[1])
+            }
+            _ => events[1],
+        };
         let version = current.version + 1;
         let now = fhir::now_instant();
         fhir::stamp(&mut resource, id, version, &now);
         let ct = seal(&key, &resource_aad(&patient, ty, id, version), resource.to_string().as_bytes());
-        self.commit_next_version(caller, audit, (&patient, ty, id), current, &now, Some(ct), vec![], events[1]).await?;
+        self.commit_next_version(caller, audit, (&patient, ty, id), current, &now, Some(ct), vec![], event).await?;
         Ok(Stored { id: id.to_owned(), version, last_updated: now, resource })
     }
 
@@ -243,6 +275,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let patient = self.locate(ty, id).await?;
         audit.patient = Some(patient.clone());
         self.check(caller, ty, Action::Read, Some(&patient))?;
+        self.consent_gate(caller, &patient, ty).await?;
         self.record_history(caller, (&patient, ty, id), count, cursor, audit).await
     }
 }

@@ -35,11 +35,17 @@ pub const OBSERVATION_PARAMS: &[(&str, &str, &str)] = &[
     ("_id", "token", "Logical id."),
 ];
 
+pub const CONSENT_PARAMS: &[(&str, &str, &str)] = &[
+    ("patient", "reference", "Patient/{id} or {id}; required unless the token has a patient context."),
+    ("status", "token", "Consent state."),
+    ("_id", "token", "Logical id."),
+];
+
 fn params_of(ty: &str) -> &'static [(&'static str, &'static str, &'static str)] {
-    if ty == "Immunization" {
-        IMMUNIZATION_PARAMS
-    } else {
-        OBSERVATION_PARAMS
+    match ty {
+        "Immunization" => IMMUNIZATION_PARAMS,
+        "Consent" => CONSENT_PARAMS,
+        _ => OBSERVATION_PARAMS,
     }
 }
 
@@ -147,6 +153,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             .ok_or_else(|| Error::BadRequest(format!("a {ty} search names its patient (patient=Patient/{{id}})")))?;
         audit.patient = Some(patient.clone());
         self.check(caller, ty, Action::Search, Some(&patient))?;
+        self.consent_gate(caller, &patient, ty).await?;
         let records = self.store.compartment(&patient, ty).await?;
         let mut hits = Vec::new();
         if records.iter().any(|(_, c)| !c.deleted) {

@@ -5,12 +5,14 @@
 
 pub mod clinical;
 pub mod clinical_search;
+pub mod consent_gate;
 pub mod patients;
 pub mod records;
 pub mod validation;
 
 use crate::audit::{Agent, AuditEntry, Outcome};
 use crate::auth::{authorize, Action, Decision, Principal, Purpose, Role};
+use crate::consent::DefaultPolicy;
 use crate::crypto::keycache::KeyCache;
 use crate::crypto::{blind::BlindIndex, hex, open, random_id, resource_aad, sha256, DataKey};
 use crate::cursor::CursorCodec;
@@ -53,6 +55,8 @@ pub struct Services<S, K> {
     index: BlindIndex,
     cursors: CursorCodec,
     observer: String,
+    /// What applies when no consent of a patient decides an access.
+    consent_default: DefaultPolicy,
 }
 
 impl<S: RecordStore, K: KeyService> Services<S, K> {
@@ -71,7 +75,15 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             index: BlindIndex::new(blind_index),
             cursors: CursorCodec::new(cursor),
             observer: observer.into(),
+            consent_default: DefaultPolicy::OptOut,
         }
+    }
+
+    /// Sets the consent default (opt-out unless configured: HIPAA permits
+    /// treatment, payment and operations disclosures without consent).
+    pub fn with_consent_default(mut self, policy: DefaultPolicy) -> Self {
+        self.consent_default = policy;
+        self
     }
 
     /// An audit record for one interaction, completed as the operation runs.

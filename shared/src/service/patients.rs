@@ -96,6 +96,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(id.to_owned());
         audit.entities = vec![format!("Patient/{id}")];
         self.check(caller, TYPE, Action::Read, Some(id))?;
+        self.consent_gate(caller, id, TYPE).await?;
         let current = self.store.current(id, TYPE, id).await?.ok_or(Error::NotFound)?;
         if current.deleted {
             return Err(Error::Gone);
@@ -117,6 +118,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(id.to_owned());
         audit.entities = vec![format!("Patient/{id}/_history/{version}")];
         self.check(caller, TYPE, Action::Read, Some(id))?;
+        self.consent_gate(caller, id, TYPE).await?;
         let v = self.store.version(id, TYPE, id, version).await?.ok_or(Error::NotFound)?;
         if v.deleted {
             return Err(Error::Gone);
@@ -194,6 +196,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(id.to_owned());
         audit.entities = vec![format!("Patient/{id}")];
         self.check(caller, TYPE, Action::Read, Some(id))?;
+        self.consent_gate(caller, id, TYPE).await?;
         self.record_history(caller, (id, TYPE, id), count, cursor, audit).await
     }
 

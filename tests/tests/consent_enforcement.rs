@@ -1,0 +1,126 @@
+//! Consent end to end: a patient's FHIR Consent resources decide, at access
+//! time and in every function, who may read their records; a denial is a
+//! 403 OperationOutcome naming consent, audited; break-glass overrides it
+//! and raises an alert; revocation applies to the next request; status
+//! changes raise ConsentGranted / ConsentRevoked.
+
+use medrec_e2e::{canary_patient, unique_tag, Harness};
+use serde_json::{json, Value};
+
+fn consent(patient: &str, provision: Value) -> Value {
+    json!({
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{patient}")},
+        "dateTime": "2026-11-01",
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
+        "provision": provision
+    })
+}
+
+fn observation(patient: &str) -> Value {
+    json!({
+        "resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": format!("Patient/{patient}")},
+        "effectiveDateTime": "2026-11-23T08:30:00Z",
+        "valueQuantity": {"value": 72, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_decides_reads_in_every_function() {
+    let h = Harness::start().await;
+    let registrar = h.token("registrar", "front-desk");
+    let dr1 = h.token("clinician", "dr-1");
+    let dr2 = h.token("clinician", "dr-2");
+    let patient = h.create_id(&registrar, &canary_patient(&unique_tag())).await;
+    let obs = h.call("POST", "/fhir/Observation", Some(&dr1), &[], Some(&observation(&patient).to_string())).await;
+    let obs_path = format!("/fhir/Observation/{}", obs.json()["id"].as_str().unwrap());
+    let patient_path = format!("/fhir/Patient/{patient}");
+    let search = format!("/fhir/Observation?patient={patient}");
+
+    // Opt-out default: no consent, everyone with the role reads.
+    assert_eq!(h.get(&obs_path, &dr2).await.status, 200);
+
+    // The patient denies dr-2 (by actor) and research (by purpose).
+    let deny = consent(
+        &patient,
+        json!({"type": "permit", "provision": [
+            {"type": "deny", "actor": [{"role": {"coding": [{"code": "PRCP"}]}, "reference": {"reference": "Practitioner/dr-2"}}]},
+            {"type": "deny", "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HRESCH"}]}
+        ]}),
+    );
+    let created = h.call("POST", "/fhir/Consent", Some(&registrar), &[], Some(&deny.to_string())).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let consent_id = created.json()["id"].as_str().unwrap().to_owned();
+
+    for path in [&obs_path, &patient_path, &search, &format!("{obs_path}/_history")] {
+        let r = h.get(path, &dr2).await;
+        assert_eq!(r.status, 403, "{path}");
+        let text = r.json().to_string();
+        assert!(text.contains("consent") && text.contains(&consent_id), "{path}: {text}");
+        assert_eq!(h.get(path, &dr1).await.status, 200, "{path}: dr-1 is not denied");
+    }
+    let research = h.call("GET", &obs_path, Some(&dr1), &[("x-purpose-of-use", "HRESCH")], None).await;
+    assert_eq!(research.status, 403, "research use is denied");
+
+    // The denial is audited, as a failure.
+    let denied = h.audit_events_of("dr-2").await;
+    assert!(denied.iter().any(|e| e["outcome"] == "4"), "denied attempts are audited");
+
+    // Break-glass overrides, is audited with its reason hashed, and alerts.
+    let glass = h
+        .call(
+            "GET",
+            &obs_path,
+            Some(&dr2),
+            &[("x-purpose-of-use", "ETREAT"), ("x-break-glass-reason", "unconscious patient in ED")],
+            None,
+        )
+        .await;
+    assert_eq!(glass.status, 200);
+    let outbox: Vec<String> = h
+        .scan(&h.table("OutboxTable"))
+        .await
+        .iter()
+        .filter_map(|i| i.get("type").and_then(|t| t.as_s().ok()).cloned())
+        .collect();
+    assert!(outbox.iter().any(|t| t == "BreakGlassUsed"));
+    assert!(outbox.iter().any(|t| t == "ConsentGranted"), "{outbox:?}");
+
+    // The patient reads their own record whatever their consent says.
+    let own = h.token_with("patient", "pat", &["patient/Observation.rs", "patient/Consent.cru"], Some(&patient));
+    assert_eq!(h.get(&obs_path, &own).await.status, 200);
+
+    // Revocation by the patient applies to the very next request.
+    let mut current = h.get(&format!("/fhir/Consent/{consent_id}"), &own).await.json();
+    current["status"] = json!("inactive");
+    let revoked = h
+        .call(
+            "PUT",
+            &format!("/fhir/Consent/{consent_id}"),
+            Some(&own),
+            &[("if-match", "W/\"1\"")],
+            Some(&current.to_string()),
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{:?}", revoked.body);
+    assert_eq!(h.get(&obs_path, &dr2).await.status, 200);
+    let types: Vec<String> = h
+        .scan(&h.table("OutboxTable"))
+        .await
+        .iter()
+        .filter_map(|i| i.get("type").and_then(|t| t.as_s().ok()).cloned())
+        .collect();
+    assert!(types.iter().any(|t| t == "ConsentRevoked"), "{types:?}");
+
+    // Consents are searchable in the compartment; another patient cannot touch them.
+    assert_eq!(h.get(&format!("/fhir/Consent?patient={patient}&status=inactive"), &dr1).await.json()["total"], 1);
+    let other = h.create_id(&registrar, &canary_patient(&unique_tag())).await;
+    let stranger = h.token_with("patient", "pat-2", &["patient/Consent.cru"], Some(&other));
+    assert_eq!(h.get(&format!("/fhir/Consent/{consent_id}"), &stranger).await.status, 404);
+    let forged = consent(&patient, json!({"type": "deny"}));
+    assert_eq!(h.call("POST", "/fhir/Consent", Some(&stranger), &[], Some(&forged.to_string())).await.status, 404);
+}
