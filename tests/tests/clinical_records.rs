@@ -290,3 +290,51 @@ async fn clinical_search_within_a_compartment() {
         assert_eq!(r.json()["resourceType"], "OperationOutcome");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_pages_the_compartment_as_one_disclosure_per_page() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-everything");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let other = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    for body in [immunization(&patient), immunization(&patient), heart_rate(&patient), immunization(&other)] {
+        let ty = body["resourceType"].as_str().unwrap().to_owned();
+        assert_eq!(h.call("POST", &format!("/fhir/{ty}"), Some(&t), &[], Some(&body.to_string())).await.status, 201);
+    }
+    let first = h.get(&format!("/fhir/Patient/{patient}/$everything?_count=3"), &t).await;
+    assert_eq!(first.status, 200);
+    let first = first.json();
+    assert_eq!(first["total"], 4, "the patient and their three records, not the other patient's");
+    assert_eq!(first["entry"][0]["resource"]["resourceType"], "Patient");
+    let next = first["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = next.split_once("/fhir/").map(|(_, p)| format!("/fhir/{p}")).unwrap();
+    let second = h.get(&path, &t).await.json();
+    assert_eq!(second["entry"].as_array().unwrap().len(), 1);
+    let types: Vec<&str> = first["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["entry"].as_array().unwrap())
+        .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["Patient", "Immunization", "Immunization", "Observation"]);
+    // One audit record per page, naming every resource it disclosed.
+    let audits: Vec<Value> = h
+        .audit_events_of("dr-everything")
+        .await
+        .into_iter()
+        .filter(|e| e["subtype"][0]["code"] == "operation")
+        .collect();
+    assert_eq!(audits.len(), 2);
+    let named: usize = audits.iter().map(|a| a["entity"].as_array().map_or(0, Vec::len)).sum();
+    assert!(named >= 4, "every disclosed resource is named: {audits:?}");
+
+    // A token scoped to Patient only gets the Patient, not a 403.
+    let narrow = h.token_with("clinician", "dr-narrow", &["user/Patient.rs"], None);
+    let only = h.get(&format!("/fhir/Patient/{patient}/$everything"), &narrow).await.json();
+    assert_eq!(only["total"], 1);
+    assert_eq!(h.get(&format!("/fhir/Patient/{patient}/$nothing"), &t).await.status, 404);
+}

@@ -28,6 +28,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "DELETE", path: "/fhir/Patient/{id}", interaction: "delete" },
     Route { method: "GET", path: "/fhir/Patient/{id}/_history", interaction: "history-instance" },
     Route { method: "GET", path: "/fhir/Patient/{id}/_history/{vid}", interaction: "vread" },
+    Route { method: "GET", path: "/fhir/Patient/{id}/{operation}", interaction: "operation" },
 ];
 
 /// What the deployment serves: Patient here, the clinical types and Consent
@@ -37,7 +38,7 @@ pub const CAPABILITIES: &[ResourceCapability] = &[
         resource_type: "Patient",
         interactions: &["read", "vread", "update", "delete", "history-instance", "create", "search-type"],
         search_params: SEARCH_PARAMS,
-        operations: &[],
+        operations: &[("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")],
     },
     clinical::CAPABILITIES[0],
     clinical::CAPABILITIES[1],
@@ -119,6 +120,24 @@ impl App {
             ("DELETE", "delete", Some(id)) => {
                 svc.delete_patient(caller, id, http::if_match(req)?, audit).await?;
                 Ok(http::response(204, None, &[]))
+            }
+            ("GET", "operation", Some(id)) if params[1] == "$everything" => {
+                let (count, cursor) = rest::history_params(req)?;
+                let r = svc.everything(caller, id, count, cursor.as_deref(), audit).await?;
+                let page = SearchPage {
+                    self_link: format!("{base}/fhir/Patient/{id}/$everything"),
+                    next_link: r.next_cursor.map(|c| format!("{base}/fhir/Patient/{id}/$everything?_cursor={c}")),
+                    total: r.total,
+                    entries: r
+                        .resources
+                        .into_iter()
+                        .map(|s| {
+                            let ty = s.resource["resourceType"].as_str().unwrap_or_default().to_owned();
+                            (format!("{base}/fhir/{ty}/{}", s.id), s.resource)
+                        })
+                        .collect(),
+                };
+                Ok(http::response(200, Some(&bundle::searchset(page)), &[]))
             }
             ("GET", "history-instance", Some(id)) => {
                 let (count, cursor) = rest::history_params(req)?;

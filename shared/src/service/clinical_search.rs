@@ -191,6 +191,82 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
     }
 }
 
+/// The record types of a patient's compartment.
+const COMPARTMENT_TYPES: [&str; 3] = ["Immunization", "Observation", "Consent"];
+
+impl<S: RecordStore, K: KeyService> Services<S, K> {
+    /// `Patient/{id}/$everything`: the Patient then every record of its
+    /// compartment, paged; one audit record per page naming what it
+    /// disclosed.
+    pub async fn everything(
+        &self,
+        caller: &Caller,
+        patient: &str,
+        count: usize,
+        cursor: Option<&str>,
+        audit: &mut AuditEntry,
+    ) -> Result<SearchResult> {
+        audit.patient = Some(patient.to_owned());
+        audit.entities = vec![format!("Patient/{patient}")];
+        self.check(caller, "Patient", Action::Read, Some(patient))?;
+        self.consent_gate(caller, patient, "Patient").await?;
+        // Types the caller's scopes or the patient's consents exclude are left
+        // out, not refused: the rest of the record is still disclosed.
+        let mut types = Vec::new();
+        for ty in COMPARTMENT_TYPES {
+            if self.check(caller, ty, Action::Read, Some(patient)).is_ok()
+                && self.consent_gate(caller, patient, ty).await.is_ok()
+            {
+                types.push(ty);
+            }
+        }
+        let route = format!("Patient/{patient}/$everything");
+        let after = match cursor {
+            Some(t) => Some(
+                self.cursors
+                    .decode(t, &caller.principal.subject, &route, now_unix())
+                    .map_err(|e| Error::BadRequest(e.to_string()))?
+                    .after,
+            ),
+            None => None,
+        };
+        let current = self.store.current(patient, "Patient", patient).await?.ok_or(Error::NotFound)?;
+        if current.deleted {
+            return Err(Error::Gone);
+        }
+        // (sort key, type, id, current): the Patient first (empty key), then by type and id.
+        let mut all = vec![(String::new(), "Patient", patient.to_owned(), current)];
+        for ty in types {
+            for (id, c) in self.store.compartment(patient, ty).await?.into_iter().filter(|(_, c)| !c.deleted) {
+                all.push((format!("{ty}/{id}"), ty, id, c));
+            }
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let total = all.len();
+        let start = after.as_ref().map_or(0, |a| all.partition_point(|(k, ..)| k <= a));
+        let has_more = start + count < total;
+        let key = self.patient_key(patient).await?;
+        let mut resources = Vec::with_capacity(count);
+        let mut last = None;
+        for (sort_key, ty, id, c) in all.into_iter().skip(start).take(count) {
+            let resource = self.decrypt_record(&key, patient, ty, &id, c.version, c.ciphertext.as_deref())?;
+            audit.entities.push(format!("{ty}/{id}/_history/{}", c.version));
+            resources.push(Stored { id, version: c.version, last_updated: c.last_updated, resource });
+            last = Some(sort_key);
+        }
+        audit.entities.dedup();
+        self.audit_read(caller, audit).await?;
+        let next_cursor = match last {
+            Some(after) if has_more => {
+                let c = Cursor { q: vec![], after, exp: now_unix() + CURSOR_TTL_SECONDS };
+                Some(self.cursors.encode(&c, &caller.principal.subject, &route))
+            }
+            _ => None,
+        };
+        Ok(SearchResult { total, resources, next_cursor })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
