@@ -63,6 +63,11 @@ async fn consent_decides_reads_in_every_function() {
         assert!(text.contains("consent") && text.contains(&consent_id), "{path}: {text}");
         assert_eq!(h.get(path, &dr1).await.status, 200, "{path}: dr-1 is not denied");
     }
+    // Search results leave the patient out for dr-2: not in the entries, not in the total.
+    let by_id = format!("/fhir/Patient?_id={patient}");
+    assert_eq!(h.get(&by_id, &dr1).await.json()["total"], 1);
+    let hidden = h.get(&by_id, &dr2).await;
+    assert_eq!((hidden.status, hidden.json()["total"].clone()), (200, json!(0)));
     let research = h.call("GET", &obs_path, Some(&dr1), &[("x-purpose-of-use", "HRESCH")], None).await;
     assert_eq!(research.status, 403, "research use is denied");
 

@@ -274,6 +274,15 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         if caller.principal.patient.is_some() || caller.principal.roles.contains(&crate::auth::Role::Patient) {
             ids.retain(|id| caller.principal.patient.as_deref() == Some(id.as_str()));
         }
+        // Patients whose consent denies this caller are not in the results,
+        // nor in the total or the paging (one compartment query per match).
+        let mut permitted = Vec::with_capacity(ids.len());
+        for id in ids {
+            if self.consent_gate(caller, &id, TYPE).await.is_ok() {
+                permitted.push(id);
+            }
+        }
+        let ids = permitted;
         let total = ids.len();
         let start = after.as_ref().map_or(0, |a| ids.partition_point(|id| id <= a));
         let page: Vec<String> = ids[start..].iter().take(count).cloned().collect();
