@@ -13,6 +13,9 @@ Two corrections make moto's DynamoDB behave like DynamoDB under concurrency
 - TransactWriteItems checks every condition first and applies the writes only
   if all pass, instead of deep-copying each touched table for rollback (a cost
   that grew with table size: 26 ms to 300 ms per transaction over 20 creates).
+- A Query on a table's own key reads its partition, as DynamoDB does, instead
+  of listing and sorting every item of the table first (a cost that grew with
+  the table: 50 ms per Query after a few hundred patients). Same results.
 """
 import json
 import logging
@@ -28,6 +31,7 @@ from moto.dynamodb.exceptions import (
 )
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.table import Table
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -97,6 +101,23 @@ def transact_write_items(self, transact_items):
 
 
 DynamoDBBackend.transact_write_items = transact_write_items
+
+_table_query = Table.query
+
+
+def query_one_partition(self, hash_key, *args, **kwargs):
+    index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+    if index_name is not None or not self.range_key_attr or hash_key is None:
+        return _table_query(self, hash_key, *args, **kwargs)
+    partition = list(self.items.get(hash_key, {}).values())
+    self.all_items = lambda: partition
+    try:
+        return _table_query(self, hash_key, *args, **kwargs)
+    finally:
+        del self.all_items
+
+
+Table.query = query_one_partition
 
 _lock = threading.Lock()
 _app = DomainDispatcherApplication(create_backend_app)

@@ -37,6 +37,35 @@ async fn main() {
     h.get("/fhir/Patient?family=Familybench", &t).await;
     show("search, 1 result, warm", &calls(&c, &ep).await);
 
+    // Clinical records and consent (functions clinical and consent).
+    let obs = serde_json::json!({
+        "resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": format!("Patient/{id}")}, "effectiveDateTime": "2026-11-23T08:30:00Z",
+        "valueQuantity": {"value": 72, "system": "http://unitsofmeasure.org", "code": "/min"}
+    });
+    let r = h.call("POST", "/fhir/Observation", Some(&t), &[], Some(&obs.to_string())).await;
+    let obs_id = r.json()["id"].as_str().unwrap().to_owned();
+    show("Observation create, warm", &calls(&c, &ep).await);
+    h.get(&format!("/fhir/Observation/{obs_id}"), &t).await;
+    show("Observation read, no consent on file", &calls(&c, &ep).await);
+    h.get(&format!("/fhir/Observation?patient={id}&code=8867-4"), &t).await;
+    show("Observation search in the compartment", &calls(&c, &ep).await);
+    let consent = serde_json::json!({
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{id}")},
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
+        "provision": {"type": "permit"}
+    });
+    h.call("POST", "/fhir/Consent", Some(&t), &[], Some(&consent.to_string())).await;
+    calls(&c, &ep).await;
+    h.get(&format!("/fhir/Observation/{obs_id}"), &t).await;
+    show("Observation read, one consent on file", &calls(&c, &ep).await);
+    h.get(&format!("/fhir/Patient/{id}/$everything"), &t).await;
+    show("Patient $everything (3 resources)", &calls(&c, &ep).await);
+
     // A second function instance on the same resources: a cold start.
     let env = h.stack.function_env["PatientsFunction"].clone();
     let config = medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();

@@ -209,17 +209,14 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(patient.to_owned());
         audit.entities = vec![format!("Patient/{patient}")];
         self.check(caller, "Patient", Action::Read, Some(patient))?;
-        self.consent_gate(caller, patient, "Patient").await?;
+        let consents = self.consents_of(caller, patient).await?;
+        self.consent_allows(caller, &consents, "Patient")?;
         // Types the caller's scopes or the patient's consents exclude are left
         // out, not refused: the rest of the record is still disclosed.
-        let mut types = Vec::new();
-        for ty in COMPARTMENT_TYPES {
-            if self.check(caller, ty, Action::Read, Some(patient)).is_ok()
-                && self.consent_gate(caller, patient, ty).await.is_ok()
-            {
-                types.push(ty);
-            }
-        }
+        let types = COMPARTMENT_TYPES.into_iter().filter(|ty| {
+            self.check(caller, ty, Action::Read, Some(patient)).is_ok()
+                && self.consent_allows(caller, &consents, ty).is_ok()
+        });
         let route = format!("Patient/{patient}/$everything");
         let after = match cursor {
             Some(t) => Some(

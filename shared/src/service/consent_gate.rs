@@ -6,19 +6,28 @@ use super::{Caller, Services};
 use crate::consent::{decide, AccessRequest, Decision, DefaultPolicy};
 use crate::error::{Error, Result};
 use crate::ports::{KeyService, RecordStore};
+use serde_json::Value;
 
 impl<S: RecordStore, K: KeyService> Services<S, K> {
     /// Err(403) when the patient's consents deny this caller reading
     /// `resource_type`; break-glass passes (audited and alerted by the read).
     /// The patient's own token is never blocked by their consents.
     pub(crate) async fn consent_gate(&self, caller: &Caller, patient: &str, resource_type: &str) -> Result<()> {
+        let consents = self.consents_of(caller, patient).await?;
+        self.consent_allows(caller, &consents, resource_type)
+    }
+
+    /// The patient's live Consent resources, as the gate needs them: None
+    /// when nothing can deny (the patient's own token, or no consent under
+    /// the opt-out default), so no key is unwrapped for nothing.
+    pub(crate) async fn consents_of(&self, caller: &Caller, patient: &str) -> Result<Option<Vec<Value>>> {
         if caller.principal.patient.as_deref() == Some(patient) {
-            return Ok(());
+            return Ok(None);
         }
         let live: Vec<_> =
             self.store.compartment(patient, "Consent").await?.into_iter().filter(|(_, c)| !c.deleted).collect();
         if live.is_empty() && self.consent_default == DefaultPolicy::OptOut {
-            return Ok(());
+            return Ok(None);
         }
         let mut consents = Vec::with_capacity(live.len());
         if !live.is_empty() {
@@ -27,6 +36,17 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 consents.push(self.decrypt_record(&key, patient, "Consent", id, c.version, c.ciphertext.as_deref())?);
             }
         }
+        Ok(Some(consents))
+    }
+
+    /// The decision for one resource type, given `consents_of`.
+    pub(crate) fn consent_allows(
+        &self,
+        caller: &Caller,
+        consents: &Option<Vec<Value>>,
+        resource_type: &str,
+    ) -> Result<()> {
+        let Some(consents) = consents else { return Ok(()) };
         // Consent actors are FHIR references; a token's subject is the
         // Practitioner id by convention (see docs/decisions/0005).
         let refs = [format!("Practitioner/{}", caller.principal.subject)];
@@ -41,7 +61,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             break_glass: caller.purpose.is_break_glass(),
             now: &now,
         };
-        match decide(&consents, &request, self.consent_default) {
+        match decide(consents, &request, self.consent_default) {
             Decision::Deny { consent: Some(id) } => {
                 Err(Error::Forbidden(format!("consent: Consent/{id} does not permit this access")))
             }
