@@ -25,6 +25,10 @@ const KNOWN_INVALID: &[(&str, &str)] = &[
         "performer references an Encounter; R4 Observation.performer allows Practitioner, PractitionerRole, Organization, CareTeam, Patient and RelatedPerson only",
     ),
     (
+        "Observation-f202.json",
+        "a body temperature (LOINC 8310-5) with no effective[x]: R4 says vital-signs Observations SHALL meet the vital-signs profile, which requires it",
+    ),
+    (
         "Bundle-dataelements.json",
         "bdl-7: seven fullUrls appear several times in this collection bundle with no versionId to tell them apart",
     ),

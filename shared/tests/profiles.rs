@@ -212,3 +212,22 @@ fn the_profiles_medrec_knows() {
         assert!(urls.contains(&url(p).as_str()), "{p}");
     }
 }
+
+#[test]
+fn vital_signs_codes_imply_their_profiles() {
+    // R4: an Observation with a vital-signs LOINC code SHALL meet that sign's profile.
+    let mut hr = example("Observation-heart-rate.json");
+    hr.as_object_mut().unwrap().remove("meta");
+    assert_eq!(model().implied_profiles(&hr), vec![url("heartrate").as_str()]);
+    assert!(model().validate(&hr).iter().all(|i| !i.is_error()));
+    hr["valueQuantity"]["code"] = json!("/h");
+    let found: Vec<Issue> = model().validate(&hr).into_iter().filter(Issue::is_error).collect();
+    assert!(
+        found.iter().any(|i| i.expression.as_deref() == Some("Observation.valueQuantity.code")),
+        "{}",
+        describe(&found)
+    );
+    // Other codes imply nothing.
+    let lab = example("Observation-f001.json");
+    assert!(model().implied_profiles(&lab).is_empty());
+}

@@ -40,6 +40,7 @@ async fn main() {
     // Clinical records and consent (functions clinical and consent).
     let obs = serde_json::json!({
         "resourceType": "Observation", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
         "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
         "subject": {"reference": format!("Patient/{id}")}, "effectiveDateTime": "2026-11-23T08:30:00Z",
         "valueQuantity": {"value": 72, "system": "http://unitsofmeasure.org", "code": "/min"}

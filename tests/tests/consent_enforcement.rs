@@ -22,6 +22,7 @@ fn consent(patient: &str, provision: Value) -> Value {
 fn observation(patient: &str) -> Value {
     json!({
         "resourceType": "Observation", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
         "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
         "subject": {"reference": format!("Patient/{patient}")},
         "effectiveDateTime": "2026-11-23T08:30:00Z",

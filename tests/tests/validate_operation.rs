@@ -83,9 +83,19 @@ async fn validate_operation() {
         issues(&post("/fhir/Observation/$validate", wrong_unit).await.json()),
         vec![("error".into(), "Observation.valueQuantity.code".into())]
     );
+    // A heart-rate LOINC code implies the heart-rate profile (R4: SHALL), named or not.
+    let mut unnamed = heart_rate.clone();
+    unnamed.as_object_mut().unwrap().remove("meta");
+    unnamed.as_object_mut().unwrap().remove("category");
+    let found = issues(&post("/fhir/Observation/$validate", unnamed).await.json());
+    assert!(found.contains(&("error".into(), "Observation.category".into())), "{found:?}");
+    // A glucose result implies nothing, unless a profile is asked for.
     let mut no_profile = heart_rate.clone();
     no_profile.as_object_mut().unwrap().remove("meta");
     no_profile.as_object_mut().unwrap().remove("category");
+    no_profile["code"]["coding"][0]["code"] = json!("2339-0");
+    no_profile["valueQuantity"] =
+        json!({"value": 95, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"});
     assert_eq!(issues(&post("/fhir/Observation/$validate", no_profile.clone()).await.json())[0].0, "information");
     let queried = h
         .call(
@@ -131,5 +141,5 @@ async fn validate_operation() {
     assert_eq!(h.get("/fhir/Patient", &t).await.json()["total"], 2, "validation stores nothing (two creates)");
     let audited =
         h.audit_events_of("dr-validate").await.iter().filter(|e| e["subtype"][0]["code"] == "operation").count();
-    assert_eq!(audited, 15);
+    assert_eq!(audited, 16);
 }

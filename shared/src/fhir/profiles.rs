@@ -366,3 +366,17 @@ impl Profile {
         &self.ty
     }
 }
+
+/// R4 says an Observation with one of the vital-signs LOINC codes SHALL
+/// conform to that sign's profile: code -> profile URL, read from the core
+/// profiles' own fixed codes.
+pub(crate) fn vital_sign_profiles(profiles: &HashMap<String, Profile>) -> HashMap<String, String> {
+    profiles
+        .iter()
+        .filter(|(url, p)| url.starts_with("http://hl7.org/fhir/StructureDefinition/") && p.ty == "Observation")
+        .filter_map(|(url, p)| match expected_at(&p.root, "code.coding.code")? {
+            Value::String(code) => Some((code, url.clone())),
+            _ => None,
+        })
+        .collect()
+}

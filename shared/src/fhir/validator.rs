@@ -87,6 +87,8 @@ pub struct Model {
     primitives: FastSet<String>,
     value_sets: FastMap<String, ValueSet>,
     profiles: HashMap<String, Profile>,
+    /// LOINC code -> the core vital-signs profile an Observation with it must meet.
+    vital_signs: HashMap<String, String>,
     /// Roots of the `Element` and `Extension` types, resolved at load: the
     /// walk needs them for every primitive extension and every object.
     element_root: usize,
@@ -182,6 +184,7 @@ impl Model {
             primitives: FastSet::default(),
             value_sets: FastMap::default(),
             profiles: profiles::parse_all(&raw["profiles"]),
+            vital_signs: HashMap::new(),
             element_root: 0,
             extension_root: 0,
         };
@@ -266,6 +269,7 @@ impl Model {
         for (idx, r) in refs {
             m.elements[idx].content_ref = m.index.get(&r).copied();
         }
+        m.vital_signs = profiles::vital_sign_profiles(&m.profiles);
         m.element_root = m.index["Element"];
         m.extension_root = m.index["Extension"];
         let index = m.index.clone();
@@ -317,7 +321,12 @@ impl Model {
     /// it does not).
     pub fn validate(&self, resource: &Value) -> Vec<Issue> {
         let mut issues = self.validate_base(resource);
-        for url in resource["meta"]["profile"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        let declared: Vec<&str> =
+            resource["meta"]["profile"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        for url in self.implied_profiles(resource).into_iter().filter(|u| !declared.contains(u)) {
+            issues.extend(self.check_profile(resource, url).unwrap_or_default());
+        }
+        for url in declared {
             match self.check_profile(resource, url) {
                 Some(found) => issues.extend(found),
                 None => issues.push(
@@ -343,6 +352,23 @@ impl Model {
             issues.append(&mut extra);
         }
         Some(issues)
+    }
+
+    /// Profiles an instance must meet without naming them: a vital-signs
+    /// Observation (by its LOINC code) meets the core profile of that sign.
+    pub fn implied_profiles(&self, resource: &Value) -> Vec<&str> {
+        if resource["resourceType"] != "Observation" {
+            return vec![];
+        }
+        let mut urls: Vec<&str> = resource["code"]["coding"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["system"] == "http://loinc.org")
+            .filter_map(|c| self.vital_signs.get(c["code"].as_str()?).map(String::as_str))
+            .collect();
+        urls.dedup();
+        urls
     }
 
     /// The URLs of the profiles medrec validates against.
