@@ -107,6 +107,11 @@ pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut Au
             let if_match = http::if_match(req)?;
             Ok(respond(200, &svc.update_record(caller, ty, id, body, if_match, audit).await?, true))
         }
+        ("patch", Some(id)) => {
+            let patch = http::json_patch_body(req, max)?;
+            let if_match = http::if_match(req)?;
+            Ok(respond(200, &svc.patch_record(caller, ty, id, &patch, if_match, audit).await?, true))
+        }
         ("delete", Some(id)) => {
             svc.delete_record(caller, ty, id, http::if_match(req)?, audit).await?;
             Ok(http::response(204, None, &[]))

@@ -338,3 +338,58 @@ async fn everything_pages_the_compartment_as_one_disclosure_per_page() {
     assert_eq!(only["total"], 1);
     assert_eq!(h.get(&format!("/fhir/Patient/{patient}/$nothing"), &t).await.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_patch_goes_through_the_update_rules() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-patch");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let created = h.call("POST", "/fhir/Immunization", Some(&t), &[], Some(&immunization(&patient).to_string())).await;
+    let path = format!("/fhir/Immunization/{}", created.json()["id"].as_str().unwrap());
+    let patch = |body: Value, if_match: &'static str| {
+        let (h, t, path) = (&h, &t, &path);
+        async move {
+            let mut headers = vec![("content-type", "application/json-patch+json")];
+            if !if_match.is_empty() {
+                headers.push(("if-match", if_match));
+            }
+            h.call("PATCH", path, Some(t), &headers, Some(&body.to_string())).await
+        }
+    };
+    let lot = json!([{"op": "test", "path": "/lotNumber", "value": "LOT-CANARY-7731"},
+                     {"op": "replace", "path": "/lotNumber", "value": "LOT-CANARY-9000"}]);
+    assert_eq!(patch(lot.clone(), "").await.status, 428);
+    assert_eq!(patch(lot.clone(), "W/\"7\"").await.status, 412);
+    let ok = patch(lot.clone(), "W/\"1\"").await;
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
+    assert_eq!(
+        (ok.json()["lotNumber"].clone(), ok.json()["meta"]["versionId"].clone()),
+        (json!("LOT-CANARY-9000"), json!("2"))
+    );
+    // The same patch again: its test no longer holds.
+    let r = patch(lot, "W/\"2\"").await;
+    assert_eq!(r.status, 422);
+    // The result is validated like any update, at the element.
+    let r = patch(json!([{"op": "replace", "path": "/status", "value": "bogus"}]), "W/\"2\"").await;
+    assert_eq!((r.status, expressions(&r.json())), (422, vec!["Immunization.status".to_owned()]));
+    let r = patch(json!([{"op": "replace", "path": "/occurrenceDateTime", "value": "2099-01-01"}]), "W/\"2\"").await;
+    assert_eq!(r.status, 422, "business rules too");
+    // Identity and documents that are not patches are refused.
+    assert_eq!(patch(json!([{"op": "replace", "path": "/id", "value": "other"}]), "W/\"2\"").await.status, 400);
+    assert_eq!(patch(json!({"op": "add"}), "W/\"2\"").await.status, 400);
+    let wrong_type = h.call("PATCH", &path, Some(&t), &[("if-match", "W/\"2\"")], Some("[]")).await;
+    assert_eq!(wrong_type.status, 415);
+    // Patient too, and nothing above left a version behind.
+    let p = format!("/fhir/Patient/{patient}");
+    let r = h
+        .call(
+            "PATCH",
+            &p,
+            Some(&t),
+            &[("content-type", "application/json-patch+json"), ("if-match", "W/\"1\"")],
+            Some(&json!([{"op": "add", "path": "/active", "value": true}]).to_string()),
+        )
+        .await;
+    assert_eq!((r.status, r.json()["active"].clone()), (200, json!(true)));
+    assert_eq!(h.get(&format!("{path}/_history"), &t).await.json()["total"], 2);
+}

@@ -79,7 +79,14 @@ async fn malformed_requests_get_outcomes_never_500() {
             Some(format!(r#"{{"resourceType":"Patient","id":"{id}"}}"#)),
             400,
         ),
-        ("PATCH", p.clone(), vec![("content-type", json)], Some("{}".into()), 404),
+        ("PATCH", p.clone(), vec![("content-type", json)], Some("{}".into()), 415),
+        (
+            "PATCH",
+            p.clone(),
+            vec![("content-type", "application/json-patch+json"), ("if-match", "W/\"1\"")],
+            Some("{not json".into()),
+            400,
+        ),
         ("GET", "/fhir/Patient?_count=-1".into(), vec![], None, 400),
         ("GET", "/fhir/Patient?x=%E0%A4%A".into(), vec![], None, 400),
         (
@@ -93,7 +100,7 @@ async fn malformed_requests_get_outcomes_never_500() {
     for (method, path, headers, body, expected) in cases {
         let r = h.call(method, &path, Some(&t), &headers, body.as_deref()).await;
         assert_eq!(r.status, expected, "{method} {path} {headers:?}: {}", String::from_utf8_lossy(&r.body));
-        if path.starts_with("/fhir/Patient") && method != "PATCH" {
+        if path.starts_with("/fhir/Patient") {
             assert_eq!(r.json()["resourceType"], "OperationOutcome", "{method} {path}");
         }
     }

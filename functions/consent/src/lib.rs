@@ -18,6 +18,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/fhir/Consent/_search", interaction: "search-type" },
     Route { method: "GET", path: "/fhir/Consent/{id}", interaction: "read" },
     Route { method: "PUT", path: "/fhir/Consent/{id}", interaction: "update" },
+    Route { method: "PATCH", path: "/fhir/Consent/{id}", interaction: "patch" },
     Route { method: "DELETE", path: "/fhir/Consent/{id}", interaction: "delete" },
     Route { method: "GET", path: "/fhir/Consent/{id}/_history", interaction: "history-instance" },
     Route { method: "GET", path: "/fhir/Consent/{id}/_history/{vid}", interaction: "vread" },

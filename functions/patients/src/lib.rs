@@ -25,6 +25,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/fhir/Patient/_search", interaction: "search-type" },
     Route { method: "GET", path: "/fhir/Patient/{id}", interaction: "read" },
     Route { method: "PUT", path: "/fhir/Patient/{id}", interaction: "update" },
+    Route { method: "PATCH", path: "/fhir/Patient/{id}", interaction: "patch" },
     Route { method: "DELETE", path: "/fhir/Patient/{id}", interaction: "delete" },
     Route { method: "GET", path: "/fhir/Patient/{id}/_history", interaction: "history-instance" },
     Route { method: "GET", path: "/fhir/Patient/{id}/_history/{vid}", interaction: "vread" },
@@ -36,7 +37,7 @@ pub const ROUTES: &[Route] = &[
 pub const CAPABILITIES: &[ResourceCapability] = &[
     ResourceCapability {
         resource_type: "Patient",
-        interactions: &["read", "vread", "update", "delete", "history-instance", "create", "search-type"],
+        interactions: &["read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"],
         search_params: SEARCH_PARAMS,
         operations: &[("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")],
     },
@@ -117,6 +118,15 @@ impl App {
                 let if_match = http::if_match(req)?;
                 Ok(resource_response(200, &svc.update_patient(caller, id, body, if_match, audit).await?, true))
             }
+            ("PATCH", "patch", Some(id)) => {
+                let patch = http::json_patch_body(req, max)?;
+                let if_match = http::if_match(req)?;
+                Ok(resource_response(
+                    200,
+                    &svc.patch_record(caller, "Patient", id, &patch, if_match, audit).await?,
+                    true,
+                ))
+            }
             ("DELETE", "delete", Some(id)) => {
                 svc.delete_patient(caller, id, http::if_match(req)?, audit).await?;
                 Ok(http::response(204, None, &[]))
@@ -174,7 +184,7 @@ mod tests {
         assert_eq!(route("GET", "/fhir/Patient/abc").unwrap().0.interaction, "read");
         assert_eq!(route("GET", "/fhir/Patient/abc/_history/2").unwrap().1, vec!["abc", "2"]);
         assert_eq!(route("POST", "/fhir/Patient/_search").unwrap().0.interaction, "search-type");
-        assert!(matches!(route("PATCH", "/fhir/Patient/abc"), Err(Error::MethodNotAllowed)));
+        assert!(matches!(route("POST", "/fhir/Patient/abc"), Err(Error::MethodNotAllowed)));
         assert!(matches!(route("GET", "/fhir/Observation"), Err(Error::NotFound)));
         assert!(route("POST", "/fhir/Patient/$validate").is_err(), "served by the validation function");
     }

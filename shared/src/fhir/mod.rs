@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod capability;
 pub mod clinical;
 pub mod fhirpath;
+pub mod json_patch;
 pub mod outcome;
 pub mod patient;
 pub mod primitives;

@@ -46,7 +46,11 @@ pub fn error_response(e: &Error) -> Response<Body> {
         Error::PreconditionRequired(m) => (428, "required", m.clone()),
         Error::Conflict(m) => (409, "conflict", m.clone()),
         Error::PayloadTooLarge(limit) => (413, "too-long", format!("request body exceeds {limit} bytes")),
-        Error::UnsupportedMediaType => (415, "not-supported", "send application/fhir+json or application/json".into()),
+        Error::UnsupportedMediaType => (
+            415,
+            "not-supported",
+            "send application/fhir+json (application/json-patch+json for PATCH, form encoding for _search)".into(),
+        ),
         Error::NotAcceptable => (406, "not-supported", "medrec answers with application/fhir+json only".into()),
         Error::MethodNotAllowed => (405, "not-supported", "method not allowed on this resource".into()),
         Error::Invalid(issues) => return response(422, Some(&operation_outcome(issues)), &[]),
@@ -145,6 +149,17 @@ pub fn json_resource(req: &Request, max: usize, resource_type: &str) -> Result<V
     } else {
         Err(Error::BadRequest(format!("resourceType must be {resource_type}")))
     }
+}
+
+/// A JSON Patch document (`application/json-patch+json`), for PATCH.
+pub fn json_patch_body(req: &Request, max: usize) -> Result<Value, Error> {
+    let ct = header(req, "content-type").unwrap_or("").to_ascii_lowercase();
+    if ct.split(';').next().unwrap_or("").trim() != "application/json-patch+json" {
+        return Err(Error::UnsupportedMediaType);
+    }
+    let bytes = check_size(req, max)?;
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::BadRequest(format!("body is not valid JSON (line {}, column {})", e.line(), e.column())))
 }
 
 /// Form-encoded parameters of a `POST .../_search` body.

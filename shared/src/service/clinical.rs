@@ -58,7 +58,8 @@ pub const CAPABILITIES: [ResourceCapability; 3] = [
     },
 ];
 
-const INTERACTIONS: &[&str] = &["read", "vread", "update", "delete", "history-instance", "create", "search-type"];
+const INTERACTIONS: &[&str] =
+    &["read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"];
 
 /// The served type as a static name, with its events; None for any other.
 pub(crate) fn served(resource_type: &str) -> Result<(&'static str, [&'static str; 3])> {
