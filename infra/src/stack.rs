@@ -50,8 +50,8 @@ async fn mount(logical_id: &str, config: Config) -> Result<Option<Handler>, Stri
     let boot = |e: medrec_shared::runtime::BootError| format!("{logical_id}: {e}");
     Ok(match logical_id {
         "PatientsFunction" => Some(api(medrec_patients::App::new(config).await.map_err(boot)?)),
-        "ClinicalFunction" => Some(api(medrec_clinical::App::new(config).await.map_err(boot)?)),
-        "ConsentFunction" => Some(api(medrec_consent::App::new(config).await.map_err(boot)?)),
+        "ClinicalFunction" => Some(api(medrec_clinical::app(config).await.map_err(boot)?)),
+        "ConsentFunction" => Some(api(medrec_consent::app(config).await.map_err(boot)?)),
         "ValidationFunction" => Some(api(medrec_validation::App::new(config).await.map_err(boot)?)),
         _ => None,
     })

@@ -86,6 +86,13 @@ pub trait Api: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'a;
 }
 
+/// Cold start in Lambda: logging, then the configuration from the
+/// environment, validated (a bad setting stops the function from starting).
+pub fn config_from_env() -> Result<crate::config::Config, crate::runtime::BootError> {
+    crate::log::init();
+    Ok(crate::config::Config::from_env()?)
+}
+
 /// Serves one request.
 pub async fn handle<A: Api>(api: &A, req: Request) -> Response<Body> {
     let started = Instant::now();

@@ -3,12 +3,13 @@
 //! history Bundle.
 
 use crate::audit::AuditEntry;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fhir::bundle::{self, HistoryEntry, SearchPage};
 use crate::fhir::primitives::is_id;
 use crate::http;
-use crate::lambda::Ctx;
-use crate::runtime::Runtime;
+use crate::lambda::{Api, Ctx, Route};
+use crate::runtime::{BootError, Runtime};
 use crate::service::records::{HistoryResult, Stored, DEFAULT_PAGE, MAX_PAGE};
 use lambda_http::{Body, Request, Response};
 
@@ -75,6 +76,39 @@ pub fn history_response(base: &str, resource_type: &str, id: &str, h: HistoryRes
     let self_link = format!("{base}/fhir/{resource_type}/{id}/_history");
     let next = h.next_cursor.map(|c| format!("{self_link}?_cursor={c}"));
     http::response(200, Some(&bundle::history(self_link, next, h.total, entries)), &[])
+}
+
+/// An API function that serves compartment records on its routes (the
+/// clinical and consent functions differ only in their routes).
+pub struct CompartmentApi {
+    rt: Runtime,
+    routes: &'static [Route],
+}
+
+impl CompartmentApi {
+    pub async fn new(config: Config, routes: &'static [Route]) -> std::result::Result<Self, BootError> {
+        // Parse the generated FHIR model now, not on the first request.
+        crate::fhir::validator::model();
+        Ok(CompartmentApi { rt: Runtime::from_config(config).await?, routes })
+    }
+}
+
+impl Api for CompartmentApi {
+    fn routes(&self) -> &'static [Route] {
+        self.routes
+    }
+
+    fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    fn serve<'a>(
+        &'a self,
+        ctx: Ctx<'a>,
+        audit: &'a mut AuditEntry,
+    ) -> impl std::future::Future<Output = Result<Response<Body>>> + Send + 'a {
+        serve_compartment_record(&self.rt, ctx, audit)
+    }
 }
 
 /// REST for a compartment-bound type (Immunization, Observation, Consent):

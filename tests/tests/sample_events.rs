@@ -33,10 +33,9 @@ async fn sample_events_are_served_by_the_handler() {
     }
 
     let env = h.stack.function_env["ClinicalFunction"].clone();
-    let clinical =
-        medrec_clinical::App::new(medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap())
-            .await
-            .unwrap();
+    let clinical = medrec_clinical::app(medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap())
+        .await
+        .unwrap();
     let text = std::fs::read_to_string(repo_root().join("events/clinical-create.json")).unwrap();
     let mut event: serde_json::Value = serde_json::from_str(&text).unwrap();
     event["headers"]["authorization"] = format!("Bearer {token}").into();

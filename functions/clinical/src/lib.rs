@@ -1,14 +1,12 @@
 //! The clinical Lambda: FHIR REST for Immunization and Observation, records
-//! that live in a patient's compartment. Routing and HTTP mapping only; the
-//! use cases are `Services::*_record` in `medrec_shared::service::clinical`.
+//! that live in a patient's compartment. Routes only; the REST edge is
+//! `medrec_shared::rest::CompartmentApi`, the use cases
+//! `medrec_shared::service::clinical`.
 
-use lambda_http::{Body, Response};
-use medrec_shared::audit::AuditEntry;
 use medrec_shared::config::Config;
-use medrec_shared::error::Error;
-use medrec_shared::lambda::{Api, Ctx, Route};
-use medrec_shared::rest;
-use medrec_shared::runtime::{BootError, Runtime};
+use medrec_shared::lambda::Route;
+use medrec_shared::rest::CompartmentApi;
+use medrec_shared::runtime::BootError;
 
 /// Every route this function serves; template.yaml declares the same.
 pub const ROUTES: &[Route] = &[
@@ -32,37 +30,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/fhir/Observation/{id}/_history/{vid}", interaction: "vread" },
 ];
 
-pub struct App {
-    rt: Runtime,
-}
-
-impl App {
-    /// Cold start in Lambda: config from the environment, validated.
-    pub async fn from_env() -> Result<Self, BootError> {
-        medrec_shared::log::init();
-        Self::new(Config::from_env()?).await
-    }
-
-    pub async fn new(config: Config) -> Result<Self, BootError> {
-        medrec_shared::fhir::validator::model();
-        Ok(App { rt: Runtime::from_config(config).await? })
-    }
-}
-
-impl Api for App {
-    fn routes(&self) -> &'static [Route] {
-        ROUTES
-    }
-
-    fn runtime(&self) -> &Runtime {
-        &self.rt
-    }
-
-    fn serve<'a>(
-        &'a self,
-        ctx: Ctx<'a>,
-        audit: &'a mut AuditEntry,
-    ) -> impl std::future::Future<Output = Result<Response<Body>, Error>> + Send + 'a {
-        rest::serve_compartment_record(&self.rt, ctx, audit)
-    }
+/// The handler, built once at cold start.
+pub async fn app(config: Config) -> Result<CompartmentApi, BootError> {
+    CompartmentApi::new(config, ROUTES).await
 }

@@ -26,8 +26,7 @@ pub struct App {
 impl App {
     /// Cold start in Lambda: config from the environment, validated.
     pub async fn from_env() -> Result<Self, BootError> {
-        medrec_shared::log::init();
-        Self::new(Config::from_env()?).await
+        Self::new(medrec_shared::lambda::config_from_env()?).await
     }
 
     pub async fn new(config: Config) -> Result<Self, BootError> {

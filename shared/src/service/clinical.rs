@@ -102,9 +102,23 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         Ok(key)
     }
 
-    /// The compartment of a stored resource, or 404.
-    async fn locate(&self, ty: &str, id: &str) -> Result<String> {
-        self.store.locate(ty, id).await?.ok_or(Error::NotFound)
+    /// For an interaction on a stored record: its served type and events,
+    /// and its compartment (from the locator), with the caller authorized
+    /// there and the audit record naming both.
+    async fn open_record(
+        &self,
+        caller: &Caller,
+        resource_type: &str,
+        id: &str,
+        action: Action,
+        audit: &mut AuditEntry,
+    ) -> Result<(&'static str, [&'static str; 3], String)> {
+        let (ty, events) = served(resource_type)?;
+        audit.entities = vec![format!("{ty}/{id}")];
+        let patient = self.store.locate(ty, id).await?.ok_or(Error::NotFound)?;
+        audit.patient = Some(patient.clone());
+        self.check(caller, ty, action, Some(&patient))?;
+        Ok((ty, events, patient))
     }
 
     pub async fn create_record(
@@ -160,11 +174,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         version: Option<u64>,
         audit: &mut AuditEntry,
     ) -> Result<Stored> {
-        let (ty, _) = served(resource_type)?;
-        audit.entities = vec![format!("{ty}/{id}")];
-        let patient = self.locate(ty, id).await?;
-        audit.patient = Some(patient.clone());
-        self.check(caller, ty, Action::Read, Some(&patient))?;
+        let (ty, _, patient) = self.open_record(caller, resource_type, id, Action::Read, audit).await?;
         self.consent_gate(caller, &patient, ty).await?;
         let (v, deleted, last_updated, ct) = match version {
             None => {
@@ -195,11 +205,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         if_match: Option<u64>,
         audit: &mut AuditEntry,
     ) -> Result<Stored> {
-        let (ty, events) = served(resource_type)?;
-        audit.entities = vec![format!("{ty}/{id}")];
-        let patient = self.locate(ty, id).await?;
-        audit.patient = Some(patient.clone());
-        self.check(caller, ty, Action::Update, Some(&patient))?;
+        let (ty, events, patient) = self.open_record(caller, resource_type, id, Action::Update, audit).await?;
         if resource.get("id").and_then(Value::as_str) != Some(id) {
             return Err(Error::BadRequest("the resource id must match the id in the URL".into()));
         }
@@ -245,11 +251,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         if_match: Option<u64>,
         audit: &mut AuditEntry,
     ) -> Result<()> {
-        let (ty, events) = served(resource_type)?;
-        audit.entities = vec![format!("{ty}/{id}")];
-        let patient = self.locate(ty, id).await?;
-        audit.patient = Some(patient.clone());
-        self.check(caller, ty, Action::Delete, Some(&patient))?;
+        let (ty, events, patient) = self.open_record(caller, resource_type, id, Action::Delete, audit).await?;
         let current = self.store.current(&patient, ty, id).await?.ok_or(Error::NotFound)?;
         if let Some(expected) = if_match {
             expect_version(expected, current.version)?;
@@ -271,11 +273,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         cursor: Option<&str>,
         audit: &mut AuditEntry,
     ) -> Result<HistoryResult> {
-        let (ty, _) = served(resource_type)?;
-        audit.entities = vec![format!("{ty}/{id}")];
-        let patient = self.locate(ty, id).await?;
-        audit.patient = Some(patient.clone());
-        self.check(caller, ty, Action::Read, Some(&patient))?;
+        let (ty, _, patient) = self.open_record(caller, resource_type, id, Action::Read, audit).await?;
         self.consent_gate(caller, &patient, ty).await?;
         self.record_history(caller, (&patient, ty, id), count, cursor, audit).await
     }

@@ -4,11 +4,10 @@
 //! codes. The compartment's records are read in one query, decrypted, and
 //! matched in memory, so no clinical value needs a plaintext index.
 
-use super::records::{now_unix, SearchResult, Stored, CURSOR_TTL_SECONDS, DEFAULT_PAGE, MAX_PAGE};
+use super::records::{SearchResult, Stored, DEFAULT_PAGE, MAX_PAGE};
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
 use crate::auth::Action;
-use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::fhir::primitives::is_id;
 use crate::fhir::search::{date_matches, date_range, quantity_matches, token_matches};
@@ -92,17 +91,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
     ) -> Result<SearchResult> {
         let (ty, _) = super::clinical::served(resource_type)?;
         let known = params_of(ty);
-        let (params, after) = match params.iter().find(|(k, _)| k == "_cursor") {
-            Some((_, token)) if params.len() == 1 => {
-                let c = self
-                    .cursors
-                    .decode(token, &caller.principal.subject, ty, now_unix())
-                    .map_err(|e| Error::BadRequest(e.to_string()))?;
-                (c.q, Some(c.after))
-            }
-            Some(_) => return Err(Error::BadRequest("_cursor must be the only parameter of a paging request".into())),
-            None => (params, None),
-        };
+        let (params, after) = self.search_params(caller, ty, params)?;
         // Names only, and only names medrec defines (audit attributes are plaintext).
         audit.query_params = params
             .iter()
@@ -176,17 +165,10 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let resources: Vec<Stored> = hits.into_iter().skip(start).take(count).collect();
         audit.entities = resources.iter().map(|r| format!("{ty}/{}/_history/{}", r.id, r.version)).collect();
         self.audit_read(caller, audit).await?;
-        let next_cursor = match resources.last() {
-            Some(last) if has_more => {
-                let mut q = params;
-                if !q.iter().any(|(k, _)| k == "_count") {
-                    q.push(("_count".into(), count.to_string()));
-                }
-                let c = Cursor { q, after: last.id.clone(), exp: now_unix() + CURSOR_TTL_SECONDS };
-                Some(self.cursors.encode(&c, &caller.principal.subject, ty))
-            }
-            _ => None,
-        };
+        let next_cursor = resources
+            .last()
+            .filter(|_| has_more)
+            .map(|last| self.next_page(caller, ty, params, count, last.id.clone()));
         Ok(SearchResult { total, resources, next_cursor })
     }
 }
@@ -218,15 +200,8 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 && self.consent_allows(caller, &consents, ty).is_ok()
         });
         let route = format!("Patient/{patient}/$everything");
-        let after = match cursor {
-            Some(t) => Some(
-                self.cursors
-                    .decode(t, &caller.principal.subject, &route, now_unix())
-                    .map_err(|e| Error::BadRequest(e.to_string()))?
-                    .after,
-            ),
-            None => None,
-        };
+        let paging = cursor.map(|c| vec![("_cursor".to_owned(), c.to_owned())]).unwrap_or_default();
+        let (_, after) = self.search_params(caller, &route, paging)?;
         let current = self.store.current(patient, "Patient", patient).await?.ok_or(Error::NotFound)?;
         if current.deleted {
             return Err(Error::Gone);
@@ -253,13 +228,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         }
         audit.entities.dedup();
         self.audit_read(caller, audit).await?;
-        let next_cursor = match last {
-            Some(after) if has_more => {
-                let c = Cursor { q: vec![], after, exp: now_unix() + CURSOR_TTL_SECONDS };
-                Some(self.cursors.encode(&c, &caller.principal.subject, &route))
-            }
-            _ => None,
-        };
+        let next_cursor = last.filter(|_| has_more).map(|after| self.next_page(caller, &route, vec![], count, after));
         Ok(SearchResult { total, resources, next_cursor })
     }
 }

@@ -4,14 +4,13 @@ use super::{Caller, Services};
 use crate::audit::AuditEntry;
 use crate::auth::Action;
 use crate::crypto::{random_id, resource_aad, seal};
-use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::fhir::outcome::Issue;
 use crate::fhir::{self, patient, primitives};
 use crate::ports::{KeyService, RecordStore, ResourceWrite};
 use serde_json::Value;
 
-use super::records::{expect_version, now_unix, CURSOR_TTL_SECONDS};
+use super::records::expect_version;
 pub use super::records::{HistoryResult, SearchResult, Stored, DEFAULT_PAGE, MAX_PAGE};
 
 const TYPE: &str = "Patient";
@@ -209,17 +208,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit: &mut AuditEntry,
     ) -> Result<SearchResult> {
         self.check(caller, TYPE, Action::Search, None)?;
-        let (params, after) = match params.iter().find(|(k, _)| k == "_cursor") {
-            Some((_, token)) if params.len() == 1 => {
-                let c = self
-                    .cursors
-                    .decode(token, &caller.principal.subject, TYPE, now_unix())
-                    .map_err(|e| Error::BadRequest(e.to_string()))?;
-                (c.q, Some(c.after))
-            }
-            Some(_) => return Err(Error::BadRequest("_cursor must be the only parameter of a paging request".into())),
-            None => (params, None),
-        };
+        let (params, after) = self.search_params(caller, TYPE, params)?;
         // Names only, and only names medrec defines: a client could put PHI
         // in an unknown parameter's name, and audit attributes are plaintext.
         audit.query_params = params
@@ -304,17 +293,8 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         }
         audit.entities = resources.iter().map(|r| format!("Patient/{}/_history/{}", r.id, r.version)).collect();
         self.audit_read(caller, audit).await?;
-        let next_cursor = match page.last() {
-            Some(last) if has_more => {
-                let mut q = params;
-                if !q.iter().any(|(k, _)| k == "_count") {
-                    q.push(("_count".into(), count.to_string()));
-                }
-                let c = Cursor { q, after: last.clone(), exp: now_unix() + CURSOR_TTL_SECONDS };
-                Some(self.cursors.encode(&c, &caller.principal.subject, TYPE))
-            }
-            _ => None,
-        };
+        let next_cursor =
+            page.last().filter(|_| has_more).map(|last| self.next_page(caller, TYPE, params, count, last.clone()));
         Ok(SearchResult { total, resources, next_cursor })
     }
 

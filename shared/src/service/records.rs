@@ -41,6 +41,9 @@ pub struct HistoryResult {
     pub next_cursor: Option<String>,
 }
 
+/// Search parameters as (name, value) pairs, in the order sent.
+pub(crate) type Query = Vec<(String, String)>;
+
 pub(crate) fn expect_version(if_match: u64, current: u64) -> Result<()> {
     if if_match == current {
         Ok(())
@@ -54,6 +57,40 @@ pub(crate) fn now_unix() -> i64 {
 }
 
 impl<S: RecordStore, K: KeyService> Services<S, K> {
+    /// A search request's parameters: as sent, or recovered from a paging
+    /// cursor (which must come alone, and only from the caller it was made
+    /// for, on the same route); with the id to continue after.
+    pub(crate) fn search_params(&self, caller: &Caller, route: &str, params: Query) -> Result<(Query, Option<String>)> {
+        match params.iter().find(|(k, _)| k == "_cursor") {
+            Some((_, token)) if params.len() == 1 => {
+                let c = self
+                    .cursors
+                    .decode(token, &caller.principal.subject, route, now_unix())
+                    .map_err(|e| Error::BadRequest(e.to_string()))?;
+                Ok((c.q, Some(c.after)))
+            }
+            Some(_) => Err(Error::BadRequest("_cursor must be the only parameter of a paging request".into())),
+            None => Ok((params, None)),
+        }
+    }
+
+    /// The cursor of the next page, carrying the query (with its page size)
+    /// sealed for this caller and route.
+    pub(crate) fn next_page(
+        &self,
+        caller: &Caller,
+        route: &str,
+        mut query: Query,
+        count: usize,
+        after: String,
+    ) -> String {
+        if !query.is_empty() && !query.iter().any(|(k, _)| k == "_count") {
+            query.push(("_count".into(), count.to_string()));
+        }
+        let c = Cursor { q: query, after, exp: now_unix() + CURSOR_TTL_SECONDS };
+        self.cursors.encode(&c, &caller.principal.subject, route)
+    }
+
     /// A page of a resource's versions, newest first, behind a cursor bound
     /// to the caller and the route. The caller has authorized the read.
     pub(crate) async fn record_history(
@@ -104,10 +141,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         }
         audit.entities = versions.iter().map(|v| format!("{resource_type}/{id}/_history/{}", v.version)).collect();
         self.audit_read(caller, audit).await?;
-        let next_cursor = next.flatten().map(|after| {
-            let c = Cursor { q: vec![], after: after.to_string(), exp: now_unix() + CURSOR_TTL_SECONDS };
-            self.cursors.encode(&c, &caller.principal.subject, &route)
-        });
+        let next_cursor = next.flatten().map(|after| self.next_page(caller, &route, vec![], count, after.to_string()));
         Ok(HistoryResult { total: current.version as usize, items, next_cursor })
     }
 }
