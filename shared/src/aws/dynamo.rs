@@ -321,6 +321,32 @@ where
     }
 }
 
+impl DynamoStore {
+    /// Every item a Query on the records table matches, across pages.
+    async fn query_all(
+        &self,
+        shape: impl Fn(
+            aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+        ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<HashMap<String, AV>>, PortError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = shape(self.client.query().table_name(&self.tables.records))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| port_error("dynamodb", &e))?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
+}
+
 impl RecordStore for DynamoStore {
     async fn locate(&self, ty: &str, id: &str) -> Result<Option<String>, PortError> {
         let out = self
@@ -364,31 +390,21 @@ impl RecordStore for DynamoStore {
 
     async fn compartment(&self, patient: &str, ty: &str) -> Result<Vec<(String, Current)>, PortError> {
         let prefix = format!("C#{ty}#");
-        let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.tables.records)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :c)")
-                .expression_attribute_values(":pk", s(patient_pk(patient)))
-                .expression_attribute_values(":c", s(&prefix))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| port_error("dynamodb", &e))?;
-            for item in out.items() {
+        let items = self
+            .query_all(|q| {
+                q.key_condition_expression("pk = :pk AND begins_with(sk, :c)")
+                    .expression_attribute_values(":pk", s(patient_pk(patient)))
+                    .expression_attribute_values(":c", s(&prefix))
+                    .consistent_read(true)
+            })
+            .await?;
+        items
+            .iter()
+            .map(|item| {
                 let id = get_s(item, "sk").and_then(|sk| sk.strip_prefix(&prefix)).unwrap_or_default().to_owned();
-                found.push((id, current_from(item)?));
-            }
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        Ok(found)
+                Ok((id, current_from(item)?))
+            })
+            .collect()
     }
 
     async fn version(&self, patient: &str, ty: &str, id: &str, version: u64) -> Result<Option<Version>, PortError> {
@@ -430,26 +446,14 @@ impl RecordStore for DynamoStore {
     }
 
     async fn ids_for_token(&self, ty: &str, token: &str) -> Result<Vec<String>, PortError> {
-        let mut ids = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.tables.records)
-                .index_name(SEARCH_INDEX)
-                .key_condition_expression("ix = :ix")
-                .expression_attribute_values(":ix", s(format!("{ty}#{token}")))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| port_error("dynamodb", &e))?;
-            ids.extend(out.items().iter().filter_map(|i| get_s(i, "ixs").map(str::to_owned)));
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
+        let items = self
+            .query_all(|q| {
+                q.index_name(SEARCH_INDEX)
+                    .key_condition_expression("ix = :ix")
+                    .expression_attribute_values(":ix", s(format!("{ty}#{token}")))
+            })
+            .await?;
+        let mut ids: Vec<String> = items.iter().filter_map(|i| get_s(i, "ixs").map(str::to_owned)).collect();
         ids.sort();
         ids.dedup();
         Ok(ids)

@@ -252,16 +252,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit: &mut AuditEntry,
     ) -> Result<()> {
         let (ty, events, patient) = self.open_record(caller, resource_type, id, Action::Delete, audit).await?;
-        let current = self.store.current(&patient, ty, id).await?.ok_or(Error::NotFound)?;
-        if let Some(expected) = if_match {
-            expect_version(expected, current.version)?;
-        }
-        audit.status = 204;
-        if current.deleted {
-            return self.store.audit(audit, self.break_glass_events(caller, audit)).await.map_err(Into::into);
-        }
-        let now = fhir::now_instant();
-        self.commit_next_version(caller, audit, (&patient, ty, id), current, &now, None, vec![], events[2]).await
+        self.tombstone(caller, audit, (&patient, ty, id), if_match, events[2]).await
     }
 
     pub async fn record_history_of(

@@ -172,16 +172,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(id.to_owned());
         audit.entities = vec![format!("Patient/{id}")];
         self.check(caller, TYPE, Action::Delete, Some(id))?;
-        let current = self.store.current(id, TYPE, id).await?.ok_or(Error::NotFound)?;
-        if let Some(expected) = if_match {
-            expect_version(expected, current.version)?;
-        }
-        audit.status = 204;
-        if current.deleted {
-            return self.store.audit(audit, self.break_glass_events(caller, audit)).await.map_err(Into::into);
-        }
-        let now = fhir::now_instant();
-        self.commit_next_version(caller, audit, (id, TYPE, id), current, &now, None, vec![], "PatientDeleted").await
+        self.tombstone(caller, audit, (id, TYPE, id), if_match, "PatientDeleted").await
     }
 
     pub async fn patient_history(

@@ -91,6 +91,29 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         self.cursors.encode(&c, &caller.principal.subject, route)
     }
 
+    /// Logical delete of (patient, type, id): a tombstone version, index
+    /// entries removed, history kept; deleting again only audits.
+    pub(crate) async fn tombstone(
+        &self,
+        caller: &Caller,
+        audit: &mut AuditEntry,
+        (patient, resource_type, id): (&str, &'static str, &str),
+        if_match: Option<u64>,
+        event_type: &'static str,
+    ) -> Result<()> {
+        let current = self.store.current(patient, resource_type, id).await?.ok_or(Error::NotFound)?;
+        if let Some(expected) = if_match {
+            expect_version(expected, current.version)?;
+        }
+        audit.status = 204;
+        if current.deleted {
+            return self.store.audit(audit, self.break_glass_events(caller, audit)).await.map_err(Into::into);
+        }
+        let now = crate::fhir::now_instant();
+        self.commit_next_version(caller, audit, (patient, resource_type, id), current, &now, None, vec![], event_type)
+            .await
+    }
+
     /// A page of a resource's versions, newest first, behind a cursor bound
     /// to the caller and the route. The caller has authorized the read.
     pub(crate) async fn record_history(
