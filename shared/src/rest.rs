@@ -6,20 +6,65 @@ use crate::audit::AuditEntry;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fhir::bundle::{self, HistoryEntry, SearchPage};
+use crate::fhir::outcome::{operation_outcome, Issue};
 use crate::fhir::primitives::is_id;
 use crate::http;
 use crate::lambda::{Api, Ctx, Route};
 use crate::runtime::{BootError, Runtime};
 use crate::service::records::{HistoryResult, Stored, DEFAULT_PAGE, MAX_PAGE};
+use crate::service::Caller;
 use lambda_http::{Body, Request, Response};
 
-/// A stored resource with its version as ETag; `location` for create and update.
-pub fn resource_response(status: u16, base: &str, resource_type: &str, s: &Stored, location: bool) -> Response<Body> {
+/// A stored resource with its version as ETag. A write (create, update,
+/// patch) also gets its Location and honours `Prefer: return=minimal`
+/// (no body) or `return=OperationOutcome`; anything else returns the
+/// representation, the default.
+pub fn resource_response(
+    req: &Request,
+    status: u16,
+    base: &str,
+    resource_type: &str,
+    s: &Stored,
+    write: bool,
+) -> Response<Body> {
     let mut headers = vec![("etag", format!("W/\"{}\"", s.version))];
-    if location {
-        headers.push(("location", format!("{base}/fhir/{resource_type}/{}/_history/{}", s.id, s.version)));
+    if !write {
+        return http::response(status, Some(&s.resource), &headers);
     }
-    http::response(status, Some(&s.resource), &headers)
+    headers.push(("location", format!("{base}/fhir/{resource_type}/{}/_history/{}", s.id, s.version)));
+    let prefer = http::header(req, "prefer").unwrap_or("");
+    let wants = |v: &str| prefer.split([',', ';']).any(|p| p.trim().eq_ignore_ascii_case(v));
+    if wants("return=minimal") {
+        http::response(status, None, &headers)
+    } else if wants("return=OperationOutcome") {
+        let done =
+            Issue::information("informational", format!("{resource_type}/{} version {} stored", s.id, s.version));
+        http::response(status, Some(&operation_outcome(&[done])), &headers)
+    } else {
+        http::response(status, Some(&s.resource), &headers)
+    }
+}
+
+/// Conditional create (`If-None-Exist: identifier=...`): the resources its
+/// query matches, searched as the caller (and audited as that search), or
+/// None without the header. One match: the create is skipped and it is
+/// returned (200); several: 412.
+pub async fn conditional_create(rt: &Runtime, req: &Request, caller: &Caller, ty: &str) -> Result<Option<Stored>> {
+    let Some(condition) = http::header(req, "if-none-exist") else { return Ok(None) };
+    let query = http::parse_form(condition.trim_start_matches('?'))?;
+    if query.is_empty() {
+        return Err(Error::BadRequest("If-None-Exist needs search parameters".into()));
+    }
+    let mut audit = rt.services.draft(Some(caller), "search-type");
+    let found = match ty {
+        "Patient" => rt.services.search_patients(caller, query, &mut audit).await?,
+        _ => rt.services.search_records(caller, ty, query, &mut audit).await?,
+    };
+    match found.total {
+        0 => Ok(None),
+        1 => Ok(found.resources.into_iter().next()),
+        _ => Err(Error::PreconditionFailed("If-None-Exist matches more than one resource".into())),
+    }
 }
 
 /// A version id from the path: a positive integer.
@@ -125,10 +170,13 @@ pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut Au
         Some(_) => return Err(Error::BadRequest("resource id is not a valid FHIR id".into())),
         None => None,
     };
-    let respond = |status, s: &_, location| resource_response(status, base, ty, s, location);
+    let respond = |status, s: &_, write| resource_response(req, status, base, ty, s, write);
     match (route.interaction, id) {
         ("create", None) => {
             let body = http::json_resource(req, max, ty)?;
+            if let Some(existing) = conditional_create(rt, req, caller, ty).await? {
+                return Ok(respond(200, &existing, false));
+            }
             Ok(respond(201, &svc.create_record(caller, ty, body, audit).await?, true))
         }
         ("read", Some(id)) => Ok(respond(200, &svc.read_record(caller, ty, id, None, audit).await?, false)),

@@ -393,3 +393,60 @@ async fn json_patch_goes_through_the_update_rules() {
     assert_eq!((r.status, r.json()["active"].clone()), (200, json!(true)));
     assert_eq!(h.get(&format!("{path}/_history"), &t).await.json()["total"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_and_conditional_create() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-prefer");
+    let tag = unique_tag();
+    let patient = canary_patient(&tag);
+    let identifier = format!("identifier=urn:medrec:test-mrn|MRN{tag}");
+    let create = |body: Value, headers: Vec<(&'static str, String)>| {
+        let (h, t) = (&h, &t);
+        async move {
+            let path = format!("/fhir/{}", body["resourceType"].as_str().unwrap());
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            h.call("POST", &path, Some(t), &headers, Some(&body.to_string())).await
+        }
+    };
+
+    // If-None-Exist: created once, then found; ambiguous is 412.
+    let first = create(patient.clone(), vec![("if-none-exist", identifier.clone())]).await;
+    assert_eq!(first.status, 201);
+    let id = first.json()["id"].as_str().unwrap().to_owned();
+    let again = create(patient.clone(), vec![("if-none-exist", identifier.clone())]).await;
+    assert_eq!((again.status, again.json()["id"].clone()), (200, json!(id)));
+    assert_eq!(create(patient.clone(), vec![]).await.status, 201, "unconditional create duplicates");
+    assert_eq!(create(patient.clone(), vec![("if-none-exist", identifier)]).await.status, 412);
+    assert_eq!(create(patient.clone(), vec![("if-none-exist", "color=red".into())]).await.status, 400);
+
+    // Compartment records: the condition names the patient.
+    let cond = format!("patient={id}&lot-number=LOT-CANARY-7731");
+    assert_eq!(create(immunization(&id), vec![("if-none-exist", cond.clone())]).await.status, 201);
+    assert_eq!(create(immunization(&id), vec![("if-none-exist", cond)]).await.status, 200);
+
+    // Prefer: return=minimal and return=OperationOutcome on writes.
+    let minimal = create(heart_rate(&id), vec![("prefer", "return=minimal".into())]).await;
+    assert_eq!(minimal.status, 201);
+    assert!(minimal.body.is_empty());
+    let location = minimal.headers["location"].to_str().unwrap().to_owned();
+    assert!(location.contains("/fhir/Observation/"));
+    let obs_path = location.split_once("/fhir/").map(|(_, p)| format!("/fhir/{p}")).unwrap();
+    let obs_path = obs_path.split("/_history").next().unwrap().to_owned();
+    let r = h
+        .call(
+            "PATCH",
+            &obs_path,
+            Some(&t),
+            &[
+                ("content-type", "application/json-patch+json"),
+                ("if-match", "W/\"1\""),
+                ("prefer", "return=OperationOutcome"),
+            ],
+            Some(&json!([{"op": "replace", "path": "/status", "value": "amended"}]).to_string()),
+        )
+        .await;
+    assert_eq!((r.status, r.json()["resourceType"].clone()), (200, json!("OperationOutcome")));
+    let read = h.call("GET", &obs_path, Some(&t), &[("prefer", "return=minimal")], None).await;
+    assert_eq!(read.json()["status"], "amended", "reads always return the resource");
+}

@@ -100,10 +100,13 @@ impl App {
             None => None,
         };
         let resource_response =
-            |status, s: &Stored, location| rest::resource_response(status, base, "Patient", s, location);
+            |status, s: &Stored, write| rest::resource_response(req, status, base, "Patient", s, write);
         match (route.method, route.interaction, id) {
             ("POST", "create", None) => {
                 let body = http::json_resource(req, max, "Patient")?;
+                if let Some(existing) = rest::conditional_create(&self.rt, req, caller, "Patient").await? {
+                    return Ok(resource_response(200, &existing, false));
+                }
                 let stored = svc.create_patient(caller, body, audit).await?;
                 Ok(resource_response(201, &stored, true))
             }

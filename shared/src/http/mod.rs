@@ -68,7 +68,7 @@ pub fn error_response(e: &Error) -> Response<Body> {
     response(status, Some(&operation_outcome(&[Issue::error(code, text)])), &headers)
 }
 
-fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+pub fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
