@@ -263,6 +263,29 @@ async fn clinical_search_within_a_compartment() {
     let thief = h.token("clinician", "dr-other");
     assert_eq!(h.get(&path, &thief).await.status, 400, "a cursor works for its caller only");
 
+    // _sort by date, both ways, and paging keeps the order.
+    let dates = |b: &Value| -> Vec<String> {
+        b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["occurrenceDateTime"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let newest = h.get(&q("_sort=-date"), &t).await.json();
+    assert_eq!(dates(&newest), ["2026-11-20", "2025-10-01", "2024-10-01"]);
+    let oldest = h.get(&q("_sort=date"), &t).await.json();
+    assert_eq!(dates(&oldest), ["2024-10-01", "2025-10-01", "2026-11-20"]);
+    let mut walked = vec![];
+    let mut page = h.get(&q("_sort=-date&_count=1"), &t).await.json();
+    loop {
+        walked.extend(dates(&page));
+        let Some(next) = page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next") else { break };
+        let path = next["url"].as_str().unwrap().split_once("/fhir/").map(|(_, p)| format!("/fhir/{p}")).unwrap();
+        page = h.get(&path, &t).await.json();
+    }
+    assert_eq!(walked, ["2026-11-20", "2025-10-01", "2024-10-01"]);
+
     // POST _search, patient-context tokens, and refusals.
     let form = h
         .call(
@@ -282,6 +305,7 @@ async fn clinical_search_within_a_compartment() {
         (q("color=red"), "unknown parameter"),
         (q("vaccine-code:text=flu"), "modifier"),
         (q("date=yesterday"), "not a date"),
+        (q("_sort=lot-number"), "unsupported sort"),
         (o("value-quantity=high"), "not a number"),
         ("/fhir/Immunization?patient=not%20an%20id".to_owned(), "bad patient"),
     ] {

@@ -21,6 +21,7 @@ pub const IMMUNIZATION_PARAMS: &[(&str, &str, &str)] = &[
     ("vaccine-code", "token", "system|code, |code or code."),
     ("status", "token", "Immunization status."),
     ("lot-number", "string", "Lot number, exact (case-insensitive)."),
+    ("_sort", "special", "date, -date, _lastUpdated or -_lastUpdated (default: by id)."),
     ("_id", "token", "Logical id."),
 ];
 
@@ -30,6 +31,7 @@ pub const OBSERVATION_PARAMS: &[(&str, &str, &str)] = &[
     ("category", "token", "system|code, |code or code."),
     ("date", "date", "effective[x], with eq, ne, gt, lt, ge, le prefixes."),
     ("value-quantity", "quantity", "[prefix]number|system|code."),
+    ("_sort", "special", "date, -date, _lastUpdated or -_lastUpdated (default: by id)."),
     ("status", "token", "Observation status."),
     ("_id", "token", "Logical id."),
 ];
@@ -61,12 +63,7 @@ fn matches(ty: &str, r: &Value, name: &str, values: &str) -> Result<bool> {
             "category" => token_matches(&r["category"], v),
             "lot-number" => r["lotNumber"].as_str().is_some_and(|l| l.eq_ignore_ascii_case(v)),
             "date" => {
-                let element = if ty == "Immunization" {
-                    r.get("occurrenceDateTime")
-                } else {
-                    ["effectiveDateTime", "effectivePeriod", "effectiveInstant"].iter().find_map(|k| r.get(*k))
-                };
-                let range = element.and_then(date_range);
+                let range = date_element(ty, r).and_then(date_range);
                 let probe = range.unwrap_or((time::OffsetDateTime::UNIX_EPOCH, time::OffsetDateTime::UNIX_EPOCH));
                 let hit = date_matches(probe, v).ok_or_else(bad)?;
                 range.is_some() && hit
@@ -97,11 +94,12 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             .iter()
             .map(|(k, _)| match known.iter().find(|(p, _, _)| *p == k) {
                 Some((p, _, _)) => (*p).to_owned(),
-                None if k == "_count" => k.clone(),
+                None if k == "_count" || k == "_sort" => k.clone(),
                 None => "unrecognised".to_owned(),
             })
             .collect();
         let mut count = DEFAULT_PAGE;
+        let mut sort = None;
         let mut patient = caller.principal.patient.clone();
         let mut filters = Vec::new();
         for (name, value) in &params {
@@ -111,6 +109,16 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                         value.parse::<usize>().ok().filter(|c| (1..=MAX_PAGE).contains(c)).ok_or_else(|| {
                             Error::BadRequest(format!("_count must be an integer from 1 to {MAX_PAGE}"))
                         })?
+                }
+                "_sort" => {
+                    sort = match value.as_str() {
+                        "date" | "-date" | "_lastUpdated" | "-_lastUpdated" => Some(value.clone()),
+                        _ => {
+                            return Err(Error::BadRequest(
+                                "_sort takes date, -date, _lastUpdated or -_lastUpdated".into(),
+                            ))
+                        }
+                    }
                 }
                 "patient" => {
                     let id = value.strip_prefix("Patient/").unwrap_or(value);
@@ -159,17 +167,57 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 }
             }
         }
-        let total = hits.len();
-        let start = after.as_ref().map_or(0, |a| hits.partition_point(|s| &s.id <= a));
+        // Each hit's place in the requested order, as a string that sorts that
+        // way (the id breaks ties): the cursor resumes after the last one.
+        let mut keyed: Vec<(String, Stored)> =
+            hits.into_iter().map(|h| (sort_key(ty, &h, sort.as_deref()), h)).collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        let total = keyed.len();
+        let start = after.as_ref().map_or(0, |a| keyed.partition_point(|(k, _)| k <= a));
         let has_more = start + count < total;
-        let resources: Vec<Stored> = hits.into_iter().skip(start).take(count).collect();
+        let page: Vec<(String, Stored)> = keyed.into_iter().skip(start).take(count).collect();
+        let last_key = page.last().map(|(k, _)| k.clone());
+        let resources: Vec<Stored> = page.into_iter().map(|(_, s)| s).collect();
         audit.entities = resources.iter().map(|r| format!("{ty}/{}/_history/{}", r.id, r.version)).collect();
         self.audit_read(caller, audit).await?;
-        let next_cursor = resources
-            .last()
-            .filter(|_| has_more)
-            .map(|last| self.next_page(caller, ty, params, count, last.id.clone()));
+        let next_cursor = last_key.filter(|_| has_more).map(|last| self.next_page(caller, ty, params, count, last));
         Ok(SearchResult { total, resources, next_cursor })
+    }
+}
+
+/// The key that orders a hit for `_sort` (ascending, or descending with a
+/// leading `-`); records without the date sort last either way.
+fn sort_key(ty: &str, hit: &Stored, sort: Option<&str>) -> String {
+    let Some(sort) = sort else { return hit.id.clone() };
+    let (descending, field) = match sort.strip_prefix('-') {
+        Some(f) => (true, f),
+        None => (false, sort),
+    };
+    let value = match field {
+        "date" => date_element(ty, &hit.resource).and_then(date_range).map(|r| r.0),
+        _ => crate::fhir::primitives::datetime_bounds(&hit.last_updated).map(|r| r.0),
+    };
+    // Seconds shifted positive, inverted for descending, fixed width.
+    let rank = match value {
+        Some(t) => {
+            let s = (t.unix_timestamp() + (1 << 40)) as u64;
+            if descending {
+                (1u64 << 42) - s
+            } else {
+                s
+            }
+        }
+        None => u64::MAX,
+    };
+    format!("{rank:020}|{}", hit.id)
+}
+
+/// The element a type's `date` parameter searches.
+fn date_element<'v>(ty: &str, r: &'v Value) -> Option<&'v Value> {
+    if ty == "Immunization" {
+        r.get("occurrenceDateTime")
+    } else {
+        ["effectiveDateTime", "effectivePeriod", "effectiveInstant", "dateTime"].iter().find_map(|k| r.get(*k))
     }
 }
 
