@@ -88,6 +88,9 @@ impl DevKey {
         if let Some(p) = &spec.patient {
             claims["patient"] = json!(p);
         }
+        if let Some(u) = &spec.fhir_user {
+            claims["fhirUser"] = json!(u);
+        }
         self.sign(&json!({"alg": "ES256", "typ": "JWT", "kid": self.kid}), &claims)
     }
 }
@@ -97,6 +100,8 @@ pub struct TokenSpec {
     pub subject: String,
     pub scopes: Vec<String>,
     pub patient: Option<String>,
+    /// SMART `fhirUser` (e.g. `Practitioner/123`).
+    pub fhir_user: Option<String>,
     pub ttl_seconds: i64,
 }
 
@@ -109,6 +114,13 @@ impl TokenSpec {
             "auditor" => vec!["user/AuditEvent.rs".to_owned()],
             _ => vec!["user/*.cruds".to_owned()],
         };
-        TokenSpec { role: role.into(), subject: subject.into(), scopes, patient: None, ttl_seconds: 3600 }
+        TokenSpec {
+            role: role.into(),
+            subject: subject.into(),
+            scopes,
+            patient: None,
+            fhir_user: None,
+            ttl_seconds: 3600,
+        }
     }
 }

@@ -50,6 +50,7 @@ fn caller() -> Caller {
             roles: vec![Role::Clinician],
             scopes: vec![Scope::parse("user/*.cruds").unwrap()],
             patient: None,
+            fhir_user: None,
             token_id: None,
         },
         purpose: Purpose::parse(None, None).unwrap(),

@@ -106,6 +106,13 @@ impl Harness {
         self.key.mint(&spec)
     }
 
+    /// A token whose user is `fhir_user` (SMART `fhirUser`).
+    pub fn token_as(&self, role: &str, sub: &str, fhir_user: &str) -> String {
+        let mut spec = TokenSpec::for_role(role, sub);
+        spec.fhir_user = Some(fhir_user.to_owned());
+        self.key.mint(&spec)
+    }
+
     pub async fn call(
         &self,
         method: &str,

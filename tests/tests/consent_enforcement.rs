@@ -122,6 +122,20 @@ async fn consent_decides_reads_in_every_function() {
         .collect();
     assert!(types.iter().any(|t| t == "ConsentRevoked"), "{types:?}");
 
+    // A token's SMART fhirUser is who consent provisions name.
+    let deny_gp = consent(
+        &patient,
+        json!({"type": "permit", "provision": [{"type": "deny", "actor": [{"role": {"coding": [{"code": "PRCP"}]}, "reference": {"reference": "Practitioner/gp-77"}}]}]}),
+    );
+    assert_eq!(h.call("POST", "/fhir/Consent", Some(&registrar), &[], Some(&deny_gp.to_string())).await.status, 201);
+    let as_gp = h.token_as("clinician", "user-123", "https://idp.example/fhir/Practitioner/gp-77");
+    assert_eq!(h.get(&obs_path, &as_gp).await.status, 403);
+    assert_eq!(
+        h.get(&obs_path, &h.token("clinician", "user-123")).await.status,
+        200,
+        "the same login without fhirUser"
+    );
+
     // Consents are searchable in the compartment; another patient cannot touch them.
     assert_eq!(h.get(&format!("/fhir/Consent?patient={patient}&status=inactive"), &dr1).await.json()["total"], 1);
     let other = h.create_id(&registrar, &canary_patient(&unique_tag())).await;

@@ -20,6 +20,9 @@ pub struct Principal {
     pub scopes: Vec<Scope>,
     /// SMART launch context: the only patient compartment this token reaches.
     pub patient: Option<String>,
+    /// SMART `fhirUser`, as a relative reference (`Practitioner/123`): who
+    /// the user is in FHIR terms, which is what Consent provisions name.
+    pub fhir_user: Option<String>,
     pub token_id: Option<String>,
 }
 
@@ -225,8 +228,28 @@ fn claims(c: &Map<String, Value>, policy: &TokenPolicy, now: i64) -> Result<Prin
         Some(_) => return Err(AuthError::Rejected("invalid patient claim")),
         None => None,
     };
+    let fhir_user = match str_claim(c, "fhirUser")? {
+        Some(u) => Some(fhir_user_reference(u).ok_or(AuthError::Rejected("invalid fhirUser claim"))?),
+        None => None,
+    };
     let token_id = str_claim(c, "jti")?.map(|j| j.chars().take(128).collect());
-    Ok(Principal { subject, roles: roles.iter().filter_map(|r| Role::parse(r)).collect(), scopes, patient, token_id })
+    Ok(Principal {
+        subject,
+        roles: roles.iter().filter_map(|r| Role::parse(r)).collect(),
+        scopes,
+        patient,
+        fhir_user,
+        token_id,
+    })
+}
+
+/// `fhirUser` (absolute or relative URL of a person resource) as a relative
+/// reference; None for anything else, which rejects the token.
+fn fhir_user_reference(url: &str) -> Option<String> {
+    let mut parts = url.trim_end_matches('/').rsplit('/');
+    let (id, ty) = (parts.next()?, parts.next()?);
+    let person = matches!(ty, "Practitioner" | "PractitionerRole" | "Patient" | "RelatedPerson" | "Person");
+    (person && crate::fhir::primitives::is_id(id) && !url.contains(['?', '#'])).then(|| format!("{ty}/{id}"))
 }
 
 #[cfg(test)]
@@ -304,6 +327,9 @@ mod tests {
             ("cognito:groups", json!(true)),
             ("scope", json!(["user/*.cruds"])),
             ("patient", json!("../other")),
+            ("fhirUser", json!("https://idp.example/fhir/Device/d1")),
+            ("fhirUser", json!("Practitioner/../../x")),
+            ("fhirUser", json!(7)),
         ] {
             let mut c = good_claims(now);
             c[k] = v;

@@ -174,6 +174,7 @@ mod tests {
             roles: roles.to_vec(),
             scopes: scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
             patient: patient.map(str::to_owned),
+            fhir_user: None,
             token_id: None,
         }
     }

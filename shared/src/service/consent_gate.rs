@@ -47,9 +47,13 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         resource_type: &str,
     ) -> Result<()> {
         let Some(consents) = consents else { return Ok(()) };
-        // Consent actors are FHIR references; a token's subject is the
-        // Practitioner id by convention (see docs/decisions/0005).
-        let refs = [format!("Practitioner/{}", caller.principal.subject)];
+        // Consent actors are FHIR references: the token's fhirUser, or else
+        // its subject taken as a Practitioner id (see docs/decisions/0005).
+        let refs = [caller
+            .principal
+            .fhir_user
+            .clone()
+            .unwrap_or_else(|| format!("Practitioner/{}", caller.principal.subject))];
         let roles: Vec<String> = caller.principal.role_names().into_iter().map(str::to_owned).collect();
         let now = crate::fhir::now_instant();
         let request = AccessRequest {
