@@ -11,7 +11,7 @@ use crate::fhir::primitives::is_id;
 use crate::http;
 use crate::lambda::{Api, Ctx, Route};
 use crate::runtime::{BootError, Runtime};
-use crate::service::records::{HistoryResult, Stored, DEFAULT_PAGE, MAX_PAGE};
+use crate::service::records::{HistoryResult, Query, SearchResult, Stored, DEFAULT_PAGE, MAX_PAGE};
 use crate::service::Caller;
 use lambda_http::{Body, Request, Response};
 
@@ -43,6 +43,37 @@ pub fn resource_response(
     } else {
         http::response(status, Some(&s.resource), &headers)
     }
+}
+
+/// A search's parameters: the query string, or the form body of `POST _search`.
+pub fn search_query(method: &str, req: &Request, max: usize) -> Result<Query> {
+    if method == "POST" {
+        http::form_body(req, max)
+    } else {
+        http::query(req)
+    }
+}
+
+/// A searchset Bundle for a page of results; `path` is the search's own
+/// path (`/fhir/Patient`, `/fhir/Patient/{id}/$everything`), to which the
+/// next link adds its cursor. Entries are named by their own type and id.
+pub fn searchset_response(base: &str, path: &str, r: SearchResult) -> Response<Body> {
+    let page = SearchPage {
+        self_link: format!("{base}{path}"),
+        next_link: r.next_cursor.map(|c| format!("{base}{path}?_cursor={c}")),
+        total: r.total,
+        entries: r
+            .resources
+            .into_iter()
+            .map(|s| {
+                (
+                    format!("{base}/fhir/{}/{}", s.resource["resourceType"].as_str().unwrap_or_default(), s.id),
+                    s.resource,
+                )
+            })
+            .collect(),
+    };
+    http::response(200, Some(&bundle::searchset(page)), &[])
 }
 
 /// Conditional create (`If-None-Exist: identifier=...`): the resources its
@@ -204,15 +235,8 @@ pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut Au
             Ok(history_response(base, ty, id, h))
         }
         ("search-type", None) => {
-            let q = if route.method == "POST" { http::form_body(req, max)? } else { http::query(req)? };
-            let r = svc.search_records(caller, ty, q, audit).await?;
-            let page = SearchPage {
-                self_link: format!("{base}/fhir/{ty}"),
-                next_link: r.next_cursor.map(|c| format!("{base}/fhir/{ty}?_cursor={c}")),
-                total: r.total,
-                entries: r.resources.into_iter().map(|s| (format!("{base}/fhir/{ty}/{}", s.id), s.resource)).collect(),
-            };
-            Ok(http::response(200, Some(&bundle::searchset(page)), &[]))
+            let r = svc.search_records(caller, ty, search_query(route.method, req, max)?, audit).await?;
+            Ok(searchset_response(base, &format!("/fhir/{ty}"), r))
         }
         _ => Err(Error::NotFound),
     }

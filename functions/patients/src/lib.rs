@@ -5,7 +5,6 @@ use lambda_http::{Body, Request, Response};
 use medrec_shared::audit::AuditEntry;
 use medrec_shared::config::Config;
 use medrec_shared::error::Error;
-use medrec_shared::fhir::bundle::{self, SearchPage};
 use medrec_shared::fhir::capability::{capability_statement, ResourceCapability};
 use medrec_shared::fhir::primitives::is_id;
 use medrec_shared::http;
@@ -136,20 +135,7 @@ impl App {
             ("GET", "operation", Some(id)) if params[1] == "$everything" => {
                 let (count, cursor) = rest::history_params(req)?;
                 let r = svc.everything(caller, id, count, cursor.as_deref(), audit).await?;
-                let page = SearchPage {
-                    self_link: format!("{base}/fhir/Patient/{id}/$everything"),
-                    next_link: r.next_cursor.map(|c| format!("{base}/fhir/Patient/{id}/$everything?_cursor={c}")),
-                    total: r.total,
-                    entries: r
-                        .resources
-                        .into_iter()
-                        .map(|s| {
-                            let ty = s.resource["resourceType"].as_str().unwrap_or_default().to_owned();
-                            (format!("{base}/fhir/{ty}/{}", s.id), s.resource)
-                        })
-                        .collect(),
-                };
-                Ok(http::response(200, Some(&bundle::searchset(page)), &[]))
+                Ok(rest::searchset_response(base, &format!("/fhir/Patient/{id}/$everything"), r))
             }
             ("GET", "history-instance", Some(id)) => {
                 let (count, cursor) = rest::history_params(req)?;
@@ -157,19 +143,8 @@ impl App {
                 Ok(rest::history_response(base, "Patient", id, h))
             }
             (_, "search-type", None) => {
-                let q = if route.method == "POST" { http::form_body(req, max)? } else { http::query(req)? };
-                let r = svc.search_patients(caller, q, audit).await?;
-                let page = SearchPage {
-                    self_link: format!("{base}/fhir/Patient"),
-                    next_link: r.next_cursor.map(|c| format!("{base}/fhir/Patient?_cursor={c}")),
-                    total: r.total,
-                    entries: r
-                        .resources
-                        .into_iter()
-                        .map(|s| (format!("{base}/fhir/Patient/{}", s.id), s.resource))
-                        .collect(),
-                };
-                Ok(http::response(200, Some(&bundle::searchset(page)), &[]))
+                let r = svc.search_patients(caller, rest::search_query(route.method, req, max)?, audit).await?;
+                Ok(rest::searchset_response(base, "/fhir/Patient", r))
             }
             _ => Err(Error::NotFound),
         }

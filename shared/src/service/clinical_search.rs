@@ -274,7 +274,6 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             resources.push(Stored { id, version: c.version, last_updated: c.last_updated, resource });
             last = Some(sort_key);
         }
-        audit.entities.dedup();
         self.audit_read(caller, audit).await?;
         let next_cursor = last.filter(|_| has_more).map(|after| self.next_page(caller, &route, vec![], count, after));
         Ok(SearchResult { total, resources, next_cursor })

@@ -42,7 +42,7 @@ pub struct HistoryResult {
 }
 
 /// Search parameters as (name, value) pairs, in the order sent.
-pub(crate) type Query = Vec<(String, String)>;
+pub type Query = Vec<(String, String)>;
 
 pub(crate) fn expect_version(if_match: u64, current: u64) -> Result<()> {
     if if_match == current {
