@@ -8,6 +8,7 @@ pub mod devkey;
 pub mod emulator;
 pub mod fhir_model;
 pub mod gateway;
+pub mod poller;
 pub mod provision;
 pub mod seed;
 pub mod stack;

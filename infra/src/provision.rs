@@ -42,6 +42,10 @@ impl Provisioned {
         self.resources.get(logical_id).map(|p| p.reference.as_str())
     }
 
+    pub fn resolve_attribute(&self, logical_id: &str, attribute: &str) -> Option<String> {
+        self.resources.get(logical_id)?.attributes.get(attribute).cloned()
+    }
+
     /// Resolves a template value (`!Ref`, `!GetAtt`, `!Sub` or a scalar) to a string.
     pub fn resolve(&self, v: &Value) -> Option<String> {
         match v {
@@ -268,6 +272,30 @@ async fn create(c: &Clients, p: &Provisioned, r: &Resource, prefix: &str) -> Res
                 c.s3.put_object_lock_configuration()
                     .bucket(&name)
                     .object_lock_configuration(cfg)
+                    .send()
+                    .await
+                    .map_err(|e| aws_err(&r.logical_id, e))?;
+            }
+            let queues: Vec<aws_sdk_s3::types::QueueConfiguration> = prop(r, "NotificationConfiguration")
+                .and_then(|n| n.get("QueueConfigurations"))
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(|q| {
+                    aws_sdk_s3::types::QueueConfiguration::builder()
+                        .queue_arn(p.resolve(q.get("Queue")?)?)
+                        .events(aws_sdk_s3::types::Event::from(q.get("Event")?.as_str()?))
+                        .build()
+                        .ok()
+                })
+                .collect();
+            if !queues.is_empty() {
+                let cfg = aws_sdk_s3::types::NotificationConfiguration::builder()
+                    .set_queue_configurations(Some(queues))
+                    .build();
+                c.s3.put_bucket_notification_configuration()
+                    .bucket(&name)
+                    .notification_configuration(cfg)
                     .send()
                     .await
                     .map_err(|e| aws_err(&r.logical_id, e))?;

@@ -6,9 +6,11 @@
 use crate::devkey::{DevKey, DEV_AUDIENCE, DEV_ISSUER};
 use crate::emulator::{repo_root, Emulator};
 use crate::gateway::{Gateway, Handler};
+use crate::poller::{self, QueueSource, SqsHandler};
 use crate::provision::{provision, Clients, Provisioned};
 use crate::template::Template;
 use medrec_shared::config::Config;
+use medrec_shared::documents::DocumentConfig;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -35,26 +37,56 @@ pub struct LocalStack {
     /// Resolved environment per mounted function.
     pub function_env: BTreeMap<String, BTreeMap<String, String>>,
     server: tokio::task::JoinHandle<()>,
+    /// The queue consumers (Lambda's event source mappings).
+    pollers: Vec<tokio::task::JoinHandle<()>>,
     _emulator: Option<Emulator>,
 }
 
 impl Drop for LocalStack {
     fn drop(&mut self) {
         self.server.abort();
+        for p in &self.pollers {
+            p.abort();
+        }
     }
 }
 
-/// Builds a function's handler from its config. Functions that are not yet
-/// implemented stay unmounted (the gateway answers 502 for them).
-async fn mount(logical_id: &str, config: Config) -> Result<Option<Handler>, String> {
+/// How the local stack invokes a function: behind the gateway, or from a queue.
+enum Mounted {
+    Api(Handler),
+    Queue(SqsHandler),
+}
+
+/// Builds a function's handler from its environment. Functions that are not
+/// yet implemented stay unmounted (the gateway answers 502 for them).
+async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Option<Mounted>, String> {
+    let lookup = |k: &str| env.get(k).cloned();
+    let config = Config::from_lookup(lookup).map_err(|e| format!("{logical_id}: {e}"))?;
+    let documents = || DocumentConfig::from_lookup(lookup).map_err(|e| format!("{logical_id}: {e}"));
     let boot = |e: medrec_shared::runtime::BootError| format!("{logical_id}: {e}");
-    Ok(match logical_id {
-        "PatientsFunction" => Some(api(medrec_patients::App::new(config).await.map_err(boot)?)),
-        "ClinicalFunction" => Some(api(medrec_clinical::app(config).await.map_err(boot)?)),
-        "ConsentFunction" => Some(api(medrec_consent::app(config).await.map_err(boot)?)),
-        "ValidationFunction" => Some(api(medrec_validation::App::new(config).await.map_err(boot)?)),
-        _ => None,
-    })
+    Ok(Some(match logical_id {
+        "PatientsFunction" => Mounted::Api(api(medrec_patients::App::new(config).await.map_err(boot)?)),
+        "ClinicalFunction" => Mounted::Api(api(medrec_clinical::app(config).await.map_err(boot)?)),
+        "ConsentFunction" => Mounted::Api(api(medrec_consent::app(config).await.map_err(boot)?)),
+        "ValidationFunction" => Mounted::Api(api(medrec_validation::App::new(config).await.map_err(boot)?)),
+        "DocumentsFunction" => {
+            Mounted::Api(api(medrec_documents::App::new(config, documents()?).await.map_err(boot)?))
+        }
+        "DocumentIngestFunction" => {
+            let app = Arc::new(medrec_document_ingest::App::new(config, documents()?).await.map_err(boot)?);
+            Mounted::Queue(Arc::new(move |event| {
+                let app = app.clone();
+                Box::pin(async move {
+                    let invocation = lambda_http::LambdaEvent::new(event, lambda_http::Context::default());
+                    match app.handle(invocation).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    }
+                })
+            }))
+        }
+        _ => return Ok(None),
+    }))
 }
 
 /// An API function's handler as the local gateway invokes it: behind the
@@ -91,6 +123,7 @@ impl LocalStack {
         let base_url = format!("http://127.0.0.1:{port}");
 
         let mut handlers = HashMap::new();
+        let mut pollers = vec![];
         let mut function_env = BTreeMap::new();
         for f in &template.functions {
             let mut env: BTreeMap<String, String> =
@@ -106,10 +139,29 @@ impl LocalStack {
             ] {
                 env.insert(k.to_owned(), v);
             }
-            env.extend(opts.env_overrides.iter().cloned());
-            let config = Config::from_lookup(|k| env.get(k).cloned()).map_err(|e| format!("{}: {e}", f.logical_id))?;
-            if let Some(h) = mount(&f.logical_id, config).await? {
-                handlers.insert(f.logical_id.clone(), h);
+            for (k, v) in &opts.env_overrides {
+                // `Function:VAR` overrides one function's variable only.
+                match k.split_once(':') {
+                    Some((function, var)) if function == f.logical_id => env.insert(var.to_owned(), v.clone()),
+                    Some(_) => None,
+                    None => env.insert(k.clone(), v.clone()),
+                };
+            }
+            match mount(&f.logical_id, &env).await? {
+                Some(Mounted::Api(h)) => {
+                    handlers.insert(f.logical_id.clone(), h);
+                }
+                Some(Mounted::Queue(h)) => {
+                    for (queue, batch_size) in &f.queues {
+                        let source = QueueSource {
+                            url: provisioned.reference(queue).ok_or(format!("{queue} is not provisioned"))?.to_owned(),
+                            arn: provisioned.resolve_attribute(queue, "Arn").unwrap_or_default(),
+                            batch_size: *batch_size,
+                        };
+                        pollers.push(tokio::spawn(poller::run(clients.sqs.clone(), source, h.clone())));
+                    }
+                }
+                None => {}
             }
             function_env.insert(f.logical_id.clone(), env);
         }
@@ -124,6 +176,7 @@ impl LocalStack {
             clients,
             function_env,
             server,
+            pollers,
             _emulator: emulator,
         })
     }

@@ -34,6 +34,8 @@ pub struct Function {
     /// Globals merged with the function's own variables, unresolved.
     pub environment: BTreeMap<String, Value>,
     pub routes: Vec<HttpRoute>,
+    /// SQS event sources: (queue logical id, batch size).
+    pub queues: Vec<(String, i32)>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,7 +106,22 @@ impl Template {
                             .collect()
                     })
                     .unwrap_or_default();
-                functions.push(Function { logical_id: logical_id.clone(), environment, routes });
+                let queues = properties
+                    .get("Events")
+                    .and_then(Value::as_mapping)
+                    .into_iter()
+                    .flat_map(|events| events.values())
+                    .filter(|e| e.get("Type").and_then(Value::as_str) == Some("SQS"))
+                    .filter_map(|e| {
+                        let p = e.get("Properties")?;
+                        // `Queue: !GetAtt Logical.Arn`
+                        let Value::Tagged(t) = p.get("Queue")? else { return None };
+                        let queue = t.value.as_str()?.split('.').next()?.to_owned();
+                        let batch = p.get("BatchSize").and_then(Value::as_i64).unwrap_or(10) as i32;
+                        Some((queue, batch))
+                    })
+                    .collect();
+                functions.push(Function { logical_id: logical_id.clone(), environment, routes, queues });
             }
             resources.push(Resource { logical_id, kind, properties });
         }

@@ -27,6 +27,14 @@ pub enum Error {
     PayloadTooLarge(usize),
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    /// A document whose content type is not allowed or does not match its bytes.
+    #[error("unsupported content: {0}")]
+    UnsupportedContent(String),
+    /// A document too large for the way it was sent or asked for.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable(u64),
     #[error("not acceptable")]
     NotAcceptable,
     #[error("method not allowed")]

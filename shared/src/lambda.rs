@@ -79,6 +79,12 @@ pub trait Api: Send + Sync + 'static {
         None
     }
 
+    /// Routes that answer in other media types than FHIR JSON (Binary)
+    /// negotiate `Accept` themselves.
+    fn negotiates_content(&self, _route: &Route) -> bool {
+        false
+    }
+
     fn serve<'a>(
         &'a self,
         ctx: Ctx<'a>,
@@ -133,8 +139,10 @@ async fn dispatch<A: Api>(api: &A, route: &'static Route, params: &[&str], req: 
     if let Some(resp) = api.public(route, &base) {
         return resp;
     }
-    if let Err(e) = http::check_accept(req) {
-        return http::error_response(&e);
+    if !api.negotiates_content(route) {
+        if let Err(e) = http::check_accept(req) {
+            return http::error_response(&e);
+        }
     }
     let caller = match rt.caller(req, route.interaction).await {
         Ok(c) => c,

@@ -8,6 +8,7 @@ pub mod config;
 pub mod consent;
 pub mod crypto;
 pub mod cursor;
+pub mod documents;
 pub mod error;
 pub mod fhir;
 pub mod http;

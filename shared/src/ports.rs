@@ -116,3 +116,42 @@ pub trait KeyService: Send + Sync {
     fn generate(&self, patient: &str) -> impl Future<Output = Result<(DataKey, Vec<u8>), PortError>> + Send;
     fn unwrap(&self, patient: &str, wrapped: &[u8]) -> impl Future<Output = Result<DataKey, PortError>> + Send;
 }
+
+/// Terms a presigned upload is bound to: the storage refuses any other
+/// length, type or checksum.
+#[derive(Debug, Clone)]
+pub struct UploadTerms {
+    pub content_type: String,
+    pub length: u64,
+    /// Base64 SHA-256 of the content.
+    pub sha256: String,
+    pub expires_in: std::time::Duration,
+}
+
+/// Where and how the client sends the bytes.
+#[derive(Debug, Clone)]
+pub struct PresignedUpload {
+    pub url: String,
+    pub method: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Document objects: the encrypted store, and the quarantine area that
+/// presigned uploads land in until the ingest has checked them.
+pub trait BlobStore: Send + Sync {
+    fn put(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// The whole object, or its bytes `first..=last`.
+    fn get(
+        &self,
+        key: &str,
+        range: Option<(u64, u64)>,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, PortError>> + Send;
+    fn presign_upload(
+        &self,
+        key: &str,
+        terms: &UploadTerms,
+    ) -> impl Future<Output = Result<PresignedUpload, PortError>> + Send;
+    /// An uploaded object, at most `max` bytes read (None if absent).
+    fn fetch_upload(&self, key: &str, max: u64) -> impl Future<Output = Result<Option<Vec<u8>>, PortError>> + Send;
+    fn discard_upload(&self, key: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+}

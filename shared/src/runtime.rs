@@ -50,6 +50,8 @@ pub async fn root_secret(
 
 pub struct Runtime {
     pub config: Config,
+    /// For the clients a function adds (S3 for documents), built once.
+    pub sdk: aws_config::SdkConfig,
     pub services: AwsServices,
     verifier: Verifier<HttpKeySetSource>,
 }
@@ -83,7 +85,7 @@ impl Runtime {
             clock_skew: config.clock_skew,
             max_lifetime: config.max_token_lifetime,
         };
-        Ok(Runtime { verifier: Verifier::new(policy, JwksCache::new(source, local)), services, config })
+        Ok(Runtime { verifier: Verifier::new(policy, JwksCache::new(source, local)), services, config, sdk })
     }
 
     /// Authenticates the request and reads its purpose of use. On failure the

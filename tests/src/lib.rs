@@ -48,7 +48,7 @@ pub fn logs() -> &'static LogBuffer {
     LOGS.get_or_init(|| {
         let buf = LogBuffer::default();
         let filter = format!(
-            "{},medrec_shared=trace,medrec_patients=trace,medrec_infra=trace",
+            "{},medrec_shared=trace,medrec_patients=trace,medrec_documents=trace,medrec_document_ingest=trace,medrec_infra=trace",
             medrec_shared::log::DEFAULT_FILTER
         );
         let _ = tracing_subscriber::fmt()

@@ -56,4 +56,37 @@ async fn sample_events_are_served_by_the_handler() {
     assert_eq!(response.status().as_u16(), 200);
     let outcome: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
     assert_eq!(outcome["issue"][0]["severity"], "information", "{outcome}");
+
+    let env = h.stack.function_env["DocumentsFunction"].clone();
+    let lookup = |k: &str| env.get(k).cloned();
+    let documents = medrec_documents::App::new(
+        medrec_shared::config::Config::from_lookup(lookup).unwrap(),
+        medrec_shared::documents::DocumentConfig::from_lookup(lookup).unwrap(),
+    )
+    .await
+    .unwrap();
+    let text = std::fs::read_to_string(repo_root().join("events/documents-create.json")).unwrap();
+    let mut event: serde_json::Value = serde_json::from_str(&text).unwrap();
+    event["headers"]["authorization"] = format!("Bearer {token}").into();
+    let event = event.to_string().replace("0123456789abcdef0123456789abcdef", &id);
+    let response = medrec_shared::lambda::handle(&documents, lambda_http::request::from_str(&event).unwrap()).await;
+    assert_eq!(response.status().as_u16(), 201, "{:?}", response.body());
+
+    // The ingest's SQS event deserialises as Lambda's and is handled; its
+    // key names no promised upload, so the object is discarded, not retried.
+    let env = h.stack.function_env["DocumentIngestFunction"].clone();
+    let lookup = |k: &str| env.get(k).cloned();
+    let ingest = std::sync::Arc::new(
+        medrec_document_ingest::App::new(
+            medrec_shared::config::Config::from_lookup(lookup).unwrap(),
+            medrec_shared::documents::DocumentConfig::from_lookup(lookup).unwrap(),
+        )
+        .await
+        .unwrap(),
+    );
+    let text = std::fs::read_to_string(repo_root().join("events/document-ingest-sqs.json")).unwrap();
+    let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_str(&text).unwrap();
+    let invocation = lambda_http::LambdaEvent::new(event, lambda_http::Context::default());
+    let response = ingest.handle(invocation).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
 }

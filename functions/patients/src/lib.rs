@@ -43,6 +43,7 @@ pub const CAPABILITIES: &[ResourceCapability] = &[
     clinical::CAPABILITIES[0],
     clinical::CAPABILITIES[1],
     clinical::CAPABILITIES[2],
+    clinical::CAPABILITIES[3],
 ];
 
 pub struct App {

@@ -3,6 +3,7 @@
 
 pub mod dynamo;
 pub mod kms;
+pub mod s3;
 
 use crate::error::PortError;
 use aws_config::{BehaviorVersion, Region};

@@ -3,6 +3,7 @@
 //! the item identity as AAD, HMAC-SHA256 for blind indexes and cursors.
 
 pub mod blind;
+pub mod framed;
 pub mod keycache;
 
 use aws_lc_rs::aead::{Aad, Nonce, RandomizedNonceKey, AES_256_GCM, NONCE_LEN};

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 pub fn compartment_element(resource_type: &str) -> Option<&'static str> {
     match resource_type {
         "Immunization" | "Consent" => Some("patient"),
-        "Observation" => Some("subject"),
+        "Observation" | "DocumentReference" => Some("subject"),
         _ => None,
     }
 }

@@ -34,6 +34,23 @@ pub fn response(status: u16, body: Option<&Value>, headers: &[(&str, String)]) -
     .expect("static headers are valid")
 }
 
+/// A response carrying raw bytes (a Binary in its own media type). Served
+/// as an attachment: with `nosniff` and the CSP above, a browser never
+/// renders or runs a stored document in medrec's origin.
+pub fn bytes_response(status: u16, content_type: &str, body: Vec<u8>, headers: &[(&str, String)]) -> Response<Body> {
+    let mut b = Response::builder().status(status);
+    for (k, v) in SECURITY_HEADERS {
+        b = b.header(*k, *v);
+    }
+    for (k, v) in headers {
+        b = b.header(*k, v.as_str());
+    }
+    b.header("content-type", content_type)
+        .header("content-disposition", "attachment")
+        .body(Body::Binary(body))
+        .expect("valid headers")
+}
+
 /// The one place a service error becomes a status and an OperationOutcome.
 pub fn error_response(e: &Error) -> Response<Body> {
     let (status, code, text): (u16, &'static str, String) = match e {
@@ -51,6 +68,9 @@ pub fn error_response(e: &Error) -> Response<Body> {
             "not-supported",
             "send application/fhir+json (application/json-patch+json for PATCH, form encoding for _search)".into(),
         ),
+        Error::UnsupportedContent(m) => (415, "not-supported", m.clone()),
+        Error::TooLarge(m) => (413, "too-long", m.clone()),
+        Error::RangeNotSatisfiable(_) => (416, "invalid", "the requested range is outside the document".into()),
         Error::NotAcceptable => (406, "not-supported", "medrec answers with application/fhir+json only".into()),
         Error::MethodNotAllowed => (405, "not-supported", "method not allowed on this resource".into()),
         Error::Invalid(issues) => return response(422, Some(&operation_outcome(issues)), &[]),
@@ -61,6 +81,9 @@ pub fn error_response(e: &Error) -> Response<Body> {
     let mut headers = vec![];
     if status == 401 {
         headers.push(("www-authenticate", "Bearer error=\"invalid_token\"".to_owned()));
+    }
+    if let Error::RangeNotSatisfiable(len) = e {
+        headers.push(("content-range", format!("bytes */{len}")));
     }
     if status == 429 || status == 503 {
         headers.push(("retry-after", "1".to_owned()));

@@ -19,11 +19,12 @@ use std::sync::Arc;
 
 /// The clinical types this module serves, with their event names
 /// (recorded, updated, deleted).
-const TYPES: [(&str, [&str; 3]); 3] = [
+const TYPES: [(&str, [&str; 3]); 4] = [
     ("Immunization", ["ImmunizationRecorded", "ImmunizationUpdated", "ImmunizationDeleted"]),
     ("Observation", ["ObservationRecorded", "ObservationUpdated", "ObservationDeleted"]),
     // Consent events follow its status instead (see `consent_event`).
     ("Consent", ["ConsentRecorded", "ConsentUpdated", "ConsentRevoked"]),
+    ("DocumentReference", ["DocumentStored", "DocumentUpdated", "DocumentDeleted"]),
 ];
 
 /// A Consent's event by the status it had and has: granted when it becomes
@@ -37,7 +38,7 @@ fn consent_event(before: Option<&str>, after: Option<&str>, default: &'static st
 }
 
 /// What the clinical and consent functions serve, for the CapabilityStatement.
-pub const CAPABILITIES: [ResourceCapability; 3] = [
+pub const CAPABILITIES: [ResourceCapability; 4] = [
     ResourceCapability {
         resource_type: "Immunization",
         interactions: INTERACTIONS,
@@ -56,10 +57,25 @@ pub const CAPABILITIES: [ResourceCapability; 3] = [
         search_params: super::clinical_search::CONSENT_PARAMS,
         operations: &[],
     },
+    ResourceCapability {
+        resource_type: "DocumentReference",
+        interactions: INTERACTIONS,
+        search_params: super::clinical_search::DOCUMENT_PARAMS,
+        operations: &[],
+    },
 ];
 
 const INTERACTIONS: &[&str] =
     &["read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"];
+
+/// A record that passed the checks of a create and awaits its commit.
+pub(crate) struct NewRecord {
+    pub ty: &'static str,
+    pub event: &'static str,
+    pub patient: String,
+    pub key: Arc<DataKey>,
+    pub id: String,
+}
 
 /// The served type as a static name, with its events; None for any other.
 pub(crate) fn served(resource_type: &str) -> Result<(&'static str, [&'static str; 3])> {
@@ -125,29 +141,56 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         &self,
         caller: &Caller,
         resource_type: &str,
-        mut resource: Value,
+        resource: Value,
         audit: &mut AuditEntry,
     ) -> Result<Stored> {
+        let new = self.prepare_create(caller, resource_type, &resource, audit).await?;
+        let events = self.break_glass_events(caller, audit);
+        self.commit_new(new, resource, audit, events).await
+    }
+
+    /// The checks of a create, before anything is stored: the compartment,
+    /// the caller's right to write there, validation and business rules.
+    /// Returns what the commit needs, with the new id chosen.
+    pub(crate) async fn prepare_create(
+        &self,
+        caller: &Caller,
+        resource_type: &str,
+        resource: &Value,
+        audit: &mut AuditEntry,
+    ) -> Result<NewRecord> {
         let (ty, events) = served(resource_type)?;
-        let patient = clinical::compartment_of(ty, &resource).map_err(|i| Error::Invalid(vec![i]))?;
+        let patient = clinical::compartment_of(ty, resource).map_err(|i| Error::Invalid(vec![i]))?;
         audit.patient = Some(patient.clone());
         self.check(caller, ty, Action::Create, Some(&patient))?;
-        let key = self.admit(ty, &resource, &patient).await?;
-        let id = random_id();
+        let key = self.admit(ty, resource, &patient).await?;
+        Ok(NewRecord { ty, event: events[0], patient, key, id: random_id() })
+    }
+
+    /// Stores version 1 of a prepared record with its audit record and
+    /// events (plus `extra_events`) in one transaction.
+    pub(crate) async fn commit_new(
+        &self,
+        new: NewRecord,
+        mut resource: Value,
+        audit: &mut AuditEntry,
+        extra_events: Vec<crate::ports::DomainEvent>,
+    ) -> Result<Stored> {
+        let NewRecord { ty, event, patient, key, id } = new;
         let now = fhir::now_instant();
         fhir::stamp(&mut resource, &id, 1, &now);
         let ct = seal(&key, &resource_aad(&patient, ty, &id, 1), resource.to_string().as_bytes());
         audit.entities = vec![format!("{ty}/{id}/_history/1")];
         audit.status = 201;
         let event = match ty {
-            "Consent" => consent_event(None, resource["status"].as_str(), events[0]),
-            _ => events[0],
+            "Consent" => consent_event(None, resource["status"].as_str(), event),
+            _ => event,
         };
         let mut domain_events = vec![self.record_event(event, &patient, ty, &id, &now, 1)];
         if ty == "Immunization" && resource["reaction"].as_array().is_some_and(|r| !r.is_empty()) {
             domain_events.push(self.record_event("ImmunizationReactionReported", &patient, ty, &id, &now, 1));
         }
-        domain_events.extend(self.break_glass_events(caller, audit));
+        domain_events.extend(extra_events);
         let write = ResourceWrite {
             patient: patient.clone(),
             new_wrapped_key: None,
@@ -227,9 +270,12 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         }
         expect_version(expected, current.version)?;
         let event = match ty {
-            "Consent" => {
+            "Consent" | "DocumentReference" => {
                 let before =
                     self.decrypt_record(&key, &patient, ty, id, current.version, current.ciphertext.as_deref())?;
+                if ty == "DocumentReference" {
+                    super::documents::check_content_unchanged(&before, &resource)?;
+                }
                 consent_event(before["status"].as_str(), resource["status"].as_str(), events[1])
             }
             _ => events[1],

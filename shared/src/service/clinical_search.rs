@@ -8,6 +8,7 @@ use super::records::{SearchResult, Stored, DEFAULT_PAGE, MAX_PAGE};
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
 use crate::auth::Action;
+use crate::documents::essence;
 use crate::error::{Error, Result};
 use crate::fhir::primitives::is_id;
 use crate::fhir::search::{date_matches, date_range, quantity_matches, token_matches};
@@ -42,10 +43,22 @@ pub const CONSENT_PARAMS: &[(&str, &str, &str)] = &[
     ("_id", "token", "Logical id."),
 ];
 
+pub const DOCUMENT_PARAMS: &[(&str, &str, &str)] = &[
+    ("patient", "reference", "Patient/{id} or {id}; required unless the token has a patient context."),
+    ("status", "token", "DocumentReference status (current, superseded, entered-in-error)."),
+    ("type", "token", "Document type: system|code, |code or code."),
+    ("category", "token", "Document category: system|code, |code or code."),
+    ("date", "date", "When the reference was created, with eq, ne, gt, lt, ge, le prefixes."),
+    ("contenttype", "token", "MIME type of the content."),
+    ("_sort", "special", "date, -date, _lastUpdated or -_lastUpdated (default: by id)."),
+    ("_id", "token", "Logical id."),
+];
+
 fn params_of(ty: &str) -> &'static [(&'static str, &'static str, &'static str)] {
     match ty {
         "Immunization" => IMMUNIZATION_PARAMS,
         "Consent" => CONSENT_PARAMS,
+        "DocumentReference" => DOCUMENT_PARAMS,
         _ => OBSERVATION_PARAMS,
     }
 }
@@ -60,6 +73,10 @@ fn matches(ty: &str, r: &Value, name: &str, values: &str) -> Result<bool> {
             "status" => token_matches(&r["status"], v),
             "vaccine-code" => token_matches(&r["vaccineCode"], v),
             "code" => token_matches(&r["code"], v),
+            "type" => token_matches(&r["type"], v),
+            "contenttype" => r["content"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| c["attachment"]["contentType"].as_str().is_some_and(|t| essence(t) == essence(v)))
+            }),
             "category" => token_matches(&r["category"], v),
             "lot-number" => r["lotNumber"].as_str().is_some_and(|l| l.eq_ignore_ascii_case(v)),
             "date" => {
@@ -216,13 +233,15 @@ fn sort_key(ty: &str, hit: &Stored, sort: Option<&str>) -> String {
 fn date_element<'v>(ty: &str, r: &'v Value) -> Option<&'v Value> {
     if ty == "Immunization" {
         r.get("occurrenceDateTime")
+    } else if ty == "DocumentReference" {
+        r.get("date")
     } else {
         ["effectiveDateTime", "effectivePeriod", "effectiveInstant", "dateTime"].iter().find_map(|k| r.get(*k))
     }
 }
 
 /// The record types of a patient's compartment.
-const COMPARTMENT_TYPES: [&str; 3] = ["Immunization", "Observation", "Consent"];
+const COMPARTMENT_TYPES: [&str; 4] = ["Immunization", "Observation", "Consent", "DocumentReference"];
 
 impl<S: RecordStore, K: KeyService> Services<S, K> {
     /// `Patient/{id}/$everything`: the Patient then every record of its

@@ -6,6 +6,7 @@
 pub mod clinical;
 pub mod clinical_search;
 pub mod consent_gate;
+pub mod documents;
 pub mod patch;
 pub mod patients;
 pub mod records;
