@@ -121,9 +121,20 @@ Table.query = query_one_partition
 
 _lock = threading.Lock()
 _app = DomainDispatcherApplication(create_backend_app)
-# Calls per JSON-protocol operation (X-Amz-Target), for the benchmarks that
+# Calls per JSON-protocol operation (X-Amz-Target) and per S3 object
+# operation, for the benchmarks that
 # count AWS calls per request: GET /_medrec/calls reads, DELETE resets.
 _calls = {}
+
+
+def s3_operation(environ):
+    """S3 speaks REST: name object calls by method (path-style /bucket/key)."""
+    parts = environ.get("PATH_INFO", "").strip("/").split("/", 1)
+    if len(parts) < 2 or environ.get("QUERY_STRING", "").startswith(("uploads", "list-type")):
+        return None
+    verb = {"GET": "GetObject", "PUT": "PutObject", "DELETE": "DeleteObject", "HEAD": "HeadObject"}
+    op = verb.get(environ["REQUEST_METHOD"])
+    return op and f"S3.{op}"
 
 
 def serialized_app(environ, start_response):
@@ -133,7 +144,7 @@ def serialized_app(environ, start_response):
                 _calls.clear()
             start_response("200 OK", [("Content-Type", "application/json")])
             return [json.dumps(_calls).encode()]
-        target = environ.get("HTTP_X_AMZ_TARGET")
+        target = environ.get("HTTP_X_AMZ_TARGET") or s3_operation(environ)
         if target:
             _calls[target] = _calls.get(target, 0) + 1
         return list(_app(environ, start_response))

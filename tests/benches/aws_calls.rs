@@ -43,10 +43,10 @@ async fn main() {
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
         "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
         "subject": {"reference": format!("Patient/{id}")}, "effectiveDateTime": "2026-11-23T08:30:00Z",
-        "valueQuantity": {"value": 72, "system": "http://unitsofmeasure.org", "code": "/min"}
+        "valueQuantity": {"value": 72, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"}
     });
     let r = h.call("POST", "/fhir/Observation", Some(&t), &[], Some(&obs.to_string())).await;
-    let obs_id = r.json()["id"].as_str().unwrap().to_owned();
+    let obs_id = r.json()["id"].as_str().unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&r.body))).to_owned();
     show("Observation create, warm", &calls(&c, &ep).await);
     h.get(&format!("/fhir/Observation/{obs_id}"), &t).await;
     show("Observation read, no consent on file", &calls(&c, &ep).await);
@@ -66,6 +66,20 @@ async fn main() {
     show("Observation read, one consent on file", &calls(&c, &ep).await);
     h.get(&format!("/fhir/Patient/{id}/$everything"), &t).await;
     show("Patient $everything (3 resources)", &calls(&c, &ep).await);
+
+    // Documents: inline create (one sealed object) and Binary read.
+    let note = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"bench note");
+    let doc = serde_json::json!({
+        "resourceType": "DocumentReference", "status": "current",
+        "subject": {"reference": format!("Patient/{id}")},
+        "content": [{"attachment": {"contentType": "text/plain", "data": note}}]
+    });
+    calls(&c, &ep).await;
+    let r = h.call("POST", "/fhir/DocumentReference", Some(&t), &[], Some(&doc.to_string())).await;
+    show("DocumentReference create, inline", &calls(&c, &ep).await);
+    let binary = format!("/fhir/{}", r.json()["content"][0]["attachment"]["url"].as_str().unwrap());
+    h.get(&binary, &t).await;
+    show("Binary read (whole document)", &calls(&c, &ep).await);
 
     // A second function instance on the same resources: a cold start.
     let env = h.stack.function_env["PatientsFunction"].clone();

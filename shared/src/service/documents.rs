@@ -86,6 +86,13 @@ fn object_key(patient: &str, binary: &str) -> String {
     format!("{patient}/{binary}")
 }
 
+/// A Binary's bytes as stored: sealed under its own key, derived from the
+/// patient's, bound to its object key.
+pub fn seal_binary(patient_key: &DataKey, patient: &str, binary: &str, bytes: &[u8]) -> Vec<u8> {
+    let object = object_key(patient, binary);
+    framed::seal_document(&document_key(patient_key, &object), &object, bytes)
+}
+
 fn sha1_b64(bytes: &[u8]) -> String {
     B64.encode(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, bytes))
 }
@@ -103,18 +110,18 @@ fn invalid(i: usize, element: &str, code: &'static str, text: &str) -> Error {
 }
 
 /// Records the stored content in an attachment: where, how large, hashes.
-fn describe(attachment: &mut Value, binary: &str, bytes_len: u64, sha1: String, sha256_b64: &str) {
+fn describe(attachment: &mut Value, binary: &str, bytes_len: u64, digests: Digests) {
     let a = attachment.as_object_mut().expect("attachment is an object");
     a.remove("data");
     a.insert("url".into(), json!(format!("Binary/{binary}")));
     a.insert("size".into(), json!(bytes_len));
-    a.insert("hash".into(), json!(sha1));
+    a.insert("hash".into(), json!(digests.sha1));
     let mut ext: Vec<Value> = a
         .get("extension")
         .and_then(Value::as_array)
         .map(|x| x.iter().filter(|e| e["url"] != SHA256_EXTENSION).cloned().collect())
         .unwrap_or_default();
-    ext.push(json!({"url": SHA256_EXTENSION, "valueBase64Binary": sha256_b64}));
+    ext.push(json!({"url": SHA256_EXTENSION, "valueBase64Binary": digests.sha256}));
     a.insert("extension".into(), Value::Array(ext));
 }
 
@@ -212,16 +219,30 @@ fn too_large_inline(config: &DocumentConfig) -> Error {
     ))
 }
 
+/// A document's digests, base64, as FHIR (`hash`) and the extension record them.
+pub struct Digests {
+    pub sha1: String,
+    pub sha256: String,
+}
+
 /// The checks every document's bytes pass, inline or uploaded: declared
 /// size and hashes, bytes that are what the type says, the malware scan.
-fn check_bytes(i: usize, attachment: &Value, media: &str, bytes: &[u8], scanner: &dyn MalwareScanner) -> Result<()> {
+/// `i` locates the attachment in errors.
+pub fn check_bytes(
+    i: usize,
+    attachment: &Value,
+    media: &str,
+    bytes: &[u8],
+    scanner: &dyn MalwareScanner,
+) -> Result<Digests> {
+    let digests = Digests { sha1: sha1_b64(bytes), sha256: B64.encode(sha256(bytes)) };
     if attachment.get("size").is_some_and(|s| s.as_u64() != Some(bytes.len() as u64)) {
         return Err(invalid(i, "size", "value", "size does not match the content"));
     }
-    if attachment.get("hash").is_some_and(|h| h.as_str() != Some(&sha1_b64(bytes))) {
+    if attachment.get("hash").is_some_and(|h| h.as_str() != Some(&digests.sha1)) {
         return Err(invalid(i, "hash", "value", "hash (SHA-1, base64) does not match the content"));
     }
-    if sha256_ext(attachment).is_some_and(|h| h != B64.encode(sha256(bytes))) {
+    if sha256_ext(attachment).is_some_and(|h| h != digests.sha256) {
         return Err(invalid(i, "extension", "value", "the SHA-256 does not match the content"));
     }
     if !content_matches(media, bytes) {
@@ -233,7 +254,7 @@ fn check_bytes(i: usize, attachment: &Value, media: &str, bytes: &[u8], scanner:
             Issue::error("security", "the document failed the malware scan").at(at(i, "data"))
         ]));
     }
-    Ok(())
+    Ok(digests)
 }
 
 /// An update may change a DocumentReference's metadata, not its content:
@@ -317,11 +338,11 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 return Err(too_large_inline(deps.config));
             }
             let attachment = &mut resource["content"][index]["attachment"];
-            check_bytes(index, attachment, &media, &bytes, deps.scanner)?;
+            let digests = check_bytes(index, attachment, &media, &bytes, deps.scanner)?;
             let binary = new_binary_id(&new.id);
-            let sealed = self.seal_binary(&new.key, &new.patient, &binary, &bytes);
+            let sealed = seal_binary(&new.key, &new.patient, &binary, &bytes);
             deps.blobs.put(&object_key(&new.patient, &binary), sealed).await?;
-            describe(attachment, &binary, bytes.len() as u64, sha1_b64(&bytes), &B64.encode(sha256(&bytes)));
+            describe(attachment, &binary, bytes.len() as u64, digests);
         }
         // The objects are stored first: a committed DocumentReference never
         // points at missing bytes. A failed commit leaves sealed objects
@@ -329,11 +350,6 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         // sweeps them).
         let events = self.break_glass_events(caller, audit);
         Ok(Created::Stored(self.commit_new(new, resource, audit, events).await?))
-    }
-
-    fn seal_binary(&self, patient_key: &DataKey, patient: &str, binary: &str, bytes: &[u8]) -> Vec<u8> {
-        let object = object_key(patient, binary);
-        framed::seal_document(&document_key(patient_key, &object), &object, bytes)
     }
 
     /// Reserves the DocumentReference id, stores what was promised (sealed
@@ -426,17 +442,19 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         } else {
             check_bytes(index, &resource["content"][index]["attachment"], &media, &bytes, deps.scanner)
         };
-        if let Err(e) = checked {
-            deps.blobs.discard_upload(key).await?;
-            let status = crate::http::error_response(&e).status().as_u16();
-            self.audit_failure(audit, status, None, None).await;
-            return Ok(Ingested::Rejected(e));
-        }
+        let digests = match checked {
+            Ok(d) => d,
+            Err(e) => {
+                deps.blobs.discard_upload(key).await?;
+                let status = crate::http::error_response(&e).status().as_u16();
+                self.audit_failure(audit, status, None, None).await;
+                return Ok(Ingested::Rejected(e));
+            }
+        };
         let binary = new_binary_id(id);
-        let sealed = self.seal_binary(&patient_key, &patient, &binary, &bytes);
+        let sealed = seal_binary(&patient_key, &patient, &binary, &bytes);
         deps.blobs.put(&object_key(&patient, &binary), sealed).await?;
-        let sha = B64.encode(sha256(&bytes));
-        describe(&mut resource["content"][index]["attachment"], &binary, size, sha1_b64(&bytes), &sha);
+        describe(&mut resource["content"][index]["attachment"], &binary, size, digests);
         let new = NewRecord {
             ty: "DocumentReference",
             event: "DocumentStored",
