@@ -178,6 +178,10 @@ fn element(el: &Value, sd_url: &str, required_sets: &mut BTreeSet<String>) -> Va
         out.insert("min".into(), json!(min));
     }
     out.insert("max".into(), el["max"].clone());
+    // For `_summary=true`: the elements a summary view keeps.
+    if el["isSummary"] == true {
+        out.insert("sum".into(), json!(true));
+    }
     let types: Vec<Value> = el["type"]
         .as_array()
         .into_iter()

@@ -474,3 +474,52 @@ async fn prefer_and_conditional_create() {
     let read = h.call("GET", &obs_path, Some(&t), &[("prefer", "return=minimal")], None).await;
     assert_eq!(read.json()["status"], "amended", "reads always return the resource");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_update_and_delete_act_on_a_single_match() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-conditional");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let by_lot = |lot: &str| format!("/fhir/Immunization?patient={patient}&lot-number={lot}");
+    let put = |url: String, body: Value| {
+        let (h, t) = (&h, &t);
+        async move { h.call("PUT", &url, Some(t), &[], Some(&body.to_string())).await }
+    };
+
+    // No match: created. One match: updated in place (its version is the precondition).
+    let mut imm = immunization(&patient);
+    imm["lotNumber"] = json!("LOT-C1");
+    let created = put(by_lot("LOT-C1"), imm.clone()).await;
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    imm["note"] = json!([{"text": "second look"}]);
+    let updated = put(by_lot("LOT-C1"), imm.clone()).await;
+    assert_eq!(updated.status, 200);
+    assert_eq!(updated.json()["id"], id.as_str());
+    assert_eq!(updated.json()["meta"]["versionId"], "2");
+    let stale = h.call("PUT", &by_lot("LOT-C1"), Some(&t), &[("if-match", "W/\"1\"")], Some(&imm.to_string())).await;
+    assert_eq!(stale.status, 412, "an If-Match still holds");
+    let mut other_id = imm.clone();
+    other_id["id"] = json!("0123456789abcdef0123456789abcdef");
+    assert_eq!(put(by_lot("LOT-C1"), other_id).await.status, 400);
+
+    // Several matches: 412 for update and delete; nothing changed.
+    let mut twin = immunization(&patient);
+    twin["lotNumber"] = json!("LOT-C1");
+    assert_eq!(h.call("POST", "/fhir/Immunization", Some(&t), &[], Some(&twin.to_string())).await.status, 201);
+    assert_eq!(put(by_lot("LOT-C1"), imm.clone()).await.status, 412);
+    assert_eq!(h.call("DELETE", &by_lot("LOT-C1"), Some(&t), &[], None).await.status, 412);
+    assert_eq!(h.get(&format!("/fhir/Immunization/{id}"), &t).await.json()["meta"]["versionId"], "2");
+
+    // A single match is deleted (by an admin: clinicians do not delete);
+    // no match is a success with nothing done.
+    let only = format!("/fhir/Immunization?patient={patient}&_id={id}");
+    assert_eq!(h.call("DELETE", &only, Some(&t), &[], None).await.status, 403);
+    let admin = h.token("admin", "ops-conditional");
+    assert_eq!(h.call("DELETE", &only, Some(&admin), &[], None).await.status, 204);
+    assert_eq!(h.get(&format!("/fhir/Immunization/{id}"), &t).await.status, 410);
+    assert_eq!(h.call("DELETE", &by_lot("LOT-NONE"), Some(&admin), &[], None).await.status, 204);
+    // A conditional write needs a condition.
+    assert_eq!(h.call("DELETE", "/fhir/Immunization", Some(&t), &[], None).await.status, 400);
+    assert_eq!(put(format!("/fhir/Immunization?_count=1&patient={patient}"), imm).await.status, 400);
+}

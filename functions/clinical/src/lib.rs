@@ -12,6 +12,8 @@ use medrec_shared::runtime::BootError;
 pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/fhir/Immunization", interaction: "create" },
     Route { method: "GET", path: "/fhir/Immunization", interaction: "search-type" },
+    Route { method: "PUT", path: "/fhir/Immunization", interaction: "update" },
+    Route { method: "DELETE", path: "/fhir/Immunization", interaction: "delete" },
     Route { method: "POST", path: "/fhir/Immunization/_search", interaction: "search-type" },
     Route { method: "GET", path: "/fhir/Immunization/{id}", interaction: "read" },
     Route { method: "PUT", path: "/fhir/Immunization/{id}", interaction: "update" },
@@ -21,6 +23,8 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/fhir/Immunization/{id}/_history/{vid}", interaction: "vread" },
     Route { method: "POST", path: "/fhir/Observation", interaction: "create" },
     Route { method: "GET", path: "/fhir/Observation", interaction: "search-type" },
+    Route { method: "PUT", path: "/fhir/Observation", interaction: "update" },
+    Route { method: "DELETE", path: "/fhir/Observation", interaction: "delete" },
     Route { method: "POST", path: "/fhir/Observation/_search", interaction: "search-type" },
     Route { method: "GET", path: "/fhir/Observation/{id}", interaction: "read" },
     Route { method: "PUT", path: "/fhir/Observation/{id}", interaction: "update" },

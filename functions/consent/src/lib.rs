@@ -13,6 +13,8 @@ use medrec_shared::runtime::BootError;
 pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/fhir/Consent", interaction: "create" },
     Route { method: "GET", path: "/fhir/Consent", interaction: "search-type" },
+    Route { method: "PUT", path: "/fhir/Consent", interaction: "update" },
+    Route { method: "DELETE", path: "/fhir/Consent", interaction: "delete" },
     Route { method: "POST", path: "/fhir/Consent/_search", interaction: "search-type" },
     Route { method: "GET", path: "/fhir/Consent/{id}", interaction: "read" },
     Route { method: "PUT", path: "/fhir/Consent/{id}", interaction: "update" },

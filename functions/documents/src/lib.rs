@@ -12,7 +12,7 @@ use medrec_shared::documents::{DocumentConfig, TestSignatureScanner};
 use medrec_shared::error::Error;
 use medrec_shared::http;
 use medrec_shared::lambda::{Api, Ctx, Route};
-use medrec_shared::rest::{resource_response, serve_compartment_record};
+use medrec_shared::rest::{self, resource_response, serve_compartment_record};
 use medrec_shared::runtime::{BootError, Runtime};
 use medrec_shared::service::documents::{BinaryContent, Created, DocumentDeps};
 use serde_json::json;
@@ -21,6 +21,8 @@ use serde_json::json;
 pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/fhir/DocumentReference", interaction: "create" },
     Route { method: "GET", path: "/fhir/DocumentReference", interaction: "search-type" },
+    Route { method: "PUT", path: "/fhir/DocumentReference", interaction: "update" },
+    Route { method: "DELETE", path: "/fhir/DocumentReference", interaction: "delete" },
     Route { method: "POST", path: "/fhir/DocumentReference/_search", interaction: "search-type" },
     Route { method: "GET", path: "/fhir/DocumentReference/{id}", interaction: "read" },
     Route { method: "PUT", path: "/fhir/DocumentReference/{id}", interaction: "update" },
@@ -60,6 +62,9 @@ impl App {
         // Inline content arrives as base64 (4/3 larger) inside the JSON.
         let limit = self.documents.inline_max / 3 * 4 + 64 * 1024;
         let body = http::json_resource(ctx.req, limit, "DocumentReference")?;
+        if let Some(existing) = rest::conditional_create(&self.rt, ctx.req, ctx.caller, "DocumentReference").await? {
+            return Ok(resource_response(ctx.req, 200, ctx.base, "DocumentReference", &existing, false));
+        }
         match self.rt.services.create_document(ctx.caller, body, &self.deps(), audit).await? {
             Created::Stored(stored) => {
                 Ok(resource_response(ctx.req, 201, ctx.base, "DocumentReference", &stored, true))

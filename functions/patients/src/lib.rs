@@ -21,6 +21,8 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/fhir/metadata", interaction: "capabilities" },
     Route { method: "POST", path: "/fhir/Patient", interaction: "create" },
     Route { method: "GET", path: "/fhir/Patient", interaction: "search-type" },
+    Route { method: "PUT", path: "/fhir/Patient", interaction: "update" },
+    Route { method: "DELETE", path: "/fhir/Patient", interaction: "delete" },
     Route { method: "POST", path: "/fhir/Patient/_search", interaction: "search-type" },
     Route { method: "GET", path: "/fhir/Patient/{id}", interaction: "read" },
     Route { method: "PUT", path: "/fhir/Patient/{id}", interaction: "update" },
@@ -133,10 +135,20 @@ impl App {
                 svc.delete_patient(caller, id, http::if_match(req)?, audit).await?;
                 Ok(http::response(204, None, &[]))
             }
+            ("PUT", "update", None) => {
+                let body = http::json_resource(req, max, "Patient")?;
+                let (status, stored) = rest::conditional_update(&self.rt, req, caller, "Patient", body, audit).await?;
+                Ok(resource_response(status, &stored, true))
+            }
+            ("DELETE", "delete", None) => {
+                rest::conditional_delete(&self.rt, req, caller, "Patient", audit).await?;
+                Ok(http::response(204, None, &[]))
+            }
             ("GET", "operation", Some(id)) if params[1] == "$everything" => {
                 let (count, cursor) = rest::history_params(req)?;
                 let r = svc.everything(caller, id, count, cursor.as_deref(), audit).await?;
-                Ok(rest::searchset_response(base, &format!("/fhir/Patient/{id}/$everything"), r))
+                let path = format!("/fhir/Patient/{id}/$everything");
+                Ok(rest::searchset_response(base, &path, r, &rest::ResultParams::default(), vec![]))
             }
             ("GET", "history-instance", Some(id)) => {
                 let (count, cursor) = rest::history_params(req)?;
@@ -144,8 +156,8 @@ impl App {
                 Ok(rest::history_response(base, "Patient", id, h))
             }
             (_, "search-type", None) => {
-                let r = svc.search_patients(caller, rest::search_query(route.method, req, max)?, audit).await?;
-                Ok(rest::searchset_response(base, "/fhir/Patient", r))
+                let query = rest::search_query(route.method, req, max)?;
+                rest::search_response(&self.rt, caller, "Patient", query, base, audit).await
             }
             _ => Err(Error::NotFound),
         }

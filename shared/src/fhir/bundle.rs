@@ -5,9 +5,12 @@ use serde_json::{json, Value};
 pub struct SearchPage {
     pub self_link: String,
     pub next_link: Option<String>,
-    pub total: usize,
+    /// None when the client asked for `_total=none`.
+    pub total: Option<usize>,
     /// (fullUrl, resource)
     pub entries: Vec<(String, Value)>,
+    /// Added by `_include`/`_revinclude` (search mode `include`).
+    pub included: Vec<(String, Value)>,
 }
 
 pub fn searchset(page: SearchPage) -> Value {
@@ -15,18 +18,21 @@ pub fn searchset(page: SearchPage) -> Value {
     if let Some(next) = page.next_link {
         links.push(json!({"relation": "next", "url": next}));
     }
-    let entries: Vec<Value> = page
-        .entries
-        .into_iter()
-        .map(|(full_url, resource)| json!({"fullUrl": full_url, "resource": resource, "search": {"mode": "match"}}))
-        .collect();
-    json!({
+    fn entry(mode: &'static str) -> impl Fn((String, Value)) -> Value {
+        move |(full_url, resource)| json!({"fullUrl": full_url, "resource": resource, "search": {"mode": mode}})
+    }
+    let entries: Vec<Value> =
+        page.entries.into_iter().map(entry("match")).chain(page.included.into_iter().map(entry("include"))).collect();
+    let mut bundle = json!({
         "resourceType": "Bundle",
         "type": "searchset",
-        "total": page.total,
         "link": links,
         "entry": entries,
-    })
+    });
+    if let Some(total) = page.total {
+        bundle["total"] = json!(total);
+    }
+    bundle
 }
 
 /// One version in a history bundle; `resource` is None for a deletion.

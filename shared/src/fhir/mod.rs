@@ -12,6 +12,7 @@ pub mod patient;
 pub mod primitives;
 pub mod profiles;
 pub mod search;
+pub mod subset;
 pub mod validator;
 
 use serde_json::Value;

@@ -31,6 +31,8 @@ pub struct ElementInfo {
     pub types: Vec<String>,
     /// A required binding to a value set whose codes the model knows.
     pub enumerable_binding: bool,
+    /// Part of the resource's summary (`_summary=true`).
+    pub summary: bool,
 }
 
 struct TypeRef {
@@ -49,6 +51,7 @@ struct Element {
     value_set: Option<String>,
     /// An extensible or preferred binding: a code outside it is a warning.
     weak_binding: bool,
+    summary: bool,
     /// (name as in the path, e.g. `value[x]`, element index).
     children: Vec<(String, usize)>,
     invariants: Vec<Invariant>,
@@ -248,6 +251,7 @@ impl Model {
                     content_ref: None,
                     value_set: e["vs"].as_str().map(str::to_owned),
                     weak_binding: e["weak"] == true,
+                    summary: e["sum"] == true,
                     children: Vec::new(),
                 });
                 m.index.insert(path, idx);
@@ -296,7 +300,8 @@ impl Model {
     }
 
     /// The child elements defined under `path` (a type name or a backbone
-    /// path), for tools that derive test data from the definitions.
+    /// path), for tools that derive test data from the definitions and for
+    /// `_summary`/`_elements`.
     pub fn children_of(&self, path: &str) -> Vec<ElementInfo> {
         let Some(&idx) = self.index.get(path) else { return vec![] };
         self.elements[idx]
@@ -311,6 +316,7 @@ impl Model {
                     types: el.types.iter().map(|t| t.code.clone()).collect(),
                     enumerable_binding: !el.weak_binding
                         && el.value_set.as_ref().is_some_and(|vs| self.value_sets.contains_key(vs)),
+                    summary: el.summary,
                 }
             })
             .collect()

@@ -13,7 +13,10 @@ use crate::lambda::{Api, Ctx, Route};
 use crate::runtime::{BootError, Runtime};
 use crate::service::records::{HistoryResult, Query, SearchResult, Stored, DEFAULT_PAGE, MAX_PAGE};
 use crate::service::Caller;
+
+mod results;
 use lambda_http::{Body, Request, Response};
+pub use results::ResultParams;
 
 /// A stored resource with its version as ETag. A write (create, update,
 /// patch) also gets its Location and honours `Prefer: return=minimal`
@@ -54,37 +57,55 @@ pub fn search_query(method: &str, req: &Request, max: usize) -> Result<Query> {
     }
 }
 
-/// A searchset Bundle for a page of results; `path` is the search's own
-/// path (`/fhir/Patient`, `/fhir/Patient/{id}/$everything`), to which the
-/// next link adds its cursor. Entries are named by their own type and id.
-pub fn searchset_response(base: &str, path: &str, r: SearchResult) -> Response<Body> {
+/// A searchset Bundle for a page of results, shaped by the result
+/// parameters; `path` is the search's own path (`/fhir/Patient`,
+/// `/fhir/Patient/{id}/$everything`), to which the next link adds its cursor
+/// (and the result parameters). Entries are named by their own type and id.
+pub fn searchset_response(
+    base: &str,
+    path: &str,
+    mut r: SearchResult,
+    params: &ResultParams,
+    included: Vec<Stored>,
+) -> Response<Body> {
+    let named = |s: Stored| {
+        (format!("{base}/fhir/{}/{}", s.resource["resourceType"].as_str().unwrap_or_default(), s.id), s.resource)
+    };
+    params.shape(&mut r.resources);
     let page = SearchPage {
         self_link: format!("{base}{path}"),
-        next_link: r.next_cursor.map(|c| format!("{base}{path}?_cursor={c}")),
-        total: r.total,
-        entries: r
-            .resources
-            .into_iter()
-            .map(|s| {
-                (
-                    format!("{base}/fhir/{}/{}", s.resource["resourceType"].as_str().unwrap_or_default(), s.id),
-                    s.resource,
-                )
-            })
-            .collect(),
+        next_link: r.next_cursor.map(|c| format!("{base}{path}?_cursor={c}{}", params.link_suffix())),
+        total: params.total.then_some(r.total),
+        entries: r.resources.into_iter().map(named).collect(),
+        included: included.into_iter().map(named).collect(),
     };
     http::response(200, Some(&bundle::searchset(page)), &[])
 }
 
-/// Conditional create (`If-None-Exist: identifier=...`): the resources its
-/// query matches, searched as the caller (and audited as that search), or
-/// None without the header. One match: the create is skipped and it is
-/// returned (200); several: 412.
-pub async fn conditional_create(rt: &Runtime, req: &Request, caller: &Caller, ty: &str) -> Result<Option<Stored>> {
-    let Some(condition) = http::header(req, "if-none-exist") else { return Ok(None) };
-    let query = http::parse_form(condition.trim_start_matches('?'))?;
-    if query.is_empty() {
-        return Err(Error::BadRequest("If-None-Exist needs search parameters".into()));
+/// A search of `ty` as the REST edge runs it: the result parameters taken
+/// out, the search, what they include, the Bundle.
+pub async fn search_response(
+    rt: &Runtime,
+    caller: &Caller,
+    ty: &str,
+    mut query: Query,
+    base: &str,
+    audit: &mut AuditEntry,
+) -> Result<Response<Body>> {
+    let params = ResultParams::take(&mut query, ty)?;
+    let r = match ty {
+        "Patient" => rt.services.search_patients(caller, query, audit).await?,
+        _ => rt.services.search_records(caller, ty, query, audit).await?,
+    };
+    let included = params.included(rt, caller, &r).await?;
+    Ok(searchset_response(base, &format!("/fhir/{ty}"), r, &params, included))
+}
+
+/// What a conditional interaction's query matches: searched as the caller
+/// (and audited as that search). None for no match, 412 for several.
+async fn single_match(rt: &Runtime, caller: &Caller, ty: &str, query: Query, what: &str) -> Result<Option<Stored>> {
+    if query.is_empty() || query.iter().any(|(k, _)| k.starts_with('_') && k != "_id") {
+        return Err(Error::BadRequest(format!("{what} needs search parameters (and no result parameters)")));
     }
     let mut audit = rt.services.draft(Some(caller), "search-type");
     let found = match ty {
@@ -94,7 +115,76 @@ pub async fn conditional_create(rt: &Runtime, req: &Request, caller: &Caller, ty
     match found.total {
         0 => Ok(None),
         1 => Ok(found.resources.into_iter().next()),
-        _ => Err(Error::PreconditionFailed("If-None-Exist matches more than one resource".into())),
+        _ => Err(Error::PreconditionFailed(format!("{what} matches more than one resource"))),
+    }
+}
+
+/// Conditional create (`If-None-Exist: identifier=...`), None without the
+/// header. One match: the create is skipped and it is returned (200).
+pub async fn conditional_create(rt: &Runtime, req: &Request, caller: &Caller, ty: &str) -> Result<Option<Stored>> {
+    let Some(condition) = http::header(req, "if-none-exist") else { return Ok(None) };
+    let query = http::parse_form(condition.trim_start_matches('?'))?;
+    single_match(rt, caller, ty, query, "If-None-Exist").await
+}
+
+/// Conditional update (`PUT /fhir/{type}?query`): one match is updated, with
+/// its current version as the precondition unless If-Match names one; no
+/// match creates (except a DocumentReference, whose content comes by POST).
+/// Returns the status (200 or 201) and what was stored.
+pub async fn conditional_update(
+    rt: &Runtime,
+    req: &Request,
+    caller: &Caller,
+    ty: &str,
+    mut body: serde_json::Value,
+    audit: &mut AuditEntry,
+) -> Result<(u16, Stored)> {
+    let svc = &rt.services;
+    match single_match(rt, caller, ty, http::query(req)?, "a conditional update").await? {
+        Some(found) => {
+            if body.get("id").is_some_and(|id| *id != found.id.as_str()) {
+                return Err(Error::BadRequest("the resource id differs from the resource the query matches".into()));
+            }
+            body["id"] = serde_json::Value::String(found.id.clone());
+            let expected = Some(http::if_match(req)?.unwrap_or(found.version));
+            let stored = match ty {
+                "Patient" => svc.update_patient(caller, &found.id, body, expected, audit).await?,
+                _ => svc.update_record(caller, ty, &found.id, body, expected, audit).await?,
+            };
+            Ok((200, stored))
+        }
+        None if ty == "DocumentReference" => {
+            Err(Error::PreconditionFailed("no DocumentReference matches; create documents with POST".into()))
+        }
+        None if body.get("id").is_some() => {
+            Err(Error::BadRequest("no resource matches; a new resource gets its id from the server".into()))
+        }
+        None => {
+            let stored = match ty {
+                "Patient" => svc.create_patient(caller, body, audit).await?,
+                _ => svc.create_record(caller, ty, body, audit).await?,
+            };
+            Ok((201, stored))
+        }
+    }
+}
+
+/// Conditional delete (`DELETE /fhir/{type}?query`) of a single match; no
+/// match is a success with nothing to do.
+pub async fn conditional_delete(
+    rt: &Runtime,
+    req: &Request,
+    caller: &Caller,
+    ty: &str,
+    audit: &mut AuditEntry,
+) -> Result<()> {
+    let Some(found) = single_match(rt, caller, ty, http::query(req)?, "a conditional delete").await? else {
+        return Ok(());
+    };
+    let if_match = http::if_match(req)?;
+    match ty {
+        "Patient" => rt.services.delete_patient(caller, &found.id, if_match, audit).await,
+        _ => rt.services.delete_record(caller, ty, &found.id, if_match, audit).await,
     }
 }
 
@@ -229,14 +319,22 @@ pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut Au
             svc.delete_record(caller, ty, id, http::if_match(req)?, audit).await?;
             Ok(http::response(204, None, &[]))
         }
+        ("update", None) => {
+            let body = http::json_resource(req, max, ty)?;
+            let (status, stored) = conditional_update(rt, req, caller, ty, body, audit).await?;
+            Ok(respond(status, &stored, true))
+        }
+        ("delete", None) => {
+            conditional_delete(rt, req, caller, ty, audit).await?;
+            Ok(http::response(204, None, &[]))
+        }
         ("history-instance", Some(id)) => {
             let (count, cursor) = history_params(req)?;
             let h = svc.record_history_of(caller, ty, id, count, cursor.as_deref(), audit).await?;
             Ok(history_response(base, ty, id, h))
         }
         ("search-type", None) => {
-            let r = svc.search_records(caller, ty, search_query(route.method, req, max)?, audit).await?;
-            Ok(searchset_response(base, &format!("/fhir/{ty}"), r))
+            search_response(rt, caller, ty, search_query(route.method, req, max)?, base, audit).await
         }
         _ => Err(Error::NotFound),
     }
