@@ -12,6 +12,8 @@ use crate::template::Template;
 use medrec_shared::config::Config;
 use medrec_shared::documents::DocumentConfig;
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -37,7 +39,7 @@ pub struct LocalStack {
     /// Resolved environment per mounted function.
     pub function_env: BTreeMap<String, BTreeMap<String, String>>,
     server: tokio::task::JoinHandle<()>,
-    /// The queue consumers (Lambda's event source mappings).
+    /// The queue consumers (Lambda's event source mappings) and schedules.
     pollers: Vec<tokio::task::JoinHandle<()>>,
     _emulator: Option<Emulator>,
 }
@@ -51,11 +53,15 @@ impl Drop for LocalStack {
     }
 }
 
-/// How the local stack invokes a function: behind the gateway, or from a queue.
+/// How the local stack invokes a function: behind the gateway, from a
+/// queue, or on its schedule.
 enum Mounted {
     Api(Handler),
     Queue(SqsHandler),
+    Scheduled(ScheduledHandler),
 }
+
+type ScheduledHandler = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Builds a function's handler from its environment. Functions that are not
 /// yet implemented stay unmounted (the gateway answers 502 for them).
@@ -81,6 +87,19 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
                     match app.handle(invocation).await {
                         Ok(r) => r,
                         Err(never) => match never {},
+                    }
+                })
+            }))
+        }
+        "ConsentExpiryFunction" => {
+            let days = medrec_consent_expiry::notice_days(lookup).map_err(|e| format!("{logical_id}: {e}"))?;
+            let app = Arc::new(medrec_consent_expiry::App::new(config, days).await.map_err(boot)?);
+            Mounted::Scheduled(Arc::new(move || {
+                let app = app.clone();
+                Box::pin(async move {
+                    let event = lambda_http::LambdaEvent::new(serde_json::json!({}), lambda_http::Context::default());
+                    if let Err(e) = app.handle(event).await {
+                        tracing::error!(error = %e, "scheduled run failed");
                     }
                 })
             }))
@@ -159,6 +178,20 @@ impl LocalStack {
                             batch_size: *batch_size,
                         };
                         pollers.push(tokio::spawn(poller::run(clients.sqs.clone(), source, h.clone())));
+                    }
+                }
+                Some(Mounted::Scheduled(h)) => {
+                    // EventBridge fires a rate schedule first one period after
+                    // the rule is created; so does this.
+                    for period in f.schedules.iter().filter_map(|s| crate::template::rate(s)) {
+                        let h = h.clone();
+                        pollers.push(tokio::spawn(async move {
+                            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                            loop {
+                                tick.tick().await;
+                                h().await;
+                            }
+                        }));
                     }
                 }
                 None => {}

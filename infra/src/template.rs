@@ -36,6 +36,8 @@ pub struct Function {
     pub routes: Vec<HttpRoute>,
     /// SQS event sources: (queue logical id, batch size).
     pub queues: Vec<(String, i32)>,
+    /// EventBridge schedules (`rate(...)` expressions).
+    pub schedules: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,7 +123,15 @@ impl Template {
                         Some((queue, batch))
                     })
                     .collect();
-                functions.push(Function { logical_id: logical_id.clone(), environment, routes, queues });
+                let schedules = properties
+                    .get("Events")
+                    .and_then(Value::as_mapping)
+                    .into_iter()
+                    .flat_map(|events| events.values())
+                    .filter(|e| e.get("Type").and_then(Value::as_str) == Some("Schedule"))
+                    .filter_map(|e| Some(e.get("Properties")?.get("Schedule")?.as_str()?.to_owned()))
+                    .collect();
+                functions.push(Function { logical_id: logical_id.clone(), environment, routes, queues, schedules });
             }
             resources.push(Resource { logical_id, kind, properties });
         }
@@ -148,6 +158,20 @@ impl Template {
     }
 }
 
+/// The period of a `rate(N unit)` schedule expression.
+pub fn rate(expression: &str) -> Option<std::time::Duration> {
+    let inner = expression.strip_prefix("rate(")?.strip_suffix(')')?;
+    let (n, unit) = inner.trim().split_once(' ')?;
+    let n: u64 = n.parse().ok().filter(|n| *n > 0)?;
+    let seconds = match unit.trim_end_matches('s') {
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86400,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(n * seconds))
+}
+
 fn match_path(template: &str, segs: &[&str]) -> Option<BTreeMap<String, String>> {
     let tpl: Vec<&str> = template.split('/').skip(1).collect();
     let mut params = BTreeMap::new();
@@ -172,6 +196,14 @@ fn match_path(template: &str, segs: &[&str]) -> Option<BTreeMap<String, String>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(rate("rate(1 day)"), Some(std::time::Duration::from_secs(86400)));
+        assert_eq!(rate("rate(5 minutes)"), Some(std::time::Duration::from_secs(300)));
+        assert_eq!(rate("cron(0 3 * * ? *)"), None);
+        assert_eq!(rate("rate(0 days)"), None);
+    }
 
     #[test]
     fn route_matching() {

@@ -18,6 +18,7 @@ struct Inner {
     index: BTreeSet<(String, String)>,
     audit: Vec<String>,
     events: Vec<DomainEvent>,
+    once: BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -133,6 +134,16 @@ impl RecordStore for MemoryStore {
         inner.audit.push(audit.to_fhir().to_string());
         inner.events.extend(events);
         Ok(())
+    }
+
+    async fn audit_once(&self, key: &str, audit: &AuditEntry, events: Vec<DomainEvent>) -> Result<bool, PortError> {
+        let mut inner = self.inner.lock().expect("lock");
+        if !inner.once.insert(key.to_owned()) {
+            return Ok(false);
+        }
+        inner.audit.push(audit.to_fhir().to_string());
+        inner.events.extend(events);
+        Ok(true)
     }
 }
 

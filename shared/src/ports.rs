@@ -108,6 +108,14 @@ pub trait RecordStore: Send + Sync {
     /// Stores an audit record (and events) with no resource change.
     fn audit(&self, audit: &AuditEntry, events: Vec<DomainEvent>)
         -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Stores an audit record and events at most once per `key` (a notice
+    /// a scheduled job must not repeat): false if `key` was already used.
+    fn audit_once(
+        &self,
+        key: &str,
+        audit: &AuditEntry,
+        events: Vec<DomainEvent>,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
 }
 
 /// KMS: per-patient data keys bound to the patient by encryption context.

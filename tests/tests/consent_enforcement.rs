@@ -144,3 +144,90 @@ async fn consent_decides_reads_in_every_function() {
     let forged = consent(&patient, json!({"type": "deny"}));
     assert_eq!(h.call("POST", "/fhir/Consent", Some(&stranger), &[], Some(&forged.to_string())).await.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consents_ending_soon_are_noticed_once() {
+    let h = Harness::start().await;
+    let registrar = h.token("registrar", "front-desk");
+    let admin = h.token("admin", "ops");
+    let patient = h.create_id(&registrar, &canary_patient(&unique_tag())).await;
+    let in_days = |d: i64| {
+        let t = time::OffsetDateTime::now_utc() + time::Duration::days(d);
+        format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+    };
+    let ending = |d: i64, status: &str| {
+        let mut c = consent(&patient, json!({"type": "permit", "period": {"start": "2026-01-01", "end": in_days(d)}}));
+        c["status"] = json!(status);
+        c
+    };
+    let create = |c: Value| {
+        let (h, t) = (&h, &registrar);
+        async move {
+            let r = h.call("POST", "/fhir/Consent", Some(t), &[], Some(&c.to_string())).await;
+            assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+            r.json()
+        }
+    };
+    let soon = create(ending(10, "active")).await;
+    let soon_id = soon["id"].as_str().unwrap().to_owned();
+    create(ending(60, "active")).await;
+    create(ending(5, "inactive")).await;
+    let deleted = create(ending(3, "active")).await;
+    let path = format!("/fhir/Consent/{}", deleted["id"].as_str().unwrap());
+    assert_eq!(h.call("DELETE", &path, Some(&admin), &[], None).await.status, 204);
+
+    let env = h.stack.function_env["ConsentExpiryFunction"].clone();
+    let config = medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let app = std::sync::Arc::new(medrec_consent_expiry::App::new(config, 30).await.unwrap());
+    let run = || {
+        let app = app.clone();
+        async move {
+            let event = lambda_http::LambdaEvent::new(json!({"source": "aws.events"}), lambda_http::Context::default());
+            app.handle(event).await.unwrap()["notices"].as_u64().unwrap()
+        }
+    };
+    let notices = || async {
+        h.scan(&h.table("OutboxTable"))
+            .await
+            .into_iter()
+            .filter(|i| i["type"].as_s().is_ok_and(|t| t == "ConsentExpiring"))
+            .map(|i| serde_json::from_str::<Value>(i["detail"].as_s().unwrap()).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run().await, 1, "only the active consent ending within 30 days");
+    assert_eq!(run().await, 0, "a rerun repeats nothing");
+    let sent = notices().await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["id"], soon_id.as_str());
+    assert_eq!(sent[0]["versionId"], "1");
+
+    // Moving the end beyond the window removes it from the index.
+    let mut later = soon.clone();
+    later["provision"]["period"]["end"] = json!(in_days(90));
+    let r = h
+        .call(
+            "PUT",
+            &format!("/fhir/Consent/{soon_id}"),
+            Some(&registrar),
+            &[("if-match", "W/\"1\"")],
+            Some(&later.to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(run().await, 0);
+    // The notice carries ids only, and the record behind it holds no date.
+    assert!(sent[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .all(|k| ["resourceType", "id", "versionId", "withinDays"].contains(&k.as_str())));
+    let index_items = h
+        .scan(&h.table("RecordsTable"))
+        .await
+        .into_iter()
+        .filter(|i| i["sk"].as_s().is_ok_and(|s| s.starts_with("I#Consent#")))
+        .map(|i| format!("{i:?}"))
+        .collect::<Vec<_>>();
+    assert!(!index_items.is_empty());
+    assert!(index_items.iter().all(|i| !i.contains(&in_days(90))), "dates are blind-indexed");
+}

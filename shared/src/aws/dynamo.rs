@@ -525,6 +525,21 @@ impl RecordStore for DynamoStore {
     async fn audit(&self, audit: &AuditEntry, events: Vec<DomainEvent>) -> Result<(), PortError> {
         self.commit_with_audit(self.outbox_items(&events), audit).await
     }
+
+    async fn audit_once(&self, key: &str, audit: &AuditEntry, events: Vec<DomainEvent>) -> Result<bool, PortError> {
+        let marker = HashMap::from([
+            ("pk".to_owned(), s(format!("ONCE#{key}"))),
+            ("sk".to_owned(), s("ONCE")),
+            ("at".to_owned(), s(&audit.recorded)),
+        ]);
+        let mut items = vec![put(&self.tables.records, marker, Some("attribute_not_exists(pk)"), &[])];
+        items.extend(self.outbox_items(&events));
+        match self.commit_with_audit(items, audit).await {
+            Ok(()) => Ok(true),
+            Err(PortError::ConditionFailed(0)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Reads every chain record and head of the audit table, grouped by shard,

@@ -201,7 +201,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             deleted: false,
             last_updated: now.clone(),
             ciphertext: Some(ct),
-            tokens: vec![],
+            tokens: self.record_tokens(ty, &resource),
             previous_tokens: vec![],
         };
         self.store.commit(write, audit, domain_events).await?;
@@ -284,7 +284,8 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let now = fhir::now_instant();
         fhir::stamp(&mut resource, id, version, &now);
         let ct = seal(&key, &resource_aad(&patient, ty, id, version), resource.to_string().as_bytes());
-        self.commit_next_version(caller, audit, (&patient, ty, id), current, &now, Some(ct), vec![], event).await?;
+        let tokens = self.record_tokens(ty, &resource);
+        self.commit_next_version(caller, audit, (&patient, ty, id), current, &now, Some(ct), tokens, event).await?;
         Ok(Stored { id: id.to_owned(), version, last_updated: now, resource })
     }
 

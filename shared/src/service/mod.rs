@@ -5,6 +5,7 @@
 
 pub mod clinical;
 pub mod clinical_search;
+pub mod consent_expiry;
 pub mod consent_gate;
 pub mod documents;
 pub mod patch;

@@ -1,0 +1,62 @@
+//! The consent expiry Lambda, on an EventBridge schedule: a `ConsentExpiring`
+//! event for every active consent whose period ends within
+//! `MEDREC_CONSENT_NOTICE_DAYS` days (`Services::notify_expiring_consents`).
+//! A failed run returns an error, so Lambda's retries of the scheduled
+//! invocation run it again; notices already sent are not repeated.
+
+use lambda_http::LambdaEvent;
+use medrec_shared::config::{Config, ConfigError};
+use medrec_shared::runtime::{BootError, Runtime};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub struct App {
+    rt: Runtime,
+    days: u32,
+}
+
+/// The notice period in days (1 to 365, default 30).
+pub fn notice_days(get: impl Fn(&str) -> Option<String>) -> Result<u32, ConfigError> {
+    const KEY: &str = "MEDREC_CONSENT_NOTICE_DAYS";
+    match get(KEY) {
+        None => Ok(30),
+        Some(v) => v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|d| (1..=365).contains(d))
+            .ok_or(ConfigError::Invalid(KEY, "must be 1..=365".into())),
+    }
+}
+
+impl App {
+    pub async fn from_env() -> Result<Self, BootError> {
+        let config = medrec_shared::lambda::config_from_env()?;
+        Self::new(config, notice_days(|k| std::env::var(k).ok())?).await
+    }
+
+    pub async fn new(config: Config, days: u32) -> Result<Self, BootError> {
+        Ok(App { rt: Runtime::from_config(config).await?, days })
+    }
+
+    pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
+        let now = time::OffsetDateTime::now_utc();
+        let sent = self.rt.services.notify_expiring_consents(now, self.days).await?;
+        tracing::info!(notices = sent, days = self.days, "consent expiry run");
+        Ok(json!({"notices": sent}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::notice_days;
+
+    #[test]
+    fn notice_days_are_bounded() {
+        assert_eq!(notice_days(|_| None).unwrap(), 30);
+        assert_eq!(notice_days(|_| Some("7".into())).unwrap(), 7);
+        for bad in ["0", "366", "x", "-1"] {
+            assert!(notice_days(|_| Some(bad.into())).is_err(), "{bad}");
+        }
+    }
+}
