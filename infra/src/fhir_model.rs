@@ -325,3 +325,29 @@ pub fn generate(dir: &Path, us_core_dir: &Path) -> Result<Value, String> {
         "profiles": profiles,
     }))
 }
+
+/// Where the CVX list comes from: the FHIR R4 package of value set
+/// expansions, pinned by its registry shasum (fetched by `make setup`).
+pub const CVX_SOURCE: &str =
+    "hl7.fhir.r4.expansions 4.0.1 (npm shasum bb2b9f338e3ec9968d3af8c65d7bb040d95cc9c5), ValueSet/vaccine-code";
+
+/// The CVX codes (code -> display) of the R4 `vaccine-code` expansion, with
+/// their source and the expansion's date. CDC's own list is not reachable
+/// from the build; codes published after that date are accepted with a
+/// warning (see `medrec_shared::fhir::cvx`).
+pub fn cvx_codes(expansions_dir: &Path) -> Result<Value, String> {
+    let path = expansions_dir.join("ValueSet-vaccine-code.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let vs: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let codes: BTreeMap<&str, &str> = vs["expansion"]["contains"]
+        .as_array()
+        .ok_or("the vaccine-code ValueSet has no expansion")?
+        .iter()
+        .filter(|c| c["system"] == "http://hl7.org/fhir/sid/cvx")
+        .filter_map(|c| Some((c["code"].as_str()?, c["display"].as_str().unwrap_or_default())))
+        .collect();
+    if codes.is_empty() {
+        return Err("the vaccine-code expansion lists no CVX code".into());
+    }
+    Ok(json!({"source": CVX_SOURCE, "date": vs["expansion"]["timestamp"], "codes": codes}))
+}

@@ -63,6 +63,14 @@ enum Command {
         #[arg(long, default_value = "shared/src/fhir/r4-model.json")]
         out: std::path::PathBuf,
     },
+    /// Regenerate the CVX vaccine code list from the FHIR R4 expansions package.
+    GenCvx {
+        /// Directory of the unpacked hl7.fhir.r4.expansions package.
+        #[arg(long)]
+        expansions: std::path::PathBuf,
+        #[arg(long, default_value = "shared/src/fhir/cvx.json")]
+        out: std::path::PathBuf,
+    },
     /// Audit trail operations.
     Audit {
         #[command(subcommand)]
@@ -153,6 +161,14 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { paths, verbose } => medrec_infra::validate_files::run(&paths, verbose),
+        Command::GenCvx { expansions, out } => {
+            let list = medrec_infra::fhir_model::cvx_codes(&expansions)?;
+            let text = serde_json::to_string_pretty(&list).map_err(|e| e.to_string())? + "\n";
+            std::fs::write(&out, &text).map_err(|e| e.to_string())?;
+            let n = list["codes"].as_object().map_or(0, |m| m.len());
+            println!("wrote {} ({n} CVX codes as of {})", out.display(), list["date"]);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::GenFhirModel { definitions, us_core, out } => {
             let model = medrec_infra::fhir_model::generate(&definitions, &us_core)?;
             let text = serde_json::to_string(&model).map_err(|e| e.to_string())?;

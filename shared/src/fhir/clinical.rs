@@ -38,7 +38,7 @@ fn in_future(value: &str, now: OffsetDateTime) -> bool {
 /// birth; the lot not expired on the day of the occurrence; dose numbers
 /// within their series; `not-done` says why.
 pub fn immunization_rules(imm: &Value, birth_date: Option<&str>, now: OffsetDateTime) -> Vec<Issue> {
-    let mut issues = Vec::new();
+    let mut issues = super::cvx::check_vaccine_code(imm);
     if imm["status"] == "not-done" && imm.get("statusReason").is_none() {
         issues.push(
             Issue::error("required", "an immunization that was not done needs a statusReason")

@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod capability;
 pub mod clinical;
+pub mod cvx;
 pub mod fhirpath;
 pub mod json_patch;
 pub mod outcome;
