@@ -528,3 +528,40 @@ async fn conditional_update_and_delete_act_on_a_single_match() {
     assert_eq!(h.call("DELETE", "/fhir/Immunization", Some(&t), &[], None).await.status, 400);
     assert_eq!(put(format!("/fhir/Immunization?_count=1&patient={patient}"), imm).await.status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vital_sign_units_are_checked_and_searched_across_units() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-units");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let weight = |value: f64, code: &str| {
+        json!({
+            "resourceType": "Observation", "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-3"}]},
+            "subject": {"reference": format!("Patient/{patient}")},
+            "effectiveDateTime": "2026-11-20T09:00:00Z",
+            "valueQuantity": {"value": value, "unit": code, "system": "http://unitsofmeasure.org", "code": code}
+        })
+    };
+    let post = |body: Value| {
+        let (h, t) = (&h, &t);
+        async move { h.call("POST", "/fhir/Observation", Some(t), &[], Some(&body.to_string())).await }
+    };
+    assert_eq!(post(weight(160.0, "[lb_av]")).await.status, 201);
+    assert_eq!(post(weight(65.0, "kg")).await.status, 201);
+    let wrong = post(weight(160.0, "cm")).await;
+    assert_eq!(wrong.status, 422);
+    let issues = wrong.json()["issue"].clone();
+    assert!(
+        issues.as_array().unwrap().iter().any(|i| i["expression"][0] == "Observation.valueQuantity.code"),
+        "{issues}"
+    );
+    // 160 [lb_av] is 72.6 kg: found by a search in kilograms, 65 kg is not.
+    let found = h
+        .get(&format!("/fhir/Observation?patient={patient}&value-quantity=gt70|http://unitsofmeasure.org|kg"), &t)
+        .await;
+    let body = found.json();
+    assert_eq!(body["total"], 1, "{body}");
+    assert_eq!(body["entry"][0]["resource"]["valueQuantity"]["code"], "[lb_av]");
+}

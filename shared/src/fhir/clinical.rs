@@ -4,6 +4,7 @@
 
 use super::outcome::Issue;
 use super::primitives::datetime_bounds;
+use super::ucum;
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -83,11 +84,53 @@ pub fn immunization_rules(imm: &Value, birth_date: Option<&str>, now: OffsetDate
 
 /// Observation: nothing observed or issued in the future.
 pub fn observation_rules(obs: &Value, now: OffsetDateTime) -> Vec<Issue> {
-    ["effectiveDateTime", "effectiveInstant", "issued"]
+    let mut issues: Vec<Issue> = ["effectiveDateTime", "effectiveInstant", "issued"]
         .into_iter()
         .filter(|k| obs[*k].as_str().is_some_and(|v| in_future(v, now)))
         .map(|k| Issue::error("business-rule", "this date is in the future").at(format!("Observation.{k}")))
-        .collect()
+        .collect();
+    issues.extend(vital_sign_unit(&obs["code"], &obs["valueQuantity"], "Observation.valueQuantity"));
+    for (i, c) in obs["component"].as_array().into_iter().flatten().enumerate() {
+        issues.extend(vital_sign_unit(
+            &c["code"],
+            &c["valueQuantity"],
+            &format!("Observation.component[{i}].valueQuantity"),
+        ));
+    }
+    issues
+}
+
+/// A vital sign's quantity must be in a UCUM unit of the sign's dimension
+/// (any such unit: 160 [lb_av] is a body weight, 160 cm is not).
+fn vital_sign_unit(code: &Value, quantity: &Value, at: &str) -> Option<Issue> {
+    let dim = code["coding"]
+        .as_array()?
+        .iter()
+        .filter(|c| c["system"] == "http://loinc.org")
+        .find_map(|c| ucum::vital_sign_dimension(c["code"].as_str()?))?;
+    quantity.as_object()?;
+    let unit = quantity["code"].as_str().unwrap_or_default();
+    let accepted = || ucum::units_of(dim).join(", ");
+    if quantity["system"] != ucum::SYSTEM {
+        return Some(
+            Issue::error("value", format!("a vital sign is recorded in UCUM units ({})", accepted()))
+                .at(format!("{at}.system")),
+        );
+    }
+    match ucum::dimension(unit) {
+        Some(d) if d == dim => None,
+        Some(_) => Some(
+            Issue::error(
+                "business-rule",
+                format!("the unit has the wrong dimension for this vital sign (use {})", accepted()),
+            )
+            .at(format!("{at}.code")),
+        ),
+        None => Some(
+            Issue::error("code-invalid", format!("unit not recognised for this vital sign (use {})", accepted()))
+                .at(format!("{at}.code")),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -115,6 +158,28 @@ mod tests {
         }
         let absolute = json!({"subject": {"reference": "https://elsewhere.example/fhir/Patient/p-1"}});
         assert!(compartment_of("Observation", &absolute).is_err(), "records live in this server's compartments");
+    }
+
+    #[test]
+    fn vital_sign_units_must_have_the_right_dimension() {
+        let weight = |q: Value| json!({"code": {"coding": [{"system": "http://loinc.org", "code": "29463-3"}]}, "valueQuantity": q});
+        let ucum = "http://unitsofmeasure.org";
+        assert!(observation_rules(&weight(json!({"value": 160, "system": ucum, "code": "[lb_av]"})), now()).is_empty());
+        let cases = [
+            (json!({"value": 160, "system": ucum, "code": "cm"}), "Observation.valueQuantity.code"),
+            (json!({"value": 160, "system": ucum, "code": "stone"}), "Observation.valueQuantity.code"),
+            (json!({"value": 160, "unit": "lb"}), "Observation.valueQuantity.system"),
+        ];
+        for (q, expected) in cases {
+            assert_eq!(at(&observation_rules(&weight(q.clone()), now())), [expected], "{q}");
+        }
+        let bp = json!({"code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]}, "component": [
+            {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}, "valueQuantity": {"value": 120, "system": ucum, "code": "mm[Hg]"}},
+            {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]}, "valueQuantity": {"value": 80, "system": ucum, "code": "/min"}}
+        ]});
+        assert_eq!(at(&observation_rules(&bp, now())), ["Observation.component[1].valueQuantity.code"]);
+        let lab = json!({"code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]}, "valueQuantity": {"value": 5, "unit": "whatever"}});
+        assert!(observation_rules(&lab, now()).is_empty(), "only vital signs are held to a dimension");
     }
 
     #[test]

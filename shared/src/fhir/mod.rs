@@ -14,6 +14,7 @@ pub mod primitives;
 pub mod profiles;
 pub mod search;
 pub mod subset;
+pub mod ucum;
 pub mod validator;
 
 use serde_json::Value;

@@ -3,6 +3,7 @@
 //! searched in memory after decryption, so PHI never needs a plaintext index.
 
 use super::primitives::datetime_bounds;
+use super::ucum;
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -97,11 +98,24 @@ pub fn quantity_matches(q: &Value, param: &str) -> Option<bool> {
     let wanted: f64 = number.parse().ok()?;
     let system = parts.next().filter(|s| !s.is_empty());
     let code = parts.next().filter(|s| !s.is_empty());
-    let Some(value) = q.get("value").and_then(Value::as_f64) else { return Some(false) };
-    let unit_ok = system.is_none_or(|s| q.get("system").and_then(Value::as_str) == Some(s))
-        && code.is_none_or(|c| {
-            q.get("code").and_then(Value::as_str) == Some(c) || q.get("unit").and_then(Value::as_str) == Some(c)
-        });
+    let Some(stored) = q.get("value").and_then(Value::as_f64) else { return Some(false) };
+    let stored_code = q.get("code").and_then(Value::as_str);
+    let same_unit = |c: &str| stored_code == Some(c) || q.get("unit").and_then(Value::as_str) == Some(c);
+    let system_ok = system.is_none_or(|s| q.get("system").and_then(Value::as_str) == Some(s));
+    // A UCUM search unit matches any stored unit of its dimension, compared
+    // after conversion (gt70|http://unitsofmeasure.org|kg finds 160 [lb_av]).
+    let (unit_ok, value) = match code {
+        None => (true, stored),
+        Some(c) if same_unit(c) => (true, stored),
+        Some(c) if system == Some(ucum::SYSTEM) && q.get("system").and_then(Value::as_str) == Some(ucum::SYSTEM) => {
+            match stored_code.and_then(|from| ucum::convert(stored, from, c)) {
+                Some(v) => (true, v),
+                None => (false, stored),
+            }
+        }
+        Some(_) => (false, stored),
+    };
+    let unit_ok = system_ok && unit_ok;
     // Equality carries the precision of the parameter (72 matches 71.5..72.5).
     let decimals = number.split_once('.').map_or(0, |(_, d)| d.len()) as i32;
     let half = 0.5 * 10f64.powi(-decimals);
@@ -159,5 +173,18 @@ mod tests {
         assert_eq!(quantity_matches(&q, "gt60||mm[Hg]"), Some(false));
         assert_eq!(quantity_matches(&q, "le71"), Some(false));
         assert_eq!(quantity_matches(&q, "lots"), None);
+        let weight = json!({"value": 160, "system": "http://unitsofmeasure.org", "code": "[lb_av]"});
+        assert_eq!(quantity_matches(&weight, "gt70|http://unitsofmeasure.org|kg"), Some(true));
+        assert_eq!(quantity_matches(&weight, "gt75|http://unitsofmeasure.org|kg"), Some(false));
+        assert_eq!(
+            quantity_matches(&weight, "72.6|http://unitsofmeasure.org|kg"),
+            Some(true),
+            "equality after conversion"
+        );
+        assert_eq!(
+            quantity_matches(&weight, "gt1|http://unitsofmeasure.org|cm"),
+            Some(false),
+            "no match across dimensions"
+        );
     }
 }

@@ -97,7 +97,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         };
         let key = self.patient_key(patient).await?;
         let now = time::OffsetDateTime::now_utc();
-        issues.extend(match ty {
+        let business = match ty {
             "Consent" => vec![],
             "Immunization" => {
                 let pat = self.decrypt_record(
@@ -111,7 +111,14 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 clinical::immunization_rules(resource, pat["birthDate"].as_str(), now)
             }
             _ => clinical::observation_rules(resource, now),
-        });
+        };
+        // One error per element: a rule that repeats what the definitions
+        // or a profile already said about it adds nothing.
+        for b in business {
+            if !issues.iter().any(|i| i.is_error() && i.expression == b.expression) {
+                issues.push(b);
+            }
+        }
         if issues.iter().any(Issue::is_error) {
             return Err(Error::Invalid(issues));
         }
