@@ -4,6 +4,7 @@
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use base64::engine::general_purpose::STANDARD;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -14,7 +15,9 @@ use medrec_shared::auth::{Principal, Purpose, Role};
 use medrec_shared::crypto::blind::BlindIndex;
 use medrec_shared::crypto::keycache::{KeyCache, Limits};
 use medrec_shared::crypto::{open, resource_aad, seal, DataKey};
-use medrec_shared::memory::{MemoryKeys, MemoryStore};
+use medrec_shared::documents::{DocumentConfig, TestSignatureScanner};
+use medrec_shared::memory::{MemoryBlobs, MemoryKeys, MemoryStore};
+use medrec_shared::service::documents::{Created, DocumentDeps};
 use medrec_shared::service::{Caller, Services};
 use serde_json::{json, Value};
 use std::hint::black_box;
@@ -103,15 +106,21 @@ fn benches(c: &mut Criterion) {
         b.iter(|| rt.block_on(verifier.verify(Some(black_box(&auth)), now)).unwrap())
     });
 
-    let limits = Limits { max_age: Duration::from_secs(300), max_uses: u64::MAX, max_entries: 100_000 };
-    let svc = Services::new(
-        MemoryStore::default(),
-        MemoryKeys::default(),
-        KeyCache::new(limits),
-        DataKey::random(),
-        DataKey::random(),
-        "bench",
-    );
+    // A fresh store per group: the in-memory store scans where DynamoDB
+    // queries one partition, so thousands of benchmark creates would slow
+    // the reads measured after them.
+    let services = || {
+        let limits = Limits { max_age: Duration::from_secs(300), max_uses: u64::MAX, max_entries: 100_000 };
+        Services::new(
+            MemoryStore::default(),
+            MemoryKeys::default(),
+            KeyCache::new(limits),
+            DataKey::random(),
+            DataKey::random(),
+            "bench",
+        )
+    };
+    let svc = services();
     let who = caller();
     c.bench_function("create Patient use case (in-memory ports)", |b| {
         b.iter(|| {
@@ -119,12 +128,109 @@ fn benches(c: &mut Criterion) {
             rt.block_on(svc.create_patient(&who, patient.clone(), &mut audit)).unwrap()
         })
     });
+    let svc = services();
     let mut audit = svc.draft(Some(&who), "create");
     let id = rt.block_on(svc.create_patient(&who, patient.clone(), &mut audit)).unwrap().id;
     c.bench_function("read Patient use case, warm key (in-memory ports)", |b| {
         b.iter(|| {
             let mut audit = svc.draft(Some(&who), "read");
             rt.block_on(svc.read_patient(&who, &id, &mut audit)).unwrap()
+        })
+    });
+
+    // Clinical records, consent and documents in the patient's compartment.
+    let immunization = json!({
+        "resourceType": "Immunization", "status": "completed",
+        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "08"}]},
+        "patient": {"reference": format!("Patient/{id}")}, "occurrenceDateTime": "2026-11-20T09:00:00Z",
+        "primarySource": true, "lotNumber": "LOT-1", "expirationDate": "2027-06-30"
+    });
+    let weight = json!({
+        "resourceType": "Observation", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-3"}]},
+        "subject": {"reference": format!("Patient/{id}")}, "effectiveDateTime": "2026-11-20T09:00:00Z",
+        "valueQuantity": {"value": 160, "unit": "lb", "system": "http://unitsofmeasure.org", "code": "[lb_av]"}
+    });
+    for (name, body) in [("Immunization", &immunization), ("Observation", &weight)] {
+        c.bench_function(&format!("create {name} use case (in-memory ports)"), |b| {
+            b.iter(|| {
+                let mut audit = svc.draft(Some(&who), "create");
+                rt.block_on(svc.create_record(&who, name, body.clone(), &mut audit)).unwrap()
+            })
+        });
+    }
+    // Reads in a compartment of 20 Observations and 5 Immunizations.
+    let svc = services();
+    let mut audit = svc.draft(Some(&who), "create");
+    let id = rt.block_on(svc.create_patient(&who, patient.clone(), &mut audit)).unwrap().id;
+    let in_compartment = |mut r: Value, element: &str| {
+        r[element]["reference"] = json!(format!("Patient/{id}"));
+        r
+    };
+    for _ in 0..5 {
+        let mut audit = svc.draft(Some(&who), "create");
+        rt.block_on(svc.create_record(
+            &who,
+            "Immunization",
+            in_compartment(immunization.clone(), "patient"),
+            &mut audit,
+        ))
+        .unwrap();
+    }
+    let mut obs = String::new();
+    for _ in 0..20 {
+        let mut audit = svc.draft(Some(&who), "create");
+        obs = rt
+            .block_on(svc.create_record(&who, "Observation", in_compartment(weight.clone(), "subject"), &mut audit))
+            .unwrap()
+            .id;
+    }
+    c.bench_function("read Observation use case, warm key (in-memory ports)", |b| {
+        b.iter(|| {
+            let mut audit = svc.draft(Some(&who), "read");
+            rt.block_on(svc.read_record(&who, "Observation", &obs, None, &mut audit)).unwrap()
+        })
+    });
+    let query = vec![
+        ("patient".to_owned(), id.clone()),
+        ("value-quantity".to_owned(), "gt70|http://unitsofmeasure.org|kg".to_owned()),
+    ];
+    c.bench_function("Observation search in a compartment (in-memory ports)", |b| {
+        b.iter(|| {
+            let mut audit = svc.draft(Some(&who), "search-type");
+            rt.block_on(svc.search_records(&who, "Observation", query.clone(), &mut audit)).unwrap()
+        })
+    });
+    let blobs = MemoryBlobs::default();
+    let config = DocumentConfig::from_lookup(|k| match k {
+        "MEDREC_DOCUMENTS_BUCKET" | "MEDREC_UPLOADS_BUCKET" => Some("bench".into()),
+        _ => None,
+    })
+    .unwrap();
+    let deps = DocumentDeps { blobs: &blobs, config: &config, scanner: &TestSignatureScanner };
+    let note = vec![b'n'; 64 * 1024];
+    let document = json!({
+        "resourceType": "DocumentReference", "status": "current",
+        "subject": {"reference": format!("Patient/{id}")},
+        "content": [{"attachment": {"contentType": "text/plain", "data": STANDARD.encode(&note)}}]
+    });
+    let mut binary = String::new();
+    c.bench_function("create DocumentReference, 64 KiB inline (in-memory ports)", |b| {
+        b.iter(|| {
+            let mut audit = svc.draft(Some(&who), "create");
+            match rt.block_on(svc.create_document(&who, document.clone(), &deps, &mut audit)).unwrap() {
+                Created::Stored(s) => {
+                    binary = s.resource["content"][0]["attachment"]["url"].as_str().unwrap()[7..].to_owned()
+                }
+                Created::Pending { .. } => unreachable!(),
+            }
+        })
+    });
+    c.bench_function("read Binary, 64 KiB (in-memory ports)", |b| {
+        b.iter(|| {
+            let mut audit = svc.draft(Some(&who), "read");
+            rt.block_on(svc.read_binary(&who, &binary, None, &deps, &mut audit)).unwrap()
         })
     });
 }

@@ -171,3 +171,56 @@ impl KeyService for MemoryKeys {
         DataKey::from_slice(k).map_err(|_| PortError::Integrity("key".into()))
     }
 }
+
+/// Stands in for S3: objects by key, uploads by key.
+#[derive(Default)]
+pub struct MemoryBlobs {
+    objects: Mutex<HashMap<String, Vec<u8>>>,
+    uploads: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl MemoryBlobs {
+    /// What a client's PUT to a presigned URL would leave.
+    pub fn upload(&self, key: &str, bytes: Vec<u8>) {
+        self.uploads.lock().expect("lock").insert(key.to_owned(), bytes);
+    }
+}
+
+impl crate::ports::BlobStore for MemoryBlobs {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), PortError> {
+        self.objects.lock().expect("lock").insert(key.to_owned(), body);
+        Ok(())
+    }
+
+    async fn get(&self, key: &str, range: Option<(u64, u64)>) -> Result<Option<Vec<u8>>, PortError> {
+        let objects = self.objects.lock().expect("lock");
+        Ok(objects.get(key).map(|o| match range {
+            Some((a, b)) => {
+                o.get(a as usize..=(b as usize).min(o.len().saturating_sub(1))).unwrap_or_default().to_vec()
+            }
+            None => o.clone(),
+        }))
+    }
+
+    async fn presign_upload(
+        &self,
+        key: &str,
+        terms: &crate::ports::UploadTerms,
+    ) -> Result<crate::ports::PresignedUpload, PortError> {
+        Ok(crate::ports::PresignedUpload {
+            url: format!("memory://uploads/{key}"),
+            method: "PUT".into(),
+            headers: vec![("content-type".into(), terms.content_type.clone())],
+        })
+    }
+
+    async fn fetch_upload(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, PortError> {
+        let uploads = self.uploads.lock().expect("lock");
+        Ok(uploads.get(key).map(|u| u[..u.len().min(max as usize + 1)].to_vec()))
+    }
+
+    async fn discard_upload(&self, key: &str) -> Result<(), PortError> {
+        self.uploads.lock().expect("lock").remove(key);
+        Ok(())
+    }
+}
