@@ -56,6 +56,17 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
+/// The `Properties` of a function's events of one type (HttpApi, SQS, Schedule).
+fn event_properties<'a>(function: &'a Value, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    function
+        .get("Events")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flat_map(|events| events.values())
+        .filter(move |e| e.get("Type").and_then(Value::as_str) == Some(kind))
+        .filter_map(|e| e.get("Properties"))
+}
+
 fn env_vars(v: Option<&Value>) -> BTreeMap<String, Value> {
     v.and_then(|e| e.get("Environment"))
         .and_then(|e| e.get("Variables"))
@@ -91,31 +102,16 @@ impl Template {
             if kind == "AWS::Serverless::Function" {
                 let mut environment = env_vars(globals);
                 environment.extend(env_vars(Some(&properties)));
-                let routes = properties
-                    .get("Events")
-                    .and_then(Value::as_mapping)
-                    .map(|events| {
-                        events
-                            .values()
-                            .filter(|e| e.get("Type").and_then(Value::as_str) == Some("HttpApi"))
-                            .filter_map(|e| {
-                                let p = e.get("Properties")?;
-                                Some(HttpRoute {
-                                    method: p.get("Method")?.as_str()?.to_ascii_uppercase(),
-                                    path: p.get("Path")?.as_str()?.to_owned(),
-                                })
-                            })
-                            .collect()
+                let routes = event_properties(&properties, "HttpApi")
+                    .filter_map(|p| {
+                        Some(HttpRoute {
+                            method: p.get("Method")?.as_str()?.to_ascii_uppercase(),
+                            path: p.get("Path")?.as_str()?.to_owned(),
+                        })
                     })
-                    .unwrap_or_default();
-                let queues = properties
-                    .get("Events")
-                    .and_then(Value::as_mapping)
-                    .into_iter()
-                    .flat_map(|events| events.values())
-                    .filter(|e| e.get("Type").and_then(Value::as_str) == Some("SQS"))
-                    .filter_map(|e| {
-                        let p = e.get("Properties")?;
+                    .collect();
+                let queues = event_properties(&properties, "SQS")
+                    .filter_map(|p| {
                         // `Queue: !GetAtt Logical.Arn`
                         let Value::Tagged(t) = p.get("Queue")? else { return None };
                         let queue = t.value.as_str()?.split('.').next()?.to_owned();
@@ -123,13 +119,8 @@ impl Template {
                         Some((queue, batch))
                     })
                     .collect();
-                let schedules = properties
-                    .get("Events")
-                    .and_then(Value::as_mapping)
-                    .into_iter()
-                    .flat_map(|events| events.values())
-                    .filter(|e| e.get("Type").and_then(Value::as_str) == Some("Schedule"))
-                    .filter_map(|e| Some(e.get("Properties")?.get("Schedule")?.as_str()?.to_owned()))
+                let schedules = event_properties(&properties, "Schedule")
+                    .filter_map(|p| Some(p.get("Schedule")?.as_str()?.to_owned()))
                     .collect();
                 functions.push(Function { logical_id: logical_id.clone(), environment, routes, queues, schedules });
             }

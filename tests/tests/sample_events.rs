@@ -6,6 +6,16 @@
 use medrec_e2e::{canary_patient, unique_tag, Harness};
 use medrec_infra::emulator::repo_root;
 
+/// A sample API Gateway event from events/, with a live token and a real
+/// patient id in place of the placeholders, as lambda_http reads it.
+fn sample(file: &str, token: &str, id: &str) -> lambda_http::Request {
+    let text = std::fs::read_to_string(repo_root().join("events").join(file)).unwrap();
+    let mut event: serde_json::Value = serde_json::from_str(&text).unwrap();
+    event["headers"]["authorization"] = format!("Bearer {token}").into();
+    let event = event.to_string().replace("0123456789abcdef0123456789abcdef", id);
+    lambda_http::request::from_str(&event).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_events_are_served_by_the_handler() {
     let h = Harness::start().await;
@@ -23,12 +33,7 @@ async fn sample_events_are_served_by_the_handler() {
         ("patients-update.json", 200),
     ];
     for (file, status) in expected {
-        let text = std::fs::read_to_string(repo_root().join("events").join(file)).unwrap();
-        let mut event: serde_json::Value = serde_json::from_str(&text).unwrap();
-        event["headers"]["authorization"] = format!("Bearer {token}").into();
-        let event = event.to_string().replace("0123456789abcdef0123456789abcdef", &id);
-        let request = lambda_http::request::from_str(&event).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let response = medrec_shared::lambda::handle(&app, request).await;
+        let response = medrec_shared::lambda::handle(&app, sample(file, &token, &id)).await;
         assert_eq!(response.status().as_u16(), status, "{file}: {:?}", response.body());
     }
 
@@ -36,11 +41,7 @@ async fn sample_events_are_served_by_the_handler() {
     let clinical = medrec_clinical::app(medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap())
         .await
         .unwrap();
-    let text = std::fs::read_to_string(repo_root().join("events/clinical-create.json")).unwrap();
-    let mut event: serde_json::Value = serde_json::from_str(&text).unwrap();
-    event["headers"]["authorization"] = format!("Bearer {token}").into();
-    let event = event.to_string().replace("0123456789abcdef0123456789abcdef", &id);
-    let response = medrec_shared::lambda::handle(&clinical, lambda_http::request::from_str(&event).unwrap()).await;
+    let response = medrec_shared::lambda::handle(&clinical, sample("clinical-create.json", &token, &id)).await;
     assert_eq!(response.status().as_u16(), 201, "{:?}", response.body());
 
     let env = h.stack.function_env["ValidationFunction"].clone();
@@ -48,11 +49,7 @@ async fn sample_events_are_served_by_the_handler() {
         medrec_validation::App::new(medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap())
             .await
             .unwrap();
-    let text = std::fs::read_to_string(repo_root().join("events/validation-validate.json")).unwrap();
-    let mut event: serde_json::Value = serde_json::from_str(&text).unwrap();
-    event["headers"]["authorization"] = format!("Bearer {token}").into();
-    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
-    let response = medrec_shared::lambda::handle(&validation, request).await;
+    let response = medrec_shared::lambda::handle(&validation, sample("validation-validate.json", &token, &id)).await;
     assert_eq!(response.status().as_u16(), 200);
     let outcome: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
     assert_eq!(outcome["issue"][0]["severity"], "information", "{outcome}");
@@ -65,11 +62,7 @@ async fn sample_events_are_served_by_the_handler() {
     )
     .await
     .unwrap();
-    let text = std::fs::read_to_string(repo_root().join("events/documents-create.json")).unwrap();
-    let mut event: serde_json::Value = serde_json::from_str(&text).unwrap();
-    event["headers"]["authorization"] = format!("Bearer {token}").into();
-    let event = event.to_string().replace("0123456789abcdef0123456789abcdef", &id);
-    let response = medrec_shared::lambda::handle(&documents, lambda_http::request::from_str(&event).unwrap()).await;
+    let response = medrec_shared::lambda::handle(&documents, sample("documents-create.json", &token, &id)).await;
     assert_eq!(response.status().as_u16(), 201, "{:?}", response.body());
 
     // The ingest's SQS event deserialises as Lambda's and is handled; its
