@@ -445,9 +445,9 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let digests = match checked {
             Ok(d) => d,
             Err(e) => {
-                deps.blobs.discard_upload(key).await?;
                 let status = crate::http::error_response(&e).status().as_u16();
                 self.audit_failure(audit, status, None, None).await;
+                deps.blobs.discard_upload(key).await?;
                 return Ok(Ingested::Rejected(e));
             }
         };
