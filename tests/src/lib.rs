@@ -162,6 +162,23 @@ impl Harness {
         out
     }
 
+    /// Every object of every bucket of this stack, raw bytes as lossy text.
+    pub async fn raw_s3_dump(&self) -> String {
+        let s3 = &self.stack.clients.s3;
+        let mut out = String::new();
+        for id in ["DocumentsBucket", "UploadsBucket", "AuditArchiveBucket"] {
+            let bucket = self.table(id);
+            let listed = s3.list_objects_v2().bucket(&bucket).send().await.expect("list");
+            for o in listed.contents() {
+                let key = o.key().unwrap_or_default();
+                let Ok(got) = s3.get_object().bucket(&bucket).key(key).send().await else { continue };
+                let bytes = got.body.collect().await.expect("object body").to_vec();
+                out.push_str(&format!("{bucket}/{key}: {}\n", String::from_utf8_lossy(&bytes)));
+            }
+        }
+        out
+    }
+
     pub async fn scan(
         &self,
         table: &str,

@@ -564,4 +564,27 @@ async fn vital_sign_units_are_checked_and_searched_across_units() {
     let body = found.json();
     assert_eq!(body["total"], 1, "{body}");
     assert_eq!(body["entry"][0]["resource"]["valueQuantity"]["code"], "[lb_av]");
+
+    // A laboratory result's reference range must run low to high in the value's dimension.
+    let q = |v: f64, code: &str| json!({"value": v, "system": "http://unitsofmeasure.org", "code": code, "unit": code});
+    let glucose = |range: Value| {
+        json!({
+            "resourceType": "Observation", "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
+            "subject": {"reference": format!("Patient/{patient}")}, "effectiveDateTime": "2026-11-20T09:00:00Z",
+            "valueQuantity": q(7.2, "mmol/L"),
+            "interpretation": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "H"}]}],
+            "referenceRange": [range]
+        })
+    };
+    assert_eq!(post(glucose(json!({"low": q(3.9, "mmol/L"), "high": q(5.6, "mmol/L")}))).await.status, 201);
+    for range in [
+        json!({"low": q(5.6, "mmol/L"), "high": q(3.9, "mmol/L")}),
+        json!({"low": q(70.0, "mg/dL"), "high": q(100.0, "mg/dL")}),
+    ] {
+        let r = post(glucose(range)).await;
+        assert_eq!(r.status, 422);
+        assert_eq!(expressions(&r.json()), ["Observation.referenceRange[0]"]);
+    }
 }

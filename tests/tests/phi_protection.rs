@@ -57,6 +57,22 @@ async fn no_plaintext_phi_in_tables_or_logs() {
         assert!(!String::from_utf8_lossy(&r.body).contains(&tag), "{path}: outcomes do not echo submitted values");
     }
 
+    // A clinical document carrying the same PHI, inline: sealed at rest.
+    let letter = canary_strings(&tag).join(" ");
+    let doc = json!({"resourceType": "DocumentReference", "status": "current",
+        "subject": {"reference": format!("Patient/{id}")}, "description": format!("Letter about Given{tag}"),
+        "content": [{"attachment": {"contentType": "text/plain", "title": format!("Family{tag}.txt"),
+            "data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, letter.as_bytes())}}]});
+    let stored = h.call("POST", "/fhir/DocumentReference", Some(&t), &[], Some(&doc.to_string())).await;
+    assert_eq!(stored.status, 201);
+    let binary = format!("/fhir/{}", stored.json()["content"][0]["attachment"]["url"].as_str().unwrap());
+    assert_eq!(h.get(&binary, &t).await.body.as_ref(), letter.as_bytes(), "it reads back");
+    let objects = h.raw_s3_dump().await;
+    assert!(objects.contains(&id), "the S3 dump is real: object keys name the opaque patient id");
+    for s in canary_strings(&tag) {
+        assert!(!objects.contains(s.as_str()), "plaintext {s} found in S3");
+    }
+
     let dump = h.raw_dump().await;
     assert!(dump.contains(&id), "the dump is real: it holds the opaque id");
     let mut secrets = canary_strings(&tag);

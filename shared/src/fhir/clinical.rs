@@ -97,6 +97,69 @@ pub fn observation_rules(obs: &Value, now: OffsetDateTime) -> Vec<Issue> {
             &format!("Observation.component[{i}].valueQuantity"),
         ));
     }
+    issues.extend(reference_range_rules(obs));
+    issues
+}
+
+/// A quantity's value in `unit` (its own when the codes agree or either is
+/// missing), converting between UCUM units of one dimension.
+fn value_in(q: &Value, unit: Option<&str>) -> Option<f64> {
+    let v = q["value"].as_f64()?;
+    match (q["code"].as_str(), unit) {
+        (Some(from), Some(to)) if from != to => ucum::convert(v, from, to),
+        _ => Some(v),
+    }
+}
+
+/// Laboratory results: a reference range runs from low to high in the
+/// value's dimension (errors); an interpretation the value contradicts
+/// against the first range (H at or under its high, L at or over its low,
+/// N outside it) is a warning, since a clinician may have applied another.
+fn reference_range_rules(obs: &Value) -> Vec<Issue> {
+    let mut issues = vec![];
+    let unit = obs["valueQuantity"]["code"].as_str();
+    let mut first = None;
+    for (i, r) in obs["referenceRange"].as_array().into_iter().flatten().enumerate() {
+        let at = format!("Observation.referenceRange[{i}]");
+        let (low, high) = (&r["low"], &r["high"]);
+        let (lo, hi) = (value_in(low, unit), value_in(high, unit));
+        let unconvertible = |q: &Value| q.get("value").is_some() && value_in(q, unit).is_none();
+        if unconvertible(low) || unconvertible(high) {
+            issues
+                .push(Issue::error("business-rule", "the reference range is not in the dimension of the value").at(at));
+            continue;
+        }
+        if let (Some(l), Some(h)) = (lo, hi) {
+            if l > h {
+                issues.push(Issue::error("business-rule", "the reference range's low is above its high").at(at));
+                continue;
+            }
+        }
+        first.get_or_insert((lo, hi));
+    }
+    let (Some(v), Some((lo, hi))) = (obs["valueQuantity"]["value"].as_f64(), first) else { return issues };
+    let codes = obs["interpretation"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["coding"].as_array().into_iter().flatten());
+    for c in codes.filter(|c| c["system"] == "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation") {
+        let contradicted = match c["code"].as_str().unwrap_or_default() {
+            "H" | "HH" | "HU" => hi.is_some_and(|h| v <= h),
+            "L" | "LL" | "LU" => lo.is_some_and(|l| v >= l),
+            "N" => lo.is_some_and(|l| v < l) || hi.is_some_and(|h| v > h),
+            _ => false,
+        };
+        if contradicted {
+            issues.push(
+                Issue::warning(
+                    "business-rule",
+                    "the interpretation does not agree with the value and its reference range",
+                )
+                .at("Observation.interpretation"),
+            );
+        }
+    }
     issues
 }
 
@@ -158,6 +221,32 @@ mod tests {
         }
         let absolute = json!({"subject": {"reference": "https://elsewhere.example/fhir/Patient/p-1"}});
         assert!(compartment_of("Observation", &absolute).is_err(), "records live in this server's compartments");
+    }
+
+    #[test]
+    fn reference_ranges_and_interpretations() {
+        let glucose = |value: f64, interp: &str, range: Value| {
+            json!({"code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
+                "valueQuantity": {"value": value, "system": "http://unitsofmeasure.org", "code": "mmol/L"},
+                "interpretation": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": interp}]}],
+                "referenceRange": [range]})
+        };
+        let q = |v: f64, code: &str| json!({"value": v, "system": "http://unitsofmeasure.org", "code": code});
+        let normal = json!({"low": q(3.9, "mmol/L"), "high": q(5.6, "mmol/L")});
+        assert!(observation_rules(&glucose(5.0, "N", normal.clone()), now()).is_empty());
+        assert!(observation_rules(&glucose(7.2, "H", normal.clone()), now()).is_empty());
+        // A range in another unit of the dimension is converted (3900..5600 umol/L).
+        let micro = json!({"low": q(3900.0, "umol/L"), "high": q(5600.0, "umol/L")});
+        assert!(observation_rules(&glucose(7.2, "H", micro), now()).is_empty());
+        let contradicted = observation_rules(&glucose(5.0, "H", normal.clone()), now());
+        assert_eq!(at(&contradicted), ["Observation.interpretation"]);
+        assert!(!contradicted[0].is_error(), "a warning: another range may have applied");
+        let inverted = json!({"low": q(5.6, "mmol/L"), "high": q(3.9, "mmol/L")});
+        assert_eq!(at(&observation_rules(&glucose(5.0, "N", inverted), now())), ["Observation.referenceRange[0]"]);
+        let wrong_dimension = json!({"low": q(70.0, "mg/dL"), "high": q(100.0, "mg/dL")});
+        let issues = observation_rules(&glucose(5.0, "N", wrong_dimension), now());
+        assert_eq!(at(&issues), ["Observation.referenceRange[0]"]);
+        assert!(issues[0].is_error());
     }
 
     #[test]
