@@ -50,6 +50,11 @@ async fn main() {
     show("Observation create, warm", &calls(&c, &ep).await);
     h.get(&format!("/fhir/Observation/{obs_id}"), &t).await;
     show("Observation read, no consent on file", &calls(&c, &ep).await);
+    let patch = r#"[{"op": "add", "path": "/note", "value": [{"text": "rechecked"}]}]"#;
+    let headers = [("content-type", "application/json-patch+json"), ("if-match", "W/\"1\"")];
+    let r = h.call("PATCH", &format!("/fhir/Observation/{obs_id}"), Some(&t), &headers, Some(patch)).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    show("Observation PATCH", &calls(&c, &ep).await);
     h.get(&format!("/fhir/Observation?patient={id}&code=8867-4"), &t).await;
     show("Observation search in the compartment", &calls(&c, &ep).await);
     let consent = serde_json::json!({

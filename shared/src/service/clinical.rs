@@ -13,7 +13,7 @@ use crate::crypto::{random_id, resource_aad, seal, DataKey};
 use crate::error::{Error, Result};
 use crate::fhir::capability::ResourceCapability;
 use crate::fhir::{self, clinical, outcome::Issue};
-use crate::ports::{KeyService, RecordStore, ResourceWrite};
+use crate::ports::{Current, KeyService, RecordStore, ResourceWrite};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -251,11 +251,28 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         caller: &Caller,
         resource_type: &str,
         id: &str,
-        mut resource: Value,
+        resource: Value,
         if_match: Option<u64>,
         audit: &mut AuditEntry,
     ) -> Result<Stored> {
         let (ty, events, patient) = self.open_record(caller, resource_type, id, Action::Update, audit).await?;
+        self.update_in(caller, (ty, events, &patient), id, resource, if_match, None, audit).await
+    }
+
+    /// An update in a known compartment, the caller authorized there;
+    /// `current` when the caller (PATCH) has read it already.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn update_in(
+        &self,
+        caller: &Caller,
+        (ty, events, patient): (&'static str, [&'static str; 3], &str),
+        id: &str,
+        mut resource: Value,
+        if_match: Option<u64>,
+        current: Option<Current>,
+        audit: &mut AuditEntry,
+    ) -> Result<Stored> {
+        let patient = patient.to_owned();
         if resource.get("id").and_then(Value::as_str) != Some(id) {
             return Err(Error::BadRequest("the resource id must match the id in the URL".into()));
         }
@@ -271,7 +288,10 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             .at(format!("{ty}.{element}"))]));
         }
         let key = self.admit(ty, &resource, &patient).await?;
-        let current = self.store.current(&patient, ty, id).await?.ok_or(Error::NotFound)?;
+        let current = match current {
+            Some(c) => c,
+            None => self.store.current(&patient, ty, id).await?.ok_or(Error::NotFound)?,
+        };
         if current.deleted {
             return Err(Error::Gone);
         }

@@ -9,7 +9,7 @@ use crate::auth::Action;
 use crate::error::{Error, Result};
 use crate::fhir::json_patch::{self, PatchError};
 use crate::fhir::outcome::Issue;
-use crate::ports::{KeyService, RecordStore};
+use crate::ports::{Current, KeyService, RecordStore};
 use serde_json::Value;
 
 /// `current` with `patch` applied; the server-owned identity must not move.
@@ -34,7 +34,7 @@ fn patched(current: &Value, patch: &Value) -> Result<Value> {
 impl<S: RecordStore, K: KeyService> Services<S, K> {
     /// The current version of a resource, decrypted, for a write that builds
     /// on it (no read audit record: the write's record covers it).
-    async fn current_for_write(&self, caller: &Caller, ty: &str, patient: &str, id: &str) -> Result<(u64, Value)> {
+    async fn current_for_write(&self, caller: &Caller, ty: &str, patient: &str, id: &str) -> Result<(Current, Value)> {
         self.check(caller, ty, Action::Update, Some(patient))?;
         // The patched resource is returned: what consent hides, a patch cannot show.
         self.consent_gate(caller, patient, ty).await?;
@@ -44,7 +44,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         }
         let key = self.patient_key(patient).await?;
         let resource = self.decrypt_record(&key, patient, ty, id, current.version, current.ciphertext.as_deref())?;
-        Ok((current.version, resource))
+        Ok((current, resource))
     }
 
     pub async fn patch_record(
@@ -58,21 +58,26 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
     ) -> Result<Stored> {
         let expected = if_match
             .ok_or_else(|| Error::PreconditionRequired("PATCH requires If-Match with the current version".into()))?;
-        let patient = match resource_type {
-            "Patient" => id.to_owned(),
-            ty => {
-                super::clinical::served(ty)?;
-                self.store.locate(ty, id).await?.ok_or(Error::NotFound)?
-            }
+        // The compartment is located and the current version read once,
+        // here; the update goes on from them.
+        let served = match resource_type {
+            "Patient" => None,
+            ty => Some(super::clinical::served(ty)?),
+        };
+        let patient = match served {
+            None => id.to_owned(),
+            Some((ty, _)) => self.store.locate(ty, id).await?.ok_or(Error::NotFound)?,
         };
         audit.patient = Some(patient.clone());
         audit.entities = vec![format!("{resource_type}/{id}")];
-        let (version, current) = self.current_for_write(caller, resource_type, &patient, id).await?;
-        super::records::expect_version(expected, version)?;
-        let resource = patched(&current, patch)?;
-        match resource_type {
-            "Patient" => self.update_patient(caller, id, resource, Some(expected), audit).await,
-            ty => self.update_record(caller, ty, id, resource, Some(expected), audit).await,
+        let (current, resource) = self.current_for_write(caller, resource_type, &patient, id).await?;
+        super::records::expect_version(expected, current.version)?;
+        let resource = patched(&resource, patch)?;
+        match served {
+            None => self.update_patient(caller, id, resource, Some(expected), audit).await,
+            Some((ty, events)) => {
+                self.update_in(caller, (ty, events, &patient), id, resource, Some(expected), Some(current), audit).await
+            }
         }
     }
 }
