@@ -75,6 +75,7 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
         "ClinicalFunction" => Mounted::Api(api(medrec_clinical::app(config).await.map_err(boot)?)),
         "ConsentFunction" => Mounted::Api(api(medrec_consent::app(config).await.map_err(boot)?)),
         "ValidationFunction" => Mounted::Api(api(medrec_validation::App::new(config).await.map_err(boot)?)),
+        "AuditFunction" => Mounted::Api(api(medrec_audit::App::new(config).await.map_err(boot)?)),
         "DocumentsFunction" => {
             Mounted::Api(api(medrec_documents::App::new(config, documents()?).await.map_err(boot)?))
         }

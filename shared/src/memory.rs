@@ -147,6 +147,35 @@ impl RecordStore for MemoryStore {
     }
 }
 
+impl crate::ports::AuditLog for MemoryStore {
+    async fn audit_records(
+        &self,
+        key: crate::ports::AuditKey<'_>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<String>, PortError> {
+        let inner = self.inner.lock().expect("lock");
+        let mut found: Vec<(String, String)> = inner
+            .audit
+            .iter()
+            .filter_map(|body| {
+                let v: serde_json::Value = serde_json::from_str(body).ok()?;
+                let at = v["recorded"].as_str()?.to_owned();
+                let hit = match key {
+                    crate::ports::AuditKey::Patient(p) => v["entity"]
+                        .as_array()?
+                        .iter()
+                        .any(|e| e["role"]["code"] == "1" && e["what"]["reference"] == format!("Patient/{p}").as_str()),
+                    crate::ports::AuditKey::Agent(a) => v["agent"][0]["who"]["identifier"]["value"] == a,
+                };
+                (hit && at.as_str() >= from && at.as_str() <= to).then(|| (at, body.clone()))
+            })
+            .collect();
+        found.sort();
+        Ok(found.into_iter().map(|(_, b)| b).collect())
+    }
+}
+
 /// (patient, wrapped handle) -> key bytes.
 type KeyTable = HashMap<(String, Vec<u8>), [u8; 32]>;
 

@@ -163,3 +163,24 @@ pub trait BlobStore: Send + Sync {
     fn fetch_upload(&self, key: &str, max: u64) -> impl Future<Output = Result<Option<Vec<u8>>, PortError>> + Send;
     fn discard_upload(&self, key: &str) -> impl Future<Output = Result<(), PortError>> + Send;
 }
+
+/// Whose audit records to read.
+#[derive(Debug, Clone, Copy)]
+pub enum AuditKey<'a> {
+    Patient(&'a str),
+    /// An agent's verified subject.
+    Agent(&'a str),
+}
+
+/// Reads the audit trail by patient or agent and time, for audit search
+/// and the accounting of disclosures.
+pub trait AuditLog: Send + Sync {
+    /// The FHIR AuditEvent JSON of the records of `key` recorded from `from`
+    /// to `to` (instants, inclusive), oldest first.
+    fn audit_records(
+        &self,
+        key: AuditKey<'_>,
+        from: &str,
+        to: &str,
+    ) -> impl Future<Output = Result<Vec<String>, PortError>> + Send;
+}

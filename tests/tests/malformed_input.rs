@@ -130,12 +130,13 @@ async fn malformed_requests_get_outcomes_never_500() {
 fn template_routes_match_the_function_route_tables() {
     let template =
         medrec_infra::template::Template::load(&medrec_infra::emulator::repo_root().join("template.yaml")).unwrap();
-    let tables: [(&str, &[medrec_shared::lambda::Route]); 5] = [
+    let tables: [(&str, &[medrec_shared::lambda::Route]); 6] = [
         ("PatientsFunction", medrec_patients::ROUTES),
         ("ClinicalFunction", medrec_clinical::ROUTES),
         ("ConsentFunction", medrec_consent::ROUTES),
         ("ValidationFunction", medrec_validation::ROUTES),
         ("DocumentsFunction", medrec_documents::ROUTES),
+        ("AuditFunction", medrec_audit::ROUTES),
     ];
     for (function, routes) in tables {
         let f = template.functions.iter().find(|f| f.logical_id == function).unwrap();

@@ -46,6 +46,12 @@ pub const CAPABILITIES: &[ResourceCapability] = &[
     clinical::CAPABILITIES[1],
     clinical::CAPABILITIES[2],
     clinical::CAPABILITIES[3],
+    ResourceCapability {
+        resource_type: "AuditEvent",
+        interactions: &["search-type"],
+        search_params: medrec_shared::service::audit_search::AUDIT_PARAMS,
+        operations: &[],
+    },
 ];
 
 pub struct App {

@@ -45,7 +45,8 @@ impl Role {
             (Role::Clinician, _) => !matches!(action, Delete),
             (Role::Registrar, "Patient" | "Consent") => !matches!(action, Delete),
             (Role::Registrar, _) => false,
-            (Role::Patient, "AuditEvent") => false,
+            // Their own accounting of disclosures (HIPAA §164.528), not a search.
+            (Role::Patient, "AuditEvent") => matches!(action, Read),
             // Patients record and withdraw their own consents (their compartment only).
             (Role::Patient, "Consent") => !matches!(action, Delete),
             (Role::Patient, _) => matches!(action, Read | Search),

@@ -207,6 +207,9 @@ impl DynamoStore {
             if let Some(p) = &audit.patient {
                 record.insert("patient".into(), s(p));
             }
+            if let Some(a) = &audit.agent.subject {
+                record.insert("agent".into(), s(a));
+            }
             let head_item = HashMap::from([
                 ("pk".to_owned(), s(format!("HEAD#{shard}"))),
                 ("sk".to_owned(), n(0)),
@@ -538,6 +541,44 @@ impl RecordStore for DynamoStore {
             Ok(()) => Ok(true),
             Err(PortError::ConditionFailed(0)) => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+}
+
+impl crate::ports::AuditLog for DynamoStore {
+    async fn audit_records(
+        &self,
+        key: crate::ports::AuditKey<'_>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<String>, PortError> {
+        let (index, attr, value) = match key {
+            crate::ports::AuditKey::Patient(p) => ("by-patient", "patient", p),
+            crate::ports::AuditKey::Agent(a) => ("by-agent", "agent", a),
+        };
+        let mut out = vec![];
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tables.audit)
+                .index_name(index)
+                .key_condition_expression("#k = :k AND #at BETWEEN :from AND :to")
+                .expression_attribute_names("#k", attr)
+                .expression_attribute_names("#at", "at")
+                .expression_attribute_values(":k", s(value))
+                .expression_attribute_values(":from", s(from))
+                .expression_attribute_values(":to", s(to))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| super::port_error("dynamodb", &e))?;
+            out.extend(page.items().iter().filter_map(|i| get_s(i, "body").map(str::to_owned)));
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
         }
     }
 }

@@ -51,6 +51,16 @@ pub fn bytes_response(status: u16, content_type: &str, body: Vec<u8>, headers: &
         .expect("valid headers")
 }
 
+/// A human-readable page (a report). It runs no script and loads nothing:
+/// the CSP above applies to it unchanged.
+pub fn html_response(status: u16, page: String) -> Response<Body> {
+    let mut b = Response::builder().status(status);
+    for (k, v) in SECURITY_HEADERS {
+        b = b.header(*k, *v);
+    }
+    b.header("content-type", "text/html; charset=utf-8").body(Body::Text(page)).expect("valid headers")
+}
+
 /// The one place a service error becomes a status and an OperationOutcome.
 pub fn error_response(e: &Error) -> Response<Body> {
     let (status, code, text): (u16, &'static str, String) = match e {

@@ -3,6 +3,7 @@
 //! audit record: in the same transaction as a write, or stored before a read
 //! returns anything (fail closed).
 
+pub mod audit_search;
 pub mod clinical;
 pub mod clinical_search;
 pub mod consent_expiry;

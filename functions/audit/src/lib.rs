@@ -1,0 +1,99 @@
+//! The audit Lambda: AuditEvent search for auditors, and a patient's
+//! accounting of disclosures as a Bundle or a human-readable report.
+//! Routing and HTTP mapping only; the use cases are
+//! `medrec_shared::service::audit_search`.
+
+mod report;
+
+use lambda_http::{Body, Response};
+use medrec_shared::audit::AuditEntry;
+use medrec_shared::config::Config;
+use medrec_shared::error::Error;
+use medrec_shared::fhir::primitives::is_id;
+use medrec_shared::http;
+use medrec_shared::lambda::{Api, Ctx, Route};
+use medrec_shared::rest::{self, ResultParams};
+use medrec_shared::runtime::{BootError, Runtime};
+use medrec_shared::service::records::{SearchResult, Stored};
+
+/// Every route this function serves; template.yaml declares the same. The
+/// literal `$disclosures` segment wins over the patients function's
+/// `/fhir/Patient/{id}/{operation}`.
+pub const ROUTES: &[Route] = &[
+    Route { method: "GET", path: "/fhir/AuditEvent", interaction: "search-type" },
+    Route { method: "POST", path: "/fhir/AuditEvent/_search", interaction: "search-type" },
+    Route { method: "GET", path: "/fhir/Patient/{id}/$disclosures", interaction: "operation" },
+];
+
+pub struct App {
+    rt: Runtime,
+}
+
+/// The report is HTML when asked by `_format=html` or an Accept that
+/// prefers it; FHIR JSON otherwise.
+fn wants_html(format: Option<&str>, accept: Option<&str>) -> bool {
+    format == Some("html")
+        || accept.is_some_and(|a| a.split(',').next().is_some_and(|p| p.trim().starts_with("text/html")))
+}
+
+impl App {
+    pub async fn new(config: Config) -> Result<Self, BootError> {
+        Ok(App { rt: Runtime::from_config(config).await? })
+    }
+
+    async fn disclosures(&self, ctx: Ctx<'_>, audit: &mut AuditEntry) -> Result<Response<Body>, Error> {
+        let id = ctx.params.first().copied().filter(|id| is_id(id)).ok_or(Error::NotFound)?;
+        let (mut start, mut end, mut format) = (None, None, None);
+        for (k, v) in http::query(ctx.req)? {
+            match k.as_str() {
+                "start" => start = Some(v),
+                "end" => end = Some(v),
+                "_format" if matches!(v.as_str(), "html" | "json") => format = Some(v),
+                _ => return Err(Error::BadRequest("$disclosures takes start, end and _format (html or json)".into())),
+            }
+        }
+        let events = self.rt.services.disclosures(ctx.caller, id, start.as_deref(), end.as_deref(), audit).await?;
+        if wants_html(format.as_deref(), http::header(ctx.req, "accept")) {
+            let page = report::html(id, start.as_deref(), end.as_deref(), &events);
+            return Ok(http::html_response(200, page));
+        }
+        let resources: Vec<Stored> = events
+            .into_iter()
+            .map(|e| Stored {
+                id: e["id"].as_str().unwrap_or_default().to_owned(),
+                version: 1,
+                last_updated: String::new(),
+                resource: e,
+            })
+            .collect();
+        let r = SearchResult { total: resources.len(), resources, next_cursor: None };
+        let path = format!("/fhir/Patient/{id}/$disclosures");
+        Ok(rest::searchset_response(ctx.base, &path, r, &ResultParams::default(), vec![]))
+    }
+}
+
+impl Api for App {
+    fn routes(&self) -> &'static [Route] {
+        ROUTES
+    }
+
+    fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    fn negotiates_content(&self, route: &Route) -> bool {
+        route.path == "/fhir/Patient/{id}/$disclosures"
+    }
+
+    async fn serve<'a>(&'a self, ctx: Ctx<'a>, audit: &'a mut AuditEntry) -> Result<Response<Body>, Error> {
+        match ctx.route.interaction {
+            "operation" => self.disclosures(ctx, audit).await,
+            _ => {
+                let max = self.rt.config.max_body_bytes;
+                let query = rest::search_query(ctx.route.method, ctx.req, max)?;
+                let r = self.rt.services.search_audit(ctx.caller, query, audit).await?;
+                Ok(rest::searchset_response(ctx.base, "/fhir/AuditEvent", r, &ResultParams::default(), vec![]))
+            }
+        }
+    }
+}
