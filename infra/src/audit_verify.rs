@@ -1,7 +1,10 @@
 //! `medrec audit verify`: recomputes every audit chain and names the first
-//! record that does not match in each broken shard.
+//! record that does not match in each broken shard, then checks every signed
+//! checkpoint against the chains; `medrec audit checkpoint` signs one.
 
 use medrec_shared::audit::chain::{verify_shard, Break};
+use medrec_shared::audit::checkpoint::{Checkpoint, Finding};
+use medrec_shared::aws::checkpoints::Checkpoints;
 use medrec_shared::aws::dynamo::read_audit_chains;
 use medrec_shared::aws::kms::KmsKeys;
 use medrec_shared::runtime::root_secret;
@@ -13,13 +16,44 @@ pub struct Target {
     pub audit_table: String,
     pub records_table: String,
     pub records_key_id: String,
+    /// The checkpoint signing key; None skips the checkpoints.
+    pub signing_key_id: Option<String>,
+    /// Where checkpoints are archived (needed to write one).
+    pub archive_bucket: Option<String>,
+    pub shards: u32,
 }
 
 pub struct Report {
     pub records: u64,
     pub shards: usize,
     pub breaks: Vec<Break>,
+    /// Checkpoints verified, and the first one that contradicts.
+    pub checkpoints: usize,
+    pub finding: Option<Finding>,
     pub seconds: f64,
+}
+
+async fn checkpoints(target: &Target, sdk: &aws_config::SdkConfig) -> Option<Checkpoints> {
+    let s3 = aws_sdk_s3::config::Builder::from(sdk).force_path_style(target.endpoint.is_some()).build();
+    Some(Checkpoints {
+        ddb: aws_sdk_dynamodb::Client::new(sdk),
+        kms: aws_sdk_kms::Client::new(sdk),
+        s3: aws_sdk_s3::Client::from_conf(s3),
+        audit_table: target.audit_table.clone(),
+        archive_bucket: target.archive_bucket.clone().unwrap_or_default(),
+        signing_key_id: target.signing_key_id.clone()?,
+        shards: target.shards,
+    })
+}
+
+/// Signs and archives a checkpoint of the chains' current heads.
+pub async fn checkpoint(target: &Target) -> Result<Checkpoint, String> {
+    if target.archive_bucket.is_none() {
+        return Err("a checkpoint needs the archive bucket".into());
+    }
+    let sdk = medrec_shared::aws::sdk_config(target.endpoint.as_deref()).await;
+    let cps = checkpoints(target, &sdk).await.ok_or("a checkpoint needs the signing key")?;
+    cps.write(&medrec_shared::fhir::now_instant()).await.map_err(|e| e.to_string())
 }
 
 pub async fn verify(target: &Target, progress: bool) -> Result<Report, String> {
@@ -50,5 +84,21 @@ pub async fn verify(target: &Target, progress: bool) -> Result<Report, String> {
         bar.inc(recs.len() as u64);
     }
     bar.finish_and_clear();
-    Ok(Report { records: verified, shards: shards.len(), breaks, seconds: started.elapsed().as_secs_f64() })
+    let (mut verified_checkpoints, mut finding) = (0, None);
+    if let Some(cps) = checkpoints(target, &sdk).await {
+        let signed = cps.all().await.map_err(|e| e.to_string())?;
+        let public_key = cps.public_key().await.map_err(|e| e.to_string())?;
+        match medrec_shared::audit::checkpoint::verify(&public_key, &signed, &records) {
+            Ok(n) => verified_checkpoints = n,
+            Err(f) => finding = Some(f),
+        }
+    }
+    Ok(Report {
+        records: verified,
+        shards: shards.len(),
+        breaks,
+        checkpoints: verified_checkpoints,
+        finding,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

@@ -80,16 +80,66 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Recompute every audit chain; name the first record that does not match.
+    /// Recompute every audit chain and check every signed checkpoint; name
+    /// the first record that does not match and the checkpoint it contradicts.
     Verify {
-        /// Tables and key of a deployed stack (default: the running local stack).
-        #[arg(long)]
-        audit_table: Option<String>,
-        #[arg(long)]
-        records_table: Option<String>,
-        #[arg(long)]
-        records_key_id: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
     },
+    /// Sign the chains' current heads with the KMS key and archive the checkpoint.
+    Checkpoint {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+/// A deployed stack's audit resources (default: the running local stack).
+#[derive(clap::Args)]
+struct TargetArgs {
+    #[arg(long)]
+    audit_table: Option<String>,
+    #[arg(long)]
+    records_table: Option<String>,
+    #[arg(long)]
+    records_key_id: Option<String>,
+    #[arg(long)]
+    signing_key_id: Option<String>,
+    #[arg(long)]
+    archive_bucket: Option<String>,
+    #[arg(long, default_value_t = 8)]
+    shards: u32,
+}
+
+impl TargetArgs {
+    fn resolve(self) -> Result<Target, String> {
+        match (self.audit_table, self.records_table, self.records_key_id) {
+            (Some(a), Some(r), Some(k)) => Ok(Target {
+                endpoint: None,
+                audit_table: a,
+                records_table: r,
+                records_key_id: k,
+                signing_key_id: self.signing_key_id,
+                archive_bucket: self.archive_bucket,
+                shards: self.shards,
+            }),
+            (None, None, None) => {
+                let s = local_state()?;
+                let res = |id: &str| {
+                    s["resources"][id].as_str().map(str::to_owned).ok_or(format!("{id} missing from local state"))
+                };
+                Ok(Target {
+                    endpoint: s["endpoint"].as_str().map(str::to_owned),
+                    audit_table: res("AuditTable")?,
+                    records_table: res("RecordsTable")?,
+                    records_key_id: res("RecordsKey")?,
+                    signing_key_id: Some(res("AuditSigningKey")?),
+                    archive_bucket: Some(res("AuditArchiveBucket")?),
+                    shards: self.shards,
+                })
+            }
+            _ => Err("give --audit-table, --records-table and --records-key-id together".into()),
+        }
+    }
 }
 
 fn dev_key() -> Result<DevKey, String> {
@@ -183,38 +233,29 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit { command: AuditCommand::Verify { audit_table, records_table, records_key_id } } => {
-            let target = match (audit_table, records_table, records_key_id) {
-                (Some(a), Some(r), Some(k)) => {
-                    Target { endpoint: None, audit_table: a, records_table: r, records_key_id: k }
-                }
-                (None, None, None) => {
-                    let s = local_state()?;
-                    let res = |id: &str| {
-                        s["resources"][id].as_str().map(str::to_owned).ok_or(format!("{id} missing from local state"))
-                    };
-                    Target {
-                        endpoint: s["endpoint"].as_str().map(str::to_owned),
-                        audit_table: res("AuditTable")?,
-                        records_table: res("RecordsTable")?,
-                        records_key_id: res("RecordsKey")?,
-                    }
-                }
-                _ => return Err("give --audit-table, --records-table and --records-key-id together".into()),
-            };
+        Command::Audit { command: AuditCommand::Checkpoint { target } } => {
+            let cp = audit_verify::checkpoint(&target.resolve()?).await?;
+            println!("signed checkpoint {} of {} shard heads at {}", cp.number, cp.heads.len(), cp.at);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { command: AuditCommand::Verify { target } } => {
+            let target = target.resolve()?;
             let report = audit_verify::verify(&target, true).await?;
             let rate = report.records as f64 / report.seconds.max(1e-9);
             println!(
                 "verified {} records in {} shards in {:.2}s ({rate:.0} records/s)",
                 report.records, report.shards, report.seconds
             );
-            if report.breaks.is_empty() {
-                println!("all audit chains intact");
+            for b in &report.breaks {
+                println!("TAMPERED: first bad record: {b}");
+            }
+            if let Some(f) = &report.finding {
+                println!("TAMPERED: {f}");
+            }
+            if report.breaks.is_empty() && report.finding.is_none() {
+                println!("all audit chains intact; {} signed checkpoints agree with them", report.checkpoints);
                 Ok(ExitCode::SUCCESS)
             } else {
-                for b in &report.breaks {
-                    println!("TAMPERED: first bad record: {b}");
-                }
                 Ok(ExitCode::from(2))
             }
         }

@@ -92,20 +92,35 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
                 })
             }))
         }
+        "AuditCheckpointFunction" => {
+            let app = Arc::new(medrec_audit_checkpoint::App::new(config, lookup).await.map_err(boot)?);
+            scheduled(app, medrec_audit_checkpoint::App::handle)
+        }
         "ConsentExpiryFunction" => {
             let days = medrec_consent_expiry::notice_days(lookup).map_err(|e| format!("{logical_id}: {e}"))?;
             let app = Arc::new(medrec_consent_expiry::App::new(config, days).await.map_err(boot)?);
-            Mounted::Scheduled(Arc::new(move || {
-                let app = app.clone();
-                Box::pin(async move {
-                    let event = lambda_http::LambdaEvent::new(serde_json::json!({}), lambda_http::Context::default());
-                    if let Err(e) = app.handle(event).await {
-                        tracing::error!(error = %e, "scheduled run failed");
-                    }
-                })
-            }))
+            scheduled(app, medrec_consent_expiry::App::handle)
         }
         _ => return Ok(None),
+    }))
+}
+
+/// A scheduled function as EventBridge invokes it; a failed run is logged
+/// (EventBridge would retry it).
+fn scheduled<A, F, Fut>(app: Arc<A>, handle: F) -> Mounted
+where
+    A: Send + Sync + 'static,
+    F: Fn(Arc<A>, lambda_http::LambdaEvent<serde_json::Value>) -> Fut + Send + Sync + Copy + 'static,
+    Fut: Future<Output = Result<serde_json::Value, lambda_http::Error>> + Send + 'static,
+{
+    Mounted::Scheduled(Arc::new(move || {
+        let app = app.clone();
+        Box::pin(async move {
+            let event = lambda_http::LambdaEvent::new(serde_json::json!({}), lambda_http::Context::default());
+            if let Err(e) = handle(app, event).await {
+                tracing::error!(error = %e, "scheduled run failed");
+            }
+        })
     }))
 }
 

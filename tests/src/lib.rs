@@ -226,6 +226,9 @@ impl Harness {
             audit_table: self.table("AuditTable"),
             records_table: self.table("RecordsTable"),
             records_key_id: self.table("RecordsKey"),
+            signing_key_id: Some(self.table("AuditSigningKey")),
+            archive_bucket: Some(self.table("AuditArchiveBucket")),
+            shards: self.stack.function_env["PatientsFunction"]["MEDREC_AUDIT_SHARDS"].parse().unwrap_or(8),
         }
     }
 }

@@ -173,3 +173,75 @@ async fn reads_fail_closed_when_the_audit_record_cannot_be_stored() {
         .count();
     assert_eq!(patients, 1, "nothing half-written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_checkpoints_catch_what_a_chain_alone_cannot() {
+    let h = Harness::start_with(vec![("MEDREC_AUDIT_SHARDS".into(), "1".into())]).await;
+    let t = h.token("clinician", "dr-checkpoint");
+    let id = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let read = || async { assert_eq!(h.get(&format!("/fhir/Patient/{id}"), &t).await.status, 200) };
+    read().await;
+    let target = h.verify_target();
+    let first = medrec_infra::audit_verify::checkpoint(&target).await.unwrap();
+    assert_eq!((first.number, first.heads[&0].0), (1, 2));
+    for _ in 0..3 {
+        read().await;
+    }
+    // The second comes from the scheduled function, as EventBridge runs it.
+    let env = h.stack.function_env["AuditCheckpointFunction"].clone();
+    let config = medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let app = std::sync::Arc::new(medrec_audit_checkpoint::App::new(config, |k| env.get(k).cloned()).await.unwrap());
+    let event = lambda_http::LambdaEvent::new(json!({"source": "aws.events"}), lambda_http::Context::default());
+    assert_eq!(app.handle(event).await.unwrap()["checkpoint"], 2);
+    let report = verify(&target, false).await.unwrap();
+    assert!(report.breaks.is_empty() && report.finding.is_none(), "{:?} {:?}", report.breaks, report.finding);
+    assert_eq!(report.checkpoints, 2);
+
+    // Archived under Object Lock (compliance): the copy cannot be deleted.
+    let s3 = &h.stack.clients.s3;
+    let bucket = h.table("AuditArchiveBucket");
+    let head = s3.head_object().bucket(&bucket).key("checkpoints/000000000002.json").send().await.unwrap();
+    assert_eq!(head.object_lock_mode().map(|m| m.as_str()), Some("COMPLIANCE"));
+    let version = head.version_id().unwrap().to_owned();
+    let delete =
+        s3.delete_object().bucket(&bucket).key("checkpoints/000000000002.json").version_id(version).send().await;
+    assert!(delete.is_err(), "a locked checkpoint cannot be deleted");
+
+    // Truncation with the head rolled back: the chain alone is consistent,
+    // the checkpoint names the missing record.
+    let ddb = &h.stack.clients.dynamodb;
+    let table = h.table("AuditTable");
+    let item = |pk: &str, seq: u64| {
+        let (pk, sk) = key(pk, seq);
+        ddb.get_item().table_name(&table).key("pk", pk).key("sk", sk).send()
+    };
+    let last = item("CHAIN#0", 5).await.unwrap().item.unwrap();
+    let before = item("CHAIN#0", 4).await.unwrap().item.unwrap();
+    let head_item = item("HEAD#0", 0).await.unwrap().item.unwrap();
+    // Nothing new may be appended meanwhile: the head is rewritten below.
+    let (pk, sk) = key("CHAIN#0", 5);
+    ddb.delete_item().table_name(&table).key("pk", pk).key("sk", sk).send().await.unwrap();
+    let mut rolled_back = head_item.clone();
+    rolled_back.insert("seq".into(), AttributeValue::N("4".into()));
+    rolled_back.insert("hash".into(), before["hash"].clone());
+    ddb.put_item().table_name(&table).set_item(Some(rolled_back)).send().await.unwrap();
+    let report = verify(&target, false).await.unwrap();
+    assert!(report.breaks.is_empty(), "the shortened chain is consistent in itself");
+    let finding = report.finding.expect("the checkpoint contradicts it");
+    assert_eq!((finding.checkpoint, finding.shard, finding.seq), (2, Some(0), Some(5)), "{finding}");
+    ddb.put_item().table_name(&table).set_item(Some(last)).send().await.unwrap();
+    ddb.put_item().table_name(&table).set_item(Some(head_item)).send().await.unwrap();
+
+    // A replaced checkpoint (edited body) fails its signature.
+    let stored = item("CHECKPOINT", 1).await.unwrap().item.unwrap();
+    let mut replaced = stored.clone();
+    let body = replaced["body"].as_s().unwrap().replace("\"number\":1", "\"number\":1 ");
+    replaced.insert("body".into(), AttributeValue::S(body));
+    ddb.put_item().table_name(&table).set_item(Some(replaced)).send().await.unwrap();
+    let finding = verify(&target, false).await.unwrap().finding.unwrap();
+    assert_eq!(finding.checkpoint, 1);
+    assert!(finding.reason.contains("signature"), "{finding}");
+    ddb.put_item().table_name(&table).set_item(Some(stored)).send().await.unwrap();
+    let report = verify(&target, false).await.unwrap();
+    assert!(report.breaks.is_empty() && report.finding.is_none(), "restored, everything agrees again");
+}

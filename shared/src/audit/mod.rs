@@ -4,6 +4,7 @@
 //! parameters are recorded by name only and a break-glass reason by digest.
 
 pub mod chain;
+pub mod checkpoint;
 
 use serde_json::{json, Value};
 

@@ -92,10 +92,10 @@ fn version_sk(ty: &str, id: &str, v: u64) -> String {
     format!("V#{ty}#{id}#{v:010}")
 }
 
-fn get_s<'a>(item: &'a HashMap<String, AV>, k: &str) -> Option<&'a str> {
+pub(crate) fn get_s<'a>(item: &'a HashMap<String, AV>, k: &str) -> Option<&'a str> {
     item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
-fn get_n(item: &HashMap<String, AV>, k: &str) -> Option<u64> {
+pub(crate) fn get_n(item: &HashMap<String, AV>, k: &str) -> Option<u64> {
     item.get(k).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
 }
 fn get_b(item: &HashMap<String, AV>, k: &str) -> Option<Vec<u8>> {

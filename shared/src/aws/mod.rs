@@ -1,6 +1,7 @@
 //! AWS adapters for the ports: DynamoDB (records, audit chains, outbox) and
 //! KMS (data keys). Clients are built once per cold start from one SdkConfig.
 
+pub mod checkpoints;
 pub mod dynamo;
 pub mod kms;
 pub mod s3;
