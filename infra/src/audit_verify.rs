@@ -4,7 +4,8 @@
 
 use medrec_shared::audit::chain::{verify_shard, Break};
 use medrec_shared::audit::checkpoint::{Checkpoint, Finding};
-use medrec_shared::aws::checkpoints::Checkpoints;
+use medrec_shared::audit::export::{ExportFinding, Manifest};
+use medrec_shared::aws::checkpoints::{Checkpoints, ExportProgress};
 use medrec_shared::aws::dynamo::read_audit_chains;
 use medrec_shared::aws::kms::KmsKeys;
 use medrec_shared::runtime::root_secret;
@@ -44,6 +45,56 @@ async fn checkpoints(target: &Target, sdk: &aws_config::SdkConfig) -> Option<Che
         signing_key_id: target.signing_key_id.clone()?,
         shards: target.shards,
     })
+}
+
+/// Exports a window of the audit trail (resumable; see `Checkpoints::export`).
+pub async fn export(
+    target: &Target,
+    id: &str,
+    window: (&str, &str),
+    chunk_records: usize,
+    chunk_limit: usize,
+) -> Result<ExportProgress, String> {
+    let sdk = medrec_shared::aws::sdk_config(target.endpoint.as_deref()).await;
+    let cps = checkpoints(target, &sdk).await.ok_or("an export needs the signing key")?;
+    cps.export(id, window.0, window.1, chunk_records, chunk_limit).await.map_err(|e| match e {
+        medrec_shared::error::PortError::ConditionFailed(_) => format!("export {id} exists with other terms"),
+        other => other.to_string(),
+    })
+}
+
+/// Verifies an archived export: the manifest's signature and every chunk's
+/// SHA-256, as a SIEM receiving it would.
+pub async fn verify_export(target: &Target, id: &str) -> Result<Result<Manifest, ExportFinding>, String> {
+    let sdk = medrec_shared::aws::sdk_config(target.endpoint.as_deref()).await;
+    let cps = checkpoints(target, &sdk).await.ok_or("verifying an export needs the signing key")?;
+    let get = |key: String| {
+        let s3 = cps.s3.clone();
+        let bucket = cps.archive_bucket.clone();
+        async move {
+            let out = s3.get_object().bucket(bucket).key(key).send().await.ok()?;
+            Some(out.body.collect().await.ok()?.to_vec())
+        }
+    };
+    let object = get(format!("exports/{id}/manifest.json")).await.ok_or("the export has no manifest")?;
+    let object: serde_json::Value = serde_json::from_slice(&object).map_err(|e| e.to_string())?;
+    let body = object["manifest"].as_str().unwrap_or_default();
+    let signature = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        object["signature"].as_str().unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let manifest: Manifest = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    let mut chunks = std::collections::HashMap::new();
+    for c in &manifest.chunks {
+        for key in [&c.fhir_key, &c.ocsf_key] {
+            if let Some(bytes) = get(key.clone()).await {
+                chunks.insert(key.clone(), bytes);
+            }
+        }
+    }
+    let public_key = cps.public_key().await.map_err(|e| e.to_string())?;
+    Ok(medrec_shared::audit::export::verify(&public_key, body, &signature, |k| chunks.get(k).cloned()))
 }
 
 /// Signs and archives a checkpoint of the chains' current heads.

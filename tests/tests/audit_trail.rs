@@ -245,3 +245,85 @@ async fn signed_checkpoints_catch_what_a_chain_alone_cannot() {
     let report = verify(&target, false).await.unwrap();
     assert!(report.breaks.is_empty() && report.finding.is_none(), "restored, everything agrees again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_resume_after_a_crash_without_gaps_or_duplicates() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-export");
+    let id = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    for _ in 0..9 {
+        assert_eq!(h.get(&format!("/fhir/Patient/{id}"), &t).await.status, 200);
+    }
+    let target = h.verify_target();
+    let until = medrec_shared::fhir::now_instant();
+    let window = ("2000-01-01T00:00:00.000Z", until.as_str());
+    let expected: std::collections::BTreeSet<String> =
+        h.audit_events().await.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    assert!(expected.len() >= 10);
+    let export = |limit: usize| medrec_infra::audit_verify::export(&target, "e1", window, 3, limit);
+
+    // One chunk per invocation, then a crash after writing the third chunk
+    // but before recording it: the progress item is rolled back by hand.
+    assert_eq!(export(1).await.unwrap().chunks_done, 1);
+    assert_eq!(export(1).await.unwrap().chunks_done, 2);
+    let ddb = &h.stack.clients.dynamodb;
+    let table = h.table("AuditTable");
+    let progress = |pk: &str| {
+        let (pk, sk) = key(pk, 0);
+        ddb.get_item().table_name(&table).key("pk", pk).key("sk", sk).send()
+    };
+    let at_two = progress("EXPORT#e1").await.unwrap().item.unwrap();
+    assert!(export(1).await.unwrap().manifest.is_none());
+    ddb.put_item().table_name(&table).set_item(Some(at_two)).send().await.unwrap();
+    let done = export(usize::MAX).await.unwrap();
+    let manifest = done.manifest.expect("complete");
+    assert_eq!(done.records, expected.len());
+    assert_eq!(manifest.chunks.iter().map(|c| c.records).sum::<usize>(), expected.len());
+    assert!(export(usize::MAX).await.unwrap().manifest.is_some(), "a rerun of a finished export is harmless");
+
+    // Every record exactly once, in FHIR and in OCSF.
+    let s3 = &h.stack.clients.s3;
+    let bucket = h.table("AuditArchiveBucket");
+    let object = |k: String| {
+        let (s3, bucket) = (s3, &bucket);
+        async move { s3.get_object().bucket(bucket).key(k).send().await.unwrap().body.collect().await.unwrap().to_vec() }
+    };
+    let mut seen = vec![];
+    let mut ocsf_lines = 0;
+    for c in &manifest.chunks {
+        let fhir = object(c.fhir_key.clone()).await;
+        for line in String::from_utf8(fhir).unwrap().lines() {
+            seen.push(serde_json::from_str::<serde_json::Value>(line).unwrap()["id"].as_str().unwrap().to_owned());
+        }
+        let ocsf = String::from_utf8(object(c.ocsf_key.clone()).await).unwrap();
+        ocsf_lines += ocsf.lines().filter(|l| l.contains("\"class_uid\":6003")).count();
+    }
+    assert_eq!(seen.len(), expected.len(), "no duplicate");
+    assert_eq!(seen.iter().cloned().collect::<std::collections::BTreeSet<_>>(), expected, "no gap");
+    assert_eq!(ocsf_lines, expected.len());
+    assert!(medrec_infra::audit_verify::verify_export(&target, "e1").await.unwrap().is_ok());
+
+    // A truncated chunk, or a replaced manifest, is detected.
+    let first = manifest.chunks[0].fhir_key.clone();
+    let original = object(first.clone()).await;
+    let cut = original[..original.len() / 2].to_vec();
+    s3.put_object().bucket(&bucket).key(&first).body(cut.into()).send().await.unwrap();
+    let finding = medrec_infra::audit_verify::verify_export(&target, "e1").await.unwrap().unwrap_err();
+    assert_eq!(finding, medrec_shared::audit::export::ExportFinding::Chunk(first.clone()));
+    s3.put_object().bucket(&bucket).key(&first).body(original.into()).send().await.unwrap();
+    let manifest_key = "exports/e1/manifest.json";
+    let stored: serde_json::Value = serde_json::from_slice(&object(manifest_key.into()).await).unwrap();
+    let mut forged = stored.clone();
+    forged["manifest"] = json!(stored["manifest"].as_str().unwrap().replace("\"records\":3", "\"records\":2"));
+    s3.put_object()
+        .bucket(&bucket)
+        .key(manifest_key)
+        .body(forged.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let finding = medrec_infra::audit_verify::verify_export(&target, "e1").await.unwrap().unwrap_err();
+    assert_eq!(finding, medrec_shared::audit::export::ExportFinding::BadSignature);
+    // Other terms under the same id are refused rather than mixed in.
+    assert!(medrec_infra::audit_verify::export(&target, "e1", window, 4, 1).await.is_err());
+}

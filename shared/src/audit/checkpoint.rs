@@ -58,7 +58,11 @@ fn spki_point(spki: &[u8]) -> Option<&[u8]> {
 }
 
 pub fn signature_ok(public_key_spki: &[u8], body: &str, signature: &[u8]) -> bool {
-    let statement = Checkpoint::statement(body);
+    verify_statement(public_key_spki, &Checkpoint::statement(body), signature)
+}
+
+/// Verifies a KMS ECDSA_SHA_256 signature over a signed statement.
+pub fn verify_statement(public_key_spki: &[u8], statement: &str, signature: &[u8]) -> bool {
     spki_point(public_key_spki).is_some_and(|point| {
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point).verify(statement.as_bytes(), signature).is_ok()
     })

@@ -5,6 +5,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod export;
 
 use serde_json::{json, Value};
 

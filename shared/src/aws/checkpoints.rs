@@ -1,4 +1,4 @@
-//! Audit checkpoints on AWS: the heads read from the audit table, the
+//! Audit checkpoints and exports on AWS: the heads read from the audit table, the
 //! checkpoint signed by KMS (`Sign`, ECDSA P-256 over a statement of the
 //! body's SHA-256),
 //! stored in the audit table (numbered, conditional: no two checkpoints
@@ -8,13 +8,26 @@
 use super::dynamo::{get_n, get_s};
 use super::port_error;
 use crate::audit::checkpoint::{Checkpoint, Signed};
+use crate::audit::export;
 use crate::error::PortError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 const PK: &str = "CHECKPOINT";
+
+/// Where an export stands.
+#[derive(Debug)]
+pub struct ExportProgress {
+    pub chunks_done: usize,
+    pub chunks: usize,
+    pub records: usize,
+    /// Set when the export is complete.
+    pub manifest: Option<export::Manifest>,
+}
 
 pub struct Checkpoints {
     pub ddb: aws_sdk_dynamodb::Client,
@@ -86,6 +99,201 @@ impl Checkpoints {
             .ok_or(PortError::Backend { service: "kms", detail: "no public key".into() })
     }
 
+    /// KMS `Sign` (ECDSA_SHA_256) of a statement, DER signature.
+    async fn sign(&self, statement: &str) -> Result<Vec<u8>, PortError> {
+        let signed = self
+            .kms
+            .sign()
+            .key_id(&self.signing_key_id)
+            .message(Blob::new(statement.as_bytes().to_vec()))
+            .message_type(MessageType::Raw)
+            .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+            .send()
+            .await
+            .map_err(|e| port_error("kms", &e))?;
+        signed
+            .signature()
+            .map(|s| s.as_ref().to_vec())
+            .ok_or(PortError::Backend { service: "kms", detail: "no signature".into() })
+    }
+
+    async fn put_object(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), PortError> {
+        self.s3
+            .put_object()
+            .bucket(&self.archive_bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body.into())
+            .send()
+            .await
+            .map_err(|e| port_error("s3", &e))?;
+        Ok(())
+    }
+
+    /// Every chain record's AuditEvent recorded from `since` to `until`,
+    /// in export order (recorded, id).
+    async fn window(&self, since: &str, until: &str) -> Result<Vec<Value>, PortError> {
+        let mut events = vec![];
+        for shard in 0..self.shards {
+            let mut start = None;
+            loop {
+                let page = self
+                    .ddb
+                    .query()
+                    .table_name(&self.audit_table)
+                    .key_condition_expression("pk = :pk")
+                    .filter_expression("#at BETWEEN :since AND :until")
+                    .expression_attribute_names("#at", "at")
+                    .expression_attribute_values(":pk", AttributeValue::S(format!("CHAIN#{shard}")))
+                    .expression_attribute_values(":since", AttributeValue::S(since.into()))
+                    .expression_attribute_values(":until", AttributeValue::S(until.into()))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| port_error("dynamodb", &e))?;
+                for item in page.items() {
+                    let body = get_s(item, "body").unwrap_or_default();
+                    events.push(serde_json::from_str(body).map_err(|_| PortError::Integrity("audit body".into()))?);
+                }
+                match page.last_evaluated_key() {
+                    Some(k) if !k.is_empty() => start = Some(k.clone()),
+                    _ => break,
+                }
+            }
+        }
+        let key =
+            |e: &Value| (e["recorded"].as_str().unwrap_or("").to_owned(), e["id"].as_str().unwrap_or("").to_owned());
+        events.sort_by_key(key);
+        Ok(events)
+    }
+
+    /// Exports the window as chunks and a signed manifest, writing at most
+    /// `chunk_limit` chunks in this call (to stay inside a Lambda's time
+    /// limit). Progress is recorded after each chunk; a rerun with the same
+    /// id continues, rewriting an interrupted chunk with identical bytes.
+    pub async fn export(
+        &self,
+        id: &str,
+        since: &str,
+        until: &str,
+        chunk_records: usize,
+        chunk_limit: usize,
+    ) -> Result<ExportProgress, PortError> {
+        let progress_key = |done: usize| {
+            HashMap::from([
+                ("pk".to_owned(), AttributeValue::S(format!("EXPORT#{id}"))),
+                ("sk".to_owned(), AttributeValue::N("0".into())),
+                ("terms".to_owned(), AttributeValue::S(format!("{since}|{until}|{chunk_records}"))),
+                ("done".to_owned(), AttributeValue::N(done.to_string())),
+            ])
+        };
+        let stored = self
+            .ddb
+            .get_item()
+            .table_name(&self.audit_table)
+            .key("pk", AttributeValue::S(format!("EXPORT#{id}")))
+            .key("sk", AttributeValue::N("0".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        let mut done = 0usize;
+        if let Some(item) = stored.item() {
+            if get_s(item, "terms") != Some(&format!("{since}|{until}|{chunk_records}")) {
+                return Err(PortError::ConditionFailed(0));
+            }
+            done = get_n(item, "done").unwrap_or(0) as usize;
+        }
+        let events = self.window(since, until).await?;
+        let chunks = events.len().div_ceil(chunk_records).max(1);
+        let object = |i: usize, kind: &str| format!("exports/{id}/{i:06}.{kind}.ndjson");
+        let mut written = 0;
+        while done < chunks && written < chunk_limit {
+            let (fhir, ocsf, _) = export::render_chunk(&events, done, chunk_records);
+            self.put_object(&object(done, "fhir"), fhir, "application/fhir+ndjson").await?;
+            self.put_object(&object(done, "ocsf"), ocsf, "application/x-ndjson").await?;
+            done += 1;
+            written += 1;
+            self.ddb
+                .put_item()
+                .table_name(&self.audit_table)
+                .set_item(Some(progress_key(done)))
+                .send()
+                .await
+                .map_err(|e| port_error("dynamodb", &e))?;
+        }
+        if done < chunks {
+            return Ok(ExportProgress { chunks_done: done, chunks, records: events.len(), manifest: None });
+        }
+        let listed = (0..chunks)
+            .map(|i| {
+                let (fhir, ocsf, records) = export::render_chunk(&events, i, chunk_records);
+                export::Chunk {
+                    fhir_key: object(i, "fhir"),
+                    fhir_sha256: export::digest(&fhir),
+                    ocsf_key: object(i, "ocsf"),
+                    ocsf_sha256: export::digest(&ocsf),
+                    records,
+                }
+            })
+            .collect();
+        let previous = self.last_manifest().await?;
+        let manifest = export::Manifest {
+            export: id.to_owned(),
+            since: since.to_owned(),
+            until: until.to_owned(),
+            chunks: listed,
+            previous: previous.as_ref().map(|(_, body)| export::digest(body.as_bytes())),
+        };
+        let body = manifest.body();
+        let signature = self.sign(&export::Manifest::statement(&body)).await?;
+        let number = previous.map_or(1, |(n, _)| n + 1);
+        let put = self
+            .ddb
+            .put_item()
+            .table_name(&self.audit_table)
+            .item("pk", AttributeValue::S("MANIFEST".into()))
+            .item("sk", AttributeValue::N(number.to_string()))
+            .item("body", AttributeValue::S(body.clone()))
+            .item("export", AttributeValue::S(id.into()))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => {}
+            // The manifest of this export was stored by an earlier run.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+            Err(e) => return Err(port_error("dynamodb", &e)),
+        }
+        let object = json!({
+            "manifest": body,
+            "signature": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &signature),
+            "keyId": self.signing_key_id,
+            "algorithm": "ECDSA_SHA_256",
+        });
+        self.put_object(&format!("exports/{id}/manifest.json"), object.to_string().into_bytes(), "application/json")
+            .await?;
+        Ok(ExportProgress { chunks_done: chunks, chunks, records: events.len(), manifest: Some(manifest) })
+    }
+
+    /// The newest stored manifest (number, body), if any.
+    async fn last_manifest(&self) -> Result<Option<(u64, String)>, PortError> {
+        let out = self
+            .ddb
+            .query()
+            .table_name(&self.audit_table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S("MANIFEST".into()))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        Ok(out.items().first().map(|i| (get_n(i, "sk").unwrap_or(0), get_s(i, "body").unwrap_or_default().to_owned())))
+    }
+
     /// Signs and stores the next checkpoint of the current heads.
     pub async fn write(&self, at: &str) -> Result<Checkpoint, PortError> {
         let previous = self.all().await?;
@@ -97,20 +305,7 @@ impl Checkpoints {
             previous: previous.last().map(|p| Checkpoint::digest_of(&p.body)),
         };
         let body = cp.body();
-        let signed = self
-            .kms
-            .sign()
-            .key_id(&self.signing_key_id)
-            .message(Blob::new(Checkpoint::statement(&body).into_bytes()))
-            .message_type(MessageType::Raw)
-            .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
-            .send()
-            .await
-            .map_err(|e| port_error("kms", &e))?;
-        let signature = signed
-            .signature()
-            .map(|s| s.as_ref().to_vec())
-            .ok_or(PortError::Backend { service: "kms", detail: "no signature".into() })?;
+        let signature = self.sign(&Checkpoint::statement(&body)).await?;
         self.ddb
             .put_item()
             .table_name(&self.audit_table)
@@ -125,21 +320,18 @@ impl Checkpoints {
                 Some(se) if se.is_conditional_check_failed_exception() => PortError::ConditionFailed(0),
                 _ => port_error("dynamodb", &e),
             })?;
-        let object = serde_json::json!({
+        let object = json!({
             "checkpoint": body,
             "signature": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &signature),
             "keyId": self.signing_key_id,
             "algorithm": "ECDSA_SHA_256",
         });
-        self.s3
-            .put_object()
-            .bucket(&self.archive_bucket)
-            .key(format!("checkpoints/{:012}.json", cp.number))
-            .content_type("application/json")
-            .body(object.to_string().into_bytes().into())
-            .send()
-            .await
-            .map_err(|e| port_error("s3", &e))?;
+        self.put_object(
+            &format!("checkpoints/{:012}.json", cp.number),
+            object.to_string().into_bytes(),
+            "application/json",
+        )
+        .await?;
         Ok(cp)
     }
 }
