@@ -210,6 +210,7 @@ impl Harness {
         self.scan(&self.table("AuditTable"))
             .await
             .iter()
+            .filter(|i| i.get("pk").and_then(|p| p.as_s().ok()).is_some_and(|p| p.starts_with("CHAIN#")))
             .filter_map(|i| i.get("body").and_then(|b| b.as_s().ok()))
             .map(|b| serde_json::from_str(b).expect("audit body is JSON"))
             .collect()

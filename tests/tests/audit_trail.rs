@@ -326,4 +326,36 @@ async fn exports_resume_after_a_crash_without_gaps_or_duplicates() {
     assert_eq!(finding, medrec_shared::audit::export::ExportFinding::BadSignature);
     // Other terms under the same id are refused rather than mixed in.
     assert!(medrec_infra::audit_verify::export(&target, "e1", window, 4, 1).await.is_err());
+    s3.put_object()
+        .bucket(&bucket)
+        .key(manifest_key)
+        .body(stored.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+
+    // The scheduled export continues where the last manifest ended: exactly
+    // the records since, chained to the previous manifest.
+    for _ in 0..2 {
+        assert_eq!(h.get(&format!("/fhir/Patient/{id}"), &t).await.status, 200);
+    }
+    let sdk = medrec_shared::aws::sdk_config(Some(&h.stack.endpoint)).await;
+    let cps = medrec_shared::aws::checkpoints::Checkpoints {
+        ddb: h.stack.clients.dynamodb.clone(),
+        kms: aws_sdk_kms::Client::new(&sdk),
+        s3: h.stack.clients.s3.clone(),
+        audit_table: table.clone(),
+        archive_bucket: bucket.clone(),
+        signing_key_id: h.table("AuditSigningKey"),
+        shards: target.shards,
+    };
+    let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
+    let next = cps.scheduled_export(later, time::Duration::minutes(5), 100).await.unwrap().unwrap();
+    let next = next.manifest.expect("complete in one run");
+    assert_eq!(
+        next.previous,
+        Some(medrec_shared::audit::export::digest(stored["manifest"].as_str().unwrap().as_bytes()))
+    );
+    assert_eq!(next.chunks.iter().map(|c| c.records).sum::<usize>(), h.audit_events().await.len() - expected.len());
+    assert!(cps.scheduled_export(later, time::Duration::minutes(5), 100).await.unwrap().is_none(), "nothing new");
 }

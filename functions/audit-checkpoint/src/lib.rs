@@ -1,8 +1,10 @@
-//! The audit checkpoint Lambda, on an EventBridge schedule: signs every
-//! chain shard's head with the KMS signing key and archives the checkpoint
-//! (`medrec_shared::aws::checkpoints`). It reads no record and no PHI. Two
-//! runs at once cannot both store a checkpoint of one number; the loser
-//! fails and the next run signs the newer heads.
+//! The audit archive Lambda, on an EventBridge schedule: signs every chain
+//! shard's head with the KMS signing key and archives the checkpoint, then
+//! exports the records since the last export (FHIR NDJSON + OCSF, signed
+//! manifest), resuming an export a previous run left unfinished
+//! (`medrec_shared::aws::checkpoints`). Audit records hold no PHI. Two runs
+//! at once cannot both store a checkpoint of one number; the loser fails and
+//! the next run signs the newer heads.
 
 use lambda_http::LambdaEvent;
 use medrec_shared::aws::checkpoints::Checkpoints;
@@ -10,6 +12,12 @@ use medrec_shared::config::{Config, ConfigError, Deployment};
 use medrec_shared::runtime::BootError;
 use serde_json::{json, Value};
 use std::sync::Arc;
+
+/// How far behind the present an export window ends: longer than any
+/// request runs, so every record stamped inside it is committed.
+const EXPORT_SETTLE: time::Duration = time::Duration::minutes(5);
+/// Chunks per run, well inside the function's timeout.
+const EXPORT_CHUNKS_PER_RUN: usize = 20;
 
 pub struct App {
     checkpoints: Checkpoints,
@@ -41,6 +49,10 @@ impl App {
     pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
         let cp = self.checkpoints.write(&medrec_shared::fhir::now_instant()).await?;
         tracing::info!(checkpoint = cp.number, shards = cp.heads.len(), "audit checkpoint signed");
-        Ok(json!({"checkpoint": cp.number}))
+        let now = time::OffsetDateTime::now_utc();
+        let export = self.checkpoints.scheduled_export(now, EXPORT_SETTLE, EXPORT_CHUNKS_PER_RUN).await?;
+        let (chunks, done) = export.map_or((0, true), |p| (p.chunks_done, p.manifest.is_some()));
+        tracing::info!(chunks, complete = done, "audit export run");
+        Ok(json!({"checkpoint": cp.number, "exportChunks": chunks, "exportComplete": done}))
     }
 }

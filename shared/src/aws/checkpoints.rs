@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use std::collections::HashMap;
 
 const PK: &str = "CHECKPOINT";
+/// Records per chunk of a scheduled export.
+const SCHEDULED_CHUNK_RECORDS: usize = 10_000;
 
 /// Where an export stands.
 #[derive(Debug)]
@@ -275,6 +277,75 @@ impl Checkpoints {
         self.put_object(&format!("exports/{id}/manifest.json"), object.to_string().into_bytes(), "application/json")
             .await?;
         Ok(ExportProgress { chunks_done: chunks, chunks, records: events.len(), manifest: Some(manifest) })
+    }
+
+    /// The scheduled export: resumes the export in progress, or starts one
+    /// from the end of the last manifested window to `now - settle` (records
+    /// are stamped when a request starts and committed when it ends, so the
+    /// window stops short of the present). None when there is nothing new.
+    pub async fn scheduled_export(
+        &self,
+        now: time::OffsetDateTime,
+        settle: time::Duration,
+        chunk_limit: usize,
+    ) -> Result<Option<ExportProgress>, PortError> {
+        let pending_key = |ddb: &aws_sdk_dynamodb::Client| {
+            ddb.get_item()
+                .table_name(&self.audit_table)
+                .key("pk", AttributeValue::S("EXPORT#pending".into()))
+                .key("sk", AttributeValue::N("0".into()))
+                .consistent_read(true)
+        };
+        let pending = pending_key(&self.ddb).send().await.map_err(|e| port_error("dynamodb", &e))?;
+        let (id, since, until) = match pending.item() {
+            Some(item) => (
+                get_s(item, "id").unwrap_or_default().to_owned(),
+                get_s(item, "since").unwrap_or_default().to_owned(),
+                get_s(item, "until").unwrap_or_default().to_owned(),
+            ),
+            None => {
+                let since = match self.last_manifest().await? {
+                    Some((_, body)) => {
+                        let last: export::Manifest =
+                            serde_json::from_str(&body).map_err(|_| PortError::Integrity("manifest".into()))?;
+                        let (end, _) = crate::fhir::primitives::datetime_bounds(&last.until)
+                            .ok_or_else(|| PortError::Integrity("manifest window".into()))?;
+                        crate::fhir::instant(end + time::Duration::milliseconds(1))
+                    }
+                    None => "2000-01-01T00:00:00.000Z".to_owned(),
+                };
+                let until = crate::fhir::instant(now - settle);
+                if until <= since {
+                    return Ok(None);
+                }
+                let id = format!("scheduled-{}", until.replace(':', ""));
+                self.ddb
+                    .put_item()
+                    .table_name(&self.audit_table)
+                    .item("pk", AttributeValue::S("EXPORT#pending".into()))
+                    .item("sk", AttributeValue::N("0".into()))
+                    .item("id", AttributeValue::S(id.clone()))
+                    .item("since", AttributeValue::S(since.clone()))
+                    .item("until", AttributeValue::S(until.clone()))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .send()
+                    .await
+                    .map_err(|e| port_error("dynamodb", &e))?;
+                (id, since, until)
+            }
+        };
+        let progress = self.export(&id, &since, &until, SCHEDULED_CHUNK_RECORDS, chunk_limit).await?;
+        if progress.manifest.is_some() {
+            self.ddb
+                .delete_item()
+                .table_name(&self.audit_table)
+                .key("pk", AttributeValue::S("EXPORT#pending".into()))
+                .key("sk", AttributeValue::N("0".into()))
+                .send()
+                .await
+                .map_err(|e| port_error("dynamodb", &e))?;
+        }
+        Ok(Some(progress))
     }
 
     /// The newest stored manifest (number, body), if any.
