@@ -37,6 +37,8 @@ pub struct Config {
     pub function_name: String,
     /// `MEDREC_CONSENT_DEFAULT`: `opt-out` (default) or `opt-in`.
     pub consent_default: crate::consent::DefaultPolicy,
+    /// Failures of one principal within a window that raise a SecurityAlert.
+    pub alerts: crate::service::security_alerts::AlertPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +101,10 @@ impl Config {
                     return Err(ConfigError::Invalid("MEDREC_CONSENT_DEFAULT", format!("{other:?}: opt-in or opt-out")))
                 }
             },
+            alerts: crate::service::security_alerts::AlertPolicy {
+                threshold: num("MEDREC_ALERT_FAILURES", 5)? as usize,
+                window: Duration::from_secs(num("MEDREC_ALERT_WINDOW_SECONDS", 300)?),
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -110,6 +116,12 @@ impl Config {
         }
         if self.max_body_bytes == 0 || self.max_body_bytes > MAX_BODY_LIMIT {
             return Err(ConfigError::Invalid("MEDREC_MAX_BODY_BYTES", format!("must be 1..={MAX_BODY_LIMIT}")));
+        }
+        if self.alerts.threshold == 0 || !(10..=86_400).contains(&self.alerts.window.as_secs()) {
+            return Err(ConfigError::Invalid(
+                "MEDREC_ALERT_*",
+                "threshold must be positive, window 10..=86400 s".into(),
+            ));
         }
         if self.clock_skew > Duration::from_secs(300) {
             return Err(ConfigError::Invalid("MEDREC_CLOCK_SKEW_SECONDS", "must be at most 300".into()));

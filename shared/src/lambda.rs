@@ -157,7 +157,8 @@ async fn dispatch<A: Api>(api: &A, route: &'static Route, params: &[&str], req: 
             if let Error::Internal(detail) | Error::Unavailable(detail) = &e {
                 tracing::error!(detail = %detail, audit_id = %audit.id, "request failed");
             }
-            rt.services.audit_failure(audit, resp.status().as_u16(), Some(&caller), None).await;
+            rt.services.audit_failure(audit.clone(), resp.status().as_u16(), Some(&caller), None).await;
+            rt.services.alert_on_repeated_failures(&audit, rt.config.alerts).await;
             resp
         }
     }

@@ -105,7 +105,8 @@ impl Runtime {
                     _ => Error::Unauthenticated(e.reason()),
                 };
                 let resp = http::error_response(&err);
-                self.services.audit_failure(entry, resp.status().as_u16(), None, source_ip).await;
+                self.services.audit_failure(entry.clone(), resp.status().as_u16(), None, source_ip).await;
+                self.services.alert_on_repeated_failures(&entry, self.config.alerts).await;
                 return Err(resp);
             }
         };

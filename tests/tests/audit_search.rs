@@ -94,3 +94,41 @@ async fn auditors_search_the_trail_and_patients_get_their_accounting() {
     assert_eq!(h.get(&format!("{disclosures}?_format=html"), &auditor).await.status, 200);
     assert_eq!(h.get(&format!("{disclosures}?format=pdf"), &auditor).await.status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_raise_one_security_alert_per_window() {
+    let h = Harness::start_with(vec![("MEDREC_ALERT_FAILURES".into(), "3".into())]).await;
+    let alerts = || async {
+        h.scan(&h.table("OutboxTable"))
+            .await
+            .into_iter()
+            .filter(|i| i["type"].as_s().is_ok_and(|t| t == "SecurityAlert"))
+            .map(|i| serde_json::from_str::<Value>(i["detail"].as_s().unwrap()).unwrap())
+            .collect::<Vec<_>>()
+    };
+    // Bad tokens from one address: failed authentications.
+    for _ in 0..5 {
+        assert_eq!(h.get("/fhir/Patient?family=x", "not-a-token").await.status, 401);
+    }
+    let raised = alerts().await;
+    assert_eq!(raised.len(), 1, "one alert per window: {raised:?}");
+    assert_eq!(raised[0]["kind"], "failed-authentications");
+    assert!(raised[0]["agent"].as_str().unwrap().starts_with("ip:"));
+    // A registrar probing clinical data: repeated denials, under their subject.
+    let registrar = h.token("registrar", "front-desk-probe");
+    let patient = h.create_id(&registrar, &canary_patient(&unique_tag())).await;
+    for _ in 0..4 {
+        assert_eq!(h.get(&format!("/fhir/Observation?patient={patient}"), &registrar).await.status, 403);
+    }
+    let raised = alerts().await;
+    assert_eq!(raised.len(), 2, "{raised:?}");
+    let denial = raised.iter().find(|a| a["kind"] == "repeated-denials").unwrap();
+    assert_eq!(denial["agent"], "front-desk-probe");
+    assert!(denial["failures"].as_u64().unwrap() >= 3);
+    // A clinician's successful reads raise nothing.
+    let t = h.token("clinician", "dr-fine");
+    for _ in 0..4 {
+        assert_eq!(h.get(&format!("/fhir/Patient/{patient}"), &t).await.status, 200);
+    }
+    assert_eq!(alerts().await.len(), 2);
+}

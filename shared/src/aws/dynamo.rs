@@ -207,7 +207,7 @@ impl DynamoStore {
             if let Some(p) = &audit.patient {
                 record.insert("patient".into(), s(p));
             }
-            if let Some(a) = &audit.agent.subject {
+            if let Some(a) = crate::service::security_alerts::agent_key(audit) {
                 record.insert("agent".into(), s(a));
             }
             let head_item = HashMap::from([

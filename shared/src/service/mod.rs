@@ -12,6 +12,7 @@ pub mod documents;
 pub mod patch;
 pub mod patients;
 pub mod records;
+pub mod security_alerts;
 pub mod validation;
 
 use crate::audit::{Agent, AuditEntry, Outcome};
