@@ -5,7 +5,7 @@
 //! share a number) and written to the archive bucket, whose Object Lock in
 //! compliance mode keeps it unchanged for the retention period.
 
-use super::dynamo::{get_n, get_s};
+use super::dynamo::{get_n, get_s, query_all};
 use super::port_error;
 use crate::audit::checkpoint::{Checkpoint, Signed};
 use crate::audit::export;
@@ -65,31 +65,19 @@ impl Checkpoints {
 
     /// Every stored checkpoint, oldest first.
     pub async fn all(&self) -> Result<Vec<Signed>, PortError> {
-        let mut out = vec![];
-        let mut start = None;
-        loop {
-            let page = self
-                .ddb
-                .query()
-                .table_name(&self.audit_table)
-                .key_condition_expression("pk = :pk")
+        let items = query_all(&self.ddb, &self.audit_table, &|q| {
+            q.key_condition_expression("pk = :pk")
                 .expression_attribute_values(":pk", AttributeValue::S(PK.into()))
                 .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| port_error("dynamodb", &e))?;
-            for item in page.items() {
-                let body = get_s(item, "body").unwrap_or_default().to_owned();
-                let signature =
-                    item.get("sig").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()).unwrap_or_default();
-                out.push(Signed { body, signature });
-            }
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(out),
-            }
-        }
+        })
+        .await?;
+        Ok(items
+            .iter()
+            .map(|item| Signed {
+                body: get_s(item, "body").unwrap_or_default().to_owned(),
+                signature: item.get("sig").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()).unwrap_or_default(),
+            })
+            .collect())
     }
 
     /// The signing key's public half (SubjectPublicKeyInfo DER).
@@ -137,31 +125,19 @@ impl Checkpoints {
     async fn window(&self, since: &str, until: &str) -> Result<Vec<Value>, PortError> {
         let mut events = vec![];
         for shard in 0..self.shards {
-            let mut start = None;
-            loop {
-                let page = self
-                    .ddb
-                    .query()
-                    .table_name(&self.audit_table)
-                    .key_condition_expression("pk = :pk")
+            let items = query_all(&self.ddb, &self.audit_table, &|q| {
+                q.key_condition_expression("pk = :pk")
                     .filter_expression("#at BETWEEN :since AND :until")
                     .expression_attribute_names("#at", "at")
                     .expression_attribute_values(":pk", AttributeValue::S(format!("CHAIN#{shard}")))
                     .expression_attribute_values(":since", AttributeValue::S(since.into()))
                     .expression_attribute_values(":until", AttributeValue::S(until.into()))
                     .consistent_read(true)
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(|e| port_error("dynamodb", &e))?;
-                for item in page.items() {
-                    let body = get_s(item, "body").unwrap_or_default();
-                    events.push(serde_json::from_str(body).map_err(|_| PortError::Integrity("audit body".into()))?);
-                }
-                match page.last_evaluated_key() {
-                    Some(k) if !k.is_empty() => start = Some(k.clone()),
-                    _ => break,
-                }
+            })
+            .await?;
+            for item in &items {
+                let body = get_s(item, "body").unwrap_or_default();
+                events.push(serde_json::from_str(body).map_err(|_| PortError::Integrity("audit body".into()))?);
             }
         }
         let key =

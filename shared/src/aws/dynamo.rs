@@ -22,6 +22,7 @@ use crate::crypto::DataKey;
 use crate::error::PortError;
 use crate::ports::{Current, DomainEvent, RecordStore, ResourceWrite, Version};
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue as AV, Delete, Put, TransactWriteItem};
@@ -324,29 +325,36 @@ where
     }
 }
 
+/// The shape of one Query (key condition, filters, index), applied to
+/// every page.
+pub(crate) type QueryShape<'a> = &'a (dyn Fn(QueryFluentBuilder) -> QueryFluentBuilder + Sync);
+
+/// Every item a Query on `table` matches, across pages.
+pub(crate) async fn query_all(
+    client: &Client,
+    table: &str,
+    shape: QueryShape<'_>,
+) -> Result<Vec<HashMap<String, AV>>, PortError> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let out = shape(client.query().table_name(table))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        items.extend(out.items().iter().cloned());
+        match out.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => return Ok(items),
+        }
+    }
+}
+
 impl DynamoStore {
     /// Every item a Query on the records table matches, across pages.
-    async fn query_all(
-        &self,
-        shape: impl Fn(
-            aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
-        ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
-    ) -> Result<Vec<HashMap<String, AV>>, PortError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let out = shape(self.client.query().table_name(&self.tables.records))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| port_error("dynamodb", &e))?;
-            items.extend(out.items().iter().cloned());
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        Ok(items)
+    async fn query_all(&self, shape: QueryShape<'_>) -> Result<Vec<HashMap<String, AV>>, PortError> {
+        query_all(&self.client, &self.tables.records, shape).await
     }
 }
 
@@ -394,7 +402,7 @@ impl RecordStore for DynamoStore {
     async fn compartment(&self, patient: &str, ty: &str) -> Result<Vec<(String, Current)>, PortError> {
         let prefix = format!("C#{ty}#");
         let items = self
-            .query_all(|q| {
+            .query_all(&|q| {
                 q.key_condition_expression("pk = :pk AND begins_with(sk, :c)")
                     .expression_attribute_values(":pk", s(patient_pk(patient)))
                     .expression_attribute_values(":c", s(&prefix))
@@ -450,7 +458,7 @@ impl RecordStore for DynamoStore {
 
     async fn ids_for_token(&self, ty: &str, token: &str) -> Result<Vec<String>, PortError> {
         let items = self
-            .query_all(|q| {
+            .query_all(&|q| {
                 q.index_name(SEARCH_INDEX)
                     .key_condition_expression("ix = :ix")
                     .expression_attribute_values(":ix", s(format!("{ty}#{token}")))
@@ -556,30 +564,17 @@ impl crate::ports::AuditLog for DynamoStore {
             crate::ports::AuditKey::Patient(p) => ("by-patient", "patient", p),
             crate::ports::AuditKey::Agent(a) => ("by-agent", "agent", a),
         };
-        let mut out = vec![];
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.tables.audit)
-                .index_name(index)
+        let items = query_all(&self.client, &self.tables.audit, &|q| {
+            q.index_name(index)
                 .key_condition_expression("#k = :k AND #at BETWEEN :from AND :to")
                 .expression_attribute_names("#k", attr)
                 .expression_attribute_names("#at", "at")
                 .expression_attribute_values(":k", s(value))
                 .expression_attribute_values(":from", s(from))
                 .expression_attribute_values(":to", s(to))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| super::port_error("dynamodb", &e))?;
-            out.extend(page.items().iter().filter_map(|i| get_s(i, "body").map(str::to_owned)));
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(out),
-            }
-        }
+        })
+        .await?;
+        Ok(items.iter().filter_map(|i| get_s(i, "body").map(str::to_owned)).collect())
     }
 }
 
