@@ -10,6 +10,7 @@ pub mod fhir_model;
 pub mod gateway;
 pub mod poller;
 pub mod provision;
+pub mod purge;
 pub mod seed;
 pub mod stack;
 pub mod template;

@@ -76,6 +76,74 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Retention: what is out of retention (plan) and its purge (run), on the local stack.
+    Purge {
+        #[command(subcommand)]
+        command: PurgeCommand,
+    },
+    /// Legal holds that block the purge of a patient, on the local stack.
+    Hold {
+        #[command(subcommand)]
+        command: HoldCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PurgeCommand {
+    /// Dry run: the patients past retention, their records, the holds that block.
+    Plan {
+        /// Retention of clinical records in years (at least 6).
+        #[arg(long)]
+        years: Option<u32>,
+    },
+    /// Crypto-shred the patients past retention and not held.
+    Run {
+        #[arg(long)]
+        years: Option<u32>,
+        /// Patients per run.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Who runs it (recorded in the purge's audit records).
+        #[arg(long)]
+        by: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum HoldCommand {
+    Place {
+        #[arg(long)]
+        patient: String,
+        #[arg(long)]
+        by: String,
+        /// A code, never free text (litigation, investigation, regulator, patient-request).
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        ticket: String,
+    },
+    Release {
+        #[arg(long)]
+        patient: String,
+        #[arg(long)]
+        by: String,
+    },
+}
+
+/// The retention context of the running local stack.
+async fn local_purge_context() -> Result<medrec_infra::purge::Context, String> {
+    let s = local_state()?;
+    let res = |id: &str| s["resources"][id].as_str().map(str::to_owned).ok_or(format!("{id} missing from local state"));
+    let target = Target {
+        endpoint: s["endpoint"].as_str().map(str::to_owned),
+        audit_table: res("AuditTable")?,
+        records_table: res("RecordsTable")?,
+        records_key_id: res("RecordsKey")?,
+        signing_key_id: None,
+        archive_bucket: None,
+        shards: 8,
+    };
+    medrec_infra::purge::Context::new(&target, &res("OutboxTable")?, &res("DocumentsBucket")?).await
 }
 
 #[derive(Subcommand)]
@@ -247,6 +315,49 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 model["valueSets"].as_object().map_or(0, |m| m.len()),
                 model["profiles"].as_object().map_or(0, |m| m.len())
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Purge { command } => {
+            let ctx = local_purge_context().await?;
+            let now = time::OffsetDateTime::now_utc();
+            match command {
+                PurgeCommand::Plan { years } => {
+                    let policy = medrec_shared::retention::RetentionPolicy::clinical(years)?;
+                    let plan = ctx.purger().plan(&policy, now).await.map_err(|e| e.to_string())?;
+                    println!("{} patients past {} years of retention ({})", plan.len(), policy.years, policy.source);
+                    for c in &plan {
+                        let state = if c.shredded {
+                            "purged"
+                        } else if c.held {
+                            "HELD"
+                        } else {
+                            "to purge"
+                        };
+                        println!("  Patient/{} last active {} {:?}: {state}", c.patient, c.last_activity, c.records);
+                    }
+                }
+                PurgeCommand::Run { years, limit, by } => {
+                    let policy = medrec_shared::retention::RetentionPolicy::clinical(years)?;
+                    let r = ctx.purger().run(&policy, now, limit, &by).await.map_err(|e| e.to_string())?;
+                    println!(
+                        "shredded {} patients, {} held, {} already purged, {} document objects deleted",
+                        r.shredded, r.held, r.already, r.objects_deleted
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hold { command } => {
+            let ctx = local_purge_context().await?;
+            match command {
+                HoldCommand::Place { patient, by, reason, ticket } => {
+                    ctx.purger().place_hold(&patient, &by, &reason, &ticket).await.map_err(|e| e.to_string())?
+                }
+                HoldCommand::Release { patient, by } => {
+                    ctx.purger().release_hold(&patient, &by).await.map_err(|e| e.to_string())?
+                }
+            }
+            println!("done (audited)");
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command: AuditCommand::Checkpoint { target } } => {

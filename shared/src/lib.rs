@@ -18,5 +18,6 @@ pub mod log;
 pub mod memory;
 pub mod ports;
 pub mod rest;
+pub mod retention;
 pub mod runtime;
 pub mod service;

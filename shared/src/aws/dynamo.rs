@@ -327,10 +327,10 @@ where
 
 /// The shape of one Query (key condition, filters, index), applied to
 /// every page.
-pub(crate) type QueryShape<'a> = &'a (dyn Fn(QueryFluentBuilder) -> QueryFluentBuilder + Sync);
+pub type QueryShape<'a> = &'a (dyn Fn(QueryFluentBuilder) -> QueryFluentBuilder + Sync);
 
 /// Every item a Query on `table` matches, across pages.
-pub(crate) async fn query_all(
+pub async fn query_all(
     client: &Client,
     table: &str,
     shape: QueryShape<'_>,

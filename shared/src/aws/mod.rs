@@ -4,6 +4,7 @@
 pub mod checkpoints;
 pub mod dynamo;
 pub mod kms;
+pub mod purge;
 pub mod s3;
 
 use crate::error::PortError;

@@ -260,9 +260,11 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         if let Some(k) = self.cache.get(patient) {
             return Ok(k);
         }
+        // A compartment without its key was crypto-shredded by the purge:
+        // its records are gone for good.
         let wrapped = self.store.wrapped_key(patient).await?.ok_or_else(|| {
-            tracing::error!("patient compartment has no data key");
-            Error::Internal("missing data key".into())
+            tracing::warn!("patient data key destroyed (purged)");
+            Error::Gone
         })?;
         let key = Arc::new(self.keys.unwrap(patient, &wrapped).await?);
         self.cache.insert(patient, key.clone());
