@@ -131,7 +131,7 @@ enum HoldCommand {
 }
 
 /// The retention context of the running local stack.
-async fn local_purge_context() -> Result<medrec_infra::purge::Context, String> {
+async fn local_purge_context() -> Result<medrec_shared::aws::purge::PurgeContext, String> {
     let s = local_state()?;
     let res = |id: &str| s["resources"][id].as_str().map(str::to_owned).ok_or(format!("{id} missing from local state"));
     let target = Target {
@@ -143,7 +143,7 @@ async fn local_purge_context() -> Result<medrec_infra::purge::Context, String> {
         archive_bucket: None,
         shards: 8,
     };
-    medrec_infra::purge::Context::new(&target, &res("OutboxTable")?, &res("DocumentsBucket")?).await
+    medrec_infra::purge::context(&target, &res("OutboxTable")?, &res("DocumentsBucket")?).await
 }
 
 #[derive(Subcommand)]

@@ -96,6 +96,10 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
             let app = Arc::new(medrec_audit_checkpoint::App::new(config, lookup).await.map_err(boot)?);
             scheduled(app, medrec_audit_checkpoint::App::handle)
         }
+        "PurgeFunction" => {
+            let app = Arc::new(medrec_purge::App::new(config, lookup).await.map_err(boot)?);
+            scheduled(app, medrec_purge::App::handle)
+        }
         "ConsentExpiryFunction" => {
             let days = medrec_consent_expiry::notice_days(lookup).map_err(|e| format!("{logical_id}: {e}"))?;
             let app = Arc::new(medrec_consent_expiry::App::new(config, days).await.map_err(boot)?);

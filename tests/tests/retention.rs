@@ -33,7 +33,7 @@ async fn purge_shreds_what_retention_allows_and_holds_block() {
 
     let target = h.verify_target();
     let ctx =
-        medrec_infra::purge::Context::new(&target, &h.table("OutboxTable"), &h.table("DocumentsBucket")).await.unwrap();
+        medrec_infra::purge::context(&target, &h.table("OutboxTable"), &h.table("DocumentsBucket")).await.unwrap();
     let purger = ctx.purger();
     let now = time::OffsetDateTime::now_utc();
     // Today nobody is past retention; eleven years on, both are.
@@ -99,4 +99,23 @@ async fn purge_shreds_what_retention_allows_and_holds_block() {
     assert_eq!(purger.run(&CLINICAL, later, 10, "ops").await.unwrap().shredded, 1);
     assert_eq!(h.get(&format!("/fhir/Patient/{b}"), &t).await.status, 410);
     assert!(h.audit_events().await.iter().any(|e| e["subtype"][0]["code"] == "hold-release"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_purge_keeps_what_retention_still_covers() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-retention");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let env = h.stack.function_env["PurgeFunction"].clone();
+    let config = medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let app = std::sync::Arc::new(medrec_purge::App::new(config, |k| env.get(k).cloned()).await.unwrap());
+    let event = lambda_http::LambdaEvent::new(json!({"source": "aws.events"}), lambda_http::Context::default());
+    let run = app.handle(event).await.unwrap();
+    assert_eq!((run["shredded"].as_u64(), run["held"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(h.get(&format!("/fhir/Patient/{patient}"), &t).await.status, 200);
+    // A retention below HIPAA's six years is refused at start.
+    let mut short = env.clone();
+    short.insert("MEDREC_RETENTION_YEARS".into(), "2".into());
+    let config = medrec_shared::config::Config::from_lookup(|k| short.get(k).cloned()).unwrap();
+    assert!(medrec_purge::App::new(config, |k| short.get(k).cloned()).await.is_err());
 }

@@ -254,3 +254,50 @@ impl Purger<'_> {
         Ok(n)
     }
 }
+
+/// What a purge needs, built once from the service's configuration (the
+/// scheduled function) or an operator's target (the CLI).
+pub struct PurgeContext {
+    pub store: DynamoStore,
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub index: BlindIndex,
+    pub records_table: String,
+    pub documents_bucket: String,
+}
+
+impl PurgeContext {
+    pub async fn new(
+        sdk: &aws_config::SdkConfig,
+        local: bool,
+        tables: super::dynamo::Tables,
+        records_key_id: &str,
+        shards: u32,
+        documents_bucket: &str,
+    ) -> Result<PurgeContext, PortError> {
+        let ddb = aws_sdk_dynamodb::Client::new(sdk);
+        let kms = super::kms::KmsKeys::new(aws_sdk_kms::Client::new(sdk), records_key_id);
+        let root = crate::runtime::root_secret(&ddb, &kms, &tables.records).await?;
+        let keys = crate::service::ServiceKeys::derive(&root);
+        let s3 = aws_sdk_s3::config::Builder::from(sdk).force_path_style(local).build();
+        Ok(PurgeContext {
+            records_table: tables.records.clone(),
+            store: DynamoStore::new(ddb.clone(), tables, keys.audit_chain, shards),
+            ddb,
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            index: BlindIndex::new(keys.blind_index),
+            documents_bucket: documents_bucket.to_owned(),
+        })
+    }
+
+    pub fn purger(&self) -> Purger<'_> {
+        Purger {
+            store: &self.store,
+            ddb: &self.ddb,
+            s3: &self.s3,
+            records_table: &self.records_table,
+            documents_bucket: &self.documents_bucket,
+            index: &self.index,
+        }
+    }
+}
