@@ -57,6 +57,32 @@ pub struct ResourceWrite {
     pub previous_tokens: Vec<String>,
 }
 
+impl ResourceWrite {
+    /// Version 1 of a new resource (a create).
+    pub fn first(
+        patient: &str,
+        resource_type: &'static str,
+        id: &str,
+        last_updated: &str,
+        ciphertext: Vec<u8>,
+        tokens: Vec<String>,
+    ) -> Self {
+        ResourceWrite {
+            patient: patient.to_owned(),
+            new_wrapped_key: None,
+            resource_type,
+            id: id.to_owned(),
+            version: 1,
+            expected_version: None,
+            deleted: false,
+            last_updated: last_updated.to_owned(),
+            ciphertext: Some(ciphertext),
+            tokens,
+            previous_tokens: vec![],
+        }
+    }
+}
+
 pub trait RecordStore: Send + Sync {
     /// The patient compartment a resource lives in (its locator, written
     /// when the resource was created). Patients are their own compartment.

@@ -198,19 +198,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             domain_events.push(self.record_event("ImmunizationReactionReported", &patient, ty, &id, &now, 1));
         }
         domain_events.extend(extra_events);
-        let write = ResourceWrite {
-            patient: patient.clone(),
-            new_wrapped_key: None,
-            resource_type: ty,
-            id: id.clone(),
-            version: 1,
-            expected_version: None,
-            deleted: false,
-            last_updated: now.clone(),
-            ciphertext: Some(ct),
-            tokens: self.record_tokens(ty, &resource),
-            previous_tokens: vec![],
-        };
+        let write = ResourceWrite::first(&patient, ty, &id, &now, ct, self.record_tokens(ty, &resource));
         self.store.commit(write, audit, domain_events).await?;
         Ok(Stored { id, version: 1, last_updated: now, resource })
     }

@@ -384,19 +384,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let ct = seal(&new.key, &resource_aad(&new.patient, PENDING, &new.id, 1), pending.to_string().as_bytes());
         audit.entities = vec![format!("DocumentReference/{}", new.id)];
         audit.status = 202;
-        let write = ResourceWrite {
-            patient: new.patient.clone(),
-            new_wrapped_key: None,
-            resource_type: PENDING,
-            id: new.id.clone(),
-            version: 1,
-            expected_version: None,
-            deleted: false,
-            last_updated: crate::fhir::instant(now),
-            ciphertext: Some(ct),
-            tokens: vec![],
-            previous_tokens: vec![],
-        };
+        let write = ResourceWrite::first(&new.patient, PENDING, &new.id, &crate::fhir::instant(now), ct, vec![]);
         self.store.commit(write, audit, self.break_glass_events(caller, audit)).await?;
         Ok(Created::Pending { id: new.id, upload, expires })
     }

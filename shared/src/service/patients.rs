@@ -73,19 +73,8 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.status = 201;
         let mut events = vec![self.record_event("PatientCreated", &id, TYPE, &id, &now, 1)];
         events.extend(self.break_glass_events(caller, audit));
-        let write = ResourceWrite {
-            patient: id.clone(),
-            new_wrapped_key: Some(wrapped),
-            resource_type: TYPE,
-            id: id.clone(),
-            version: 1,
-            expected_version: None,
-            deleted: false,
-            last_updated: now.clone(),
-            ciphertext: Some(ct),
-            tokens,
-            previous_tokens: vec![],
-        };
+        let write =
+            ResourceWrite { new_wrapped_key: Some(wrapped), ..ResourceWrite::first(&id, TYPE, &id, &now, ct, tokens) };
         self.store.commit(write, audit, events).await?;
         self.cache.insert(&id, std::sync::Arc::new(key));
         Ok(Stored { id, version: 1, last_updated: now, resource })
