@@ -32,6 +32,12 @@ async fn purge_shreds_what_retention_allows_and_holds_block() {
     let binary = format!("/fhir/{}", doc["content"][0]["attachment"]["url"].as_str().unwrap());
 
     let target = h.verify_target();
+    // An audit export made before the purge: it must hold nothing that the
+    // purge would have to reach (audit records carry ids, never PHI).
+    let until = medrec_shared::fhir::now_instant();
+    let window = ("2000-01-01T00:00:00.000Z", until.as_str());
+    let export = medrec_infra::audit_verify::export(&target, "pre-purge", window, 1000, 10).await.unwrap();
+    assert!(export.manifest.is_some());
     let ctx =
         medrec_infra::purge::context(&target, &h.table("OutboxTable"), &h.table("DocumentsBucket")).await.unwrap();
     let purger = ctx.purger();
@@ -83,7 +89,15 @@ async fn purge_shreds_what_retention_allows_and_holds_block() {
         .await
         .unwrap();
     assert!(key_item.item.is_none());
-    assert!(!h.raw_s3_dump().await.contains(&a));
+    let left = s3.list_objects_v2().bucket(&bucket).prefix(format!("{a}/")).send().await.unwrap();
+    assert!(left.contents().is_empty(), "no document object of the patient remains");
+    // The archive (the pre-purge export) names the patient only by opaque id:
+    // none of the purged PHI can be read back from it.
+    let archived = h.raw_s3_dump().await;
+    assert!(archived.contains("exports/pre-purge/"), "the export is in the archive");
+    for s in canary_strings(&tag_a) {
+        assert!(!archived.contains(&s), "{s} in the archive");
+    }
     // The purge is audited with counts and the shredded key's digest, no PHI.
     let purges: Vec<_> = h.audit_events().await.into_iter().filter(|e| e["subtype"][0]["code"] == "purge").collect();
     assert_eq!(purges.len(), 1);
