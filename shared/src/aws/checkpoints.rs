@@ -216,7 +216,7 @@ impl Checkpoints {
                 }
             })
             .collect();
-        let previous = self.last_manifest().await?;
+        let previous = self.last("MANIFEST").await?;
         let manifest = export::Manifest {
             export: id.to_owned(),
             since: since.to_owned(),
@@ -280,7 +280,7 @@ impl Checkpoints {
                 get_s(item, "until").unwrap_or_default().to_owned(),
             ),
             None => {
-                let since = match self.last_manifest().await? {
+                let since = match self.last("MANIFEST").await? {
                     Some((_, body)) => {
                         let last: export::Manifest =
                             serde_json::from_str(&body).map_err(|_| PortError::Integrity("manifest".into()))?;
@@ -324,14 +324,15 @@ impl Checkpoints {
         Ok(Some(progress))
     }
 
-    /// The newest stored manifest (number, body), if any.
-    async fn last_manifest(&self) -> Result<Option<(u64, String)>, PortError> {
+    /// The newest item of a numbered partition (checkpoints, manifests):
+    /// (number, body), if any. One item read, however long the history.
+    async fn last(&self, pk: &str) -> Result<Option<(u64, String)>, PortError> {
         let out = self
             .ddb
             .query()
             .table_name(&self.audit_table)
             .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S("MANIFEST".into()))
+            .expression_attribute_values(":pk", AttributeValue::S(pk.into()))
             .scan_index_forward(false)
             .limit(1)
             .consistent_read(true)
@@ -343,13 +344,13 @@ impl Checkpoints {
 
     /// Signs and stores the next checkpoint of the current heads.
     pub async fn write(&self, at: &str) -> Result<Checkpoint, PortError> {
-        let previous = self.all().await?;
+        let previous = self.last(PK).await?;
         let heads = self.heads().await?;
         let cp = Checkpoint {
-            number: previous.len() as u64 + 1,
+            number: previous.as_ref().map_or(1, |(n, _)| n + 1),
             at: at.to_owned(),
             heads,
-            previous: previous.last().map(|p| Checkpoint::digest_of(&p.body)),
+            previous: previous.map(|(_, body)| Checkpoint::digest_of(&body)),
         };
         let body = cp.body();
         let signature = self.sign(&Checkpoint::statement(&body)).await?;

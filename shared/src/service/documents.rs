@@ -264,12 +264,13 @@ pub(crate) fn check_content_unchanged(before: &Value, after: &Value) -> Result<(
     let stored: Vec<&Value> =
         before["content"].as_array().map(|cs| cs.iter().map(|c| &c["attachment"]).collect()).unwrap_or_default();
     let fields = |a: &Value| {
-        ["url", "contentType", "size", "hash"]
-            .map(|f| a[f].clone())
-            .to_vec()
-            .into_iter()
-            .chain([json!(sha256_ext(a))])
-            .collect::<Vec<_>>()
+        (
+            a["url"].clone(),
+            a["contentType"].clone(),
+            a["size"].clone(),
+            a["hash"].clone(),
+            sha256_ext(a).map(str::to_owned),
+        )
     };
     for (i, c) in after["content"].as_array().into_iter().flatten().enumerate() {
         let a = &c["attachment"];
