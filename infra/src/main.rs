@@ -81,26 +81,55 @@ enum Command {
         #[command(subcommand)]
         command: PurgeCommand,
     },
-    /// Legal holds that block the purge of a patient, on the local stack.
+    /// Legal holds that block the purge of a patient or a resource, on the local stack.
     Hold {
         #[command(subcommand)]
         command: HoldCommand,
+    },
+    /// Erasure requests (GDPR Art. 17) approved by the privacy office, on the local stack.
+    Erase {
+        #[command(subcommand)]
+        command: EraseCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EraseCommand {
+    /// Records the request; the purge carries it out once the legal floor
+    /// has passed and no hold blocks.
+    Request {
+        #[arg(long)]
+        patient: String,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        ticket: String,
     },
 }
 
 #[derive(Subcommand)]
 enum PurgeCommand {
-    /// Dry run: the patients past retention, their records, the holds that block.
+    /// Dry run: the patients and resources past retention, the holds that block, pending erasures.
     Plan {
         /// Retention of clinical records in years (at least 6).
         #[arg(long)]
         years: Option<u32>,
+        /// Legal floor for erasure requests in years (at least 6, at most --years).
+        #[arg(long)]
+        erasure_floor: Option<u32>,
+        /// Longer retention for some types: `Immunization=25,...`.
+        #[arg(long, default_value = "")]
+        by_type: String,
     },
-    /// Crypto-shred the patients past retention and not held.
+    /// Crypto-shred the patients past retention, purge resources and versions past it, none held.
     Run {
         #[arg(long)]
         years: Option<u32>,
-        /// Patients per run.
+        #[arg(long)]
+        erasure_floor: Option<u32>,
+        #[arg(long, default_value = "")]
+        by_type: String,
+        /// Patients and resources per run.
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Who runs it (recorded in the purge's audit records).
@@ -112,8 +141,9 @@ enum PurgeCommand {
 #[derive(Subcommand)]
 enum HoldCommand {
     Place {
+        /// `Patient/{id}` or `{type}/{id}`.
         #[arg(long)]
-        patient: String,
+        target: String,
         #[arg(long)]
         by: String,
         /// A code, never free text (litigation, investigation, regulator, patient-request).
@@ -124,10 +154,38 @@ enum HoldCommand {
     },
     Release {
         #[arg(long)]
-        patient: String,
+        target: String,
         #[arg(long)]
         by: String,
     },
+}
+
+fn hold_target(reference: &str) -> Result<medrec_shared::aws::purge::HoldTarget, String> {
+    medrec_shared::aws::purge::HoldTarget::parse(reference)
+        .ok_or(format!("{reference}: expected Patient/<id> or <Type>/<id>"))
+}
+
+fn print_plan(retention: &medrec_shared::retention::Retention, plan: &medrec_shared::aws::purge::Plan) {
+    let policy = &retention.clinical;
+    println!("{} patients past retention ({} years: {})", plan.patients.len(), policy.years, policy.source);
+    for c in &plan.patients {
+        let state = match (c.shredded, c.held) {
+            (true, _) => "purged",
+            (false, true) => "HELD",
+            (false, false) => "to purge",
+        };
+        println!("  Patient/{} ({:?}) last active {} {:?}: {state}", c.patient, c.why, c.last_activity, c.records);
+    }
+    println!("{} resources with versions past retention", plan.resources.len());
+    for r in &plan.resources {
+        let what = if r.whole { "deleted: every version" } else { "superseded versions" };
+        let state = if r.held { "HELD" } else { "to purge" };
+        println!("  {}/{} {what} {:?}: {state}", r.resource_type, r.id, r.versions);
+    }
+    for e in &plan.pending_erasures {
+        let held = if e.held { " (and HELD)" } else { "" };
+        println!("  erasure of Patient/{} requested {}: not before {}{held}", e.patient, e.requested, e.earliest);
+    }
 }
 
 /// The retention context of the running local stack.
@@ -321,27 +379,19 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let ctx = local_purge_context().await?;
             let now = time::OffsetDateTime::now_utc();
             match command {
-                PurgeCommand::Plan { years } => {
-                    let policy = medrec_shared::retention::RetentionPolicy::clinical(years)?;
-                    let plan = ctx.purger().plan(&policy, now).await.map_err(|e| e.to_string())?;
-                    println!("{} patients past {} years of retention ({})", plan.len(), policy.years, policy.source);
-                    for c in &plan {
-                        let state = if c.shredded {
-                            "purged"
-                        } else if c.held {
-                            "HELD"
-                        } else {
-                            "to purge"
-                        };
-                        println!("  Patient/{} last active {} {:?}: {state}", c.patient, c.last_activity, c.records);
-                    }
+                PurgeCommand::Plan { years, erasure_floor, by_type } => {
+                    let retention =
+                        medrec_shared::retention::Retention::new(years, erasure_floor)?.with_types(&by_type)?;
+                    let plan = ctx.purger().plan(&retention, now).await.map_err(|e| e.to_string())?;
+                    print_plan(&retention, &plan);
                 }
-                PurgeCommand::Run { years, limit, by } => {
-                    let policy = medrec_shared::retention::RetentionPolicy::clinical(years)?;
-                    let r = ctx.purger().run(&policy, now, limit, &by).await.map_err(|e| e.to_string())?;
+                PurgeCommand::Run { years, erasure_floor, by_type, limit, by } => {
+                    let retention =
+                        medrec_shared::retention::Retention::new(years, erasure_floor)?.with_types(&by_type)?;
+                    let r = ctx.purger().run(&retention, now, limit, &by).await.map_err(|e| e.to_string())?;
                     println!(
-                        "shredded {} patients, {} held, {} already purged, {} document objects deleted",
-                        r.shredded, r.held, r.already, r.objects_deleted
+                        "shredded {} patients, purged {} resources ({} versions), {} held, {} already purged, {} document objects deleted",
+                        r.shredded, r.resources, r.versions_deleted, r.held, r.already, r.objects_deleted
                     );
                 }
             }
@@ -350,14 +400,25 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Hold { command } => {
             let ctx = local_purge_context().await?;
             match command {
-                HoldCommand::Place { patient, by, reason, ticket } => {
-                    ctx.purger().place_hold(&patient, &by, &reason, &ticket).await.map_err(|e| e.to_string())?
+                HoldCommand::Place { target, by, reason, ticket } => {
+                    let target = hold_target(&target)?;
+                    if !ctx.purger().place_hold(&target, &by, &reason, &ticket).await.map_err(|e| e.to_string())? {
+                        return Err("no such resource".into());
+                    }
                 }
-                HoldCommand::Release { patient, by } => {
-                    ctx.purger().release_hold(&patient, &by).await.map_err(|e| e.to_string())?
+                HoldCommand::Release { target, by } => {
+                    ctx.purger().release_hold(&hold_target(&target)?, &by).await.map_err(|e| e.to_string())?
                 }
             }
             println!("done (audited)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Erase { command: EraseCommand::Request { patient, by, ticket } } => {
+            let ctx = local_purge_context().await?;
+            if !ctx.purger().request_erasure(&patient, &by, &ticket).await.map_err(|e| e.to_string())? {
+                return Err("no such patient".into());
+            }
+            println!("erasure requested (audited); `medrec purge plan` shows when it can be carried out");
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command: AuditCommand::Checkpoint { target } } => {

@@ -151,6 +151,30 @@ impl Harness {
         self.stack.table(logical_id)
     }
 
+    /// Sets the stored `upd` of a resource's items (its current item and the
+    /// given versions) to a past instant: the emulator's clock cannot be moved,
+    /// the stored timestamps can.
+    pub async fn backdate(&self, patient: &str, ty: &str, id: &str, versions: &[u64], to: &str) {
+        use aws_sdk_dynamodb::types::AttributeValue as AV;
+        let mut keys: Vec<String> = versions.iter().map(|v| format!("V#{ty}#{id}#{v:010}")).collect();
+        keys.push(format!("C#{ty}#{id}"));
+        for sk in keys {
+            self.stack
+                .clients
+                .dynamodb
+                .update_item()
+                .table_name(self.table("RecordsTable"))
+                .key("pk", AV::S(format!("P#{patient}")))
+                .key("sk", AV::S(sk))
+                .condition_expression("attribute_exists(pk)")
+                .update_expression("SET upd = :u")
+                .expression_attribute_values(":u", AV::S(to.into()))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
     /// Every item of every table of this stack, raw, as debug text.
     pub async fn raw_dump(&self) -> String {
         let mut out = String::new();

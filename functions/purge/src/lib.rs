@@ -1,20 +1,22 @@
 //! The purge Lambda, on an EventBridge schedule: crypto-shreds the patients
-//! past the clinical retention period and under no legal hold
-//! (`medrec_shared::aws::purge`), at most `MEDREC_PURGE_LIMIT` per run so a
-//! run stays inside the function's time limit; the next run continues.
+//! past the clinical retention period (or past the legal floor after an
+//! erasure request) and purges deleted resources and superseded versions
+//! past it, under no legal hold (`medrec_shared::aws::purge`), at most
+//! `MEDREC_PURGE_LIMIT` per run so a run stays inside the function's time
+//! limit; the next run continues.
 
 use lambda_http::LambdaEvent;
 use medrec_shared::aws::dynamo::Tables;
 use medrec_shared::aws::purge::PurgeContext;
 use medrec_shared::config::{Config, ConfigError, Deployment};
-use medrec_shared::retention::RetentionPolicy;
+use medrec_shared::retention::Retention;
 use medrec_shared::runtime::BootError;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub struct App {
     ctx: PurgeContext,
-    policy: RetentionPolicy,
+    retention: Retention,
     limit: usize,
 }
 
@@ -28,8 +30,10 @@ impl App {
         let num = |k: &'static str| -> Result<Option<u32>, ConfigError> {
             get(k).map(|v| v.trim().parse().map_err(|_| ConfigError::Invalid(k, "must be a number".into()))).transpose()
         };
-        let policy = RetentionPolicy::clinical(num("MEDREC_RETENTION_YEARS")?)
-            .map_err(|e| ConfigError::Invalid("MEDREC_RETENTION_YEARS", e))?;
+        let retention = Retention::new(num("MEDREC_RETENTION_YEARS")?, num("MEDREC_ERASURE_FLOOR_YEARS")?)
+            .map_err(|e| ConfigError::Invalid("MEDREC_RETENTION_YEARS", e))?
+            .with_types(&get("MEDREC_RETENTION_BY_TYPE").unwrap_or_default())
+            .map_err(|e| ConfigError::Invalid("MEDREC_RETENTION_BY_TYPE", e))?;
         let limit = num("MEDREC_PURGE_LIMIT")?.unwrap_or(100) as usize;
         let bucket = get("MEDREC_DOCUMENTS_BUCKET").ok_or(ConfigError::Missing("MEDREC_DOCUMENTS_BUCKET"))?;
         let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
@@ -40,13 +44,14 @@ impl App {
         };
         let local = config.deployment == Deployment::Local;
         let ctx = PurgeContext::new(&sdk, local, tables, &config.records_key_id, config.audit_shards, &bucket).await?;
-        Ok(App { ctx, policy, limit })
+        Ok(App { ctx, retention, limit })
     }
 
     pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
         let now = time::OffsetDateTime::now_utc();
-        let r = self.ctx.purger().run(&self.policy, now, self.limit, "medrec-scheduled-purge").await?;
-        tracing::info!(shredded = r.shredded, held = r.held, "purge run");
-        Ok(json!({"shredded": r.shredded, "held": r.held, "already": r.already, "objectsDeleted": r.objects_deleted}))
+        let r = self.ctx.purger().run(&self.retention, now, self.limit, "medrec-scheduled-purge").await?;
+        tracing::info!(shredded = r.shredded, resources = r.resources, held = r.held, "purge run");
+        Ok(json!({"shredded": r.shredded, "resources": r.resources, "versionsDeleted": r.versions_deleted,
+            "held": r.held, "already": r.already, "objectsDeleted": r.objects_deleted}))
     }
 }

@@ -71,7 +71,7 @@ impl AuditEntry {
         match self.interaction {
             "create" => "C",
             "update" | "patch" => "U",
-            "delete" => "D",
+            "delete" | "purge" | "purge-resource" => "D",
             "search-type" | "search-system" | "history-instance" | "history-type" => "E",
             _ => "R",
         }

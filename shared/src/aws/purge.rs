@@ -1,25 +1,84 @@
-//! Retention on AWS: legal holds, the purge plan and the purge itself.
-//! A patient whose last activity is older than the retention period and
-//! who is under no hold is crypto-shredded: the wrapped data key is deleted
-//! (every ciphertext of the patient, in the table, in backups and in the
-//! documents bucket, becomes unreadable) and the patient's sealed document
-//! objects are deleted. The purge leaves one audit record per patient that
-//! names what was purged (counts, the digest of the destroyed wrapped key,
-//! the policy) and holds no PHI.
+//! Retention on AWS: legal holds, erasure requests, the purge plan and the
+//! purge itself. Two kinds of purge:
+//! - a patient whose last activity is older than the retention period (or,
+//!   after an erasure request, than the legal floor) and who is under no
+//!   hold is crypto-shredded: the wrapped data key is deleted (every
+//!   ciphertext of the patient, in the table, in backups and in the
+//!   documents bucket, becomes unreadable) and the patient's sealed document
+//!   objects are deleted;
+//! - within a patient still retained, a resource deleted longer ago than the
+//!   retention period loses every version, index entry and document object,
+//!   and a version superseded longer ago loses its item.
+//!
+//! Each purge is audited before anything is destroyed, exactly once (a
+//! crash never leaves a purge without its record), naming what goes: counts,
+//! SHA-256 digests of the destroyed wrapped key or ciphertexts, the policy;
+//! never PHI.
 
-use super::dynamo::{get_s, patient_pk, query_all, DynamoStore};
+use super::dynamo::{get_n, get_s, patient_pk, query_all, DynamoStore};
 use super::port_error;
 use crate::audit::AuditEntry;
 use crate::crypto::blind::BlindIndex;
 use crate::crypto::{hex, sha256};
 use crate::error::PortError;
 use crate::ports::{DomainEvent, RecordStore};
-use crate::retention::RetentionPolicy;
-use aws_sdk_dynamodb::types::AttributeValue;
+use crate::retention::{Retention, RetentionPolicy};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 const HOLD_PK: &str = "HOLD";
+const ERASE_PK: &str = "ERASE";
+/// DynamoDB's limit on requests in one BatchWriteItem call.
+const BATCH_WRITE_LIMIT: usize = 25;
+/// S3's limit on keys in one DeleteObjects call.
+const DELETE_OBJECTS_LIMIT: usize = 1000;
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+/// What a legal hold is placed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldTarget {
+    Patient(String),
+    /// One resource: blocks its own purge and, since shredding the patient's
+    /// key would destroy it too, the patient's.
+    Resource {
+        resource_type: String,
+        id: String,
+    },
+}
+
+impl HoldTarget {
+    /// From a reference, `Patient/{id}` or `{type}/{id}`.
+    pub fn parse(reference: &str) -> Option<Self> {
+        let (ty, id) = reference.split_once('/')?;
+        let type_ok = ty.starts_with(|c: char| c.is_ascii_uppercase()) && ty.chars().all(|c| c.is_ascii_alphabetic());
+        if !type_ok || !crate::fhir::primitives::is_id(id) {
+            return None;
+        }
+        Some(match ty {
+            "Patient" => HoldTarget::Patient(id.into()),
+            _ => HoldTarget::Resource { resource_type: ty.into(), id: id.into() },
+        })
+    }
+
+    fn reference(&self) -> String {
+        match self {
+            HoldTarget::Patient(id) => format!("Patient/{id}"),
+            HoldTarget::Resource { resource_type, id } => format!("{resource_type}/{id}"),
+        }
+    }
+}
+
+/// Why a patient is purged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    Retention,
+    /// An erasure request, once past the legal floor.
+    Erasure,
+}
 
 /// One patient past retention, as the plan sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +90,37 @@ pub struct Candidate {
     pub held: bool,
     /// Already shredded by an earlier run.
     pub shredded: bool,
+    pub why: Why,
+}
+
+/// One resource of a retained patient with versions past retention: every
+/// version if it was deleted long enough ago (`whole`), otherwise the
+/// versions superseded long enough ago.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceCandidate {
+    pub patient: String,
+    pub resource_type: String,
+    pub id: String,
+    pub versions: Vec<u64>,
+    pub whole: bool,
+    pub held: bool,
+}
+
+/// An erasure request the legal floor (or a hold) still blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingErasure {
+    pub patient: String,
+    pub requested: String,
+    /// When the floor allows it, given the activity so far.
+    pub earliest: String,
+    pub held: bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub patients: Vec<Candidate>,
+    pub resources: Vec<ResourceCandidate>,
+    pub pending_erasures: Vec<PendingErasure>,
 }
 
 pub struct Purger<'a> {
@@ -45,51 +135,106 @@ pub struct Purger<'a> {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PurgeReport {
     pub shredded: usize,
+    pub resources: usize,
+    pub versions_deleted: usize,
+    /// Candidates (patients or resources) a hold blocked.
     pub held: usize,
     pub already: usize,
     pub objects_deleted: usize,
 }
 
+#[derive(Default)]
+struct Holds {
+    /// Patients with a hold on them or on any of their resources: their
+    /// key stays.
+    compartments: BTreeSet<String>,
+    /// `Patient/{id}` and `{type}/{id}` held.
+    references: BTreeSet<String>,
+}
+
+/// A resource as its partition's items show it.
+#[derive(Default)]
+struct Versions {
+    current: Option<(u64, bool, String)>,
+    /// Version number and when it was written.
+    history: Vec<(u64, String)>,
+}
+
 impl Purger<'_> {
-    /// Places a legal hold on a patient (reason code and ticket, never free
-    /// text: holds are plaintext), audited.
-    pub async fn place_hold(&self, patient: &str, by: &str, reason: &str, ticket: &str) -> Result<(), PortError> {
+    /// Places a legal hold (a reason code and a ticket, never free text:
+    /// holds are plaintext), audited. `false`: no such resource.
+    pub async fn place_hold(
+        &self,
+        target: &HoldTarget,
+        by: &str,
+        reason: &str,
+        ticket: &str,
+    ) -> Result<bool, PortError> {
+        let patient = match target {
+            HoldTarget::Patient(id) => id.clone(),
+            HoldTarget::Resource { resource_type, id } => match self.store.locate(resource_type, id).await? {
+                Some(p) => p,
+                None => return Ok(false),
+            },
+        };
         self.ddb
             .put_item()
             .table_name(self.records_table)
-            .item("pk", AttributeValue::S(HOLD_PK.into()))
-            .item("sk", AttributeValue::S(patient.into()))
-            .item("by", AttributeValue::S(by.into()))
-            .item("reason", AttributeValue::S(reason.into()))
-            .item("ticket", AttributeValue::S(ticket.into()))
-            .item("at", AttributeValue::S(crate::fhir::now_instant()))
+            .item("pk", s(HOLD_PK))
+            .item("sk", s(target.reference()))
+            .item("p", s(&patient))
+            .item("by", s(by))
+            .item("reason", s(reason))
+            .item("ticket", s(ticket))
+            .item("at", s(crate::fhir::now_instant()))
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        self.audit(patient, by, "hold-place", vec![]).await
+        self.audit(&patient, by, "hold-place", vec![target.reference()]).await?;
+        Ok(true)
     }
 
     /// Releases a hold, audited.
-    pub async fn release_hold(&self, patient: &str, by: &str) -> Result<(), PortError> {
-        self.ddb
+    pub async fn release_hold(&self, target: &HoldTarget, by: &str) -> Result<(), PortError> {
+        let out = self
+            .ddb
             .delete_item()
             .table_name(self.records_table)
-            .key("pk", AttributeValue::S(HOLD_PK.into()))
-            .key("sk", AttributeValue::S(patient.into()))
+            .key("pk", s(HOLD_PK))
+            .key("sk", s(target.reference()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        self.audit(patient, by, "hold-release", vec![]).await
+        let patient = out.attributes().and_then(|a| get_s(a, "p")).unwrap_or_default().to_owned();
+        self.audit(&patient, by, "hold-release", vec![target.reference()]).await
     }
 
-    async fn audit(
-        &self,
-        patient: &str,
-        by: &str,
-        interaction: &'static str,
-        entities: Vec<String>,
-    ) -> Result<(), PortError> {
-        let entry = AuditEntry {
+    /// Records a patient's erasure request (verified and approved by the
+    /// privacy office, who names the ticket), audited. The purge carries it
+    /// out once no hold blocks and the legal floor has passed. `false`: the
+    /// patient is unknown.
+    pub async fn request_erasure(&self, patient: &str, by: &str, ticket: &str) -> Result<bool, PortError> {
+        if self.store.wrapped_key(patient).await?.is_none() {
+            return Ok(false);
+        }
+        self.ddb
+            .put_item()
+            .table_name(self.records_table)
+            .item("pk", s(ERASE_PK))
+            .item("sk", s(patient))
+            .item("by", s(by))
+            .item("ticket", s(ticket))
+            .item("at", s(crate::fhir::now_instant()))
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        self.audit(patient, by, "erasure-request", vec![format!("Patient/{patient}")]).await?;
+        Ok(true)
+    }
+
+    fn entry(patient: &str, by: &str, interaction: &'static str, entities: Vec<String>) -> AuditEntry {
+        AuditEntry {
             id: crate::crypto::random_id(),
             recorded: crate::fhir::now_instant(),
             interaction,
@@ -103,156 +248,357 @@ impl Purger<'_> {
             query_params: vec![],
             observer: "medrec-purge".into(),
             request_id: None,
-        };
-        let events: Vec<DomainEvent> = match interaction {
-            "purge" => vec![DomainEvent {
-                id: crate::crypto::random_id(),
-                event_type: "RecordsPurged",
-                aggregate: patient.into(),
-                at: entry.recorded.clone(),
-                detail: json!({"patient": patient, "auditEventId": entry.id}),
-            }],
-            _ => vec![],
-        };
-        self.store.audit(&entry, events).await
+        }
     }
 
-    async fn held(&self) -> Result<std::collections::BTreeSet<String>, PortError> {
-        let items = query_all(self.ddb, self.records_table, &|q| {
-            q.key_condition_expression("pk = :pk").expression_attribute_values(":pk", AttributeValue::S(HOLD_PK.into()))
+    async fn audit(
+        &self,
+        patient: &str,
+        by: &str,
+        interaction: &'static str,
+        entities: Vec<String>,
+    ) -> Result<(), PortError> {
+        self.store.audit(&Self::entry(patient, by, interaction, entities), vec![]).await
+    }
+
+    /// Audits a purge before it happens, once per `key`: a rerun after a
+    /// crash finds the record written and goes on with the destruction.
+    async fn audit_purge(
+        &self,
+        key: &str,
+        patient: &str,
+        by: &str,
+        interaction: &'static str,
+        entities: Vec<String>,
+    ) -> Result<(), PortError> {
+        let entry = Self::entry(patient, by, interaction, entities);
+        let event = DomainEvent {
+            id: crate::crypto::random_id(),
+            event_type: "RecordsPurged",
+            aggregate: patient.into(),
+            at: entry.recorded.clone(),
+            detail: json!({"patient": patient, "auditEventId": entry.id}),
+        };
+        self.store.audit_once(key, &entry, vec![event]).await.map(|_| ())
+    }
+
+    async fn holds(&self) -> Result<Holds, PortError> {
+        let mut holds = Holds::default();
+        for item in self.partition(HOLD_PK, None).await? {
+            let (Some(reference), Some(patient)) = (get_s(&item, "sk"), get_s(&item, "p")) else { continue };
+            holds.compartments.insert(patient.to_owned());
+            holds.references.insert(reference.to_owned());
+        }
+        Ok(holds)
+    }
+
+    async fn partition(
+        &self,
+        pk: &str,
+        prefix: Option<&str>,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, PortError> {
+        query_all(self.ddb, self.records_table, &|q| {
+            let q = q.expression_attribute_values(":pk", s(pk)).consistent_read(true);
+            match prefix {
+                Some(p) => q
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                    .expression_attribute_values(":p", s(p)),
+                None => q.key_condition_expression("pk = :pk"),
+            }
         })
-        .await?;
-        Ok(items.iter().filter_map(|i| get_s(i, "sk").map(str::to_owned)).collect())
+        .await
     }
 
-    /// Every patient whose last activity is older than the policy allows,
-    /// as of `now` (dry run: nothing changes).
-    pub async fn plan(&self, policy: &RetentionPolicy, now: time::OffsetDateTime) -> Result<Vec<Candidate>, PortError> {
-        let cutoff = crate::fhir::instant(policy.cutoff(now));
-        let held = self.held().await?;
+    /// What retention and erasure requests allow to be purged as of `now`,
+    /// and what holds block (dry run: nothing changes).
+    pub async fn plan(&self, retention: &Retention, now: time::OffsetDateTime) -> Result<Plan, PortError> {
+        let cutoff = |ty: &str| crate::fhir::instant(retention.for_type(ty).cutoff(now));
+        let floor_cutoff = crate::fhir::instant(retention.erasure_floor.cutoff(now));
+        let holds = self.holds().await?;
+        let erasures: HashMap<String, String> = self
+            .partition(ERASE_PK, None)
+            .await?
+            .iter()
+            .filter_map(|i| Some((get_s(i, "sk")?.to_owned(), get_s(i, "at")?.to_owned())))
+            .collect();
         let all = self.index.token("Patient", "_all", "");
-        let mut out = vec![];
+        let mut plan = Plan::default();
         for patient in self.store.ids_for_token("Patient", &all).await? {
-            let items = query_all(self.ddb, self.records_table, &|q| {
-                q.key_condition_expression("pk = :pk")
-                    .expression_attribute_values(":pk", AttributeValue::S(patient_pk(&patient)))
-                    .consistent_read(true)
-            })
-            .await?;
             let mut records = BTreeMap::new();
             let mut last = String::new();
+            // Whether every type is past its own period.
+            let mut past = true;
             let mut shredded = true;
-            for item in &items {
-                let sk = get_s(item, "sk").unwrap_or_default();
-                if sk == "KEY" {
-                    shredded = false;
-                }
-                if let Some(rest) = sk.strip_prefix("C#") {
-                    *records.entry(rest.split('#').next().unwrap_or_default().to_owned()).or_insert(0) += 1;
-                    last = last.max(get_s(item, "upd").unwrap_or_default().to_owned());
+            let mut resources: BTreeMap<(String, String), Versions> = BTreeMap::new();
+            for item in self.partition(&patient_pk(&patient), None).await? {
+                let sk = get_s(&item, "sk").unwrap_or_default();
+                let upd = get_s(&item, "upd").unwrap_or_default().to_owned();
+                let mut parts = sk.split('#');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some("KEY"), None, None) => shredded = false,
+                    (Some("C"), Some(ty), Some(id)) => {
+                        *records.entry(ty.to_owned()).or_insert(0) += 1;
+                        last = last.max(upd.clone());
+                        past &= upd < cutoff(ty);
+                        let ver = get_n(&item, "ver").unwrap_or(0);
+                        let deleted = item.get("del").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+                        resources.entry((ty.into(), id.into())).or_default().current = Some((ver, deleted, upd));
+                    }
+                    (Some("V"), Some(ty), Some(id)) => {
+                        let ver = get_n(&item, "ver").unwrap_or(0);
+                        resources.entry((ty.into(), id.into())).or_default().history.push((ver, upd));
+                    }
+                    _ => {}
                 }
             }
-            if !last.is_empty() && last < cutoff {
-                out.push(Candidate { held: held.contains(&patient), patient, last_activity: last, records, shredded });
+            if last.is_empty() {
+                continue;
+            }
+            let held = holds.compartments.contains(&patient);
+            let patient_held = holds.references.contains(&format!("Patient/{patient}"));
+            let requested = erasures.get(&patient);
+            let why = if past {
+                Some(Why::Retention)
+            } else if requested.is_some() && last < floor_cutoff {
+                Some(Why::Erasure)
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                plan.patients.push(Candidate { patient, last_activity: last, records, held, shredded, why });
+                continue;
+            }
+            if let Some(requested) = requested {
+                let earliest = time::OffsetDateTime::parse(&last, &time::format_description::well_known::Rfc3339)
+                    .map(|t| crate::fhir::instant(t + retention.erasure_floor.period()))
+                    .unwrap_or_default();
+                let pending = PendingErasure { patient: patient.clone(), requested: requested.clone(), earliest, held };
+                plan.pending_erasures.push(pending);
+            }
+            for ((ty, id), mut v) in resources {
+                let Some((current, deleted, deleted_at)) = v.current else { continue };
+                // A deleted Patient goes with its whole compartment, above.
+                if ty == "Patient" {
+                    continue;
+                }
+                v.history.sort();
+                let cutoff = cutoff(&ty);
+                let whole = deleted && deleted_at < cutoff;
+                let versions: Vec<u64> = if whole {
+                    v.history.iter().map(|(n, _)| *n).collect()
+                } else {
+                    // A version is past retention once the one that
+                    // superseded it is.
+                    v.history.windows(2).filter(|w| w[1].1 < cutoff && w[0].0 < current).map(|w| w[0].0).collect()
+                };
+                if whole || !versions.is_empty() {
+                    let held = patient_held || holds.references.contains(&format!("{ty}/{id}"));
+                    plan.resources.push(ResourceCandidate {
+                        patient: patient.clone(),
+                        resource_type: ty,
+                        id,
+                        versions,
+                        whole,
+                        held,
+                    });
+                }
             }
         }
-        Ok(out)
+        Ok(plan)
     }
 
-    /// Purges what the plan finds, at most `limit` patients per call (a
-    /// Lambda's time limit); held patients are skipped, shredded ones not
-    /// redone, so a rerun after a crash finishes the work without doubling it.
+    /// Purges what the plan finds, at most `limit` patients and resources
+    /// per call (a Lambda's time limit); held candidates are skipped,
+    /// shredded patients not redone, so a rerun after a crash finishes the
+    /// work without doubling it.
     pub async fn run(
         &self,
-        policy: &RetentionPolicy,
+        retention: &Retention,
         now: time::OffsetDateTime,
         limit: usize,
         by: &str,
     ) -> Result<PurgeReport, PortError> {
+        let plan = self.plan(retention, now).await?;
         let mut report = PurgeReport::default();
-        for c in self.plan(policy, now).await? {
+        let mut budget = limit;
+        for c in &plan.patients {
             if c.held {
                 report.held += 1;
                 continue;
             }
             if c.shredded {
                 // What a run that stopped after the key left: removed now.
-                report.objects_deleted += self.delete_objects(&c.patient).await?;
+                report.objects_deleted += self.delete_objects(&format!("{}/", c.patient)).await?;
                 self.drop_index_entries(&c.patient).await?;
                 report.already += 1;
                 continue;
             }
-            if report.shredded == limit {
+            if budget == 0 {
                 continue;
             }
-            // Objects first: a crash after them leaves the key, and the rerun
-            // finds nothing left to delete and shreds then.
-            report.objects_deleted += self.delete_objects(&c.patient).await?;
+            budget -= 1;
+            let policies: BTreeSet<String> = match c.why {
+                Why::Retention => c.records.keys().map(|ty| policy_urn(retention.for_type(ty))).collect(),
+                Why::Erasure => BTreeSet::from([policy_urn(&retention.erasure_floor)]),
+            };
             let wrapped = self.store.wrapped_key(&c.patient).await?.unwrap_or_default();
-            self.ddb
-                .delete_item()
-                .table_name(self.records_table)
-                .key("pk", AttributeValue::S(patient_pk(&c.patient)))
-                .key("sk", AttributeValue::S("KEY".into()))
-                .send()
-                .await
-                .map_err(|e| port_error("dynamodb", &e))?;
-            self.drop_index_entries(&c.patient).await?;
             let mut entities: Vec<String> =
                 c.records.iter().map(|(ty, n)| format!("urn:medrec:purged:{ty}:{n}")).collect();
             entities.push(format!("urn:medrec:shredded-key-sha256:{}", hex(&sha256(&wrapped))));
-            entities.push(format!("urn:medrec:policy:{}:{}y", policy.class, policy.years));
-            self.audit(&c.patient, by, "purge", entities).await?;
+            entities.extend(policies);
+            self.audit_purge(&format!("purge:Patient/{}", c.patient), &c.patient, by, "purge", entities).await?;
+            // Objects before the key: a crash between them leaves the key,
+            // and the rerun finds nothing left to delete and shreds then.
+            report.objects_deleted += self.delete_objects(&format!("{}/", c.patient)).await?;
+            self.delete_keys(vec![(patient_pk(&c.patient), "KEY".into())]).await?;
+            self.drop_index_entries(&c.patient).await?;
             report.shredded += 1;
         }
+        for r in &plan.resources {
+            if r.held {
+                report.held += 1;
+                continue;
+            }
+            if budget == 0 {
+                continue;
+            }
+            budget -= 1;
+            report.objects_deleted += self.purge_resource(r, retention.for_type(&r.resource_type), by).await?;
+            report.versions_deleted += r.versions.len();
+            report.resources += 1;
+        }
         Ok(report)
+    }
+
+    /// Deletes a resource's versions past retention (and, when it is wholly
+    /// past, its index entries, locator, document objects and current item,
+    /// the current item last so a rerun still finds what is left).
+    async fn purge_resource(
+        &self,
+        r: &ResourceCandidate,
+        policy: &RetentionPolicy,
+        by: &str,
+    ) -> Result<usize, PortError> {
+        let (pk, reference) = (patient_pk(&r.patient), format!("{}/{}", r.resource_type, r.id));
+        let stored = self.partition(&pk, Some(&format!("V#{}#{}#", r.resource_type, r.id))).await?;
+        let mut entities = vec![reference.clone()];
+        let mut keys = vec![];
+        for item in &stored {
+            let Some(ver) = get_n(item, "ver").filter(|v| r.versions.contains(v)) else { continue };
+            let ct = item.get("ct").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()).unwrap_or_default();
+            entities.push(format!("urn:medrec:purged-version-sha256:{reference}/_history/{ver}:{}", hex(&sha256(&ct))));
+            keys.push((pk.clone(), get_s(item, "sk").unwrap_or_default().to_owned()));
+        }
+        entities.push(policy_urn(policy));
+        let versions: Vec<String> = r.versions.iter().map(u64::to_string).collect();
+        let key = format!("purge:{reference}:{}:{}", r.whole, versions.join("."));
+        self.audit_purge(&key, &r.patient, by, "purge-resource", entities).await?;
+        let mut objects = 0;
+        if r.whole {
+            if r.resource_type == "DocumentReference" {
+                objects = self.delete_objects(&format!("{}/{}-", r.patient, r.id)).await?;
+            }
+            let index = self.partition(&pk, Some(&format!("I#{}#{}#", r.resource_type, r.id))).await?;
+            keys.extend(index.iter().map(|i| (pk.clone(), get_s(i, "sk").unwrap_or_default().to_owned())));
+            keys.push((format!("L#{}#{}", r.resource_type, r.id), "L".into()));
+        }
+        self.delete_keys(keys).await?;
+        if r.whole {
+            self.delete_keys(vec![(pk, format!("C#{}#{}", r.resource_type, r.id))]).await?;
+        }
+        Ok(objects)
     }
 
     /// The blind-index entries go too: a shredded patient must not match a
     /// search it can no longer answer (and the plan stops listing it).
     async fn drop_index_entries(&self, patient: &str) -> Result<(), PortError> {
-        let index_items = query_all(self.ddb, self.records_table, &|q| {
-            q.key_condition_expression("pk = :pk AND begins_with(sk, :i)")
-                .expression_attribute_values(":pk", AttributeValue::S(patient_pk(patient)))
-                .expression_attribute_values(":i", AttributeValue::S("I#".into()))
-        })
-        .await?;
-        for item in &index_items {
-            self.ddb
-                .delete_item()
-                .table_name(self.records_table)
-                .key("pk", AttributeValue::S(patient_pk(patient)))
-                .key("sk", AttributeValue::S(get_s(item, "sk").unwrap_or_default().to_owned()))
-                .send()
-                .await
-                .map_err(|e| port_error("dynamodb", &e))?;
+        let pk = patient_pk(patient);
+        let index = self.partition(&pk, Some("I#")).await?;
+        self.delete_keys(index.iter().map(|i| (pk.clone(), get_s(i, "sk").unwrap_or_default().to_owned())).collect())
+            .await
+    }
+
+    /// Deletes items in batches, retrying what DynamoDB left unprocessed.
+    async fn delete_keys(&self, keys: Vec<(String, String)>) -> Result<(), PortError> {
+        for chunk in keys.chunks(BATCH_WRITE_LIMIT) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|(pk, sk)| {
+                    let delete = DeleteRequest::builder().key("pk", s(pk)).key("sk", s(sk)).build().expect("key set");
+                    WriteRequest::builder().delete_request(delete).build()
+                })
+                .collect();
+            for attempt in 0u32.. {
+                let out = self
+                    .ddb
+                    .batch_write_item()
+                    .request_items(self.records_table, requests)
+                    .send()
+                    .await
+                    .map_err(|e| port_error("dynamodb", &e))?;
+                requests = out.unprocessed_items().and_then(|m| m.get(self.records_table)).cloned().unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt == 5 {
+                    return Err(PortError::Throttled("dynamodb"));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+            }
         }
         Ok(())
     }
 
-    async fn delete_objects(&self, patient: &str) -> Result<usize, PortError> {
-        let listed = self
-            .s3
-            .list_objects_v2()
-            .bucket(self.documents_bucket)
-            .prefix(format!("{patient}/"))
-            .send()
-            .await
-            .map_err(|e| port_error("s3", &e))?;
-        let mut n = 0;
-        for o in listed.contents() {
-            let Some(key) = o.key() else { continue };
-            self.s3
-                .delete_object()
+    async fn delete_objects(&self, prefix: &str) -> Result<usize, PortError> {
+        let mut keys = vec![];
+        let mut token = None;
+        loop {
+            let listed = self
+                .s3
+                .list_objects_v2()
                 .bucket(self.documents_bucket)
-                .key(key)
+                .prefix(prefix)
+                .set_continuation_token(token)
                 .send()
                 .await
                 .map_err(|e| port_error("s3", &e))?;
-            n += 1;
+            keys.extend(listed.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            token = listed.next_continuation_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
         }
-        Ok(n)
+        for chunk in keys.chunks(DELETE_OBJECTS_LIMIT) {
+            let objects = chunk
+                .iter()
+                .map(|k| aws_sdk_s3::types::ObjectIdentifier::builder().key(k).build().expect("key set"))
+                .collect();
+            let delete = aws_sdk_s3::types::Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .expect("objects set");
+            let out = self
+                .s3
+                .delete_objects()
+                .bucket(self.documents_bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| port_error("s3", &e))?;
+            if !out.errors().is_empty() {
+                return Err(PortError::Backend {
+                    service: "s3",
+                    detail: format!("{} objects not deleted", out.errors().len()),
+                });
+            }
+        }
+        Ok(keys.len())
     }
+}
+
+fn policy_urn(policy: &RetentionPolicy) -> String {
+    format!("urn:medrec:policy:{}:{}y", policy.class, policy.years)
 }
 
 /// What a purge needs, built once from the service's configuration (the
