@@ -86,10 +86,34 @@ enum Command {
         #[command(subcommand)]
         command: HoldCommand,
     },
+    /// Dead-letter queues of the event consumers, on the local stack.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Erasure requests (GDPR Art. 17) approved by the privacy office, on the local stack.
     Erase {
         #[command(subcommand)]
         command: EraseCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Every DLQ with its messages (event type and id, receive count; never a body).
+    List,
+    /// Moves a DLQ's messages back to its source queue (consumers are idempotent).
+    Redrive {
+        /// The DLQ's logical id in template.yaml.
+        queue: String,
     },
 }
 
@@ -411,6 +435,38 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
             }
             println!("done (audited)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events { command: EventsCommand::Dlq { command } } => {
+            let s = local_state()?;
+            let template =
+                medrec_infra::template::Template::load(&medrec_infra::emulator::repo_root().join("template.yaml"))
+                    .map_err(|e| e.to_string())?;
+            let urls: std::collections::BTreeMap<String, String> = s["resources"]
+                .as_object()
+                .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+                .unwrap_or_default();
+            let sdk = medrec_shared::aws::sdk_config(s["endpoint"].as_str()).await;
+            let sqs = aws_sdk_sqs::Client::new(&sdk);
+            let dlqs = medrec_infra::events::dead_letter_queues(&template, &urls);
+            match command {
+                DlqCommand::List => {
+                    for dlq in &dlqs {
+                        let letters = medrec_infra::events::list(&sqs, dlq).await?;
+                        println!("{} (from {}): {} messages", dlq.logical_id, dlq.source, letters.len());
+                        for l in letters {
+                            let event =
+                                l.event.map_or("not a medrec event".to_owned(), |(ty, id)| format!("{ty} {id}"));
+                            println!("  {} {event}, received {} times", l.message_id, l.receive_count);
+                        }
+                    }
+                }
+                DlqCommand::Redrive { queue } => {
+                    let dlq = dlqs.iter().find(|d| d.logical_id == queue).ok_or(format!("{queue} is not a DLQ"))?;
+                    let moved = medrec_infra::events::redrive(&sqs, dlq).await?;
+                    println!("moved {moved} messages from {} back to {}", dlq.logical_id, dlq.source);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Erase { command: EraseCommand::Request { patient, by, ticket } } => {

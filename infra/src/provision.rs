@@ -107,6 +107,7 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub events: aws_sdk_eventbridge::Client,
+    pub streams: aws_sdk_dynamodbstreams::Client,
 }
 
 impl Clients {
@@ -117,6 +118,7 @@ impl Clients {
             s3: aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build()),
             sqs: aws_sdk_sqs::Client::new(sdk),
             events: aws_sdk_eventbridge::Client::new(sdk),
+            streams: aws_sdk_dynamodbstreams::Client::new(sdk),
         }
     }
 }

@@ -59,6 +59,7 @@ enum Mounted {
     Api(Handler),
     Queue(SqsHandler),
     Scheduled(ScheduledHandler),
+    Stream(crate::stream_poller::StreamHandler),
 }
 
 type ScheduledHandler = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -89,6 +90,18 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
                         Ok(r) => r,
                         Err(never) => match never {},
                     }
+                })
+            }))
+        }
+        "OutboxRelayFunction" => {
+            let app = Arc::new(medrec_outbox_relay::App::new(config, lookup).await.map_err(boot)?);
+            Mounted::Stream(Arc::new(move |event| {
+                let app = app.clone();
+                Box::pin(async move {
+                    let event = serde_json::from_value(event).map_err(|e| e.to_string())?;
+                    let invocation = lambda_http::LambdaEvent::new(event, lambda_http::Context::default());
+                    let response = app.handle(invocation).await.map_err(|e| e.to_string())?;
+                    serde_json::to_value(response).map_err(|e| e.to_string())
                 })
             }))
         }
@@ -212,6 +225,15 @@ impl LocalStack {
                                 h().await;
                             }
                         }));
+                    }
+                }
+                Some(Mounted::Stream(h)) => {
+                    for (table, batch_size) in &f.streams {
+                        let arn = provisioned
+                            .resolve_attribute(table, "StreamArn")
+                            .ok_or(format!("{table} has no stream provisioned"))?;
+                        let client = clients.streams.clone();
+                        pollers.push(tokio::spawn(crate::stream_poller::run(client, arn, *batch_size, h.clone())));
                     }
                 }
                 None => {}

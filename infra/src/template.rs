@@ -38,6 +38,8 @@ pub struct Function {
     pub queues: Vec<(String, i32)>,
     /// EventBridge schedules (`rate(...)` expressions).
     pub schedules: Vec<String>,
+    /// DynamoDB stream event sources: (table logical id, batch size).
+    pub streams: Vec<(String, i32)>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,19 +112,30 @@ impl Template {
                         })
                     })
                     .collect();
-                let queues = event_properties(&properties, "SQS")
-                    .filter_map(|p| {
-                        // `Queue: !GetAtt Logical.Arn`
-                        let Value::Tagged(t) = p.get("Queue")? else { return None };
-                        let queue = t.value.as_str()?.split('.').next()?.to_owned();
-                        let batch = p.get("BatchSize").and_then(Value::as_i64).unwrap_or(10) as i32;
-                        Some((queue, batch))
-                    })
-                    .collect();
+                // `Queue: !GetAtt Logical.Arn`, `Stream: !GetAtt Table.StreamArn`
+                let sources = |kind: &'static str, key: &'static str, default_batch: i64| {
+                    event_properties(&properties, kind)
+                        .filter_map(|p| {
+                            let Value::Tagged(t) = p.get(key)? else { return None };
+                            let logical = t.value.as_str()?.split('.').next()?.to_owned();
+                            let batch = p.get("BatchSize").and_then(Value::as_i64).unwrap_or(default_batch) as i32;
+                            Some((logical, batch))
+                        })
+                        .collect::<Vec<_>>()
+                };
+                let queues = sources("SQS", "Queue", 10);
+                let streams = sources("DynamoDB", "Stream", 100);
                 let schedules = event_properties(&properties, "Schedule")
                     .filter_map(|p| Some(p.get("Schedule")?.as_str()?.to_owned()))
                     .collect();
-                functions.push(Function { logical_id: logical_id.clone(), environment, routes, queues, schedules });
+                functions.push(Function {
+                    logical_id: logical_id.clone(),
+                    environment,
+                    routes,
+                    queues,
+                    schedules,
+                    streams,
+                });
             }
             resources.push(Resource { logical_id, kind, properties });
         }

@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod cursor;
 pub mod documents;
 pub mod error;
+pub mod events;
 pub mod fhir;
 pub mod http;
 pub mod lambda;

@@ -578,6 +578,38 @@ impl crate::ports::AuditLog for DynamoStore {
     }
 }
 
+/// DynamoDB's limit on requests in one BatchWriteItem call.
+const BATCH_WRITE_LIMIT: usize = 25;
+
+/// Writes (puts or deletes) in batches, retrying with backoff what DynamoDB
+/// left unprocessed; throttled after a few rounds.
+pub async fn batch_write_all(
+    client: &Client,
+    table: &str,
+    requests: Vec<aws_sdk_dynamodb::types::WriteRequest>,
+) -> Result<(), PortError> {
+    for chunk in requests.chunks(BATCH_WRITE_LIMIT) {
+        let mut pending = chunk.to_vec();
+        for attempt in 0u32.. {
+            let out = client
+                .batch_write_item()
+                .request_items(table, pending)
+                .send()
+                .await
+                .map_err(|e| port_error("dynamodb", &e))?;
+            pending = out.unprocessed_items().and_then(|m| m.get(table)).cloned().unwrap_or_default();
+            if pending.is_empty() {
+                break;
+            }
+            if attempt == 5 {
+                return Err(PortError::Throttled("dynamodb"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+        }
+    }
+    Ok(())
+}
+
 /// Reads every chain record and head of the audit table, grouped by shard,
 /// for verification.
 pub async fn read_audit_chains(

@@ -4,7 +4,9 @@
 pub mod checkpoints;
 pub mod dynamo;
 pub mod kms;
+pub mod processed;
 pub mod purge;
+pub mod relay;
 pub mod s3;
 
 use crate::error::PortError;

@@ -15,7 +15,7 @@
 //! SHA-256 digests of the destroyed wrapped key or ciphertexts, the policy;
 //! never PHI.
 
-use super::dynamo::{get_n, get_s, patient_pk, query_all, DynamoStore};
+use super::dynamo::{batch_write_all, get_n, get_s, patient_pk, query_all, DynamoStore};
 use super::port_error;
 use crate::audit::AuditEntry;
 use crate::crypto::blind::BlindIndex;
@@ -29,8 +29,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 const HOLD_PK: &str = "HOLD";
 const ERASE_PK: &str = "ERASE";
-/// DynamoDB's limit on requests in one BatchWriteItem call.
-const BATCH_WRITE_LIMIT: usize = 25;
 /// S3's limit on keys in one DeleteObjects call.
 const DELETE_OBJECTS_LIMIT: usize = 1000;
 
@@ -518,35 +516,15 @@ impl Purger<'_> {
             .await
     }
 
-    /// Deletes items in batches, retrying what DynamoDB left unprocessed.
     async fn delete_keys(&self, keys: Vec<(String, String)>) -> Result<(), PortError> {
-        for chunk in keys.chunks(BATCH_WRITE_LIMIT) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|(pk, sk)| {
-                    let delete = DeleteRequest::builder().key("pk", s(pk)).key("sk", s(sk)).build().expect("key set");
-                    WriteRequest::builder().delete_request(delete).build()
-                })
-                .collect();
-            for attempt in 0u32.. {
-                let out = self
-                    .ddb
-                    .batch_write_item()
-                    .request_items(self.records_table, requests)
-                    .send()
-                    .await
-                    .map_err(|e| port_error("dynamodb", &e))?;
-                requests = out.unprocessed_items().and_then(|m| m.get(self.records_table)).cloned().unwrap_or_default();
-                if requests.is_empty() {
-                    break;
-                }
-                if attempt == 5 {
-                    return Err(PortError::Throttled("dynamodb"));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
-            }
-        }
-        Ok(())
+        let requests = keys
+            .iter()
+            .map(|(pk, sk)| {
+                let delete = DeleteRequest::builder().key("pk", s(pk)).key("sk", s(sk)).build().expect("key set");
+                WriteRequest::builder().delete_request(delete).build()
+            })
+            .collect();
+        batch_write_all(self.ddb, self.records_table, requests).await
     }
 
     async fn delete_objects(&self, prefix: &str) -> Result<usize, PortError> {

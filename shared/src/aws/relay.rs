@@ -1,0 +1,192 @@
+//! The outbox relay: publishes the events a DynamoDB stream shows written
+//! to the outbox onto the EventBridge bus, in stream order, and marks them
+//! sent. At least once: a failure stops the batch at the first event not
+//! published and reports it, so Lambda retries from there (later events of
+//! the same patient are never published before it). A replayed stream finds
+//! its events already sent and publishes nothing twice.
+
+use super::dynamo::{batch_write_all, get_s};
+use super::port_error;
+use crate::error::PortError;
+use crate::events::{Envelope, SOURCE};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+/// EventBridge's limit on entries in one PutEvents call.
+const PUT_EVENTS_LIMIT: usize = 10;
+/// DynamoDB's limit on keys in one BatchGetItem call.
+const BATCH_GET_LIMIT: usize = 100;
+/// How long a sent event stays in the outbox (for operators and replays)
+/// before DynamoDB's TTL removes it.
+const SENT_KEEP_SECONDS: i64 = 7 * 24 * 3600;
+
+/// The DynamoDB stream event Lambda delivers (only what the relay reads).
+#[derive(Debug, Deserialize)]
+pub struct StreamEvent {
+    #[serde(rename = "Records")]
+    pub records: Vec<StreamRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamRecord {
+    #[serde(rename = "eventName")]
+    pub event_name: String,
+    pub dynamodb: StreamData,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamData {
+    #[serde(rename = "SequenceNumber")]
+    pub sequence_number: String,
+    #[serde(rename = "NewImage", default)]
+    pub new_image: HashMap<String, Value>,
+}
+
+/// A partial batch response for a stream (`ReportBatchItemFailures`): Lambda
+/// retries from the first failed record.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct StreamBatchResponse {
+    #[serde(rename = "batchItemFailures")]
+    pub batch_item_failures: Vec<ItemFailure>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct ItemFailure {
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
+}
+
+pub struct Relay {
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub events: aws_sdk_eventbridge::Client,
+    pub outbox_table: String,
+    pub bus: String,
+}
+
+impl Relay {
+    pub async fn relay(&self, event: StreamEvent) -> StreamBatchResponse {
+        let pending: Vec<(String, Envelope)> = event
+            .records
+            .into_iter()
+            .filter(|r| r.event_name == "INSERT")
+            .filter_map(|r| Some((r.dynamodb.sequence_number, Envelope::from_outbox_image(&r.dynamodb.new_image)?)))
+            .collect();
+        let Some(first) = pending.first().map(|(seq, _)| seq.clone()) else {
+            return StreamBatchResponse::default();
+        };
+        let sent = match self.already_sent(&pending).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox status unreadable; batch retried");
+                return failure_at(first);
+            }
+        };
+        let todo: Vec<&(String, Envelope)> = pending.iter().filter(|(_, e)| !sent.contains(&e.id)).collect();
+        for chunk in todo.chunks(PUT_EVENTS_LIMIT) {
+            let published = self.publish(chunk).await;
+            let ok = &chunk[..published];
+            if let Err(e) = self.mark_sent(ok).await {
+                // Published but not marked: the retry publishes them again,
+                // which consumers absorb (they deduplicate on the event id).
+                tracing::warn!(error = %e, "events published but not marked sent");
+            }
+            if published < chunk.len() {
+                return failure_at(chunk[published].0.clone());
+            }
+        }
+        StreamBatchResponse::default()
+    }
+
+    async fn already_sent(&self, pending: &[(String, Envelope)]) -> Result<HashSet<String>, PortError> {
+        let mut sent = HashSet::new();
+        for chunk in pending.chunks(BATCH_GET_LIMIT) {
+            let keys = chunk
+                .iter()
+                .map(|(_, e)| {
+                    HashMap::from([
+                        ("pk".to_owned(), AttributeValue::S(e.aggregate.clone())),
+                        ("sk".to_owned(), AttributeValue::S(e.sequence.clone())),
+                    ])
+                })
+                .collect();
+            let mut request = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .projection_expression("id, #s")
+                .expression_attribute_names("#s", "status")
+                .build()
+                .expect("keys set");
+            loop {
+                let out = self
+                    .ddb
+                    .batch_get_item()
+                    .request_items(&self.outbox_table, request)
+                    .send()
+                    .await
+                    .map_err(|e| port_error("dynamodb", &e))?;
+                for item in out.responses().and_then(|r| r.get(&self.outbox_table)).into_iter().flatten() {
+                    if get_s(item, "status") == Some("sent") {
+                        sent.extend(get_s(item, "id").map(str::to_owned));
+                    }
+                }
+                match out.unprocessed_keys().and_then(|u| u.get(&self.outbox_table)) {
+                    Some(rest) if !rest.keys().is_empty() => request = rest.clone(),
+                    _ => break,
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Publishes in order; returns how many of the chunk, from its start,
+    /// were accepted (EventBridge answers per entry).
+    async fn publish(&self, chunk: &[&(String, Envelope)]) -> usize {
+        let entries = chunk
+            .iter()
+            .map(|(_, e)| {
+                PutEventsRequestEntry::builder()
+                    .event_bus_name(&self.bus)
+                    .source(SOURCE)
+                    .detail_type(&e.event_type)
+                    .detail(serde_json::to_string(e).expect("envelope serialises"))
+                    .build()
+            })
+            .collect();
+        match self.events.put_events().set_entries(Some(entries)).send().await {
+            Ok(out) => out.entries().iter().take_while(|r| r.error_code().is_none() && r.event_id().is_some()).count(),
+            Err(e) => {
+                tracing::warn!(error = %port_error("eventbridge", &e), "publish failed; batch retried");
+                0
+            }
+        }
+    }
+
+    async fn mark_sent(&self, published: &[&(String, Envelope)]) -> Result<(), PortError> {
+        let expires = (time::OffsetDateTime::now_utc().unix_timestamp() + SENT_KEEP_SECONDS).to_string();
+        let requests = published
+            .iter()
+            .map(|(_, e)| {
+                let item = HashMap::from([
+                    ("pk".to_owned(), AttributeValue::S(e.aggregate.clone())),
+                    ("sk".to_owned(), AttributeValue::S(e.sequence.clone())),
+                    ("id".to_owned(), AttributeValue::S(e.id.clone())),
+                    ("type".to_owned(), AttributeValue::S(e.event_type.clone())),
+                    ("detail".to_owned(), AttributeValue::S(e.data.to_string())),
+                    ("status".to_owned(), AttributeValue::S("sent".into())),
+                    ("expires".to_owned(), AttributeValue::N(expires.clone())),
+                ]);
+                WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(item)).build().expect("item set"))
+                    .build()
+            })
+            .collect();
+        batch_write_all(&self.ddb, &self.outbox_table, requests).await
+    }
+}
+
+fn failure_at(sequence_number: String) -> StreamBatchResponse {
+    StreamBatchResponse { batch_item_failures: vec![ItemFailure { item_identifier: sequence_number }] }
+}
