@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod poller;
 pub mod provision;
 pub mod purge;
+pub mod registry_sim;
 pub mod seed;
 pub mod stack;
 pub mod stream_poller;

@@ -17,7 +17,9 @@ pub mod lambda;
 pub mod log;
 #[cfg(feature = "memory-ports")]
 pub mod memory;
+pub mod outbound;
 pub mod ports;
+pub mod registry;
 pub mod rest;
 pub mod retention;
 pub mod runtime;

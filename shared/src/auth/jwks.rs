@@ -138,10 +138,7 @@ impl<S: KeySetSource> JwksCache<S> {
 /// Fetches a JWKS document over HTTP(S) with a short timeout and a size cap.
 pub struct HttpKeySetSource {
     url: http::Uri,
-    client: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        http_body_util::Empty<bytes::Bytes>,
-    >,
+    client: crate::outbound::HttpsClient,
 }
 
 const MAX_JWKS_BYTES: usize = 64 * 1024;
@@ -149,24 +146,7 @@ const MAX_JWKS_BYTES: usize = 64 * 1024;
 impl HttpKeySetSource {
     pub fn new(url: &str, allow_plain_http: bool) -> Result<Self, String> {
         let uri: http::Uri = url.parse().map_err(|_| "JWKS URL is not a valid URI".to_string())?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let builder = match builder.with_provider_and_native_roots(provider.clone()) {
-            Ok(b) => b,
-            // Local mode talks plain HTTP to loopback and needs no roots.
-            Err(_) if allow_plain_http => {
-                let config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| e.to_string())?
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth();
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-            }
-            Err(e) => return Err(format!("no TLS roots: {e}")),
-        };
-        let connector =
-            if allow_plain_http { builder.https_or_http() } else { builder.https_only() }.enable_http1().build();
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        let client = crate::outbound::https_client(allow_plain_http)?;
         Ok(HttpKeySetSource { url: uri, client })
     }
 }

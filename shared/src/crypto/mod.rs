@@ -106,6 +106,14 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// Lowercase or uppercase hex to bytes; `None` for anything else.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok())).collect()
+}
+
 /// A random opaque identifier (128 bits, lowercase hex): server-assigned ids
 /// carry no information about the patient or the order of creation.
 pub fn random_id() -> String {
