@@ -331,6 +331,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 prefix: "dev".into(),
                 dev_key: key,
                 env_overrides: vec![],
+                unmounted: vec![],
             })
             .await?;
             std::fs::write(LocalStack::state_dir().join("local.json"), stack.state().to_string())

@@ -108,6 +108,7 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub events: aws_sdk_eventbridge::Client,
     pub streams: aws_sdk_dynamodbstreams::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl Clients {
@@ -119,6 +120,7 @@ impl Clients {
             sqs: aws_sdk_sqs::Client::new(sdk),
             events: aws_sdk_eventbridge::Client::new(sdk),
             streams: aws_sdk_dynamodbstreams::Client::new(sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
         }
     }
 }
@@ -131,6 +133,7 @@ const SUPPORTED: &[&str] = &[
     "AWS::SQS::Queue",
     "AWS::Events::EventBus",
     "AWS::Events::Rule",
+    "AWS::SecretsManager::Secret",
 ];
 
 /// Provisions every supported resource of `template` under `prefix`.
@@ -375,6 +378,24 @@ async fn create(c: &Clients, p: &Provisioned, r: &Resource, prefix: &str) -> Res
                     .map_err(|e| aws_err(&r.logical_id, e))?;
             }
             Ok(Physical { reference: name, attributes: HashMap::from([("Arn".into(), arn)]) })
+        }
+        "AWS::SecretsManager::Secret" => {
+            // Created with the template's placeholder; whoever holds the real
+            // value (an operator, or the local stack for its simulator) puts it.
+            let placeholder = prop(r, "GenerateSecretString")
+                .and_then(|g| g.get("SecretStringTemplate"))
+                .and_then(|v| p.resolve(v))
+                .unwrap_or_else(|| "{}".into());
+            let out = c
+                .secrets
+                .create_secret()
+                .name(name_for(prefix, r))
+                .secret_string(placeholder)
+                .send()
+                .await
+                .map_err(|e| aws_err(&r.logical_id, e))?;
+            let arn = out.arn.unwrap_or_default();
+            Ok(Physical { reference: arn.clone(), attributes: HashMap::from([("Id".into(), arn)]) })
         }
         _ => unreachable!("filtered by SUPPORTED"),
     }

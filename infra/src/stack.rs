@@ -8,9 +8,11 @@ use crate::emulator::{repo_root, Emulator};
 use crate::gateway::{Gateway, Handler};
 use crate::poller::{self, QueueSource, SqsHandler};
 use crate::provision::{provision, Clients, Provisioned};
+use crate::registry_sim::RegistrySimulator;
 use crate::template::Template;
 use medrec_shared::config::Config;
 use medrec_shared::documents::DocumentConfig;
+use medrec_shared::registry::client::Credentials;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -27,6 +29,8 @@ pub struct StackOptions {
     pub dev_key: Arc<DevKey>,
     /// Extra or replaced function environment (tests tune limits with it).
     pub env_overrides: Vec<(String, String)>,
+    /// Functions not mounted: a test plays them (reads their queue itself).
+    pub unmounted: Vec<String>,
 }
 
 pub struct LocalStack {
@@ -38,6 +42,8 @@ pub struct LocalStack {
     pub clients: Clients,
     /// Resolved environment per mounted function.
     pub function_env: BTreeMap<String, BTreeMap<String, String>>,
+    /// The immunization registry's primary and secondary endpoints, simulated.
+    pub registry: (Arc<RegistrySimulator>, Arc<RegistrySimulator>),
     server: tokio::task::JoinHandle<()>,
     /// The queue consumers (Lambda's event source mappings) and schedules.
     pollers: Vec<tokio::task::JoinHandle<()>>,
@@ -105,6 +111,26 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
                 })
             }))
         }
+        "RegistrySyncFunction" => {
+            let app = Arc::new(medrec_registry_sync::App::new(config, lookup).await.map_err(boot)?);
+            Mounted::Queue(Arc::new(move |event| {
+                let app = app.clone();
+                Box::pin(async move {
+                    let invocation = lambda_http::LambdaEvent::new(event, lambda_http::Context::default());
+                    match app.handle(invocation).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    }
+                })
+            }))
+        }
+        "HealthFunction" => {
+            let app = Arc::new(medrec_health::App::new(config, lookup).await.map_err(boot)?);
+            Mounted::Api(Arc::new(move |req| {
+                let app = app.clone();
+                Box::pin(async move { app.handle(req).await })
+            }))
+        }
         "AuditCheckpointFunction" => {
             let app = Arc::new(medrec_audit_checkpoint::App::new(config, lookup).await.map_err(boot)?);
             scheduled(app, medrec_audit_checkpoint::App::handle)
@@ -156,6 +182,39 @@ fn api<A: medrec_shared::lambda::Api>(app: A) -> Handler {
     })
 }
 
+/// Two registry simulators (primary and secondary) with fresh credentials,
+/// which go where the registry sync reads them: the template's secret.
+async fn start_registry(
+    clients: &Clients,
+    provisioned: &crate::provision::Provisioned,
+) -> Result<(Arc<RegistrySimulator>, Arc<RegistrySimulator>), String> {
+    let creds = Credentials {
+        client_id: "medrec-local".into(),
+        client_secret: medrec_shared::crypto::random_id(),
+        signing_key: medrec_shared::crypto::unhex(
+            &(medrec_shared::crypto::random_id() + &medrec_shared::crypto::random_id()),
+        )
+        .expect("hex"),
+    };
+    let primary = RegistrySimulator::start(creds.clone(), 3600).await.map_err(|e| e.to_string())?;
+    let secondary = RegistrySimulator::start(creds.clone(), 3600).await.map_err(|e| e.to_string())?;
+    let secret = serde_json::json!({
+        "clientId": creds.client_id,
+        "clientSecret": creds.client_secret,
+        "signingKey": medrec_shared::crypto::hex(&creds.signing_key),
+    });
+    let arn = provisioned.reference("RegistryCredentials").ok_or("RegistryCredentials is not provisioned")?;
+    clients
+        .secrets
+        .put_secret_value()
+        .secret_id(arn)
+        .secret_string(secret.to_string())
+        .send()
+        .await
+        .map_err(|e| format!("registry secret: {e:?}"))?;
+    Ok((primary, secondary))
+}
+
 impl LocalStack {
     pub async fn start(opts: StackOptions) -> Result<LocalStack, String> {
         let template = Arc::new(Template::load(&repo_root().join("template.yaml")).map_err(|e| e.to_string())?);
@@ -168,6 +227,7 @@ impl LocalStack {
         let sdk = medrec_shared::aws::sdk_config(Some(&endpoint)).await;
         let clients = Clients::new(&sdk);
         let provisioned = provision(&clients, &template, &opts.prefix).await.map_err(|e| e.to_string())?;
+        let registry = start_registry(&clients, &provisioned).await?;
         let listener = TcpListener::bind(("127.0.0.1", opts.port))
             .await
             .map_err(|e| format!("cannot bind port {}: {e}", opts.port))?;
@@ -191,6 +251,12 @@ impl LocalStack {
             ] {
                 env.insert(k.to_owned(), v);
             }
+            if f.logical_id == "RegistrySyncFunction" {
+                env.insert(
+                    "MEDREC_REGISTRY_ENDPOINTS".into(),
+                    format!("{},{}", registry.0.base_url, registry.1.base_url),
+                );
+            }
             for (k, v) in &opts.env_overrides {
                 // `Function:VAR` overrides one function's variable only.
                 match k.split_once(':') {
@@ -198,6 +264,10 @@ impl LocalStack {
                     Some(_) => None,
                     None => env.insert(k.clone(), v.clone()),
                 };
+            }
+            if opts.unmounted.contains(&f.logical_id) {
+                function_env.insert(f.logical_id.clone(), env);
+                continue;
             }
             match mount(&f.logical_id, &env).await? {
                 Some(Mounted::Api(h)) => {
@@ -250,6 +320,7 @@ impl LocalStack {
             dev_key: opts.dev_key,
             clients,
             function_env,
+            registry,
             server,
             pollers,
             _emulator: emulator,

@@ -76,6 +76,16 @@ impl Harness {
     }
 
     pub async fn start_with(env_overrides: Vec<(String, String)>) -> Harness {
+        Self::start_full(env_overrides, vec![]).await
+    }
+
+    /// A stack where the test itself plays the `unmounted` functions (reads
+    /// their queues, for instance).
+    pub async fn start_without(unmounted: &[&str]) -> Harness {
+        Self::start_full(vec![], unmounted.iter().map(|s| s.to_string()).collect()).await
+    }
+
+    pub async fn start_full(env_overrides: Vec<(String, String)>, unmounted: Vec<String>) -> Harness {
         logs();
         let key = Arc::new(DevKey::generate());
         let prefix = format!("t{}", &medrec_shared::crypto::random_id()[..10]);
@@ -85,6 +95,7 @@ impl Harness {
             prefix,
             dev_key: key.clone(),
             env_overrides,
+            unmounted,
         })
         .await
         .expect("local stack starts");

@@ -84,7 +84,7 @@ async fn relay(h: &Harness, bus: &str) -> Relay {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_events_reach_their_queue_once_in_order_without_phi() {
-    let h = Harness::start().await;
+    let h = Harness::start_without(&["RegistrySyncFunction"]).await;
     let t = h.token("clinician", "dr-events");
     let tag = unique_tag();
     let patient = h.create_id(&t, &canary_patient(&tag)).await;
@@ -119,8 +119,11 @@ async fn outbox_events_reach_their_queue_once_in_order_without_phi() {
 async fn a_failed_publish_loses_nothing_and_the_retry_doubles_nothing() {
     // The deployed relay points at a bus that does not exist: every publish
     // fails between the commit and the bus.
-    let h =
-        Harness::start_with(vec![("OutboxRelayFunction:MEDREC_EVENT_BUS".into(), "medrec-no-such-bus".into())]).await;
+    let h = Harness::start_full(
+        vec![("OutboxRelayFunction:MEDREC_EVENT_BUS".into(), "medrec-no-such-bus".into())],
+        vec!["RegistrySyncFunction".into()],
+    )
+    .await;
     let t = h.token("clinician", "dr-events");
     let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
     let ids =
@@ -153,7 +156,7 @@ fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_apply_each_event_once_and_poison_goes_to_the_dlq_and_back() {
-    let h = Harness::start().await;
+    let h = Harness::start_without(&["RegistrySyncFunction"]).await;
     let t = h.token("clinician", "dr-events");
     let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
     record(&h, &t, &patient, 15).await;

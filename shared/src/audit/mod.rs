@@ -78,7 +78,12 @@ impl AuditEntry {
     }
 
     pub fn to_fhir(&self) -> Value {
-        let (type_coding, subtype) = if self.interaction == "authenticate" {
+        let (type_coding, subtype) = if self.interaction == "transmit" {
+            (
+                json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110106", "display": "Export"}),
+                json!([{"system": "urn:medrec:audit-subtype", "code": "registry-submission"}]),
+            )
+        } else if self.interaction == "authenticate" {
             (
                 json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110114", "display": "User Authentication"}),
                 json!([{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110122", "display": "Login"}]),

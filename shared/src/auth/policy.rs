@@ -10,6 +10,9 @@ pub enum Role {
     Auditor,
     Admin,
     Patient,
+    /// The registry sync service: never granted by a token (`parse` does not
+    /// know it), only built in-process by `functions/registry-sync`.
+    RegistrySync,
 }
 
 impl Role {
@@ -31,6 +34,7 @@ impl Role {
             Role::Auditor => "auditor",
             Role::Admin => "admin",
             Role::Patient => "patient",
+            Role::RegistrySync => "registry-sync",
         }
     }
 
@@ -50,6 +54,11 @@ impl Role {
             // Patients record and withdraw their own consents (their compartment only).
             (Role::Patient, "Consent") => !matches!(action, Delete),
             (Role::Patient, _) => matches!(action, Read | Search),
+            // Minimum necessary: the demographics and immunizations it
+            // reports, and the registry's doses it records.
+            (Role::RegistrySync, "Patient") => matches!(action, Read),
+            (Role::RegistrySync, "Immunization") => matches!(action, Read | Search | Create),
+            (Role::RegistrySync, _) => false,
         }
     }
 }

@@ -11,6 +11,10 @@ pub mod sign;
 
 use serde_json::Value;
 
+/// The item (in the processed-events table) where the registry sync
+/// reports its breakers for `GET /health`.
+pub const HEALTH_KEY: &str = "HEALTH#registry-sync";
+
 /// One vaccination as the registry needs it: dates as HL7 `YYYYMMDD`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VaccinationRecord {

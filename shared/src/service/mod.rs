@@ -12,6 +12,7 @@ pub mod documents;
 pub mod patch;
 pub mod patients;
 pub mod records;
+pub mod registry_sync;
 pub mod security_alerts;
 pub mod validation;
 

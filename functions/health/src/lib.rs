@@ -1,0 +1,115 @@
+//! `GET /health`: whether medrec's dependencies answer (DynamoDB, KMS, S3)
+//! and the registry breakers' state as the registry sync last reported it.
+//! Unauthenticated (load balancers and uptime checks have no token), so it
+//! says pass/fail per dependency and nothing else: no endpoint, no error
+//! text, no version.
+
+use lambda_http::{Body, Request, Response};
+use medrec_shared::config::{Config, ConfigError};
+use medrec_shared::runtime::BootError;
+use serde_json::{json, Map, Value};
+use std::future::Future;
+use std::time::Duration;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct App {
+    ddb: aws_sdk_dynamodb::Client,
+    kms: aws_sdk_kms::Client,
+    s3: aws_sdk_s3::Client,
+    records_table: String,
+    key_id: String,
+    bucket: String,
+    processed_table: String,
+}
+
+async fn check<T, E>(f: impl Future<Output = Result<T, E>>) -> &'static str {
+    match tokio::time::timeout(CHECK_TIMEOUT, f).await {
+        Ok(Ok(_)) => "pass",
+        _ => "fail",
+    }
+}
+
+impl App {
+    pub async fn from_env() -> Result<Self, BootError> {
+        let config = medrec_shared::lambda::config_from_env()?;
+        Self::new(config, |k| std::env::var(k).ok()).await
+    }
+
+    pub async fn new(config: Config, get: impl Fn(&str) -> Option<String>) -> Result<Self, BootError> {
+        let bucket = get("MEDREC_DOCUMENTS_BUCKET").ok_or(ConfigError::Missing("MEDREC_DOCUMENTS_BUCKET"))?;
+        let processed_table =
+            get("MEDREC_PROCESSED_EVENTS_TABLE").ok_or(ConfigError::Missing("MEDREC_PROCESSED_EVENTS_TABLE"))?;
+        let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
+        let local = config.deployment == medrec_shared::config::Deployment::Local;
+        let s3 = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(local).build();
+        Ok(App {
+            ddb: aws_sdk_dynamodb::Client::new(&sdk),
+            kms: aws_sdk_kms::Client::new(&sdk),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            records_table: config.records_table,
+            key_id: config.records_key_id,
+            bucket,
+            processed_table,
+        })
+    }
+
+    /// The report and its status: 503 when a dependency fails.
+    pub async fn report(&self) -> (u16, Value) {
+        let (dynamodb, kms, s3, registry) = tokio::join!(
+            check(self.ddb.describe_table().table_name(&self.records_table).send()),
+            check(self.kms.describe_key().key_id(&self.key_id).send()),
+            check(self.s3.head_bucket().bucket(&self.bucket).send()),
+            self.registry(),
+        );
+        let down = [dynamodb, kms, s3].contains(&"fail");
+        let breakers: Vec<&str> = registry
+            .get("breakers")
+            .and_then(Value::as_object)
+            .map(|m| m.values().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let registry_down = !breakers.is_empty() && breakers.iter().all(|b| *b == "open");
+        let status = if down || registry_down {
+            "fail"
+        } else if breakers.iter().any(|b| *b != "closed") {
+            "warn"
+        } else {
+            "pass"
+        };
+        let body =
+            json!({"status": status, "checks": {"dynamodb": dynamodb, "kms": kms, "s3": s3, "registry": registry}});
+        (if status == "fail" { 503 } else { 200 }, body)
+    }
+
+    async fn registry(&self) -> Value {
+        let got = self
+            .ddb
+            .get_item()
+            .table_name(&self.processed_table)
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(medrec_shared::registry::HEALTH_KEY.into()))
+            .send();
+        let Ok(Ok(out)) = tokio::time::timeout(CHECK_TIMEOUT, got).await else { return json!({"state": "unknown"}) };
+        let Some(item) = out.item() else { return json!({"state": "not reported yet"}) };
+        let breakers: Map<String, Value> = item
+            .get("breakers")
+            .and_then(|b| b.as_m().ok())
+            .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), json!(v.as_s().ok()?)))).collect())
+            .unwrap_or_default();
+        let at = item.get("at").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+        json!({"breakers": breakers, "reportedAt": at})
+    }
+
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        let (status, body) = if req.method() == "GET" && req.uri().path() == "/health" {
+            self.report().await
+        } else {
+            (404, json!({"status": "fail"}))
+        };
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/health+json")
+            .header("cache-control", "no-store")
+            .body(Body::Text(body.to_string()))
+            .expect("valid response")
+    }
+}

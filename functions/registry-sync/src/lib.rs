@@ -1,0 +1,172 @@
+//! The registry sync Lambda, fed by the RegistrySync queue (immunization
+//! events routed from the bus): for each event, once (`ProcessedEvents`),
+//! reads the immunization version and the patient's demographics as the
+//! registry-sync service for public health (consent-gated, audited),
+//! submits them with the resilient client, and audits the transmission.
+//! A registry that is down sends the message back to the queue (and, after
+//! five receives, to the DLQ with its alarm); so does a registry refusal,
+//! which needs an operator.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_http::LambdaEvent;
+use medrec_shared::aws::processed::ProcessedEvents;
+use medrec_shared::config::{Config, ConfigError};
+use medrec_shared::error::Error;
+use medrec_shared::events::Envelope;
+use medrec_shared::registry::client::{ClientConfig, Credentials, RegistryClient, RegistryError, Transport};
+use medrec_shared::registry::hl7::Parties;
+use medrec_shared::runtime::{BootError, Runtime};
+use medrec_shared::service::registry_sync::registry_caller;
+use medrec_shared::service::Caller;
+use std::sync::Arc;
+
+pub struct App {
+    rt: Runtime,
+    processed: ProcessedEvents,
+    client: RegistryClient,
+    caller: Caller,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("medrec: {0}")]
+    Medrec(#[from] Error),
+}
+
+/// The registry settings: endpoints (primary first), transport, who medrec
+/// is to the registry; the credentials come from Secrets Manager.
+pub fn client_config(get: &impl Fn(&str) -> Option<String>, local: bool) -> Result<ClientConfig, ConfigError> {
+    let endpoints: Vec<String> = get("MEDREC_REGISTRY_ENDPOINTS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err(ConfigError::Missing("MEDREC_REGISTRY_ENDPOINTS"));
+    }
+    let transport = Transport::parse(&get("MEDREC_REGISTRY_TRANSPORT").unwrap_or_else(|| "hl7v2".into()))
+        .ok_or(ConfigError::Invalid("MEDREC_REGISTRY_TRANSPORT", "hl7v2 or fhir".into()))?;
+    let facility = get("MEDREC_REGISTRY_FACILITY").ok_or(ConfigError::Missing("MEDREC_REGISTRY_FACILITY"))?;
+    let receiver = get("MEDREC_REGISTRY_RECEIVER").unwrap_or_else(|| "IRIS".into());
+    let parties = Parties {
+        sending_application: "MEDREC".into(),
+        sending_facility: facility,
+        receiving_application: receiver.clone(),
+        receiving_facility: receiver,
+    };
+    let mut cfg = ClientConfig::new(endpoints, transport, parties);
+    if let Some(rate) = get("MEDREC_REGISTRY_RATE_PER_SECOND") {
+        cfg.rate_per_second = rate
+            .parse::<f64>()
+            .ok()
+            .filter(|r| *r > 0.0 && *r <= 1000.0)
+            .ok_or(ConfigError::Invalid("MEDREC_REGISTRY_RATE_PER_SECOND", "0 to 1000".into()))?;
+    }
+    cfg.allow_plain_http = local;
+    Ok(cfg)
+}
+
+impl App {
+    pub async fn from_env() -> Result<Self, BootError> {
+        let config = medrec_shared::lambda::config_from_env()?;
+        Self::new(config, |k| std::env::var(k).ok()).await
+    }
+
+    pub async fn new(config: Config, get: impl Fn(&str) -> Option<String>) -> Result<Self, BootError> {
+        let local = config.deployment == medrec_shared::config::Deployment::Local;
+        let cfg = client_config(&get, local)?;
+        let secret = get("MEDREC_REGISTRY_SECRET").ok_or(ConfigError::Missing("MEDREC_REGISTRY_SECRET"))?;
+        let table =
+            get("MEDREC_PROCESSED_EVENTS_TABLE").ok_or(ConfigError::Missing("MEDREC_PROCESSED_EVENTS_TABLE"))?;
+        let rt = Runtime::from_config(config).await?;
+        let value = aws_sdk_secretsmanager::Client::new(&rt.sdk)
+            .get_secret_value()
+            .secret_id(&secret)
+            .send()
+            .await
+            .map_err(|_| ConfigError::Invalid("MEDREC_REGISTRY_SECRET", "unreadable".into()))?;
+        let creds = value
+            .secret_string()
+            .and_then(Credentials::from_json)
+            .ok_or(ConfigError::Invalid("MEDREC_REGISTRY_SECRET", "not registry credentials".into()))?;
+        let client = RegistryClient::new(cfg, creds)
+            .map_err(|e| ConfigError::Invalid("MEDREC_REGISTRY_ENDPOINTS", e.to_string()))?;
+        let processed = ProcessedEvents {
+            ddb: aws_sdk_dynamodb::Client::new(&rt.sdk),
+            table,
+            consumer: "registry-sync".into(),
+            lease_seconds: 120,
+        };
+        Ok(App { rt, processed, client, caller: registry_caller() })
+    }
+
+    pub fn client(&self) -> &RegistryClient {
+        &self.client
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        event: LambdaEvent<SqsEvent>,
+    ) -> Result<SqsBatchResponse, std::convert::Infallible> {
+        let response = self.processed.consume(event.payload, |e| self.sync(e)).await;
+        self.report_breakers().await;
+        Ok(response)
+    }
+
+    /// Best effort: health shows the breakers as of the last batch.
+    async fn report_breakers(&self) {
+        use aws_sdk_dynamodb::types::AttributeValue as AV;
+        let breakers = self
+            .client
+            .breakers()
+            .into_iter()
+            .map(|(name, state)| (name.to_owned(), AV::S(state.as_str().to_owned())))
+            .collect::<std::collections::HashMap<_, _>>();
+        let put = self
+            .processed
+            .ddb
+            .put_item()
+            .table_name(&self.processed.table)
+            .item("pk", AV::S(medrec_shared::registry::HEALTH_KEY.into()))
+            .item("breakers", AV::M(breakers))
+            .item("at", AV::S(medrec_shared::fhir::now_instant()))
+            .send()
+            .await;
+        if put.is_err() {
+            tracing::warn!("registry breaker state not reported");
+        }
+    }
+
+    async fn sync(&self, event: Envelope) -> Result<(), SyncError> {
+        let deleted = match event.event_type.as_str() {
+            "ImmunizationRecorded" | "ImmunizationUpdated" => false,
+            "ImmunizationDeleted" => true,
+            _ => return Ok(()),
+        };
+        let id = event.data["id"].as_str().unwrap_or_default();
+        let version: u64 = event.data["versionId"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let reference = format!("Immunization/{id}/_history/{version}");
+        let svc = &self.rt.services;
+        let record = match svc.registry_disclosure(&self.caller, &event.aggregate, id, version, deleted).await {
+            Ok(r) => r,
+            // The patient's consent refuses public-health use, or the record
+            // is gone: nothing to send, and nothing to retry.
+            Err(Error::Forbidden(_) | Error::NotFound | Error::Gone) => {
+                tracing::info!(event_id = %event.id, "immunization not disclosed to the registry");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let outcome = self.client.submit(&record, &event.id).await;
+        let status = match &outcome {
+            Ok(_) => 200,
+            Err(RegistryError::Rejected(_)) => 422,
+            Err(_) => 503,
+        };
+        svc.audit_transmission(&self.caller, &event.aggregate, &reference, status).await?;
+        outcome.map(|_| ()).map_err(SyncError::from)
+    }
+}
