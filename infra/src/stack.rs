@@ -124,6 +124,10 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
                 })
             }))
         }
+        "RegistryReconcileFunction" => {
+            let app = Arc::new(medrec_registry_reconcile::App::new(config, lookup).await.map_err(boot)?);
+            scheduled(app, medrec_registry_reconcile::App::handle)
+        }
         "HealthFunction" => {
             let app = Arc::new(medrec_health::App::new(config, lookup).await.map_err(boot)?);
             Mounted::Api(Arc::new(move |req| {
@@ -251,7 +255,7 @@ impl LocalStack {
             ] {
                 env.insert(k.to_owned(), v);
             }
-            if f.logical_id == "RegistrySyncFunction" {
+            if matches!(f.logical_id.as_str(), "RegistrySyncFunction" | "RegistryReconcileFunction") {
                 env.insert(
                     "MEDREC_REGISTRY_ENDPOINTS".into(),
                     format!("{},{}", registry.0.base_url, registry.1.base_url),

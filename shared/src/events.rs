@@ -38,6 +38,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "BreakGlassUsed",
     "SecurityAlert",
     "RecordsPurged",
+    "RegistryConflictDetected",
 ];
 
 /// What the bus carries in `detail` and consumers receive.

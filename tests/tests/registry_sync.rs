@@ -117,3 +117,72 @@ async fn a_consent_refusing_public_health_use_stops_the_submission() {
     assert!(h.stack.registry.0.doses_of(&patient).is_empty());
     assert_eq!(h.stack.registry.0.stats().requests, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_imports_new_doses_flags_conflicts_and_is_idempotent() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-iis");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let r = h.call("POST", "/fhir/Immunization", Some(&t), &[], Some(&immunization(&patient).to_string())).await;
+    assert_eq!(r.status, 201);
+    let primary = &h.stack.registry.0;
+    assert_eq!(doses_arrive(primary, &patient, 1).await, 1);
+    // Another provider reported a flu shot; the registry's copy of today's
+    // dose names another lot.
+    let dose = |id: &str, cvx: &str, date: &str, lot: &str| medrec_shared::registry::RegistryDose {
+        registry_id: id.into(),
+        date: date.into(),
+        cvx: cvx.into(),
+        lot: Some(lot.into()),
+        completion: "CP".into(),
+    };
+    primary.seed(&patient, dose("IRIS-SEED-1", "141", "20250110", "FLU-1"));
+    primary.seed(&patient, dose("IRIS-SEED-2", "208", "20261120", "OTHER-LOT"));
+
+    let env = h.stack.function_env["RegistryReconcileFunction"].clone();
+    let config = medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let app = std::sync::Arc::new(medrec_registry_reconcile::App::new(config, |k| env.get(k).cloned()).await.unwrap());
+    let run = || {
+        let app = app.clone();
+        async move {
+            let event = lambda_http::LambdaEvent::new(json!({}), lambda_http::Context::default());
+            app.handle(event).await.unwrap()
+        }
+    };
+    let first = run().await;
+    assert_eq!(
+        (
+            first["patients"].as_u64(),
+            first["imported"].as_u64(),
+            first["matched"].as_u64(),
+            first["conflicts"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1), Some(1)),
+        "{first}"
+    );
+    let search = h.get(&format!("/fhir/Immunization?patient={patient}"), &t).await.json();
+    let entries = search["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    let imported = entries.iter().map(|e| &e["resource"]).find(|r| r["primarySource"] == false).unwrap();
+    assert_eq!(imported["vaccineCode"]["coding"][0]["code"], "141");
+    assert_eq!(imported["occurrenceDateTime"], "2025-01-10");
+    assert_eq!(imported["identifier"][0]["value"], "IRIS-SEED-1");
+    assert_eq!(imported["reportOrigin"]["coding"][0]["code"], "record");
+    let ours = entries.iter().map(|e| &e["resource"]).find(|r| r["primarySource"] == true).unwrap();
+    assert_eq!(ours["lotNumber"], "LOT-77", "the conflict did not overwrite medrec's record");
+
+    // Nothing imported goes back to the registry; a second run changes
+    // nothing and flags the conflict no second time.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(primary.stats().recorded, 1);
+    let second = run().await;
+    assert_eq!((second["imported"].as_u64(), second["matched"].as_u64()), (Some(0), Some(2)), "{second}");
+    let conflicts = h
+        .scan(&h.table("OutboxTable"))
+        .await
+        .into_iter()
+        .filter(|i| i["type"].as_s().unwrap() == "RegistryConflictDetected")
+        .count();
+    assert_eq!(conflicts, 1);
+    assert_eq!(h.get(&format!("/fhir/Immunization?patient={patient}"), &t).await.json()["total"], 2);
+}

@@ -10,11 +10,11 @@
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_http::LambdaEvent;
 use medrec_shared::aws::processed::ProcessedEvents;
+use medrec_shared::aws::roster::Roster;
 use medrec_shared::config::{Config, ConfigError};
 use medrec_shared::error::Error;
 use medrec_shared::events::Envelope;
-use medrec_shared::registry::client::{ClientConfig, Credentials, RegistryClient, RegistryError, Transport};
-use medrec_shared::registry::hl7::Parties;
+use medrec_shared::registry::client::{RegistryClient, RegistryError};
 use medrec_shared::runtime::{BootError, Runtime};
 use medrec_shared::service::registry_sync::registry_caller;
 use medrec_shared::service::Caller;
@@ -23,6 +23,7 @@ use std::sync::Arc;
 pub struct App {
     rt: Runtime,
     processed: ProcessedEvents,
+    roster: Roster,
     client: RegistryClient,
     caller: Caller,
 }
@@ -35,40 +36,6 @@ enum SyncError {
     Medrec(#[from] Error),
 }
 
-/// The registry settings: endpoints (primary first), transport, who medrec
-/// is to the registry; the credentials come from Secrets Manager.
-pub fn client_config(get: &impl Fn(&str) -> Option<String>, local: bool) -> Result<ClientConfig, ConfigError> {
-    let endpoints: Vec<String> = get("MEDREC_REGISTRY_ENDPOINTS")
-        .unwrap_or_default()
-        .split(',')
-        .map(|e| e.trim().to_owned())
-        .filter(|e| !e.is_empty())
-        .collect();
-    if endpoints.is_empty() {
-        return Err(ConfigError::Missing("MEDREC_REGISTRY_ENDPOINTS"));
-    }
-    let transport = Transport::parse(&get("MEDREC_REGISTRY_TRANSPORT").unwrap_or_else(|| "hl7v2".into()))
-        .ok_or(ConfigError::Invalid("MEDREC_REGISTRY_TRANSPORT", "hl7v2 or fhir".into()))?;
-    let facility = get("MEDREC_REGISTRY_FACILITY").ok_or(ConfigError::Missing("MEDREC_REGISTRY_FACILITY"))?;
-    let receiver = get("MEDREC_REGISTRY_RECEIVER").unwrap_or_else(|| "IRIS".into());
-    let parties = Parties {
-        sending_application: "MEDREC".into(),
-        sending_facility: facility,
-        receiving_application: receiver.clone(),
-        receiving_facility: receiver,
-    };
-    let mut cfg = ClientConfig::new(endpoints, transport, parties);
-    if let Some(rate) = get("MEDREC_REGISTRY_RATE_PER_SECOND") {
-        cfg.rate_per_second = rate
-            .parse::<f64>()
-            .ok()
-            .filter(|r| *r > 0.0 && *r <= 1000.0)
-            .ok_or(ConfigError::Invalid("MEDREC_REGISTRY_RATE_PER_SECOND", "0 to 1000".into()))?;
-    }
-    cfg.allow_plain_http = local;
-    Ok(cfg)
-}
-
 impl App {
     pub async fn from_env() -> Result<Self, BootError> {
         let config = medrec_shared::lambda::config_from_env()?;
@@ -77,30 +44,14 @@ impl App {
 
     pub async fn new(config: Config, get: impl Fn(&str) -> Option<String>) -> Result<Self, BootError> {
         let local = config.deployment == medrec_shared::config::Deployment::Local;
-        let cfg = client_config(&get, local)?;
-        let secret = get("MEDREC_REGISTRY_SECRET").ok_or(ConfigError::Missing("MEDREC_REGISTRY_SECRET"))?;
         let table =
             get("MEDREC_PROCESSED_EVENTS_TABLE").ok_or(ConfigError::Missing("MEDREC_PROCESSED_EVENTS_TABLE"))?;
         let rt = Runtime::from_config(config).await?;
-        let value = aws_sdk_secretsmanager::Client::new(&rt.sdk)
-            .get_secret_value()
-            .secret_id(&secret)
-            .send()
-            .await
-            .map_err(|_| ConfigError::Invalid("MEDREC_REGISTRY_SECRET", "unreadable".into()))?;
-        let creds = value
-            .secret_string()
-            .and_then(Credentials::from_json)
-            .ok_or(ConfigError::Invalid("MEDREC_REGISTRY_SECRET", "not registry credentials".into()))?;
-        let client = RegistryClient::new(cfg, creds)
-            .map_err(|e| ConfigError::Invalid("MEDREC_REGISTRY_ENDPOINTS", e.to_string()))?;
-        let processed = ProcessedEvents {
-            ddb: aws_sdk_dynamodb::Client::new(&rt.sdk),
-            table,
-            consumer: "registry-sync".into(),
-            lease_seconds: 120,
-        };
-        Ok(App { rt, processed, client, caller: registry_caller() })
+        let client = medrec_shared::registry::setup::connect(&rt.sdk, &get, local).await?;
+        let ddb = aws_sdk_dynamodb::Client::new(&rt.sdk);
+        let roster = Roster { ddb: ddb.clone(), table: table.clone() };
+        let processed = ProcessedEvents { ddb, table, consumer: "registry-sync".into(), lease_seconds: 120 };
+        Ok(App { rt, processed, roster, client, caller: registry_caller() })
     }
 
     pub fn client(&self) -> &RegistryClient {
@@ -151,7 +102,9 @@ impl App {
         let reference = format!("Immunization/{id}/_history/{version}");
         let svc = &self.rt.services;
         let record = match svc.registry_disclosure(&self.caller, &event.aggregate, id, version, deleted).await {
-            Ok(r) => r,
+            Ok(Some(r)) => r,
+            // It came from the registry.
+            Ok(None) => return Ok(()),
             // The patient's consent refuses public-health use, or the record
             // is gone: nothing to send, and nothing to retry.
             Err(Error::Forbidden(_) | Error::NotFound | Error::Gone) => {
@@ -167,6 +120,9 @@ impl App {
             Err(_) => 503,
         };
         svc.audit_transmission(&self.caller, &event.aggregate, &reference, status).await?;
-        outcome.map(|_| ()).map_err(SyncError::from)
+        outcome?;
+        // Reconciled daily from now on.
+        self.roster.add(&event.aggregate).await.map_err(Error::from)?;
+        Ok(())
     }
 }

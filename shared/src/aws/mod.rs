@@ -7,6 +7,7 @@ pub mod kms;
 pub mod processed;
 pub mod purge;
 pub mod relay;
+pub mod roster;
 pub mod s3;
 
 use crate::error::PortError;

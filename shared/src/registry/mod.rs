@@ -7,6 +7,7 @@
 pub mod client;
 pub mod hl7;
 pub mod resilience;
+pub mod setup;
 pub mod sign;
 
 use serde_json::Value;
@@ -127,6 +128,15 @@ impl VaccinationRecord {
             completion,
             deleted: deleted || immunization["status"] == "entered-in-error",
         })
+    }
+
+    /// A patient alone, as a history query names them.
+    pub fn subject(patient: &Value) -> Result<Self, RecordError> {
+        let placeholder = serde_json::json!({
+            "vaccineCode": {"coding": [{"system": crate::fhir::cvx::SYSTEM, "code": ""}]},
+            "occurrenceDateTime": "",
+        });
+        Self::from_fhir(patient, &placeholder, false)
     }
 
     /// The FHIR transport's body: the Immunization with the demographics the
