@@ -15,6 +15,7 @@ use std::time::Duration;
 
 const IDLE: Duration = Duration::from_millis(200);
 const RETRY: Duration = Duration::from_millis(500);
+const SHARDS_EVERY: Duration = Duration::from_secs(5);
 
 /// Takes the stream event (JSON, as Lambda sends it), returns the
 /// function's response (a partial batch response, or an error for a
@@ -84,8 +85,16 @@ async fn iterator(
 /// Runs until aborted.
 pub async fn run(client: aws_sdk_dynamodbstreams::Client, stream_arn: String, batch_size: i32, handler: StreamHandler) {
     let mut iterators: HashMap<String, Option<String>> = HashMap::new();
+    let mut described: Option<std::time::Instant> = None;
     loop {
-        if let Ok(out) = client.describe_stream().stream_arn(&stream_arn).send().await {
+        // New shards are rare: the stream is described every few seconds.
+        let stale = described.is_none_or(|at| at.elapsed() > SHARDS_EVERY);
+        let description = match stale {
+            true => client.describe_stream().stream_arn(&stream_arn).send().await.ok(),
+            false => None,
+        };
+        if let Some(out) = description {
+            described = Some(std::time::Instant::now());
             for shard in out.stream_description().map(|d| d.shards()).unwrap_or_default() {
                 let Some(id) = shard.shard_id() else { continue };
                 if !iterators.contains_key(id) {

@@ -11,7 +11,6 @@ use crate::error::PortError;
 use crate::events::Envelope;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use aws_sdk_dynamodb::types::AttributeValue;
-use std::collections::HashSet;
 use std::future::Future;
 
 /// Longer than the SQS retention of a message, so no duplicate outlives
@@ -133,27 +132,40 @@ impl ProcessedEvents {
         E: std::fmt::Display,
     {
         let mut failed = vec![];
-        let mut blocked: HashSet<String> = HashSet::new();
+        // Each patient's events in order, different patients side by side.
+        let mut streams: Vec<(String, Vec<(String, Envelope)>)> = vec![];
         for message in event.records {
             let id = message.message_id.clone().unwrap_or_default();
-            let envelope = match Envelope::from_bus_message(message.body.as_deref().unwrap_or_default()) {
-                Ok(e) => e,
+            match Envelope::from_bus_message(message.body.as_deref().unwrap_or_default()) {
+                Ok(e) => match streams.iter_mut().find(|(a, _)| *a == e.aggregate) {
+                    Some((_, s)) => s.push((id, e)),
+                    None => streams.push((e.aggregate.clone(), vec![(id, e)])),
+                },
                 Err(e) => {
                     tracing::warn!(message_id = %id, error = %e, "poison message");
                     failed.push(id);
-                    continue;
                 }
-            };
-            if blocked.contains(&envelope.aggregate) {
-                failed.push(id);
-                continue;
-            }
-            if let Err(e) = self.once(&envelope, &process).await {
-                tracing::warn!(event_id = %envelope.id, event_type = %envelope.event_type, error = %e, "event not processed");
-                blocked.insert(envelope.aggregate.clone());
-                failed.push(id);
             }
         }
+        let process = &process;
+        let outcomes = futures_util::future::join_all(streams.into_iter().map(|(_, stream)| async move {
+            let mut failed = vec![];
+            let mut blocked = false;
+            for (id, envelope) in stream {
+                if blocked {
+                    failed.push(id);
+                    continue;
+                }
+                if let Err(e) = self.once(&envelope, process).await {
+                    tracing::warn!(event_id = %envelope.id, event_type = %envelope.event_type, error = %e, "event not processed");
+                    blocked = true;
+                    failed.push(id);
+                }
+            }
+            failed
+        }))
+        .await;
+        failed.extend(outcomes.into_iter().flatten());
         SqsBatchResponse {
             batch_item_failures: failed
                 .into_iter()
