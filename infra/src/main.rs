@@ -344,6 +344,12 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             println!("  try:  curl -s -H \"Authorization: Bearer $TOKEN\" {}/fhir/Patient", stack.base_url);
             println!("        (TOKEN=$(target/debug/medrec dev-token --role clinician --sub dr-1))");
             println!("  load data: target/debug/medrec seed --patients 100");
+            println!("  health:     curl -s {}/health", stack.base_url);
+            println!(
+                "  immunization registry (simulated): primary {}, secondary {}",
+                stack.registry.0.base_url, stack.registry.1.base_url
+            );
+            println!("  dead letters: target/debug/medrec events dlq list");
             println!();
             println!("Ctrl-C stops it.");
             tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;

@@ -83,3 +83,41 @@ async fn sample_events_are_served_by_the_handler() {
     let response = ingest.handle(invocation).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_outbox_stream_and_registry_events_are_what_the_functions_take() {
+    let h = Harness::start_without(&["RegistrySyncFunction"]).await;
+    let text = std::fs::read_to_string(repo_root().join("events/outbox-relay-stream.json")).unwrap();
+    let event: medrec_shared::aws::relay::StreamEvent = serde_json::from_str(&text).unwrap();
+    let env = h.stack.function_env["OutboxRelayFunction"].clone();
+    let relay = std::sync::Arc::new(
+        medrec_outbox_relay::App::new(
+            medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap(),
+            |k| env.get(k).cloned(),
+        )
+        .await
+        .unwrap(),
+    );
+    let response = relay.handle(lambda_http::LambdaEvent::new(event, lambda_http::Context::default())).await.unwrap();
+    assert!(response.batch_item_failures.is_empty(), "published");
+
+    let text = std::fs::read_to_string(repo_root().join("events/registry-sync-sqs.json")).unwrap();
+    let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_str(&text).unwrap();
+    let body = event.records[0].body.clone().unwrap();
+    let envelope = medrec_shared::events::Envelope::from_bus_message(&body).unwrap();
+    assert_eq!(envelope.event_type, "ImmunizationRecorded");
+    // The relay's own publication of the same event reaches the queue in
+    // the same shape as the sample.
+    let sqs = &h.stack.clients.sqs;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let published = loop {
+        let out = sqs.receive_message().queue_url(h.table("RegistrySyncQueue")).send().await.unwrap();
+        if let Some(m) = out.messages().first() {
+            break m.body().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing published");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let published = medrec_shared::events::Envelope::from_bus_message(&published).unwrap();
+    assert_eq!(published, envelope);
+}
