@@ -4,6 +4,7 @@
 
 pub mod audit_verify;
 pub mod client;
+pub mod compliance;
 pub mod devkey;
 pub mod emulator;
 pub mod events;

@@ -86,6 +86,11 @@ enum Command {
         #[command(subcommand)]
         command: HoldCommand,
     },
+    /// The HIPAA §164.312 / §164.528 mapping to tests, with the latest results, as HTML.
+    Compliance {
+        #[command(subcommand)]
+        command: ComplianceCommand,
+    },
     /// Dead-letter queues of the event consumers, on the local stack.
     Events {
         #[command(subcommand)]
@@ -95,6 +100,18 @@ enum Command {
     Erase {
         #[command(subcommand)]
         command: EraseCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ComplianceCommand {
+    Report {
+        /// Where to write the HTML.
+        #[arg(long, default_value = "target/compliance.html")]
+        out: std::path::PathBuf,
+        /// nextest's JUnit output of the latest `make test`.
+        #[arg(long, default_value = "target/nextest/default/junit.xml")]
+        junit: std::path::PathBuf,
     },
 }
 
@@ -443,6 +460,22 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             println!("done (audited)");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Compliance { command: ComplianceCommand::Report { out, junit } } => {
+            use medrec_infra::compliance;
+            let root = medrec_infra::emulator::repo_root();
+            let mapping = compliance::load(&root)?;
+            let index = compliance::test_index(&root);
+            let results =
+                std::fs::read_to_string(root.join(&junit)).map(|x| compliance::results(&x)).unwrap_or_default();
+            std::fs::write(root.join(&out), compliance::report(&mapping, &index, &results))
+                .map_err(|e| e.to_string())?;
+            let problems = compliance::check(&mapping, &index);
+            println!("{} controls, {} results read; wrote {}", mapping.controls.len(), results.len(), out.display());
+            for p in &problems {
+                println!("  {p}");
+            }
+            Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
         Command::Events { command: EventsCommand::Dlq { command } } => {
             let s = local_state()?;

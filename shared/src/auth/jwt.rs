@@ -194,11 +194,18 @@ fn claims(c: &Map<String, Value>, policy: &TokenPolicy, now: i64) -> Result<Prin
     if !aud_ok {
         return Err(AuthError::Rejected("wrong audience"));
     }
+    // RFC 8725 §3.12: an ID token (Cognito's carry `aud` = the client id,
+    // like the audience medrec checks) must not pass as an access token.
+    match str_claim(c, "token_use")? {
+        None | Some("access") => {}
+        Some(_) => return Err(AuthError::Rejected("not an access token")),
+    }
     let exp = int_claim(c, "exp")?.ok_or(AuthError::Rejected("missing exp"))?;
-    if now > exp + skew {
+    // Saturating: an attacker's exp of i64::MAX or MIN must not overflow.
+    if now > exp.saturating_add(skew) {
         return Err(AuthError::Rejected("token expired"));
     }
-    if exp - now > policy.max_lifetime.as_secs() as i64 + skew {
+    if exp.saturating_sub(now) > policy.max_lifetime.as_secs() as i64 + skew {
         return Err(AuthError::Rejected("token lifetime too long"));
     }
     if int_claim(c, "nbf")?.is_some_and(|nbf| nbf > now + skew) {
