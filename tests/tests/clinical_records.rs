@@ -513,19 +513,21 @@ async fn conditional_update_and_delete_act_on_a_single_match() {
     twin["lotNumber"] = json!("LOT-C1");
     assert_eq!(h.call("POST", "/fhir/Immunization", Some(&t), &[], Some(&twin.to_string())).await.status, 201);
     assert_eq!(put(by_lot("LOT-C1"), imm.clone()).await.status, 412);
-    assert_eq!(h.call("DELETE", &by_lot("LOT-C1"), Some(&t), &[], None).await.status, 412);
+    // (A clinician may not delete at all, whatever matches: 403 before any search.)
+    assert_eq!(h.call("DELETE", &by_lot("LOT-C1"), Some(&t), &[], None).await.status, 403);
+    let admin = h.token("admin", "ops-conditional");
+    assert_eq!(h.call("DELETE", &by_lot("LOT-C1"), Some(&admin), &[], None).await.status, 412);
     assert_eq!(h.get(&format!("/fhir/Immunization/{id}"), &t).await.json()["meta"]["versionId"], "2");
 
     // A single match is deleted (by an admin: clinicians do not delete);
     // no match is a success with nothing done.
     let only = format!("/fhir/Immunization?patient={patient}&_id={id}");
     assert_eq!(h.call("DELETE", &only, Some(&t), &[], None).await.status, 403);
-    let admin = h.token("admin", "ops-conditional");
     assert_eq!(h.call("DELETE", &only, Some(&admin), &[], None).await.status, 204);
     assert_eq!(h.get(&format!("/fhir/Immunization/{id}"), &t).await.status, 410);
     assert_eq!(h.call("DELETE", &by_lot("LOT-NONE"), Some(&admin), &[], None).await.status, 204);
     // A conditional write needs a condition.
-    assert_eq!(h.call("DELETE", "/fhir/Immunization", Some(&t), &[], None).await.status, 400);
+    assert_eq!(h.call("DELETE", "/fhir/Immunization", Some(&admin), &[], None).await.status, 400);
     assert_eq!(put(format!("/fhir/Immunization?_count=1&patient={patient}"), imm).await.status, 400);
 }
 

@@ -140,6 +140,7 @@ pub async fn conditional_update(
     audit: &mut AuditEntry,
 ) -> Result<(u16, Stored)> {
     let svc = &rt.services;
+    svc.authorize_type(caller, ty, crate::auth::Action::Update)?;
     match single_match(rt, caller, ty, http::query(req)?, "a conditional update").await? {
         Some(found) => {
             if body.get("id").is_some_and(|id| *id != found.id.as_str()) {
@@ -178,6 +179,7 @@ pub async fn conditional_delete(
     ty: &str,
     audit: &mut AuditEntry,
 ) -> Result<()> {
+    rt.services.authorize_type(caller, ty, crate::auth::Action::Delete)?;
     let Some(found) = single_match(rt, caller, ty, http::query(req)?, "a conditional delete").await? else {
         return Ok(());
     };

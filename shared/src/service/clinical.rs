@@ -170,6 +170,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let patient = clinical::compartment_of(ty, resource).map_err(|i| Error::Invalid(vec![i]))?;
         audit.patient = Some(patient.clone());
         self.check(caller, ty, Action::Create, Some(&patient))?;
+        self.write_gate(caller, &patient, ty).await?;
         let key = self.admit(ty, resource, &patient).await?;
         Ok(NewRecord { ty, event: events[0], patient, key, id: random_id() })
     }
@@ -264,6 +265,10 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         if resource.get("id").and_then(Value::as_str) != Some(id) {
             return Err(Error::BadRequest("the resource id must match the id in the URL".into()));
         }
+        if current.is_none() {
+            // (A PATCH passed the gate when it read the record.)
+            self.write_gate(caller, &patient, ty).await?;
+        }
         let expected = if_match
             .ok_or_else(|| Error::PreconditionRequired("updates require If-Match with the current version".into()))?;
         let named = clinical::compartment_of(ty, &resource).map_err(|i| Error::Invalid(vec![i]))?;
@@ -314,6 +319,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit: &mut AuditEntry,
     ) -> Result<()> {
         let (ty, events, patient) = self.open_record(caller, resource_type, id, Action::Delete, audit).await?;
+        self.write_gate(caller, &patient, ty).await?;
         self.tombstone(caller, audit, (&patient, ty, id), if_match, events[2]).await
     }
 

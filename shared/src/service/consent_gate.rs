@@ -17,6 +17,20 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         self.consent_allows(caller, &consents, resource_type)
     }
 
+    /// Writes are gated like reads: an actor the patient's consent refuses
+    /// may not change the record either (FHIR Consent's `correct` and
+    /// `collect` fall under a provision without actions), and in particular
+    /// may not rewrite the consent that refuses them. Only the first
+    /// consent of a patient is written under role rules alone: under opt-in
+    /// nothing could ever be recorded otherwise.
+    pub(crate) async fn write_gate(&self, caller: &Caller, patient: &str, resource_type: &str) -> Result<()> {
+        let consents = self.consents_of(caller, patient).await?;
+        if resource_type == "Consent" && consents.as_ref().is_none_or(Vec::is_empty) {
+            return Ok(());
+        }
+        self.consent_allows(caller, &consents, resource_type)
+    }
+
     /// The patient's live Consent resources, as the gate needs them: None
     /// when nothing can deny (the patient's own token, or no consent under
     /// the opt-out default), so no key is unwrapped for nothing.

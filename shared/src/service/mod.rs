@@ -125,6 +125,12 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         }
     }
 
+    /// Type-level authorization, before a conditional write searches: a
+    /// caller who may not do this at all learns nothing from the search.
+    pub fn authorize_type(&self, caller: &Caller, resource_type: &str, action: Action) -> Result<()> {
+        self.check(caller, resource_type, action, None)
+    }
+
     /// Records a failed or denied attempt. Best effort: the caller already
     /// gets an error, and a failure to audit it is logged, not hidden.
     pub async fn audit_failure(

@@ -128,6 +128,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(id.to_owned());
         audit.entities = vec![format!("Patient/{id}")];
         self.check(caller, TYPE, Action::Update, Some(id))?;
+        self.write_gate(caller, id, TYPE).await?;
         if resource.get("id").and_then(Value::as_str) != Some(id) {
             return Err(Error::BadRequest("the resource id must match the id in the URL".into()));
         }
@@ -161,6 +162,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(id.to_owned());
         audit.entities = vec![format!("Patient/{id}")];
         self.check(caller, TYPE, Action::Delete, Some(id))?;
+        self.write_gate(caller, id, TYPE).await?;
         self.tombstone(caller, audit, (id, TYPE, id), if_match, "PatientDeleted").await
     }
 

@@ -1,0 +1,264 @@
+//! The authorization matrix, generated from the API's route table (every
+//! HttpApi route of `template.yaml`, so a new endpoint cannot be forgotten):
+//! every route × {no token, each role, a patient token for the patient and
+//! for another, a clinician the patient's consent refuses, the same with
+//! break-glass}. The expected status of each cell is data
+//! (`tests/authz/matrix.tsv`) and is asserted exactly; invariants that no
+//! table edit can waive are asserted on top (no token reaches data, another
+//! patient's token and a refused clinician see nothing of the patient, not
+//! even an id in a search or an error). `MEDREC_AUTHZ_WRITE=1` rewrites the
+//! table from what the stack answers, for review in the diff.
+
+use medrec_e2e::{canary_patient, canary_strings, unique_tag, Harness};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+const TABLE: &str = "tests/authz/matrix.tsv";
+const CALLERS: &[&str] = &[
+    "none",
+    "clinician",
+    "registrar",
+    "auditor",
+    "admin",
+    "patient-own",
+    "patient-other",
+    "consent-refused",
+    "break-glass",
+];
+/// Routes any caller may use.
+const PUBLIC: &[&str] = &["GET /fhir/metadata", "GET /health"];
+
+struct World {
+    own: String,
+    tokens: BTreeMap<&'static str, String>,
+}
+
+fn observation(patient: &str) -> Value {
+    json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
+        "subject": {"reference": format!("Patient/{patient}")}, "effectiveDateTime": "2026-11-20T09:00:00Z",
+        "valueQuantity": {"value": 5.4, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"}})
+}
+
+fn body_for(ty: &str, patient: &str) -> Value {
+    match ty {
+        "Observation" => observation(patient),
+        "Immunization" => json!({"resourceType": "Immunization", "status": "completed",
+            "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "208"}]},
+            "patient": {"reference": format!("Patient/{patient}")}, "occurrenceDateTime": "2026-11-20T09:00:00Z",
+            "primarySource": true}),
+        "Consent" => json!({"resourceType": "Consent", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": format!("Patient/{patient}")}, "dateTime": "2026-11-01",
+            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
+            "provision": {"type": "permit"}}),
+        "DocumentReference" => json!({"resourceType": "DocumentReference", "status": "current",
+            "subject": {"reference": format!("Patient/{patient}")},
+            "content": [{"attachment": {"contentType": "text/plain", "data": "aGVsbG8="}}]}),
+        _ => json!({"resourceType": "Patient", "name": [{"family": "Matrix"}], "birthDate": "1970-01-01"}),
+    }
+}
+
+/// A fresh resource of `ty` in the patient's compartment (created by an
+/// admin), so a mutating cell never depends on another.
+async fn fresh(h: &Harness, w: &World, ty: &str) -> String {
+    if ty == "Patient" {
+        // Another patient (their own compartment), with PHI of their own.
+        return h.create_id(&w.tokens["admin"], &canary_patient(&unique_tag())).await;
+    }
+    let r = h
+        .call("POST", &format!("/fhir/{ty}"), Some(&w.tokens["admin"]), &[], Some(&body_for(ty, &w.own).to_string()))
+        .await;
+    assert_eq!(r.status, 201, "{ty}: {}", String::from_utf8_lossy(&r.body));
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// The request a cell makes: path with parameters filled in, query, body.
+async fn request(
+    h: &Harness,
+    w: &World,
+    method: &str,
+    template: &str,
+) -> (String, Option<String>, Vec<(String, String)>) {
+    let segments: Vec<&str> = template.trim_start_matches('/').split('/').collect();
+    let ty = match segments.get(1).copied() {
+        Some("{type}") => "Patient",
+        Some("Binary") => "DocumentReference",
+        Some(t) => t,
+        None => "",
+    };
+    let needs_id = template.contains("{id}");
+    let id = match (needs_id, ty, method) {
+        (false, _, _) => String::new(),
+        // Reads use the patient's own resources; writes get fresh ones.
+        (true, "Patient", "GET") => w.own.clone(),
+        (true, t, _) => fresh(h, w, t).await,
+    };
+    let id = if template.starts_with("/fhir/Binary") {
+        let doc = h.get(&format!("/fhir/DocumentReference/{id}"), &w.tokens["admin"]).await.json();
+        doc["content"][0]["attachment"]["url"].as_str().unwrap().trim_start_matches("Binary/").to_owned()
+    } else {
+        id
+    };
+    let operation = if method == "GET" { "$everything" } else { "$validate" };
+    let mut path = template
+        .replace("{id}", &id)
+        .replace("{vid}", "1")
+        .replace("{type}", "Patient")
+        .replace("{operation}", operation);
+    let mut headers = vec![];
+    let mut body = None;
+    let compartment_query = if ty == "Patient" { format!("_id={}", w.own) } else { format!("patient={}", w.own) };
+    match (method, needs_id) {
+        ("GET", false) if path.ends_with("/AuditEvent") => path.push_str(&format!("?patient={}", w.own)),
+        ("GET", false) if !PUBLIC.contains(&format!("{method} {template}").as_str()) => {
+            path.push_str(&format!("?{compartment_query}"))
+        }
+        ("POST", false) if path.ends_with("/_search") => {
+            headers.push(("content-type".into(), "application/x-www-form-urlencoded".into()));
+            body = Some(compartment_query.clone());
+        }
+        ("POST", _) => body = Some(body_for(ty, &w.own).to_string()),
+        ("PUT", true) => {
+            let current = h.get(&format!("/fhir/{ty}/{id}"), &w.tokens["admin"]).await.json();
+            headers.push(("if-match".into(), "W/\"1\"".into()));
+            body = Some(current.to_string());
+        }
+        ("PUT", false) => {
+            // Conditional update: matches one fresh resource.
+            let target = fresh(h, w, ty).await;
+            path.push_str(&format!("?_id={target}"));
+            body = Some(body_for(ty, &w.own).to_string());
+        }
+        ("DELETE", false) => {
+            let target = fresh(h, w, ty).await;
+            path.push_str(&format!("?_id={target}"));
+        }
+        ("PATCH", true) => {
+            headers.push(("content-type".into(), "application/json-patch+json".into()));
+            headers.push(("if-match".into(), "W/\"1\"".into()));
+            body = Some(json!([{"op": "test", "path": "/id", "value": id}]).to_string());
+        }
+        _ => {}
+    }
+    (path, body, headers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_every_kind_of_caller_as_the_table_says() {
+    let h = Harness::start().await;
+    let admin = h.token("admin", "matrix-admin");
+    let tag = unique_tag();
+    let own = h.create_id(&admin, &canary_patient(&tag)).await;
+    let other = h.create_id(&admin, &canary_patient(&unique_tag())).await;
+    // The patient's consent refuses one clinician.
+    let consent = json!({"resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{own}")}, "dateTime": "2026-11-01",
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
+        "provision": {"type": "permit", "provision": [{"type": "deny",
+            "actor": [{"role": {"coding": [{"code": "PRCP"}]}, "reference": {"reference": "Practitioner/dr-refused"}}]}]}});
+    assert_eq!(h.call("POST", "/fhir/Consent", Some(&admin), &[], Some(&consent.to_string())).await.status, 201);
+    let tokens: BTreeMap<&'static str, String> = BTreeMap::from([
+        ("clinician", h.token("clinician", "dr-matrix")),
+        ("registrar", h.token("registrar", "front-desk")),
+        ("auditor", h.token("auditor", "privacy-officer")),
+        ("admin", admin.clone()),
+        ("patient-own", h.token_with("patient", "pat-own", &["patient/*.cruds"], Some(&own))),
+        ("patient-other", h.token_with("patient", "pat-other", &["patient/*.cruds"], Some(&other))),
+        ("consent-refused", h.token("clinician", "dr-refused")),
+        ("break-glass", h.token("clinician", "dr-refused")),
+    ]);
+    let w = World { own: own.clone(), tokens };
+    let refusing = h.get(&format!("/fhir/Consent?patient={own}"), &admin).await.json()["entry"][0]["resource"].clone();
+    let mut lifted = refusing.clone();
+    lifted["provision"] = json!({"type": "permit"});
+    let path = format!("/fhir/Consent/{}", refusing["id"].as_str().unwrap());
+    let escalation = h
+        .call("PUT", &path, Some(&w.tokens["consent-refused"]), &[("if-match", "W/\"1\"")], Some(&lifted.to_string()))
+        .await;
+    assert_eq!(escalation.status, 403, "a refused clinician cannot lift the consent that refuses them");
+
+    let mut routes: Vec<(String, String)> = h
+        .stack
+        .template
+        .functions
+        .iter()
+        .flat_map(|f| f.routes.iter().map(|r| (r.method.clone(), r.path.clone())))
+        .collect();
+    routes.sort();
+    routes.dedup();
+    assert!(routes.len() >= 50, "{} routes", routes.len());
+
+    let mut actual: BTreeMap<(String, String, String), u16> = BTreeMap::new();
+    let mut leaks = vec![];
+    for (method, template) in &routes {
+        for caller in CALLERS {
+            let (path, body, mut headers) = request(&h, &w, method, template).await;
+            if *caller == "break-glass" {
+                headers.push(("x-purpose-of-use".into(), "ETREAT".into()));
+                headers.push(("x-break-glass-reason".into(), "unconscious patient in the ED".into()));
+            }
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let token = w.tokens.get(caller).map(String::as_str);
+            let r = h.call(method, &path, token, &headers, body.as_deref()).await;
+            let route = format!("{method} {template}");
+            actual.insert((method.clone(), template.clone(), caller.to_string()), r.status);
+            let text = String::from_utf8_lossy(&r.body).to_string();
+            // Invariants no table edit can waive.
+            if *caller == "none" && !PUBLIC.contains(&route.as_str()) && r.status != 401 {
+                leaks.push(format!("{route} answered {} without a token", r.status));
+            }
+            let saw_id = method == "GET" && text.contains(&own);
+            if matches!(*caller, "patient-other" | "consent-refused")
+                && !PUBLIC.contains(&route.as_str())
+                && (saw_id || canary_strings(&tag).iter().any(|s| text.contains(s)))
+            {
+                leaks.push(format!("{route}: {caller} saw the patient ({})", r.status));
+            }
+            if *caller == "auditor"
+                && (200..300).contains(&r.status)
+                && !route.contains("AuditEvent")
+                && !route.contains("$disclosures")
+                && !PUBLIC.contains(&route.as_str())
+            {
+                leaks.push(format!("{route}: the auditor reached clinical data ({})", r.status));
+            }
+            if r.status >= 500 {
+                leaks.push(format!("{route} as {caller}: {} {text:.200}", r.status));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "{leaks:#?}");
+
+    let root = medrec_infra::emulator::repo_root();
+    let rendered: String = std::iter::once("# method\troute\tcaller\tstatus\n".to_owned())
+        .chain(actual.iter().map(|((m, p, c), s)| format!("{m}\t{p}\t{c}\t{s}\n")))
+        .collect();
+    if std::env::var("MEDREC_AUTHZ_WRITE").is_ok() {
+        std::fs::create_dir_all(root.join("tests/authz")).unwrap();
+        std::fs::write(root.join(TABLE), &rendered).unwrap();
+    }
+    let expected =
+        std::fs::read_to_string(root.join(TABLE)).expect("tests/authz/matrix.tsv (MEDREC_AUTHZ_WRITE=1 writes it)");
+    let diff: Vec<String> = expected
+        .lines()
+        .zip(rendered.lines())
+        .filter(|(e, a)| e != a)
+        .map(|(e, a)| format!("expected {e:?}, got {a:?}"))
+        .collect();
+    assert!(
+        diff.is_empty() && expected.lines().count() == rendered.lines().count(),
+        "{diff:#?}\n{} vs {} rows",
+        expected.lines().count(),
+        rendered.lines().count()
+    );
+    println!(
+        "authorization matrix: {} routes x {} callers = {} cells, 0 leaks",
+        routes.len(),
+        CALLERS.len(),
+        actual.len()
+    );
+}
