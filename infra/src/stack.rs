@@ -88,16 +88,7 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
         }
         "DocumentIngestFunction" => {
             let app = Arc::new(medrec_document_ingest::App::new(config, documents()?).await.map_err(boot)?);
-            Mounted::Queue(Arc::new(move |event| {
-                let app = app.clone();
-                Box::pin(async move {
-                    let invocation = lambda_http::LambdaEvent::new(event, lambda_http::Context::default());
-                    match app.handle(invocation).await {
-                        Ok(r) => r,
-                        Err(never) => match never {},
-                    }
-                })
-            }))
+            queued(app, medrec_document_ingest::App::handle)
         }
         "OutboxRelayFunction" => {
             let app = Arc::new(medrec_outbox_relay::App::new(config, lookup).await.map_err(boot)?);
@@ -113,16 +104,7 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
         }
         "RegistrySyncFunction" => {
             let app = Arc::new(medrec_registry_sync::App::new(config, lookup).await.map_err(boot)?);
-            Mounted::Queue(Arc::new(move |event| {
-                let app = app.clone();
-                Box::pin(async move {
-                    let invocation = lambda_http::LambdaEvent::new(event, lambda_http::Context::default());
-                    match app.handle(invocation).await {
-                        Ok(r) => r,
-                        Err(never) => match never {},
-                    }
-                })
-            }))
+            queued(app, medrec_registry_sync::App::handle)
         }
         "RegistryReconcileFunction" => {
             let app = Arc::new(medrec_registry_reconcile::App::new(config, lookup).await.map_err(boot)?);
@@ -149,6 +131,24 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
             scheduled(app, medrec_consent_expiry::App::handle)
         }
         _ => return Ok(None),
+    }))
+}
+
+/// A queue consumer as Lambda's SQS event source mapping invokes it.
+fn queued<A, F, Fut>(app: Arc<A>, handle: F) -> Mounted
+where
+    A: Send + Sync + 'static,
+    F: Fn(Arc<A>, lambda_http::LambdaEvent<aws_lambda_events::sqs::SqsEvent>) -> Fut + Send + Sync + Copy + 'static,
+    Fut: Future<Output = Result<aws_lambda_events::sqs::SqsBatchResponse, std::convert::Infallible>> + Send + 'static,
+{
+    Mounted::Queue(Arc::new(move |event| {
+        let app = app.clone();
+        Box::pin(async move {
+            match handle(app, lambda_http::LambdaEvent::new(event, lambda_http::Context::default())).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        })
     }))
 }
 

@@ -4,16 +4,7 @@
 //! per record. Run with `cargo bench -p medrec-e2e --bench audit_export`.
 
 use medrec_e2e::{canary_patient, Harness};
-use medrec_infra::client::HttpClient;
-use std::collections::BTreeMap;
 use std::time::Instant;
-
-async fn calls(client: &HttpClient, endpoint: &str) -> BTreeMap<String, u64> {
-    let url = format!("{endpoint}/_medrec/calls");
-    let r = client.send("GET", &url, &[], None).await.expect("counter");
-    client.send("DELETE", &url, &[], None).await.expect("counter reset");
-    serde_json::from_slice(&r.body).expect("counts")
-}
 
 #[tokio::main]
 async fn main() {
@@ -26,15 +17,14 @@ async fn main() {
     }
     let target = h.verify_target();
     let until = medrec_shared::fhir::now_instant();
-    let c = HttpClient::default();
-    calls(&c, &h.stack.endpoint).await;
+    h.aws_calls().await;
     let started = Instant::now();
     let done =
         medrec_infra::audit_verify::export(&target, "bench", ("2000-01-01T00:00:00.000Z", &until), 500, usize::MAX)
             .await
             .unwrap();
     let export_s = started.elapsed().as_secs_f64();
-    let counted = calls(&c, &h.stack.endpoint).await;
+    let counted = h.aws_calls().await;
     let manifest = done.manifest.unwrap();
     let started = Instant::now();
     assert!(medrec_infra::audit_verify::verify_export(&target, "bench").await.unwrap().is_ok());

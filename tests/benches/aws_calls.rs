@@ -3,18 +3,10 @@
 //! `cargo bench -p medrec-e2e --bench aws_calls`.
 
 use medrec_e2e::{canary_patient, Harness};
-use medrec_infra::client::HttpClient;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// The calls counted since the last call of this function (it resets).
-async fn calls(client: &HttpClient, endpoint: &str) -> BTreeMap<String, u64> {
-    let url = format!("{endpoint}/_medrec/calls");
-    let r = client.send("GET", &url, &[], None).await.expect("counter");
-    client.send("DELETE", &url, &[], None).await.expect("counter reset");
-    serde_json::from_slice(&r.body).expect("counts")
-}
-
 fn show(label: &str, counts: &BTreeMap<String, u64>) {
     let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{}={v}", k.rsplit('.').next().unwrap_or(k))).collect();
     println!("{label:<44} {}", if parts.is_empty() { "none".into() } else { parts.join(" ") });
@@ -24,18 +16,16 @@ fn show(label: &str, counts: &BTreeMap<String, u64>) {
 async fn main() {
     let h = Harness::start().await;
     let t = h.token("clinician", "dr-bench");
-    let ep = h.stack.endpoint.clone();
-    let c = HttpClient::default();
 
-    calls(&c, &ep).await;
+    h.aws_calls().await;
     let id = h.create_id(&t, &canary_patient("bench")).await;
-    show("first create of an instance", &calls(&c, &ep).await);
+    show("first create of an instance", &h.aws_calls().await);
     h.create_id(&t, &canary_patient("bench2")).await;
-    show("create, warm instance", &calls(&c, &ep).await);
+    show("create, warm instance", &h.aws_calls().await);
     h.get(&format!("/fhir/Patient/{id}"), &t).await;
-    show("read, warm key cache", &calls(&c, &ep).await);
+    show("read, warm key cache", &h.aws_calls().await);
     h.get("/fhir/Patient?family=Familybench", &t).await;
-    show("search, 1 result, warm", &calls(&c, &ep).await);
+    show("search, 1 result, warm", &h.aws_calls().await);
 
     // Clinical records and consent (functions clinical and consent).
     let obs = serde_json::json!({
@@ -47,16 +37,16 @@ async fn main() {
     });
     let r = h.call("POST", "/fhir/Observation", Some(&t), &[], Some(&obs.to_string())).await;
     let obs_id = r.json()["id"].as_str().unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&r.body))).to_owned();
-    show("Observation create, warm", &calls(&c, &ep).await);
+    show("Observation create, warm", &h.aws_calls().await);
     h.get(&format!("/fhir/Observation/{obs_id}"), &t).await;
-    show("Observation read, no consent on file", &calls(&c, &ep).await);
+    show("Observation read, no consent on file", &h.aws_calls().await);
     let patch = r#"[{"op": "add", "path": "/note", "value": [{"text": "rechecked"}]}]"#;
     let headers = [("content-type", "application/json-patch+json"), ("if-match", "W/\"1\"")];
     let r = h.call("PATCH", &format!("/fhir/Observation/{obs_id}"), Some(&t), &headers, Some(patch)).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    show("Observation PATCH", &calls(&c, &ep).await);
+    show("Observation PATCH", &h.aws_calls().await);
     h.get(&format!("/fhir/Observation?patient={id}&code=8867-4"), &t).await;
-    show("Observation search in the compartment", &calls(&c, &ep).await);
+    show("Observation search in the compartment", &h.aws_calls().await);
     let consent = serde_json::json!({
         "resourceType": "Consent", "status": "active",
         "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
@@ -66,11 +56,11 @@ async fn main() {
         "provision": {"type": "permit"}
     });
     h.call("POST", "/fhir/Consent", Some(&t), &[], Some(&consent.to_string())).await;
-    calls(&c, &ep).await;
+    h.aws_calls().await;
     h.get(&format!("/fhir/Observation/{obs_id}"), &t).await;
-    show("Observation read, one consent on file", &calls(&c, &ep).await);
+    show("Observation read, one consent on file", &h.aws_calls().await);
     h.get(&format!("/fhir/Patient/{id}/$everything"), &t).await;
-    show("Patient $everything (3 resources)", &calls(&c, &ep).await);
+    show("Patient $everything (3 resources)", &h.aws_calls().await);
 
     // Documents: inline create (one sealed object) and Binary read.
     let note = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"bench note");
@@ -79,18 +69,18 @@ async fn main() {
         "subject": {"reference": format!("Patient/{id}")},
         "content": [{"attachment": {"contentType": "text/plain", "data": note}}]
     });
-    calls(&c, &ep).await;
+    h.aws_calls().await;
     let r = h.call("POST", "/fhir/DocumentReference", Some(&t), &[], Some(&doc.to_string())).await;
-    show("DocumentReference create, inline", &calls(&c, &ep).await);
+    show("DocumentReference create, inline", &h.aws_calls().await);
     let binary = format!("/fhir/{}", r.json()["content"][0]["attachment"]["url"].as_str().unwrap());
     h.get(&binary, &t).await;
-    show("Binary read (whole document)", &calls(&c, &ep).await);
+    show("Binary read (whole document)", &h.aws_calls().await);
 
     // A second function instance on the same resources: a cold start.
     let env = h.stack.function_env["PatientsFunction"].clone();
     let config = medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
     let app = medrec_patients::App::new(config).await.unwrap();
-    show("cold start (root secret)", &calls(&c, &ep).await);
+    show("cold start (root secret)", &h.aws_calls().await);
     let parts = http::Request::builder()
         .method("GET")
         .uri(format!("/fhir/Patient/{id}"))
@@ -108,7 +98,7 @@ async fn main() {
     );
     let resp = medrec_shared::lambda::handle(&app, lambda_http::request::from_str(&event.to_string()).unwrap()).await;
     assert_eq!(resp.status(), 200);
-    show("read on a cold instance (key not cached)", &calls(&c, &ep).await);
+    show("read on a cold instance (key not cached)", &h.aws_calls().await);
 
     // Latency over HTTP through gateway, handler and emulator, sequential.
     let n = 200;

@@ -6,20 +6,11 @@
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_dynamodb::types::{AttributeValue as AV, PutRequest, WriteRequest};
 use medrec_e2e::Harness;
-use medrec_infra::client::HttpClient;
 use medrec_shared::aws::processed::ProcessedEvents;
-use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const EVENTS: usize = 500;
-
-async fn calls(client: &HttpClient, endpoint: &str) -> BTreeMap<String, u64> {
-    let url = format!("{endpoint}/_medrec/calls");
-    let r = client.send("GET", &url, &[], None).await.expect("counter");
-    client.send("DELETE", &url, &[], None).await.expect("counter reset");
-    serde_json::from_slice(&r.body).expect("counts")
-}
 
 #[tokio::main]
 async fn main() {
@@ -35,8 +26,7 @@ async fn main() {
         consumer: "bench".into(),
         lease_seconds: 60,
     };
-    let counter = HttpClient::default();
-    calls(&counter, &h.stack.endpoint).await;
+    h.aws_calls().await;
     let started = Instant::now();
     let items: Vec<WriteRequest> = (0..EVENTS)
         .map(|i| {
@@ -88,7 +78,7 @@ async fn main() {
         consumed += out.messages().len();
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let counted = calls(&counter, &h.stack.endpoint).await;
+    let counted = h.aws_calls().await;
     assert_eq!(consumed, EVENTS, "every event consumed");
     println!(
         "{EVENTS} events outbox -> stream -> relay -> bus -> queue -> consumer in {elapsed:.2}s: {:.0} events/s",

@@ -6,7 +6,6 @@
 
 use base64::Engine;
 use medrec_e2e::{canary_patient, Harness};
-use medrec_infra::client::HttpClient;
 use medrec_shared::retention::Retention;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -15,13 +14,6 @@ use std::time::Instant;
 const PATIENTS: usize = 40;
 const RECORDS_PER_PATIENT: usize = 5;
 const DELETED_RESOURCES: usize = 150;
-
-async fn calls(client: &HttpClient, endpoint: &str) -> BTreeMap<String, u64> {
-    let url = format!("{endpoint}/_medrec/calls");
-    let r = client.send("GET", &url, &[], None).await.expect("counter");
-    client.send("DELETE", &url, &[], None).await.expect("counter reset");
-    serde_json::from_slice(&r.body).expect("counts")
-}
 
 fn per_item(counted: &BTreeMap<String, u64>, items: usize) -> String {
     let per: Vec<String> = counted
@@ -64,18 +56,17 @@ async fn main() {
         medrec_infra::purge::context(&target, &h.table("OutboxTable"), &h.table("DocumentsBucket")).await.unwrap();
     let purger = ctx.purger();
     let retention = Retention::default();
-    let c = HttpClient::default();
     let later = time::OffsetDateTime::now_utc() + time::Duration::days(365 * 11);
 
-    calls(&c, &h.stack.endpoint).await;
+    h.aws_calls().await;
     let started = Instant::now();
     let plan = purger.plan(&retention, later).await.unwrap();
     let plan_s = started.elapsed().as_secs_f64();
-    let plan_calls = calls(&c, &h.stack.endpoint).await;
+    let plan_calls = h.aws_calls().await;
     let started = Instant::now();
     let r = purger.run(&retention, later, usize::MAX, "bench").await.unwrap();
     let run_s = started.elapsed().as_secs_f64();
-    let run_calls = calls(&c, &h.stack.endpoint).await;
+    let run_calls = h.aws_calls().await;
     assert_eq!((plan.patients.len(), r.shredded), (PATIENTS, PATIENTS));
     let records = PATIENTS * (RECORDS_PER_PATIENT + 2);
     println!("crypto-shred: {PATIENTS} patients ({records} records, {} document objects)", r.objects_deleted);
@@ -98,11 +89,11 @@ async fn main() {
         h.backdate(&p, "Observation", &id, &[1, 2], "2012-01-01T00:00:00.000Z").await;
     }
     let now = time::OffsetDateTime::now_utc();
-    calls(&c, &h.stack.endpoint).await;
+    h.aws_calls().await;
     let started = Instant::now();
     let r = purger.run(&retention, now, usize::MAX, "bench").await.unwrap();
     let run_s = started.elapsed().as_secs_f64();
-    let run_calls = calls(&c, &h.stack.endpoint).await;
+    let run_calls = h.aws_calls().await;
     assert_eq!((r.resources, r.versions_deleted), (DELETED_RESOURCES, 2 * DELETED_RESOURCES));
     println!(
         "per-resource: {DELETED_RESOURCES} deleted resources ({} versions) of a retained patient",

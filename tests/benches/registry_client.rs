@@ -4,33 +4,14 @@
 //! CPU work per call (building the VXU, signing, verifying, parsing) measured
 //! alone, side by side. Run with `cargo bench -p medrec-e2e --bench registry_client`.
 
+use medrec_e2e::sample_vaccination;
 use medrec_infra::registry_sim::RegistrySimulator;
 use medrec_shared::registry::client::{ClientConfig, Credentials, RegistryClient, Transport};
 use medrec_shared::registry::hl7::{self, Parties};
-use medrec_shared::registry::{sign, VaccinationRecord};
+use medrec_shared::registry::sign;
 use std::time::Instant;
 
 const CALLS: u32 = 2_000;
-
-fn record(n: u32) -> VaccinationRecord {
-    VaccinationRecord {
-        patient_id: format!("p{n}"),
-        family: "Doe".into(),
-        given: vec!["Jane".into()],
-        birth_date: "19800102".into(),
-        sex: "F".into(),
-        immunization_id: format!("imm{n}"),
-        cvx: "208".into(),
-        cvx_display: String::new(),
-        occurrence: "20261120".into(),
-        lot: Some("L1".into()),
-        expiration: None,
-        dose_ml: Some(0.3),
-        primary_source: true,
-        completion: "CP",
-        deleted: false,
-    }
-}
 
 #[tokio::main]
 async fn main() {
@@ -51,7 +32,7 @@ async fn main() {
         let offset = if transport == Transport::Hl7v2 { 0 } else { CALLS };
         let started = Instant::now();
         for n in 0..CALLS {
-            client.submit(&record(offset + n), &format!("m{}", offset + n)).await.unwrap();
+            client.submit(&sample_vaccination(offset + n), &format!("m{}", offset + n)).await.unwrap();
         }
         let per_call = started.elapsed().as_secs_f64() / f64::from(CALLS);
         println!("{transport:?}: {:.0} submissions/s, {:.0} µs per call over loopback", 1.0 / per_call, per_call * 1e6);
@@ -59,7 +40,7 @@ async fn main() {
     // The client's own work per HL7 call, alone.
     let started = Instant::now();
     for n in 0..CALLS {
-        let body = hl7::vxu(&parties, &record(n), "m", "20261123000000+0000");
+        let body = hl7::vxu(&parties, &sample_vaccination(n), "m", "20261123000000+0000");
         let s = sign::sign(&creds.signing_key, "POST", "/hl7", "1800000000", "nonce", body.as_bytes());
         let ack = hl7::ack(&parties, "m", "AA", None, "a", "20261123000000+0000");
         let ok = sign::verify(

@@ -186,6 +186,15 @@ impl Harness {
         }
     }
 
+    /// The AWS calls the emulator served since the last call, by
+    /// `service.Operation`; the counter restarts.
+    pub async fn aws_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        let url = format!("{}/_medrec/calls", self.stack.endpoint);
+        let r = self.client.send("GET", &url, &[], None).await.expect("counter");
+        self.client.send("DELETE", &url, &[], None).await.expect("counter reset");
+        serde_json::from_slice(&r.body).expect("counts")
+    }
+
     /// Every item of every table of this stack, raw, as debug text.
     pub async fn raw_dump(&self) -> String {
         let mut out = String::new();
@@ -296,4 +305,40 @@ pub fn canary_strings(tag: &str) -> Vec<String> {
 
 pub fn unique_tag() -> String {
     medrec_shared::crypto::random_id()[..12].to_owned()
+}
+
+/// A vaccination as the registry client takes it: patient `p1`,
+/// immunization `imm<n>`.
+pub fn sample_vaccination(n: u32) -> medrec_shared::registry::VaccinationRecord {
+    medrec_shared::registry::VaccinationRecord {
+        patient_id: "p1".into(),
+        family: "Doe".into(),
+        given: vec!["Jane".into()],
+        birth_date: "19800102".into(),
+        sex: "F".into(),
+        immunization_id: format!("imm{n}"),
+        cvx: "208".into(),
+        cvx_display: String::new(),
+        occurrence: "20261120".into(),
+        lot: Some("L1".into()),
+        expiration: None,
+        dose_ml: Some(0.3),
+        primary_source: true,
+        completion: "CP",
+        deleted: false,
+    }
+}
+
+/// A FHIR Consent of the patient with the given provision (active,
+/// patient-privacy, opt-out policy).
+pub fn consent(patient: &str, provision: Value) -> Value {
+    serde_json::json!({
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{patient}")},
+        "dateTime": "2026-11-01",
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
+        "provision": provision
+    })
 }

@@ -47,12 +47,7 @@ fn body_for(ty: &str, patient: &str) -> Value {
             "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "208"}]},
             "patient": {"reference": format!("Patient/{patient}")}, "occurrenceDateTime": "2026-11-20T09:00:00Z",
             "primarySource": true}),
-        "Consent" => json!({"resourceType": "Consent", "status": "active",
-            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-            "patient": {"reference": format!("Patient/{patient}")}, "dateTime": "2026-11-01",
-            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
-            "provision": {"type": "permit"}}),
+        "Consent" => medrec_e2e::consent(patient, json!({"type": "permit"})),
         "DocumentReference" => json!({"resourceType": "DocumentReference", "status": "current",
             "subject": {"reference": format!("Patient/{patient}")},
             "content": [{"attachment": {"contentType": "text/plain", "data": "aGVsbG8="}}]}),
@@ -153,13 +148,11 @@ async fn every_route_answers_every_kind_of_caller_as_the_table_says() {
     let own = h.create_id(&admin, &canary_patient(&tag)).await;
     let other = h.create_id(&admin, &canary_patient(&unique_tag())).await;
     // The patient's consent refuses one clinician.
-    let consent = json!({"resourceType": "Consent", "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": format!("Patient/{own}")}, "dateTime": "2026-11-01",
-        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
-        "provision": {"type": "permit", "provision": [{"type": "deny",
-            "actor": [{"role": {"coding": [{"code": "PRCP"}]}, "reference": {"reference": "Practitioner/dr-refused"}}]}]}});
+    let consent = medrec_e2e::consent(
+        &own,
+        json!({"type": "permit", "provision": [{"type": "deny",
+        "actor": [{"role": {"coding": [{"code": "PRCP"}]}, "reference": {"reference": "Practitioner/dr-refused"}}]}]}),
+    );
     assert_eq!(h.call("POST", "/fhir/Consent", Some(&admin), &[], Some(&consent.to_string())).await.status, 201);
     let tokens: BTreeMap<&'static str, String> = BTreeMap::from([
         ("clinician", h.token("clinician", "dr-matrix")),

@@ -4,20 +4,8 @@
 //! and raises an alert; revocation applies to the next request; status
 //! changes raise ConsentGranted / ConsentRevoked.
 
-use medrec_e2e::{canary_patient, unique_tag, Harness};
+use medrec_e2e::{canary_patient, consent, unique_tag, Harness};
 use serde_json::{json, Value};
-
-fn consent(patient: &str, provision: Value) -> Value {
-    json!({
-        "resourceType": "Consent", "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": format!("Patient/{patient}")},
-        "dateTime": "2026-11-01",
-        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
-        "provision": provision
-    })
-}
 
 fn observation(patient: &str) -> Value {
     json!({

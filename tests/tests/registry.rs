@@ -2,36 +2,17 @@
 //! each fault mode handled as specified, the breaker opening and
 //! recovering, failover, and no immunization recorded twice.
 
+use medrec_e2e::sample_vaccination;
 use medrec_infra::registry_sim::{Fault, RegistrySimulator};
 use medrec_shared::registry::client::{ClientConfig, Credentials, RegistryClient, RegistryError, Submitted, Transport};
 use medrec_shared::registry::hl7::Parties;
 use medrec_shared::registry::resilience::{Backoff, BreakerState};
-use medrec_shared::registry::{RegistryDose, VaccinationRecord};
+use medrec_shared::registry::RegistryDose;
 use std::sync::Arc;
 use std::time::Duration;
 
 fn creds() -> Credentials {
     Credentials { client_id: "medrec".into(), client_secret: "s3cret-for-tests".into(), signing_key: b"k".repeat(32) }
-}
-
-fn record(n: u32) -> VaccinationRecord {
-    VaccinationRecord {
-        patient_id: "p1".into(),
-        family: "Doe".into(),
-        given: vec!["Jane".into()],
-        birth_date: "19800102".into(),
-        sex: "F".into(),
-        immunization_id: format!("imm{n}"),
-        cvx: "208".into(),
-        cvx_display: String::new(),
-        occurrence: "20261120".into(),
-        lot: Some("L1".into()),
-        expiration: None,
-        dose_ml: Some(0.3),
-        primary_source: true,
-        completion: "CP",
-        deleted: false,
-    }
 }
 
 fn config(endpoints: Vec<String>, transport: Transport) -> ClientConfig {
@@ -64,9 +45,9 @@ async fn submissions_over_both_transports_are_recorded_once() {
     for transport in [Transport::Hl7v2, Transport::Fhir] {
         let (sim, _) = pair().await;
         let client = RegistryClient::new(config(vec![sim.base_url.clone()], transport), creds()).unwrap();
-        assert_eq!(client.submit(&record(1), "m1").await, Ok(Submitted::Accepted));
-        assert_eq!(client.submit(&record(1), "m1").await, Ok(Submitted::AlreadyKnown), "{transport:?}");
-        assert_eq!(client.submit(&record(2), "m2").await, Ok(Submitted::Accepted));
+        assert_eq!(client.submit(&sample_vaccination(1), "m1").await, Ok(Submitted::Accepted));
+        assert_eq!(client.submit(&sample_vaccination(1), "m1").await, Ok(Submitted::AlreadyKnown), "{transport:?}");
+        assert_eq!(client.submit(&sample_vaccination(2), "m2").await, Ok(Submitted::Accepted));
         let stats = sim.stats();
         assert_eq!(
             (stats.recorded, stats.duplicates, stats.tokens_issued),
@@ -96,7 +77,7 @@ async fn each_fault_mode_is_handled_as_specified() {
         let before = sim.stats();
         sim.inject(fault.clone(), times);
         let started = std::time::Instant::now();
-        let outcome = client.submit(&record(n), &format!("m{n}")).await;
+        let outcome = client.submit(&sample_vaccination(n), &format!("m{n}")).await;
         // A forged or stale answer may come after the registry recorded the
         // dose: the retry then meets the registry's duplicate check.
         assert!(matches!(outcome, Ok(Submitted::Accepted | Submitted::AlreadyKnown)), "{fault:?}: {outcome:?}");
@@ -117,18 +98,18 @@ async fn each_fault_mode_is_handled_as_specified() {
 async fn the_breaker_opens_fails_fast_and_recovers_through_a_probe() {
     let (sim, _) = pair().await;
     let client = RegistryClient::new(config(vec![sim.base_url.clone()], Transport::Hl7v2), creds()).unwrap();
-    client.submit(&record(1), "warm").await.unwrap();
+    client.submit(&sample_vaccination(1), "warm").await.unwrap();
     sim.inject(Fault::Status(500, None), 100);
-    let err = client.submit(&record(2), "m2").await.unwrap_err();
+    let err = client.submit(&sample_vaccination(2), "m2").await.unwrap_err();
     assert!(matches!(err, RegistryError::Unavailable(_)), "{err:?}");
     assert_eq!(client.breakers(), vec![("primary", BreakerState::Open)]);
     let seen = sim.stats().requests;
-    assert!(matches!(client.submit(&record(2), "m2").await, Err(RegistryError::Unavailable(_))));
+    assert!(matches!(client.submit(&sample_vaccination(2), "m2").await, Err(RegistryError::Unavailable(_))));
     assert_eq!(sim.stats().requests, seen, "open: no request leaves");
     sim.clear_faults();
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert_eq!(client.breakers(), vec![("primary", BreakerState::HalfOpen)]);
-    assert_eq!(client.submit(&record(2), "m2").await, Ok(Submitted::Accepted));
+    assert_eq!(client.submit(&sample_vaccination(2), "m2").await, Ok(Submitted::Accepted));
     assert_eq!(client.breakers(), vec![("primary", BreakerState::Closed)]);
 }
 
@@ -138,11 +119,11 @@ async fn a_failing_primary_fails_over_to_the_secondary() {
     let endpoints = vec![primary.base_url.clone(), secondary.base_url.clone()];
     let client = RegistryClient::new(config(endpoints, Transport::Fhir), creds()).unwrap();
     primary.inject(Fault::Drop, 100);
-    assert_eq!(client.submit(&record(1), "m1").await, Ok(Submitted::Accepted));
+    assert_eq!(client.submit(&sample_vaccination(1), "m1").await, Ok(Submitted::Accepted));
     assert_eq!((primary.stats().recorded, secondary.stats().recorded), (0, 1));
     assert_eq!(client.breakers()[0], ("primary", BreakerState::Open));
     // While the primary's breaker is open, calls go straight to the secondary.
-    assert_eq!(client.submit(&record(2), "m2").await, Ok(Submitted::Accepted));
+    assert_eq!(client.submit(&sample_vaccination(2), "m2").await, Ok(Submitted::Accepted));
     assert_eq!(secondary.stats().recorded, 2);
 }
 
@@ -152,7 +133,7 @@ async fn refusals_are_final_and_name_no_secret() {
     let mut wrong = creds();
     wrong.client_secret = "guessed".into();
     let client = RegistryClient::new(config(vec![sim.base_url.clone()], Transport::Hl7v2), wrong).unwrap();
-    let err = client.submit(&record(1), "m1").await.unwrap_err();
+    let err = client.submit(&sample_vaccination(1), "m1").await.unwrap_err();
     assert_eq!(err, RegistryError::Unauthorized);
     assert!(!format!("{err:?} {err}").contains("guessed"));
     assert!(!format!("{:?}", creds()).contains("s3cret"), "credentials' Debug is redacted");
@@ -160,12 +141,12 @@ async fn refusals_are_final_and_name_no_secret() {
     let mut badkey = creds();
     badkey.signing_key = b"x".repeat(32);
     let client = RegistryClient::new(config(vec![sim.base_url.clone()], Transport::Hl7v2), badkey).unwrap();
-    assert_eq!(client.submit(&record(1), "m1").await.unwrap_err(), RegistryError::Unauthorized);
+    assert_eq!(client.submit(&sample_vaccination(1), "m1").await.unwrap_err(), RegistryError::Unauthorized);
     assert!(sim.stats().refused_signatures >= 1);
     assert_eq!(sim.stats().recorded, 0);
     // Content the registry refuses is rejected, not retried.
     let client = RegistryClient::new(config(vec![sim.base_url.clone()], Transport::Hl7v2), creds()).unwrap();
-    let mut bad = record(3);
+    let mut bad = sample_vaccination(3);
     bad.cvx = String::new();
     assert!(matches!(client.submit(&bad, "m3").await, Err(RegistryError::Rejected(_))));
     // Plain HTTP is refused beyond loopback.
@@ -177,7 +158,7 @@ async fn refusals_are_final_and_name_no_secret() {
 async fn the_history_query_returns_what_the_registry_holds() {
     let (sim, _) = pair().await;
     let client = RegistryClient::new(config(vec![sim.base_url.clone()], Transport::Hl7v2), creds()).unwrap();
-    assert_eq!(client.history(&record(0), "q1").await, Ok(vec![]));
+    assert_eq!(client.history(&sample_vaccination(0), "q1").await, Ok(vec![]));
     let seeded = RegistryDose {
         registry_id: "IRIS-X".into(),
         date: "20250110".into(),
@@ -186,8 +167,8 @@ async fn the_history_query_returns_what_the_registry_holds() {
         completion: "CP".into(),
     };
     sim.seed("p1", seeded.clone());
-    client.submit(&record(1), "m1").await.unwrap();
-    let doses = client.history(&record(0), "q2").await.unwrap();
+    client.submit(&sample_vaccination(1), "m1").await.unwrap();
+    let doses = client.history(&sample_vaccination(0), "q2").await.unwrap();
     assert_eq!(doses.len(), 2);
     assert!(doses.contains(&seeded));
 }

@@ -90,13 +90,11 @@ async fn a_consent_refusing_public_health_use_stops_the_submission() {
     let h = Harness::start().await;
     let t = h.token("clinician", "dr-iis");
     let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
-    let consent = json!({"resourceType": "Consent", "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": format!("Patient/{patient}")}, "dateTime": "2026-11-01",
-        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
-        "provision": {"type": "permit", "provision": [{"type": "deny",
-            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "PUBHLTH"}]}]}});
+    let consent = medrec_e2e::consent(
+        &patient,
+        json!({"type": "permit", "provision": [{"type": "deny",
+        "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "PUBHLTH"}]}]}),
+    );
     assert_eq!(h.call("POST", "/fhir/Consent", Some(&t), &[], Some(&consent.to_string())).await.status, 201);
     let r = h.call("POST", "/fhir/Immunization", Some(&t), &[], Some(&immunization(&patient).to_string())).await;
     assert_eq!(r.status, 201);
