@@ -3,12 +3,10 @@
 //! endpoint, exponential backoff with full jitter that honours
 //! `Retry-After`, and a token-bucket rate limit.
 
-use serde::Serialize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
     Closed,
     Open,
