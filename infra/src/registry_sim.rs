@@ -65,12 +65,14 @@ pub struct RegistrySimulator {
     state: Mutex<State>,
 }
 
-const PARTIES: fn() -> Parties = || Parties {
-    sending_application: "IRIS".into(),
-    sending_facility: "IRIS".into(),
-    receiving_application: "MEDREC".into(),
-    receiving_facility: "MEDREC".into(),
-};
+fn parties() -> Parties {
+    Parties {
+        sending_application: "IRIS".into(),
+        sending_facility: "IRIS".into(),
+        receiving_application: "MEDREC".into(),
+        receiving_facility: "MEDREC".into(),
+    }
+}
 
 fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -203,19 +205,19 @@ impl RegistrySimulator {
         if m.message_type() == "QBP^Q11" {
             let patient = m.get("QPD", 3, 1).unwrap_or_default();
             drop(s);
-            return (200, HL7, hl7::rsp(&PARTIES(), &m, &self.doses_of(&patient), &ack_id, now));
+            return (200, HL7, hl7::rsp(&parties(), &m, &self.doses_of(&patient), &ack_id, now));
         }
         if m.message_type() != "VXU^V04" {
-            return (200, HL7, hl7::ack(&PARTIES(), &control, "AR", Some("unsupported message type"), &ack_id, now));
+            return (200, HL7, hl7::ack(&parties(), &control, "AR", Some("unsupported message type"), &ack_id, now));
         }
         let (Some(immunization), Some(patient), Some(cvx), Some(date)) =
             (m.get("ORC", 3, 1), m.get("PID", 3, 1), m.get("RXA", 5, 1), m.get("RXA", 3, 1))
         else {
-            return (200, HL7, hl7::ack(&PARTIES(), &control, "AR", Some("required field missing"), &ack_id, now));
+            return (200, HL7, hl7::ack(&parties(), &control, "AR", Some("required field missing"), &ack_id, now));
         };
         let answer = if s.records.contains_key(&immunization) {
             s.stats.duplicates += 1;
-            hl7::ack(&PARTIES(), &control, "AA", Some("duplicate record"), &ack_id, now)
+            hl7::ack(&parties(), &control, "AA", Some("duplicate record"), &ack_id, now)
         } else {
             let dose = RegistryDose {
                 registry_id: format!("IRIS-{}", s.records.len() + 1),
@@ -226,7 +228,7 @@ impl RegistrySimulator {
             };
             s.records.insert(immunization, (patient, dose));
             s.stats.recorded += 1;
-            hl7::ack(&PARTIES(), &control, "AA", None, &ack_id, now)
+            hl7::ack(&parties(), &control, "AA", None, &ack_id, now)
         };
         let previous = s.last_ack.replace(answer.clone());
         match previous {
