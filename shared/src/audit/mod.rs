@@ -66,7 +66,47 @@ pub struct AuditEntry {
     pub request_id: Option<String>,
 }
 
+/// A requested id as the trail keeps it: medrec's own ids (32 lowercase
+/// hex, `crypto::random_id`; a Binary's adds `-` and 16 more) as they are;
+/// anything else a client put where an id goes (an MRN by mistake, a probe)
+/// only as a digest, so PHI typed into a URL never lands in the plaintext,
+/// six-year trail.
+pub fn audited_id(id: &str) -> String {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let server_id = match id.split_once('-') {
+        None => hex(id, 32),
+        Some((resource, suffix)) => hex(resource, 32) && hex(suffix, 16),
+    };
+    if server_id {
+        id.to_owned()
+    } else {
+        format!("sha256-{}", &crate::crypto::hex(&crate::crypto::sha256(id.as_bytes()))[..32])
+    }
+}
+
+/// `Type/id[/_history/n]` with its id through `audited_id`; other forms
+/// (`urn:` entities medrec writes itself) as they are.
+fn audited_reference(reference: &str) -> String {
+    let mut parts = reference.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(ty), Some(id), rest) if ty.starts_with(|c: char| c.is_ascii_uppercase()) && !ty.contains(':') => {
+            let mut out = format!("{ty}/{}", audited_id(id));
+            if let Some(rest) = rest {
+                out.push('/');
+                out.push_str(rest);
+            }
+            out
+        }
+        _ => reference.to_owned(),
+    }
+}
+
 impl AuditEntry {
+    /// The patient as the trail's index keeps it (see `audited_id`).
+    pub fn audited_patient(&self) -> Option<String> {
+        self.patient.as_deref().map(audited_id)
+    }
+
     fn action(&self) -> &'static str {
         match self.interaction {
             "create" => "C",
@@ -111,9 +151,9 @@ impl AuditEntry {
         let mut entities: Vec<Value> = self
             .entities
             .iter()
-            .map(|r| json!({"what": {"reference": r}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"}}))
+            .map(|r| json!({"what": {"reference": audited_reference(r)}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"}}))
             .collect();
-        if let Some(p) = &self.patient {
+        if let Some(p) = self.audited_patient() {
             entities.push(json!({"what": {"reference": format!("Patient/{p}")}, "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"}}));
         }
         if !self.query_params.is_empty() {
@@ -152,5 +192,23 @@ impl AuditEntry {
             event["extension"] = json!([{"url": "urn:medrec:request-id", "valueString": rid}]);
         }
         event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_supplied_ids_enter_the_trail_as_digests() {
+        let ours = crate::crypto::random_id();
+        assert_eq!(audited_id(&ours), ours);
+        let binary = format!("{ours}-{}", &crate::crypto::random_id()[..16]);
+        assert_eq!(audited_id(&binary), binary);
+        let mrn = audited_id("MRN-1234567");
+        assert!(mrn.starts_with("sha256-") && !mrn.contains("1234567"));
+        assert_eq!(audited_reference(&format!("Patient/{ours}/_history/2")), format!("Patient/{ours}/_history/2"));
+        assert_eq!(audited_reference("Observation/Jane.Doe"), format!("Observation/{}", audited_id("Jane.Doe")));
+        assert_eq!(audited_reference("urn:medrec:policy:audit:6y"), "urn:medrec:policy:audit:6y");
     }
 }

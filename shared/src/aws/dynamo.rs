@@ -205,7 +205,7 @@ impl DynamoStore {
                 ("id".to_owned(), s(&audit.id)),
                 ("at".to_owned(), s(&audit.recorded)),
             ]);
-            if let Some(p) = &audit.patient {
+            if let Some(p) = audit.audited_patient() {
                 record.insert("patient".into(), s(p));
             }
             if let Some(a) = crate::service::security_alerts::agent_key(audit) {

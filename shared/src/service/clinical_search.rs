@@ -148,19 +148,11 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                         _ => patient = Some(id.to_owned()),
                     }
                 }
-                n if n.contains(':') => {
-                    return Err(Error::BadRequest(format!(
-                        "search modifiers are not supported ({})",
-                        n.split(':').next().unwrap_or("")
-                    )))
+                n if n.contains(':') || !known.iter().any(|(p, _, _)| *p == n) => {
+                    let names: Vec<&str> = known.iter().map(|(p, _, _)| *p).collect();
+                    return Err(super::unsupported_parameter(n, &names));
                 }
-                n if known.iter().any(|(p, _, _)| *p == n) => filters.push((n, value.as_str())),
-                n => {
-                    return Err(Error::BadRequest(format!(
-                        "unknown search parameter '{}'",
-                        n.chars().take(64).collect::<String>()
-                    )))
-                }
+                n => filters.push((n, value.as_str())),
             }
         }
         let patient = patient

@@ -27,6 +27,19 @@ use crate::ports::{Current, DomainEvent, KeyService, RecordStore, ResourceWrite}
 use serde_json::json;
 use std::sync::Arc;
 
+/// A search parameter name medrec does not serve (or one with a modifier):
+/// the answer names it only when it is one of `known`, since a client can
+/// put anything, PHI included, where a name goes, and error bodies travel
+/// through logs medrec does not control.
+pub(crate) fn unsupported_parameter(name: &str, known: &[&str]) -> Error {
+    let base = name.split(':').next().unwrap_or_default();
+    match (name.contains(':'), known.contains(&base)) {
+        (true, true) => Error::BadRequest(format!("search modifiers are not supported ({base})")),
+        (true, false) => Error::BadRequest("search modifiers are not supported".into()),
+        _ => Error::BadRequest(format!("unknown search parameter; this type supports {}", known.join(", "))),
+    }
+}
+
 /// Who is asking, why, and from where; built by the HTTP edge.
 #[derive(Debug, Clone)]
 pub struct Caller {

@@ -216,17 +216,9 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                     .ok_or_else(|| Error::BadRequest(format!("_count must be an integer from 1 to {MAX_PAGE}")))?;
                 continue;
             }
-            if name.contains(':') {
-                return Err(Error::BadRequest(format!(
-                    "search modifiers are not supported ({})",
-                    name.split(':').next().unwrap_or("")
-                )));
-            }
-            if !SEARCH_PARAMS.iter().any(|(p, _, _)| p == name) {
-                return Err(Error::BadRequest(format!(
-                    "unknown search parameter '{}'",
-                    name.chars().take(64).collect::<String>()
-                )));
+            if name.contains(':') || !SEARCH_PARAMS.iter().any(|(p, _, _)| p == name) {
+                let known: Vec<&str> = SEARCH_PARAMS.iter().map(|(p, _, _)| *p).collect();
+                return Err(super::unsupported_parameter(name, &known));
             }
             let mut ids = Vec::new();
             for v in value.split(',') {

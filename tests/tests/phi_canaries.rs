@@ -1,0 +1,169 @@
+//! PHI canaries over everything a workload leaves behind: a canary patient
+//! with unique strings in every PHI field, in clinical free text and in
+//! documents (inline and uploaded), driven through every function (writes,
+//! reads, searches with the canary values as parameters, `$everything`,
+//! audit search, accounting of disclosures, bad requests that carry the
+//! canaries, the registry sync, an audit export; presigned uploads have
+//! their own canary test in `documents.rs`). Then a sweep: the logs,
+//! every item of every table, every object of every bucket, every message
+//! waiting in every queue, and every error body find none of the canary
+//! strings. (The registry simulator receives the demographics: that is the
+//! disclosure, audited; it is not medrec's storage.)
+
+use base64::Engine;
+use medrec_e2e::{canary_patient, canary_strings, logs, unique_tag, Harness};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_canary_outside_ciphertext_after_a_whole_workload() {
+    let h = Harness::start().await;
+    let tag = unique_tag();
+    let mut canaries = canary_strings(&tag);
+    canaries.extend([format!("Note{tag}"), format!("Letter{tag}"), format!("Reason{tag}")]);
+    let t = h.token("clinician", "dr-canary");
+    let admin = h.token("admin", "ops-canary");
+    let auditor = h.token("auditor", "po-canary");
+    let mut errors: Vec<String> = vec![];
+    let patient = h.create_id(&t, &canary_patient(&tag)).await;
+
+    // Clinical records with canaries in their free text.
+    let obs = json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
+        "subject": {"reference": format!("Patient/{patient}")}, "effectiveDateTime": "2026-11-20T09:00:00Z",
+        "valueQuantity": {"value": 5.4, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"},
+        "note": [{"text": format!("Note{tag}")}]});
+    assert_eq!(h.call("POST", "/fhir/Observation", Some(&t), &[], Some(&obs.to_string())).await.status, 201);
+    let imm = json!({"resourceType": "Immunization", "status": "completed",
+        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "208"}]},
+        "patient": {"reference": format!("Patient/{patient}")}, "occurrenceDateTime": "2026-11-20",
+        "primarySource": true, "note": [{"text": format!("Note{tag}")}]});
+    assert_eq!(h.call("POST", "/fhir/Immunization", Some(&t), &[], Some(&imm.to_string())).await.status, 201);
+    let letter = base64::engine::general_purpose::STANDARD.encode(format!("Dear Letter{tag}, your results"));
+    let doc = json!({"resourceType": "DocumentReference", "status": "current", "description": format!("Letter{tag}"),
+        "subject": {"reference": format!("Patient/{patient}")},
+        "content": [{"attachment": {"contentType": "text/plain", "data": letter, "title": format!("Letter{tag}")}}]});
+    let doc = h.call("POST", "/fhir/DocumentReference", Some(&t), &[], Some(&doc.to_string())).await;
+    assert_eq!(doc.status, 201);
+    let binary = format!("/fhir/{}", doc.json()["content"][0]["attachment"]["url"].as_str().unwrap());
+
+    // Reads, searches with canary values as parameters, operations.
+    for path in [
+        format!("/fhir/Patient/{patient}"),
+        format!("/fhir/Patient?family=Family{tag}&given=Given{tag}"),
+        format!("/fhir/Patient?identifier=MRN{tag}"),
+        format!("/fhir/Patient/{patient}/$everything"),
+        format!("/fhir/Observation?patient={patient}&code=2339-0"),
+        format!("/fhir/Immunization?patient={patient}"),
+        format!("/fhir/DocumentReference?patient={patient}"),
+        binary.clone(),
+    ] {
+        let r = h.get(&path, &t).await;
+        assert!(r.status < 300, "{path}: {}", r.status);
+    }
+    for path in [format!("/fhir/AuditEvent?patient={patient}"), format!("/fhir/Patient/{patient}/$disclosures")] {
+        assert_eq!(h.get(&path, &auditor).await.status, 200, "{path}");
+    }
+
+    // Bad requests that carry the canaries: the answers must not echo them.
+    let bad = [
+        ("POST", "/fhir/Patient".to_owned(), json!({"resourceType": "Patient", "birthDate": format!("Street{tag}"), "name": [{"family": format!("Family{tag}")}]}).to_string()),
+        ("POST", "/fhir/Patient".to_owned(), json!({"resourceType": "Patient", "gender": format!("City{tag}")}).to_string()),
+        ("POST", "/fhir/Patient".to_owned(), format!("{{\"resourceType\": \"Patient\", \"name\": [{{\"family\": \"Family{tag}\"")),
+        ("POST", "/fhir/Observation".to_owned(), json!({"resourceType": "Observation", "status": format!("Note{tag}"), "subject": {"reference": format!("Patient/{patient}")}}).to_string()),
+        ("GET", format!("/fhir/Patient?birthdate=Street{tag}"), String::new()),
+        ("GET", format!("/fhir/Patient?Given{tag}=x"), String::new()),
+        ("GET", format!("/fhir/Patient/MRN{tag}"), String::new()),
+        ("PUT", format!("/fhir/Patient/{patient}"), json!({"resourceType": "Patient", "id": "other", "name": [{"family": format!("Family{tag}")}]}).to_string()),
+        ("POST", "/fhir/Consent".to_owned(), json!({"resourceType": "Consent", "status": "active", "patient": {"reference": format!("Patient/{patient}")}, "note": format!("Reason{tag}")}).to_string()),
+    ];
+    for (method, path, body) in &bad {
+        let r = h
+            .call(method, path, Some(&t), &[("if-match", "W/\"1\"")], (!body.is_empty()).then_some(body.as_str()))
+            .await;
+        assert!((400..500).contains(&r.status), "{method} {path}: {}", r.status);
+        errors.push(String::from_utf8_lossy(&r.body).into_owned());
+    }
+    // Unauthenticated and unauthorized attempts naming the patient.
+    errors.push(
+        String::from_utf8_lossy(
+            &h.call("GET", &format!("/fhir/Patient?family=Family{tag}"), None, &[], None).await.body,
+        )
+        .into_owned(),
+    );
+    errors.push(
+        String::from_utf8_lossy(&h.get(&format!("/fhir/AuditEvent?patient={patient}"), &t).await.body).into_owned(),
+    );
+
+    // Background work: the registry sync, an audit export.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while h.stack.registry.0.doses_of(&patient).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(h.stack.registry.0.doses_of(&patient).len(), 1, "the registry sync ran");
+    let until = medrec_shared::fhir::now_instant();
+    medrec_infra::audit_verify::export(
+        &h.verify_target(),
+        "canary",
+        ("2000-01-01T00:00:00.000Z", until.as_str()),
+        500,
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(h.get(&format!("/fhir/Patient/{patient}"), &admin).await.status, 200);
+
+    // The sweep.
+    let mut found = vec![];
+    let mut look = |place: &str, text: &str| {
+        for c in &canaries {
+            if text.contains(c.as_str()) {
+                found.push(format!("{c} in {place}"));
+            }
+        }
+    };
+    look("logs", &logs().text());
+    for body in &errors {
+        look("an error body", body);
+    }
+    let template = h.stack.template.clone();
+    let mut tables = 0;
+    for r in template.resources.iter().filter(|r| r.kind == "AWS::DynamoDB::Table") {
+        tables += 1;
+        for item in h.scan(&h.table(&r.logical_id)).await {
+            look(&format!("table {}", r.logical_id), &format!("{item:?}"));
+        }
+    }
+    let s3 = &h.stack.clients.s3;
+    let mut objects = 0;
+    for r in template.resources.iter().filter(|r| r.kind == "AWS::S3::Bucket") {
+        let bucket = h.table(&r.logical_id);
+        let listed = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
+        for o in listed.contents() {
+            let Ok(got) = s3.get_object().bucket(&bucket).key(o.key().unwrap()).send().await else { continue };
+            objects += 1;
+            let bytes = got.body.collect().await.unwrap().to_vec();
+            look(&format!("bucket {}", r.logical_id), &String::from_utf8_lossy(&bytes));
+            look(&format!("object key in {}", r.logical_id), o.key().unwrap());
+        }
+    }
+    let sqs = &h.stack.clients.sqs;
+    let mut messages = 0;
+    for r in template.resources.iter().filter(|r| r.kind == "AWS::SQS::Queue") {
+        let url = h.table(&r.logical_id);
+        let out = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+        for m in out.messages() {
+            messages += 1;
+            look(&format!("queue {}", r.logical_id), m.body().unwrap_or_default());
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+    assert!(tables >= 4 && objects >= 3, "the sweep saw {tables} tables, {objects} objects");
+    println!("canary sweep: {} canaries; logs, {} error bodies, {tables} tables, {objects} objects, {messages} queued messages: none found", canaries.len(), errors.len());
+}
