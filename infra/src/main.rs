@@ -148,28 +148,37 @@ enum EraseCommand {
     },
 }
 
+/// The retention a purge plans or runs with.
+#[derive(clap::Args)]
+struct RetentionArgs {
+    /// Retention of clinical records in years (at least 6).
+    #[arg(long)]
+    years: Option<u32>,
+    /// Legal floor for erasure requests in years (at least 6, at most --years).
+    #[arg(long)]
+    erasure_floor: Option<u32>,
+    /// Longer retention for some types: `Immunization=25,...`.
+    #[arg(long, default_value = "")]
+    by_type: String,
+}
+
+impl RetentionArgs {
+    fn retention(&self) -> Result<medrec_shared::retention::Retention, String> {
+        medrec_shared::retention::Retention::new(self.years, self.erasure_floor)?.with_types(&self.by_type)
+    }
+}
+
 #[derive(Subcommand)]
 enum PurgeCommand {
     /// Dry run: the patients and resources past retention, the holds that block, pending erasures.
     Plan {
-        /// Retention of clinical records in years (at least 6).
-        #[arg(long)]
-        years: Option<u32>,
-        /// Legal floor for erasure requests in years (at least 6, at most --years).
-        #[arg(long)]
-        erasure_floor: Option<u32>,
-        /// Longer retention for some types: `Immunization=25,...`.
-        #[arg(long, default_value = "")]
-        by_type: String,
+        #[command(flatten)]
+        retention: RetentionArgs,
     },
     /// Crypto-shred the patients past retention, purge resources and versions past it, none held.
     Run {
-        #[arg(long)]
-        years: Option<u32>,
-        #[arg(long)]
-        erasure_floor: Option<u32>,
-        #[arg(long, default_value = "")]
-        by_type: String,
+        #[command(flatten)]
+        retention: RetentionArgs,
         /// Patients and resources per run.
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -427,15 +436,13 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let ctx = local_purge_context().await?;
             let now = time::OffsetDateTime::now_utc();
             match command {
-                PurgeCommand::Plan { years, erasure_floor, by_type } => {
-                    let retention =
-                        medrec_shared::retention::Retention::new(years, erasure_floor)?.with_types(&by_type)?;
+                PurgeCommand::Plan { retention } => {
+                    let retention = retention.retention()?;
                     let plan = ctx.purger().plan(&retention, now).await.map_err(|e| e.to_string())?;
                     print_plan(&retention, &plan);
                 }
-                PurgeCommand::Run { years, erasure_floor, by_type, limit, by } => {
-                    let retention =
-                        medrec_shared::retention::Retention::new(years, erasure_floor)?.with_types(&by_type)?;
+                PurgeCommand::Run { retention, limit, by } => {
+                    let retention = retention.retention()?;
                     let r = ctx.purger().run(&retention, now, limit, &by).await.map_err(|e| e.to_string())?;
                     println!(
                         "shredded {} patients, purged {} resources ({} versions), {} held, {} already purged, {} document objects deleted",

@@ -97,11 +97,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         version: u64,
         deleted: bool,
     ) -> Result<Option<VaccinationRecord>> {
-        let mut audit = self.draft(Some(caller), "read");
-        let demographics = match self.read_patient(caller, patient, &mut audit).await {
-            Ok(s) => s.resource,
-            Err(e) => return Err(self.refused(audit, caller, e).await),
-        };
+        let demographics = self.demographics(caller, patient).await?;
         let mut audit = self.draft(Some(caller), "vread");
         let content_version = if deleted { version.saturating_sub(1) } else { version };
         let stored =
@@ -119,11 +115,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
 
     /// The patient as a registry query names them.
     pub async fn registry_query_subject(&self, caller: &Caller, patient: &str) -> Result<VaccinationRecord> {
-        let mut audit = self.draft(Some(caller), "read");
-        let demographics = match self.read_patient(caller, patient, &mut audit).await {
-            Ok(s) => s.resource,
-            Err(e) => return Err(self.refused(audit, caller, e).await),
-        };
+        let demographics = self.demographics(caller, patient).await?;
         VaccinationRecord::subject(&demographics)
             .map_err(|e| Error::Invalid(vec![crate::fhir::outcome::Issue::error("required", e.to_string())]))
     }
@@ -216,6 +208,16 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         };
         let key = format!("registry-conflict:{immunization}:{registry_id}");
         self.store.audit_once(&key, &entry, vec![event]).await.map(|_| ()).map_err(Error::from)
+    }
+
+    /// The Patient, read as the caller (authorized, consent-gated, audited
+    /// either way).
+    async fn demographics(&self, caller: &Caller, patient: &str) -> Result<Value> {
+        let mut audit = self.draft(Some(caller), "read");
+        match self.read_patient(caller, patient, &mut audit).await {
+            Ok(s) => Ok(s.resource),
+            Err(e) => Err(self.refused(audit, caller, e).await),
+        }
     }
 
     /// A read refused or failed is audited as the API edge would audit it.
