@@ -29,6 +29,7 @@ pub struct Config {
     pub audit_shards: u32,
     pub key_cache_max_age: Duration,
     pub key_cache_max_uses: u64,
+    pub key_cache_max_bytes: u64,
     pub key_cache_max_entries: usize,
     pub max_body_bytes: usize,
     pub clock_skew: Duration,
@@ -89,6 +90,7 @@ impl Config {
             audit_shards: num("MEDREC_AUDIT_SHARDS", 8)? as u32,
             key_cache_max_age: Duration::from_secs(num("MEDREC_KEY_CACHE_SECONDS", 300)?),
             key_cache_max_uses: num("MEDREC_KEY_CACHE_MAX_USES", 1000)?,
+            key_cache_max_bytes: num("MEDREC_KEY_CACHE_MAX_BYTES", 64 * 1024 * 1024)?,
             key_cache_max_entries: num("MEDREC_KEY_CACHE_MAX_ENTRIES", 1000)? as usize,
             max_body_bytes: num("MEDREC_MAX_BODY_BYTES", 64 * 1024)? as usize,
             clock_skew: Duration::from_secs(num("MEDREC_CLOCK_SKEW_SECONDS", 60)?),
@@ -126,7 +128,7 @@ impl Config {
         if self.clock_skew > Duration::from_secs(300) {
             return Err(ConfigError::Invalid("MEDREC_CLOCK_SKEW_SECONDS", "must be at most 300".into()));
         }
-        if self.key_cache_max_uses == 0 || self.key_cache_max_entries == 0 {
+        if self.key_cache_max_uses == 0 || self.key_cache_max_bytes == 0 || self.key_cache_max_entries == 0 {
             return Err(ConfigError::Invalid("MEDREC_KEY_CACHE_*", "limits must be positive".into()));
         }
         if self.deployment == Deployment::Cloud {

@@ -72,6 +72,7 @@ impl Runtime {
         let cache = KeyCache::new(Limits {
             max_age: config.key_cache_max_age,
             max_uses: config.key_cache_max_uses,
+            max_bytes: config.key_cache_max_bytes,
             max_entries: config.key_cache_max_entries,
         });
         let services = Services::new(store, kms, cache, keys.blind_index, keys.cursor, config.function_name.clone())

@@ -105,27 +105,35 @@ fn the_key_cache_honours_every_limit_in_a_grid() {
     let mut cells = 0;
     for max_uses in [1u64, 2, 3, 10] {
         for max_entries in [1usize, 2, 5] {
-            for max_age in [Duration::ZERO, Duration::from_millis(30), Duration::from_secs(3600)] {
-                let cache = KeyCache::new(Limits { max_age, max_uses, max_entries });
+            for (max_age, max_bytes) in [Duration::ZERO, Duration::from_millis(30), Duration::from_secs(3600)]
+                .into_iter()
+                .flat_map(|age| [(age, 100u64), (age, u64::MAX)])
+            {
+                let cache = KeyCache::new(Limits { max_age, max_uses, max_bytes, max_entries });
                 let keys: Vec<Arc<DataKey>> = (0..6u8).map(|i| Arc::new(key(10 + i))).collect();
                 for (i, k) in keys.iter().enumerate() {
                     cache.insert(&format!("p{i}"), k.clone());
                     assert!(cache.len() <= max_entries, "entries {} > {max_entries}", cache.len());
                 }
                 // The newest patient's key: served at most max_uses times in
-                // all (the load counts as one), only while young enough, and
-                // only as that patient's key.
+                // all (the load counts as one), only while young enough and
+                // under its byte limit (each use seals 40 bytes), and only as
+                // that patient's key.
                 let newest = keys.len() - 1;
                 let mut served = 1;
                 while let Some(k) = cache.get(&format!("p{newest}")) {
                     assert!(Arc::ptr_eq(&k, &keys[newest]), "another patient's key served");
+                    assert!(k.bytes_processed() < max_bytes, "served past its byte limit");
+                    seal(&k, b"aad", &[7u8; 40]);
                     served += 1;
                     assert!(served <= max_uses, "served {served} times past {max_uses}");
                 }
                 if max_age.is_zero() {
                     assert_eq!(served, 1, "an expired key is never served");
                 } else if max_age >= Duration::from_secs(1) {
-                    assert_eq!(served, max_uses, "served exactly up to the use limit");
+                    // 100 bytes allow three uses of 40 (0, 40, 80 bytes before each).
+                    let expected = if max_bytes == 100 { max_uses.min(4) } else { max_uses };
+                    assert_eq!(served, expected, "served exactly up to the use and byte limits");
                 }
                 // Age: after max_age nothing is served, whatever the uses left.
                 if max_age == Duration::from_millis(30) {
@@ -144,5 +152,5 @@ fn the_key_cache_honours_every_limit_in_a_grid() {
             }
         }
     }
-    println!("key cache: {cells} limit settings, every limit honoured, no cross-patient hit");
+    println!("key cache: {cells} limit settings (age, uses, bytes, entries), every limit honoured, no cross-patient hit");
 }

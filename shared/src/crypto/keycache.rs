@@ -1,5 +1,5 @@
-//! In-memory cache of unwrapped patient data keys, bounded by age, uses and
-//! entries, so a warm read makes no KMS call while a stolen memory image or a
+//! In-memory cache of unwrapped patient data keys, bounded by age, uses,
+//! bytes protected and entries, so a warm read makes no KMS call while a stolen memory image or a
 //! long-lived container exposes as few keys for as short a time as possible.
 
 use super::DataKey;
@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct Limits {
     pub max_age: Duration,
     pub max_uses: u64,
+    /// Bytes a cached key may seal and open before it is retired.
+    pub max_bytes: u64,
     pub max_entries: usize,
 }
 
@@ -35,7 +37,10 @@ impl KeyCache {
     pub fn get(&self, patient: &str) -> Option<Arc<DataKey>> {
         let mut entries = self.entries.lock().expect("key cache lock");
         let entry = entries.get_mut(patient)?;
-        if entry.loaded.elapsed() >= self.limits.max_age || entry.uses >= self.limits.max_uses {
+        if entry.loaded.elapsed() >= self.limits.max_age
+            || entry.uses >= self.limits.max_uses
+            || entry.key.bytes_processed() >= self.limits.max_bytes
+        {
             entries.remove(patient);
             return None;
         }
@@ -69,7 +74,18 @@ mod tests {
     use super::*;
 
     fn cache(max_age_ms: u64, max_uses: u64, max_entries: usize) -> KeyCache {
-        KeyCache::new(Limits { max_age: Duration::from_millis(max_age_ms), max_uses, max_entries })
+        KeyCache::new(Limits { max_age: Duration::from_millis(max_age_ms), max_uses, max_bytes: u64::MAX, max_entries })
+    }
+
+    #[test]
+    fn byte_limit_is_honoured() {
+        let c = KeyCache::new(Limits { max_age: Duration::from_secs(60), max_uses: 100, max_bytes: 100, max_entries: 10 });
+        c.insert("p1", Arc::new(DataKey::random()));
+        let k = c.get("p1").unwrap();
+        super::super::seal(&k, b"", &[0u8; 99]);
+        assert!(c.get("p1").is_some(), "99 of 100 bytes used");
+        super::super::seal(&k, b"", &[0u8; 1]);
+        assert!(c.get("p1").is_none(), "the 100th byte retires the key");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod keycache;
 
 use aws_lc_rs::aead::{Aad, Nonce, RandomizedNonceKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::{digest, hmac, rand};
+use std::sync::atomic::{AtomicU64, Ordering};
 use zeroize::Zeroizing;
 
 /// First byte of every ciphertext medrec writes, so the format can evolve.
@@ -24,23 +25,41 @@ pub enum CryptoError {
     BadKey,
 }
 
-/// A 256-bit data key in plaintext. Never printed, zeroised on drop.
-pub struct DataKey(Zeroizing<[u8; 32]>);
+/// A 256-bit data key in plaintext. Never printed, zeroised on drop. It
+/// counts the bytes it has sealed and opened, so a cache can retire it after
+/// a byte limit (as the AWS Encryption SDK's caching limits do).
+pub struct DataKey {
+    material: Zeroizing<[u8; 32]>,
+    processed: AtomicU64,
+}
 
 impl DataKey {
     pub fn from_slice(bytes: &[u8]) -> Result<Self, CryptoError> {
         let arr: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::BadKey)?;
-        Ok(DataKey(Zeroizing::new(arr)))
+        Ok(DataKey::new(Zeroizing::new(arr)))
     }
 
     pub fn random() -> Self {
         let mut k = Zeroizing::new([0u8; 32]);
         rand::fill(k.as_mut()).expect("system RNG");
-        DataKey(k)
+        DataKey::new(k)
+    }
+
+    fn new(material: Zeroizing<[u8; 32]>) -> Self {
+        DataKey { material, processed: AtomicU64::new(0) }
     }
 
     pub fn expose(&self) -> &[u8; 32] {
-        &self.0
+        &self.material
+    }
+
+    /// Bytes sealed and opened under this key so far.
+    pub fn bytes_processed(&self) -> u64 {
+        self.processed.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, bytes: usize) {
+        self.processed.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Derives an independent sub-key for one purpose (HMAC-SHA256 as a PRF),
@@ -59,6 +78,7 @@ impl std::fmt::Debug for DataKey {
 
 /// Encrypts `plaintext` under `key`, binding `aad`. Output: version || nonce || ciphertext || tag.
 pub fn seal(key: &DataKey, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    key.count(plaintext.len());
     let k = RandomizedNonceKey::new(&AES_256_GCM, key.expose()).expect("32-byte key");
     let mut buf = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + TAG_LEN);
     buf.extend_from_slice(plaintext);
@@ -77,6 +97,7 @@ pub fn open(key: &DataKey, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8
     }
     let nonce = Nonce::try_assume_unique_for_key(&sealed[1..1 + NONCE_LEN]).map_err(|_| CryptoError::Malformed)?;
     let k = RandomizedNonceKey::new(&AES_256_GCM, key.expose()).map_err(|_| CryptoError::BadKey)?;
+    key.count(sealed.len() - 1 - NONCE_LEN - TAG_LEN);
     let mut buf = Zeroizing::new(sealed[1 + NONCE_LEN..].to_vec());
     let len = k.open_in_place(nonce, Aad::from(aad), &mut buf).map_err(|_| CryptoError::Authentication)?.len();
     buf.truncate(len);
