@@ -8,6 +8,7 @@ pub mod compliance;
 pub mod devkey;
 pub mod emulator;
 pub mod events;
+pub mod fault_proxy;
 pub mod fhir_model;
 pub mod gateway;
 pub mod poller;

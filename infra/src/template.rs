@@ -15,6 +15,9 @@ pub enum TemplateError {
     Shape(String),
 }
 
+/// The HTTP API route that receives every request no other route matches.
+pub const DEFAULT_ROUTE: &str = "$default";
+
 #[derive(Debug, Clone)]
 pub struct Resource {
     pub logical_id: String,
@@ -105,11 +108,12 @@ impl Template {
                 let mut environment = env_vars(globals);
                 environment.extend(env_vars(Some(&properties)));
                 let routes = event_properties(&properties, "HttpApi")
-                    .filter_map(|p| {
-                        Some(HttpRoute {
-                            method: p.get("Method")?.as_str()?.to_ascii_uppercase(),
-                            path: p.get("Path")?.as_str()?.to_owned(),
-                        })
+                    .filter_map(|p| match (p.get("Method"), p.get("Path")) {
+                        // SAM: an HttpApi event without both is the `$default` route.
+                        (None, None) => Some(HttpRoute { method: "ANY".into(), path: DEFAULT_ROUTE.into() }),
+                        (m, p) => {
+                            Some(HttpRoute { method: m?.as_str()?.to_ascii_uppercase(), path: p?.as_str()?.to_owned() })
+                        }
                     })
                     .collect();
                 // `Queue: !GetAtt Logical.Arn`, `Stream: !GetAtt Table.StreamArn`
@@ -155,10 +159,14 @@ impl Template {
         self.functions
             .iter()
             .flat_map(|f| f.routes.iter().map(move |r| (f, r)))
-            .filter(|(_, r)| r.method == method || r.method == "ANY")
+            .filter(|(_, r)| (r.method == method || r.method == "ANY") && r.path != DEFAULT_ROUTE)
             .filter_map(|(f, r)| match_path(&r.path, &segs).map(|params| (f, r, params)))
             .max_by_key(|(_, r, _)| specificity(&r.path))
             .map(|(f, r, params)| (f, format!("{} {}", r.method, r.path), params))
+            .or_else(|| {
+                let f = self.functions.iter().find(|f| f.routes.iter().any(|r| r.path == DEFAULT_ROUTE))?;
+                Some((f, DEFAULT_ROUTE.to_owned(), BTreeMap::new()))
+            })
     }
 }
 

@@ -110,7 +110,8 @@ fn benches(c: &mut Criterion) {
     // queries one partition, so thousands of benchmark creates would slow
     // the reads measured after them.
     let services = || {
-        let limits = Limits { max_age: Duration::from_secs(300), max_uses: u64::MAX, max_bytes: u64::MAX, max_entries: 100_000 };
+        let limits =
+            Limits { max_age: Duration::from_secs(300), max_uses: u64::MAX, max_bytes: u64::MAX, max_entries: 100_000 };
         Services::new(
             MemoryStore::default(),
             MemoryKeys::default(),

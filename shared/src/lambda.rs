@@ -48,13 +48,12 @@ pub fn route<'a>(
             Some((r, params, tpl.iter().filter(|t| !t.starts_with('{')).count()))
         })
         .collect();
-    if matches.is_empty() {
-        return Err(Error::NotFound);
-    }
+    // The most specific paths decide: PUT on `/fhir/Patient/_search` is a
+    // method that path does not serve, not an update of a Patient "_search".
+    let most = matches.iter().map(|(_, _, literal)| *literal).max().ok_or(Error::NotFound)?;
     matches
         .into_iter()
-        .filter(|(r, _, _)| r.method == method)
-        .max_by_key(|(_, _, literal)| *literal)
+        .find(|(r, _, literal)| *literal == most && r.method == method)
         .map(|(r, params, _)| (r, params))
         .ok_or(Error::MethodNotAllowed)
 }
@@ -106,7 +105,7 @@ pub async fn handle<A: Api>(api: &A, req: Request) -> Response<Body> {
     let method = req.method().as_str().to_owned();
     let (resp, template) = match route(api.routes(), &method, &path) {
         Ok((r, params)) => (dispatch(api, r, &params, &req).await, r.path),
-        Err(e) => (http::error_response(&e), "unmatched"),
+        Err(e) => (http::error_response_at(&e, &path), "unmatched"),
     };
     let (_, request_id) = http::origin(&req);
     tracing::info!(
@@ -180,6 +179,7 @@ mod tests {
         assert_eq!(route(ROUTES, "POST", "/fhir/Patient/_search").unwrap().0.interaction, "search-type");
         assert_eq!(route(ROUTES, "POST", "/fhir/Observation/$validate").unwrap().1, vec!["Observation", "$validate"]);
         assert!(matches!(route(ROUTES, "PATCH", "/fhir/Patient/abc"), Err(Error::MethodNotAllowed)));
+        assert!(matches!(route(ROUTES, "GET", "/fhir/Patient/_search"), Err(Error::MethodNotAllowed)));
         assert!(matches!(route(ROUTES, "GET", "/fhir/a/b/c"), Err(Error::NotFound)));
     }
 }

@@ -1,6 +1,7 @@
 //! medrec's shared library: the FHIR domain, crypto, identity, audit and the
 //! ports every function uses, with their AWS adapters beside them.
 
+pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod aws;

@@ -152,5 +152,7 @@ fn the_key_cache_honours_every_limit_in_a_grid() {
             }
         }
     }
-    println!("key cache: {cells} limit settings (age, uses, bytes, entries), every limit honoured, no cross-patient hit");
+    println!(
+        "key cache: {cells} limit settings (age, uses, bytes, entries), every limit honoured, no cross-patient hit"
+    );
 }

@@ -102,6 +102,14 @@ impl Harness {
         Harness { stack, client: HttpClient::default(), key }
     }
 
+    /// A stack whose functions reach the emulator through a fault-injecting
+    /// proxy (the test's own checks go to the emulator directly).
+    pub async fn start_behind_faults() -> (Harness, medrec_infra::fault_proxy::FaultProxy) {
+        let proxy = medrec_infra::fault_proxy::FaultProxy::start(&emulator_endpoint()).await.expect("fault proxy");
+        let h = Self::start_with(vec![("MEDREC_AWS_ENDPOINT".into(), proxy.endpoint.clone())]).await;
+        (h, proxy)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.stack.base_url)
     }

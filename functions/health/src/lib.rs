@@ -1,11 +1,19 @@
-//! `GET /health`: whether medrec's dependencies answer (DynamoDB, KMS, S3)
-//! and the registry breakers' state as the registry sync last reported it.
-//! Unauthenticated (load balancers and uptime checks have no token), so it
-//! says pass/fail per dependency and nothing else: no endpoint, no error
-//! text, no version.
+//! The public edge, served without a token and touching no PHI:
+//! - `GET /health`: whether medrec's dependencies answer (DynamoDB, KMS, S3)
+//!   and the registry breakers' state as the registry sync last reported it.
+//!   Load balancers and uptime checks have no token, so it says pass/fail per
+//!   dependency and nothing else: no endpoint, no error text, no version.
+//! - `GET /openapi.json`: the API's OpenAPI document.
+//! - API Gateway's `$default` route: a method a path does not serve is 405
+//!   with `Allow` (RFC 9110), any other unrouted request 404; both as an
+//!   OperationOutcome, like every other error.
 
+use lambda_http::http::HeaderValue;
 use lambda_http::{Body, Request, Response};
+use medrec_shared::api;
 use medrec_shared::config::{Config, ConfigError};
+use medrec_shared::error::Error;
+use medrec_shared::http;
 use medrec_shared::runtime::BootError;
 use serde_json::{json, Map, Value};
 use std::future::Future;
@@ -21,6 +29,7 @@ pub struct App {
     key_id: String,
     bucket: String,
     processed_table: String,
+    public_base_url: Option<String>,
 }
 
 async fn check<T, E>(f: impl Future<Output = Result<T, E>>) -> &'static str {
@@ -51,6 +60,7 @@ impl App {
             key_id: config.records_key_id,
             bucket,
             processed_table,
+            public_base_url: config.public_base_url,
         })
     }
 
@@ -100,16 +110,27 @@ impl App {
     }
 
     pub async fn handle(&self, req: Request) -> Response<Body> {
-        let (status, body) = if req.method() == "GET" && req.uri().path() == "/health" {
-            self.report().await
-        } else {
-            (404, json!({"status": "fail"}))
-        };
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/health+json")
-            .header("cache-control", "no-store")
-            .body(Body::Text(body.to_string()))
-            .expect("valid response")
+        let path = req.uri().path();
+        match (req.method().as_str(), path) {
+            ("GET", "/health") => {
+                let (status, body) = self.report().await;
+                Response::builder()
+                    .status(status)
+                    .header("content-type", "application/health+json")
+                    .header("cache-control", "no-store")
+                    .body(Body::Text(body.to_string()))
+                    .expect("valid response")
+            }
+            ("GET", "/openapi.json") => {
+                let base = http::base_url(&req, self.public_base_url.as_deref());
+                let mut resp = http::response(200, Some(&api::openapi::document(&base)), &[]);
+                resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+                resp
+            }
+            _ => {
+                let e = if api::allowed_methods(path).is_empty() { Error::NotFound } else { Error::MethodNotAllowed };
+                http::error_response_at(&e, path)
+            }
+        }
     }
 }

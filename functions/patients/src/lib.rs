@@ -5,14 +5,13 @@ use lambda_http::{Body, Request, Response};
 use medrec_shared::audit::AuditEntry;
 use medrec_shared::config::Config;
 use medrec_shared::error::Error;
-use medrec_shared::fhir::capability::{capability_statement, ResourceCapability};
+use medrec_shared::fhir::capability::capability_statement;
 use medrec_shared::fhir::primitives::is_id;
 use medrec_shared::http;
 use medrec_shared::lambda::{self, Api, Ctx, Route};
 use medrec_shared::rest;
 use medrec_shared::runtime::{BootError, Runtime};
-use medrec_shared::service::clinical;
-use medrec_shared::service::patients::{Stored, SEARCH_PARAMS};
+use medrec_shared::service::patients::Stored;
 use std::convert::Infallible;
 
 /// Every route this function serves. template.yaml declares the same routes;
@@ -31,27 +30,6 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/fhir/Patient/{id}/_history", interaction: "history-instance" },
     Route { method: "GET", path: "/fhir/Patient/{id}/_history/{vid}", interaction: "vread" },
     Route { method: "GET", path: "/fhir/Patient/{id}/{operation}", interaction: "operation" },
-];
-
-/// What the deployment serves: Patient here, the clinical types and Consent
-/// in their functions (declared in `shared`, so no function depends on another).
-pub const CAPABILITIES: &[ResourceCapability] = &[
-    ResourceCapability {
-        resource_type: "Patient",
-        interactions: &["read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"],
-        search_params: SEARCH_PARAMS,
-        operations: &[("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")],
-    },
-    clinical::CAPABILITIES[0],
-    clinical::CAPABILITIES[1],
-    clinical::CAPABILITIES[2],
-    clinical::CAPABILITIES[3],
-    ResourceCapability {
-        resource_type: "AuditEvent",
-        interactions: &["search-type"],
-        search_params: medrec_shared::service::audit_search::AUDIT_PARAMS,
-        operations: &[],
-    },
 ];
 
 pub struct App {
@@ -85,7 +63,7 @@ impl Api for App {
 
     fn public(&self, route: &Route, base: &str) -> Option<Response<Body>> {
         (route.interaction == "capabilities")
-            .then(|| http::response(200, Some(&capability_statement(base, CAPABILITIES)), &[]))
+            .then(|| http::response(200, Some(&capability_statement(base, medrec_shared::api::RESOURCES)), &[]))
     }
 
     fn serve<'a>(

@@ -261,6 +261,27 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// Whether the version `w` writes is stored exactly as `w` has it: the
+    /// same ciphertext (a fresh random nonce each time) and timestamp.
+    async fn applied(&self, pk: &str, w: &ResourceWrite) -> Result<bool, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.records)
+            .key("pk", s(pk))
+            .key("sk", s(version_sk(w.resource_type, &w.id, w.version)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        let Some(item) = out.item() else { return Ok(false) };
+        let ct = item.get("ct").and_then(|v| v.as_b().ok()).map(|b| b.as_ref());
+        let upd = item.get("upd").and_then(|v| v.as_s().ok());
+        Ok(ct == w.ciphertext.as_deref() && upd == Some(&w.last_updated))
+    }
+}
+
 /// Indexes of the transaction items whose condition failed.
 fn cancelled_items<R>(e: &SdkError<TransactWriteItemsError, R>) -> Vec<usize> {
     match e.as_service_error() {
@@ -530,7 +551,18 @@ impl RecordStore for DynamoStore {
             items.push(TransactWriteItem::builder().delete(del).build());
         }
         items.extend(self.outbox_items(&events));
-        self.commit_with_audit(items, audit).await
+        match self.commit_with_audit(items, audit).await {
+            // A lost answer, then the SDK's retry meets the conditions the
+            // first attempt satisfied. DynamoDB's request token covers that
+            // for ten minutes (the emulator not at all); the version item
+            // holding this very ciphertext proves the commit was applied,
+            // its audit record and events with it in the one transaction.
+            Err(PortError::ConditionFailed(i)) => match self.applied(&pk, &w).await? {
+                true => Ok(()),
+                false => Err(PortError::ConditionFailed(i)),
+            },
+            other => other,
+        }
     }
 
     async fn audit(&self, audit: &AuditEntry, events: Vec<DomainEvent>) -> Result<(), PortError> {

@@ -79,7 +79,8 @@ mod tests {
 
     #[test]
     fn byte_limit_is_honoured() {
-        let c = KeyCache::new(Limits { max_age: Duration::from_secs(60), max_uses: 100, max_bytes: 100, max_entries: 10 });
+        let c =
+            KeyCache::new(Limits { max_age: Duration::from_secs(60), max_uses: 100, max_bytes: 100, max_entries: 10 });
         c.insert("p1", Arc::new(DataKey::random()));
         let k = c.get("p1").unwrap();
         super::super::seal(&k, b"", &[0u8; 99]);

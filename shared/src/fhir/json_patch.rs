@@ -83,6 +83,27 @@ fn remove(doc: &mut Value, path: &[String]) -> Option<Value> {
 }
 
 /// Applies every operation in order, or none: on error `doc` is unchanged.
+/// Checks the patch document on its own, before any resource is read: a
+/// malformed patch is a 400 whatever it would have been applied to.
+pub fn check(patch: &Value) -> Result<(), PatchError> {
+    let ops = patch.as_array().ok_or_else(|| PatchError::Malformed(0, "a JSON Patch is an array".into()))?;
+    for (n, op) in ops.iter().enumerate() {
+        let malformed = |m: &str| Err(PatchError::Malformed(n, m.to_owned()));
+        let pointer = |k: &str| op[k].as_str().and_then(tokens).is_some();
+        let Some(name) = op["op"].as_str() else { return malformed("no op") };
+        if !pointer("path") {
+            return malformed("path is not a JSON Pointer");
+        }
+        match name {
+            "add" | "replace" | "test" if op.get("value").is_none() => return malformed("value is missing"),
+            "move" | "copy" if !pointer("from") => return malformed("from is not a JSON Pointer"),
+            "add" | "remove" | "replace" | "move" | "copy" | "test" => {}
+            other => return malformed(&format!("unknown op '{}'", other.chars().take(16).collect::<String>())),
+        }
+    }
+    Ok(())
+}
+
 pub fn apply(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
     let ops = patch.as_array().ok_or_else(|| PatchError::Malformed(0, "a JSON Patch is an array".into()))?;
     let mut work = doc.clone();
@@ -143,6 +164,24 @@ mod tests {
         ]);
         apply(&mut d, &patch).unwrap();
         assert_eq!(d, json!({"a": {"b": [0, 2, 3]}, "c~/d": 2, "e": [1, 2, 3], "f": 0}));
+    }
+
+    #[test]
+    fn malformed_documents_are_refused_before_any_target() {
+        for bad in [
+            json!({}),
+            json!([{"path": "/a"}]),
+            json!([{"op": "add", "path": "/a"}]),
+            json!([{"op": "add", "path": "a", "value": 1}]),
+            json!([{"op": "move", "path": "/a"}]),
+            json!([{"op": "frobnicate", "path": "/a"}]),
+        ] {
+            assert!(matches!(check(&bad), Err(PatchError::Malformed(..))), "{bad}");
+        }
+        assert_eq!(
+            check(&json!([{"op": "remove", "path": "/a/0"}, {"op": "copy", "from": "/b", "path": "/c"}])),
+            Ok(())
+        );
     }
 
     #[test]

@@ -90,11 +90,30 @@ pub fn date_matches(range: (OffsetDateTime, OffsetDateTime), param: &str) -> Opt
     })
 }
 
+/// FHIR `decimal` (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`): Rust's
+/// float parser also takes `inf`, `NaN` and `+1`, which no FHIR value is.
+fn is_decimal(s: &str) -> bool {
+    let s = s.strip_prefix('-').unwrap_or(s);
+    let (mantissa, exponent) = match s.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e.strip_prefix(['+', '-']).unwrap_or(e))),
+        None => (s, None),
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (mantissa, None),
+    };
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    digits(int) && (int == "0" || !int.starts_with('0')) && frac.is_none_or(digits) && exponent.is_none_or(digits)
+}
+
 /// A `value-quantity` parameter (`[prefix]number|system|code`) against a
 /// Quantity. None when the number is not a number.
 pub fn quantity_matches(q: &Value, param: &str) -> Option<bool> {
     let mut parts = param.splitn(3, '|');
     let (prefix, number) = prefixed(parts.next()?);
+    if !is_decimal(number) {
+        return None;
+    }
     let wanted: f64 = number.parse().ok()?;
     let system = parts.next().filter(|s| !s.is_empty());
     let code = parts.next().filter(|s| !s.is_empty());
@@ -145,6 +164,16 @@ mod tests {
         assert!(token_matches(&json!([{"text": "x"}, cc]), "8867-4"));
         assert!(token_matches(&json!("completed"), "completed"));
         assert!(!token_matches(&json!("completed"), "x|completed"));
+    }
+
+    #[test]
+    fn quantity_numbers_are_fhir_decimals() {
+        for ok in ["72", "0", "-1.5", "72.0", "1e3", "2.5E-2", "gt70|http://unitsofmeasure.org|kg"] {
+            assert!(quantity_matches(&Value::Null, ok).is_some(), "{ok}");
+        }
+        for bad in ["", "inf", "NaN", "+1", "01", "1.", ".5", "1e", "ge", "x|y|z"] {
+            assert!(quantity_matches(&Value::Null, bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

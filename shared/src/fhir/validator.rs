@@ -299,6 +299,13 @@ impl Model {
         self.resources.contains(name)
     }
 
+    /// Every R4 resource type, sorted.
+    pub fn resource_types(&self) -> Vec<&str> {
+        let mut types: Vec<&str> = self.resources.iter().map(String::as_str).collect();
+        types.sort_unstable();
+        types
+    }
+
     /// The child elements defined under `path` (a type name or a backbone
     /// path), for tools that derive test data from the definitions and for
     /// `_summary`/`_elements`.

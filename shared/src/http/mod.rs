@@ -101,6 +101,19 @@ pub fn error_response(e: &Error) -> Response<Body> {
     response(status, Some(&operation_outcome(&[Issue::error(code, text)])), &headers)
 }
 
+/// `error_response` for a request to `path`: a 405 names the methods the
+/// path serves in `Allow` (RFC 9110 §15.5.6).
+pub fn error_response_at(e: &Error, path: &str) -> Response<Body> {
+    let mut resp = error_response(e);
+    if matches!(e, Error::MethodNotAllowed) {
+        let allowed = crate::api::allowed_methods(path).join(", ");
+        if let Ok(v) = lambda_http::http::HeaderValue::from_str(&allowed) {
+            resp.headers_mut().insert("allow", v);
+        }
+    }
+    resp
+}
+
 pub fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -191,8 +204,10 @@ pub fn json_patch_body(req: &Request, max: usize) -> Result<Value, Error> {
         return Err(Error::UnsupportedMediaType);
     }
     let bytes = check_size(req, max)?;
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::BadRequest(format!("body is not valid JSON (line {}, column {})", e.line(), e.column())))
+    let patch = serde_json::from_slice(bytes)
+        .map_err(|e| Error::BadRequest(format!("body is not valid JSON (line {}, column {})", e.line(), e.column())))?;
+    crate::fhir::json_patch::check(&patch).map_err(|e| Error::BadRequest(format!("invalid JSON Patch: {e}")))?;
+    Ok(patch)
 }
 
 /// Form-encoded parameters of a `POST .../_search` body.
@@ -247,10 +262,11 @@ fn decode_component(s: &str) -> Result<String, Error> {
     String::from_utf8(out).map_err(|_| Error::BadRequest("parameters are not UTF-8".into()))
 }
 
-/// `If-Match: W/"3"` (or `"3"`) as a version number.
+/// `If-Match: W/"3"` (or `"3"`) as a version number. An empty field is no
+/// precondition at all (RFC 9110 §5.5: an empty list), so it is treated as
+/// absent: a write that needs one still answers 428.
 pub fn if_match(req: &Request) -> Result<Option<u64>, Error> {
-    let Some(v) = header(req, "if-match") else { return Ok(None) };
-    let v = v.trim();
+    let Some(v) = header(req, "if-match").map(str::trim).filter(|v| !v.is_empty()) else { return Ok(None) };
     let inner = v.strip_prefix("W/").unwrap_or(v).trim_matches('"');
     inner.parse::<u64>().map(Some).map_err(|_| Error::BadRequest("If-Match must be an ETag such as W/\"1\"".into()))
 }

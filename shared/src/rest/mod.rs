@@ -141,13 +141,14 @@ pub async fn conditional_update(
 ) -> Result<(u16, Stored)> {
     let svc = &rt.services;
     svc.authorize_type(caller, ty, crate::auth::Action::Update)?;
+    let if_match = http::if_match(req)?;
     match single_match(rt, caller, ty, http::query(req)?, "a conditional update").await? {
         Some(found) => {
             if body.get("id").is_some_and(|id| *id != found.id.as_str()) {
                 return Err(Error::BadRequest("the resource id differs from the resource the query matches".into()));
             }
             body["id"] = serde_json::Value::String(found.id.clone());
-            let expected = Some(http::if_match(req)?.unwrap_or(found.version));
+            let expected = Some(if_match.unwrap_or(found.version));
             let stored = match ty {
                 "Patient" => svc.update_patient(caller, &found.id, body, expected, audit).await?,
                 _ => svc.update_record(caller, ty, &found.id, body, expected, audit).await?,
@@ -180,10 +181,10 @@ pub async fn conditional_delete(
     audit: &mut AuditEntry,
 ) -> Result<()> {
     rt.services.authorize_type(caller, ty, crate::auth::Action::Delete)?;
+    let if_match = http::if_match(req)?;
     let Some(found) = single_match(rt, caller, ty, http::query(req)?, "a conditional delete").await? else {
         return Ok(());
     };
-    let if_match = http::if_match(req)?;
     match ty {
         "Patient" => rt.services.delete_patient(caller, &found.id, if_match, audit).await,
         _ => rt.services.delete_record(caller, ty, &found.id, if_match, audit).await,

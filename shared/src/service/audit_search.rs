@@ -9,7 +9,7 @@ use super::{Caller, Services};
 use crate::audit::AuditEntry;
 use crate::auth::Action;
 use crate::error::{Error, Result};
-use crate::fhir::primitives::datetime_bounds;
+use crate::fhir::primitives::{datetime_bounds, is_id};
 use crate::fhir::search::{date_matches, token_matches};
 use crate::ports::{AuditKey, AuditLog, KeyService, RecordStore};
 use serde_json::Value;
@@ -92,8 +92,17 @@ impl<S: RecordStore + AuditLog, K: KeyService> Services<S, K> {
         let (mut from, mut to) = (EARLIEST.to_owned(), LATEST.to_owned());
         let (mut patient, mut agent, mut count, mut filters) = (None, None, DEFAULT_PAGE, vec![]);
         for (name, value) in &params {
+            if value.is_empty() {
+                return Err(Error::BadRequest(format!("'{name}' has an empty value")));
+            }
             match name.as_str() {
-                "patient" => patient = Some(value.strip_prefix("Patient/").unwrap_or(value).to_owned()),
+                "patient" => {
+                    let id = value.strip_prefix("Patient/").unwrap_or(value);
+                    if !is_id(id) {
+                        return Err(Error::BadRequest("patient must be Patient/{id} or {id}".into()));
+                    }
+                    patient = Some(id.to_owned())
+                }
                 "_count" => {
                     count =
                         value.parse().ok().filter(|c| (1..=MAX_PAGE).contains(c)).ok_or_else(|| {
@@ -103,6 +112,10 @@ impl<S: RecordStore + AuditLog, K: KeyService> Services<S, K> {
                 "date" => {
                     narrow(value, &mut from, &mut to)?;
                     filters.push((name.as_str(), value.as_str()));
+                }
+                // The subject a token may carry (at most 256 characters, no controls).
+                "agent" if value.len() > 256 || value.chars().any(char::is_control) => {
+                    return Err(Error::BadRequest("agent is not a subject".into()))
                 }
                 "agent" => {
                     agent.get_or_insert_with(|| value.strip_prefix("urn:medrec:sub|").unwrap_or(value).to_owned());

@@ -63,6 +63,17 @@ fn params_of(ty: &str) -> &'static [(&'static str, &'static str, &'static str)] 
     }
 }
 
+/// Whether one value of a parameter can be read as the parameter's type.
+fn well_formed(name: &str, value: &str) -> bool {
+    let probe = (time::OffsetDateTime::UNIX_EPOCH, time::OffsetDateTime::UNIX_EPOCH);
+    match name {
+        "date" => date_matches(probe, value).is_some(),
+        "value-quantity" => quantity_matches(&Value::Null, value).is_some(),
+        "_id" => is_id(value),
+        _ => !value.is_empty(),
+    }
+}
+
 /// Does one resource satisfy one parameter (any of its comma-separated
 /// values)? A value that cannot be read as its type is a 400.
 fn matches(ty: &str, r: &Value, name: &str, values: &str) -> Result<bool> {
@@ -152,7 +163,14 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                     let names: Vec<&str> = known.iter().map(|(p, _, _)| *p).collect();
                     return Err(super::unsupported_parameter(n, &names));
                 }
-                n => filters.push((n, value.as_str())),
+                n => {
+                    // Checked before anything is read: a malformed value is a
+                    // 400 whether or not the compartment holds records.
+                    if !value.split(',').all(|v| well_formed(n, v)) {
+                        return Err(Error::BadRequest(format!("'{n}' has a value that is not a valid {n}")));
+                    }
+                    filters.push((n, value.as_str()))
+                }
             }
         }
         let patient = patient

@@ -79,10 +79,18 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.entities = id.map(|id| vec![format!("{resource_type}/{id}")]).unwrap_or_default();
         self.check(caller, resource_type, if id.is_some() { Action::Update } else { Action::Create }, compartment)?;
         let req = parse(body, query_profile)?;
-        if req.resource["resourceType"] != resource_type {
-            return Err(Error::BadRequest(format!("this endpoint validates {resource_type} resources")));
+        if !req.resource["resourceType"].as_str().is_some_and(|t| model().is_resource_type(t)) {
+            return Err(Error::BadRequest("the body is not a FHIR R4 resource (resourceType)".into()));
         }
         let mut issues = rules_for(resource_type, &req.resource);
+        // A resource of another type is a validation result, like an id
+        // that differs from the URL's: the answer is the outcome, not a 400.
+        if req.resource["resourceType"] != resource_type {
+            issues.push(
+                Issue::error("value", format!("this endpoint validates {resource_type} resources"))
+                    .at(format!("{resource_type}.resourceType")),
+            );
+        }
         if let Some(url) = &req.profile {
             let declared = req.resource["meta"]["profile"].as_array().is_some_and(|p| p.iter().any(|p| p == url));
             match model().check_profile(&req.resource, url) {

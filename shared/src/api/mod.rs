@@ -1,0 +1,166 @@
+//! The deployment's API surface in one place: every resource type with its
+//! interactions and search parameters, and the routes beyond them. The
+//! CapabilityStatement, the OpenAPI document and the answer to a method a
+//! path does not serve are all generated from it, so none of them can claim
+//! or forget what the others say. A test keeps it in step with the routes
+//! `template.yaml` declares.
+
+pub mod openapi;
+
+use crate::fhir::capability::ResourceCapability;
+use crate::service::{audit_search, clinical, patients};
+
+/// Every resource type medrec serves, as its functions declare it.
+pub const RESOURCES: &[ResourceCapability] = &[
+    ResourceCapability {
+        resource_type: "Patient",
+        interactions: &["read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"],
+        search_params: patients::SEARCH_PARAMS,
+        operations: &[("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")],
+    },
+    clinical::CAPABILITIES[0],
+    clinical::CAPABILITIES[1],
+    clinical::CAPABILITIES[2],
+    clinical::CAPABILITIES[3],
+    ResourceCapability {
+        resource_type: "AuditEvent",
+        interactions: &["search-type"],
+        search_params: audit_search::AUDIT_PARAMS,
+        operations: &[],
+    },
+];
+
+/// One HTTP operation: method, path (OpenAPI template) and what it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    pub method: &'static str,
+    pub path: String,
+    /// The resource type it acts on, when there is one.
+    pub resource_type: Option<&'static str>,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Capabilities,
+    OpenApi,
+    Health,
+    Create,
+    Search,
+    SearchPost,
+    ConditionalUpdate,
+    ConditionalDelete,
+    Read,
+    Update,
+    Patch,
+    Delete,
+    History,
+    Vread,
+    Everything,
+    Disclosures,
+    Binary,
+    Validate,
+    ValidateInstance,
+}
+
+impl Kind {
+    /// Served without a token: nothing behind it is PHI.
+    pub fn public(self) -> bool {
+        matches!(self, Kind::Capabilities | Kind::OpenApi | Kind::Health)
+    }
+}
+
+/// Every operation of the deployment, in a stable order.
+pub fn operations() -> Vec<Operation> {
+    let op = |method, path: &str, resource_type, kind| Operation { method, path: path.to_owned(), resource_type, kind };
+    let mut ops = vec![
+        op("GET", "/fhir/metadata", None, Kind::Capabilities),
+        op("GET", "/openapi.json", None, Kind::OpenApi),
+        op("GET", "/health", None, Kind::Health),
+    ];
+    for r in RESOURCES {
+        let ty = r.resource_type;
+        let has = |i: &str| r.interactions.contains(&i);
+        let t = Some(ty);
+        if has("create") {
+            ops.push(op("POST", &format!("/fhir/{ty}"), t, Kind::Create));
+        }
+        if has("search-type") {
+            ops.push(op("GET", &format!("/fhir/{ty}"), t, Kind::Search));
+            ops.push(op("POST", &format!("/fhir/{ty}/_search"), t, Kind::SearchPost));
+        }
+        if has("update") {
+            ops.push(op("PUT", &format!("/fhir/{ty}"), t, Kind::ConditionalUpdate));
+            ops.push(op("PUT", &format!("/fhir/{ty}/{{id}}"), t, Kind::Update));
+        }
+        if has("delete") {
+            ops.push(op("DELETE", &format!("/fhir/{ty}"), t, Kind::ConditionalDelete));
+            ops.push(op("DELETE", &format!("/fhir/{ty}/{{id}}"), t, Kind::Delete));
+        }
+        if has("read") {
+            ops.push(op("GET", &format!("/fhir/{ty}/{{id}}"), t, Kind::Read));
+        }
+        if has("patch") {
+            ops.push(op("PATCH", &format!("/fhir/{ty}/{{id}}"), t, Kind::Patch));
+        }
+        if has("history-instance") {
+            ops.push(op("GET", &format!("/fhir/{ty}/{{id}}/_history"), t, Kind::History));
+        }
+        if has("vread") {
+            ops.push(op("GET", &format!("/fhir/{ty}/{{id}}/_history/{{vid}}"), t, Kind::Vread));
+        }
+        if r.operations.iter().any(|(name, _)| *name == "everything") {
+            ops.push(op("GET", &format!("/fhir/{ty}/{{id}}/$everything"), t, Kind::Everything));
+        }
+    }
+    ops.push(op("GET", "/fhir/Patient/{id}/$disclosures", Some("Patient"), Kind::Disclosures));
+    ops.push(op("GET", "/fhir/Binary/{id}", Some("Binary"), Kind::Binary));
+    ops.push(op("POST", "/fhir/{type}/$validate", None, Kind::Validate));
+    ops.push(op("POST", "/fhir/{type}/{id}/$validate", None, Kind::ValidateInstance));
+    ops
+}
+
+/// Whether a concrete path fits an OpenAPI path template (`{x}` matches one
+/// non-empty segment).
+pub fn path_matches(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| if t.starts_with('{') { !p.is_empty() } else { t == p })
+}
+
+/// The methods served on a concrete path, for the `Allow` header of a 405;
+/// empty when no operation has that path. The most specific templates
+/// decide (`/fhir/Patient/_search` is not `/fhir/Patient/{id}`).
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    let literal = |t: &str| t.split('/').filter(|s| !s.starts_with('{')).count();
+    let ops: Vec<Operation> = operations().into_iter().filter(|o| path_matches(&o.path, path)).collect();
+    let most = ops.iter().map(|o| literal(&o.path)).max().unwrap_or(0);
+    let mut methods: Vec<&'static str> =
+        ops.into_iter().filter(|o| literal(&o.path) == most).map(|o| o.method).collect();
+    methods.sort_unstable();
+    methods.dedup();
+    methods
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_methods_follow_the_operations() {
+        assert_eq!(allowed_methods("/fhir/Patient"), ["DELETE", "GET", "POST", "PUT"]);
+        assert_eq!(allowed_methods("/fhir/Observation/o1"), ["DELETE", "GET", "PATCH", "PUT"]);
+        assert_eq!(allowed_methods("/fhir/AuditEvent"), ["GET"]);
+        assert_eq!(allowed_methods("/fhir/Binary/b1"), ["GET"]);
+        assert_eq!(allowed_methods("/fhir/Patient/_search"), ["POST"]);
+        assert!(allowed_methods("/fhir/Nothing/here/at/all").is_empty());
+        assert!(allowed_methods("/fhir/Patient/").is_empty(), "an empty id is no path");
+    }
+
+    #[test]
+    fn every_operation_is_unique() {
+        let ops = operations();
+        for (i, a) in ops.iter().enumerate() {
+            assert!(!ops[i + 1..].iter().any(|b| a.method == b.method && a.path == b.path), "{a:?} twice");
+        }
+    }
+}

@@ -1,0 +1,540 @@
+//! The OpenAPI 3 document of the whole API, generated from the operations
+//! in `api` (the source the CapabilityStatement is built from), for client
+//! generators and contract testing (schemathesis runs it in CI).
+//!
+//! Request schemas state what JSON Schema can state of FHIR R4: the
+//! elements medrec accepts on each type with their primitive patterns and
+//! required bindings, closed to unknown elements as the validator is.
+//! What it cannot state (a referenced patient must exist, a dose cannot
+//! precede the birth, a body's id must match the URL, a vital sign's unit)
+//! the server answers with 400/412/422 and an OperationOutcome.
+
+use super::{operations, Kind, Operation, RESOURCES};
+use crate::fhir::patient::GENDERS;
+use crate::service::records::MAX_PAGE;
+use serde_json::{json, Map, Value};
+
+/// FHIR R4 `id`.
+const ID: &str = "^[A-Za-z0-9\\-\\.]{1,64}$";
+/// A year of FHIR R4 `date` (0001 to 9999).
+const YEAR: &str = "([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)";
+/// FHIR R4 `date` that is a real calendar date (29 February in leap years only).
+fn date_pattern(prefix: &str) -> String {
+    let day = "((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))";
+    let leap = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00)-02-29";
+    format!("^{prefix}({YEAR}(-(0[1-9]|1[0-2]))?|{YEAR}-{day}|{leap})$")
+}
+/// A past full date (the clinical rules refuse future events).
+const PAST_DAY: &str = "^(19[0-9]{2}|20[01][0-9])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$";
+/// FHIR R4 `code`: no leading, trailing or doubled whitespace (XML Schema
+/// whitespace: space, tab, CR, LF).
+const CODE: &str = "^[^ \\t\\r\\n]+([ \\t\\r\\n][^ \\t\\r\\n]+)*$";
+/// FHIR R4 `uri`.
+const URI: &str = "^[^ \\t\\r\\n]+$";
+/// A patient reference in a search.
+const PATIENT_REF: &str = "^(Patient/)?[A-Za-z0-9\\-\\.]{1,64}$";
+
+/// FHIR `string`: any non-empty text.
+fn string() -> Value {
+    json!({"type": "string", "minLength": 1})
+}
+
+fn coding(system: Option<&str>, codes: Option<&[&str]>) -> Value {
+    let system = match system {
+        Some(s) => json!({"type": "string", "enum": [s]}),
+        None => json!({"type": "string", "pattern": URI}),
+    };
+    let code = match codes {
+        Some(c) => json!({"type": "string", "enum": c}),
+        None => json!({"type": "string", "pattern": CODE}),
+    };
+    json!({"type": "object", "additionalProperties": false, "required": ["system", "code"],
+        "properties": {"system": system, "code": code, "display": string()}})
+}
+
+fn concept(system: Option<&str>, codes: Option<&[&str]>) -> Value {
+    json!({"type": "object", "additionalProperties": false, "required": ["coding"],
+        "properties": {"coding": {"type": "array", "minItems": 1, "maxItems": 2, "items": coding(system, codes)},
+            "text": string()}})
+}
+
+fn patient_reference() -> Value {
+    json!({"type": "object", "additionalProperties": false, "required": ["reference"],
+        "properties": {"reference": {"type": "string", "pattern": "^Patient/[A-Za-z0-9\\-\\.]{1,64}$"}}})
+}
+
+fn closed(ty: &str, required: &[&str], mut properties: Map<String, Value>) -> Value {
+    properties.insert("resourceType".into(), json!({"type": "string", "enum": [ty]}));
+    properties.insert("id".into(), json!({"type": "string", "pattern": ID}));
+    let mut req = vec!["resourceType"];
+    req.extend_from_slice(required);
+    json!({"type": "object", "additionalProperties": false, "required": req, "properties": properties})
+}
+
+fn props(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// The request body schema of each writable type.
+fn resource_schema(ty: &str) -> Value {
+    match ty {
+        "Patient" => closed(
+            ty,
+            &[],
+            props(json!({
+                "active": {"type": "boolean"},
+                "name": {"type": "array", "minItems": 1, "maxItems": 3, "items": {
+                    "type": "object", "additionalProperties": false, "minProperties": 1,
+                    "properties": {
+                        "use": {"type": "string", "enum": ["usual", "official", "temp", "nickname", "anonymous", "old", "maiden"]},
+                        "family": string(),
+                        "given": {"type": "array", "minItems": 1, "maxItems": 3, "items": string()}}}},
+                "gender": {"type": "string", "enum": GENDERS},
+                "birthDate": {"type": "string", "pattern": date_pattern("")},
+                "identifier": {"type": "array", "minItems": 1, "maxItems": 3, "items": {
+                    "type": "object", "additionalProperties": false, "minProperties": 1,
+                    "properties": {"system": {"type": "string", "pattern": URI}, "value": string()}}}
+            })),
+        ),
+        "Immunization" => closed(
+            ty,
+            &["status", "vaccineCode", "patient", "occurrenceDateTime"],
+            props(json!({
+                "status": {"type": "string", "enum": ["completed", "entered-in-error", "not-done"]},
+                "vaccineCode": concept(Some("http://hl7.org/fhir/sid/cvx"), Some(&["08", "20", "140", "141", "208", "213"])),
+                "patient": patient_reference(),
+                "occurrenceDateTime": {"type": "string", "pattern": PAST_DAY},
+                "primarySource": {"type": "boolean"},
+                "lotNumber": string()
+            })),
+        ),
+        "Observation" => closed(
+            ty,
+            &["status", "code", "subject"],
+            props(json!({
+                "status": {"type": "string", "enum": ["registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"]},
+                "code": concept(None, None),
+                "subject": patient_reference(),
+                "effectiveDateTime": {"type": "string", "pattern": PAST_DAY},
+                "valueString": string()
+            })),
+        ),
+        "Consent" => closed(
+            ty,
+            &["status", "scope", "category", "patient", "policyRule"],
+            props(json!({
+                "status": {"type": "string", "enum": ["draft", "proposed", "active", "rejected", "inactive", "entered-in-error"]},
+                "scope": concept(Some("http://terminology.hl7.org/CodeSystem/consentscope"), Some(&["patient-privacy"])),
+                "category": {"type": "array", "minItems": 1, "maxItems": 1,
+                    "items": concept(Some("http://loinc.org"), Some(&["59284-0"]))},
+                "patient": patient_reference(),
+                "dateTime": {"type": "string", "pattern": PAST_DAY},
+                "policyRule": concept(Some("http://terminology.hl7.org/CodeSystem/v3-ActCode"), Some(&["OPTIN", "OPTOUT"]))
+            })),
+        ),
+        "DocumentReference" => closed(
+            ty,
+            &["status", "subject", "content"],
+            props(json!({
+                "status": {"type": "string", "enum": ["current"]},
+                "subject": patient_reference(),
+                "content": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
+                    "type": "object", "additionalProperties": false, "required": ["attachment"],
+                    "properties": {"attachment": {
+                        "type": "object", "additionalProperties": false, "required": ["contentType", "data"],
+                        "properties": {
+                            "contentType": {"type": "string", "enum": ["text/plain"]},
+                            // Base64 of plain text: the content is checked against its type.
+                            "data": {"type": "string", "enum": ["aGVsbG8=", "Y2xpbmljYWwgbm90ZQ=="]}}}}}}
+            })),
+        ),
+        _ => json!({"type": "object", "required": ["resourceType"],
+            "properties": {"resourceType": {"$ref": "#/components/schemas/ResourceType"}}}),
+    }
+}
+
+/// A search parameter's schema by its FHIR type: only values the server
+/// parses, so a well-formed search is never refused.
+fn search_param_schema(name: &str, ty: &str) -> Value {
+    match (name, ty) {
+        ("_count", _) => json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+        ("_id", _) => json!({"type": "string", "pattern": ID}),
+        ("_sort", _) => json!({"type": "string", "enum": ["date", "-date", "_lastUpdated", "-_lastUpdated"]}),
+        ("gender", _) => json!({"type": "string", "enum": GENDERS}),
+        ("birthdate", _) => json!({"type": "string", "pattern": date_pattern("")}),
+        (_, "reference") => json!({"type": "string", "pattern": PATIENT_REF}),
+        (_, "date") => json!({"type": "string", "pattern": date_pattern("(eq|gt|lt|ge|le)?")}),
+        (_, "quantity") => json!({"type": "string",
+            "pattern": "^(eq|ne|gt|lt|ge|le)?-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?(\\|[^|]*\\|[^|]*)?$"}),
+        // Tokens and strings are matched as given: any non-empty value.
+        _ => string(),
+    }
+}
+
+fn outcome_ref() -> Value {
+    json!({"$ref": "#/components/schemas/OperationOutcome"})
+}
+
+fn fhir(schema: Value) -> Value {
+    json!({"application/fhir+json": {"schema": schema}})
+}
+
+fn error(description: &str) -> Value {
+    json!({"description": description, "content": fhir(outcome_ref())})
+}
+
+fn path_param(name: &str) -> Value {
+    let schema = match name {
+        "vid" => json!({"type": "integer", "minimum": 1, "maximum": 1_000_000}),
+        "type" => json!({"$ref": "#/components/schemas/ResourceType"}),
+        _ => json!({"type": "string", "pattern": ID}),
+    };
+    json!({"name": name, "in": "path", "required": true, "schema": schema})
+}
+
+fn if_match(required: bool) -> Value {
+    // Where it is optional, an empty field is the same as none (RFC 9110 §5.5).
+    let pattern = if required { "^W/\"[1-9][0-9]{0,5}\"$" } else { "^(W/\"[1-9][0-9]{0,5}\")?$" };
+    json!({"name": "If-Match", "in": "header", "required": required,
+        "description": "The version the client last read (W/\"n\"): a write over a newer version is refused (412).",
+        "schema": {"type": "string", "pattern": pattern}})
+}
+
+/// The parameters, body and responses of one operation.
+fn operation(o: &Operation) -> Value {
+    let ty = o.resource_type.unwrap_or("Resource");
+    let resource = json!({"$ref": format!("#/components/schemas/{ty}Response")});
+    let bundle = json!({"$ref": "#/components/schemas/Bundle"});
+    let search_params = || -> Vec<Value> {
+        let cap = RESOURCES.iter().find(|r| Some(r.resource_type) == o.resource_type);
+        let mut params: Vec<Value> = cap
+            .map(|c| c.search_params)
+            .unwrap_or_default()
+            .iter()
+            .map(|(name, pty, doc)| {
+                // A clinical search names its patient (minimum necessary); an
+                // audit search names a patient or an agent.
+                let required = *name == "patient" && o.resource_type != Some("AuditEvent");
+                json!({"name": name, "in": "query", "required": required, "description": doc,
+                    "schema": search_param_schema(name, pty)})
+            })
+            .collect();
+        if !params.iter().any(|p| p["name"] == "_count") {
+            params.push(json!({"name": "_count", "in": "query", "required": false,
+                "schema": search_param_schema("_count", "number")}));
+        }
+        params
+    };
+    let id_params = || {
+        let mut p = vec![path_param("id")];
+        if o.path.contains("{vid}") {
+            p.push(path_param("vid"));
+        }
+        p
+    };
+    let body = |schema: Value, media: &str| json!({"required": true, "content": {media: {"schema": schema}}});
+    let body_schema = json!({"$ref": format!("#/components/schemas/{ty}")});
+    let mut responses = Map::new();
+    let mut parameters: Vec<Value> = vec![];
+    let mut request_body = Value::Null;
+    let (summary, operation_id): (String, String) = match o.kind {
+        Kind::Capabilities => {
+            responses.insert("200".into(), json!({"description": "The CapabilityStatement", "content": fhir(json!({"$ref": "#/components/schemas/Resource"}))}));
+            ("The server's CapabilityStatement".into(), "capabilities".into())
+        }
+        Kind::OpenApi => {
+            responses.insert("200".into(), json!({"description": "This document", "content": {"application/json": {"schema": {"type": "object", "required": ["openapi", "paths"]}}}}));
+            ("This OpenAPI document".into(), "openapi".into())
+        }
+        Kind::Health => {
+            let health = json!({"$ref": "#/components/schemas/Health"});
+            responses.insert("200".into(), json!({"description": "Every dependency answers", "content": {"application/health+json": {"schema": health}}}));
+            responses.insert("503".into(), json!({"description": "A dependency fails", "content": {"application/health+json": {"schema": health}}}));
+            ("Pass or fail per dependency, nothing else".into(), "health".into())
+        }
+        Kind::Create => {
+            request_body = body(body_schema, "application/fhir+json");
+            responses.insert(
+                "201".into(),
+                json!({"description": "Created", "content": fhir(resource.clone()),
+                "links": links(ty)}),
+            );
+            responses.insert(
+                "200".into(),
+                json!({"description": "Conditional create: the existing match", "content": fhir(resource.clone())}),
+            );
+            if ty == "DocumentReference" {
+                responses.insert("202".into(), json!({"description": "Accepted: upload the content to the presigned URL", "content": fhir(json!({"type": "object"}))}));
+            }
+            for (s, d) in [
+                ("412", "Conditional create matched several"),
+                ("413", "Body too large"),
+                ("415", "Not FHIR JSON"),
+                ("422", "Not valid for this server (OperationOutcome says where)"),
+            ] {
+                responses.insert(s.into(), error(d));
+            }
+            (format!("Create a {ty}"), format!("create{ty}"))
+        }
+        Kind::Search | Kind::SearchPost => {
+            if o.kind == Kind::Search {
+                parameters = search_params();
+            } else {
+                let mut props = Map::new();
+                let mut required = vec![];
+                for p in search_params() {
+                    if p["required"] == true {
+                        required.push(p["name"].clone());
+                    }
+                    let mut schema = p["schema"].clone();
+                    if schema["type"] == "integer" {
+                        schema["type"] = json!("string");
+                        schema = json!({"type": "string", "pattern": "^([1-9][0-9]?|100)$"});
+                    }
+                    props.insert(p["name"].as_str().unwrap_or_default().to_owned(), schema);
+                }
+                let mut form = json!({"type": "object", "additionalProperties": false, "properties": props});
+                if !required.is_empty() {
+                    form["required"] = json!(required);
+                }
+                request_body = body(form, "application/x-www-form-urlencoded");
+            }
+            responses
+                .insert("200".into(), json!({"description": "A searchset Bundle", "content": fhir(bundle.clone())}));
+            if o.kind == Kind::SearchPost {
+                responses.insert("415".into(), error("Not form-encoded"));
+            }
+            (format!("Search {ty}"), format!("search{ty}{}", if o.kind == Kind::SearchPost { "Post" } else { "" }))
+        }
+        Kind::ConditionalUpdate | Kind::ConditionalDelete => {
+            parameters =
+                search_params().into_iter().filter(|p| p["name"] != "_count" && p["name"] != "_sort").collect();
+            if o.kind == Kind::ConditionalUpdate {
+                parameters.push(if_match(false));
+                request_body = body(body_schema, "application/fhir+json");
+                responses.insert("200".into(), json!({"description": "Updated", "content": fhir(resource.clone())}));
+                responses.insert("201".into(), json!({"description": "Created", "content": fhir(resource.clone())}));
+                for (s, d) in [
+                    ("413", "Body too large"),
+                    ("415", "Not FHIR JSON"),
+                    ("422", "Not valid for this server"),
+                    ("428", "If-Match required"),
+                ] {
+                    responses.insert(s.into(), error(d));
+                }
+            } else {
+                responses.insert("204".into(), json!({"description": "Deleted (or nothing matched)"}));
+            }
+            responses.insert("412".into(), error("Several resources matched, or the version changed"));
+            (
+                format!("Conditional {} of {ty}", if o.kind == Kind::ConditionalUpdate { "update" } else { "delete" }),
+                format!("conditional{}{ty}", if o.kind == Kind::ConditionalUpdate { "Update" } else { "Delete" }),
+            )
+        }
+        Kind::Read | Kind::Vread => {
+            parameters = id_params();
+            responses.insert("200".into(), json!({"description": "The resource", "content": fhir(resource.clone())}));
+            responses.insert("410".into(), error("Deleted"));
+            (
+                format!("Read a {ty}{}", if o.kind == Kind::Vread { " version" } else { "" }),
+                format!("{}{ty}", if o.kind == Kind::Vread { "vread" } else { "read" }),
+            )
+        }
+        Kind::Update | Kind::Patch => {
+            parameters = id_params();
+            parameters.push(if_match(true));
+            request_body = if o.kind == Kind::Update {
+                body(body_schema, "application/fhir+json")
+            } else {
+                body(json!({"$ref": "#/components/schemas/JsonPatch"}), "application/json-patch+json")
+            };
+            responses.insert("200".into(), json!({"description": "Updated", "content": fhir(resource.clone())}));
+            for (s, d) in [
+                ("410", "Deleted"),
+                ("412", "The version changed"),
+                ("413", "Body too large"),
+                ("415", "Wrong media type"),
+                ("422", "Not valid for this server"),
+                ("428", "If-Match required"),
+            ] {
+                responses.insert(s.into(), error(d));
+            }
+            (
+                format!("{} a {ty}", if o.kind == Kind::Update { "Update" } else { "Patch" }),
+                format!("{}{ty}", if o.kind == Kind::Update { "update" } else { "patch" }),
+            )
+        }
+        Kind::Delete => {
+            parameters = id_params();
+            parameters.push(if_match(false));
+            responses.insert("204".into(), json!({"description": "Deleted"}));
+            responses.insert("412".into(), error("The version changed"));
+            (format!("Delete a {ty}"), format!("delete{ty}"))
+        }
+        Kind::History => {
+            parameters = id_params();
+            parameters.push(json!({"name": "_count", "in": "query", "required": false, "schema": search_param_schema("_count", "number")}));
+            responses.insert("200".into(), json!({"description": "A history Bundle", "content": fhir(bundle.clone())}));
+            responses.insert("410".into(), error("Deleted"));
+            (format!("History of a {ty}"), format!("history{ty}"))
+        }
+        Kind::Everything => {
+            parameters = id_params();
+            responses.insert(
+                "200".into(),
+                json!({"description": "The patient's compartment", "content": fhir(bundle.clone())}),
+            );
+            responses.insert("410".into(), error("Deleted"));
+            ("Everything in the patient's compartment".into(), "everythingPatient".into())
+        }
+        Kind::Disclosures => {
+            parameters = id_params();
+            responses.insert("200".into(), json!({"description": "The accounting of disclosures (45 CFR 164.528)", "content": fhir(bundle.clone())}));
+            ("Accounting of disclosures".into(), "disclosuresPatient".into())
+        }
+        Kind::Binary => {
+            parameters = id_params();
+            parameters.push(json!({"name": "Range", "in": "header", "required": false,
+                "schema": {"type": "string", "pattern": "^bytes=[0-9]{1,6}-[0-9]{0,6}$"}}));
+            responses.insert("200".into(), json!({"description": "The document's bytes", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}));
+            responses.insert("206".into(), json!({"description": "A range of the document", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}));
+            responses.insert("410".into(), error("Deleted"));
+            responses.insert("416".into(), error("Range outside the document"));
+            ("A document's content".into(), "readBinary".into())
+        }
+        Kind::Validate | Kind::ValidateInstance => {
+            parameters.push(path_param("type"));
+            if o.kind == Kind::ValidateInstance {
+                parameters.push(path_param("id"));
+            }
+            request_body = body(resource_schema(""), "application/fhir+json");
+            responses.insert(
+                "200".into(),
+                json!({"description": "The outcome (errors included)", "content": fhir(outcome_ref())}),
+            );
+            for (s, d) in [("413", "Body too large"), ("415", "Not FHIR JSON"), ("422", "Not a resource")] {
+                responses.insert(s.into(), error(d));
+            }
+            ("$validate".into(), if o.kind == Kind::Validate { "validate".into() } else { "validateInstance".into() })
+        }
+    };
+    if !o.kind.public() {
+        for (s, d) in [
+            ("400", "Malformed request"),
+            ("401", "No valid bearer token"),
+            ("403", "Not allowed for this caller, or refused by consent"),
+            ("404", "Not found"),
+            ("406", "Only FHIR JSON is served"),
+            ("429", "Throttled"),
+            ("503", "A dependency is unavailable; retry"),
+        ] {
+            responses.entry(s).or_insert_with(|| error(d));
+        }
+    }
+    let mut op =
+        json!({"operationId": operation_id, "summary": summary, "parameters": parameters, "responses": responses});
+    if o.kind.public() {
+        op["security"] = json!([]);
+    } else {
+        op["tags"] = json!([ty]);
+    }
+    if !request_body.is_null() {
+        op["requestBody"] = request_body;
+    }
+    op
+}
+
+/// Links from a created resource to what a client does next with it (the
+/// stateful part of contract testing follows them).
+fn links(ty: &str) -> Value {
+    let id = json!({"id": "$response.body#/id"});
+    let versioned = json!({"id": "$response.body#/id", "header.If-Match": "$response.header.ETag"});
+    let mut links = json!({
+        format!("read{ty}"): {"operationId": format!("read{ty}"), "parameters": id},
+        format!("history{ty}"): {"operationId": format!("history{ty}"), "parameters": id},
+        format!("vread{ty}"): {"operationId": format!("vread{ty}"), "parameters": {"id": "$response.body#/id", "vid": "$response.body#/meta/versionId"}},
+        format!("update{ty}"): {"operationId": format!("update{ty}"), "parameters": versioned},
+        format!("patch{ty}"): {"operationId": format!("patch{ty}"), "parameters": versioned},
+        format!("delete{ty}"): {"operationId": format!("delete{ty}"), "parameters": versioned},
+    });
+    if ty == "Patient" {
+        links["everythingPatient"] = json!({"operationId": "everythingPatient", "parameters": id});
+    }
+    links
+}
+
+/// The whole document. `base_url` is where the API is served.
+pub fn document(base_url: &str) -> Value {
+    let mut paths = Map::new();
+    for o in operations() {
+        let entry = paths.entry(o.path.clone()).or_insert_with(|| json!({}));
+        entry[o.method.to_ascii_lowercase()] = operation(&o);
+    }
+    let mut schemas = Map::new();
+    for r in RESOURCES {
+        let ty = r.resource_type;
+        schemas.insert(ty.to_owned(), resource_schema(ty));
+        schemas.insert(
+            format!("{ty}Response"),
+            json!({"type": "object", "required": ["resourceType", "id", "meta"],
+            "properties": {"resourceType": {"type": "string", "enum": [ty]}, "id": {"type": "string", "pattern": ID},
+                "meta": {"type": "object", "required": ["versionId", "lastUpdated"]}}}),
+        );
+    }
+    schemas.insert("Resource".into(), resource_schema(""));
+    schemas.insert(
+        "ResourceType".into(),
+        json!({"type": "string", "enum": crate::fhir::validator::model().resource_types()}),
+    );
+    schemas.insert("BinaryResponse".into(), json!({"type": "string"}));
+    schemas.insert("ResourceResponse".into(), resource_schema(""));
+    schemas.insert(
+        "OperationOutcome".into(),
+        json!({"type": "object", "required": ["resourceType", "issue"],
+        "properties": {"resourceType": {"type": "string", "enum": ["OperationOutcome"]},
+            "issue": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["severity", "code"],
+                "properties": {"severity": {"type": "string", "enum": ["fatal", "error", "warning", "information"]},
+                    "code": {"type": "string"}, "diagnostics": {"type": "string"}}}}}}),
+    );
+    schemas.insert(
+        "Bundle".into(),
+        json!({"type": "object", "required": ["resourceType", "type"],
+        "properties": {"resourceType": {"type": "string", "enum": ["Bundle"]},
+            "type": {"type": "string", "enum": ["searchset", "history", "collection"]},
+            "total": {"type": "integer", "minimum": 0},
+            "link": {"type": "array", "items": {"type": "object", "required": ["relation", "url"]}},
+            "entry": {"type": "array", "items": {"type": "object"}}}}),
+    );
+    schemas.insert(
+        "Health".into(),
+        json!({"type": "object", "required": ["status", "checks"],
+        "properties": {"status": {"type": "string", "enum": ["pass", "warn", "fail"]}, "checks": {"type": "object"}}}),
+    );
+    let pointer = json!({"type": "string", "pattern": "^(/[A-Za-z0-9]{1,20}){1,3}$"});
+    schemas.insert("JsonPatch".into(), json!({"type": "array", "minItems": 1, "maxItems": 4, "items": {"oneOf": [
+        {"type": "object", "additionalProperties": false, "required": ["op", "path", "value"],
+            "properties": {"op": {"type": "string", "enum": ["add", "replace", "test"]}, "path": pointer, "value": {}}},
+        {"type": "object", "additionalProperties": false, "required": ["op", "path"],
+            "properties": {"op": {"type": "string", "enum": ["remove"]}, "path": pointer}},
+        {"type": "object", "additionalProperties": false, "required": ["op", "path", "from"],
+            "properties": {"op": {"type": "string", "enum": ["move", "copy"]}, "path": pointer, "from": pointer}}
+    ]}}));
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "medrec FHIR R4 API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "FHIR R4 REST over Patient, Immunization, Observation, Consent, DocumentReference and AuditEvent. Every error is an OperationOutcome. Writes need If-Match; reads are consent-checked and audited."
+        },
+        "servers": [{"url": base_url}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": schemas
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    })
+}
