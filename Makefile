@@ -40,12 +40,15 @@ dev: setup
 
 # nextest (on the machine image) runs each test in its own process and ends
 # with a summary line; plain cargo test is the fallback.
+# After the suite, every test process's logs are searched for canary PHI.
 test: setup
+	rm -rf target/test-logs
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace; \
 	else \
 		cargo test --workspace; \
 	fi
+	bash infra/canary-sweep.sh target/test-logs
 
 lint: setup
 	cargo fmt --all --check

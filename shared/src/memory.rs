@@ -19,6 +19,7 @@ struct Inner {
     audit: Vec<String>,
     events: Vec<DomainEvent>,
     once: BTreeSet<String>,
+    failures: HashMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -148,6 +149,12 @@ impl RecordStore for MemoryStore {
 }
 
 impl crate::ports::AuditLog for MemoryStore {
+    async fn count_failure(&self, current: &str, previous: &str, _expires: i64) -> Result<u64, PortError> {
+        let mut inner = self.inner.lock().expect("lock");
+        *inner.failures.entry(current.to_owned()).or_default() += 1;
+        Ok(inner.failures[current] + inner.failures.get(previous).copied().unwrap_or(0))
+    }
+
     async fn audit_records(
         &self,
         key: crate::ports::AuditKey<'_>,

@@ -209,4 +209,13 @@ pub trait AuditLog: Send + Sync {
         from: &str,
         to: &str,
     ) -> impl Future<Output = Result<Vec<String>, PortError>> + Send;
+
+    /// Adds one to the failure counter `current` (kept until `expires`, Unix
+    /// seconds) and returns its new value plus the value of `previous`.
+    fn count_failure(
+        &self,
+        current: &str,
+        previous: &str,
+        expires: i64,
+    ) -> impl Future<Output = Result<u64, PortError>> + Send;
 }

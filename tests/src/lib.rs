@@ -20,9 +20,27 @@ pub struct LogBuffer(Arc<Mutex<Vec<u8>>>);
 
 pub struct LogWriter(Arc<Mutex<Vec<u8>>>);
 
+/// Every test process's logs also go to `target/test-logs/<pid>.jsonl`, so
+/// that `make test` can search all of them for canaries after the suite.
+static LOG_FILE: OnceLock<Option<Mutex<std::fs::File>>> = OnceLock::new();
+
+fn log_file() -> Option<&'static Mutex<std::fs::File>> {
+    LOG_FILE
+        .get_or_init(|| {
+            let dir = medrec_infra::emulator::repo_root().join("target/test-logs");
+            std::fs::create_dir_all(&dir).ok()?;
+            let path = dir.join(format!("{}.jsonl", std::process::id()));
+            std::fs::OpenOptions::new().create(true).append(true).open(path).ok().map(Mutex::new)
+        })
+        .as_ref()
+}
+
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().expect("log buffer").extend_from_slice(buf);
+        if let Some(f) = log_file() {
+            f.lock().expect("log file").write_all(buf)?;
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -104,9 +122,13 @@ impl Harness {
 
     /// A stack whose functions reach the emulator through a fault-injecting
     /// proxy (the test's own checks go to the emulator directly).
-    pub async fn start_behind_faults() -> (Harness, medrec_infra::fault_proxy::FaultProxy) {
+    pub async fn start_behind_faults(unmounted: &[&str]) -> (Harness, medrec_infra::fault_proxy::FaultProxy) {
         let proxy = medrec_infra::fault_proxy::FaultProxy::start(&emulator_endpoint()).await.expect("fault proxy");
-        let h = Self::start_with(vec![("MEDREC_AWS_ENDPOINT".into(), proxy.endpoint.clone())]).await;
+        let h = Self::start_full(
+            vec![("MEDREC_AWS_ENDPOINT".into(), proxy.endpoint.clone())],
+            unmounted.iter().map(|s| s.to_string()).collect(),
+        )
+        .await;
         (h, proxy)
     }
 

@@ -40,7 +40,7 @@ fn commit() -> Matcher {
 
 #[tokio::test]
 async fn a_create_is_whole_or_absent_under_every_fault_and_a_retry_never_doubles_it() {
-    let (h, proxy) = Harness::start_behind_faults().await;
+    let (h, proxy) = Harness::start_behind_faults(&[]).await;
     let token = h.token("registrar", "reg-1");
     for (name, fault) in FAILURES {
         let family = format!("Fault{}", unique_tag());
@@ -87,58 +87,38 @@ async fn a_create_is_whole_or_absent_under_every_fault_and_a_retry_never_doubles
     assert_eq!(created[0]["outcome"], "0");
 }
 
+/// `PUT` of the patient renamed to `family`, over version `version`.
+async fn rename(h: &Harness, token: &str, id: &str, family: &str, version: u64) -> medrec_infra::client::Reply {
+    let mut changed = patient(family);
+    changed["id"] = json!(id);
+    let if_match = format!("W/\"{version}\"");
+    h.call("PUT", &format!("/fhir/Patient/{id}"), Some(token), &[("if-match", &if_match)], Some(&changed.to_string()))
+        .await
+}
+
 #[tokio::test]
 async fn an_update_under_a_fault_leaves_the_previous_version_whole() {
-    let (h, proxy) = Harness::start_behind_faults().await;
+    let (h, proxy) = Harness::start_behind_faults(&[]).await;
     let token = h.token("registrar", "reg-1");
     let family = format!("Fault{}", unique_tag());
     let id = h.create_id(&token, &patient(&family)).await;
     for (name, fault) in FAILURES {
-        let mut changed = patient("Renamed");
-        changed["id"] = json!(id);
         proxy.inject(commit(), fault, None);
-        let r = h
-            .call(
-                "PUT",
-                &format!("/fhir/Patient/{id}"),
-                Some(&token),
-                &[("if-match", "W/\"1\"")],
-                Some(&changed.to_string()),
-            )
-            .await;
+        let r = rename(&h, &token, &id, "Renamed", 1).await;
         proxy.clear();
         assert!(matches!(r.status, 429 | 503), "{name}: {}", r.status);
         let now = h.get(&format!("/fhir/Patient/{id}"), &token).await.json();
         assert_eq!(now["meta"]["versionId"], "1", "{name}: still version 1");
         assert_eq!(now["name"][0]["family"], family.as_str(), "{name}: the old content, whole");
     }
-    let mut changed = patient("Renamed");
-    changed["id"] = json!(id);
-    let r = h
-        .call(
-            "PUT",
-            &format!("/fhir/Patient/{id}"),
-            Some(&token),
-            &[("if-match", "W/\"1\"")],
-            Some(&changed.to_string()),
-        )
-        .await;
+    let r = rename(&h, &token, &id, "Renamed", 1).await;
     assert_eq!(r.status, 200, "recovers");
     assert_eq!(r.json()["meta"]["versionId"], "2");
 
     // The answer to an applied update is lost and the retry's condition
     // fails: recognised as applied, acknowledged once, one version added.
-    changed["name"][0]["family"] = json!("Again");
     proxy.inject(commit(), Fault::ResetAfter, Some(1));
-    let r = h
-        .call(
-            "PUT",
-            &format!("/fhir/Patient/{id}"),
-            Some(&token),
-            &[("if-match", "W/\"2\"")],
-            Some(&changed.to_string()),
-        )
-        .await;
+    let r = rename(&h, &token, &id, "Again", 2).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let history = h.get(&format!("/fhir/Patient/{id}/_history"), &token).await.json();
     assert_eq!(history["total"], 3, "versions 1, 2 and 3, none twice");
@@ -146,7 +126,7 @@ async fn an_update_under_a_fault_leaves_the_previous_version_whole() {
 
 #[tokio::test]
 async fn a_read_fails_closed_when_its_audit_record_cannot_be_written() {
-    let (h, proxy) = Harness::start_behind_faults().await;
+    let (h, proxy) = Harness::start_behind_faults(&[]).await;
     let token = h.token("clinician", "dr-1");
     let family = format!("Canary{}", unique_tag());
     let id = h.create_id(&h.token("registrar", "reg-1"), &patient(&family)).await;
@@ -173,7 +153,7 @@ async fn a_read_fails_closed_when_its_audit_record_cannot_be_written() {
 
 #[tokio::test]
 async fn an_outage_fails_every_request_cleanly_and_the_stack_recovers() {
-    let (h, proxy) = Harness::start_behind_faults().await;
+    let (h, proxy) = Harness::start_behind_faults(&[]).await;
     let token = h.token("registrar", "reg-1");
     let id = h.create_id(&token, &patient(&format!("Fault{}", unique_tag()))).await;
     proxy.inject(Matcher::default(), Fault::Outage, None);
@@ -198,7 +178,7 @@ async fn an_outage_fails_every_request_cleanly_and_the_stack_recovers() {
 
 #[tokio::test]
 async fn latency_slows_a_request_without_failing_it() {
-    let (h, proxy) = Harness::start_behind_faults().await;
+    let (h, proxy) = Harness::start_behind_faults(&[]).await;
     let token = h.token("registrar", "reg-1");
     let id = h.create_id(&token, &patient(&format!("Fault{}", unique_tag()))).await;
     let delay = Duration::from_millis(300);
@@ -210,4 +190,65 @@ async fn latency_slows_a_request_without_failing_it() {
     assert_eq!(r.status, 200);
     let slowed = hits.load(std::sync::atomic::Ordering::Relaxed);
     assert!(slowed >= 1 && took >= delay * slowed as u32, "{slowed} delayed calls, {took:?}");
+}
+
+/// Messages on a queue until `want` arrived and a quiet second followed, or
+/// a deadline passed; each is taken off the queue.
+async fn drain(h: &Harness, queue: &str, want: usize, wait: Duration) -> Vec<String> {
+    let sqs = &h.stack.clients.sqs;
+    let url = h.table(queue);
+    let (mut got, deadline) = (vec![], Instant::now() + wait);
+    let mut quiet_until = None;
+    loop {
+        let out = sqs.receive_message().queue_url(&url).max_number_of_messages(10).send().await.unwrap();
+        for m in out.messages() {
+            sqs.delete_message().queue_url(&url).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+            got.push(m.body().unwrap_or_default().to_owned());
+        }
+        if got.len() >= want && want > 0 && quiet_until.is_none() {
+            quiet_until = Some(Instant::now() + Duration::from_secs(1));
+        }
+        if quiet_until.is_some_and(|q| Instant::now() > q) || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_loses_no_event_under_faults_and_consumers_see_one_id() {
+    let (h, proxy) = Harness::start_behind_faults(&["RegistrySyncFunction"]).await;
+    let token = h.token("clinician", "dr-1");
+    let patient = h.create_id(&h.token("registrar", "reg-1"), &patient(&format!("Fault{}", unique_tag()))).await;
+    let dose = json!({"resourceType": "Immunization", "status": "completed",
+        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "208"}]},
+        "patient": {"reference": format!("Patient/{patient}")},
+        "occurrenceDateTime": "2026-11-20T09:00:00Z", "primarySource": true});
+    for (name, fault) in FAILURES {
+        // The write commits (its event in the outbox, in the same
+        // transaction); only the publish fails, for as long as the fault lasts.
+        let hits = proxy.inject(on("events", "PutEvents"), fault, None);
+        let r = h.call("POST", "/fhir/Immunization", Some(&token), &[], Some(&dose.to_string())).await;
+        assert_eq!(r.status, 201, "{name}");
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+        assert!(
+            drain(&h, "RegistrySyncQueue", 0, Duration::from_secs(3)).await.is_empty(),
+            "{name}: nothing published"
+        );
+        assert!(hits.load(std::sync::atomic::Ordering::Relaxed) >= 1, "{name}: the relay tried");
+        proxy.clear();
+        let got = drain(&h, "RegistrySyncQueue", 1, Duration::from_secs(20)).await;
+        assert_eq!(got.len(), 1, "{name}: published once when the fault cleared");
+        assert!(got[0].contains(&id), "{name}");
+    }
+    // The bus accepts the batch but the relay never hears so: it publishes
+    // again (EventBridge has no idempotency key). Every copy carries the
+    // same event id, which the consumers' ProcessedEvents claim applies once.
+    proxy.inject(on("events", "PutEvents"), Fault::ResetAfter, Some(1));
+    let r = h.call("POST", "/fhir/Immunization", Some(&token), &[], Some(&dose.to_string())).await;
+    assert_eq!(r.status, 201);
+    let got = drain(&h, "RegistrySyncQueue", 1, Duration::from_secs(20)).await;
+    let ids: std::collections::BTreeSet<String> =
+        got.iter().map(|m| medrec_shared::events::Envelope::from_bus_message(m).expect("an envelope").id).collect();
+    assert!(!got.is_empty() && ids.len() == 1, "{} deliveries, {} event ids", got.len(), ids.len());
 }

@@ -54,7 +54,7 @@ fn coding(system: Option<&str>, codes: Option<&[&str]>) -> Value {
 
 fn concept(system: Option<&str>, codes: Option<&[&str]>) -> Value {
     json!({"type": "object", "additionalProperties": false, "required": ["coding"],
-        "properties": {"coding": {"type": "array", "minItems": 1, "maxItems": 2, "items": coding(system, codes)},
+        "properties": {"coding": {"type": "array", "minItems": 1, "items": coding(system, codes)},
             "text": string()}})
 }
 
@@ -86,15 +86,15 @@ fn resource_schema(ty: &str) -> Value {
             &[],
             props(json!({
                 "active": {"type": "boolean"},
-                "name": {"type": "array", "minItems": 1, "maxItems": 3, "items": {
+                "name": {"type": "array", "minItems": 1, "items": {
                     "type": "object", "additionalProperties": false, "minProperties": 1,
                     "properties": {
                         "use": {"type": "string", "enum": ["usual", "official", "temp", "nickname", "anonymous", "old", "maiden"]},
                         "family": string(),
-                        "given": {"type": "array", "minItems": 1, "maxItems": 3, "items": string()}}}},
+                        "given": {"type": "array", "minItems": 1, "items": string()}}}},
                 "gender": {"type": "string", "enum": GENDERS},
                 "birthDate": {"type": "string", "pattern": date_pattern("")},
-                "identifier": {"type": "array", "minItems": 1, "maxItems": 3, "items": {
+                "identifier": {"type": "array", "minItems": 1, "items": {
                     "type": "object", "additionalProperties": false, "minProperties": 1,
                     "properties": {"system": {"type": "string", "pattern": URI}, "value": string()}}}
             })),
@@ -151,8 +151,11 @@ fn resource_schema(ty: &str) -> Value {
                             "data": {"type": "string", "enum": ["aGVsbG8=", "Y2xpbmljYWwgbm90ZQ=="]}}}}}}
             })),
         ),
+        // $validate takes any resource; a Parameters body (resource and
+        // profile as parameters) is described by the operation's text.
         _ => json!({"type": "object", "required": ["resourceType"],
-            "properties": {"resourceType": {"$ref": "#/components/schemas/ResourceType"}}}),
+            "properties": {"resourceType": {"type": "string",
+                "enum": crate::fhir::validator::model().resource_types().into_iter().filter(|t| *t != "Parameters").collect::<Vec<_>>()}}}),
     }
 }
 
@@ -169,8 +172,9 @@ fn search_param_schema(name: &str, ty: &str) -> Value {
         (_, "date") => json!({"type": "string", "pattern": date_pattern("(eq|gt|lt|ge|le)?")}),
         (_, "quantity") => json!({"type": "string",
             "pattern": "^(eq|ne|gt|lt|ge|le)?-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?(\\|[^|]*\\|[^|]*)?$"}),
-        // Tokens and strings are matched as given: any non-empty value.
-        _ => string(),
+        // Tokens and strings are matched as given (trimmed): values with
+        // more than whitespace, several separated by commas (any matches).
+        _ => json!({"type": "string", "pattern": "^[^,]*[^,\\s][^,]*(,[^,]*[^,\\s][^,]*)*$"}),
     }
 }
 
@@ -197,7 +201,7 @@ fn path_param(name: &str) -> Value {
 
 fn if_match(required: bool) -> Value {
     // Where it is optional, an empty field is the same as none (RFC 9110 §5.5).
-    let pattern = if required { "^W/\"[1-9][0-9]{0,5}\"$" } else { "^(W/\"[1-9][0-9]{0,5}\")?$" };
+    let pattern = if required { "^(W/)?\"[1-9][0-9]{0,18}\"$" } else { "^((W/)?\"[1-9][0-9]{0,18}\")?$" };
     json!({"name": "If-Match", "in": "header", "required": required,
         "description": "The version the client last read (W/\"n\"): a write over a newer version is refused (412).",
         "schema": {"type": "string", "pattern": pattern}})
@@ -514,7 +518,7 @@ pub fn document(base_url: &str) -> Value {
         "properties": {"status": {"type": "string", "enum": ["pass", "warn", "fail"]}, "checks": {"type": "object"}}}),
     );
     let pointer = json!({"type": "string", "pattern": "^(/[A-Za-z0-9]{1,20}){1,3}$"});
-    schemas.insert("JsonPatch".into(), json!({"type": "array", "minItems": 1, "maxItems": 4, "items": {"oneOf": [
+    schemas.insert("JsonPatch".into(), json!({"type": "array", "minItems": 1, "items": {"oneOf": [
         {"type": "object", "additionalProperties": false, "required": ["op", "path", "value"],
             "properties": {"op": {"type": "string", "enum": ["add", "replace", "test"]}, "path": pointer, "value": {}}},
         {"type": "object", "additionalProperties": false, "required": ["op", "path"],

@@ -586,6 +586,28 @@ impl RecordStore for DynamoStore {
 }
 
 impl crate::ports::AuditLog for DynamoStore {
+    async fn count_failure(&self, current: &str, previous: &str, expires: i64) -> Result<u64, PortError> {
+        let key = |k: &str| HashMap::from([("pk".to_owned(), s(format!("FAILS#{k}"))), ("sk".to_owned(), s("FAILS"))]);
+        let counted = |item: Option<&HashMap<String, AV>>| {
+            item.and_then(|i| i.get("n")).and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)
+        };
+        let (now, before) = tokio::join!(
+            self.client
+                .update_item()
+                .table_name(&self.tables.records)
+                .set_key(Some(key(current)))
+                .update_expression("ADD n :one SET expires = :expires")
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":expires", n(expires.max(0) as u64))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+                .send(),
+            self.client.get_item().table_name(&self.tables.records).set_key(Some(key(previous))).send(),
+        );
+        let now = now.map_err(|e| port_error("dynamodb", &e))?;
+        let before = before.map_err(|e| port_error("dynamodb", &e))?;
+        Ok(counted(now.attributes.as_ref()) + counted(before.item()))
+    }
+
     async fn audit_records(
         &self,
         key: crate::ports::AuditKey<'_>,

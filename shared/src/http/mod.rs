@@ -262,13 +262,24 @@ fn decode_component(s: &str) -> Result<String, Error> {
     String::from_utf8(out).map_err(|_| Error::BadRequest("parameters are not UTF-8".into()))
 }
 
-/// `If-Match: W/"3"` (or `"3"`) as a version number. An empty field is no
-/// precondition at all (RFC 9110 §5.5: an empty list), so it is treated as
-/// absent: a write that needs one still answers 428.
+/// `If-Match: W/"3"` (or `"3"`) as a version number (1 or more). An empty
+/// field is no precondition at all (RFC 9110 §5.5: an empty list), so it is
+/// treated as absent: a write that needs one still answers 428.
 pub fn if_match(req: &Request) -> Result<Option<u64>, Error> {
-    let Some(v) = header(req, "if-match").map(str::trim).filter(|v| !v.is_empty()) else { return Ok(None) };
-    let inner = v.strip_prefix("W/").unwrap_or(v).trim_matches('"');
-    inner.parse::<u64>().map(Some).map_err(|_| Error::BadRequest("If-Match must be an ETag such as W/\"1\"".into()))
+    let bad = || Error::BadRequest("If-Match must be an ETag such as W/\"1\"".into());
+    let Some(raw) = req.headers().get("if-match") else { return Ok(None) };
+    let v = raw.to_str().map_err(|_| bad())?.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let quoted = v.strip_prefix("W/").unwrap_or(v);
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .filter(|n| !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(bad)
 }
 
 /// The public base URL for links: configured, or from the request's host.

@@ -1,15 +1,18 @@
 //! Security alerts: a principal (or, before authentication, a source
 //! address) that fails `threshold` times within a window raises one
 //! `SecurityAlert` event on the bus, routed to the security team's queue
-//! beside `BreakGlassUsed`. Counted from the audit trail itself (the by-agent
-//! index), so every function sees every failure, and raised once per
+//! beside `BreakGlassUsed`. Counted in shared counters, one per principal
+//! and window (the current window and the one before approximate a sliding
+//! window), so every function sees every failure at a constant cost per
+//! failure: reading the principal's trail for each one made a burst of
+//! failures quadratic, which is what an attacker produces. Raised once per
 //! principal per window, however many functions see it cross the line.
 
 use super::Services;
 use crate::audit::AuditEntry;
 use crate::crypto::{hex, random_id, sha256};
-use crate::ports::{AuditKey, AuditLog, DomainEvent, KeyService, RecordStore};
-use serde_json::{json, Value};
+use crate::ports::{AuditLog, DomainEvent, KeyService, RecordStore};
+use serde_json::json;
 use std::time::Duration;
 
 /// When repeated failures become an alert.
@@ -43,26 +46,22 @@ impl<S: RecordStore + AuditLog, K: KeyService> Services<S, K> {
     pub async fn alert_on_repeated_failures(&self, entry: &AuditEntry, policy: AlertPolicy) {
         let Some(agent) = agent_key(entry) else { return };
         let now = time::OffsetDateTime::now_utc();
-        let window = time::Duration::try_from(policy.window).unwrap_or(time::Duration::minutes(5));
-        let from = crate::fhir::instant(now - window);
-        let to = crate::fhir::instant(now);
-        let records = match self.store.audit_records(AuditKey::Agent(&agent), &from, &to).await {
-            Ok(r) => r,
+        let seconds = policy.window.as_secs().max(1) as i64;
+        let bucket = now.unix_timestamp() / seconds;
+        // Counter names carry a digest, not the principal.
+        let counter = |b: i64| hex(&sha256(format!("Failures|{agent}|{b}").as_bytes())[..16]);
+        let expires = (bucket + 2) * seconds;
+        let failures = match self.store.count_failure(&counter(bucket), &counter(bucket - 1), expires).await {
+            Ok(n) => n,
             Err(e) => {
                 tracing::error!(error = %e, "cannot count failures for alerting");
                 return;
             }
         };
-        let failures: Vec<Value> = records
-            .iter()
-            .filter_map(|b| serde_json::from_str::<Value>(b).ok())
-            .filter(|e| e["outcome"] != "0" && e["subtype"][0]["code"] != "security-alert")
-            .collect();
-        if failures.len() < policy.threshold {
+        if failures < policy.threshold as u64 {
             return;
         }
         let kind = if entry.agent.subject.is_none() { "failed-authentications" } else { "repeated-denials" };
-        let bucket = now.unix_timestamp() / policy.window.as_secs().max(1) as i64;
         let key = hex(&sha256(format!("SecurityAlert|{agent}|{bucket}").as_bytes())[..16]);
         let mut audit = self.draft(None, "security-alert");
         audit.agent.subject = entry.agent.subject.clone();
@@ -72,11 +71,11 @@ impl<S: RecordStore + AuditLog, K: KeyService> Services<S, K> {
             event_type: "SecurityAlert",
             aggregate: "security".into(),
             at: audit.recorded.clone(),
-            detail: json!({"kind": kind, "agent": agent, "failures": failures.len(),
+            detail: json!({"kind": kind, "agent": agent, "failures": failures,
                 "windowSeconds": policy.window.as_secs(), "lastAuditEventId": entry.id}),
         };
         match self.store.audit_once(&key, &audit, vec![event]).await {
-            Ok(true) => tracing::warn!(kind, failures = failures.len(), "security alert raised"),
+            Ok(true) => tracing::warn!(kind, failures, "security alert raised"),
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "cannot raise security alert"),
         }
