@@ -24,6 +24,8 @@ const CALLERS: &[&str] = &[
     "patient-other",
     "consent-refused",
     "break-glass",
+    "scope-read-only",
+    "scope-observation",
 ];
 /// Routes any caller may use.
 const PUBLIC: &[&str] = &["GET /fhir/metadata", "GET /health", "GET /openapi.json"];
@@ -163,6 +165,10 @@ async fn every_route_answers_every_kind_of_caller_as_the_table_says() {
         ("patient-other", h.token_with("patient", "pat-other", &["patient/*.cruds"], Some(&other))),
         ("consent-refused", h.token("clinician", "dr-refused")),
         ("break-glass", h.token("clinician", "dr-refused")),
+        // SMART scope patterns narrowing a clinician: read and search only,
+        // and one resource type only.
+        ("scope-read-only", h.token_with("clinician", "dr-reader", &["user/*.rs"], None)),
+        ("scope-observation", h.token_with("clinician", "dr-labs", &["user/Observation.rs"], None)),
     ]);
     let w = World { own: own.clone(), tokens };
     let refusing = h.get(&format!("/fhir/Consent?patient={own}"), &admin).await.json()["entry"][0]["resource"].clone();
@@ -220,6 +226,14 @@ async fn every_route_answers_every_kind_of_caller_as_the_table_says() {
                 && !PUBLIC.contains(&route.as_str())
             {
                 leaks.push(format!("{route}: the auditor reached clinical data ({})", r.status));
+            }
+            let ok = (200..300).contains(&r.status) && !PUBLIC.contains(&route.as_str());
+            let reads = method == "GET" || route.ends_with("_search") || route.contains("{operation}");
+            if *caller == "scope-read-only" && ok && !reads {
+                leaks.push(format!("{route}: a read-only scope wrote ({})", r.status));
+            }
+            if *caller == "scope-observation" && ok && !(route.contains("Observation") && reads) {
+                leaks.push(format!("{route}: an Observation read scope reached more ({})", r.status));
             }
             if r.status >= 500 {
                 leaks.push(format!("{route} as {caller}: {} {text:.200}", r.status));
