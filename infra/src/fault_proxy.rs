@@ -116,6 +116,12 @@ fn s3_operation(parts: &http::request::Parts) -> String {
 }
 
 impl Matcher {
+    /// Narrows the matcher to requests whose body contains `needle`.
+    pub fn containing(mut self, needle: &str) -> Matcher {
+        self.body_contains = Some(needle.to_owned());
+        self
+    }
+
     fn applies(&self, call: &Call, body: &[u8]) -> bool {
         self.service.as_ref().is_none_or(|s| *s == call.service)
             && self.operation.as_ref().is_none_or(|o| *o == call.operation)
@@ -132,13 +138,6 @@ pub fn on(service: &str, operation: &str) -> Matcher {
         service: Some(service.to_owned()),
         operation: (!operation.is_empty()).then(|| operation.to_owned()),
         body_contains: None,
-    }
-}
-
-impl Matcher {
-    pub fn containing(mut self, needle: &str) -> Matcher {
-        self.body_contains = Some(needle.to_owned());
-        self
     }
 }
 

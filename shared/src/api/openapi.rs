@@ -293,11 +293,12 @@ fn operation(o: &Operation) -> Value {
                     if p["required"] == true {
                         required.push(p["name"].clone());
                     }
-                    let mut schema = p["schema"].clone();
-                    if schema["type"] == "integer" {
-                        schema["type"] = json!("string");
-                        schema = json!({"type": "string", "pattern": "^([1-9][0-9]?|100)$"});
-                    }
+                    // A form carries text: `_count` as the digits 1 to 100.
+                    const _: () = assert!(MAX_PAGE == 100, "the form pattern of _count says 100");
+                    let schema = match p["schema"]["type"].as_str() {
+                        Some("integer") => json!({"type": "string", "pattern": "^([1-9][0-9]?|100)$"}),
+                        _ => p["schema"].clone(),
+                    };
                     props.insert(p["name"].as_str().unwrap_or_default().to_owned(), schema);
                 }
                 let mut form = json!({"type": "object", "additionalProperties": false, "properties": props});
@@ -493,8 +494,6 @@ pub fn document(base_url: &str) -> Value {
         "ResourceType".into(),
         json!({"type": "string", "enum": crate::fhir::validator::model().resource_types()}),
     );
-    schemas.insert("BinaryResponse".into(), json!({"type": "string"}));
-    schemas.insert("ResourceResponse".into(), resource_schema(""));
     schemas.insert(
         "OperationOutcome".into(),
         json!({"type": "object", "required": ["resourceType", "issue"],
