@@ -52,6 +52,8 @@ pub struct Matcher {
 struct Rule {
     matcher: Matcher,
     fault: Fault,
+    /// Matching requests still let through untouched before it applies.
+    skip: u32,
     /// How many more requests it applies to; None until cleared.
     remaining: Option<u32>,
     hits: Arc<AtomicU64>,
@@ -172,8 +174,14 @@ impl FaultProxy {
     /// Adds a rule for the next `times` matching requests (None: until
     /// cleared). Returns a counter of the requests it has hit.
     pub fn inject(&self, matcher: Matcher, fault: Fault, times: Option<u32>) -> Arc<AtomicU64> {
+        self.inject_after(matcher, fault, 0, times)
+    }
+
+    /// `inject`, but the first `skip` matching requests pass untouched: a
+    /// test places a crash at the n-th call of an operation.
+    pub fn inject_after(&self, matcher: Matcher, fault: Fault, skip: u32, times: Option<u32>) -> Arc<AtomicU64> {
         let hits = Arc::new(AtomicU64::new(0));
-        self.rules.lock().expect("rules").push(Rule { matcher, fault, remaining: times, hits: hits.clone() });
+        self.rules.lock().expect("rules").push(Rule { matcher, fault, skip, remaining: times, hits: hits.clone() });
         hits
     }
 
@@ -209,12 +217,16 @@ async fn handle(
         let hit = rules
             .iter_mut()
             .find(|r| r.remaining != Some(0) && (r.fault == Fault::Outage || r.matcher.applies(&call, &body)));
-        hit.map(|r| {
+        hit.and_then(|r| {
+            if r.skip > 0 {
+                r.skip -= 1;
+                return None;
+            }
             r.hits.fetch_add(1, Ordering::Relaxed);
             if let Some(n) = r.remaining.as_mut() {
                 *n -= 1;
             }
-            r.fault
+            Some(r.fault)
         })
     };
     match fault {

@@ -1,8 +1,9 @@
 //! The local API Gateway. Routes each request by the HTTP API routes declared
 //! in template.yaml, builds the API Gateway HTTP API payload v2 event for it
 //! (route key, path parameters, request context, base64 for binary bodies),
-//! runs it through `lambda_http`'s own event deserialiser, and calls the
-//! function's handler in-process: the handler sees what it sees in Lambda.
+//! turns it into a request as the functions do in Lambda
+//! (`medrec_shared::lambda::request_from_event`), and calls the function's
+//! handler in-process: the handler sees what it sees in Lambda.
 //! It also serves the local identity provider's JWKS.
 
 use crate::template::Template;
@@ -74,11 +75,13 @@ impl Gateway {
             return plain(502, json!({"message": "function not mounted locally"}));
         };
         let event = api_gateway_v2_event(&parts, &body, &route_key, path_params, peer);
-        let request = match lambda_http::request::from_str(&event.to_string()) {
-            Ok(r) => r,
-            Err(_) => return plain(400, json!({"message": "Bad Request"})),
+        let Ok(event) = serde_json::from_value(event) else {
+            return plain(400, json!({"message": "Bad Request"}));
         };
-        let resp = handler(request).await;
+        let resp = match medrec_shared::lambda::request_from_event(event) {
+            Ok(request) => handler(request).await,
+            Err(e) => medrec_shared::http::error_response(&e),
+        };
         let (rparts, rbody) = resp.into_parts();
         let bytes = match rbody {
             Body::Empty => Bytes::new(),

@@ -8,9 +8,12 @@ use crate::error::Error;
 use crate::http;
 use crate::runtime::Runtime;
 use crate::service::Caller;
-use lambda_http::{Body, Request, Response};
+use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Body, LambdaEvent, Request, RequestExt, Response};
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -98,6 +101,49 @@ pub fn config_from_env() -> Result<crate::config::Config, crate::runtime::BootEr
     Ok(crate::config::Config::from_env()?)
 }
 
+/// Serves an API function in Lambda: API Gateway's HTTP API events (payload
+/// 2.0) in, its responses out. lambda_http's own `run` turns the event into
+/// a request before any handler runs, and panics when the event's path,
+/// query or host do not form a URI (found by fuzzing the edge): Lambda
+/// answers that with a bare 502. Here such a request is refused as the 400
+/// it is, with an OperationOutcome.
+pub async fn run<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Request) -> Fut,
+    Fut: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    let handler = &handler;
+    lambda_http::lambda_runtime::run(lambda_http::service_fn(
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            let resp = match request_from_event(event.payload) {
+                Ok(req) => handler(req.with_lambda_context(event.context)).await?,
+                Err(e) => http::error_response(&e),
+            };
+            Ok::<_, Infallible>(api_gateway_response(resp))
+        },
+    ))
+    .await
+}
+
+/// The request lambda_http makes of an API Gateway event, or a 400 where it
+/// cannot make one (see `run`).
+pub fn request_from_event(event: ApiGatewayV2httpRequest) -> Result<Request, Error> {
+    let event = LambdaRequest::ApiGatewayV2(event);
+    std::panic::catch_unwind(AssertUnwindSafe(|| Request::from(event)))
+        .map_err(|_| Error::BadRequest("the request target is not a valid URI".into()))
+}
+
+fn api_gateway_response(resp: Response<Body>) -> ApiGatewayV2httpResponse {
+    let (parts, body) = resp.into_parts();
+    ApiGatewayV2httpResponse {
+        status_code: i64::from(parts.status.as_u16()),
+        headers: parts.headers,
+        is_base64_encoded: matches!(body, Body::Binary(_)),
+        body: (!matches!(body, Body::Empty)).then_some(body),
+        ..Default::default()
+    }
+}
+
 /// Serves one request.
 pub async fn handle<A: Api>(api: &A, req: Request) -> Response<Body> {
     let started = Instant::now();
@@ -172,6 +218,40 @@ mod tests {
         Route { method: "POST", path: "/fhir/Patient/_search", interaction: "search-type" },
         Route { method: "POST", path: "/fhir/{type}/{operation}", interaction: "operation" },
     ];
+
+    fn event(raw_path: &str, raw_query: &str) -> ApiGatewayV2httpRequest {
+        serde_json::from_value(serde_json::json!({
+            "version": "2.0", "routeKey": "GET /fhir/Patient", "rawPath": raw_path, "rawQueryString": raw_query,
+            "headers": {"host": "api.example.org"},
+            "requestContext": {"http": {"method": "GET", "path": raw_path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": ""},
+                "stage": "$default", "requestId": "r1", "accountId": "1", "apiId": "a", "domainName": "api.example.org",
+                "domainPrefix": "api", "time": "", "timeEpoch": 0},
+            "isBase64Encoded": false
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn events_that_form_no_uri_are_refused_as_bad_requests() {
+        let req = request_from_event(event("/fhir/Patient", "family=chalmers")).unwrap();
+        assert_eq!((req.uri().path(), req.uri().query()), ("/fhir/Patient", Some("family=chalmers")));
+        for (path, query) in [("/fhir/Patient", "family=a\nb"), ("/fhir/Patient", "a=\u{7f}")] {
+            let e = request_from_event(event(path, query)).err().unwrap_or_else(|| panic!("{path}?{query:?}"));
+            assert_eq!(http::error_response(&e).status(), 400);
+        }
+    }
+
+    #[test]
+    fn responses_keep_status_headers_and_body_encoding() {
+        let json = api_gateway_response(http::error_response(&Error::NotFound));
+        assert_eq!(json.status_code, 404);
+        assert_eq!(json.headers["cache-control"], "no-store");
+        assert!(!json.is_base64_encoded && matches!(json.body, Some(Body::Text(_))));
+        let bytes = api_gateway_response(http::bytes_response(200, "application/pdf", vec![0, 255], &[]));
+        assert!(bytes.is_base64_encoded && bytes.body == Some(Body::Binary(vec![0, 255])));
+        let empty = api_gateway_response(http::response(204, None, &[]));
+        assert!(empty.body.is_none() && !empty.is_base64_encoded);
+    }
 
     #[test]
     fn routing_prefers_literal_segments_and_reports_the_method() {

@@ -10,4 +10,11 @@ pub const DEFAULT_FILTER: &str =
 pub fn init() {
     let filter = EnvFilter::try_from_env("MEDREC_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).without_time().try_init();
+    // The default hook prints a panic's message, which can quote the data it
+    // failed on (serde's errors quote the value): only where it happened is
+    // logged, as a JSON line like every other.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        tracing::error!(at = %at, "panicked");
+    }));
 }

@@ -1,7 +1,8 @@
 //! Property-based fuzzing on stable Rust, without a fuzzing crate: seeded
 //! random and mutated inputs for every parser that takes outside input (the
 //! FHIR validator, FHIRPath, JSON Patch, search parameters, paging cursors,
-//! HL7 v2 messages, bus events, registry credentials). The property is the
+//! HL7 v2 messages, bus events, registry credentials, and at the HTTP edge
+//! raw body bytes and whole API Gateway events). The property is the
 //! same everywhere: an answer (Ok or a clear Err), never a panic. A failure
 //! names its seed and input. `MEDREC_FUZZ_ITERATIONS` (default 1,500 per
 //! target) runs longer.
@@ -405,4 +406,202 @@ fn hl7_events_and_secrets_parse_or_refuse() {
             let _ = medrec_shared::registry::client::Credentials::from_json(text);
         },
     );
+}
+
+/// Byte-level mutations of a serialised resource: bytes flipped, inserted
+/// and removed (invalid UTF-8 and JSON structure among them), truncation,
+/// repetition and deep nesting: what reaches the JSON parser from the wire.
+fn mutated_bytes(rng: &mut Rng) -> Vec<u8> {
+    const BYTES: &[u8] = b"{}[]\",:\\ \x00\x7f\x80\xc3\xff\xef\xbb\xbfe0-.+tnu";
+    let mut b = mutated(rng).to_string().into_bytes();
+    for _ in 0..1 + rng.below(4) {
+        let i = rng.below(b.len() + 1);
+        match rng.below(6) {
+            0 if i < b.len() => b[i] = *rng.pick(BYTES),
+            1 => b.insert(i, *rng.pick(BYTES)),
+            2 if i < b.len() => {
+                b.remove(i);
+            }
+            3 => b.truncate(i),
+            4 => {
+                let j = rng.below(b.len() + 1);
+                let piece = b[i.min(j)..i.max(j)].to_vec();
+                let at = i.max(j);
+                b.splice(at..at, piece.iter().copied().cycle().take(piece.len() * (1 + rng.below(3))));
+            }
+            _ => {
+                let depth = rng.below(400);
+                b = [vec![b'['; depth], b, vec![b']'; depth]].concat();
+            }
+        }
+    }
+    b
+}
+
+const MEDIA: &[&str] = &[
+    "application/fhir+json",
+    "application/json; charset=utf-8",
+    "application/json-patch+json",
+    "application/x-www-form-urlencoded",
+    "text/plain",
+    "APPLICATION/FHIR+JSON;;",
+    "",
+    "\u{7f}",
+];
+
+#[test]
+fn fhir_json_bodies_parse_or_refuse_any_bytes() {
+    let model = validator::model();
+    check(
+        "FHIR JSON bodies (bytes)",
+        |rng| (rng.pick(MEDIA).to_string(), mutated_bytes(rng)),
+        |(media, bytes)| {
+            let mut req = lambda_http::Request::new(lambda_http::Body::Binary(bytes.clone()));
+            if let Ok(v) = lambda_http::http::HeaderValue::from_str(media) {
+                req.headers_mut().insert("content-type", v);
+            }
+            if let Ok(v) = medrec_shared::http::json_body(&req, 1 << 20) {
+                model.validate(&v);
+            }
+            let _ = medrec_shared::http::json_patch_body(&req, 1 << 20);
+            let _ = medrec_shared::http::form_body(&req, 1 << 20);
+        },
+    );
+}
+
+/// The route table every function shares (`api::operations`), as `lambda::route` takes it.
+fn routes() -> &'static [medrec_shared::lambda::Route] {
+    static ROUTES: std::sync::OnceLock<Vec<medrec_shared::lambda::Route>> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| {
+        medrec_shared::api::operations()
+            .into_iter()
+            .map(|o| medrec_shared::lambda::Route {
+                method: o.method,
+                path: Box::leak(o.path.into_boxed_str()),
+                interaction: "fuzz",
+            })
+            .collect()
+    })
+}
+
+/// An API Gateway HTTP API (payload 2.0) event as it could reach a
+/// function: any path the routes name with random segments, any query,
+/// header values and body bytes (base64 when not UTF-8, or claimed so).
+fn api_gateway_event(rng: &mut Rng) -> String {
+    const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "get", "FOO"];
+    const SEGMENTS: &[&str] = &["", "..", "%2F", "%00", "a%zz", "_history", "_search", "$everything", "é", "0", "-1"];
+    const HEADERS: &[&str] = &[
+        "if-match",
+        "if-none-exist",
+        "prefer",
+        "accept",
+        "range",
+        "host",
+        "x-purpose-of-use",
+        "x-break-glass-reason",
+        "authorization",
+        "content-length",
+    ];
+    let ops = routes();
+    let op = &ops[rng.below(ops.len())];
+    let path: String = op
+        .path
+        .split('/')
+        .map(|s| match s.starts_with('{') {
+            true if rng.below(2) == 0 => rng.pick(SEGMENTS).to_string(),
+            true => random_string(rng),
+            false => s.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    let mut query: Vec<String> =
+        (0..rng.below(4)).map(|_| format!("{}={}", rng.pick(NAMES), random_string(rng).replace('&', "%26"))).collect();
+    if rng.below(4) == 0 {
+        query.push(rng.pick(&["_summary=x", "_count=0", "_elements=", "_include=*", "%"]).to_string());
+    }
+    let mut headers = Map::new();
+    headers.insert("content-type".into(), json!(rng.pick(MEDIA)));
+    for _ in 0..rng.below(5) {
+        let value = match rng.below(3) {
+            0 => random_string(rng),
+            1 => rng
+                .pick(&["W/\"1\"", "\"0\"", "bytes=5-1", "bytes=0-", "ETREAT", "Bearer ", "*/*", "return=minimal"])
+                .to_string(),
+            _ => "x".repeat(rng.below(10_000)),
+        };
+        headers.insert(rng.pick(HEADERS).to_string(), json!(value));
+    }
+    let bytes = mutated_bytes(rng);
+    let (body, base64) = match (String::from_utf8(bytes.clone()), rng.below(5)) {
+        (_, 0) => (random_string(rng), true),
+        (Ok(text), _) => (text, false),
+        (Err(_), _) => (base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bytes), true),
+    };
+    let method = rng.pick(METHODS);
+    json!({
+        "version": "2.0",
+        "routeKey": format!("{} {}", op.method, op.path),
+        "rawPath": path,
+        "rawQueryString": query.join("&"),
+        "headers": headers,
+        "requestContext": {
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": random_string(rng), "userAgent": ""},
+            "stage": rng.pick(&["$default", "prod", ""]),
+            "requestId": random_string(rng),
+            "accountId": "123456789012", "apiId": "api", "domainName": "example.org", "domainPrefix": "example",
+            "time": "01/Dec/2026:00:00:00 +0000", "timeEpoch": 0
+        },
+        "body": body,
+        "isBase64Encoded": base64
+    })
+    .to_string()
+}
+
+#[test]
+fn the_http_edge_answers_any_api_gateway_event() {
+    use medrec_shared::{http, rest};
+    let model = validator::model();
+    check("HTTP edge (API Gateway events)", api_gateway_event, |event| {
+        // An event that is not one never reaches medrec (the runtime
+        // refuses the invocation); API Gateway sends well-formed events.
+        let Ok(event) = serde_json::from_str(event) else { return };
+        let req = match medrec_shared::lambda::request_from_event(event) {
+            Ok(req) => req,
+            Err(e) => {
+                assert_eq!(http::error_response(&e).status(), 400);
+                return;
+            }
+        };
+        let path = http::path(&req);
+        let method = req.method().as_str().to_owned();
+        let _ = http::error_response_at(&medrec_shared::error::Error::MethodNotAllowed, &path);
+        let params = match medrec_shared::lambda::route(routes(), &method, &path) {
+            Ok((_, params)) => params,
+            Err(e) => {
+                http::error_response(&e);
+                vec![]
+            }
+        };
+        if let Some(v) = params.last() {
+            let _ = rest::version_id(v);
+        }
+        let _ = http::origin(&req);
+        let _ = http::base_url(&req, None);
+        let _ = http::check_accept(&req);
+        let _ = http::if_match(&req);
+        let (purpose, reason) = http::purpose_headers(&req);
+        let _ = medrec_shared::auth::Purpose::parse(purpose, reason);
+        if let Some(range) = http::header(&req, "range") {
+            let _ = medrec_shared::service::documents::parse_range(range, 1 << 20);
+        }
+        let _ = rest::history_params(&req);
+        if let Ok(mut query) = rest::search_query(&method, &req, 1 << 20) {
+            let ty = path.split('/').nth(2).unwrap_or("Patient");
+            let _ = rest::ResultParams::take(&mut query, ty);
+        }
+        if let Ok(v) = http::json_body(&req, 1 << 20) {
+            model.validate(&v);
+        }
+        let _ = http::json_patch_body(&req, 1 << 20);
+    });
 }

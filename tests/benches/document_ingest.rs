@@ -9,7 +9,7 @@
 use aws_lc_rs::aead::{Aad, RandomizedNonceKey, AES_256_GCM};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use medrec_e2e::{canary_patient, Harness};
+use medrec_e2e::{canary_patient, pdf, Harness};
 use medrec_shared::crypto::{sha256, DataKey};
 use medrec_shared::documents::TestSignatureScanner;
 use medrec_shared::service::documents::{check_bytes, seal_binary};
@@ -18,18 +18,6 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 const MIB: usize = 1024 * 1024;
-
-fn pdf(len: usize) -> Vec<u8> {
-    let mut b = b"%PDF-1.7\n".to_vec();
-    let mut x = 0x2545F491u32;
-    while b.len() < len {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        b.push(x as u8);
-    }
-    b
-}
 
 /// Best MB/s of `rounds` runs of `f` over `len` bytes.
 fn rate(len: usize, rounds: usize, mut f: impl FnMut()) -> f64 {
@@ -45,7 +33,7 @@ fn rate(len: usize, rounds: usize, mut f: impl FnMut()) -> f64 {
 #[tokio::main]
 async fn main() {
     let size = 32 * MIB;
-    let doc = pdf(size);
+    let doc = pdf(size, "bench");
     let key = DataKey::random();
     let raw = rate(size, 5, || {
         let k = RandomizedNonceKey::new(&AES_256_GCM, key.expose()).unwrap();
@@ -82,31 +70,12 @@ async fn main() {
     let patient = h.create_id(&t, &canary_patient("ingestbench")).await;
     println!("over the local stack (presigned PUT -> S3 event -> SQS -> ingest -> current):");
     for mib in [1usize, 8, 32] {
-        let bytes = pdf(mib * MIB);
-        let attachment = json!({"contentType": "application/pdf", "size": bytes.len(),
-            "extension": [{"url": medrec_shared::documents::SHA256_EXTENSION, "valueBase64Binary": B64.encode(sha256(&bytes))}]});
-        let body = json!({"resourceType": "DocumentReference", "status": "current",
-            "subject": {"reference": format!("Patient/{patient}")}, "content": [{"attachment": attachment}]});
-        let r = h.call("POST", "/fhir/DocumentReference", Some(&t), &[], Some(&body.to_string())).await;
-        assert_eq!(r.status, 202);
-        let p = r.json();
-        let params = p["parameter"].as_array().unwrap();
-        let get = |n: &str| params.iter().find(|x| x["name"] == n).unwrap().clone();
-        let id = get("documentReference")["valueReference"]["reference"].as_str().unwrap().to_owned();
-        let url = get("uploadUrl")["valueUrl"].as_str().unwrap().to_owned();
-        let headers: Vec<(String, String)> = params
-            .iter()
-            .filter(|x| x["name"] == "uploadHeader")
-            .map(|x| {
-                let (k, v) = x["valueString"].as_str().unwrap().split_once(": ").unwrap();
-                (k.to_owned(), v.to_owned())
-            })
-            .collect();
-        let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let bytes = pdf(mib * MIB, "bench");
+        let pending = h.promise_upload(&t, &patient, &bytes).await;
         let start = Instant::now();
-        assert_eq!(h.client.send("PUT", &url, &hs, Some(bytes.clone())).await.unwrap().status, 200);
+        assert_eq!(h.upload(&pending, &bytes).await, 200);
         let uploaded = start.elapsed();
-        while h.get(&format!("/fhir/{id}"), &t).await.status != 200 {
+        while h.get(&format!("/fhir/DocumentReference/{}", pending.id), &t).await.status != 200 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let total = start.elapsed();

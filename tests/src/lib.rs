@@ -88,6 +88,114 @@ pub struct Harness {
     pub key: Arc<DevKey>,
 }
 
+/// Everything a stack stores, raw, as (where, text): every item of every
+/// table, every object of every bucket (its key, and its bytes as lossy
+/// text) and every message waiting in every queue the template declares.
+pub async fn stored_contents(
+    clients: &medrec_infra::provision::Clients,
+    template: &medrec_infra::template::Template,
+    provisioned: &medrec_infra::provision::Provisioned,
+) -> Vec<(String, String)> {
+    let name = |id: &str| provisioned.reference(id).unwrap_or_default().to_owned();
+    let of_kind = |kind: &'static str| template.resources.iter().filter(move |r| r.kind == kind);
+    let mut out = vec![];
+    for r in of_kind("AWS::DynamoDB::Table") {
+        for item in scan_table(&clients.dynamodb, &name(&r.logical_id)).await {
+            out.push((format!("table {}", r.logical_id), format!("{item:?}")));
+        }
+    }
+    for r in of_kind("AWS::S3::Bucket") {
+        let bucket = name(&r.logical_id);
+        let listed = clients.s3.list_objects_v2().bucket(&bucket).send().await.expect("list objects");
+        for key in listed.contents().iter().filter_map(|o| o.key()) {
+            out.push((format!("object key in {}", r.logical_id), key.to_owned()));
+            // An upload may be ingested (and deleted) between list and read.
+            let Ok(got) = clients.s3.get_object().bucket(&bucket).key(key).send().await else { continue };
+            let bytes = got.body.collect().await.expect("object body").to_vec();
+            out.push((format!("bucket {}", r.logical_id), String::from_utf8_lossy(&bytes).into_owned()));
+        }
+    }
+    for r in of_kind("AWS::SQS::Queue") {
+        let received = clients
+            .sqs
+            .receive_message()
+            .queue_url(name(&r.logical_id))
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("receive");
+        for m in received.messages() {
+            out.push((format!("queue {}", r.logical_id), m.body().unwrap_or_default().to_owned()));
+        }
+    }
+    out
+}
+
+async fn scan_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let mut items = vec![];
+    let mut start = None;
+    loop {
+        let out = ddb.scan().table_name(table).set_exclusive_start_key(start).send().await.expect("scan");
+        items.extend(out.items().iter().cloned());
+        match out.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => return items,
+        }
+    }
+}
+
+/// The canary values `canary_patient` seeds (prefix and a 12-hex tag) in `text`.
+pub fn canaries_in(text: &str) -> Vec<String> {
+    const PREFIXES: [&str; 6] = ["MRN", "Family", "Given", "mail", "Street", "City"];
+    let mut found = vec![];
+    for prefix in PREFIXES {
+        for (at, _) in text.match_indices(prefix) {
+            let tag = &text.as_bytes()[at + prefix.len()..];
+            if tag.len() >= 12 && tag[..12].iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)) {
+                found.push(text[at..at + prefix.len() + 12].to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// When a test ends (and did not fail), everything its stack stored is
+/// searched for canary PHI; what is found goes beside the test's logs in
+/// `target/test-logs`, where `make test`'s sweep fails on it. A test's
+/// emulator ends with its process, so this is the last look at its data.
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let (endpoint, template, provisioned) =
+            (self.stack.endpoint.clone(), self.stack.template.clone(), self.stack.provisioned.clone());
+        // Its own runtime and clients: the test's are busy dropping.
+        let swept = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            rt.block_on(async {
+                let sdk = medrec_shared::aws::sdk_config(Some(&endpoint)).await;
+                let clients = medrec_infra::provision::Clients::new(&sdk);
+                stored_contents(&clients, &template, &provisioned).await
+            })
+        })
+        .join()
+        .expect("the store sweep");
+        let found: Vec<String> = swept
+            .iter()
+            .flat_map(|(place, text)| canaries_in(text).into_iter().map(move |c| format!("{c} in {place}")))
+            .collect();
+        let line = serde_json::json!({"store_sweep": {"stack": self.stack.provisioned.prefix, "stored": swept.len(), "found": found}});
+        if let Some(f) = log_file() {
+            let _ = writeln!(f.lock().expect("log file"), "{line}");
+        }
+    }
+}
+
 impl Harness {
     pub async fn start() -> Harness {
         Self::start_with(vec![]).await
@@ -123,12 +231,17 @@ impl Harness {
     /// A stack whose functions reach the emulator through a fault-injecting
     /// proxy (the test's own checks go to the emulator directly).
     pub async fn start_behind_faults(unmounted: &[&str]) -> (Harness, medrec_infra::fault_proxy::FaultProxy) {
+        Self::start_behind_faults_with(vec![], unmounted).await
+    }
+
+    /// `start_behind_faults` with extra function environment.
+    pub async fn start_behind_faults_with(
+        mut env_overrides: Vec<(String, String)>,
+        unmounted: &[&str],
+    ) -> (Harness, medrec_infra::fault_proxy::FaultProxy) {
         let proxy = medrec_infra::fault_proxy::FaultProxy::start(&emulator_endpoint()).await.expect("fault proxy");
-        let h = Self::start_full(
-            vec![("MEDREC_AWS_ENDPOINT".into(), proxy.endpoint.clone())],
-            unmounted.iter().map(|s| s.to_string()).collect(),
-        )
-        .await;
+        env_overrides.push(("MEDREC_AWS_ENDPOINT".into(), proxy.endpoint.clone()));
+        let h = Self::start_full(env_overrides, unmounted.iter().map(|s| s.to_string()).collect()).await;
         (h, proxy)
     }
 
@@ -257,26 +370,7 @@ impl Harness {
         &self,
         table: &str,
     ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-        let mut items = vec![];
-        let mut start = None;
-        loop {
-            let out = self
-                .stack
-                .clients
-                .dynamodb
-                .scan()
-                .table_name(table)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .expect("scan");
-            items.extend(out.items().iter().cloned());
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        items
+        scan_table(&self.stack.clients.dynamodb, table).await
     }
 
     /// The FHIR AuditEvents stored so far, in no particular order.
@@ -371,4 +465,108 @@ pub fn consent(patient: &str, provision: Value) -> Value {
         "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
         "provision": provision
     })
+}
+
+/// A PDF-looking document of `len` bytes that carries `canary` in its body.
+pub fn pdf(len: usize, canary: &str) -> Vec<u8> {
+    let mut b = format!("%PDF-1.7\n% {canary}\n").into_bytes();
+    let mut i = 0u32;
+    while b.len() < len {
+        b.push((i.wrapping_mul(2654435761) >> 24) as u8);
+        i += 1;
+    }
+    b.truncate(len);
+    b
+}
+
+/// A DocumentReference waiting for its content: where and how to upload it.
+pub struct PendingUpload {
+    pub id: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The S3 "object created" notification of an upload, as SQS delivers it.
+pub fn upload_notification(key: &str, message_id: &str) -> aws_lambda_events::sqs::SqsEvent {
+    let body = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"object": {"key": key}}}]});
+    let message = aws_lambda_events::sqs::SqsMessage {
+        message_id: Some(message_id.into()),
+        body: Some(body.to_string()),
+        ..Default::default()
+    };
+    aws_lambda_events::sqs::SqsEvent { records: vec![message] }
+}
+
+impl Harness {
+    /// Asks for an upload URL for `bytes` (declared as a PDF) in the
+    /// patient's compartment; panics unless the server answers 202.
+    pub async fn promise_upload(&self, token: &str, patient: &str, bytes: &[u8]) -> PendingUpload {
+        use base64::Engine;
+        let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+        let attachment = serde_json::json!({"contentType": "application/pdf", "size": bytes.len(),
+            "extension": [{"url": medrec_shared::documents::SHA256_EXTENSION,
+                "valueBase64Binary": base64::engine::general_purpose::STANDARD.encode(sha256)}]});
+        let body = serde_json::json!({"resourceType": "DocumentReference", "status": "current",
+            "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
+            "subject": {"reference": format!("Patient/{patient}")}, "date": "2026-11-20T10:00:00Z",
+            "content": [{"attachment": attachment}]});
+        let r = self.call("POST", "/fhir/DocumentReference", Some(token), &[], Some(&body.to_string())).await;
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        let p = r.json();
+        let params = p["parameter"].as_array().expect("parameters");
+        let param = |name: &'static str| params.iter().filter(move |x| x["name"] == name);
+        let reference = param("documentReference").next().expect("documentReference")["valueReference"]["reference"]
+            .as_str()
+            .expect("reference");
+        let id = reference.trim_start_matches("DocumentReference/").to_owned();
+        assert_eq!(r.header("content-location"), Some(self.url(&format!("/fhir/DocumentReference/{id}")).as_str()));
+        assert_eq!(param("uploadMethod").next().expect("uploadMethod")["valueCode"], "PUT");
+        let url = param("uploadUrl").next().expect("uploadUrl")["valueUrl"].as_str().expect("url").to_owned();
+        let headers = param("uploadHeader")
+            .filter_map(|x| x["valueString"].as_str()?.split_once(": "))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        PendingUpload { id, url, headers }
+    }
+
+    /// PUTs `bytes` to a pending upload's URL, as the client would; the status.
+    pub async fn upload(&self, pending: &PendingUpload, bytes: &[u8]) -> u16 {
+        let hs: Vec<(&str, &str)> = pending.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.client.send("PUT", &pending.url, &hs, Some(bytes.to_vec())).await.expect("upload").status
+    }
+
+    /// Keys of the objects of a bucket of this stack under `prefix`.
+    pub async fn object_keys(&self, bucket_id: &str, prefix: &str) -> Vec<String> {
+        let listed = self.stack.clients.s3.list_objects_v2().bucket(self.table(bucket_id)).prefix(prefix).send().await;
+        listed.expect("list").contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect()
+    }
+}
+
+/// Every fault the proxy plays that a client sees as a failed call.
+pub const FAILURES: [(&str, medrec_infra::fault_proxy::Fault); 4] = [
+    ("500", medrec_infra::fault_proxy::Fault::ServerError),
+    ("503", medrec_infra::fault_proxy::Fault::Unavailable),
+    ("throttling", medrec_infra::fault_proxy::Fault::Throttle),
+    ("connection reset", medrec_infra::fault_proxy::Fault::ResetBefore),
+];
+
+/// Where `work` can crash: each call it makes of each of `ops` (service,
+/// operation), as (index into `ops`, calls of that operation before it).
+/// The calls are counted as they pass the proxy, untouched.
+pub async fn crash_points<T>(
+    proxy: &medrec_infra::fault_proxy::FaultProxy,
+    ops: &[(&str, &str)],
+    work: impl std::future::Future<Output = T>,
+) -> (T, Vec<(usize, u32)>) {
+    use medrec_infra::fault_proxy::{on, Fault};
+    let counters: Vec<_> =
+        ops.iter().map(|(s, o)| proxy.inject(on(s, o), Fault::Latency(std::time::Duration::ZERO), None)).collect();
+    let out = work.await;
+    proxy.clear();
+    let points = counters
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| (0..c.load(std::sync::atomic::Ordering::Relaxed) as u32).map(move |n| (i, n)))
+        .collect();
+    (out, points)
 }

@@ -1,8 +1,9 @@
 //! The authorization matrix, generated from the API's route table (every
 //! HttpApi route of `template.yaml`, so a new endpoint cannot be forgotten):
 //! every route × {no token, each role, a patient token for the patient and
-//! for another, a clinician the patient's consent refuses, the same with
-//! break-glass}. The expected status of each cell is data
+//! for another, a read-only patient token, a clinician the patient's consent
+//! refuses, the same with break-glass, SMART scopes narrowing a clinician to
+//! reads, to one type, and to a granular constraint medrec cannot enforce}. The expected status of each cell is data
 //! (`tests/authz/matrix.tsv`) and is asserted exactly; invariants that no
 //! table edit can waive are asserted on top (no token reaches data, another
 //! patient's token and a refused clinician see nothing of the patient, not
@@ -26,6 +27,8 @@ const CALLERS: &[&str] = &[
     "break-glass",
     "scope-read-only",
     "scope-observation",
+    "patient-read-only",
+    "scope-granular",
 ];
 /// Routes any caller may use.
 const PUBLIC: &[&str] = &["GET /fhir/metadata", "GET /health", "GET /openapi.json"];
@@ -169,6 +172,13 @@ async fn every_route_answers_every_kind_of_caller_as_the_table_says() {
         // and one resource type only.
         ("scope-read-only", h.token_with("clinician", "dr-reader", &["user/*.rs"], None)),
         ("scope-observation", h.token_with("clinician", "dr-labs", &["user/Observation.rs"], None)),
+        // A patient app that may only read, and a SMART v2 granular scope,
+        // whose search constraint medrec does not enforce: it grants nothing.
+        ("patient-read-only", h.token_with("patient", "pat-reader", &["patient/*.rs"], Some(&own))),
+        (
+            "scope-granular",
+            h.token_with("clinician", "dr-granular", &["user/Observation.rs?category=laboratory"], None),
+        ),
     ]);
     let w = World { own: own.clone(), tokens };
     let refusing = h.get(&format!("/fhir/Consent?patient={own}"), &admin).await.json()["entry"][0]["resource"].clone();
@@ -229,8 +239,11 @@ async fn every_route_answers_every_kind_of_caller_as_the_table_says() {
             }
             let ok = (200..300).contains(&r.status) && !PUBLIC.contains(&route.as_str());
             let reads = method == "GET" || route.ends_with("_search") || route.contains("{operation}");
-            if *caller == "scope-read-only" && ok && !reads {
-                leaks.push(format!("{route}: a read-only scope wrote ({})", r.status));
+            if matches!(*caller, "scope-read-only" | "patient-read-only") && ok && !reads {
+                leaks.push(format!("{route}: {caller} wrote ({})", r.status));
+            }
+            if *caller == "scope-granular" && ok {
+                leaks.push(format!("{route}: an unenforceable scope was honoured ({})", r.status));
             }
             if *caller == "scope-observation" && ok && !(route.contains("Observation") && reads) {
                 leaks.push(format!("{route}: an Observation read scope reached more ({})", r.status));

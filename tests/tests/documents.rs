@@ -3,10 +3,9 @@
 //! every document passes, sealed objects at rest, tamper refusal, and an
 //! ingest that survives a failure without doing anything twice.
 
-use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use medrec_e2e::{canary_patient, unique_tag, Harness};
+use medrec_e2e::{canary_patient, pdf, unique_tag, upload_notification, Harness};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -29,18 +28,6 @@ fn document(patient: &str, attachment: Value) -> Value {
 
 fn inline(content_type: &str, bytes: &[u8]) -> Value {
     json!({"contentType": content_type, "data": B64.encode(bytes), "title": "note"})
-}
-
-/// A PDF-looking document of `len` bytes that carries `canary` in its body.
-fn pdf(len: usize, canary: &str) -> Vec<u8> {
-    let mut b = format!("%PDF-1.7\n% {canary}\n").into_bytes();
-    let mut i = 0u32;
-    while b.len() < len {
-        b.push((i.wrapping_mul(2654435761) >> 24) as u8);
-        i += 1;
-    }
-    b.truncate(len);
-    b
 }
 
 async fn objects(h: &Harness, bucket_id: &str) -> Vec<(String, Vec<u8>)> {
@@ -316,36 +303,6 @@ async fn tampered_documents_are_refused_and_audited() {
     assert_eq!(h.get(&path, &t).await.body.as_ref(), b"first document body", "the original still opens");
 }
 
-/// Asks for an upload URL for `bytes` (declared as a PDF).
-async fn promise(h: &Harness, t: &str, patient: &str, bytes: &[u8]) -> (String, String, Vec<(String, String)>) {
-    let attachment = json!({"contentType": "application/pdf", "size": bytes.len(),
-        "extension": [{"url": SHA256_EXT, "valueBase64Binary": sha256_b64(bytes)}]});
-    let r =
-        h.call("POST", "/fhir/DocumentReference", Some(t), &[], Some(&document(patient, attachment).to_string())).await;
-    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
-    let p = r.json();
-    let params = p["parameter"].as_array().unwrap();
-    let param = |name: &'static str| params.iter().filter(move |x| x["name"] == name);
-    let id = param("documentReference").next().unwrap()["valueReference"]["reference"].as_str().unwrap()
-        ["DocumentReference/".len()..]
-        .to_owned();
-    assert_eq!(r.header("content-location"), Some(h.url(&format!("/fhir/DocumentReference/{id}")).as_str()));
-    let url = param("uploadUrl").next().unwrap()["valueUrl"].as_str().unwrap().to_owned();
-    assert_eq!(param("uploadMethod").next().unwrap()["valueCode"], "PUT");
-    let headers = param("uploadHeader")
-        .map(|x| {
-            let (k, v) = x["valueString"].as_str().unwrap().split_once(": ").unwrap();
-            (k.to_owned(), v.to_owned())
-        })
-        .collect();
-    (id, url, headers)
-}
-
-async fn upload(h: &Harness, url: &str, headers: &[(String, String)], bytes: &[u8]) -> u16 {
-    let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    h.client.send("PUT", url, &hs, Some(bytes.to_vec())).await.expect("upload").status
-}
-
 async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
     while !ready().await {
@@ -362,15 +319,16 @@ async fn presigned_uploads_are_checked_sealed_and_served() {
     let patient = h.create_id(&t, &canary_patient(&tag)).await;
     // Larger than one 64 KiB frame, so ranges cross frames.
     let scan = pdf(200_000, &format!("SCANCANARY{tag}"));
-    let (id, url, headers) = promise(&h, &t, &patient, &scan).await;
-    assert!(!url.contains(&patient) && !url.contains(&tag), "the URL names no patient");
+    let pending = h.promise_upload(&t, &patient, &scan).await;
+    let id = pending.id.clone();
+    assert!(!pending.url.contains(&patient) && !pending.url.contains(&tag), "the URL names no patient");
     assert_eq!(
         h.get(&format!("/fhir/DocumentReference/{id}"), &t).await.status,
         404,
         "not current before the bytes are checked"
     );
 
-    assert_eq!(upload(&h, &url, &headers, &scan).await, 200);
+    assert_eq!(h.upload(&pending, &scan).await, 200);
     let path = format!("/fhir/DocumentReference/{id}");
     wait_for("the ingest", async || h.get(&path, &t).await.status == 200).await;
     let doc = h.get(&path, &t).await.json();
@@ -399,28 +357,21 @@ async fn presigned_uploads_are_checked_sealed_and_served() {
 
     // Bytes that are not what was promised never become a document.
     let promised = pdf(1000, "a");
-    let (bad_id, bad_url, bad_headers) = promise(&h, &t, &patient, &promised).await;
+    let bad = h.promise_upload(&t, &patient, &promised).await;
     let other = pdf(1000, "b");
-    let status = upload(&h, &bad_url, &bad_headers, &other).await;
+    let status = h.upload(&bad, &other).await;
     // S3 refuses a body whose checksum differs from the signed one; where it
     // does not (the emulator), the ingest does.
     if status == 200 {
         wait_for("the rejection", async || objects(&h, "UploadsBucket").await.is_empty()).await;
     }
-    assert_eq!(h.get(&format!("/fhir/DocumentReference/{bad_id}"), &t).await.status, 404);
+    assert_eq!(h.get(&format!("/fhir/DocumentReference/{}", bad.id), &t).await.status, 404);
     let rejected =
         h.audit_events_of("dr-upload").await.into_iter().any(|e| {
-            e["outcome"] == "4" && e["entity"][0]["what"]["reference"] == format!("DocumentReference/{bad_id}")
+            e["outcome"] == "4" && e["entity"][0]["what"]["reference"] == format!("DocumentReference/{}", bad.id)
         });
     assert!(rejected || status != 200, "the rejected upload is audited");
     assert_eq!(objects(&h, "DocumentsBucket").await.len(), 1);
-}
-
-fn s3_event(key: &str) -> SqsEvent {
-    let body = json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"object": {"key": key}}}]});
-    let message =
-        SqsMessage { message_id: Some("redelivered".into()), body: Some(body.to_string()), ..Default::default() };
-    SqsEvent { records: vec![message] }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,8 +384,9 @@ async fn ingest_retries_after_a_failure_without_duplicates() {
     let t = h.token("clinician", "dr-retry");
     let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
     let scan = pdf(70_000, "retry");
-    let (id, url, headers) = promise(&h, &t, &patient, &scan).await;
-    assert_eq!(upload(&h, &url, &headers, &scan).await, 200);
+    let pending = h.promise_upload(&t, &patient, &scan).await;
+    let id = pending.id.clone();
+    assert_eq!(h.upload(&pending, &scan).await, 200);
 
     // The failed message stays in flight (not deleted), the upload stays in
     // quarantine, and no DocumentReference exists.
@@ -462,7 +414,8 @@ async fn ingest_retries_after_a_failure_without_duplicates() {
     let documents = medrec_shared::documents::DocumentConfig::from_lookup(lookup).unwrap();
     let ingest = std::sync::Arc::new(medrec_document_ingest::App::new(config, documents).await.unwrap());
     for _ in 0..2 {
-        let event = lambda_http::LambdaEvent::new(s3_event(&id), lambda_http::Context::default());
+        let event =
+            lambda_http::LambdaEvent::new(upload_notification(&id, "redelivered"), lambda_http::Context::default());
         let response = ingest.clone().handle(event).await.unwrap();
         assert!(response.batch_item_failures.is_empty());
     }

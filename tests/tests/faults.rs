@@ -6,7 +6,7 @@
 //! their audit record cannot be written, and every path recovers when the
 //! fault clears.
 
-use medrec_e2e::{unique_tag, Harness};
+use medrec_e2e::{unique_tag, Harness, FAILURES};
 use medrec_infra::fault_proxy::{on, Fault, Matcher};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -30,14 +30,6 @@ async fn written(h: &Harness) -> usize {
     let records = h.scan(&h.table("RecordsTable")).await.into_iter().filter(|i| !counter(i)).count();
     records + h.scan(&h.table("OutboxTable")).await.len()
 }
-
-/// Every fault the proxy plays that a client sees as a failed call.
-const FAILURES: [(&str, Fault); 4] = [
-    ("500", Fault::ServerError),
-    ("503", Fault::Unavailable),
-    ("throttling", Fault::Throttle),
-    ("connection reset", Fault::ResetBefore),
-];
 
 fn commit() -> Matcher {
     on("dynamodb", "TransactWriteItems")

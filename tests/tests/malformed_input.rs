@@ -185,3 +185,114 @@ fn a_deployed_config_refuses_dev_identity_and_emulator_settings() {
     ])
     .is_ok());
 }
+
+/// Valid requests of every kind with their bytes mutated (bodies, query
+/// values, header values), through the gateway into the real handlers and
+/// the emulator: never a server error, every error an OperationOutcome,
+/// every answer `no-store`. The choices come from the system's randomness;
+/// a failure prints the request that caused it. `MEDREC_FUZZ_ITERATIONS`
+/// (default 1,500, as for the in-process fuzzing) sends a fifth as many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutated_requests_never_get_a_server_error() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-mutations");
+    let patient = h.create_id(&t, &medrec_e2e::canary_patient("mutations")).await;
+    let reference = serde_json::json!({"reference": format!("Patient/{patient}")});
+    let observation = serde_json::json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}, "subject": reference,
+        "effectiveDateTime": "2026-11-20T09:00:00Z",
+        "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}})
+    .to_string();
+    let immunization = serde_json::json!({"resourceType": "Immunization", "status": "completed",
+        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "208"}]}, "patient": reference,
+        "occurrenceDateTime": "2026-11-20", "primarySource": true, "lotNumber": "L1"})
+    .to_string();
+    let mut own = medrec_e2e::canary_patient("mutations");
+    own["id"] = serde_json::json!(patient);
+    let (fhir, patch, form) =
+        ("application/fhir+json", "application/json-patch+json", "application/x-www-form-urlencoded");
+    let seeds: Vec<(&str, String, &str, String)> = vec![
+        ("POST", "/fhir/Patient".into(), fhir, medrec_e2e::canary_patient("seed").to_string()),
+        ("PUT", format!("/fhir/Patient/{patient}"), fhir, own.to_string()),
+        (
+            "PATCH",
+            format!("/fhir/Patient/{patient}"),
+            patch,
+            r#"[{"op":"replace","path":"/gender","value":"male"}]"#.into(),
+        ),
+        ("POST", "/fhir/Observation".into(), fhir, observation.clone()),
+        ("POST", "/fhir/Immunization".into(), fhir, immunization),
+        ("POST", "/fhir/Observation/$validate".into(), fhir, observation),
+        ("POST", "/fhir/Patient/_search".into(), form, "family=chalmers&_count=2".into()),
+        ("GET", format!("/fhir/Observation?patient={patient}&date=ge2020-01-01&_count=5"), fhir, String::new()),
+        ("GET", format!("/fhir/Patient/{patient}/$everything?_count=3"), fhir, String::new()),
+    ];
+    const QUERY: &[&str] = &[
+        "&date=ge%zz",
+        "&_count=-1",
+        "&_count=99999999999999999999",
+        "&code=%E2%82",
+        "&_elements=**",
+        "&value-quantity=1e999",
+        "&_summary=maybe",
+        "&_include=Observation:subject:Patient",
+        "&birthdate=1974-13-45",
+        "&_cursor=AAAA",
+        "&=",
+        "&%00=1",
+    ];
+    const BYTES: &[u8] = b"{}[]\",:\\ \x00\x80\xc3\xff0e-";
+    const HEADERS: &[(&str, &str)] = &[
+        ("if-match", "W/\"x\""),
+        ("if-match", "\"99999999999999999999\""),
+        ("if-match", "*"),
+        ("prefer", "return=everything"),
+        ("accept", "application/xml"),
+        ("x-purpose-of-use", "NOTAPURPOSE"),
+        ("x-purpose-of-use", "ETREAT"),
+        ("if-none-exist", "identifier=%zz"),
+        ("content-type", "application/fhir+json; charset=latin-1"),
+    ];
+    let rounds = std::env::var("MEDREC_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_500usize) / 5;
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..rounds {
+        let random = medrec_shared::crypto::random_id();
+        let mut r = random.bytes().map(|b| b as usize * 7919);
+        let mut next = |n: usize| r.next().unwrap_or(0) % n.max(1);
+        let (method, path, content_type, body) = &seeds[next(seeds.len())];
+        let mut body = body.clone().into_bytes();
+        for _ in 0..next(4) {
+            let i = next(body.len() + 1);
+            match next(4) {
+                0 if i < body.len() => body[i] = BYTES[next(BYTES.len())],
+                1 => body.insert(i, BYTES[next(BYTES.len())]),
+                2 => body.truncate(i),
+                _ => body.splice(i..i, std::iter::repeat_n(b'[', next(200))).for_each(drop),
+            }
+        }
+        let mut path = path.clone();
+        if next(2) == 0 {
+            path.push(if path.contains('?') { '&' } else { '?' });
+            path.push_str(&QUERY[next(QUERY.len())][1..]);
+        }
+        let mut headers = vec![("authorization", format!("Bearer {t}")), ("content-type", content_type.to_string())];
+        if method.starts_with("P") && method != &"POST" {
+            headers.push(("if-match", "W/\"1\"".into()));
+        }
+        for _ in 0..next(3) {
+            let (k, v) = HEADERS[next(HEADERS.len())];
+            headers.retain(|(name, _)| *name != k);
+            headers.push((k, v.into()));
+        }
+        let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let reply = h.client.send(method, &h.url(&path), &hs, Some(body.clone())).await.expect("HTTP exchange");
+        let request = format!("{method} {path} {hs:?} {:.300}", String::from_utf8_lossy(&body));
+        assert!(reply.status < 500, "{} for {request}: {}", reply.status, String::from_utf8_lossy(&reply.body));
+        assert_eq!(reply.header("cache-control"), Some("no-store"), "{request}");
+        if reply.status >= 400 {
+            assert_eq!(reply.json()["resourceType"], "OperationOutcome", "{request}");
+        }
+        *statuses.entry(reply.status).or_insert(0) += 1;
+    }
+    println!("{rounds} mutated requests, no server error; statuses {statuses:?}");
+}

@@ -125,45 +125,65 @@ async fn no_canary_outside_ciphertext_after_a_whole_workload() {
     for body in &errors {
         look("an error body", body);
     }
-    let template = h.stack.template.clone();
-    let mut tables = 0;
-    for r in template.resources.iter().filter(|r| r.kind == "AWS::DynamoDB::Table") {
-        tables += 1;
-        for item in h.scan(&h.table(&r.logical_id)).await {
-            look(&format!("table {}", r.logical_id), &format!("{item:?}"));
-        }
+    let stored = medrec_e2e::stored_contents(&h.stack.clients, &h.stack.template, &h.stack.provisioned).await;
+    for (place, text) in &stored {
+        look(place, text);
     }
-    let s3 = &h.stack.clients.s3;
-    let mut objects = 0;
-    for r in template.resources.iter().filter(|r| r.kind == "AWS::S3::Bucket") {
-        let bucket = h.table(&r.logical_id);
-        let listed = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
-        for o in listed.contents() {
-            let Ok(got) = s3.get_object().bucket(&bucket).key(o.key().unwrap()).send().await else { continue };
-            objects += 1;
-            let bytes = got.body.collect().await.unwrap().to_vec();
-            look(&format!("bucket {}", r.logical_id), &String::from_utf8_lossy(&bytes));
-            look(&format!("object key in {}", r.logical_id), o.key().unwrap());
-        }
-    }
-    let sqs = &h.stack.clients.sqs;
-    let mut messages = 0;
-    for r in template.resources.iter().filter(|r| r.kind == "AWS::SQS::Queue") {
-        let url = h.table(&r.logical_id);
-        let out = sqs
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .visibility_timeout(0)
-            .send()
-            .await
-            .unwrap();
-        for m in out.messages() {
-            messages += 1;
-            look(&format!("queue {}", r.logical_id), m.body().unwrap_or_default());
-        }
-    }
+    let count = |what: &str| stored.iter().filter(|(place, _)| place.starts_with(what)).count();
+    let (tables, objects, messages) = (count("table "), count("bucket "), count("queue "));
     assert!(found.is_empty(), "{found:#?}");
-    assert!(tables >= 4 && objects >= 3, "the sweep saw {tables} tables, {objects} objects");
-    println!("canary sweep: {} canaries; logs, {} error bodies, {tables} tables, {objects} objects, {messages} queued messages: none found", canaries.len(), errors.len());
+    assert!(tables >= 40 && objects >= 3, "the sweep saw {tables} items, {objects} objects");
+    println!("canary sweep: {} canaries; logs, {} error bodies, {tables} items, {objects} objects, {messages} queued messages: none found", canaries.len(), errors.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_sweep_finds_canaries_planted_in_a_table_a_bucket_and_a_queue() {
+    use aws_sdk_dynamodb::types::AttributeValue as AV;
+    let h = Harness::start().await;
+    let tag = unique_tag();
+    let (family, street, mrn) = (format!("Family{tag}"), format!("Street{tag}"), format!("MRN{tag}"));
+    let (table, bucket, queue) =
+        (h.table("RecordsTable"), h.table("DocumentsBucket"), h.table("RegistrySyncDeadLetterQueue"));
+    let c = &h.stack.clients;
+    c.dynamodb
+        .put_item()
+        .table_name(&table)
+        .item("pk", AV::S("PLANTED".into()))
+        .item("sk", AV::S("PLANTED".into()))
+        .item("name", AV::S(family.clone()))
+        .send()
+        .await
+        .unwrap();
+    c.s3.put_object().bucket(&bucket).key("planted").body(street.clone().into_bytes().into()).send().await.unwrap();
+    c.sqs.send_message().queue_url(&queue).message_body(&mrn).send().await.unwrap();
+
+    let stored = medrec_e2e::stored_contents(&h.stack.clients, &h.stack.template, &h.stack.provisioned).await;
+    let found: Vec<(String, String)> = stored
+        .iter()
+        .flat_map(|(place, text)| medrec_e2e::canaries_in(text).into_iter().map(|c| (c, place.clone())))
+        .collect();
+    for (canary, place) in [
+        (&family, "table RecordsTable"),
+        (&street, "bucket DocumentsBucket"),
+        (&mrn, "queue RegistrySyncDeadLetterQueue"),
+    ] {
+        assert!(found.contains(&(canary.clone(), place.into())), "{canary} in {place}: {found:?}");
+    }
+    assert_eq!(found.len(), 3, "nothing else: {found:?}");
+    assert!(medrec_e2e::canaries_in("Family0123456789ab Familyxyz Family0123").len() == 1, "a tag is 12 hex digits");
+
+    // Removed, so that the sweep at the end of this test finds the stack clean.
+    c.dynamodb
+        .delete_item()
+        .table_name(&table)
+        .key("pk", AV::S("PLANTED".into()))
+        .key("sk", AV::S("PLANTED".into()))
+        .send()
+        .await
+        .unwrap();
+    c.s3.delete_object().bucket(&bucket).key("planted").send().await.unwrap();
+    let received = c.sqs.receive_message().queue_url(&queue).send().await.unwrap();
+    for m in received.messages() {
+        c.sqs.delete_message().queue_url(&queue).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+    }
 }

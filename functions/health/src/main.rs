@@ -1,9 +1,9 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let app = std::sync::Arc::new(medrec_health::App::from_env().await?);
-    lambda_http::run(lambda_http::service_fn(move |req| {
+    medrec_shared::lambda::run(move |req| {
         let app = app.clone();
         async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
-    }))
+    })
     .await
 }

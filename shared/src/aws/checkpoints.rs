@@ -20,6 +20,8 @@ use std::collections::HashMap;
 const PK: &str = "CHECKPOINT";
 /// Records per chunk of a scheduled export.
 const SCHEDULED_CHUNK_RECORDS: usize = 10_000;
+/// Tries at numbering a manifest while other exports take the numbers.
+const MANIFEST_ATTEMPTS: usize = 5;
 
 /// Where an export stands.
 #[derive(Debug)]
@@ -166,22 +168,15 @@ impl Checkpoints {
                 ("done".to_owned(), AttributeValue::N(done.to_string())),
             ])
         };
-        let stored = self
-            .ddb
-            .get_item()
-            .table_name(&self.audit_table)
-            .key("pk", AttributeValue::S(format!("EXPORT#{id}")))
-            .key("sk", AttributeValue::N("0".into()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| port_error("dynamodb", &e))?;
+        let stored = self.export_progress(id).await?;
         let mut done = 0usize;
-        if let Some(item) = stored.item() {
+        let mut committed = None;
+        if let Some(item) = &stored {
             if get_s(item, "terms") != Some(&format!("{since}|{until}|{chunk_records}")) {
                 return Err(PortError::ConditionFailed(0));
             }
             done = get_n(item, "done").unwrap_or(0) as usize;
+            committed = get_n(item, "manifest");
         }
         let events = self.window(since, until).await?;
         let chunks = events.len().div_ceil(chunk_records).max(1);
@@ -204,46 +199,34 @@ impl Checkpoints {
         if done < chunks {
             return Ok(ExportProgress { chunks_done: done, chunks, records: events.len(), manifest: None });
         }
-        let listed = (0..chunks)
-            .map(|i| {
-                let (fhir, ocsf, records) = export::render_chunk(&events, i, chunk_records);
-                export::Chunk {
-                    fhir_key: object(i, "fhir"),
-                    fhir_sha256: export::digest(&fhir),
-                    ocsf_key: object(i, "ocsf"),
-                    ocsf_sha256: export::digest(&ocsf),
-                    records,
-                }
-            })
-            .collect();
-        let previous = self.last("MANIFEST").await?;
-        let manifest = export::Manifest {
-            export: id.to_owned(),
-            since: since.to_owned(),
-            until: until.to_owned(),
-            chunks: listed,
-            previous: previous.as_ref().map(|(_, body)| export::digest(body.as_bytes())),
+        let body = match committed {
+            Some(number) => self.numbered_body("MANIFEST", number).await?,
+            None => {
+                let chunks = (0..chunks)
+                    .map(|i| {
+                        let (fhir, ocsf, records) = export::render_chunk(&events, i, chunk_records);
+                        export::Chunk {
+                            fhir_key: object(i, "fhir"),
+                            fhir_sha256: export::digest(&fhir),
+                            ocsf_key: object(i, "ocsf"),
+                            ocsf_sha256: export::digest(&ocsf),
+                            records,
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                let manifest = |previous| export::Manifest {
+                    export: id.to_owned(),
+                    since: since.to_owned(),
+                    until: until.to_owned(),
+                    chunks: chunks.clone(),
+                    previous,
+                };
+                self.chain_manifest(id, manifest).await?
+            }
         };
-        let body = manifest.body();
+        let manifest: export::Manifest =
+            serde_json::from_str(&body).map_err(|_| PortError::Integrity("manifest".into()))?;
         let signature = self.sign(&export::Manifest::statement(&body)).await?;
-        let number = previous.map_or(1, |(n, _)| n + 1);
-        let put = self
-            .ddb
-            .put_item()
-            .table_name(&self.audit_table)
-            .item("pk", AttributeValue::S("MANIFEST".into()))
-            .item("sk", AttributeValue::N(number.to_string()))
-            .item("body", AttributeValue::S(body.clone()))
-            .item("export", AttributeValue::S(id.into()))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => {}
-            // The manifest of this export was stored by an earlier run.
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
-            Err(e) => return Err(port_error("dynamodb", &e)),
-        }
         let object = json!({
             "manifest": body,
             "signature": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &signature),
@@ -253,6 +236,97 @@ impl Checkpoints {
         self.put_object(&format!("exports/{id}/manifest.json"), object.to_string().into_bytes(), "application/json")
             .await?;
         Ok(ExportProgress { chunks_done: chunks, chunks, records: events.len(), manifest: Some(manifest) })
+    }
+
+    async fn export_progress(&self, id: &str) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.audit_table)
+            .key("pk", AttributeValue::S(format!("EXPORT#{id}")))
+            .key("sk", AttributeValue::N("0".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        Ok(out.item)
+    }
+
+    /// Numbers the export's manifest into the chain and records the number
+    /// in the export's progress, in one transaction: a rerun after a crash
+    /// (or after the answer was lost) finds the number there and archives
+    /// the same body; an export that lost the race for a number chains
+    /// after the winner. The manifest's body is returned.
+    async fn chain_manifest(
+        &self,
+        id: &str,
+        manifest: impl Fn(Option<String>) -> export::Manifest,
+    ) -> Result<String, PortError> {
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+        let built =
+            |e: aws_sdk_dynamodb::error::BuildError| PortError::Backend { service: "dynamodb", detail: e.to_string() };
+        for _ in 0..MANIFEST_ATTEMPTS {
+            if let Some(number) = self.export_progress(id).await?.as_ref().and_then(|i| get_n(i, "manifest")) {
+                return self.numbered_body("MANIFEST", number).await;
+            }
+            let previous = self.last("MANIFEST").await?;
+            let number = previous.as_ref().map_or(1, |(n, _)| n + 1);
+            let body = manifest(previous.map(|(_, body)| export::digest(body.as_bytes()))).body();
+            let put = Put::builder()
+                .table_name(&self.audit_table)
+                .item("pk", AttributeValue::S("MANIFEST".into()))
+                .item("sk", AttributeValue::N(number.to_string()))
+                .item("body", AttributeValue::S(body.clone()))
+                .item("export", AttributeValue::S(id.into()))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(built)?;
+            let progress = Update::builder()
+                .table_name(&self.audit_table)
+                .key("pk", AttributeValue::S(format!("EXPORT#{id}")))
+                .key("sk", AttributeValue::N("0".into()))
+                .update_expression("SET manifest = :n")
+                .condition_expression("attribute_not_exists(manifest)")
+                .expression_attribute_values(":n", AttributeValue::N(number.to_string()))
+                .build()
+                .map_err(built)?;
+            let committed = self
+                .ddb
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(put).build())
+                .transact_items(TransactWriteItem::builder().update(progress).build())
+                .send()
+                .await;
+            match committed {
+                Ok(_) => return Ok(body),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_transaction_canceled_exception()) => continue,
+                Err(e) => return Err(port_error("dynamodb", &e)),
+            }
+        }
+        Err(PortError::Backend { service: "dynamodb", detail: "manifest chain contention".into() })
+    }
+
+    /// Item `number` of a numbered partition (checkpoints, manifests).
+    async fn numbered(&self, pk: &str, number: u64) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.audit_table)
+            .key("pk", AttributeValue::S(pk.into()))
+            .key("sk", AttributeValue::N(number.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        Ok(out.item)
+    }
+
+    async fn numbered_body(&self, pk: &str, number: u64) -> Result<String, PortError> {
+        let item = self.numbered(pk, number).await?;
+        item.as_ref()
+            .and_then(|i| get_s(i, "body"))
+            .map(str::to_owned)
+            .ok_or_else(|| PortError::Integrity(format!("{pk} {number} is missing")))
     }
 
     /// The scheduled export: resumes the export in progress, or starts one
@@ -342,9 +416,23 @@ impl Checkpoints {
         Ok(out.items().first().map(|i| (get_n(i, "sk").unwrap_or(0), get_s(i, "body").unwrap_or_default().to_owned())))
     }
 
-    /// Signs and stores the next checkpoint of the current heads.
+    /// Signs and stores the next checkpoint of the current heads. The one
+    /// before is archived first if it is not yet: a run that stored its
+    /// checkpoint and then failed to archive it leaves the Object Lock copy
+    /// to the next run, never missing.
     pub async fn write(&self, at: &str) -> Result<Checkpoint, PortError> {
         let previous = self.last(PK).await?;
+        if let Some((number, body)) = &previous {
+            if !self.archived(&checkpoint_object(*number)).await? {
+                let signature = self
+                    .numbered(PK, *number)
+                    .await?
+                    .and_then(|i| i.get("sig").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()));
+                let signature =
+                    signature.ok_or_else(|| PortError::Integrity(format!("checkpoint {number} has no signature")))?;
+                self.archive_checkpoint(*number, body, &signature).await?;
+            }
+        }
         let heads = self.heads().await?;
         let cp = Checkpoint {
             number: previous.as_ref().map_or(1, |(n, _)| n + 1),
@@ -368,18 +456,29 @@ impl Checkpoints {
                 Some(se) if se.is_conditional_check_failed_exception() => PortError::ConditionFailed(0),
                 _ => port_error("dynamodb", &e),
             })?;
+        self.archive_checkpoint(cp.number, &body, &signature).await?;
+        Ok(cp)
+    }
+
+    async fn archive_checkpoint(&self, number: u64, body: &str, signature: &[u8]) -> Result<(), PortError> {
         let object = json!({
             "checkpoint": body,
-            "signature": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &signature),
+            "signature": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signature),
             "keyId": self.signing_key_id,
             "algorithm": "ECDSA_SHA_256",
         });
-        self.put_object(
-            &format!("checkpoints/{:012}.json", cp.number),
-            object.to_string().into_bytes(),
-            "application/json",
-        )
-        .await?;
-        Ok(cp)
+        self.put_object(&checkpoint_object(number), object.to_string().into_bytes(), "application/json").await
     }
+
+    async fn archived(&self, key: &str) -> Result<bool, PortError> {
+        match self.s3.head_object().bucket(&self.archive_bucket).key(key).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+            Err(e) => Err(port_error("s3", &e)),
+        }
+    }
+}
+
+fn checkpoint_object(number: u64) -> String {
+    format!("checkpoints/{number:012}.json")
 }

@@ -102,6 +102,23 @@ pub struct ResourceCandidate {
     pub versions: Vec<u64>,
     pub whole: bool,
     pub held: bool,
+    /// The current version and when it was written (deleted, if `whole`).
+    pub current: (u64, String),
+}
+
+impl ResourceCandidate {
+    /// What its purge is audited once under. A rerun after a crash must
+    /// find the same key although some of the items are gone: the current
+    /// item is deleted last (so a whole purge still sees the same version
+    /// and instant), and the newest purgeable version goes with the last
+    /// batch (so a partial one still sees the same newest version).
+    fn once_key(&self) -> String {
+        let reference = format!("{}/{}", self.resource_type, self.id);
+        match self.whole {
+            true => format!("purge:{reference}:whole:{}:{}", self.current.0, self.current.1),
+            false => format!("purge:{reference}:through:{}", self.versions.last().copied().unwrap_or(0)),
+        }
+    }
 }
 
 /// An erasure request the legal floor (or a hold) still blocks.
@@ -398,6 +415,7 @@ impl Purger<'_> {
                         versions,
                         whole,
                         held,
+                        current: (current, deleted_at),
                     });
                 }
             }
@@ -488,9 +506,7 @@ impl Purger<'_> {
             keys.push((pk.clone(), get_s(item, "sk").unwrap_or_default().to_owned()));
         }
         entities.push(policy_urn(policy));
-        let versions: Vec<String> = r.versions.iter().map(u64::to_string).collect();
-        let key = format!("purge:{reference}:{}:{}", r.whole, versions.join("."));
-        self.audit_purge(&key, &r.patient, by, "purge-resource", entities).await?;
+        self.audit_purge(&r.once_key(), &r.patient, by, "purge-resource", entities).await?;
         let mut objects = 0;
         if r.whole {
             if r.resource_type == "DocumentReference" {

@@ -75,6 +75,14 @@ fn new_binary_id(document: &str) -> String {
     format!("{document}-{}", &crate::crypto::random_id()[..16])
 }
 
+/// The Binary an upload becomes, fixed by its pending record: an ingest
+/// retried after sealing the object (the commit failed, the answer was
+/// lost) rewrites that object rather than leaving an orphan beside it.
+fn upload_binary_id(document: &str, pending_version: u64) -> String {
+    let digest = sha256(format!("medrec/upload-binary/v1|{document}|{pending_version}").as_bytes());
+    format!("{document}-{}", &crate::crypto::hex(&digest)[..16])
+}
+
 fn document_of_binary(binary: &str) -> Option<&str> {
     let (doc, suffix) = binary.split_once('-')?;
     let hexish = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
@@ -440,7 +448,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 return Ok(Ingested::Rejected(e));
             }
         };
-        let binary = new_binary_id(id);
+        let binary = upload_binary_id(id, current.version);
         let sealed = seal_binary(&patient_key, &patient, &binary, &bytes);
         deps.blobs.put(&object_key(&patient, &binary), sealed).await?;
         describe(&mut resource["content"][index]["attachment"], &binary, size, digests);
@@ -555,9 +563,12 @@ mod tests {
     #[test]
     fn binary_ids_name_their_document_and_nothing_else_parses() {
         let doc = crate::crypto::random_id();
-        let b = new_binary_id(&doc);
-        assert_eq!(document_of_binary(&b), Some(doc.as_str()));
-        assert!(b.len() <= 64);
+        for b in [new_binary_id(&doc), upload_binary_id(&doc, 1)] {
+            assert_eq!(document_of_binary(&b), Some(doc.as_str()));
+            assert!(b.len() <= 64);
+        }
+        assert_eq!(upload_binary_id(&doc, 1), upload_binary_id(&doc, 1), "a retried ingest writes the same object");
+        assert_ne!(upload_binary_id(&doc, 1), upload_binary_id(&doc, 2));
         for bad in ["", "x", &doc, &format!("{doc}-"), &format!("{doc}-zz"), &format!("../{doc}-0123456789abcdef")] {
             assert_eq!(document_of_binary(bad), None, "{bad}");
         }

@@ -1,0 +1,509 @@
+//! Background work under injected AWS faults: the document ingest, the
+//! purge and the audit export reach the emulator through
+//! `medrec_infra::fault_proxy`. Each is crashed at every call it makes of
+//! every operation that reads its input or changes state (each fault kind
+//! in turn), then run again; and once with every such call applied by the
+//! emulator but its answer lost. After a crash nothing is half-visible and
+//! every destruction already done has its audit record; after the rerun the
+//! work is complete exactly once: one document, one event, one sealed
+//! object; one audit record per purge, listing everything it destroyed;
+//! one signed manifest per export, every audit record in it once.
+
+use medrec_e2e::{canary_patient, crash_points, pdf, unique_tag, upload_notification, Harness, FAILURES};
+use medrec_infra::audit_verify::Target;
+use medrec_infra::fault_proxy::{on, Fault, FaultProxy};
+use medrec_shared::retention::Retention;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// AuditEvents of subtype `code` that mention `needle`.
+async fn audits(h: &Harness, code: &str, needle: &str) -> Vec<Value> {
+    h.audit_events()
+        .await
+        .into_iter()
+        .filter(|e| e["subtype"][0]["code"] == code && e.to_string().contains(needle))
+        .collect()
+}
+
+/// A crash placed at the `nth` call (from 0) of `ops[op]`, with the `i`-th
+/// fault kind; `reached` tells whether the work got that far.
+struct Crash {
+    what: String,
+    hits: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Crash {
+    fn at(proxy: &FaultProxy, ops: &[(&str, &str)], op: usize, nth: u32, i: usize) -> Crash {
+        let (name, fault) = FAILURES[i % FAILURES.len()];
+        let (service, operation) = ops[op];
+        let hits = proxy.inject_after(on(service, operation), fault, nth, None);
+        Crash { what: format!("{name} at {service}.{operation} call {}", nth + 1), hits }
+    }
+
+    /// Clears the proxy; fails the test if the crash point was never reached.
+    fn clear(&self, proxy: &FaultProxy) {
+        proxy.clear();
+        assert!(self.hits.load(std::sync::atomic::Ordering::Relaxed) > 0, "{}: never reached", self.what);
+    }
+}
+
+/// Every call of `ops` applied by the emulator once with its answer lost.
+fn lose_answers(proxy: &FaultProxy, ops: &[(&str, &str)]) {
+    for (service, operation) in ops {
+        proxy.inject(on(service, operation), Fault::ResetAfter, Some(1));
+    }
+}
+
+// ---- document ingest ----
+
+const INGEST_CALLS: &[(&str, &str)] = &[
+    ("dynamodb", "GetItem"),
+    ("kms", "Decrypt"),
+    ("s3", "GetObject"),
+    ("s3", "PutObject"),
+    ("dynamodb", "TransactWriteItems"),
+    ("s3", "DeleteObject"),
+];
+
+/// A cold instance of the ingest function as the stack builds it (through
+/// the proxy), played by the test as Lambda's SQS trigger would. Its key
+/// cache is off, so every attempt opens the patient's key through KMS.
+async fn ingest_app(h: &Harness) -> Arc<medrec_document_ingest::App> {
+    let mut env = h.stack.function_env["DocumentIngestFunction"].clone();
+    env.insert("MEDREC_KEY_CACHE_SECONDS".into(), "0".into());
+    let lookup = |k: &str| env.get(k).cloned();
+    let config = medrec_shared::config::Config::from_lookup(lookup).unwrap();
+    let documents = medrec_shared::documents::DocumentConfig::from_lookup(lookup).unwrap();
+    Arc::new(medrec_document_ingest::App::new(config, documents).await.unwrap())
+}
+
+/// Delivers the upload's notification; whether it was acknowledged.
+async fn deliver(app: &Arc<medrec_document_ingest::App>, id: &str) -> bool {
+    let event = lambda_http::LambdaEvent::new(upload_notification(id, "m-1"), lambda_http::Context::default());
+    app.clone().handle(event).await.unwrap().batch_item_failures.is_empty()
+}
+
+/// What the stack holds of one uploaded document.
+#[derive(Debug, PartialEq)]
+struct Stored {
+    status: u16,
+    events: usize,
+    sealed: usize,
+    quarantined: usize,
+    created: usize,
+}
+
+async fn stored(h: &Harness, t: &str, patient: &str, id: &str) -> Stored {
+    let events = h
+        .scan(&h.table("OutboxTable"))
+        .await
+        .iter()
+        .filter(|i| i["type"].as_s().is_ok_and(|t| t == "DocumentStored"))
+        .filter(|i| i["detail"].as_s().is_ok_and(|d| d.contains(id)))
+        .count();
+    let reference = format!("DocumentReference/{id}");
+    let created = audits(h, "create", &reference).await.iter().filter(|e| e["outcome"] == "0").count();
+    Stored {
+        status: h.get(&format!("/fhir/{reference}"), t).await.status,
+        events,
+        sealed: h.object_keys("DocumentsBucket", &format!("{patient}/{id}-")).await.len(),
+        quarantined: h.object_keys("UploadsBucket", id).await.len(),
+        created,
+    }
+}
+
+/// The document is current once, whole, and its bytes are what was uploaded.
+async fn assert_stored_once(h: &Harness, t: &str, patient: &str, id: &str, bytes: &[u8], created: usize, what: &str) {
+    let s = stored(h, t, patient, id).await;
+    let once = Stored { status: 200, events: 1, sealed: 1, quarantined: 0, created: created + 1 };
+    assert_eq!(s, once, "{what}");
+    let doc = h.get(&format!("/fhir/DocumentReference/{id}"), t).await.json();
+    assert_eq!(doc["meta"]["versionId"], "1", "{what}");
+    let binary = format!("/fhir/{}", doc["content"][0]["attachment"]["url"].as_str().unwrap());
+    assert_eq!(h.get(&binary, t).await.body.as_ref(), bytes, "{what}: the bytes uploaded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_crashed_at_any_call_stores_the_document_once_when_redelivered() {
+    let (h, proxy) = Harness::start_behind_faults(&["DocumentIngestFunction"]).await;
+    let t = h.token("clinician", "dr-ingest");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let upload = async |n: usize| {
+        let bytes = pdf(70_000, &format!("fault{n}"));
+        let pending = h.promise_upload(&t, &patient, &bytes).await;
+        assert_eq!(h.upload(&pending, &bytes).await, 200);
+        let created = stored(&h, &t, &patient, &pending.id).await.created;
+        (pending.id, bytes, created)
+    };
+
+    let (id, bytes, created) = upload(0).await;
+    let (acked, points) = crash_points(&proxy, INGEST_CALLS, deliver(&ingest_app(&h).await, &id)).await;
+    assert!(acked);
+    assert_stored_once(&h, &t, &patient, &id, &bytes, created, "without faults").await;
+    let calls: std::collections::BTreeSet<usize> = points.iter().map(|(op, _)| *op).collect();
+    assert_eq!(calls.len(), INGEST_CALLS.len(), "the ingest makes every call listed: {points:?}");
+
+    for (i, &(op, nth)) in points.iter().enumerate() {
+        let (id, bytes, created) = upload(i + 1).await;
+        let app = ingest_app(&h).await;
+        let crash = Crash::at(&proxy, INGEST_CALLS, op, nth, i);
+        let acked = deliver(&app, &id).await;
+        crash.clear(&proxy);
+        let what = crash.what;
+        assert!(!acked, "{what}: reported for redelivery");
+        let s = stored(&h, &t, &patient, &id).await;
+        if s.status == 200 {
+            // Crashed after the commit: the document is whole already.
+            assert_eq!((s.events, s.sealed, s.created), (1, 1, created + 1), "{what}");
+        } else {
+            let absent = Stored { status: 404, events: 0, sealed: s.sealed, quarantined: 1, created };
+            assert_eq!(s, absent, "{what}: nothing visible, the upload kept");
+        }
+        assert!(deliver(&app, &id).await, "{what}: redelivered, acknowledged");
+        assert_stored_once(&h, &t, &patient, &id, &bytes, created, &what).await;
+        assert!(deliver(&app, &id).await, "{what}: delivered again");
+        assert_stored_once(&h, &t, &patient, &id, &bytes, created, &format!("{what}, delivered again")).await;
+    }
+
+    let (id, bytes, created) = upload(points.len() + 1).await;
+    let app = ingest_app(&h).await;
+    lose_answers(&proxy, INGEST_CALLS);
+    let acked = deliver(&app, &id).await || deliver(&app, &id).await;
+    proxy.clear();
+    assert!(acked, "answers lost: acknowledged at the latest when redelivered");
+    assert_stored_once(&h, &t, &patient, &id, &bytes, created, "answers lost").await;
+    println!("ingest: {} crash points and lost answers at {} operations", points.len(), INGEST_CALLS.len());
+}
+
+// ---- purge ----
+
+const PURGE_CALLS: &[(&str, &str)] = &[
+    ("dynamodb", "Query"),
+    ("dynamodb", "TransactWriteItems"),
+    ("s3", "ListObjectsV2"),
+    ("s3", "DeleteObjects"),
+    ("dynamodb", "BatchWriteItem"),
+];
+
+const LONG_AGO: &str = "2012-01-01T00:00:00.000Z";
+
+/// A patient past retention, with a document (crypto-shredded), and a
+/// retained patient with a document deleted long ago (purged by itself).
+struct Purgeable {
+    old: String,
+    kept: String,
+    deleted: String,
+}
+
+async fn inline_document(h: &Harness, t: &str, patient: &str) -> String {
+    let doc = json!({"resourceType": "DocumentReference", "status": "current", "subject": {"reference": format!("Patient/{patient}")},
+        "content": [{"attachment": {"contentType": "text/plain", "data": "bGV0dGVy"}}]});
+    let r = h.call("POST", "/fhir/DocumentReference", Some(t), &[], Some(&doc.to_string())).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
+async fn purgeable(h: &Harness, t: &str, admin: &str) -> Purgeable {
+    let old = h.create_id(t, &canary_patient(&unique_tag())).await;
+    let old_doc = inline_document(h, t, &old).await;
+    h.backdate(&old, "Patient", &old, &[1], LONG_AGO).await;
+    h.backdate(&old, "DocumentReference", &old_doc, &[1], LONG_AGO).await;
+    let kept = h.create_id(t, &canary_patient(&unique_tag())).await;
+    let deleted = inline_document(h, t, &kept).await;
+    assert_eq!(
+        h.call("DELETE", &format!("/fhir/DocumentReference/{deleted}"), Some(admin), &[], None).await.status,
+        204
+    );
+    h.backdate(&kept, "DocumentReference", &deleted, &[1, 2], LONG_AGO).await;
+    Purgeable { old, kept, deleted }
+}
+
+/// What is left of a purgeable world, and how often each purge is audited.
+#[derive(Debug)]
+struct Left {
+    key: bool,
+    old_objects: usize,
+    shred_audits: usize,
+    /// Items of the deleted document (current, versions, index, locator).
+    doc_items: usize,
+    doc_objects: usize,
+    doc_audits: Vec<Value>,
+}
+
+async fn left(h: &Harness, w: &Purgeable) -> Left {
+    let items = h.scan(&h.table("RecordsTable")).await;
+    let text = |i: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>, k: &str| {
+        i.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
+    };
+    let key = items.iter().any(|i| text(i, "pk") == format!("P#{}", w.old) && text(i, "sk") == "KEY");
+    let doc_items = items
+        .iter()
+        // The purge's own once-marker names the resource too; it is not the resource's.
+        .filter(|i| !text(i, "pk").starts_with("ONCE#"))
+        .filter(|i| {
+            text(i, "pk").contains(&w.deleted) || text(i, "sk").contains(&format!("DocumentReference#{}", w.deleted))
+        })
+        .count();
+    Left {
+        key,
+        old_objects: h.object_keys("DocumentsBucket", &format!("{}/", w.old)).await.len(),
+        shred_audits: audits(h, "purge", &w.old).await.len(),
+        doc_items,
+        doc_objects: h.object_keys("DocumentsBucket", &format!("{}/{}-", w.kept, w.deleted)).await.len(),
+        doc_audits: audits(h, "purge-resource", &format!("DocumentReference/{}", w.deleted)).await,
+    }
+}
+
+/// Whatever a crash left: each purge audited at most once, and before
+/// anything it destroys is gone.
+fn assert_audited_before_destruction(l: &Left, doc_items: usize, what: &str) {
+    assert!(l.shred_audits <= 1 && l.doc_audits.len() <= 1, "{what}: audited twice: {l:?}");
+    if !l.key || l.old_objects == 0 {
+        assert_eq!(l.shred_audits, 1, "{what}: shredding without its audit record: {l:?}");
+    }
+    if l.doc_items < doc_items || l.doc_objects == 0 {
+        assert_eq!(l.doc_audits.len(), 1, "{what}: a purge without its audit record: {l:?}");
+    }
+}
+
+async fn assert_purged_once(h: &Harness, w: &Purgeable, t: &str, what: &str) {
+    let l = left(h, w).await;
+    assert!(!l.key && l.old_objects == 0 && l.doc_items == 0 && l.doc_objects == 0, "{what}: all gone: {l:?}");
+    assert_eq!((l.shred_audits, l.doc_audits.len()), (1, 1), "{what}: audited once each");
+    let listed = l.doc_audits[0].to_string();
+    for v in [1, 2] {
+        let version = format!("urn:medrec:purged-version-sha256:DocumentReference/{}/_history/{v}:", w.deleted);
+        assert!(listed.contains(&version), "{what}: the audit record names version {v}: {listed}");
+    }
+    assert_eq!(h.get(&format!("/fhir/Patient/{}", w.old), t).await.status, 410, "{what}");
+    assert_eq!(h.get(&format!("/fhir/DocumentReference/{}", w.deleted), t).await.status, 404, "{what}");
+    assert_eq!(h.get(&format!("/fhir/Patient/{}", w.kept), t).await.status, 200, "{what}: the retained patient stays");
+}
+
+type PurgeRun = Result<medrec_shared::aws::purge::PurgeReport, medrec_shared::error::PortError>;
+
+/// Backdates the retained patient and purges it too: every round of
+/// crashes then starts from the same state (only its own world in the
+/// plan), so the calls counted in the first round are every round's.
+async fn retire<Run: std::future::Future<Output = PurgeRun>>(h: &Harness, w: &Purgeable, run: impl Fn() -> Run) {
+    h.backdate(&w.kept, "Patient", &w.kept, &[1], LONG_AGO).await;
+    assert_eq!(run().await.unwrap().shredded, 1, "the retained patient retired");
+}
+
+fn target_through(h: &Harness, proxy: &FaultProxy) -> Target {
+    Target { endpoint: Some(proxy.endpoint.clone()), ..h.verify_target() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_crashed_at_any_call_is_audited_once_and_finished_by_the_rerun() {
+    // Shredding shows in the API once cached keys expire: here at once.
+    let (h, proxy) =
+        Harness::start_behind_faults_with(vec![("MEDREC_KEY_CACHE_SECONDS".into(), "0".into())], &[]).await;
+    let (t, admin) = (h.token("clinician", "dr-purge"), h.token("admin", "records-admin"));
+    let target = target_through(&h, &proxy);
+    let ctx =
+        medrec_infra::purge::context(&target, &h.table("OutboxTable"), &h.table("DocumentsBucket")).await.unwrap();
+    let purger = ctx.purger();
+    let retention = Retention::default();
+    let run = || purger.run(&retention, time::OffsetDateTime::now_utc(), 10, "ops");
+
+    let w = purgeable(&h, &t, &admin).await;
+    let doc_items = left(&h, &w).await.doc_items;
+    let (report, points) = crash_points(&proxy, PURGE_CALLS, run()).await;
+    let report = report.unwrap();
+    assert_eq!((report.shredded, report.resources), (1, 1), "{report:?}");
+    assert_purged_once(&h, &w, &t, "without faults").await;
+
+    retire(&h, &w, &run).await;
+
+    for (i, &(op, nth)) in points.iter().enumerate() {
+        let w = purgeable(&h, &t, &admin).await;
+        let crash = Crash::at(&proxy, PURGE_CALLS, op, nth, i);
+        let crashed = run().await;
+        crash.clear(&proxy);
+        let what = crash.what;
+        assert!(crashed.is_err(), "{what}: the run reports its failure");
+        assert_audited_before_destruction(&left(&h, &w).await, doc_items, &what);
+        run().await.unwrap_or_else(|e| panic!("{what}: the rerun: {e}"));
+        assert_purged_once(&h, &w, &t, &what).await;
+        let again = run().await.unwrap();
+        assert_eq!((again.shredded, again.resources, again.objects_deleted), (0, 0, 0), "{what}: nothing twice");
+        assert_purged_once(&h, &w, &t, &format!("{what}, run again")).await;
+        retire(&h, &w, &run).await;
+    }
+
+    let w = purgeable(&h, &t, &admin).await;
+    lose_answers(&proxy, PURGE_CALLS);
+    let first = run().await;
+    proxy.clear();
+    if first.is_err() {
+        run().await.unwrap();
+    }
+    assert_purged_once(&h, &w, &t, "answers lost").await;
+    println!("purge: {} crash points and lost answers at {} operations", points.len(), PURGE_CALLS.len());
+}
+
+// ---- audit export ----
+
+const EXPORT_CALLS: &[(&str, &str)] =
+    &[("dynamodb", "GetItem"), ("dynamodb", "Query"), ("s3", "PutObject"), ("dynamodb", "PutItem"), ("kms", "Sign")];
+
+/// The manifests stored in the audit table, by number: (number, export id, body).
+async fn manifests(h: &Harness) -> Vec<(u64, String, String)> {
+    let mut out: Vec<(u64, String, String)> = h
+        .scan(&h.table("AuditTable"))
+        .await
+        .iter()
+        .filter(|i| i.get("pk").and_then(|p| p.as_s().ok()).is_some_and(|p| p == "MANIFEST"))
+        .map(|i| {
+            let s = |k: &str| i.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            (i["sk"].as_n().unwrap().parse().unwrap(), s("export"), s("body"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The export is complete once: its signed manifest verifies, every record
+/// of the window is in it exactly once, and the manifests form one chain
+/// in which each export appears once.
+async fn assert_exported_once(h: &Harness, id: &str, expected: &std::collections::BTreeSet<String>, what: &str) {
+    let target = h.verify_target();
+    let manifest = medrec_infra::audit_verify::verify_export(&target, id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|f| panic!("{what}: the export does not verify: {f:?}"));
+    let mut seen = vec![];
+    for c in &manifest.chunks {
+        let out = h.stack.clients.s3.get_object().bucket(h.table("AuditArchiveBucket")).key(&c.fhir_key).send().await;
+        let bytes = out.unwrap().body.collect().await.unwrap().to_vec();
+        for line in String::from_utf8(bytes).unwrap().lines() {
+            seen.push(serde_json::from_str::<Value>(line).unwrap()["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(seen.len(), expected.len(), "{what}: no record twice");
+    assert_eq!(&seen.into_iter().collect::<std::collections::BTreeSet<_>>(), expected, "{what}: no record missing");
+    let chain = manifests(h).await;
+    assert_eq!(chain.iter().filter(|(_, e, _)| e == id).count(), 1, "{what}: one manifest of the export");
+    for (n, (number, _, body)) in chain.iter().enumerate() {
+        assert_eq!(*number, n as u64 + 1, "{what}: manifests numbered without a gap");
+        let previous: Option<String> =
+            serde_json::from_str::<Value>(body).unwrap()["previous"].as_str().map(str::to_owned);
+        let expected = (n > 0).then(|| medrec_shared::audit::export::digest(chain[n - 1].2.as_bytes()));
+        assert_eq!(previous, expected, "{what}: manifest {number} follows the one before");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_crashed_at_any_call_resumes_to_one_manifest_with_every_record_once() {
+    let (h, proxy) = Harness::start_behind_faults(&[]).await;
+    let t = h.token("clinician", "dr-export");
+    let id = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    for _ in 0..9 {
+        assert_eq!(h.get(&format!("/fhir/Patient/{id}"), &t).await.status, 200);
+    }
+    let until = medrec_shared::fhir::now_instant();
+    let window = ("2000-01-01T00:00:00.000Z", until.as_str());
+    let expected: std::collections::BTreeSet<String> =
+        h.audit_events().await.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    let target = target_through(&h, &proxy);
+    let export = |id: String| {
+        let target = &target;
+        async move { medrec_infra::audit_verify::export(target, &id, window, 4, usize::MAX).await }
+    };
+
+    let (done, points) = crash_points(&proxy, EXPORT_CALLS, export("clean".into())).await;
+    assert!(done.unwrap().manifest.is_some());
+    assert_exported_once(&h, "clean", &expected, "without faults").await;
+
+    for (i, &(op, nth)) in points.iter().enumerate() {
+        let id = format!("crash{i}");
+        let crash = Crash::at(&proxy, EXPORT_CALLS, op, nth, i);
+        let crashed = export(id.clone()).await;
+        crash.clear(&proxy);
+        let what = crash.what;
+        assert!(crashed.is_err(), "{what}: the export reports its failure");
+        assert!(manifests(&h).await.iter().filter(|(_, e, _)| *e == id).count() <= 1, "{what}");
+        let done = export(id.clone()).await.unwrap_or_else(|e| panic!("{what}: resumed: {e}"));
+        assert!(done.manifest.is_some(), "{what}: complete");
+        assert_exported_once(&h, &id, &expected, &what).await;
+    }
+
+    lose_answers(&proxy, EXPORT_CALLS);
+    let first = export("lost".into()).await;
+    proxy.clear();
+    if first.is_err() {
+        export("lost".into()).await.unwrap();
+    }
+    assert_exported_once(&h, "lost", &expected, "answers lost").await;
+    println!("export: {} crash points and lost answers at {} operations", points.len(), EXPORT_CALLS.len());
+}
+
+// ---- audit checkpoints ----
+
+const CHECKPOINT_CALLS: &[(&str, &str)] = &[
+    ("dynamodb", "Query"),
+    ("dynamodb", "GetItem"),
+    ("kms", "Sign"),
+    ("dynamodb", "PutItem"),
+    ("s3", "HeadObject"),
+    ("s3", "PutObject"),
+];
+
+/// Every checkpoint in the table, numbered without a gap, has its archived
+/// copy (the same body), and the verifier finds every chain and checkpoint
+/// consistent.
+async fn assert_checkpoints_archived(h: &Harness, what: &str) -> usize {
+    let mut stored: Vec<(u64, String)> = h
+        .scan(&h.table("AuditTable"))
+        .await
+        .iter()
+        .filter(|i| i.get("pk").and_then(|p| p.as_s().ok()).is_some_and(|p| p == "CHECKPOINT"))
+        .map(|i| (i["sk"].as_n().unwrap().parse().unwrap(), i["body"].as_s().unwrap().clone()))
+        .collect();
+    stored.sort();
+    let s3 = &h.stack.clients.s3;
+    for (n, (number, body)) in stored.iter().enumerate() {
+        assert_eq!(*number, n as u64 + 1, "{what}: checkpoints numbered without a gap");
+        let key = format!("checkpoints/{number:012}.json");
+        let out = s3.get_object().bucket(h.table("AuditArchiveBucket")).key(&key).send().await;
+        let out = out.unwrap_or_else(|e| panic!("{what}: checkpoint {number} is not archived: {e}"));
+        let archived: Value = serde_json::from_slice(&out.body.collect().await.unwrap().to_vec()).unwrap();
+        assert_eq!(
+            archived["checkpoint"].as_str(),
+            Some(body.as_str()),
+            "{what}: checkpoint {number} archived as stored"
+        );
+    }
+    let report = medrec_infra::audit_verify::verify(&h.verify_target(), false).await.unwrap();
+    assert!(report.breaks.is_empty() && report.finding.is_none(), "{what}: {:?} {:?}", report.breaks, report.finding);
+    assert_eq!(report.checkpoints, stored.len(), "{what}: every checkpoint verified");
+    stored.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_crashed_at_any_call_is_archived_by_the_next_run() {
+    let (h, proxy) = Harness::start_behind_faults(&[]).await;
+    let t = h.token("clinician", "dr-checkpoint");
+    let id = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let target = target_through(&h, &proxy);
+    let checkpoint = || medrec_infra::audit_verify::checkpoint(&target);
+    checkpoint().await.unwrap();
+    // A checkpoint with a predecessor: every call it can make.
+    let (done, points) = crash_points(&proxy, CHECKPOINT_CALLS, checkpoint()).await;
+    done.unwrap();
+    assert_eq!(assert_checkpoints_archived(&h, "without faults").await, 2);
+
+    for (i, &(op, nth)) in points.iter().enumerate() {
+        // New records since the last checkpoint, so each one signs new heads.
+        assert_eq!(h.get(&format!("/fhir/Patient/{id}"), &t).await.status, 200);
+        let crash = Crash::at(&proxy, CHECKPOINT_CALLS, op, nth, i);
+        let crashed = checkpoint().await;
+        crash.clear(&proxy);
+        let what = crash.what;
+        assert!(crashed.is_err(), "{what}: the run reports its failure");
+        checkpoint().await.unwrap_or_else(|e| panic!("{what}: the next run: {e}"));
+        assert_checkpoints_archived(&h, &what).await;
+    }
+    println!("checkpoint: {} crash points", points.len());
+}
