@@ -102,7 +102,9 @@ impl Call {
 fn s3_operation(parts: &http::request::Parts) -> String {
     let query = parts.uri.query().unwrap_or("");
     let has = |k: &str| query.split('&').any(|p| p == k || p.starts_with(&format!("{k}=")));
-    let object = parts.uri.path().trim_start_matches('/').contains('/');
+    // Path style: `/bucket/key`; the SDK writes bucket operations as `/bucket/`.
+    let key = parts.uri.path().trim_start_matches('/').split_once('/').map_or("", |(_, key)| key);
+    let object = !key.is_empty();
     match (parts.method.as_str(), object) {
         ("POST", _) if has("delete") => "DeleteObjects",
         ("GET", false) => "ListObjectsV2",
@@ -307,7 +309,9 @@ mod tests {
             ("PUT", "/bucket/key/part", "PutObject"),
             ("GET", "/bucket/key", "GetObject"),
             ("GET", "/bucket?list-type=2", "ListObjectsV2"),
-            ("POST", "/bucket?delete", "DeleteObjects"),
+            ("GET", "/bucket/?list-type=2&prefix=p%2F", "ListObjectsV2"),
+            ("POST", "/bucket/?delete", "DeleteObjects"),
+            ("HEAD", "/bucket/checkpoints/1.json", "HeadObject"),
         ] {
             assert_eq!(Call::of(&parts(method, uri, &[("authorization", &s)])).operation, op, "{method} {uri}");
         }

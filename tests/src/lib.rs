@@ -91,6 +91,7 @@ pub struct Harness {
 /// Everything a stack stores, raw, as (where, text): every item of every
 /// table, every object of every bucket (its key, and its bytes as lossy
 /// text) and every message waiting in every queue the template declares.
+/// A resource a test removed (to play an outage) stores nothing.
 pub async fn stored_contents(
     clients: &medrec_infra::provision::Clients,
     template: &medrec_infra::template::Template,
@@ -100,13 +101,20 @@ pub async fn stored_contents(
     let of_kind = |kind: &'static str| template.resources.iter().filter(move |r| r.kind == kind);
     let mut out = vec![];
     for r in of_kind("AWS::DynamoDB::Table") {
-        for item in scan_table(&clients.dynamodb, &name(&r.logical_id)).await {
+        let items = match try_scan(&clients.dynamodb, &name(&r.logical_id)).await {
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => continue,
+            items => items.expect("scan"),
+        };
+        for item in items {
             out.push((format!("table {}", r.logical_id), format!("{item:?}")));
         }
     }
     for r in of_kind("AWS::S3::Bucket") {
         let bucket = name(&r.logical_id);
-        let listed = clients.s3.list_objects_v2().bucket(&bucket).send().await.expect("list objects");
+        let listed = match clients.s3.list_objects_v2().bucket(&bucket).send().await {
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_bucket()) => continue,
+            listed => listed.expect("list objects"),
+        };
         for key in listed.contents().iter().filter_map(|o| o.key()) {
             out.push((format!("object key in {}", r.logical_id), key.to_owned()));
             // An upload may be ingested (and deleted) between list and read.
@@ -123,8 +131,11 @@ pub async fn stored_contents(
             .max_number_of_messages(10)
             .visibility_timeout(0)
             .send()
-            .await
-            .expect("receive");
+            .await;
+        let received = match received {
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_queue_does_not_exist()) => continue,
+            received => received.expect("receive"),
+        };
         for m in received.messages() {
             out.push((format!("queue {}", r.logical_id), m.body().unwrap_or_default().to_owned()));
         }
@@ -132,18 +143,18 @@ pub async fn stored_contents(
     out
 }
 
-async fn scan_table(
-    ddb: &aws_sdk_dynamodb::Client,
-    table: &str,
-) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+type ScanError = aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::scan::ScanError>;
+
+async fn try_scan(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<Vec<Item>, ScanError> {
     let mut items = vec![];
     let mut start = None;
     loop {
-        let out = ddb.scan().table_name(table).set_exclusive_start_key(start).send().await.expect("scan");
+        let out = ddb.scan().table_name(table).set_exclusive_start_key(start).send().await?;
         items.extend(out.items().iter().cloned());
         match out.last_evaluated_key() {
             Some(k) if !k.is_empty() => start = Some(k.clone()),
-            _ => return items,
+            _ => return Ok(items),
         }
     }
 }
@@ -366,11 +377,8 @@ impl Harness {
         out
     }
 
-    pub async fn scan(
-        &self,
-        table: &str,
-    ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-        scan_table(&self.stack.clients.dynamodb, table).await
+    pub async fn scan(&self, table: &str) -> Vec<Item> {
+        try_scan(&self.stack.clients.dynamodb, table).await.expect("scan")
     }
 
     /// The FHIR AuditEvents stored so far, in no particular order.
@@ -549,24 +557,3 @@ pub const FAILURES: [(&str, medrec_infra::fault_proxy::Fault); 4] = [
     ("throttling", medrec_infra::fault_proxy::Fault::Throttle),
     ("connection reset", medrec_infra::fault_proxy::Fault::ResetBefore),
 ];
-
-/// Where `work` can crash: each call it makes of each of `ops` (service,
-/// operation), as (index into `ops`, calls of that operation before it).
-/// The calls are counted as they pass the proxy, untouched.
-pub async fn crash_points<T>(
-    proxy: &medrec_infra::fault_proxy::FaultProxy,
-    ops: &[(&str, &str)],
-    work: impl std::future::Future<Output = T>,
-) -> (T, Vec<(usize, u32)>) {
-    use medrec_infra::fault_proxy::{on, Fault};
-    let counters: Vec<_> =
-        ops.iter().map(|(s, o)| proxy.inject(on(s, o), Fault::Latency(std::time::Duration::ZERO), None)).collect();
-    let out = work.await;
-    proxy.clear();
-    let points = counters
-        .iter()
-        .enumerate()
-        .flat_map(|(i, c)| (0..c.load(std::sync::atomic::Ordering::Relaxed) as u32).map(move |n| (i, n)))
-        .collect();
-    (out, points)
-}

@@ -249,3 +249,23 @@ async fn the_relay_loses_no_event_under_faults_and_consumers_see_one_id() {
         got.iter().map(|m| medrec_shared::events::Envelope::from_bus_message(m).expect("an envelope").id).collect();
     assert!(!got.is_empty() && ids.len() == 1, "{} deliveries, {} event ids", got.len(), ids.len());
 }
+
+#[tokio::test]
+async fn a_read_whose_audit_answer_was_lost_is_audited_once() {
+    let (h, proxy) = Harness::start_behind_faults(&[]).await;
+    let id = h.create_id(&h.token("registrar", "reg-1"), &patient(&format!("Fault{}", unique_tag()))).await;
+    let token = h.token("clinician", "dr-lost-answer");
+    // The audit record and its chain head are stored, the answer is lost;
+    // the SDK's retry finds its own conditions already met.
+    let audit_table = h.table("AuditTable");
+    let lost = proxy.inject(commit().containing(&audit_table), Fault::ResetAfter, Some(1));
+    let r = h.get(&format!("/fhir/Patient/{id}"), &token).await;
+    proxy.clear();
+    assert_eq!(lost.load(std::sync::atomic::Ordering::Relaxed), 1, "the answer was lost");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let reads: Vec<Value> =
+        h.audit_events_of("dr-lost-answer").await.into_iter().filter(|e| e["subtype"][0]["code"] == "read").collect();
+    assert_eq!(reads.len(), 1, "one audit record of the read: {reads:#?}");
+    let report = medrec_infra::audit_verify::verify(&h.verify_target(), false).await.unwrap();
+    assert!(report.breaks.is_empty(), "the chains verify: {:?}", report.breaks);
+}

@@ -1,5 +1,6 @@
 //! The sample events in events/ are real API Gateway v2 events: each one,
-//! given a live token (and a real id), deserialises through lambda_http and is
+//! given a live token (and a real id), becomes a request as the functions
+//! make it in Lambda (`medrec_shared::lambda::request_from_event`) and is
 //! served by a freshly built handler of its function, as `cargo lambda
 //! invoke` would.
 
@@ -7,13 +8,14 @@ use medrec_e2e::{canary_patient, unique_tag, Harness};
 use medrec_infra::emulator::repo_root;
 
 /// A sample API Gateway event from events/, with a live token and a real
-/// patient id in place of the placeholders, as lambda_http reads it.
+/// patient id in place of the placeholders, as the function reads it.
 fn sample(file: &str, token: &str, id: &str) -> lambda_http::Request {
     let text = std::fs::read_to_string(repo_root().join("events").join(file)).unwrap();
     let mut event: serde_json::Value = serde_json::from_str(&text).unwrap();
     event["headers"]["authorization"] = format!("Bearer {token}").into();
     let event = event.to_string().replace("0123456789abcdef0123456789abcdef", id);
-    lambda_http::request::from_str(&event).unwrap_or_else(|e| panic!("{file}: {e}"))
+    let event = serde_json::from_str(&event).unwrap_or_else(|e| panic!("{file}: {e}"));
+    medrec_shared::lambda::request_from_event(event).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

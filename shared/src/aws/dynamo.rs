@@ -252,6 +252,14 @@ impl DynamoStore {
                     if failed.is_empty() {
                         return Err(port_error("dynamodb", &e));
                     }
+                    // A retry of an attempt that was applied, its answer
+                    // lost, meets its own record (DynamoDB's request token
+                    // covers this; the emulator ignores it): done, not a
+                    // race to retry elsewhere, which would record it twice.
+                    if self.recorded(shard, seq, &audit.id).await? {
+                        self.heads.lock().expect("heads lock").insert(shard, Head { seq, hash });
+                        return Ok(());
+                    }
                     self.heads.lock().expect("heads lock").remove(&shard);
                     shard = random_shard(self.shards);
                 }
@@ -262,6 +270,21 @@ impl DynamoStore {
 }
 
 impl DynamoStore {
+    /// Whether the chain record at (`shard`, `seq`) is the audit record `id`.
+    async fn recorded(&self, shard: u32, seq: u64, id: &str) -> Result<bool, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.audit)
+            .key("pk", s(format!("CHAIN#{shard}")))
+            .key("sk", n(seq))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        Ok(out.item().and_then(|i| get_s(i, "id")) == Some(id))
+    }
+
     /// Whether the version `w` writes is stored exactly as `w` has it: the
     /// same ciphertext (a fresh random nonce each time) and timestamp.
     async fn applied(&self, pk: &str, w: &ResourceWrite) -> Result<bool, PortError> {
