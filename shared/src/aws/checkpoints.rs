@@ -47,19 +47,9 @@ impl Checkpoints {
     async fn heads(&self) -> Result<BTreeMap<u32, (u64, String)>, PortError> {
         let mut heads = BTreeMap::new();
         for shard in 0..self.shards {
-            let out = self
-                .ddb
-                .get_item()
-                .table_name(&self.audit_table)
-                .key("pk", AttributeValue::S(format!("HEAD#{shard}")))
-                .key("sk", AttributeValue::N("0".into()))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| port_error("dynamodb", &e))?;
-            if let Some(item) = out.item() {
-                let seq = get_n(item, "seq").ok_or_else(|| PortError::Integrity("head without seq".into()))?;
-                heads.insert(shard, (seq, get_s(item, "hash").unwrap_or_default().to_owned()));
+            if let Some(item) = self.item(&format!("HEAD#{shard}"), 0).await? {
+                let seq = get_n(&item, "seq").ok_or_else(|| PortError::Integrity("head without seq".into()))?;
+                heads.insert(shard, (seq, get_s(&item, "hash").unwrap_or_default().to_owned()));
             }
         }
         Ok(heads)
@@ -168,7 +158,7 @@ impl Checkpoints {
                 ("done".to_owned(), AttributeValue::N(done.to_string())),
             ])
         };
-        let stored = self.export_progress(id).await?;
+        let stored = self.item(&format!("EXPORT#{id}"), 0).await?;
         let mut done = 0usize;
         let mut committed = None;
         if let Some(item) = &stored {
@@ -238,20 +228,6 @@ impl Checkpoints {
         Ok(ExportProgress { chunks_done: chunks, chunks, records: events.len(), manifest: Some(manifest) })
     }
 
-    async fn export_progress(&self, id: &str) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.audit_table)
-            .key("pk", AttributeValue::S(format!("EXPORT#{id}")))
-            .key("sk", AttributeValue::N("0".into()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| port_error("dynamodb", &e))?;
-        Ok(out.item)
-    }
-
     /// Numbers the export's manifest into the chain and records the number
     /// in the export's progress, in one transaction: a rerun after a crash
     /// (or after the answer was lost) finds the number there and archives
@@ -266,7 +242,7 @@ impl Checkpoints {
         let built =
             |e: aws_sdk_dynamodb::error::BuildError| PortError::Backend { service: "dynamodb", detail: e.to_string() };
         for _ in 0..MANIFEST_ATTEMPTS {
-            if let Some(number) = self.export_progress(id).await?.as_ref().and_then(|i| get_n(i, "manifest")) {
+            if let Some(number) = self.item(&format!("EXPORT#{id}"), 0).await?.and_then(|i| get_n(&i, "manifest")) {
                 return self.numbered_body("MANIFEST", number).await;
             }
             let previous = self.last("MANIFEST").await?;
@@ -306,14 +282,15 @@ impl Checkpoints {
         Err(PortError::Backend { service: "dynamodb", detail: "manifest chain contention".into() })
     }
 
-    /// Item `number` of a numbered partition (checkpoints, manifests).
-    async fn numbered(&self, pk: &str, number: u64) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
+    /// An item of the audit table (a head, a numbered checkpoint or
+    /// manifest, an export's progress), read consistently.
+    async fn item(&self, pk: &str, sk: u64) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
         let out = self
             .ddb
             .get_item()
             .table_name(&self.audit_table)
             .key("pk", AttributeValue::S(pk.into()))
-            .key("sk", AttributeValue::N(number.to_string()))
+            .key("sk", AttributeValue::N(sk.to_string()))
             .consistent_read(true)
             .send()
             .await
@@ -322,7 +299,7 @@ impl Checkpoints {
     }
 
     async fn numbered_body(&self, pk: &str, number: u64) -> Result<String, PortError> {
-        let item = self.numbered(pk, number).await?;
+        let item = self.item(pk, number).await?;
         item.as_ref()
             .and_then(|i| get_s(i, "body"))
             .map(str::to_owned)
@@ -339,15 +316,8 @@ impl Checkpoints {
         settle: time::Duration,
         chunk_limit: usize,
     ) -> Result<Option<ExportProgress>, PortError> {
-        let pending_key = |ddb: &aws_sdk_dynamodb::Client| {
-            ddb.get_item()
-                .table_name(&self.audit_table)
-                .key("pk", AttributeValue::S("EXPORT#pending".into()))
-                .key("sk", AttributeValue::N("0".into()))
-                .consistent_read(true)
-        };
-        let pending = pending_key(&self.ddb).send().await.map_err(|e| port_error("dynamodb", &e))?;
-        let (id, since, until) = match pending.item() {
+        let pending = self.item("EXPORT#pending", 0).await?;
+        let (id, since, until) = match &pending {
             Some(item) => (
                 get_s(item, "id").unwrap_or_default().to_owned(),
                 get_s(item, "since").unwrap_or_default().to_owned(),
@@ -425,7 +395,7 @@ impl Checkpoints {
         if let Some((number, body)) = &previous {
             if !self.archived(&checkpoint_object(*number)).await? {
                 let signature = self
-                    .numbered(PK, *number)
+                    .item(PK, *number)
                     .await?
                     .and_then(|i| i.get("sig").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()));
                 let signature =
