@@ -97,37 +97,74 @@ pub async fn stored_contents(
     template: &medrec_infra::template::Template,
     provisioned: &medrec_infra::provision::Provisioned,
 ) -> Vec<(String, String)> {
-    let name = |id: &str| provisioned.reference(id).unwrap_or_default().to_owned();
-    let of_kind = |kind: &'static str| template.resources.iter().filter(move |r| r.kind == kind);
+    let mut out = table_items(clients, template, provisioned).await;
+    out.extend(bucket_objects(clients, template, provisioned).await);
+    out.extend(queued_messages(clients, template, provisioned).await);
+    out
+}
+
+/// The template's resources of one kind, with their physical names.
+fn resources<'a>(
+    template: &'a medrec_infra::template::Template,
+    provisioned: &'a medrec_infra::provision::Provisioned,
+    kind: &'static str,
+) -> impl Iterator<Item = (&'a str, String)> {
+    template
+        .resources
+        .iter()
+        .filter(move |r| r.kind == kind)
+        .map(|r| (r.logical_id.as_str(), provisioned.reference(&r.logical_id).unwrap_or_default().to_owned()))
+}
+
+async fn table_items(
+    clients: &medrec_infra::provision::Clients,
+    template: &medrec_infra::template::Template,
+    provisioned: &medrec_infra::provision::Provisioned,
+) -> Vec<(String, String)> {
     let mut out = vec![];
-    for r in of_kind("AWS::DynamoDB::Table") {
-        let items = match try_scan(&clients.dynamodb, &name(&r.logical_id)).await {
+    for (id, table) in resources(template, provisioned, "AWS::DynamoDB::Table") {
+        let items = match try_scan(&clients.dynamodb, &table).await {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => continue,
             items => items.expect("scan"),
         };
-        for item in items {
-            out.push((format!("table {}", r.logical_id), format!("{item:?}")));
-        }
+        out.extend(items.iter().map(|item| (format!("table {id}"), format!("{item:?}"))));
     }
-    for r in of_kind("AWS::S3::Bucket") {
-        let bucket = name(&r.logical_id);
+    out
+}
+
+async fn bucket_objects(
+    clients: &medrec_infra::provision::Clients,
+    template: &medrec_infra::template::Template,
+    provisioned: &medrec_infra::provision::Provisioned,
+) -> Vec<(String, String)> {
+    let mut out = vec![];
+    for (id, bucket) in resources(template, provisioned, "AWS::S3::Bucket") {
         let listed = match clients.s3.list_objects_v2().bucket(&bucket).send().await {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_bucket()) => continue,
             listed => listed.expect("list objects"),
         };
         for key in listed.contents().iter().filter_map(|o| o.key()) {
-            out.push((format!("object key in {}", r.logical_id), key.to_owned()));
+            out.push((format!("object key in {id}"), key.to_owned()));
             // An upload may be ingested (and deleted) between list and read.
             let Ok(got) = clients.s3.get_object().bucket(&bucket).key(key).send().await else { continue };
             let bytes = got.body.collect().await.expect("object body").to_vec();
-            out.push((format!("bucket {}", r.logical_id), String::from_utf8_lossy(&bytes).into_owned()));
+            out.push((format!("bucket {id}"), String::from_utf8_lossy(&bytes).into_owned()));
         }
     }
-    for r in of_kind("AWS::SQS::Queue") {
+    out
+}
+
+async fn queued_messages(
+    clients: &medrec_infra::provision::Clients,
+    template: &medrec_infra::template::Template,
+    provisioned: &medrec_infra::provision::Provisioned,
+) -> Vec<(String, String)> {
+    let mut out = vec![];
+    for (id, queue) in resources(template, provisioned, "AWS::SQS::Queue") {
         let received = clients
             .sqs
             .receive_message()
-            .queue_url(name(&r.logical_id))
+            .queue_url(queue)
             .max_number_of_messages(10)
             .visibility_timeout(0)
             .send()
@@ -136,9 +173,9 @@ pub async fn stored_contents(
             Err(e) if e.as_service_error().is_some_and(|s| s.is_queue_does_not_exist()) => continue,
             received => received.expect("receive"),
         };
-        for m in received.messages() {
-            out.push((format!("queue {}", r.logical_id), m.body().unwrap_or_default().to_owned()));
-        }
+        out.extend(
+            received.messages().iter().map(|m| (format!("queue {id}"), m.body().unwrap_or_default().to_owned())),
+        );
     }
     out
 }
@@ -242,18 +279,20 @@ impl Harness {
     /// A stack whose functions reach the emulator through a fault-injecting
     /// proxy (the test's own checks go to the emulator directly).
     pub async fn start_behind_faults(unmounted: &[&str]) -> (Harness, medrec_infra::fault_proxy::FaultProxy) {
-        Self::start_behind_faults_with(vec![], unmounted).await
+        let proxy = medrec_infra::fault_proxy::FaultProxy::start(&emulator_endpoint()).await.expect("fault proxy");
+        let h = Self::start_full(
+            vec![("MEDREC_AWS_ENDPOINT".into(), proxy.endpoint.clone())],
+            unmounted.iter().map(|s| s.to_string()).collect(),
+        )
+        .await;
+        (h, proxy)
     }
 
-    /// `start_behind_faults` with extra function environment.
-    pub async fn start_behind_faults_with(
-        mut env_overrides: Vec<(String, String)>,
-        unmounted: &[&str],
-    ) -> (Harness, medrec_infra::fault_proxy::FaultProxy) {
-        let proxy = medrec_infra::fault_proxy::FaultProxy::start(&emulator_endpoint()).await.expect("fault proxy");
-        env_overrides.push(("MEDREC_AWS_ENDPOINT".into(), proxy.endpoint.clone()));
-        let h = Self::start_full(env_overrides, unmounted.iter().map(|s| s.to_string()).collect()).await;
-        (h, proxy)
+    /// A fault-injecting proxy in front of this stack's emulator for work a
+    /// test runs itself (a purge, an ingest it plays): only that work's calls
+    /// pass it, never the stack's own background functions'.
+    pub async fn fault_proxy(&self) -> medrec_infra::fault_proxy::FaultProxy {
+        medrec_infra::fault_proxy::FaultProxy::start(&self.stack.endpoint).await.expect("fault proxy")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -351,30 +390,14 @@ impl Harness {
 
     /// Every item of every table of this stack, raw, as debug text.
     pub async fn raw_dump(&self) -> String {
-        let mut out = String::new();
-        for id in ["RecordsTable", "AuditTable", "OutboxTable"] {
-            for item in self.scan(&self.table(id)).await {
-                out.push_str(&format!("{item:?}\n"));
-            }
-        }
-        out
+        let items = table_items(&self.stack.clients, &self.stack.template, &self.stack.provisioned).await;
+        items.into_iter().map(|(_, text)| text + "\n").collect()
     }
 
-    /// Every object of every bucket of this stack, raw bytes as lossy text.
+    /// Every object of every bucket of this stack: keys, and raw bytes as lossy text.
     pub async fn raw_s3_dump(&self) -> String {
-        let s3 = &self.stack.clients.s3;
-        let mut out = String::new();
-        for id in ["DocumentsBucket", "UploadsBucket", "AuditArchiveBucket"] {
-            let bucket = self.table(id);
-            let listed = s3.list_objects_v2().bucket(&bucket).send().await.expect("list");
-            for o in listed.contents() {
-                let key = o.key().unwrap_or_default();
-                let Ok(got) = s3.get_object().bucket(&bucket).key(key).send().await else { continue };
-                let bytes = got.body.collect().await.expect("object body").to_vec();
-                out.push_str(&format!("{bucket}/{key}: {}\n", String::from_utf8_lossy(&bytes)));
-            }
-        }
-        out
+        let objects = bucket_objects(&self.stack.clients, &self.stack.template, &self.stack.provisioned).await;
+        objects.into_iter().map(|(_, text)| text + "\n").collect()
     }
 
     pub async fn scan(&self, table: &str) -> Vec<Item> {

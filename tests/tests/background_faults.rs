@@ -1,6 +1,8 @@
 //! Background work under injected AWS faults: the document ingest, the
-//! purge and the audit export reach the emulator through
-//! `medrec_infra::fault_proxy`. Each is crashed at every call it makes of
+//! purge, the audit export and the checkpoint reach the emulator through
+//! `medrec_infra::fault_proxy`, and nothing else does (the stack's own
+//! functions, its relay and schedules among them, go direct, so their calls
+//! can neither take a crash meant for the work nor shift its count). Each is crashed at every call it makes of
 //! every operation that reads its input or changes state (`CrashPoints`;
 //! the fault kinds in turn), then run again; and once with every such call
 //! applied by the emulator but its answer lost. After a crash nothing is half-visible and
@@ -106,12 +108,14 @@ const INGEST_CALLS: &[(&str, &str)] = &[
     ("s3", "DeleteObject"),
 ];
 
-/// A cold instance of the ingest function as the stack builds it (through
-/// the proxy), played by the test as Lambda's SQS trigger would. Its key
-/// cache is off, so every attempt opens the patient's key through KMS.
-async fn ingest_app(h: &Harness) -> Arc<medrec_document_ingest::App> {
+/// A cold instance of the ingest function as the stack builds it, but
+/// reaching the emulator through `proxy`, played by the test as Lambda's
+/// SQS trigger would. Its key cache is off, so every attempt opens the
+/// patient's key through KMS.
+async fn ingest_app(h: &Harness, proxy: &FaultProxy) -> Arc<medrec_document_ingest::App> {
     let mut env = h.stack.function_env["DocumentIngestFunction"].clone();
     env.insert("MEDREC_KEY_CACHE_SECONDS".into(), "0".into());
+    env.insert("MEDREC_AWS_ENDPOINT".into(), proxy.endpoint.clone());
     let lookup = |k: &str| env.get(k).cloned();
     let config = medrec_shared::config::Config::from_lookup(lookup).unwrap();
     let documents = medrec_shared::documents::DocumentConfig::from_lookup(lookup).unwrap();
@@ -166,7 +170,8 @@ async fn assert_stored_once(h: &Harness, t: &str, patient: &str, id: &str, bytes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ingest_crashed_at_any_call_stores_the_document_once_when_redelivered() {
-    let (h, proxy) = Harness::start_behind_faults(&["DocumentIngestFunction"]).await;
+    let h = Harness::start_without(&["DocumentIngestFunction"]).await;
+    let proxy = h.fault_proxy().await;
     let t = h.token("clinician", "dr-ingest");
     let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
     let upload = async |n: usize| {
@@ -182,7 +187,7 @@ async fn an_ingest_crashed_at_any_call_stores_the_document_once_when_redelivered
     while !points.done() {
         round += 1;
         let (id, bytes, created) = upload(round).await;
-        let app = ingest_app(&h).await;
+        let app = ingest_app(&h, &proxy).await;
         let crash = points.place(&proxy);
         let acked = deliver(&app, &id).await;
         let what = crash.what.clone();
@@ -207,7 +212,7 @@ async fn an_ingest_crashed_at_any_call_stores_the_document_once_when_redelivered
     }
 
     let (id, bytes, created) = upload(round + 1).await;
-    let app = ingest_app(&h).await;
+    let app = ingest_app(&h, &proxy).await;
     lose_answers(&proxy, INGEST_CALLS);
     let acked = deliver(&app, &id).await || deliver(&app, &id).await;
     proxy.clear();
@@ -338,8 +343,8 @@ fn target_through(h: &Harness, proxy: &FaultProxy) -> Target {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_crashed_at_any_call_is_audited_once_and_finished_by_the_rerun() {
     // Shredding shows in the API once cached keys expire: here at once.
-    let (h, proxy) =
-        Harness::start_behind_faults_with(vec![("MEDREC_KEY_CACHE_SECONDS".into(), "0".into())], &[]).await;
+    let h = Harness::start_with(vec![("MEDREC_KEY_CACHE_SECONDS".into(), "0".into())]).await;
+    let proxy = h.fault_proxy().await;
     let (t, admin) = (h.token("clinician", "dr-purge"), h.token("admin", "records-admin"));
     let target = target_through(&h, &proxy);
     let ctx =
@@ -443,7 +448,8 @@ async fn assert_exported_once(h: &Harness, id: &str, expected: &std::collections
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_crashed_at_any_call_resumes_to_one_manifest_with_every_record_once() {
-    let (h, proxy) = Harness::start_behind_faults(&[]).await;
+    let h = Harness::start().await;
+    let proxy = h.fault_proxy().await;
     let t = h.token("clinician", "dr-export");
     let id = h.create_id(&t, &canary_patient(&unique_tag())).await;
     for _ in 0..9 {
@@ -533,7 +539,8 @@ async fn assert_checkpoints_archived(h: &Harness, what: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_crashed_at_any_call_is_archived_by_the_next_run() {
-    let (h, proxy) = Harness::start_behind_faults(&[]).await;
+    let h = Harness::start().await;
+    let proxy = h.fault_proxy().await;
     let t = h.token("clinician", "dr-checkpoint");
     let id = h.create_id(&t, &canary_patient(&unique_tag())).await;
     let target = target_through(&h, &proxy);
