@@ -21,7 +21,8 @@ const YEAR: &str = "([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)";
 /// FHIR R4 `date` that is a real calendar date (29 February in leap years only).
 fn date_pattern(prefix: &str) -> String {
     let day = "((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))";
-    let leap = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00)-02-29";
+    // A century year leaps when its first two digits divide by 4; 0000 is no FHIR year.
+    let leap = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)-02-29";
     format!("^{prefix}({YEAR}(-(0[1-9]|1[0-2]))?|{YEAR}-{day}|{leap})$")
 }
 /// A past full date (the clinical rules refuse future events).
@@ -540,4 +541,25 @@ pub fn document(base_url: &str) -> Value {
         "security": [{"bearer": []}],
         "paths": paths,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::date_pattern;
+    use crate::fhir::primitives::is_date;
+
+    #[test]
+    fn the_date_pattern_accepts_exactly_the_dates_the_server_does() {
+        let pattern = regex_lite::Regex::new(&date_pattern("")).unwrap();
+        for year in ["0000", "0001", "0004", "0100", "0400", "1900", "2000", "2023", "2024", "9999"] {
+            let mut candidates = vec![year.to_owned()];
+            for month in 0..=13 {
+                candidates.push(format!("{year}-{month:02}"));
+                candidates.extend((0..=32).map(|day| format!("{year}-{month:02}-{day:02}")));
+            }
+            for c in candidates {
+                assert_eq!(pattern.is_match(&c), is_date(&c), "{c}");
+            }
+        }
+    }
 }
