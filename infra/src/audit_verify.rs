@@ -5,9 +5,11 @@
 use medrec_shared::audit::chain::{verify_shard, Break};
 use medrec_shared::audit::checkpoint::{Checkpoint, Finding};
 use medrec_shared::audit::export::{ExportFinding, Manifest};
+use medrec_shared::audit::mirror::{compare, MirrorReport};
 use medrec_shared::aws::checkpoints::{Checkpoints, ExportProgress};
 use medrec_shared::aws::dynamo::read_audit_chains;
 use medrec_shared::aws::kms::KmsKeys;
+use medrec_shared::aws::mirror::AuditMirror;
 use medrec_shared::runtime::root_secret;
 use medrec_shared::service::ServiceKeys;
 use std::time::Instant;
@@ -31,15 +33,24 @@ pub struct Report {
     /// Checkpoints verified, and the first one that contradicts.
     pub checkpoints: usize,
     pub finding: Option<Finding>,
+    /// The table against the archive's mirror of every committed record
+    /// (None without the archive bucket).
+    pub mirror: Option<MirrorReport>,
     pub seconds: f64,
 }
 
+impl Report {
+    /// Whether anything was found tampered with.
+    pub fn tampered(&self) -> bool {
+        !self.breaks.is_empty() || self.finding.is_some() || self.mirror.as_ref().is_some_and(|m| m.finding.is_some())
+    }
+}
+
 async fn checkpoints(target: &Target, sdk: &aws_config::SdkConfig) -> Option<Checkpoints> {
-    let s3 = aws_sdk_s3::config::Builder::from(sdk).force_path_style(target.endpoint.is_some()).build();
     Some(Checkpoints {
         ddb: aws_sdk_dynamodb::Client::new(sdk),
         kms: aws_sdk_kms::Client::new(sdk),
-        s3: aws_sdk_s3::Client::from_conf(s3),
+        s3: medrec_shared::aws::s3_client(sdk, target.endpoint.is_some()),
         audit_table: target.audit_table.clone(),
         archive_bucket: target.archive_bucket.clone().unwrap_or_default(),
         signing_key_id: target.signing_key_id.clone()?,
@@ -144,12 +155,23 @@ pub async fn verify(target: &Target, progress: bool) -> Result<Report, String> {
             Err(f) => finding = Some(f),
         }
     }
+    let mirror = match &target.archive_bucket {
+        Some(bucket) => {
+            let archive = AuditMirror {
+                s3: medrec_shared::aws::s3_client(&sdk, target.endpoint.is_some()),
+                bucket: bucket.clone(),
+            };
+            Some(compare(&records, &archive.entries().await.map_err(|e| e.to_string())?))
+        }
+        None => None,
+    };
     Ok(Report {
         records: verified,
         shards: shards.len(),
         breaks,
         checkpoints: verified_checkpoints,
         finding,
+        mirror,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -114,13 +114,10 @@ impl TokenSpec {
             "auditor" => vec!["user/AuditEvent.rs".to_owned()],
             _ => vec!["user/*.cruds".to_owned()],
         };
-        TokenSpec {
-            role: role.into(),
-            subject: subject.into(),
-            scopes,
-            patient: None,
-            fhir_user: None,
-            ttl_seconds: 3600,
-        }
+        // Staff are Practitioners named by their login (the dev identity
+        // directory); patient tokens name their Patient once a context is set.
+        let fhir_user = (role != "patient" && medrec_shared::fhir::primitives::is_id(subject))
+            .then(|| format!("Practitioner/{subject}"));
+        TokenSpec { role: role.into(), subject: subject.into(), scopes, patient: None, fhir_user, ttl_seconds: 3600 }
     }
 }

@@ -34,6 +34,11 @@ enum Command {
         /// Patient context (SMART `patient` claim).
         #[arg(long)]
         patient: Option<String>,
+        /// SMART `fhirUser`: who the user is to consent provisions. Default:
+        /// Practitioner/<sub> for staff, Patient/<patient> for a patient;
+        /// `none` leaves it out.
+        #[arg(long)]
+        fhir_user: Option<String>,
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
@@ -382,13 +387,21 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let _ = std::fs::remove_file(LocalStack::state_dir().join("local.json"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::DevToken { role, sub, scopes, patient, ttl } => {
+        Command::DevToken { role, sub, scopes, patient, fhir_user, ttl } => {
             if medrec_shared::auth::Role::parse(&role).is_none() {
                 return Err(format!("unknown role {role:?} (clinician, registrar, auditor, admin, patient)"));
             }
             let mut spec = TokenSpec::for_role(&role, &sub);
             if !scopes.is_empty() {
                 spec.scopes = scopes;
+            }
+            if role == "patient" {
+                spec.fhir_user = patient.as_ref().map(|p| format!("Patient/{p}"));
+            }
+            match fhir_user.as_deref() {
+                Some("none") => spec.fhir_user = None,
+                Some(user) => spec.fhir_user = Some(user.to_owned()),
+                None => {}
             }
             spec.patient = patient;
             spec.ttl_seconds = ttl;
@@ -562,7 +575,16 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             if let Some(f) = &report.finding {
                 println!("TAMPERED: {f}");
             }
-            if report.breaks.is_empty() && report.finding.is_none() {
+            if let Some(m) = &report.mirror {
+                println!("{} records agree with the archive's mirror; {} not mirrored yet", m.matched, m.unmirrored);
+                if let Some(f) = &m.finding {
+                    println!(
+                        "TAMPERED: shard {} record {}: {} (the archive's mirror holds it as committed)",
+                        f.shard, f.seq, f.what
+                    );
+                }
+            }
+            if !report.tampered() {
                 println!("all audit chains intact; {} signed checkpoints agree with them", report.checkpoints);
                 Ok(ExitCode::SUCCESS)
             } else {

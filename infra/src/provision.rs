@@ -73,6 +73,7 @@ impl Provisioned {
             "AWS::Region" => Some(REGION.into()),
             "AWS::AccountId" => Some(ACCOUNT.into()),
             "AWS::Partition" => Some("aws".into()),
+            "AWS::StackName" => Some(self.prefix.clone()),
             _ => self.parameters.get(name).cloned().or_else(|| self.reference(name).map(str::to_owned)),
         }
     }
@@ -116,7 +117,7 @@ impl Clients {
         Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
             kms: aws_sdk_kms::Client::new(sdk),
-            s3: aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build()),
+            s3: medrec_shared::aws::s3_client(sdk, true),
             sqs: aws_sdk_sqs::Client::new(sdk),
             events: aws_sdk_eventbridge::Client::new(sdk),
             streams: aws_sdk_dynamodbstreams::Client::new(sdk),

@@ -92,15 +92,11 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
         }
         "OutboxRelayFunction" => {
             let app = Arc::new(medrec_outbox_relay::App::new(config, lookup).await.map_err(boot)?);
-            Mounted::Stream(Arc::new(move |event| {
-                let app = app.clone();
-                Box::pin(async move {
-                    let event = serde_json::from_value(event).map_err(|e| e.to_string())?;
-                    let invocation = lambda_http::LambdaEvent::new(event, lambda_http::Context::default());
-                    let response = app.handle(invocation).await.map_err(|e| e.to_string())?;
-                    serde_json::to_value(response).map_err(|e| e.to_string())
-                })
-            }))
+            streamed(app, medrec_outbox_relay::App::handle)
+        }
+        "AuditMirrorFunction" => {
+            let app = Arc::new(medrec_audit_mirror::App::new(config, lookup).await.map_err(boot)?);
+            streamed(app, medrec_audit_mirror::App::handle)
         }
         "RegistrySyncFunction" => {
             let app = Arc::new(medrec_registry_sync::App::new(config, lookup).await.map_err(boot)?);
@@ -131,6 +127,30 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
             scheduled(app, medrec_consent_expiry::App::handle)
         }
         _ => return Ok(None),
+    }))
+}
+
+/// A DynamoDB stream consumer as Lambda's stream event source mapping invokes it.
+fn streamed<A, F, Fut>(app: Arc<A>, handle: F) -> Mounted
+where
+    A: Send + Sync + 'static,
+    F: Fn(Arc<A>, lambda_http::LambdaEvent<medrec_shared::aws::stream::StreamEvent>) -> Fut
+        + Send
+        + Sync
+        + Copy
+        + 'static,
+    Fut: std::future::Future<Output = Result<medrec_shared::aws::stream::StreamBatchResponse, lambda_http::Error>>
+        + Send
+        + 'static,
+{
+    Mounted::Stream(Arc::new(move |event| {
+        let app = app.clone();
+        Box::pin(async move {
+            let event = serde_json::from_value(event).map_err(|e| e.to_string())?;
+            let invocation = lambda_http::LambdaEvent::new(event, lambda_http::Context::default());
+            let response = handle(app, invocation).await.map_err(|e| e.to_string())?;
+            serde_json::to_value(response).map_err(|e| e.to_string())
+        })
     }))
 }
 

@@ -50,18 +50,25 @@ fn to_event(records: &[aws_sdk_dynamodbstreams::types::Record], stream_arn: &str
         .iter()
         .map(|r| {
             let d = r.dynamodb();
+            let mut data = json!({
+                "SequenceNumber": d.and_then(|d| d.sequence_number()),
+                "Keys": d.and_then(|d| d.keys()).map(image_json),
+                "StreamViewType": d.and_then(|d| d.stream_view_type()).map(|v| v.as_str()),
+            });
+            // As Lambda sends them: an image the record has no part of is absent.
+            if let Some(image) = d.and_then(|d| d.new_image()) {
+                data["NewImage"] = Value::Object(image_json(image));
+            }
+            if let Some(image) = d.and_then(|d| d.old_image()) {
+                data["OldImage"] = Value::Object(image_json(image));
+            }
             json!({
                 "eventID": r.event_id(),
                 "eventName": r.event_name().map(|n| n.as_str()),
                 "eventSource": "aws:dynamodb",
                 "awsRegion": "us-east-1",
                 "eventSourceARN": stream_arn,
-                "dynamodb": {
-                    "SequenceNumber": d.and_then(|d| d.sequence_number()),
-                    "Keys": d.and_then(|d| d.keys()).map(image_json),
-                    "NewImage": d.and_then(|d| d.new_image()).map(image_json),
-                    "StreamViewType": d.and_then(|d| d.stream_view_type()).map(|v| v.as_str()),
-                },
+                "dynamodb": data,
             })
         })
         .collect();

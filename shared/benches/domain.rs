@@ -56,7 +56,7 @@ fn caller() -> Caller {
             fhir_user: None,
             token_id: None,
         },
-        purpose: Purpose::parse(None, None).unwrap(),
+        purpose: Purpose::treatment(),
         source_ip: Some("127.0.0.1".into()),
         request_id: None,
     }

@@ -40,6 +40,40 @@ pub struct Config {
     pub consent_default: crate::consent::DefaultPolicy,
     /// Failures of one principal within a window that raise a SecurityAlert.
     pub alerts: crate::service::security_alerts::AlertPolicy,
+    /// `MEDREC_BREAK_GLASS_REASON_CODES`, `MEDREC_BREAK_GLASS_MIN_REASON`.
+    pub break_glass: crate::auth::BreakGlassPolicy,
+    /// `MEDREC_CONSENT_AUTHORITY_ROLES`: roles that record consents on a
+    /// patient's behalf (the patient always may).
+    pub consent_authority: Vec<crate::auth::Role>,
+    /// The work one request may cause.
+    pub limits: Limits,
+}
+
+/// Bounds on the work of one request, each a setting (`MEDREC_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `MEDREC_SEARCH_MAX_VALUES`: comma-separated values of one search parameter.
+    pub search_values: usize,
+    /// `MEDREC_SEARCH_SCAN_PER_PAGE`: candidates a Patient search page examines.
+    pub search_scan: usize,
+    /// `MEDREC_SEARCH_CONSENT_LOOKUPS`: patients' consents one search page reads.
+    pub consent_lookups: usize,
+    /// `MEDREC_PATCH_MAX_OPERATIONS`: operations in one JSON Patch.
+    pub patch_operations: usize,
+    /// `MEDREC_PATCH_MAX_BYTES`: the patched document, during and after.
+    pub patch_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            search_values: 10,
+            search_scan: 500,
+            consent_lookups: 200,
+            patch_operations: 100,
+            patch_bytes: MAX_BODY_LIMIT,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +141,41 @@ impl Config {
                 threshold: num("MEDREC_ALERT_FAILURES", 5)? as usize,
                 window: Duration::from_secs(num("MEDREC_ALERT_WINDOW_SECONDS", 300)?),
             },
+            break_glass: crate::auth::BreakGlassPolicy {
+                codes: match get("MEDREC_BREAK_GLASS_REASON_CODES").filter(|v| !v.trim().is_empty()) {
+                    Some(list) => list.split(',').map(|c| c.trim().to_owned()).collect(),
+                    None => crate::auth::BreakGlassPolicy::default().codes,
+                },
+                min_reason: num("MEDREC_BREAK_GLASS_MIN_REASON", 20)? as usize,
+            },
+            consent_authority: match get("MEDREC_CONSENT_AUTHORITY_ROLES") {
+                None => vec![crate::auth::Role::Registrar, crate::auth::Role::Admin],
+                Some(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(|r| {
+                        crate::auth::Role::parse(r).filter(|role| *role != crate::auth::Role::Patient).ok_or_else(
+                            || {
+                                ConfigError::Invalid(
+                                    "MEDREC_CONSENT_AUTHORITY_ROLES",
+                                    format!("{r:?} is not a staff role"),
+                                )
+                            },
+                        )
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
+            limits: {
+                let d = Limits::default();
+                Limits {
+                    search_values: num("MEDREC_SEARCH_MAX_VALUES", d.search_values as u64)? as usize,
+                    search_scan: num("MEDREC_SEARCH_SCAN_PER_PAGE", d.search_scan as u64)? as usize,
+                    consent_lookups: num("MEDREC_SEARCH_CONSENT_LOOKUPS", d.consent_lookups as u64)? as usize,
+                    patch_operations: num("MEDREC_PATCH_MAX_OPERATIONS", d.patch_operations as u64)? as usize,
+                    patch_bytes: num("MEDREC_PATCH_MAX_BYTES", d.patch_bytes as u64)? as usize,
+                }
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -123,6 +192,31 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "MEDREC_ALERT_*",
                 "threshold must be positive, window 10..=86400 s".into(),
+            ));
+        }
+        let bg = &self.break_glass;
+        let code_ok =
+            |c: &String| !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if bg.codes.is_empty() || !bg.codes.iter().all(code_ok) || !(1..=200).contains(&bg.min_reason) {
+            return Err(ConfigError::Invalid(
+                "MEDREC_BREAK_GLASS_*",
+                "reason codes are letters, digits and '-'; the minimum reason is 1..=200 characters".into(),
+            ));
+        }
+        // Scan and lookup bounds below a page's size give short pages (with
+        // a next link), never wrong ones.
+        let l = &self.limits;
+        if !(1..=100).contains(&l.search_values)
+            || !(1..=10_000).contains(&l.search_scan)
+            || !(1..=10_000).contains(&l.consent_lookups)
+            || !(1..=10_000).contains(&l.patch_operations)
+            || !(1024..=MAX_BODY_LIMIT).contains(&l.patch_bytes)
+        {
+            return Err(ConfigError::Invalid(
+                "MEDREC_SEARCH_*/MEDREC_PATCH_*",
+                format!(
+                    "values 1..=100, scan and consent lookups 1..=10000, patch operations 1..=10000, patch bytes 1024..={MAX_BODY_LIMIT}"
+                ),
             ));
         }
         if self.clock_skew > Duration::from_secs(300) {
@@ -145,5 +239,66 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut env: std::collections::HashMap<&str, &str> = [
+            ("MEDREC_RECORDS_TABLE", "r"),
+            ("MEDREC_AUDIT_TABLE", "a"),
+            ("MEDREC_OUTBOX_TABLE", "o"),
+            ("MEDREC_RECORDS_KEY_ID", "k"),
+            ("MEDREC_JWKS_URL", "https://idp.example/jwks"),
+            ("MEDREC_ISSUER", "https://idp.example"),
+            ("MEDREC_AUDIENCE", "medrec"),
+        ]
+        .into_iter()
+        .collect();
+        env.extend(extra.iter().copied());
+        Config::from_lookup(|k| env.get(k).map(|v| v.to_string()))
+    }
+
+    #[test]
+    fn every_limit_is_a_setting_checked_at_start() {
+        let d = config(&[]).unwrap();
+        assert_eq!(d.limits, Limits::default());
+        assert_eq!(d.consent_authority, vec![crate::auth::Role::Registrar, crate::auth::Role::Admin]);
+        let set = config(&[
+            ("MEDREC_SEARCH_MAX_VALUES", "3"),
+            ("MEDREC_SEARCH_SCAN_PER_PAGE", "5"),
+            ("MEDREC_SEARCH_CONSENT_LOOKUPS", "2"),
+            ("MEDREC_PATCH_MAX_OPERATIONS", "7"),
+            ("MEDREC_PATCH_MAX_BYTES", "4096"),
+            ("MEDREC_CONSENT_AUTHORITY_ROLES", "registrar"),
+            ("MEDREC_BREAK_GLASS_REASON_CODES", "code-a, code-b"),
+            ("MEDREC_BREAK_GLASS_MIN_REASON", "30"),
+        ])
+        .unwrap();
+        assert_eq!(
+            set.limits,
+            Limits { search_values: 3, search_scan: 5, consent_lookups: 2, patch_operations: 7, patch_bytes: 4096 }
+        );
+        assert_eq!(set.consent_authority, vec![crate::auth::Role::Registrar]);
+        assert_eq!(set.break_glass.codes, vec!["code-a", "code-b"]);
+        assert_eq!(set.break_glass.min_reason, 30);
+        for bad in [
+            ("MEDREC_SEARCH_MAX_VALUES", "0"),
+            ("MEDREC_SEARCH_MAX_VALUES", "101"),
+            ("MEDREC_SEARCH_SCAN_PER_PAGE", "0"),
+            ("MEDREC_SEARCH_CONSENT_LOOKUPS", "0"),
+            ("MEDREC_PATCH_MAX_OPERATIONS", "0"),
+            ("MEDREC_PATCH_MAX_BYTES", "1023"),
+            ("MEDREC_PATCH_MAX_BYTES", "262145"),
+            ("MEDREC_CONSENT_AUTHORITY_ROLES", "patient"),
+            ("MEDREC_CONSENT_AUTHORITY_ROLES", "janitor"),
+            ("MEDREC_BREAK_GLASS_REASON_CODES", "has space"),
+            ("MEDREC_BREAK_GLASS_MIN_REASON", "0"),
+        ] {
+            assert!(config(&[bad]).is_err(), "{bad:?}");
+        }
     }
 }

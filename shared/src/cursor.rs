@@ -17,6 +17,9 @@ pub struct Cursor {
     pub after: String,
     /// Expiry, seconds since the epoch.
     pub exp: i64,
+    /// The search's total, counted on its first page (when that was cheap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,7 +68,7 @@ mod tests {
     #[test]
     fn tamper_expiry_subject_and_route_are_enforced() {
         let codec = CursorCodec::new(DataKey::random());
-        let c = Cursor { q: vec![("family".into(), "Smith".into())], after: "abc".into(), exp: 1000 };
+        let c = Cursor { q: vec![("family".into(), "Smith".into())], after: "abc".into(), exp: 1000, total: Some(3) };
         let t = codec.encode(&c, "dr-1", "Patient");
         assert!(!t.contains("Smith"));
         assert_eq!(codec.decode(&t, "dr-1", "Patient", 999), Ok(c));

@@ -43,6 +43,9 @@ pub enum Error {
     Invalid(Vec<Issue>),
     #[error("throttled")]
     Throttled,
+    /// A request whose work would pass a configured bound (400, too-costly).
+    #[error("too costly: {0}")]
+    TooCostly(String),
     #[error("dependency unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]

@@ -20,6 +20,28 @@ struct Inner {
     events: Vec<DomainEvent>,
     once: BTreeSet<String>,
     failures: HashMap<String, u64>,
+    break_glass: BTreeMap<String, crate::ports::BreakGlassAccess>,
+}
+
+impl Inner {
+    fn append(&mut self, audit: &AuditEntry) {
+        let body = audit.to_fhir().to_string();
+        if let (Some(bg), Some(patient)) = (&audit.break_glass, &audit.patient) {
+            if let Some(sealed) = &bg.sealed_reason {
+                let access = crate::ports::BreakGlassAccess {
+                    patient: patient.clone(),
+                    audit_id: audit.id.clone(),
+                    recorded: audit.recorded.clone(),
+                    code: bg.code.clone(),
+                    audit_event: body.clone(),
+                    sealed_reason: sealed.clone(),
+                    review: None,
+                };
+                self.break_glass.insert(audit.id.clone(), access);
+            }
+        }
+        self.audit.push(body);
+    }
 }
 
 #[derive(Default)]
@@ -83,6 +105,24 @@ impl RecordStore for MemoryStore {
             .collect())
     }
 
+    async fn ids_for_token_page(
+        &self,
+        ty: &str,
+        token: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, PortError> {
+        let ix = format!("{ty}#{token}");
+        let inner = self.inner.lock().expect("lock");
+        Ok(inner
+            .index
+            .iter()
+            .filter(|(i, id)| *i == ix && after.is_none_or(|a| id.as_str() > a))
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect())
+    }
+
     async fn ids_for_token(&self, ty: &str, token: &str) -> Result<Vec<String>, PortError> {
         let ix = format!("{ty}#{token}");
         Ok(self.inner.lock().expect("lock").index.iter().filter(|(i, _)| *i == ix).map(|(_, id)| id.clone()).collect())
@@ -125,14 +165,14 @@ impl RecordStore for MemoryStore {
                 ciphertext: w.ciphertext,
             },
         );
-        inner.audit.push(audit.to_fhir().to_string());
+        inner.append(audit);
         inner.events.extend(events);
         Ok(())
     }
 
-    async fn audit(&self, audit: &AuditEntry, events: Vec<DomainEvent>) -> Result<(), PortError> {
+    async fn audit_batch(&self, audits: &[AuditEntry], events: Vec<DomainEvent>) -> Result<(), PortError> {
         let mut inner = self.inner.lock().expect("lock");
-        inner.audit.push(audit.to_fhir().to_string());
+        audits.iter().for_each(|a| inner.append(a));
         inner.events.extend(events);
         Ok(())
     }
@@ -142,13 +182,50 @@ impl RecordStore for MemoryStore {
         if !inner.once.insert(key.to_owned()) {
             return Ok(false);
         }
-        inner.audit.push(audit.to_fhir().to_string());
+        inner.append(audit);
         inner.events.extend(events);
         Ok(true)
     }
 }
 
 impl crate::ports::AuditLog for MemoryStore {
+    async fn break_glass_accesses(
+        &self,
+        reviewed: bool,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<crate::ports::BreakGlassAccess>, PortError> {
+        let inner = self.inner.lock().expect("lock");
+        let mut found: Vec<_> = inner
+            .break_glass
+            .values()
+            .filter(|a| a.review.is_some() == reviewed && after.is_none_or(|after| a.position().as_str() > after))
+            .cloned()
+            .collect();
+        found.sort_by_key(|a| a.position());
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn break_glass_access(&self, audit_id: &str) -> Result<Option<crate::ports::BreakGlassAccess>, PortError> {
+        Ok(self.inner.lock().expect("lock").break_glass.get(audit_id).cloned())
+    }
+
+    async fn review_break_glass(
+        &self,
+        access: &crate::ports::BreakGlassAccess,
+        review: &crate::ports::BreakGlassReview,
+        audit: &AuditEntry,
+    ) -> Result<(), PortError> {
+        let mut inner = self.inner.lock().expect("lock");
+        match inner.break_glass.get_mut(&access.audit_id) {
+            Some(a) if a.review.is_none() => a.review = Some(review.clone()),
+            _ => return Err(PortError::ConditionFailed(0)),
+        }
+        inner.append(audit);
+        Ok(())
+    }
+
     async fn count_failure(&self, current: &str, previous: &str, _expires: i64) -> Result<u64, PortError> {
         let mut inner = self.inner.lock().expect("lock");
         *inner.failures.entry(current.to_owned()).or_default() += 1;

@@ -117,6 +117,15 @@ pub trait RecordStore: Send + Sync {
         patient: &str,
         resource_type: &str,
     ) -> impl Future<Output = Result<Vec<(String, Current)>, PortError>> + Send;
+    /// At most `limit` ids indexed under a token, sorted, after `after`:
+    /// a page of the index, so a search page never reads the whole index.
+    fn ids_for_token_page(
+        &self,
+        resource_type: &str,
+        token: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, PortError>> + Send;
     /// Ids of resources of a type indexed under a blind-index token, sorted.
     fn ids_for_token(
         &self,
@@ -132,8 +141,22 @@ pub trait RecordStore: Send + Sync {
         events: Vec<DomainEvent>,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Stores an audit record (and events) with no resource change.
-    fn audit(&self, audit: &AuditEntry, events: Vec<DomainEvent>)
-        -> impl Future<Output = Result<(), PortError>> + Send;
+    fn audit(
+        &self,
+        audit: &AuditEntry,
+        events: Vec<DomainEvent>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send {
+        self.audit_batch(std::slice::from_ref(audit), events)
+    }
+    /// Stores several audit records of one request (one per patient a
+    /// read disclosed), with events, all or (as far as one transaction
+    /// holds them) none. A break-glass record's sealed reason is stored
+    /// with it, for the review.
+    fn audit_batch(
+        &self,
+        audits: &[AuditEntry],
+        events: Vec<DomainEvent>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Stores an audit record and events at most once per `key` (a notice
     /// a scheduled job must not repeat): false if `key` was already used.
     fn audit_once(
@@ -190,6 +213,44 @@ pub trait BlobStore: Send + Sync {
     fn discard_upload(&self, key: &str) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
+/// A break-glass access awaiting (or past) an auditor's review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakGlassAccess {
+    pub patient: String,
+    pub audit_id: String,
+    pub recorded: String,
+    pub code: String,
+    /// The access's AuditEvent (ids and codes only).
+    pub audit_event: String,
+    /// The free-text reason, sealed under the patient's key.
+    pub sealed_reason: Vec<u8>,
+    pub review: Option<BreakGlassReview>,
+}
+
+impl BreakGlassAccess {
+    pub fn position(&self) -> String {
+        break_glass_position(&self.recorded, &self.audit_id)
+    }
+}
+
+/// Where a break-glass access stands in the review queue: oldest first,
+/// the audit id breaking ties (a page's cursor, the index's sort key).
+pub fn break_glass_position(recorded: &str, audit_id: &str) -> String {
+    format!("{recorded}|{audit_id}")
+}
+
+/// An auditor's finding on a break-glass access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakGlassReview {
+    /// `justified`, `unjustified` or `follow-up`.
+    pub outcome: String,
+    pub reviewer: String,
+    pub at: String,
+    /// The auditor's note, sealed under the patient's key (it may discuss
+    /// the patient).
+    pub sealed_note: Option<Vec<u8>>,
+}
+
 /// Whose audit records to read.
 #[derive(Debug, Clone, Copy)]
 pub enum AuditKey<'a> {
@@ -209,6 +270,30 @@ pub trait AuditLog: Send + Sync {
         from: &str,
         to: &str,
     ) -> impl Future<Output = Result<Vec<String>, PortError>> + Send;
+
+    /// At most `limit` break-glass accesses awaiting review (`reviewed`
+    /// false) or reviewed, in queue order after the `position` `after`.
+    fn break_glass_accesses(
+        &self,
+        reviewed: bool,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<BreakGlassAccess>, PortError>> + Send;
+
+    /// The break-glass access recorded by the audit record `audit_id`.
+    fn break_glass_access(
+        &self,
+        audit_id: &str,
+    ) -> impl Future<Output = Result<Option<BreakGlassAccess>, PortError>> + Send;
+
+    /// Records a review of a pending access with its audit record, in one
+    /// transaction; `ConditionFailed` when it is not pending (any more).
+    fn review_break_glass(
+        &self,
+        access: &BreakGlassAccess,
+        review: &BreakGlassReview,
+        audit: &AuditEntry,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 
     /// Adds one to the failure counter `current` (kept until `expires`, Unix
     /// seconds) and returns its new value plus the value of `previous`.

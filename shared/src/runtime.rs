@@ -76,7 +76,9 @@ impl Runtime {
             max_entries: config.key_cache_max_entries,
         });
         let services = Services::new(store, kms, cache, keys.blind_index, keys.cursor, config.function_name.clone())
-            .with_consent_default(config.consent_default);
+            .with_consent_default(config.consent_default)
+            .with_consent_authority(config.consent_authority.clone())
+            .with_limits(config.limits);
         let local = config.deployment == Deployment::Local;
         let source = HttpKeySetSource::new(&config.jwks_url, local).map_err(BootError::Jwks)?;
         let policy = TokenPolicy {
@@ -111,18 +113,13 @@ impl Runtime {
                 return Err(resp);
             }
         };
-        let (purpose, reason) = http::purpose_headers(req);
-        match Purpose::parse(purpose, reason) {
+        match Purpose::parse(http::purpose_headers(req), &self.config.break_glass) {
             Ok(purpose) => Ok(Caller { principal, purpose, source_ip, request_id }),
             Err(msg) => {
-                let caller = Caller {
-                    principal,
-                    purpose: Purpose { code: "TREAT", break_glass_reason: None },
-                    source_ip: source_ip.clone(),
-                    request_id,
-                };
+                let caller =
+                    Caller { principal, purpose: Purpose::treatment(), source_ip: source_ip.clone(), request_id };
                 let entry = self.services.draft(Some(&caller), interaction);
-                let resp = http::error_response(&Error::BadRequest(msg.into()));
+                let resp = http::error_response(&Error::BadRequest(msg));
                 self.services.audit_failure(entry, 400, Some(&caller), source_ip).await;
                 Err(resp)
             }

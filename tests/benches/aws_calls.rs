@@ -55,7 +55,10 @@ async fn main() {
         "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
         "provision": {"type": "permit"}
     });
-    h.call("POST", "/fhir/Consent", Some(&t), &[], Some(&consent.to_string())).await;
+    // Consents are recorded by the consent authority (registrar), not by clinicians.
+    let registrar = h.token("registrar", "reg-bench");
+    let r = h.call("POST", "/fhir/Consent", Some(&registrar), &[], Some(&consent.to_string())).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
     h.aws_calls().await;
     h.get(&format!("/fhir/Observation/{obs_id}"), &t).await;
     show("Observation read, one consent on file", &h.aws_calls().await);

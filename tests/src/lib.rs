@@ -307,6 +307,16 @@ impl Harness {
         let mut spec = TokenSpec::for_role(role, sub);
         spec.scopes = scopes.iter().map(|s| s.to_string()).collect();
         spec.patient = patient.map(str::to_owned);
+        if role == "patient" {
+            spec.fhir_user = patient.map(|p| format!("Patient/{p}"));
+        }
+        self.key.mint(&spec)
+    }
+
+    /// A token that does not say who its user is (no `fhirUser`).
+    pub fn token_without_fhir_user(&self, role: &str, sub: &str) -> String {
+        let mut spec = TokenSpec::for_role(role, sub);
+        spec.fhir_user = None;
         self.key.mint(&spec)
     }
 

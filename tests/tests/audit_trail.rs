@@ -21,7 +21,14 @@ async fn every_request_leaves_the_expected_audit_events() {
     h.call("PUT", &format!("/fhir/Patient/{id}"), Some(&t), &[("if-match", "W/\"1\"")], Some(&body.to_string())).await;
     h.get(&format!("/fhir/Patient/{id}/_history/1"), &t).await;
     h.get(&format!("/fhir/Patient/{id}/_history"), &t).await;
-    h.get("/fhir/Patient?gender=female&_count=5", &t).await;
+    let found = h.get("/fhir/Patient?gender=female&_count=5", &t).await.json();
+    let matched: Vec<String> = found["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!matched.is_empty());
     h.call("DELETE", &format!("/fhir/Patient/{other}"), Some(&t), &[], None).await;
     h.call("POST", "/fhir/Patient", Some(&t), &[], Some(r#"{"resourceType":"Patient","gender":"x"}"#)).await;
     h.get("/fhir/metadata", &t).await;
@@ -47,7 +54,8 @@ async fn every_request_leaves_the_expected_audit_events() {
         (("update", "4"), 1),
         (("vread", "0"), 1),
         (("history-instance", "0"), 1),
-        (("search-type", "0"), 1),
+        // One disclosure per patient the search returned.
+        (("search-type", "0"), matched.len()),
         (("delete", "4"), 1),
         (("create", "4"), 1),
     ]
@@ -56,10 +64,20 @@ async fn every_request_leaves_the_expected_audit_events() {
     .collect();
     assert_eq!(got, expected, "metadata is not PHI and is not audited; everything else is, exactly once");
 
-    let search = events.iter().find(|e| e["subtype"][0]["code"] == "search-type").unwrap();
-    let text = search.to_string();
-    assert!(text.contains("gender,_count"), "parameter names are recorded");
-    assert!(!text.contains("female"), "parameter values are not");
+    let searches: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["subtype"][0]["code"] == "search-type").collect();
+    for search in &searches {
+        let text = search.to_string();
+        assert!(text.contains("gender,_count"), "parameter names are recorded");
+        assert!(!text.contains("female"), "parameter values are not");
+    }
+    let patients: std::collections::BTreeSet<String> = searches
+        .iter()
+        .flat_map(|e| e["entity"].as_array().unwrap().iter())
+        .filter(|en| en["role"]["code"] == "1")
+        .map(|en| en["what"]["reference"].as_str().unwrap().trim_start_matches("Patient/").to_owned())
+        .collect();
+    assert_eq!(patients, matched.iter().cloned().collect(), "each record names the patient it disclosed");
     let read = events.iter().find(|e| e["subtype"][0]["code"] == "read").unwrap();
     let refs: Vec<&str> =
         read["entity"].as_array().unwrap().iter().filter_map(|e| e["what"]["reference"].as_str()).collect();
@@ -358,4 +376,79 @@ async fn exports_resume_after_a_crash_without_gaps_or_duplicates() {
     );
     assert_eq!(next.chunks.iter().map(|c| c.records).sum::<usize>(), h.audit_events().await.len() - expected.len());
     assert!(cps.scheduled_export(later, time::Duration::minutes(5), 100).await.unwrap().is_none(), "nothing new");
+}
+
+/// The API functions append audit records in the same transaction as their
+/// writes, so their role may put audit items, and it can unwrap the secret
+/// the chain key derives from. Such a role, compromised, rewrites a record
+/// after commit and relinks the chain behind it and the head: the chains
+/// alone verify, and until the next signed checkpoint nothing contradicts
+/// them. The archive's mirror, written from the table's stream by a role of
+/// its own, does: verify names the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_rewritten_with_a_function_roles_rights_is_caught_by_the_mirror() {
+    use medrec_shared::audit::chain;
+    let h = Harness::start_with(vec![("MEDREC_AUDIT_SHARDS".into(), "1".into())]).await;
+    let t = h.token("clinician", "dr-snoop");
+    let id = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    for _ in 0..4 {
+        assert_eq!(h.get(&format!("/fhir/Patient/{id}"), &t).await.status, 200);
+    }
+    let target = h.verify_target();
+    // The mirror follows the stream within seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let report = verify(&target, false).await.unwrap();
+        let mirror = report.mirror.clone().expect("the archive is mirrored");
+        if mirror.unmirrored == 0 {
+            assert_eq!((mirror.matched, report.tampered()), (5, false));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not mirrored: {mirror:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+
+    // What the function role can do: unwrap the root secret, derive the
+    // chain key, rewrite record 3 (the snoop's read becomes someone else's)
+    // and relink 3..5 and the head.
+    let ddb = &h.stack.clients.dynamodb;
+    let kms = medrec_shared::aws::kms::KmsKeys::new(h.stack.clients.kms.clone(), h.table("RecordsKey"));
+    let root = medrec_shared::runtime::root_secret(ddb, &kms, &h.table("RecordsTable")).await.unwrap();
+    let chain_key = medrec_shared::service::ServiceKeys::derive(&root).audit_chain;
+    let table = h.table("AuditTable");
+    let (records, _) = medrec_shared::aws::dynamo::read_audit_chains(ddb, &table).await.unwrap();
+    let mut prev = records[&0][1].hash.clone();
+    for r in &records[&0][2..] {
+        let body = if r.seq == 3 { r.body.replace("dr-snoop", "dr-other") } else { r.body.clone() };
+        let hash = chain::link(&chain_key, 0, r.seq, &prev, &body);
+        let (pk, sk) = key("CHAIN#0", r.seq);
+        let item = ddb.get_item().table_name(&table).key("pk", pk).key("sk", sk).send().await.unwrap().item.unwrap();
+        let mut forged = item.clone();
+        forged.insert("body".into(), AttributeValue::S(body));
+        forged.insert("prev".into(), AttributeValue::S(prev.clone()));
+        forged.insert("hash".into(), AttributeValue::S(hash.clone()));
+        ddb.put_item().table_name(&table).set_item(Some(forged)).send().await.unwrap();
+        prev = hash;
+    }
+    let (pk, sk) = key("HEAD#0", 0);
+    ddb.put_item()
+        .table_name(&table)
+        .item("pk", pk)
+        .item("sk", sk)
+        .item("seq", AttributeValue::N("5".into()))
+        .item("hash", AttributeValue::S(prev))
+        .send()
+        .await
+        .unwrap();
+    let report = verify(&target, false).await.unwrap();
+    assert!(report.breaks.is_empty() && report.finding.is_none(), "the forgery passes the chains alone");
+    assert!(report.tampered());
+    let finding = report.mirror.unwrap().finding.expect("the mirror names it");
+    assert_eq!((finding.shard, finding.seq), (0, 3), "{finding:?}");
+    // The stream saw the rewrite itself too: the mirror logged it for the alarm.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !medrec_e2e::logs().text().contains("audit record changed after commit") {
+        assert!(std::time::Instant::now() < deadline, "no alarm line");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
 }

@@ -2,8 +2,10 @@
 //! HttpApi route of `template.yaml`, so a new endpoint cannot be forgotten):
 //! every route × {no token, each role, a patient token for the patient and
 //! for another, a read-only patient token, a clinician the patient's consent
-//! refuses, the same with break-glass, SMART scopes narrowing a clinician to
-//! reads, to one type, and to a granular constraint medrec cannot enforce}. The expected status of each cell is data
+//! refuses, the same with break-glass, with a launch context for the
+//! patient, a login that does not say who it is, SMART scopes narrowing a
+//! clinician to reads, to one type, and to a granular constraint medrec
+//! cannot enforce}. The expected status of each cell is data
 //! (`tests/authz/matrix.tsv`) and is asserted exactly; invariants that no
 //! table edit can waive are asserted on top (no token reaches data, another
 //! patient's token and a refused clinician see nothing of the patient, not
@@ -29,6 +31,8 @@ const CALLERS: &[&str] = &[
     "scope-observation",
     "patient-read-only",
     "scope-granular",
+    "refused-in-launch",
+    "refused-no-fhir-user",
 ];
 /// Routes any caller may use.
 const PUBLIC: &[&str] = &["GET /fhir/metadata", "GET /health", "GET /openapi.json"];
@@ -74,6 +78,32 @@ async fn fresh(h: &Harness, w: &World, ty: &str) -> String {
     r.json()["id"].as_str().unwrap().to_owned()
 }
 
+/// A fresh break-glass access awaiting review (its audit record's id), to
+/// a patient of its own, so each review cell has its own.
+async fn fresh_break_glass(h: &Harness, w: &World) -> String {
+    let glass = [
+        ("x-purpose-of-use", "ETREAT"),
+        ("x-break-glass-reason-code", "patient-unconscious"),
+        ("x-break-glass-reason", "unconscious patient in the ED"),
+    ];
+    let patient = h.create_id(&w.tokens["admin"], &canary_patient(&unique_tag())).await;
+    let token = h.token("clinician", "dr-glass");
+    assert_eq!(h.call("GET", &format!("/fhir/Patient/{patient}"), Some(&token), &glass, None).await.status, 200);
+    let out = h
+        .stack
+        .clients
+        .dynamodb
+        .query()
+        .table_name(h.table("RecordsTable"))
+        .key_condition_expression("pk = :pk AND begins_with(sk, :bg)")
+        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("P#{patient}")))
+        .expression_attribute_values(":bg", aws_sdk_dynamodb::types::AttributeValue::S("BG#".into()))
+        .send()
+        .await
+        .unwrap();
+    out.items()[0]["sk"].as_s().unwrap().trim_start_matches("BG#").to_owned()
+}
+
 /// The request a cell makes: path with parameters filled in, query, body.
 async fn request(
     h: &Harness,
@@ -91,6 +121,7 @@ async fn request(
     let needs_id = template.contains("{id}");
     let id = match (needs_id, ty, method) {
         (false, _, _) => String::new(),
+        (true, "AuditEvent", _) => fresh_break_glass(h, w).await,
         // Reads use the patient's own resources; writes get fresh ones.
         (true, "Patient", "GET") => w.own.clone(),
         (true, t, _) => fresh(h, w, t).await,
@@ -118,6 +149,12 @@ async fn request(
         ("POST", false) if path.ends_with("/_search") => {
             headers.push(("content-type".into(), "application/x-www-form-urlencoded".into()));
             body = Some(compartment_query.clone());
+        }
+        ("POST", true) if path.ends_with("/$review") => {
+            body = Some(
+                json!({"resourceType": "Parameters", "parameter": [{"name": "outcome", "valueCode": "justified"}]})
+                    .to_string(),
+            )
         }
         ("POST", _) => body = Some(body_for(ty, &w.own).to_string()),
         ("PUT", true) => {
@@ -179,6 +216,11 @@ async fn every_route_answers_every_kind_of_caller_as_the_table_says() {
             "scope-granular",
             h.token_with("clinician", "dr-granular", &["user/Observation.rs?category=laboratory"], None),
         ),
+        // The refused clinician with a SMART launch context for the patient
+        // (not the patient's own identity), and a login that does not say
+        // who its user is: neither escapes the refusal.
+        ("refused-in-launch", h.token_with("clinician", "dr-refused", &["user/*.cruds"], Some(&own))),
+        ("refused-no-fhir-user", h.token_without_fhir_user("clinician", "dr-unnamed")),
     ]);
     let w = World { own: own.clone(), tokens };
     let refusing = h.get(&format!("/fhir/Consent?patient={own}"), &admin).await.json()["entry"][0]["resource"].clone();
@@ -210,6 +252,7 @@ async fn every_route_answers_every_kind_of_caller_as_the_table_says() {
             let (path, body, mut headers) = request(&h, &w, method, template).await;
             if *caller == "break-glass" {
                 headers.push(("x-purpose-of-use".into(), "ETREAT".into()));
+                headers.push(("x-break-glass-reason-code".into(), "patient-unconscious".into()));
                 headers.push(("x-break-glass-reason".into(), "unconscious patient in the ED".into()));
             }
             let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -222,8 +265,9 @@ async fn every_route_answers_every_kind_of_caller_as_the_table_says() {
             if *caller == "none" && !PUBLIC.contains(&route.as_str()) && r.status != 401 {
                 leaks.push(format!("{route} answered {} without a token", r.status));
             }
-            let saw_id = method == "GET" && text.contains(&own);
-            if matches!(*caller, "patient-other" | "consent-refused")
+            // A read by id of the patient's data (a Binary's bytes name no id).
+            let saw_id = method == "GET" && (text.contains(&own) || (template.contains("{id}") && r.status == 200));
+            if matches!(*caller, "patient-other" | "consent-refused" | "refused-in-launch" | "refused-no-fhir-user")
                 && !PUBLIC.contains(&route.as_str())
                 && (saw_id || canary_strings(&tag).iter().any(|s| text.contains(s)))
             {

@@ -64,13 +64,17 @@ async fn consent_decides_reads_in_every_function() {
     let denied = h.audit_events_of("dr-2").await;
     assert!(denied.iter().any(|e| e["outcome"] == "4"), "denied attempts are audited");
 
-    // Break-glass overrides, is audited with its reason hashed, and alerts.
+    // Break-glass overrides, is audited with its reason code, and alerts.
     let glass = h
         .call(
             "GET",
             &obs_path,
             Some(&dr2),
-            &[("x-purpose-of-use", "ETREAT"), ("x-break-glass-reason", "unconscious patient in ED")],
+            &[
+                ("x-purpose-of-use", "ETREAT"),
+                ("x-break-glass-reason-code", "patient-unconscious"),
+                ("x-break-glass-reason", "unconscious patient in ED"),
+            ],
             None,
         )
         .await;
@@ -118,10 +122,11 @@ async fn consent_decides_reads_in_every_function() {
     assert_eq!(h.call("POST", "/fhir/Consent", Some(&registrar), &[], Some(&deny_gp.to_string())).await.status, 201);
     let as_gp = h.token_as("clinician", "user-123", "https://idp.example/fhir/Practitioner/gp-77");
     assert_eq!(h.get(&obs_path, &as_gp).await.status, 403);
+    assert_eq!(h.get(&obs_path, &h.token("clinician", "user-123")).await.status, 200, "another practitioner");
     assert_eq!(
-        h.get(&obs_path, &h.token("clinician", "user-123")).await.status,
-        200,
-        "the same login without fhirUser"
+        h.get(&obs_path, &h.token_without_fhir_user("clinician", "user-123")).await.status,
+        403,
+        "a login that does not say who it is cannot escape a refusal naming a person"
     );
 
     // Consents are searchable in the compartment; another patient cannot touch them.

@@ -81,8 +81,12 @@ async fn schemathesis_finds_no_failure_with_every_check() {
     let examples = std::env::var("MEDREC_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "5".into());
     let report = root.join("target/schemathesis");
     let url = h.url("/openapi.json");
-    let (clinician, admin, auditor) =
-        (h.token("clinician", "dr-1"), h.token("admin", "admin-1"), h.token("auditor", "aud-1"));
+    let (clinician, admin, auditor, registrar) = (
+        h.token("clinician", "dr-1"),
+        h.token("admin", "admin-1"),
+        h.token("auditor", "aud-1"),
+        h.token("registrar", "desk-1"),
+    );
     let out = tokio::task::spawn_blocking(move || {
         Command::new(root.join(".venv/bin/schemathesis"))
             .arg("--config-file")
@@ -93,6 +97,7 @@ async fn schemathesis_finds_no_failure_with_every_check() {
             .env("MEDREC_CLINICIAN_TOKEN", clinician)
             .env("MEDREC_ADMIN_TOKEN", admin)
             .env("MEDREC_AUDITOR_TOKEN", auditor)
+            .env("MEDREC_REGISTRAR_TOKEN", registrar)
             .env("NO_COLOR", "1")
             .output()
             .expect("schemathesis runs (make setup installs it)")

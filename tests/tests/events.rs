@@ -5,7 +5,8 @@
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use medrec_e2e::{canary_patient, canary_strings, unique_tag, Harness};
 use medrec_shared::aws::processed::ProcessedEvents;
-use medrec_shared::aws::relay::{Relay, StreamEvent};
+use medrec_shared::aws::relay::Relay;
+use medrec_shared::aws::stream::StreamEvent;
 use medrec_shared::events::Envelope;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};

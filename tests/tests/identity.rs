@@ -236,14 +236,19 @@ async fn break_glass_is_audited_and_raises_an_alert() {
     let bad_purpose = h.call("GET", &path, Some(&clin), &[("x-purpose-of-use", "BECAUSE")], None).await;
     assert_eq!(bad_purpose.status, 400);
     let reg = h.token("registrar", "reg-bg");
-    let denied = h
-        .call("GET", &path, Some(&reg), &[("x-purpose-of-use", "ETREAT"), ("x-break-glass-reason", "curious")], None)
-        .await;
-    assert_eq!(denied.status, 403);
     let reason = "unconscious patient in the emergency department";
-    let ok = h
-        .call("GET", &path, Some(&clin), &[("x-purpose-of-use", "ETREAT"), ("x-break-glass-reason", reason)], None)
-        .await;
+    let glass =
+        |code| [("x-purpose-of-use", "ETREAT"), ("x-break-glass-reason-code", code), ("x-break-glass-reason", reason)];
+    let curious = [
+        ("x-purpose-of-use", "ETREAT"),
+        ("x-break-glass-reason-code", "patient-unconscious"),
+        ("x-break-glass-reason", "curious"),
+    ];
+    assert_eq!(h.call("GET", &path, Some(&clin), &curious, None).await.status, 400, "a reason of substance");
+    assert_eq!(h.call("GET", &path, Some(&clin), &glass("because"), None).await.status, 400, "a listed reason code");
+    let denied = h.call("GET", &path, Some(&reg), &glass("patient-unconscious"), None).await;
+    assert_eq!(denied.status, 403);
+    let ok = h.call("GET", &path, Some(&clin), &glass("patient-unconscious"), None).await;
     assert_eq!(ok.status, 200);
 
     let events = h.audit_events_of("dr-bg").await;
@@ -252,7 +257,8 @@ async fn break_glass_is_audited_and_raises_an_alert() {
     let purposes: Vec<&str> =
         bg[0]["purposeOfEvent"].as_array().unwrap().iter().map(|p| p["coding"][0]["code"].as_str().unwrap()).collect();
     assert_eq!(purposes, vec!["ETREAT", "BGACCESS"]);
-    assert!(!bg[0].to_string().contains(reason), "the reason is kept as a digest, not as text");
+    assert!(!bg[0].to_string().contains(reason), "the free-text reason is not in the plaintext trail");
+    assert!(bg[0].to_string().contains("patient-unconscious"), "its code is");
     // One alert for the successful break-glass read and one for the registrar's
     // denied attempt, each pointing at its audit record.
     let denied_audit = h.audit_events_of("reg-bg").await;

@@ -95,7 +95,8 @@ async fn a_consent_refusing_public_health_use_stops_the_submission() {
         json!({"type": "permit", "provision": [{"type": "deny",
         "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "PUBHLTH"}]}]}),
     );
-    assert_eq!(h.call("POST", "/fhir/Consent", Some(&t), &[], Some(&consent.to_string())).await.status, 201);
+    let registrar = h.token("registrar", "front-desk");
+    assert_eq!(h.call("POST", "/fhir/Consent", Some(&registrar), &[], Some(&consent.to_string())).await.status, 201);
     let r = h.call("POST", "/fhir/Immunization", Some(&t), &[], Some(&immunization(&patient).to_string())).await;
     assert_eq!(r.status, 201);
     // The event is processed (and not retried), but nothing is disclosed.

@@ -90,7 +90,7 @@ async fn sample_events_are_served_by_the_handler() {
 async fn sample_outbox_stream_and_registry_events_are_what_the_functions_take() {
     let h = Harness::start_without(&["RegistrySyncFunction"]).await;
     let text = std::fs::read_to_string(repo_root().join("events/outbox-relay-stream.json")).unwrap();
-    let event: medrec_shared::aws::relay::StreamEvent = serde_json::from_str(&text).unwrap();
+    let event: medrec_shared::aws::stream::StreamEvent = serde_json::from_str(&text).unwrap();
     let env = h.stack.function_env["OutboxRelayFunction"].clone();
     let relay = std::sync::Arc::new(
         medrec_outbox_relay::App::new(
@@ -122,4 +122,37 @@ async fn sample_outbox_stream_and_registry_events_are_what_the_functions_take() 
     };
     let published = medrec_shared::events::Envelope::from_bus_message(&published).unwrap();
     assert_eq!(published, envelope);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_audit_stream_event_is_what_the_mirror_takes() {
+    let h = Harness::start_without(&["AuditMirrorFunction"]).await;
+    let text = std::fs::read_to_string(repo_root().join("events/audit-mirror-stream.json")).unwrap();
+    let event: medrec_shared::aws::stream::StreamEvent = serde_json::from_str(&text).unwrap();
+    let env = h.stack.function_env["AuditMirrorFunction"].clone();
+    let mirror = std::sync::Arc::new(
+        medrec_audit_mirror::App::new(
+            medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap(),
+            |k| env.get(k).cloned(),
+        )
+        .await
+        .unwrap(),
+    );
+    let response = mirror.handle(lambda_http::LambdaEvent::new(event, lambda_http::Context::default())).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let archive = medrec_shared::aws::mirror::AuditMirror {
+        s3: h.stack.clients.s3.clone(),
+        bucket: h.table("AuditArchiveBucket"),
+    };
+    let entries = archive.entries().await.unwrap();
+    assert_eq!(
+        entries,
+        vec![medrec_shared::audit::mirror::MirrorEntry::Committed {
+            shard: 3,
+            seq: 17,
+            hash: "3f79bb7b435b05321651daefd374cdc681dc06faa65e374e38337b88ca046dea".into(),
+            id: "5f0c2b7e9d4a4c1e8b3f6a2d7c9e1b40".into(),
+        }],
+        "the chain record, not its shard's head"
+    );
 }

@@ -110,3 +110,159 @@ fn no_function_is_granted_every_action() {
         }
     }
 }
+
+/// Every IAM statement of every function, with its function.
+fn statements(t: &Template) -> Vec<(&str, &Value)> {
+    of(t, "AWS::Serverless::Function")
+        .flat_map(|f| {
+            f.properties["Policies"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .flat_map(|p| p["Statement"].as_sequence().into_iter().flatten())
+                .map(move |s| (f.logical_id.as_str(), s))
+        })
+        .collect()
+}
+
+fn actions(s: &Value) -> Vec<&str> {
+    match &s["Action"] {
+        Value::String(a) => vec![a.as_str()],
+        Value::Sequence(l) => l.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    }
+}
+
+fn leading_keys(s: &Value) -> Vec<&str> {
+    let c = &s["Condition"];
+    [&c["ForAllValues:StringLike"]["dynamodb:LeadingKeys"], &c["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"]]
+        .into_iter()
+        .flat_map(|v| v.as_sequence().into_iter().flatten().filter_map(Value::as_str))
+        .collect()
+}
+
+/// Audit records are appended by the API functions (with their writes, in
+/// one transaction) and by nobody rewritten unseen: every right to write
+/// the audit table is bounded by key, only the checkpoint function writes
+/// its own checkpoints and exports and deletes nothing but its pending
+/// marker, no function may update or delete a chain record or head, and one
+/// function alone mirrors the table's stream into the locked archive.
+#[test]
+fn the_audit_trail_is_append_only_and_mirrored_by_one_role() {
+    let t = template();
+    let audit = of(&t, "AWS::DynamoDB::Table").find(|r| r.logical_id == "AuditTable").unwrap();
+    assert_eq!(audit.properties["StreamSpecification"]["StreamViewType"].as_str(), Some("NEW_AND_OLD_IMAGES"));
+    let mut appenders = 0;
+    for (function, s) in statements(&t) {
+        if !names(&s["Resource"]).contains(&"AuditTable".to_owned()) || s["Effect"].as_str() != Some("Allow") {
+            continue;
+        }
+        let writes: Vec<&str> = actions(s)
+            .into_iter()
+            .filter(|a| {
+                matches!(
+                    *a,
+                    "dynamodb:PutItem" | "dynamodb:UpdateItem" | "dynamodb:DeleteItem" | "dynamodb:BatchWriteItem"
+                )
+            })
+            .collect();
+        if writes.is_empty() {
+            continue;
+        }
+        let keys = leading_keys(s);
+        assert!(!keys.is_empty(), "{function}: {writes:?} on the audit table without a key condition");
+        let chain = keys.iter().any(|k| k.starts_with("HEAD#") || k.starts_with("CHAIN#"));
+        if chain {
+            assert_eq!(writes, ["dynamodb:PutItem"], "{function}: chain records and heads are only ever put");
+            assert!(keys.iter().all(|k| ["HEAD#*", "CHAIN#*"].contains(k)), "{function}: {keys:?}");
+            assert_ne!(function, "AuditCheckpointFunction", "the checkpoint function writes no chain");
+            appenders += 1;
+        }
+        if writes.contains(&"dynamodb:DeleteItem") {
+            assert_eq!((function, keys.as_slice()), ("AuditCheckpointFunction", ["EXPORT#pending"].as_slice()));
+        }
+    }
+    assert!(appenders >= 10, "{appenders} functions append audit records");
+    let mirror_writers: Vec<&str> = statements(&t)
+        .into_iter()
+        .filter(|(_, s)| actions(s).contains(&"s3:PutObject"))
+        .filter(|(_, s)| match &s["Resource"] {
+            Value::Tagged(tag) => {
+                tag.value.as_str().is_some_and(|r| r.contains("AuditArchiveBucket") && r.contains("/mirror/"))
+            }
+            _ => false,
+        })
+        .map(|(f, _)| f)
+        .collect();
+    assert_eq!(mirror_writers, ["AuditMirrorFunction"]);
+    let archive_writers: Vec<&str> = statements(&t)
+        .into_iter()
+        .filter(|(_, s)| actions(s).iter().any(|a| a.starts_with("s3:Put") || a.starts_with("s3:Delete")))
+        .filter(|(_, s)| names(&s["Resource"]).contains(&"AuditArchiveBucket".to_owned()))
+        .map(|(f, _)| f)
+        .collect();
+    assert!(
+        archive_writers.iter().all(|f| ["AuditMirrorFunction", "AuditCheckpointFunction"].contains(f)),
+        "{archive_writers:?}"
+    );
+    let schedule =
+        &of(&t, "AWS::Serverless::Function").find(|f| f.logical_id == "AuditCheckpointFunction").unwrap().properties
+            ["Events"];
+    let every: Vec<&str> =
+        schedule.as_mapping().unwrap().values().filter_map(|e| e["Properties"]["Schedule"].as_str()).collect();
+    assert_eq!(every, ["rate(5 minutes)"], "checkpoints every few minutes");
+}
+
+/// The account administers the keys; only this stack's roles (and the
+/// operators') use them, and the storage services on the account's behalf.
+#[test]
+fn key_policies_administer_and_bound_use() {
+    let t = template();
+    let keys: Vec<&Resource> = of(&t, "AWS::KMS::Key").collect();
+    assert!(keys.len() >= 3);
+    for key in keys {
+        for s in key.properties["KeyPolicy"]["Statement"].as_sequence().unwrap() {
+            let sid = s["Sid"].as_str().unwrap_or_default();
+            let acts = actions(s);
+            assert!(!acts.iter().any(|a| *a == "kms:*" || *a == "*"), "{}: {sid} grants everything", key.logical_id);
+            let uses = acts.iter().any(|a| {
+                [
+                    "kms:Decrypt",
+                    "kms:Encrypt",
+                    "kms:Sign",
+                    "kms:GenerateDataKey",
+                    "kms:GenerateDataKey*",
+                    "kms:ReEncrypt*",
+                ]
+                .contains(a)
+            });
+            let account = s["Principal"]["AWS"].as_str().is_some()
+                || matches!(&s["Principal"]["AWS"], Value::Tagged(tag) if tag.value.as_str().is_some_and(|v| v.ends_with(":root")));
+            if uses && account {
+                let c = &s["Condition"];
+                let bounded =
+                    !c["ArnLike"]["aws:PrincipalArn"].is_null() || !c["StringEquals"]["kms:ViaService"].is_null();
+                assert!(bounded, "{}: {sid} lets any principal of the account use the key", key.logical_id);
+            }
+        }
+    }
+}
+
+/// Who a user is (`fhirUser`, which consent provisions name) comes from an
+/// attribute only administrators set, through the token trigger.
+#[test]
+fn users_cannot_name_themselves() {
+    let t = template();
+    let client = of(&t, "AWS::Cognito::UserPoolClient").next().unwrap();
+    let writable: Vec<&str> = client.properties["WriteAttributes"]
+        .as_sequence()
+        .expect("writable attributes listed")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(!writable.iter().any(|a| a.starts_with("custom:")), "{writable:?}");
+    let pool = of(&t, "AWS::Cognito::UserPool").next().unwrap();
+    let trigger = &pool.properties["LambdaConfig"]["PreTokenGenerationConfig"];
+    assert_eq!(trigger["LambdaVersion"].as_str(), Some("V2_0"), "claims in access tokens need version 2");
+    assert_eq!(names(&trigger["LambdaArn"]), ["TokenClaimsFunction"]);
+}

@@ -32,12 +32,10 @@ impl App {
     pub async fn new(config: Config, get: impl Fn(&str) -> Option<String>) -> Result<Self, BootError> {
         let req = |k: &'static str| get(k).filter(|v| !v.trim().is_empty()).ok_or(ConfigError::Missing(k));
         let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
-        let s3 =
-            aws_sdk_s3::config::Builder::from(&sdk).force_path_style(config.deployment == Deployment::Local).build();
         let checkpoints = Checkpoints {
             ddb: aws_sdk_dynamodb::Client::new(&sdk),
             kms: aws_sdk_kms::Client::new(&sdk),
-            s3: aws_sdk_s3::Client::from_conf(s3),
+            s3: medrec_shared::aws::s3_client(&sdk, config.deployment == Deployment::Local),
             audit_table: config.audit_table.clone(),
             archive_bucket: req("MEDREC_AUDIT_ARCHIVE_BUCKET")?,
             signing_key_id: req("MEDREC_AUDIT_SIGNING_KEY_ID")?,

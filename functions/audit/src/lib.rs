@@ -23,6 +23,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/fhir/AuditEvent", interaction: "search-type" },
     Route { method: "POST", path: "/fhir/AuditEvent/_search", interaction: "search-type" },
     Route { method: "GET", path: "/fhir/Patient/{id}/$disclosures", interaction: "operation" },
+    Route { method: "POST", path: "/fhir/AuditEvent/{id}/$review", interaction: "operation" },
 ];
 
 pub struct App {
@@ -59,16 +60,31 @@ impl App {
         }
         let resources: Vec<Stored> = events
             .into_iter()
-            .map(|e| Stored {
-                id: e["id"].as_str().unwrap_or_default().to_owned(),
-                version: 1,
-                last_updated: String::new(),
-                resource: e,
-            })
+            .map(|e| Stored::new(e["id"].as_str().unwrap_or_default().to_owned(), 1, "", e))
             .collect();
-        let r = SearchResult { total: resources.len(), resources, next_cursor: None };
+        let r = SearchResult { total: Some(resources.len()), resources, next_cursor: None, notes: vec![] };
         let path = format!("/fhir/Patient/{id}/$disclosures");
         Ok(rest::searchset_response(ctx.base, &path, r, &ResultParams::default(), vec![]))
+    }
+}
+
+impl App {
+    /// `POST /fhir/AuditEvent/{id}/$review` with Parameters `outcome`
+    /// (valueCode) and `note` (valueString, optional).
+    async fn review(&self, ctx: Ctx<'_>, audit: &mut AuditEntry) -> Result<Response<Body>, Error> {
+        let id = ctx.params.first().copied().filter(|id| is_id(id)).ok_or(Error::NotFound)?;
+        let body = http::json_resource(ctx.req, self.rt.config.max_body_bytes, "Parameters")?;
+        let param = |name: &str, key: &str| {
+            body["parameter"].as_array().into_iter().flatten().find(|p| p["name"] == name).and_then(|p| p[key].as_str())
+        };
+        let outcome = param("outcome", "valueCode")
+            .ok_or_else(|| Error::BadRequest("Parameters needs outcome (valueCode)".into()))?;
+        self.rt.services.review_break_glass(ctx.caller, id, outcome, param("note", "valueString"), audit).await?;
+        let done = medrec_shared::fhir::outcome::Issue::information(
+            "informational",
+            format!("review of AuditEvent/{id} recorded"),
+        );
+        Ok(http::response(200, Some(&medrec_shared::fhir::outcome::operation_outcome(&[done])), &[]))
     }
 }
 
@@ -87,6 +103,7 @@ impl Api for App {
 
     async fn serve<'a>(&'a self, ctx: Ctx<'a>, audit: &'a mut AuditEntry) -> Result<Response<Body>, Error> {
         match ctx.route.interaction {
+            "operation" if ctx.route.method == "POST" => self.review(ctx, audit).await,
             "operation" => self.disclosures(ctx, audit).await,
             _ => {
                 let max = self.rt.config.max_body_bytes;

@@ -95,7 +95,11 @@ pub fn html(patient: &str, start: Option<&str>, end: Option<&str>, events: &[Val
             page,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(e["recorded"].as_str().unwrap_or_default()),
-            esc(agent["who"]["identifier"]["value"].as_str().unwrap_or_default()),
+            esc(agent["who"]["reference"]
+                .as_str()
+                .or(agent["who"]["identifier"]["value"].as_str())
+                .or(agent["who"]["display"].as_str())
+                .unwrap_or_default()),
             esc(&roles.join(", ")),
             esc(&what.join(" ")),
             esc(&codes(&e["purposeOfEvent"])),

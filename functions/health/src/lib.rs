@@ -30,6 +30,8 @@ pub struct App {
     bucket: String,
     processed_table: String,
     public_base_url: Option<String>,
+    /// The request bounds the OpenAPI document states.
+    limits: medrec_shared::config::Limits,
 }
 
 async fn check<T, E>(f: impl Future<Output = Result<T, E>>) -> &'static str {
@@ -51,16 +53,16 @@ impl App {
             get("MEDREC_PROCESSED_EVENTS_TABLE").ok_or(ConfigError::Missing("MEDREC_PROCESSED_EVENTS_TABLE"))?;
         let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
         let local = config.deployment == medrec_shared::config::Deployment::Local;
-        let s3 = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(local).build();
         Ok(App {
             ddb: aws_sdk_dynamodb::Client::new(&sdk),
             kms: aws_sdk_kms::Client::new(&sdk),
-            s3: aws_sdk_s3::Client::from_conf(s3),
+            s3: medrec_shared::aws::s3_client(&sdk, local),
             records_table: config.records_table,
             key_id: config.records_key_id,
             bucket,
             processed_table,
             public_base_url: config.public_base_url,
+            limits: config.limits,
         })
     }
 
@@ -123,7 +125,7 @@ impl App {
             }
             ("GET", "/openapi.json") => {
                 let base = http::base_url(&req, self.public_base_url.as_deref());
-                let mut resp = http::response(200, Some(&api::openapi::document(&base)), &[]);
+                let mut resp = http::response(200, Some(&api::openapi::document(&base, &self.limits)), &[]);
                 resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
                 resp
             }

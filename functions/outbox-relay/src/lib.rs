@@ -4,7 +4,8 @@
 //! publish, so Lambda retries from there.
 
 use lambda_http::LambdaEvent;
-use medrec_shared::aws::relay::{Relay, StreamBatchResponse, StreamEvent};
+use medrec_shared::aws::relay::Relay;
+use medrec_shared::aws::stream::{StreamBatchResponse, StreamEvent};
 use medrec_shared::config::{Config, ConfigError};
 use medrec_shared::runtime::BootError;
 use std::sync::Arc;

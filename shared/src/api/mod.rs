@@ -58,6 +58,8 @@ pub enum Kind {
     Vread,
     Everything,
     Disclosures,
+    /// An auditor's finding on a break-glass access.
+    Review,
     Binary,
     Validate,
     ValidateInstance,
@@ -114,6 +116,7 @@ pub fn operations() -> Vec<Operation> {
         }
     }
     ops.push(op("GET", "/fhir/Patient/{id}/$disclosures", Some("Patient"), Kind::Disclosures));
+    ops.push(op("POST", "/fhir/AuditEvent/{id}/$review", Some("AuditEvent"), Kind::Review));
     ops.push(op("GET", "/fhir/Binary/{id}", Some("Binary"), Kind::Binary));
     ops.push(op("POST", "/fhir/{type}/$validate", None, Kind::Validate));
     ops.push(op("POST", "/fhir/{type}/{id}/$validate", None, Kind::ValidateInstance));

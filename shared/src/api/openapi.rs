@@ -10,6 +10,7 @@
 //! the server answers with 400/412/422 and an OperationOutcome.
 
 use super::{operations, Kind, Operation, RESOURCES};
+use crate::config::Limits;
 use crate::fhir::patient::GENDERS;
 use crate::service::records::MAX_PAGE;
 use serde_json::{json, Map, Value};
@@ -162,7 +163,9 @@ fn resource_schema(ty: &str) -> Value {
 
 /// A search parameter's schema by its FHIR type: only values the server
 /// parses, so a well-formed search is never refused.
-fn search_param_schema(name: &str, ty: &str) -> Value {
+/// A search parameter's schema; `values` bounds how many comma-separated
+/// values a token or string parameter takes (`MEDREC_SEARCH_MAX_VALUES`).
+fn search_param_schema(name: &str, ty: &str, values: usize) -> Value {
     match (name, ty) {
         ("_count", _) => json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
         ("_id", _) => json!({"type": "string", "pattern": ID}),
@@ -173,9 +176,13 @@ fn search_param_schema(name: &str, ty: &str) -> Value {
         (_, "date") => json!({"type": "string", "pattern": date_pattern("(eq|gt|lt|ge|le)?")}),
         (_, "quantity") => json!({"type": "string",
             "pattern": "^(eq|ne|gt|lt|ge|le)?-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?(\\|[^|]*\\|[^|]*)?$"}),
+        // An identifier's value after `system|` is not empty.
+        ("identifier", _) => json!({"type": "string",
+            "pattern": format!("^[^,]*[^,\\s|]\\s*(,[^,]*[^,\\s|]\\s*){{0,{}}}$", values.saturating_sub(1))}),
         // Tokens and strings are matched as given (trimmed): values with
         // more than whitespace, several separated by commas (any matches).
-        _ => json!({"type": "string", "pattern": "^[^,]*[^,\\s][^,]*(,[^,]*[^,\\s][^,]*)*$"}),
+        _ => json!({"type": "string",
+            "pattern": format!("^[^,]*[^,\\s][^,]*(,[^,]*[^,\\s][^,]*){{0,{}}}$", values.saturating_sub(1))}),
     }
 }
 
@@ -209,7 +216,7 @@ fn if_match(required: bool) -> Value {
 }
 
 /// The parameters, body and responses of one operation.
-fn operation(o: &Operation) -> Value {
+fn operation(o: &Operation, limits: &Limits) -> Value {
     let ty = o.resource_type.unwrap_or("Resource");
     let resource = json!({"$ref": format!("#/components/schemas/{ty}Response")});
     let bundle = json!({"$ref": "#/components/schemas/Bundle"});
@@ -224,12 +231,12 @@ fn operation(o: &Operation) -> Value {
                 // audit search names a patient or an agent.
                 let required = *name == "patient" && o.resource_type != Some("AuditEvent");
                 json!({"name": name, "in": "query", "required": required, "description": doc,
-                    "schema": search_param_schema(name, pty)})
+                    "schema": search_param_schema(name, pty, limits.search_values)})
             })
             .collect();
         if !params.iter().any(|p| p["name"] == "_count") {
             params.push(json!({"name": "_count", "in": "query", "required": false,
-                "schema": search_param_schema("_count", "number")}));
+                "schema": search_param_schema("_count", "number", 1)}));
         }
         params
     };
@@ -382,7 +389,7 @@ fn operation(o: &Operation) -> Value {
         }
         Kind::History => {
             parameters = id_params();
-            parameters.push(json!({"name": "_count", "in": "query", "required": false, "schema": search_param_schema("_count", "number")}));
+            parameters.push(json!({"name": "_count", "in": "query", "required": false, "schema": search_param_schema("_count", "number", 1)}));
             responses.insert("200".into(), json!({"description": "A history Bundle", "content": fhir(bundle.clone())}));
             responses.insert("410".into(), error("Deleted"));
             (format!("History of a {ty}"), format!("history{ty}"))
@@ -400,6 +407,27 @@ fn operation(o: &Operation) -> Value {
             parameters = id_params();
             responses.insert("200".into(), json!({"description": "The accounting of disclosures (45 CFR 164.528)", "content": fhir(bundle.clone())}));
             ("Accounting of disclosures".into(), "disclosuresPatient".into())
+        }
+        Kind::Review => {
+            parameters = id_params();
+            let code = |name: &str, key: &str, schema: Value| {
+                json!({"type": "object", "required": ["name", key], "additionalProperties": false,
+                    "properties": {"name": {"const": name}, key: schema}})
+            };
+            let outcomes = json!({"type": "string", "enum": crate::service::audit_search::REVIEW_OUTCOMES});
+            request_body = body(
+                json!({"type": "object", "required": ["resourceType", "parameter"], "properties": {
+                    "resourceType": {"const": "Parameters"},
+                    "parameter": {"type": "array", "minItems": 1, "maxItems": 2, "items": {"oneOf": [
+                        code("outcome", "valueCode", outcomes),
+                        code("note", "valueString", json!({"type": "string", "minLength": 1, "maxLength": 2000}))]}}}}),
+                "application/fhir+json",
+            );
+            responses
+                .insert("200".into(), json!({"description": "The review is recorded", "content": fhir(outcome_ref())}));
+            responses.insert("409".into(), error("Reviewed already"));
+            responses.insert("415".into(), error("Not FHIR JSON"));
+            ("Review a break-glass access".into(), "reviewBreakGlass".into())
         }
         Kind::Binary => {
             parameters = id_params();
@@ -472,12 +500,13 @@ fn links(ty: &str) -> Value {
     links
 }
 
-/// The whole document. `base_url` is where the API is served.
-pub fn document(base_url: &str) -> Value {
+/// The whole document. `base_url` is where the API is served; `limits`
+/// are the deployment's bounds on a request (they shape the parameters).
+pub fn document(base_url: &str, limits: &Limits) -> Value {
     let mut paths = Map::new();
     for o in operations() {
         let entry = paths.entry(o.path.clone()).or_insert_with(|| json!({}));
-        entry[o.method.to_ascii_lowercase()] = operation(&o);
+        entry[o.method.to_ascii_lowercase()] = operation(&o, limits);
     }
     let mut schemas = Map::new();
     for r in RESOURCES {

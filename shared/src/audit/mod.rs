@@ -6,6 +6,7 @@
 pub mod chain;
 pub mod checkpoint;
 pub mod export;
+pub mod mirror;
 
 use serde_json::{json, Value};
 
@@ -40,10 +41,24 @@ impl Outcome {
 pub struct Agent {
     /// The verified `sub`; None when authentication failed.
     pub subject: Option<String>,
+    /// Who the user is in FHIR terms (the token's `fhirUser`), when known.
+    pub fhir_user: Option<String>,
     pub roles: Vec<&'static str>,
     pub token_id: Option<String>,
     pub source_ip: Option<String>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakGlassNote {
+    pub code: String,
+    pub sealed_reason: Option<Vec<u8>>,
+}
+
+/// Subtype code of a break-glass access (`AuditEvent?subtype=break-glass`).
+pub const BREAK_GLASS_SUBTYPE: &str = "break-glass";
+pub const SUBTYPE_SYSTEM: &str = "urn:medrec:audit-subtype";
+/// The interaction (and subtype) of an auditor's review of a break-glass access.
+pub const BREAK_GLASS_REVIEW: &str = "break-glass-review";
 
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
@@ -55,7 +70,10 @@ pub struct AuditEntry {
     pub status: u16,
     pub agent: Agent,
     pub purpose: &'static str,
-    pub break_glass_reason_sha256: Option<String>,
+    /// A break-glass access: its reason code, and its free-text reason sealed
+    /// under the patient's key (stored apart from the plaintext trail, for
+    /// the review; a purge's crypto-shredding takes it with the patient).
+    pub break_glass: Option<BreakGlassNote>,
     /// The patient compartment touched, if any (an opaque id).
     pub patient: Option<String>,
     /// References such as `Patient/abc` or `Patient/abc/_history/2`.
@@ -110,7 +128,7 @@ impl AuditEntry {
     fn action(&self) -> &'static str {
         match self.interaction {
             "create" => "C",
-            "update" | "patch" => "U",
+            "update" | "patch" | BREAK_GLASS_REVIEW => "U",
             "delete" | "purge" | "purge-resource" => "D",
             "search-type" | "search-system" | "history-instance" | "history-type" => "E",
             _ => "R",
@@ -121,7 +139,12 @@ impl AuditEntry {
         let (type_coding, subtype) = if self.interaction == "transmit" {
             (
                 json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110106", "display": "Export"}),
-                json!([{"system": "urn:medrec:audit-subtype", "code": "registry-submission"}]),
+                json!([{"system": SUBTYPE_SYSTEM, "code": "registry-submission"}]),
+            )
+        } else if self.interaction == BREAK_GLASS_REVIEW {
+            (
+                json!({"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"}),
+                json!([{"system": SUBTYPE_SYSTEM, "code": BREAK_GLASS_REVIEW}]),
             )
         } else if self.interaction == "authenticate" {
             (
@@ -139,6 +162,9 @@ impl AuditEntry {
             "requestor": true,
             "who": {"identifier": {"system": "urn:medrec:sub", "value": self.agent.subject.clone().unwrap_or_else(|| "unauthenticated".into())}},
         });
+        if let Some(user) = &self.agent.fhir_user {
+            agent["who"]["reference"] = json!(user);
+        }
         if !self.agent.roles.is_empty() {
             agent["role"] = json!(self.agent.roles.iter().map(|r| json!({"text": r})).collect::<Vec<_>>());
         }
@@ -161,13 +187,17 @@ impl AuditEntry {
                 "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24", "display": "Query"},
                 "detail": [{"type": "parameter-names", "valueString": self.query_params.join(",")}]}));
         }
-        if let Some(digest) = &self.break_glass_reason_sha256 {
-            entities.push(json!({"detail": [{"type": "break-glass-reason-sha256", "valueString": digest}]}));
+        if let Some(bg) = &self.break_glass {
+            entities.push(json!({"detail": [{"type": "break-glass-reason-code", "valueString": bg.code}]}));
         }
         let mut purpose = vec![
             json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": self.purpose}]}),
         ];
-        if self.break_glass_reason_sha256.is_some() {
+        let mut subtype = subtype;
+        if self.break_glass.is_some() {
+            if let Some(list) = subtype.as_array_mut() {
+                list.push(json!({"system": SUBTYPE_SYSTEM, "code": BREAK_GLASS_SUBTYPE}));
+            }
             purpose.push(
                 json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "BGACCESS"}]}),
             );

@@ -252,7 +252,7 @@ fn claims(c: &Map<String, Value>, policy: &TokenPolicy, now: i64) -> Result<Prin
 
 /// `fhirUser` (absolute or relative URL of a person resource) as a relative
 /// reference; None for anything else, which rejects the token.
-fn fhir_user_reference(url: &str) -> Option<String> {
+pub fn fhir_user_reference(url: &str) -> Option<String> {
     let mut parts = url.trim_end_matches('/').rsplit('/');
     let (id, ty) = (parts.next()?, parts.next()?);
     let person = matches!(ty, "Practitioner" | "PractitionerRole" | "Patient" | "RelatedPerson" | "Person");

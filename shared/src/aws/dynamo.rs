@@ -182,11 +182,42 @@ impl DynamoStore {
             .collect()
     }
 
-    /// Appends `audit` to a chain shard together with `items`, in one
-    /// transaction. Retries on head contention (another writer advanced the
-    /// shard); a failed condition among `items` is returned as is.
-    async fn commit_with_audit(&self, items: Vec<TransactWriteItem>, audit: &AuditEntry) -> Result<(), PortError> {
-        let body = audit.to_fhir().to_string();
+    /// The item that keeps a break-glass access for review: in the
+    /// patient's partition (so the purge takes it with them), its reason
+    /// sealed under the patient's key, queued through the search index.
+    fn break_glass_items(&self, audit: &AuditEntry, body: &str) -> Vec<TransactWriteItem> {
+        let Some((bg, patient)) = audit.break_glass.as_ref().zip(audit.patient.as_ref()) else { return vec![] };
+        let Some(sealed) = bg.sealed_reason.as_ref() else { return vec![] };
+        let locator = HashMap::from([
+            ("pk".to_owned(), s(locator_pk(BREAK_GLASS_LOCATOR, &audit.id))),
+            ("sk".to_owned(), s("L")),
+            ("p".to_owned(), s(patient)),
+        ]);
+        let item = HashMap::from([
+            ("pk".to_owned(), s(patient_pk(patient))),
+            ("sk".to_owned(), s(format!("BG#{}", audit.id))),
+            ("ix".to_owned(), s(BREAK_GLASS_PENDING)),
+            ("ixs".to_owned(), s(crate::ports::break_glass_position(&audit.recorded, &audit.id))),
+            ("at".to_owned(), s(&audit.recorded)),
+            ("code".to_owned(), s(&bg.code)),
+            ("body".to_owned(), s(body)),
+            ("reason".to_owned(), b(sealed)),
+        ]);
+        vec![
+            put(&self.tables.records, locator, Some("attribute_not_exists(pk)"), &[]),
+            put(&self.tables.records, item, Some("attribute_not_exists(pk)"), &[]),
+        ]
+    }
+
+    /// Appends `audits` to a chain shard (consecutive records) together with
+    /// `items`, in one transaction. Retries on head contention (another
+    /// writer advanced the shard); a failed condition among `items` is
+    /// returned as is.
+    async fn commit_with_audit(&self, items: Vec<TransactWriteItem>, audits: &[AuditEntry]) -> Result<(), PortError> {
+        let bodies: Vec<String> = audits.iter().map(|a| a.to_fhir().to_string()).collect();
+        let side_items: Vec<TransactWriteItem> =
+            audits.iter().zip(&bodies).flat_map(|(a, body)| self.break_glass_items(a, body)).collect();
+        let last_id = &audits.last().ok_or_else(|| PortError::Integrity("no audit record to append".into()))?.id;
         let mut shard = self.preferred_shard;
         for attempt in 0..AUDIT_ATTEMPTS {
             let cached = self.heads.lock().expect("heads lock").get(&shard).cloned();
@@ -194,22 +225,30 @@ impl DynamoStore {
                 Some(h) if attempt == 0 => h,
                 _ => self.read_head(shard).await?,
             };
-            let seq = head.seq + 1;
-            let hash = chain::link(&self.chain_key, shard, seq, &head.hash, &body);
-            let mut record = HashMap::from([
-                ("pk".to_owned(), s(format!("CHAIN#{shard}"))),
-                ("sk".to_owned(), n(seq)),
-                ("prev".to_owned(), s(&head.hash)),
-                ("hash".to_owned(), s(&hash)),
-                ("body".to_owned(), s(&body)),
-                ("id".to_owned(), s(&audit.id)),
-                ("at".to_owned(), s(&audit.recorded)),
-            ]);
-            if let Some(p) = audit.audited_patient() {
-                record.insert("patient".into(), s(p));
-            }
-            if let Some(a) = crate::service::security_alerts::agent_key(audit) {
-                record.insert("agent".into(), s(a));
+            let mut all = items.clone();
+            let domain_len = all.len();
+            all.extend(side_items.iter().cloned());
+            let (mut seq, mut hash) = (head.seq, head.hash.clone());
+            for (audit, body) in audits.iter().zip(&bodies) {
+                seq += 1;
+                let next = chain::link(&self.chain_key, shard, seq, &hash, body);
+                let prev = std::mem::replace(&mut hash, next);
+                let mut record = HashMap::from([
+                    ("pk".to_owned(), s(format!("CHAIN#{shard}"))),
+                    ("sk".to_owned(), n(seq)),
+                    ("prev".to_owned(), s(prev)),
+                    ("hash".to_owned(), s(&hash)),
+                    ("body".to_owned(), s(body)),
+                    ("id".to_owned(), s(&audit.id)),
+                    ("at".to_owned(), s(&audit.recorded)),
+                ]);
+                if let Some(p) = audit.audited_patient() {
+                    record.insert("patient".into(), s(p));
+                }
+                if let Some(a) = crate::service::security_alerts::agent_key(audit) {
+                    record.insert("agent".into(), s(a));
+                }
+                all.push(put(&self.tables.audit, record, Some("attribute_not_exists(pk)"), &[]));
             }
             let head_item = HashMap::from([
                 ("pk".to_owned(), s(format!("HEAD#{shard}"))),
@@ -217,15 +256,11 @@ impl DynamoStore {
                 ("seq".to_owned(), n(seq)),
                 ("hash".to_owned(), s(&hash)),
             ]);
-            let head_put = if head.seq == 0 {
+            all.push(if head.seq == 0 {
                 put(&self.tables.audit, head_item, Some("attribute_not_exists(pk)"), &[])
             } else {
                 put(&self.tables.audit, head_item, Some("seq = :seq"), &[(":seq", n(head.seq))])
-            };
-            let mut all = items.clone();
-            let domain_len = all.len();
-            all.push(put(&self.tables.audit, record, Some("attribute_not_exists(pk)"), &[]));
-            all.push(head_put);
+            });
             if all.len() > MAX_TRANSACTION_ITEMS {
                 return Err(PortError::Backend { service: "dynamodb", detail: "transaction too large".into() });
             }
@@ -253,10 +288,10 @@ impl DynamoStore {
                         return Err(port_error("dynamodb", &e));
                     }
                     // A retry of an attempt that was applied, its answer
-                    // lost, meets its own record (DynamoDB's request token
+                    // lost, meets its own records (DynamoDB's request token
                     // covers this; the emulator ignores it): done, not a
-                    // race to retry elsewhere, which would record it twice.
-                    if self.recorded(shard, seq, &audit.id).await? {
+                    // race to retry elsewhere, which would record them twice.
+                    if self.recorded(shard, seq, last_id).await? {
                         self.heads.lock().expect("heads lock").insert(shard, Head { seq, hash });
                         return Ok(());
                     }
@@ -269,7 +304,45 @@ impl DynamoStore {
     }
 }
 
+/// The search-index key of break-glass accesses awaiting review, and of those reviewed.
+const BREAK_GLASS_PENDING: &str = "BREAKGLASS#pending";
+const BREAK_GLASS_REVIEWED: &str = "BREAKGLASS#reviewed";
+/// The locator type of break-glass accesses: a review names the access by
+/// its audit id alone, and the locator says whose partition holds it.
+const BREAK_GLASS_LOCATOR: &str = "BreakGlass";
+/// Every attribute of a break-glass item (template.yaml lets the audit
+/// function read these and no others).
+const BREAK_GLASS_ATTRIBUTES: [&str; 12] =
+    ["pk", "sk", "ix", "ixs", "at", "code", "body", "reason", "outcome", "reviewer", "rat", "note"];
+
 impl DynamoStore {
+    /// An item of the records table, read consistently, with only the
+    /// attributes named: the audit function's role may read no others of
+    /// that table (never a record's ciphertext).
+    async fn projected_item(
+        &self,
+        pk: &str,
+        sk: &str,
+        attributes: &[&str],
+    ) -> Result<Option<HashMap<String, AV>>, PortError> {
+        let mut get = self
+            .client
+            .get_item()
+            .table_name(&self.tables.records)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true);
+        // Names, not the words: several are DynamoDB reserved words.
+        let mut projection = vec![];
+        for (i, name) in attributes.iter().enumerate() {
+            get = get.expression_attribute_names(format!("#a{i}"), *name);
+            projection.push(format!("#a{i}"));
+        }
+        let out =
+            get.projection_expression(projection.join(", ")).send().await.map_err(|e| port_error("dynamodb", &e))?;
+        Ok(out.item().cloned())
+    }
+
     /// Whether the chain record at (`shard`, `seq`) is the audit record `id`.
     async fn recorded(&self, shard: u32, seq: u64, id: &str) -> Result<bool, PortError> {
         let out = self
@@ -423,6 +496,7 @@ impl RecordStore for DynamoStore {
             .table_name(&self.tables.records)
             .key("pk", s(patient_pk(patient)))
             .key("sk", s("KEY"))
+            .projection_expression("wk")
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
@@ -500,6 +574,45 @@ impl RecordStore for DynamoStore {
         out.items().iter().map(version_from).collect()
     }
 
+    async fn ids_for_token_page(
+        &self,
+        ty: &str,
+        token: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, PortError> {
+        let mut ids = Vec::new();
+        let mut start: Option<HashMap<String, AV>> = None;
+        // A GSI Query's Limit caps items evaluated per call; follow the
+        // pages until `limit` ids or the index ends.
+        while ids.len() < limit {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.tables.records)
+                .index_name(SEARCH_INDEX)
+                .expression_attribute_values(":ix", s(format!("{ty}#{token}")))
+                .limit((limit - ids.len()).min(1000) as i32)
+                .set_exclusive_start_key(start.take());
+            q = match after {
+                Some(a) => {
+                    q.key_condition_expression("ix = :ix AND ixs > :after").expression_attribute_values(":after", s(a))
+                }
+                None => q.key_condition_expression("ix = :ix"),
+            };
+            let out = q.send().await.map_err(|e| port_error("dynamodb", &e))?;
+            ids.extend(out.items().iter().filter_map(|i| get_s(i, "ixs").map(str::to_owned)));
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        ids.truncate(limit);
+        Ok(ids)
+    }
+
     async fn ids_for_token(&self, ty: &str, token: &str) -> Result<Vec<String>, PortError> {
         let items = self
             .query_all(&|q| {
@@ -574,7 +687,7 @@ impl RecordStore for DynamoStore {
             items.push(TransactWriteItem::builder().delete(del).build());
         }
         items.extend(self.outbox_items(&events));
-        match self.commit_with_audit(items, audit).await {
+        match self.commit_with_audit(items, std::slice::from_ref(audit)).await {
             // A lost answer, then the SDK's retry meets the conditions the
             // first attempt satisfied. DynamoDB's request token covers that
             // for ten minutes (the emulator not at all); the version item
@@ -588,8 +701,31 @@ impl RecordStore for DynamoStore {
         }
     }
 
-    async fn audit(&self, audit: &AuditEntry, events: Vec<DomainEvent>) -> Result<(), PortError> {
-        self.commit_with_audit(self.outbox_items(&events), audit).await
+    async fn audit_batch(&self, audits: &[AuditEntry], events: Vec<DomainEvent>) -> Result<(), PortError> {
+        // Each record is a chain item (a break-glass one also its review
+        // item and that item's locator), each event an outbox item, and one item is the head; a
+        // transaction holds 100: the records go in as many as it takes,
+        // each with its share of the events.
+        let mut events = self.outbox_items(&events).into_iter();
+        let per_record = events.len().div_ceil(audits.len().max(1));
+        let mut rest = audits;
+        while !rest.is_empty() {
+            let (mut used, mut take) = (1, 0);
+            for a in rest {
+                let cost =
+                    1 + per_record + 2 * usize::from(a.break_glass.as_ref().is_some_and(|b| b.sealed_reason.is_some()));
+                if take > 0 && used + cost > MAX_TRANSACTION_ITEMS {
+                    break;
+                }
+                used += cost;
+                take += 1;
+            }
+            let (chunk, next) = rest.split_at(take);
+            let items: Vec<_> = events.by_ref().take(per_record * take).collect();
+            self.commit_with_audit(items, chunk).await?;
+            rest = next;
+        }
+        Ok(())
     }
 
     async fn audit_once(&self, key: &str, audit: &AuditEntry, events: Vec<DomainEvent>) -> Result<bool, PortError> {
@@ -600,7 +736,7 @@ impl RecordStore for DynamoStore {
         ]);
         let mut items = vec![put(&self.tables.records, marker, Some("attribute_not_exists(pk)"), &[])];
         items.extend(self.outbox_items(&events));
-        match self.commit_with_audit(items, audit).await {
+        match self.commit_with_audit(items, std::slice::from_ref(audit)).await {
             Ok(()) => Ok(true),
             Err(PortError::ConditionFailed(0)) => Ok(false),
             Err(e) => Err(e),
@@ -608,7 +744,108 @@ impl RecordStore for DynamoStore {
     }
 }
 
+fn break_glass_from(item: &HashMap<String, AV>) -> Option<crate::ports::BreakGlassAccess> {
+    let review = get_s(item, "outcome").map(|outcome| crate::ports::BreakGlassReview {
+        outcome: outcome.to_owned(),
+        reviewer: get_s(item, "reviewer").unwrap_or_default().to_owned(),
+        at: get_s(item, "rat").unwrap_or_default().to_owned(),
+        sealed_note: get_b(item, "note"),
+    });
+    Some(crate::ports::BreakGlassAccess {
+        patient: get_s(item, "pk")?.strip_prefix("P#")?.to_owned(),
+        audit_id: get_s(item, "sk")?.strip_prefix("BG#")?.to_owned(),
+        recorded: get_s(item, "at")?.to_owned(),
+        code: get_s(item, "code")?.to_owned(),
+        audit_event: get_s(item, "body")?.to_owned(),
+        sealed_reason: get_b(item, "reason")?,
+        review,
+    })
+}
+
 impl crate::ports::AuditLog for DynamoStore {
+    async fn break_glass_accesses(
+        &self,
+        reviewed: bool,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<crate::ports::BreakGlassAccess>, PortError> {
+        let ix = if reviewed { BREAK_GLASS_REVIEWED } else { BREAK_GLASS_PENDING };
+        let mut keys = vec![];
+        let mut start = None;
+        // One page of the index, never the whole queue: a burst of
+        // break-glass use must not make its own review slower.
+        while keys.len() < limit {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.tables.records)
+                .index_name(SEARCH_INDEX)
+                .expression_attribute_values(":ix", s(ix))
+                .limit(i32::try_from(limit - keys.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start);
+            q = match after {
+                Some(a) => {
+                    q.key_condition_expression("ix = :ix AND ixs > :after").expression_attribute_values(":after", s(a))
+                }
+                None => q.key_condition_expression("ix = :ix"),
+            };
+            let out = q.send().await.map_err(|e| port_error("dynamodb", &e))?;
+            keys.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        let mut found = Vec::with_capacity(keys.len());
+        // The index holds keys only; each access is read whole, consistently
+        // (a review may have just moved it).
+        for key in keys {
+            let (Some(pk), Some(sk)) = (get_s(&key, "pk"), get_s(&key, "sk")) else { continue };
+            let item = self.projected_item(pk, sk, &BREAK_GLASS_ATTRIBUTES).await?;
+            if let Some(access) = item.filter(|i| get_s(i, "ix") == Some(ix)).as_ref().and_then(break_glass_from) {
+                found.push(access);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn break_glass_access(&self, audit_id: &str) -> Result<Option<crate::ports::BreakGlassAccess>, PortError> {
+        let locator = self.projected_item(&locator_pk(BREAK_GLASS_LOCATOR, audit_id), "L", &["p"]).await?;
+        let Some(patient) = locator.as_ref().and_then(|l| get_s(l, "p")) else { return Ok(None) };
+        let sk = format!("BG#{audit_id}");
+        let item = self.projected_item(&patient_pk(patient), &sk, &BREAK_GLASS_ATTRIBUTES).await?;
+        Ok(item.as_ref().and_then(break_glass_from))
+    }
+
+    async fn review_break_glass(
+        &self,
+        access: &crate::ports::BreakGlassAccess,
+        review: &crate::ports::BreakGlassReview,
+        audit: &AuditEntry,
+    ) -> Result<(), PortError> {
+        let mut update = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.tables.records)
+            .key("pk", s(patient_pk(&access.patient)))
+            .key("sk", s(format!("BG#{}", access.audit_id)))
+            .condition_expression("#ix = :pending")
+            .expression_attribute_values(":pending", s(BREAK_GLASS_PENDING))
+            .expression_attribute_values(":reviewed", s(BREAK_GLASS_REVIEWED))
+            .expression_attribute_values(":outcome", s(&review.outcome))
+            .expression_attribute_values(":reviewer", s(&review.reviewer))
+            .expression_attribute_values(":at", s(&review.at));
+        for name in ["ix", "outcome", "reviewer", "rat"] {
+            update = update.expression_attribute_names(format!("#{name}"), name);
+        }
+        let mut set = "SET #ix = :reviewed, #outcome = :outcome, #reviewer = :reviewer, #rat = :at".to_owned();
+        if let Some(note) = &review.sealed_note {
+            update = update.expression_attribute_values(":note", b(note)).expression_attribute_names("#note", "note");
+            set.push_str(", #note = :note");
+        }
+        let update = update.update_expression(set).build().expect("table, key and expression set");
+        let items = vec![TransactWriteItem::builder().update(update).build()];
+        self.commit_with_audit(items, std::slice::from_ref(audit)).await
+    }
+
     async fn count_failure(&self, current: &str, previous: &str, expires: i64) -> Result<u64, PortError> {
         let key = |k: &str| HashMap::from([("pk".to_owned(), s(format!("FAILS#{k}"))), ("sk".to_owned(), s("FAILS"))]);
         let counted = |item: Option<&HashMap<String, AV>>| {

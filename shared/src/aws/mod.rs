@@ -4,11 +4,13 @@
 pub mod checkpoints;
 pub mod dynamo;
 pub mod kms;
+pub mod mirror;
 pub mod processed;
 pub mod purge;
 pub mod relay;
 pub mod roster;
 pub mod s3;
+pub mod stream;
 
 use crate::error::PortError;
 use aws_config::{BehaviorVersion, Region};
@@ -30,6 +32,12 @@ pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
         );
     }
     loader.load().await
+}
+
+/// An S3 client; `path_style` for the emulator, which serves buckets by
+/// path, not by virtual host.
+pub fn s3_client(sdk: &aws_config::SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(path_style).build())
 }
 
 /// Translates an SDK error into a port error. Only the error code and the

@@ -257,7 +257,7 @@ impl Purger<'_> {
             status: 200,
             agent: crate::audit::Agent { subject: Some(by.into()), ..Default::default() },
             purpose: "HOPERAT",
-            break_glass_reason_sha256: None,
+            break_glass: None,
             patient: Some(patient.into()),
             entities,
             query_params: vec![],
@@ -619,12 +619,11 @@ impl PurgeContext {
         let kms = super::kms::KmsKeys::new(aws_sdk_kms::Client::new(sdk), records_key_id);
         let root = crate::runtime::root_secret(&ddb, &kms, &tables.records).await?;
         let keys = crate::service::ServiceKeys::derive(&root);
-        let s3 = aws_sdk_s3::config::Builder::from(sdk).force_path_style(local).build();
         Ok(PurgeContext {
             records_table: tables.records.clone(),
             store: DynamoStore::new(ddb.clone(), tables, keys.audit_chain, shards),
             ddb,
-            s3: aws_sdk_s3::Client::from_conf(s3),
+            s3: super::s3_client(sdk, local),
             index: BlindIndex::new(keys.blind_index),
             documents_bucket: documents_bucket.to_owned(),
         })

@@ -7,12 +7,11 @@
 
 use super::dynamo::{batch_write_all, get_s};
 use super::port_error;
+use super::stream::{ItemFailure, StreamBatchResponse, StreamEvent};
 use crate::error::PortError;
 use crate::events::{Envelope, SOURCE};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
 /// EventBridge's limit on entries in one PutEvents call.
@@ -22,42 +21,6 @@ const BATCH_GET_LIMIT: usize = 100;
 /// How long a sent event stays in the outbox (for operators and replays)
 /// before DynamoDB's TTL removes it.
 const SENT_KEEP_SECONDS: i64 = 7 * 24 * 3600;
-
-/// The DynamoDB stream event Lambda delivers (only what the relay reads).
-#[derive(Debug, Deserialize)]
-pub struct StreamEvent {
-    #[serde(rename = "Records")]
-    pub records: Vec<StreamRecord>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct StreamRecord {
-    #[serde(rename = "eventName")]
-    pub event_name: String,
-    pub dynamodb: StreamData,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct StreamData {
-    #[serde(rename = "SequenceNumber")]
-    pub sequence_number: String,
-    #[serde(rename = "NewImage", default)]
-    pub new_image: HashMap<String, Value>,
-}
-
-/// A partial batch response for a stream (`ReportBatchItemFailures`): Lambda
-/// retries from the first failed record.
-#[derive(Debug, Default, Serialize, PartialEq, Eq)]
-pub struct StreamBatchResponse {
-    #[serde(rename = "batchItemFailures")]
-    pub batch_item_failures: Vec<ItemFailure>,
-}
-
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct ItemFailure {
-    #[serde(rename = "itemIdentifier")]
-    pub item_identifier: String,
-}
 
 pub struct Relay {
     pub ddb: aws_sdk_dynamodb::Client,

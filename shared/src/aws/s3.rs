@@ -15,9 +15,7 @@ pub struct S3Blobs {
 
 impl S3Blobs {
     pub fn new(sdk: &aws_config::SdkConfig, local: bool, documents: &str, uploads: &str) -> Self {
-        // The emulator serves buckets by path, not by virtual host.
-        let conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(local).build();
-        S3Blobs { client: aws_sdk_s3::Client::from_conf(conf), documents: documents.into(), uploads: uploads.into() }
+        S3Blobs { client: super::s3_client(sdk, local), documents: documents.into(), uploads: uploads.into() }
     }
 
     async fn read(&self, bucket: &str, key: &str, range: Option<(u64, u64)>) -> Result<Option<Vec<u8>>, PortError> {

@@ -11,6 +11,8 @@ pub struct SearchPage {
     pub entries: Vec<(String, Value)>,
     /// Added by `_include`/`_revinclude` (search mode `include`).
     pub included: Vec<(String, Value)>,
+    /// An OperationOutcome about the page (search mode `outcome`).
+    pub outcome: Option<Value>,
 }
 
 pub fn searchset(page: SearchPage) -> Value {
@@ -21,14 +23,23 @@ pub fn searchset(page: SearchPage) -> Value {
     fn entry(mode: &'static str) -> impl Fn((String, Value)) -> Value {
         move |(full_url, resource)| json!({"fullUrl": full_url, "resource": resource, "search": {"mode": mode}})
     }
-    let entries: Vec<Value> =
-        page.entries.into_iter().map(entry("match")).chain(page.included.into_iter().map(entry("include"))).collect();
+    let outcome = page.outcome.map(|o| json!({"resource": o, "search": {"mode": "outcome"}}));
+    let entries: Vec<Value> = page
+        .entries
+        .into_iter()
+        .map(entry("match"))
+        .chain(page.included.into_iter().map(entry("include")))
+        .chain(outcome)
+        .collect();
     let mut bundle = json!({
         "resourceType": "Bundle",
         "type": "searchset",
         "link": links,
-        "entry": entries,
     });
+    // FHIR forbids empty arrays (ele-1): an empty page has no `entry`.
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
     if let Some(total) = page.total {
         bundle["total"] = json!(total);
     }

@@ -56,7 +56,7 @@ pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) ->
             "security": {
                 "cors": false,
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
-                "description": "Bearer JWT (RS256/ES256) from the configured OpenID Connect issuer; roles from a configured claim narrowed by SMART v2 scopes; X-Purpose-Of-Use recorded on every access; ETREAT needs X-Break-Glass-Reason."
+                "description": "Bearer JWT (RS256/ES256) from the configured OpenID Connect issuer; roles from a configured claim narrowed by SMART v2 scopes; X-Purpose-Of-Use recorded on every access; ETREAT (break-glass) is read-only and needs X-Break-Glass-Reason-Code and a written X-Break-Glass-Reason; each use is alerted and queued for review. Consents are recorded by the consent authority roles only."
             },
             "resource": resources,
             "interaction": [],

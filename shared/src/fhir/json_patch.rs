@@ -12,6 +12,34 @@ pub enum PatchError {
     /// The patch does not apply to this resource, or a `test` failed (422).
     #[error("operation {0}: {1}")]
     Failed(usize, String),
+    /// The patch would pass a bound on operations or document size (422):
+    /// refused before the work or the memory grows.
+    #[error("operation {0}: {1}")]
+    TooCostly(usize, String),
+}
+
+/// What one patch may do: how many operations, and how large the document
+/// may be while it is patched and after.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub operations: usize,
+    pub bytes: usize,
+}
+
+/// The length of a value's JSON text, counted without building it.
+fn json_len(v: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Counter(0);
+    serde_json::to_writer(&mut c, v).map(|_| c.0).unwrap_or(usize::MAX)
 }
 
 fn tokens(pointer: &str) -> Option<Vec<String>> {
@@ -104,10 +132,45 @@ pub fn check(patch: &Value) -> Result<(), PatchError> {
     Ok(())
 }
 
-pub fn apply(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
+/// Applies every operation in order, or none: on error `doc` is unchanged.
+/// The document's size is tracked operation by operation (each `add`,
+/// `replace` or `copy` counts the value it puts, each `remove` what it
+/// takes), and an operation that would take it past `bounds.bytes` is
+/// refused before it runs: a patch of a few `copy` operations that double
+/// the document each time stops at the bound, not at the memory's end.
+pub fn apply(doc: &mut Value, patch: &Value, bounds: Bounds) -> Result<(), PatchError> {
     let ops = patch.as_array().ok_or_else(|| PatchError::Malformed(0, "a JSON Patch is an array".into()))?;
+    if ops.len() > bounds.operations {
+        return Err(PatchError::TooCostly(
+            bounds.operations,
+            format!("a patch has at most {} operations", bounds.operations),
+        ));
+    }
+    let mut size = json_len(doc);
+    let too_large =
+        |n: usize| PatchError::TooCostly(n, format!("the patched resource would exceed {} bytes", bounds.bytes));
+    if size > bounds.bytes {
+        return Err(too_large(0));
+    }
     let mut work = doc.clone();
     for (n, op) in ops.iter().enumerate() {
+        let grows = match op["op"].as_str() {
+            Some("add") => op.get("value").map_or(0, json_len),
+            Some("replace") => op.get("value").map_or(0, json_len),
+            Some("copy") => {
+                op["from"].as_str().and_then(tokens).and_then(|from| get(&work, &from).map(json_len)).unwrap_or(0)
+            }
+            _ => 0,
+        };
+        if size.saturating_add(grows) > bounds.bytes {
+            return Err(too_large(n));
+        }
+        let shrinks = match op["op"].as_str() {
+            Some("remove" | "replace") => {
+                op["path"].as_str().and_then(tokens).and_then(|p| get(&work, &p).map(json_len))
+            }
+            _ => None,
+        };
         let malformed = |m: &str| PatchError::Malformed(n, m.to_owned());
         let failed = |m: &str| PatchError::Failed(n, m.to_owned());
         let name = op["op"].as_str().ok_or_else(|| malformed("no op"))?;
@@ -140,6 +203,12 @@ pub fn apply(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
             }
             other => return Err(malformed(&format!("unknown op '{}'", other.chars().take(16).collect::<String>()))),
         }
+        size = (size + grows).saturating_sub(shrinks.unwrap_or(0));
+    }
+    // The running size is an estimate (keys and separators uncounted); the
+    // result is held to the bound exactly.
+    if json_len(&work) > bounds.bytes {
+        return Err(too_large(ops.len().saturating_sub(1)));
     }
     *doc = work;
     Ok(())
@@ -149,6 +218,45 @@ pub fn apply(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    const WIDE: Bounds = Bounds { operations: 100, bytes: 1 << 20 };
+
+    #[test]
+    fn doubling_copies_stop_at_the_size_bound_before_memory_grows() {
+        // Each copy of the whole document into itself doubles it: 25 of
+        // them (about 1 KB of patch) would make 32 million copies.
+        let mut d = json!({"a": "x".repeat(1000)});
+        let doubling: Vec<Value> =
+            (0..25).map(|i| json!({"op": "copy", "from": "", "path": format!("/d{i}")})).collect();
+        let bounds = Bounds { operations: 100, bytes: 64 * 1024 };
+        for patch in [
+            Value::Array(doubling),
+            json!([{"op": "add", "path": "/a2", "value": "x".repeat(40_000)}, {"op": "copy", "from": "/a2", "path": "/a3"}]),
+        ] {
+            let before = d.clone();
+            let e = apply(&mut d, &patch, bounds).unwrap_err();
+            assert!(matches!(e, PatchError::TooCostly(..)), "{e}");
+            assert_eq!(d, before, "nothing applied");
+        }
+        // At the bound and one byte above it ({"a":""} is 8 bytes, {"a":"","b":"…"} 15 plus the text).
+        let bytes = 1024;
+        let bounds = Bounds { operations: 10, bytes };
+        let add = |len: usize| json!([{"op": "add", "path": "/b", "value": "y".repeat(len)}]);
+        let mut at = json!({"a": ""});
+        apply(&mut at, &add(bytes - 15), bounds).unwrap();
+        assert_eq!(json_len(&at), bytes);
+        let mut above = json!({"a": ""});
+        assert!(matches!(apply(&mut above, &add(bytes - 14), bounds), Err(PatchError::TooCostly(..))));
+    }
+
+    #[test]
+    fn operations_are_counted_at_and_above_the_bound() {
+        let ops = |n: usize| Value::Array((0..n).map(|_| json!({"op": "test", "path": "/a", "value": 1})).collect());
+        let bounds = Bounds { operations: 10, bytes: 1 << 20 };
+        let mut d = json!({"a": 1});
+        assert_eq!(apply(&mut d, &ops(10), bounds), Ok(()));
+        assert!(matches!(apply(&mut d, &ops(11), bounds), Err(PatchError::TooCostly(10, _))));
+    }
 
     #[test]
     fn rfc6902_operations() {
@@ -162,7 +270,7 @@ mod tests {
             {"op": "remove", "path": "/a/b/1"},
             {"op": "test", "path": "/f", "value": 0}
         ]);
-        apply(&mut d, &patch).unwrap();
+        apply(&mut d, &patch, WIDE).unwrap();
         assert_eq!(d, json!({"a": {"b": [0, 2, 3]}, "c~/d": 2, "e": [1, 2, 3], "f": 0}));
     }
 
@@ -191,6 +299,7 @@ mod tests {
         let err = apply(
             &mut d,
             &json!([{"op": "replace", "path": "/a", "value": 2}, {"op": "test", "path": "/a", "value": 1}]),
+            WIDE,
         );
         assert_eq!(err, Err(PatchError::Failed(1, "test failed".into())));
         assert_eq!(d, original, "a failed patch changes nothing");
@@ -204,7 +313,7 @@ mod tests {
             (json!([{"op": "add", "path": "/x/y", "value": 1}]), false),
             (json!([{"op": "replace", "path": "/a/01", "value": 1}]), false),
         ] {
-            let e = apply(&mut d, &bad).unwrap_err();
+            let e = apply(&mut d, &bad, WIDE).unwrap_err();
             assert_eq!(matches!(e, PatchError::Malformed(..)), malformed, "{bad}: {e}");
         }
     }

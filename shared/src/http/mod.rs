@@ -85,6 +85,7 @@ pub fn error_response(e: &Error) -> Response<Body> {
         Error::MethodNotAllowed => (405, "not-supported", "method not allowed on this resource".into()),
         Error::Invalid(issues) => return response(422, Some(&operation_outcome(issues)), &[]),
         Error::Throttled => (429, "throttled", "too many requests; retry later".into()),
+        Error::TooCostly(m) => (400, "too-costly", m.clone()),
         Error::Unavailable(_) => (503, "transient", "a dependency is unavailable; retry later".into()),
         Error::Internal(_) => (500, "exception", "internal error".into()),
     };
@@ -122,8 +123,12 @@ pub fn authorization(req: &Request) -> Option<&str> {
     header(req, "authorization")
 }
 
-pub fn purpose_headers(req: &Request) -> (Option<&str>, Option<&str>) {
-    (header(req, "x-purpose-of-use"), header(req, "x-break-glass-reason"))
+pub fn purpose_headers(req: &Request) -> crate::auth::PurposeHeaders<'_> {
+    crate::auth::PurposeHeaders {
+        purpose: header(req, "x-purpose-of-use"),
+        reason_code: header(req, "x-break-glass-reason-code"),
+        reason: header(req, "x-break-glass-reason"),
+    }
 }
 
 /// (source IP, API Gateway request id) from the request context.
@@ -336,6 +341,7 @@ mod tests {
             (Error::Invalid(vec![]), 422),
             (Error::PreconditionRequired("x".into()), 428),
             (Error::Throttled, 429),
+            (Error::TooCostly("x".into()), 400),
             (Error::Internal("secret detail".into()), 500),
         ];
         for (e, status) in cases {

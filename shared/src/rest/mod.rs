@@ -21,7 +21,8 @@ pub use results::ResultParams;
 /// A stored resource with its version as ETag. A write (create, update,
 /// patch) also gets its Location and honours `Prefer: return=minimal`
 /// (no body) or `return=OperationOutcome`; anything else returns the
-/// representation, the default.
+/// representation, the default, unless the writer may not read it (then
+/// the answer is minimal whatever they asked).
 pub fn resource_response(
     req: &Request,
     status: u16,
@@ -37,7 +38,7 @@ pub fn resource_response(
     headers.push(("location", format!("{base}/fhir/{resource_type}/{}/_history/{}", s.id, s.version)));
     let prefer = http::header(req, "prefer").unwrap_or("");
     let wants = |v: &str| prefer.split([',', ';']).any(|p| p.trim().eq_ignore_ascii_case(v));
-    if wants("return=minimal") {
+    if wants("return=minimal") || s.withheld {
         http::response(status, None, &headers)
     } else if wants("return=OperationOutcome") {
         let done =
@@ -75,7 +76,8 @@ pub fn searchset_response(
     let page = SearchPage {
         self_link: format!("{base}{path}"),
         next_link: r.next_cursor.map(|c| format!("{base}{path}?_cursor={c}{}", params.link_suffix())),
-        total: params.total.then_some(r.total),
+        total: r.total.filter(|_| params.total),
+        outcome: (!r.notes.is_empty()).then(|| operation_outcome(&r.notes)),
         entries: r.resources.into_iter().map(named).collect(),
         included: included.into_iter().map(named).collect(),
     };
@@ -102,21 +104,28 @@ pub async fn search_response(
 }
 
 /// What a conditional interaction's query matches: searched as the caller
-/// (and audited as that search). None for no match, 412 for several.
-async fn single_match(rt: &Runtime, caller: &Caller, ty: &str, query: Query, what: &str) -> Result<Option<Stored>> {
+/// (and audited as that search: one disclosure per patient matched). None
+/// for no match, 412 for several.
+async fn single_match(rt: &Runtime, caller: &Caller, ty: &str, mut query: Query, what: &str) -> Result<Option<Stored>> {
     if query.is_empty() || query.iter().any(|(k, _)| k.starts_with('_') && k != "_id") {
         return Err(Error::BadRequest(format!("{what} needs search parameters (and no result parameters)")));
     }
+    // Two matches are enough to know there is more than one.
+    query.push(("_count".into(), "2".into()));
     let mut audit = rt.services.draft(Some(caller), "search-type");
     let found = match ty {
         "Patient" => rt.services.search_patients(caller, query, &mut audit).await?,
         _ => rt.services.search_records(caller, ty, query, &mut audit).await?,
     };
-    match found.total {
-        0 => Ok(None),
-        1 => Ok(found.resources.into_iter().next()),
-        _ => Err(Error::PreconditionFailed(format!("{what} matches more than one resource"))),
+    if found.resources.len() > 1 {
+        return Err(Error::PreconditionFailed(format!("{what} matches more than one resource")));
     }
+    if found.next_cursor.is_some() {
+        return Err(Error::TooCostly(format!(
+            "{what} could not be decided within the search limits; narrow the query"
+        )));
+    }
+    Ok(found.resources.into_iter().next())
 }
 
 /// Conditional create (`If-None-Exist: identifier=...`), None without the

@@ -8,11 +8,12 @@ use super::records::{Query, SearchResult, Stored, DEFAULT_PAGE, MAX_PAGE};
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
 use crate::auth::Action;
+use crate::auth::Role;
 use crate::error::{Error, Result};
 use crate::fhir::primitives::{datetime_bounds, is_id};
 use crate::fhir::search::{date_matches, token_matches};
-use crate::ports::{AuditKey, AuditLog, KeyService, RecordStore};
-use serde_json::Value;
+use crate::ports::{AuditKey, AuditLog, BreakGlassReview, KeyService, RecordStore};
+use serde_json::{json, Value};
 
 /// (name, type, documentation), for the CapabilityStatement.
 pub const AUDIT_PARAMS: &[(&str, &str, &str)] = &[
@@ -24,8 +25,16 @@ pub const AUDIT_PARAMS: &[(&str, &str, &str)] = &[
     ("subtype", "token", "The interaction (read, search-type, create, ...)."),
     ("outcome", "token", "0 success, 4 denied or rejected, 8 server failure."),
     ("purpose", "token", "Purpose of use (TREAT, ETREAT, ...)."),
+    (
+        "_review",
+        "token",
+        "With subtype=break-glass: pending or reviewed; the break-glass review queue, each access with its reason.",
+    ),
     ("_count", "number", "Page size, 1 to 100."),
 ];
+
+/// What an auditor may find of a break-glass access.
+pub const REVIEW_OUTCOMES: [&str; 3] = ["justified", "unjustified", "follow-up"];
 
 const EARLIEST: &str = "0000-01-01T00:00:00.000Z";
 const LATEST: &str = "9999-12-31T23:59:59.999Z";
@@ -89,6 +98,9 @@ impl<S: RecordStore + AuditLog, K: KeyService> Services<S, K> {
                 None => "unrecognised".to_owned(),
             })
             .collect();
+        if let Some((_, state)) = params.iter().find(|(k, _)| k == "_review") {
+            return self.break_glass_queue(caller, &params, state == "reviewed", after, audit).await;
+        }
         let (mut from, mut to) = (EARLIEST.to_owned(), LATEST.to_owned());
         let (mut patient, mut agent, mut count, mut filters) = (None, None, DEFAULT_PAGE, vec![]);
         for (name, value) in &params {
@@ -153,14 +165,12 @@ impl<S: RecordStore + AuditLog, K: KeyService> Services<S, K> {
         self.audit_read(caller, audit).await?;
         let resources = page
             .into_iter()
-            .map(|e| Stored {
-                id: e["id"].as_str().unwrap_or_default().to_owned(),
-                version: 1,
-                last_updated: e["recorded"].as_str().unwrap_or_default().to_owned(),
-                resource: e,
+            .map(|e| {
+                let (id, recorded) = (e["id"].as_str().unwrap_or_default(), e["recorded"].as_str().unwrap_or_default());
+                Stored::new(id.to_owned(), 1, recorded.to_owned(), e)
             })
             .collect();
-        Ok(SearchResult { total, resources, next_cursor })
+        Ok(SearchResult { total: Some(total), resources, next_cursor, notes: vec![] })
     }
 
     /// The accounting of disclosures of `patient` from `start` to `end`
@@ -186,15 +196,220 @@ impl<S: RecordStore + AuditLog, K: KeyService> Services<S, K> {
             narrow(&format!("le{e}"), &mut from, &mut to)?;
         }
         let mut out = vec![];
+        let for_patient = super::consent_gate::is_own_patient(caller, patient);
         for body in self.store.audit_records(AuditKey::Patient(patient), &from, &to).await? {
-            let e: Value =
+            let mut e: Value =
                 serde_json::from_str(&body).map_err(|_| Error::Internal("audit record is not JSON".into()))?;
             if e["outcome"] == "0" && matches!(e["action"].as_str(), Some("R" | "E")) {
+                if for_patient {
+                    as_patient_sees_it(&mut e);
+                }
                 out.push(e);
             }
         }
         self.audit_read(caller, audit).await?;
         Ok(out)
+    }
+
+    /// `AuditEvent?subtype=break-glass&_review=pending|reviewed`: the review
+    /// queue, oldest first, each access with its reason (decrypted: the
+    /// reviewer reads it, and that read is audited per patient) and, once
+    /// reviewed, the finding.
+    async fn break_glass_queue(
+        &self,
+        caller: &Caller,
+        params: &Query,
+        reviewed: bool,
+        after: Option<String>,
+        audit: &mut AuditEntry,
+    ) -> Result<SearchResult> {
+        let mut count = DEFAULT_PAGE;
+        for (name, value) in params {
+            match (name.as_str(), value.as_str()) {
+                ("_review", "pending" | "reviewed") | ("subtype", crate::audit::BREAK_GLASS_SUBTYPE) => {}
+                ("_count", c) => {
+                    count =
+                        c.parse().ok().filter(|c| (1..=MAX_PAGE).contains(c)).ok_or_else(|| {
+                            Error::BadRequest(format!("_count must be an integer from 1 to {MAX_PAGE}"))
+                        })?
+                }
+                _ => {
+                    return Err(Error::BadRequest(
+                        "the review queue takes subtype=break-glass, _review=pending|reviewed and _count".into(),
+                    ))
+                }
+            }
+        }
+        if !params.iter().any(|(k, v)| k == "subtype" && v == crate::audit::BREAK_GLASS_SUBTYPE) {
+            return Err(Error::BadRequest("_review goes with subtype=break-glass".into()));
+        }
+        // One more than the page: whether there is a next one.
+        let mut page = self.store.break_glass_accesses(reviewed, after.as_deref(), count + 1).await?;
+        let has_more = page.len() > count;
+        page.truncate(count);
+        let mut resources = Vec::with_capacity(page.len());
+        let mut disclosed: Vec<(String, Vec<String>)> = vec![];
+        for access in &page {
+            // An erased patient's key is gone, and with it the reason and
+            // any note: the access itself stays to be reviewed.
+            let patient_key = match self.patient_key(&access.patient).await {
+                Ok(k) => Some(k),
+                Err(Error::Gone) => None,
+                Err(e) => return Err(e),
+            };
+            let reason = match &patient_key {
+                Some(k) => {
+                    let aad = super::break_glass_aad(&access.patient, &access.audit_id);
+                    let reason = crate::crypto::open(k, &aad, &access.sealed_reason).map_err(|_| {
+                        Error::Internal("a sealed break-glass reason failed its integrity check".into())
+                    })?;
+                    String::from_utf8_lossy(&reason).into_owned()
+                }
+                None => ERASED.to_owned(),
+            };
+            let mut event: Value = serde_json::from_str(&access.audit_event)
+                .map_err(|_| Error::Internal("audit record is not JSON".into()))?;
+            let mut detail = vec![json!({"type": "break-glass-reason", "valueString": reason})];
+            let mut review =
+                json!([{"url": "status", "valueCode": if access.review.is_some() { "reviewed" } else { "pending" }}]);
+            if let Some(r) = &access.review {
+                let list = review.as_array_mut().expect("an array");
+                list.push(json!({"url": "outcome", "valueCode": r.outcome}));
+                list.push(json!({"url": "reviewer", "valueString": r.reviewer}));
+                list.push(json!({"url": "reviewed", "valueDateTime": r.at}));
+                if let Some(note) = &r.sealed_note {
+                    let note = match &patient_key {
+                        Some(k) => crate::crypto::open(k, &review_note_aad(&access.patient, &access.audit_id), note)
+                            .map(|n| String::from_utf8_lossy(&n).into_owned())
+                            .map_err(|_| Error::Internal("a sealed review note failed its integrity check".into()))?,
+                        None => ERASED.to_owned(),
+                    };
+                    detail.push(json!({"type": "review-note", "valueString": note}));
+                }
+            }
+            push_array(&mut event, "entity", json!({"detail": detail}));
+            push_array(&mut event, "extension", json!({"url": BREAK_GLASS_REVIEW_EXTENSION, "extension": review}));
+            match disclosed.iter_mut().find(|(p, _)| *p == access.patient) {
+                Some((_, entities)) => entities.push(format!("AuditEvent/{}", access.audit_id)),
+                None => disclosed.push((access.patient.clone(), vec![format!("AuditEvent/{}", access.audit_id)])),
+            }
+            resources.push(Stored::new(access.audit_id.clone(), 1, access.recorded.clone(), event));
+        }
+        audit.query_params = vec!["subtype".into(), "_review".into()];
+        let mut entries = Self::per_patient(audit, disclosed);
+        self.audit_reads(caller, &mut entries).await?;
+        let next_cursor = page
+            .last()
+            .filter(|_| has_more)
+            .map(|last| self.next_page(caller, "AuditEvent", params.clone(), count, last.position()));
+        // No total: counting the queue would read all of it on every page.
+        Ok(SearchResult { total: None, resources, next_cursor, notes: vec![] })
+    }
+
+    /// `POST /fhir/AuditEvent/{id}/$review`: an auditor's finding on a
+    /// break-glass access (`justified`, `unjustified`, `follow-up`) with an
+    /// optional note (sealed under the patient's key), recorded once, by
+    /// someone other than who broke the glass, and audited.
+    pub async fn review_break_glass(
+        &self,
+        caller: &Caller,
+        audit_id: &str,
+        outcome: &str,
+        note: Option<&str>,
+        audit: &mut AuditEntry,
+    ) -> Result<()> {
+        audit.interaction = crate::audit::BREAK_GLASS_REVIEW;
+        audit.entities = vec![format!("AuditEvent/{audit_id}")];
+        self.check(caller, "AuditEvent", Action::Search, None)?;
+        if !caller.principal.roles.iter().any(|r| matches!(r, Role::Auditor | Role::Admin)) {
+            return Err(Error::Forbidden("break-glass reviews are recorded by auditors".into()));
+        }
+        if !REVIEW_OUTCOMES.contains(&outcome) {
+            return Err(Error::BadRequest(format!("outcome must be one of {}", REVIEW_OUTCOMES.join(", "))));
+        }
+        if note.is_some_and(|n| n.chars().count() > 2000 || n.chars().any(|c| c.is_control() && c != '\n')) {
+            return Err(Error::BadRequest("note must be at most 2000 printable characters".into()));
+        }
+        let access = self.store.break_glass_access(audit_id).await?.ok_or(Error::NotFound)?;
+        if access.review.is_some() {
+            return Err(Error::Conflict("this access has been reviewed already".into()));
+        }
+        audit.patient = Some(access.patient.clone());
+        let agent: Value = serde_json::from_str(&access.audit_event).unwrap_or_default();
+        if agent["agent"][0]["who"]["identifier"]["value"] == caller.principal.subject.as_str() {
+            return Err(Error::Forbidden("nobody reviews their own break-glass access".into()));
+        }
+        let sealed_note = match note {
+            Some(n) => {
+                let key = self.patient_key(&access.patient).await.map_err(|e| match e {
+                    Error::Gone => Error::Conflict(
+                        "the patient's record was erased: a note cannot be kept; record the review without one".into(),
+                    ),
+                    other => other,
+                })?;
+                Some(crate::crypto::seal(&key, &review_note_aad(&access.patient, audit_id), n.as_bytes()))
+            }
+            None => None,
+        };
+        let review = BreakGlassReview {
+            outcome: outcome.to_owned(),
+            reviewer: caller.principal.subject.clone(),
+            at: crate::fhir::now_instant(),
+            sealed_note,
+        };
+        audit.status = 200;
+        audit.outcome = crate::audit::Outcome::Success;
+        self.store.review_break_glass(&access, &review, audit).await.map_err(|e| match e {
+            crate::error::PortError::ConditionFailed(_) => {
+                Error::Conflict("this access has been reviewed already".into())
+            }
+            other => other.into(),
+        })
+    }
+}
+
+/// What stands for a reason or note sealed under an erased patient's key.
+const ERASED: &str = "(erased with the patient's record)";
+
+/// The extension carrying a break-glass access's review state.
+pub const BREAK_GLASS_REVIEW_EXTENSION: &str = "urn:medrec:break-glass-review";
+
+fn review_note_aad(patient: &str, audit_id: &str) -> Vec<u8> {
+    format!("medrec/break-glass-review/{patient}/{audit_id}").into_bytes()
+}
+
+fn push_array(v: &mut Value, key: &str, item: Value) {
+    match v[key].as_array_mut() {
+        Some(list) => list.push(item),
+        None => v[key] = json!([item]),
+    }
+}
+
+/// An accounting entry as the patient sees it: who (the staff member as
+/// FHIR names them, and their role), when, what and why; not the staff's
+/// source addresses, token ids, login ids or request ids.
+fn as_patient_sees_it(e: &mut Value) {
+    if let Some(obj) = e.as_object_mut() {
+        obj.remove("extension");
+    }
+    for agent in e["agent"].as_array_mut().into_iter().flatten() {
+        let roles: Vec<String> = agent["role"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["text"].as_str())
+            .map(str::to_owned)
+            .collect();
+        let reference = agent["who"]["reference"].clone();
+        let display = if roles.is_empty() { "staff member".to_owned() } else { roles.join(", ") };
+        agent["who"] = json!({"display": display});
+        if reference.is_string() {
+            agent["who"]["reference"] = reference;
+        }
+        if let Some(obj) = agent.as_object_mut() {
+            obj.remove("network");
+            obj.remove("policy");
+        }
     }
 }
 

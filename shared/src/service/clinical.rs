@@ -4,6 +4,7 @@
 //! Patient use cases (authorization in the compartment, If-Match, audit in
 //! the same transaction, fail-closed reads) holds here too.
 
+use super::consent_gate::Subject;
 use super::records::{expect_version, HistoryResult, Stored};
 use super::validation::rules_for;
 use super::{Caller, Services};
@@ -75,6 +76,8 @@ pub(crate) struct NewRecord {
     pub patient: String,
     pub key: Arc<DataKey>,
     pub id: String,
+    /// Whether the creator may read it back (else the answer has no body).
+    pub readable: bool,
 }
 
 /// The served type as a static name, with its events; None for any other.
@@ -98,7 +101,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let key = self.patient_key(patient).await?;
         let now = time::OffsetDateTime::now_utc();
         let business = match ty {
-            "Consent" => vec![],
+            "Consent" => crate::consent::enforceability_issues(resource),
             "Immunization" => {
                 let pat = self.decrypt_record(
                     &key,
@@ -152,8 +155,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit: &mut AuditEntry,
     ) -> Result<Stored> {
         let new = self.prepare_create(caller, resource_type, &resource, audit).await?;
-        let events = self.break_glass_events(caller, audit);
-        self.commit_new(new, resource, audit, events).await
+        self.commit_new(new, resource, audit, vec![]).await
     }
 
     /// The checks of a create, before anything is stored: the compartment,
@@ -170,9 +172,11 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let patient = clinical::compartment_of(ty, resource).map_err(|i| Error::Invalid(vec![i]))?;
         audit.patient = Some(patient.clone());
         self.check(caller, ty, Action::Create, Some(&patient))?;
-        self.write_gate(caller, &patient, ty).await?;
+        let id = random_id();
+        let consents = self.write_gate(caller, &patient, ty, &id, (None, Some(resource))).await?;
         let key = self.admit(ty, resource, &patient).await?;
-        Ok(NewRecord { ty, event: events[0], patient, key, id: random_id() })
+        let readable = self.may_read(caller, &consents, &patient, Subject::read(ty, &id, resource));
+        Ok(NewRecord { ty, event: events[0], patient, key, id, readable })
     }
 
     /// Stores version 1 of a prepared record with its audit record and
@@ -184,7 +188,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit: &mut AuditEntry,
         extra_events: Vec<crate::ports::DomainEvent>,
     ) -> Result<Stored> {
-        let NewRecord { ty, event, patient, key, id } = new;
+        let NewRecord { ty, event, patient, key, id, readable } = new;
         let now = fhir::now_instant();
         fhir::stamp(&mut resource, &id, 1, &now);
         let ct = seal(&key, &resource_aad(&patient, ty, &id, 1), resource.to_string().as_bytes());
@@ -201,7 +205,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         domain_events.extend(extra_events);
         let write = ResourceWrite::first(&patient, ty, &id, &now, ct, self.record_tokens(ty, &resource));
         self.store.commit(write, audit, domain_events).await?;
-        Ok(Stored { id, version: 1, last_updated: now, resource })
+        Ok(Stored { withheld: !readable, ..Stored::new(id, 1, now, resource) })
     }
 
     /// Read (`version` None) or vread.
@@ -214,7 +218,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit: &mut AuditEntry,
     ) -> Result<Stored> {
         let (ty, _, patient) = self.open_record(caller, resource_type, id, Action::Read, audit).await?;
-        self.consent_gate(caller, &patient, ty).await?;
+        let consents = self.consent_gate(caller, &patient, ty).await?;
         let (v, deleted, last_updated, ct) = match version {
             None => {
                 let c = self.store.current(&patient, ty, id).await?.ok_or(Error::NotFound)?;
@@ -230,9 +234,10 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         }
         let key = self.patient_key(&patient).await?;
         let resource = self.decrypt_record(&key, &patient, ty, id, v, ct.as_deref())?;
+        self.consent_on(caller, &consents, Subject::read(ty, id, &resource))?;
         audit.entities = vec![format!("{ty}/{id}/_history/{v}")];
         self.audit_read(caller, audit).await?;
-        Ok(Stored { id: id.to_owned(), version: v, last_updated, resource })
+        Ok(Stored::new(id, v, last_updated, resource))
     }
 
     pub async fn update_record(
@@ -248,6 +253,18 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         self.update_in(caller, (ty, events, &patient), id, resource, if_match, None, audit).await
     }
 
+    /// The current version of a resource (a Patient too), decrypted, for a
+    /// write to decide on.
+    pub(crate) async fn current_record(&self, ty: &str, patient: &str, id: &str) -> Result<(Current, Value)> {
+        let current = self.store.current(patient, ty, id).await?.ok_or(Error::NotFound)?;
+        if current.deleted {
+            return Err(Error::Gone);
+        }
+        let key = self.patient_key(patient).await?;
+        let resource = self.decrypt_record(&key, patient, ty, id, current.version, current.ciphertext.as_deref())?;
+        Ok((current, resource))
+    }
+
     /// An update in a known compartment, the caller authorized there;
     /// `current` when the caller (PATCH) has read it already.
     #[allow(clippy::too_many_arguments)]
@@ -258,16 +275,12 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         id: &str,
         mut resource: Value,
         if_match: Option<u64>,
-        current: Option<Current>,
+        current: Option<(Current, Value)>,
         audit: &mut AuditEntry,
     ) -> Result<Stored> {
         let patient = patient.to_owned();
         if resource.get("id").and_then(Value::as_str) != Some(id) {
             return Err(Error::BadRequest("the resource id must match the id in the URL".into()));
-        }
-        if current.is_none() {
-            // (A PATCH passed the gate when it read the record.)
-            self.write_gate(caller, &patient, ty).await?;
         }
         let expected = if_match
             .ok_or_else(|| Error::PreconditionRequired("updates require If-Match with the current version".into()))?;
@@ -280,23 +293,18 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             )
             .at(format!("{ty}.{element}"))]));
         }
-        let key = self.admit(ty, &resource, &patient).await?;
-        let current = match current {
+        let (current, before) = match current {
             Some(c) => c,
-            None => self.store.current(&patient, ty, id).await?.ok_or(Error::NotFound)?,
+            None => self.current_record(ty, &patient, id).await?,
         };
-        if current.deleted {
-            return Err(Error::Gone);
-        }
+        let consents = self.write_gate(caller, &patient, ty, id, (Some(&before), Some(&resource))).await?;
+        let key = self.admit(ty, &resource, &patient).await?;
         expect_version(expected, current.version)?;
         let event = match ty {
-            "Consent" | "DocumentReference" => {
-                let before =
-                    self.decrypt_record(&key, &patient, ty, id, current.version, current.ciphertext.as_deref())?;
-                if ty == "DocumentReference" {
-                    super::documents::check_content_unchanged(&before, &resource)?;
-                }
-                consent_event(before["status"].as_str(), resource["status"].as_str(), events[1])
+            "Consent" => consent_event(before["status"].as_str(), resource["status"].as_str(), events[1]),
+            "DocumentReference" => {
+                super::documents::check_content_unchanged(&before, &resource)?;
+                events[1]
             }
             _ => events[1],
         };
@@ -305,8 +313,9 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         fhir::stamp(&mut resource, id, version, &now);
         let ct = seal(&key, &resource_aad(&patient, ty, id, version), resource.to_string().as_bytes());
         let tokens = self.record_tokens(ty, &resource);
-        self.commit_next_version(caller, audit, (&patient, ty, id), current, &now, Some(ct), tokens, event).await?;
-        Ok(Stored { id: id.to_owned(), version, last_updated: now, resource })
+        self.commit_next_version(audit, (&patient, ty, id), current, &now, Some(ct), tokens, event).await?;
+        let withheld = !self.may_read(caller, &consents, &patient, Subject::read(ty, id, &resource));
+        Ok(Stored { withheld, ..Stored::new(id, version, now, resource) })
     }
 
     /// Logical delete: a tombstone version; history kept.
@@ -319,8 +328,15 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit: &mut AuditEntry,
     ) -> Result<()> {
         let (ty, events, patient) = self.open_record(caller, resource_type, id, Action::Delete, audit).await?;
-        self.write_gate(caller, &patient, ty).await?;
-        self.tombstone(caller, audit, (&patient, ty, id), if_match, events[2]).await
+        match self.current_record(ty, &patient, id).await {
+            Ok((_, before)) => {
+                self.write_gate(caller, &patient, ty, id, (Some(&before), None)).await?;
+            }
+            // Deleting again only audits (`tombstone`).
+            Err(Error::Gone) => {}
+            Err(e) => return Err(e),
+        }
+        self.tombstone(audit, (&patient, ty, id), if_match, events[2]).await
     }
 
     pub async fn record_history_of(
@@ -333,7 +349,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit: &mut AuditEntry,
     ) -> Result<HistoryResult> {
         let (ty, _, patient) = self.open_record(caller, resource_type, id, Action::Read, audit).await?;
-        self.consent_gate(caller, &patient, ty).await?;
-        self.record_history(caller, (&patient, ty, id), count, cursor, audit).await
+        let consents = self.consent_gate(caller, &patient, ty).await?;
+        self.record_history(caller, (&patient, ty, id), &consents, count, cursor, audit).await
     }
 }

@@ -4,6 +4,7 @@
 //! codes. The compartment's records are read in one query, decrypted, and
 //! matched in memory, so no clinical value needs a plaintext index.
 
+use super::consent_gate::{ConsentView, Subject};
 use super::records::{SearchResult, Stored, DEFAULT_PAGE, MAX_PAGE};
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
@@ -164,6 +165,12 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                     return Err(super::unsupported_parameter(n, &names));
                 }
                 n => {
+                    if value.split(',').count() > self.limits.search_values {
+                        return Err(Error::TooCostly(format!(
+                            "a search parameter takes at most {} comma-separated values (MEDREC_SEARCH_MAX_VALUES)",
+                            self.limits.search_values
+                        )));
+                    }
                     // Checked before anything is read: a malformed value is a
                     // 400 whether or not the compartment holds records.
                     if !value.split(',').all(|v| well_formed(n, v)) {
@@ -177,7 +184,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             .ok_or_else(|| Error::BadRequest(format!("a {ty} search names its patient (patient=Patient/{{id}})")))?;
         audit.patient = Some(patient.clone());
         self.check(caller, ty, Action::Search, Some(&patient))?;
-        self.consent_gate(caller, &patient, ty).await?;
+        let consents = self.consent_gate(caller, &patient, ty).await?;
         let records = self.store.compartment(&patient, ty).await?;
         let mut hits = Vec::new();
         if records.iter().any(|(_, c)| !c.deleted) {
@@ -189,8 +196,9 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 for (name, value) in &filters {
                     keep = keep && matches(ty, &resource, name, value)?;
                 }
-                if keep {
-                    hits.push(Stored { id, version: current.version, last_updated: current.last_updated, resource });
+                // What the patient's consents refuse this caller is not a match.
+                if keep && self.consent_on(caller, &consents, Subject::read(ty, &id, &resource)).is_ok() {
+                    hits.push(Stored::new(id, current.version, current.last_updated, resource));
                 }
             }
         }
@@ -208,7 +216,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.entities = resources.iter().map(|r| format!("{ty}/{}/_history/{}", r.id, r.version)).collect();
         self.audit_read(caller, audit).await?;
         let next_cursor = last_key.filter(|_| has_more).map(|last| self.next_page(caller, ty, params, count, last));
-        Ok(SearchResult { total, resources, next_cursor })
+        Ok(SearchResult { total: Some(total), resources, next_cursor, notes: vec![] })
     }
 }
 
@@ -250,8 +258,7 @@ fn date_element<'v>(ty: &str, r: &'v Value) -> Option<&'v Value> {
     }
 }
 
-/// The record types of a patient's compartment.
-const COMPARTMENT_TYPES: [&str; 4] = ["Immunization", "Observation", "Consent", "DocumentReference"];
+use super::COMPARTMENT_TYPES;
 
 impl<S: RecordStore, K: KeyService> Services<S, K> {
     /// `Patient/{id}/$everything`: the Patient then every record of its
@@ -268,13 +275,12 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(patient.to_owned());
         audit.entities = vec![format!("Patient/{patient}")];
         self.check(caller, "Patient", Action::Read, Some(patient))?;
-        let consents = self.consents_of(caller, patient).await?;
-        self.consent_allows(caller, &consents, "Patient")?;
+        let consents = self.consent_gate(caller, patient, "Patient").await?;
         // Types the caller's scopes or the patient's consents exclude are left
         // out, not refused: the rest of the record is still disclosed.
-        let types = COMPARTMENT_TYPES.into_iter().filter(|ty| {
+        let types = COMPARTMENT_TYPES.into_iter().skip(1).filter(|ty| {
             self.check(caller, ty, Action::Read, Some(patient)).is_ok()
-                && self.consent_allows(caller, &consents, ty).is_ok()
+                && self.consent_before(caller, &consents, ty).is_ok()
         });
         let route = format!("Patient/{patient}/$everything");
         let paging = cursor.map(|c| vec![("_cursor".to_owned(), c.to_owned())]).unwrap_or_default();
@@ -298,14 +304,28 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let mut resources = Vec::with_capacity(count);
         let mut last = None;
         for (sort_key, ty, id, c) in all.into_iter().skip(start).take(count) {
-            let resource = self.decrypt_record(&key, patient, ty, &id, c.version, c.ciphertext.as_deref())?;
-            audit.entities.push(format!("{ty}/{id}/_history/{}", c.version));
-            resources.push(Stored { id, version: c.version, last_updated: c.last_updated, resource });
             last = Some(sort_key);
+            let resource = self.decrypt_record(&key, patient, ty, &id, c.version, c.ciphertext.as_deref())?;
+            // A record its consent provisions refuse (by code, label,
+            // instance...) is left out like a refused type.
+            if self.consent_on(caller, &consents, Subject::read(ty, &id, &resource)).is_err() {
+                if ty == "Patient" {
+                    return Err(Error::Forbidden("consent: the patient's consent does not permit this access".into()));
+                }
+                continue;
+            }
+            audit.entities.push(format!("{ty}/{id}/_history/{}", c.version));
+            resources.push(Stored::new(id, c.version, c.last_updated, resource));
         }
         self.audit_read(caller, audit).await?;
+        // Records a consent refuses by their content are only known once
+        // read: under such consents the total is given for a whole result only.
+        let total = match consents {
+            ConsentView::Unrestricted => Some(total),
+            ConsentView::Consents(_) => (!has_more && start == 0).then_some(resources.len()),
+        };
         let next_cursor = last.filter(|_| has_more).map(|after| self.next_page(caller, &route, vec![], count, after));
-        Ok(SearchResult { total, resources, next_cursor })
+        Ok(SearchResult { total, resources, next_cursor, notes: vec![] })
     }
 }
 

@@ -357,8 +357,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         // points at missing bytes. A failed commit leaves sealed objects
         // that nothing references (unreadable without the record; the purge
         // sweeps them).
-        let events = self.break_glass_events(caller, audit);
-        Ok(Created::Stored(self.commit_new(new, resource, audit, events).await?))
+        Ok(Created::Stored(self.commit_new(new, resource, audit, vec![]).await?))
     }
 
     /// Reserves the DocumentReference id, stores what was promised (sealed
@@ -394,7 +393,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.entities = vec![format!("DocumentReference/{}", new.id)];
         audit.status = 202;
         let write = ResourceWrite::first(&new.patient, PENDING, &new.id, &crate::fhir::instant(now), ct, vec![]);
-        self.store.commit(write, audit, self.break_glass_events(caller, audit)).await?;
+        self.store.commit(write, audit, vec![]).await?;
         Ok(Created::Pending { id: new.id, upload, expires })
     }
 
@@ -458,6 +457,8 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             patient,
             key: patient_key,
             id: id.to_owned(),
+            // The ingest answers no client.
+            readable: false,
         };
         match self.commit_new(new, resource, &mut audit, vec![]).await {
             Ok(_) | Err(Error::Conflict(_)) => {}
@@ -484,7 +485,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let patient = self.store.locate("DocumentReference", doc).await?.ok_or(Error::NotFound)?;
         audit.patient = Some(patient.clone());
         self.check(caller, "DocumentReference", Action::Read, Some(&patient))?;
-        self.consent_gate(caller, &patient, "DocumentReference").await?;
+        let consents = self.consent_gate(caller, &patient, "DocumentReference").await?;
         let current = self.store.current(&patient, "DocumentReference", doc).await?.ok_or(Error::NotFound)?;
         if current.deleted {
             return Err(Error::Gone);
@@ -498,6 +499,8 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             current.version,
             current.ciphertext.as_deref(),
         )?;
+        // The content is the DocumentReference's: what its consent refuses, its bytes are too.
+        self.consent_on(caller, &consents, super::consent_gate::Subject::read("DocumentReference", doc, &reference))?;
         let url = format!("Binary/{binary}");
         let attachment = reference["content"]
             .as_array()

@@ -16,11 +16,12 @@ pub mod registry_sync;
 pub mod security_alerts;
 pub mod validation;
 
-use crate::audit::{Agent, AuditEntry, Outcome};
+use crate::audit::{Agent, AuditEntry, BreakGlassNote, Outcome};
 use crate::auth::{authorize, Action, Decision, Principal, Purpose, Role};
+use crate::config::Limits;
 use crate::consent::DefaultPolicy;
 use crate::crypto::keycache::KeyCache;
-use crate::crypto::{blind::BlindIndex, hex, open, random_id, resource_aad, sha256, DataKey};
+use crate::crypto::{blind::BlindIndex, open, random_id, resource_aad, seal, DataKey};
 use crate::cursor::CursorCodec;
 use crate::error::{Error, PortError, Result};
 use crate::ports::{Current, DomainEvent, KeyService, RecordStore, ResourceWrite};
@@ -38,6 +39,16 @@ pub(crate) fn unsupported_parameter(name: &str, known: &[&str]) -> Error {
         (true, false) => Error::BadRequest("search modifiers are not supported".into()),
         _ => Error::BadRequest(format!("unknown search parameter; this type supports {}", known.join(", "))),
     }
+}
+
+/// The resource types of a patient's compartment medrec serves.
+pub(crate) const COMPARTMENT_TYPES: [&str; 5] =
+    ["Patient", "Immunization", "Observation", "Consent", "DocumentReference"];
+
+/// The additional data a break-glass reason is sealed with: the patient and
+/// the audit record it explains, so a sealed reason cannot be moved.
+pub fn break_glass_aad(patient: &str, audit_id: &str) -> Vec<u8> {
+    format!("medrec/break-glass/{patient}/{audit_id}").into_bytes()
 }
 
 /// Who is asking, why, and from where; built by the HTTP edge.
@@ -76,6 +87,9 @@ pub struct Services<S, K> {
     observer: String,
     /// What applies when no consent of a patient decides an access.
     consent_default: DefaultPolicy,
+    /// Roles that record consents on a patient's behalf.
+    consent_authority: Vec<Role>,
+    limits: Limits,
 }
 
 impl<S: RecordStore, K: KeyService> Services<S, K> {
@@ -95,7 +109,21 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             cursors: CursorCodec::new(cursor),
             observer: observer.into(),
             consent_default: DefaultPolicy::OptOut,
+            consent_authority: vec![Role::Registrar, Role::Admin],
+            limits: Limits::default(),
         }
+    }
+
+    /// Sets the roles that record consents on a patient's behalf.
+    pub fn with_consent_authority(mut self, roles: Vec<Role>) -> Self {
+        self.consent_authority = roles;
+        self
+    }
+
+    /// Sets the bounds on one request's work.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Sets the consent default (opt-out unless configured: HIPAA permits
@@ -107,16 +135,17 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
 
     /// An audit record for one interaction, completed as the operation runs.
     pub fn draft(&self, caller: Option<&Caller>, interaction: &'static str) -> AuditEntry {
-        let (agent, purpose, reason, request_id) = match caller {
+        let (agent, purpose, break_glass, request_id) = match caller {
             Some(c) => (
                 Agent {
                     subject: Some(c.principal.subject.clone()),
+                    fhir_user: c.principal.fhir_user.clone(),
                     roles: c.principal.role_names(),
                     token_id: c.principal.token_id.clone(),
                     source_ip: c.source_ip.clone(),
                 },
                 c.purpose.code,
-                c.purpose.break_glass_reason.as_ref().map(|r| hex(&sha256(r.as_bytes()))),
+                c.purpose.break_glass.as_ref().map(|bg| BreakGlassNote { code: bg.code.clone(), sealed_reason: None }),
                 c.request_id.clone(),
             ),
             None => (Agent::default(), "TREAT", None, None),
@@ -129,7 +158,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             status: 200,
             agent,
             purpose,
-            break_glass_reason_sha256: reason,
+            break_glass,
             patient: None,
             entities: vec![],
             query_params: vec![],
@@ -166,32 +195,79 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
 
     /// Stores a successful read's audit record; the data is returned only if this succeeds.
     async fn audit_read(&self, caller: &Caller, entry: &mut AuditEntry) -> Result<()> {
-        entry.status = 200;
-        entry.outcome = Outcome::Success;
-        let events = self.break_glass_events(caller, entry);
-        self.store.audit(entry, events).await.map_err(|e| {
+        self.audit_reads(caller, std::slice::from_mut(entry)).await
+    }
+
+    /// Stores the audit records of one successful read that disclosed
+    /// several patients' data (one record per patient, so each reaches that
+    /// patient's accounting of disclosures); the data is returned only if
+    /// every one is stored.
+    async fn audit_reads(&self, caller: &Caller, entries: &mut [AuditEntry]) -> Result<()> {
+        let mut events = vec![];
+        for entry in entries.iter_mut() {
+            entry.status = 200;
+            entry.outcome = Outcome::Success;
+            self.seal_break_glass_reason(caller, entry).await?;
+            events.extend(self.break_glass_events(caller, entry));
+        }
+        self.store.audit_batch(entries, events).await.map_err(|e| {
             tracing::error!(error = %e, "audit write failed; withholding data");
             Error::Unavailable("audit".into())
         })
     }
 
-    /// Break-glass always raises an alert event, committed with its audit record.
-    fn break_glass_events(&self, caller: &Caller, entry: &AuditEntry) -> Vec<DomainEvent> {
-        if !caller.purpose.is_break_glass() {
-            return vec![];
+    /// A read's audit record split per patient disclosed: `disclosed` maps
+    /// each patient to the entities of theirs the read returned. With no
+    /// patient the record stands as it is (nothing of anyone's was read).
+    fn per_patient(entry: &AuditEntry, disclosed: Vec<(String, Vec<String>)>) -> Vec<AuditEntry> {
+        if disclosed.is_empty() {
+            return vec![entry.clone()];
         }
+        disclosed
+            .into_iter()
+            .enumerate()
+            .map(|(i, (patient, entities))| AuditEntry {
+                id: if i == 0 { entry.id.clone() } else { random_id() },
+                patient: Some(patient),
+                entities,
+                ..entry.clone()
+            })
+            .collect()
+    }
+
+    /// Seals a break-glass reason under the patient's key for the review:
+    /// the free text may name the patient's condition, so it never enters
+    /// the plaintext trail (which keeps only the reason code).
+    async fn seal_break_glass_reason(&self, caller: &Caller, entry: &mut AuditEntry) -> Result<()> {
+        let (Some(bg), Some(patient)) = (&caller.purpose.break_glass, entry.patient.clone()) else { return Ok(()) };
+        let key = self.patient_key(&patient).await?;
+        let sealed = seal(&key, &break_glass_aad(&patient, &entry.id), bg.reason.as_bytes());
+        entry.break_glass = Some(BreakGlassNote { code: bg.code.clone(), sealed_reason: Some(sealed) });
+        Ok(())
+    }
+
+    /// Break-glass always raises an alert event, committed with its audit
+    /// record: the patient, the reason code and the record to review, no PHI.
+    fn break_glass_events(&self, caller: &Caller, entry: &AuditEntry) -> Vec<DomainEvent> {
+        let Some(bg) = &caller.purpose.break_glass else { return vec![] };
         vec![DomainEvent {
             id: random_id(),
             event_type: "BreakGlassUsed",
             aggregate: entry.patient.clone().unwrap_or_else(|| "system".into()),
             at: entry.recorded.clone(),
-            detail: json!({"auditEventId": entry.id, "subject": caller.principal.subject, "interaction": entry.interaction}),
+            detail: json!({"auditEventId": entry.id, "subject": caller.principal.subject, "interaction": entry.interaction,
+                "patient": entry.patient, "reasonCode": bg.code}),
         }]
     }
 
     fn check(&self, caller: &Caller, resource_type: &str, action: Action, compartment: Option<&str>) -> Result<()> {
         if caller.purpose.is_break_glass() && !caller.principal.roles.contains(&Role::Clinician) {
             return Err(Error::Forbidden("break-glass is reserved to clinicians".into()));
+        }
+        // Emergency access is to read what care needs now; it never changes
+        // a record, and in particular never a consent that refused it.
+        if caller.purpose.is_break_glass() && !matches!(action, Action::Read | Action::Search) {
+            return Err(Error::Forbidden("break-glass is read-only".into()));
         }
         match authorize(&caller.principal, resource_type, action, compartment) {
             Decision::Allow => Ok(()),
@@ -244,7 +320,6 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
     #[allow(clippy::too_many_arguments)]
     async fn commit_next_version(
         &self,
-        caller: &Caller,
         audit: &mut AuditEntry,
         (patient, resource_type, id): (&str, &'static str, &str),
         current: Current,
@@ -255,8 +330,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
     ) -> Result<()> {
         let version = current.version + 1;
         audit.entities = vec![format!("{resource_type}/{id}/_history/{version}")];
-        let mut events = vec![self.record_event(event_type, patient, resource_type, id, now, version)];
-        events.extend(self.break_glass_events(caller, audit));
+        let events = vec![self.record_event(event_type, patient, resource_type, id, now, version)];
         let write = ResourceWrite {
             patient: patient.to_owned(),
             new_wrapped_key: None,

@@ -1,29 +1,36 @@
 //! PATCH with JSON Patch, for Patient and the compartment records: the
 //! current version is patched and then goes through the update use case
 //! (validation, business rules, If-Match, one audit record).
+//!
+//! Applying a patch reveals the document it applies to (a `test` that
+//! passes or fails, a `remove` of a path that is or is not there), so PATCH
+//! needs the right to read the resource as well as to update it.
 
+use super::consent_gate::Subject;
 use super::records::Stored;
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
 use crate::auth::Action;
 use crate::error::{Error, Result};
-use crate::fhir::json_patch::{self, PatchError};
+use crate::fhir::json_patch::{self, Bounds, PatchError};
 use crate::fhir::outcome::Issue;
 use crate::ports::{Current, KeyService, RecordStore};
 use serde_json::Value;
 
 /// `current` with `patch` applied; the server-owned identity must not move.
-fn patched(current: &Value, patch: &Value) -> Result<Value> {
+fn patched(current: &Value, patch: &Value, bounds: Bounds) -> Result<Value> {
     let mut doc = current.clone();
-    json_patch::apply(&mut doc, patch).map_err(|e| match e {
+    let ty = current["resourceType"].as_str().unwrap_or("Resource").to_owned();
+    json_patch::apply(&mut doc, patch, bounds).map_err(|e| match e {
         PatchError::Malformed(..) => Error::BadRequest(format!("invalid JSON Patch: {e}")),
         PatchError::Failed(..) => {
-            Error::Invalid(vec![Issue::error("processing", format!("the patch does not apply: {e}")).at(current
-                ["resourceType"]
-                .as_str()
-                .unwrap_or("Resource")
-                .to_owned())])
+            Error::Invalid(vec![Issue::error("processing", format!("the patch does not apply: {e}")).at(ty)])
         }
+        PatchError::TooCostly(n, ref why) => Error::Invalid(vec![Issue::error(
+            "too-costly",
+            format!("{why} (MEDREC_PATCH_MAX_OPERATIONS, MEDREC_PATCH_MAX_BYTES)"),
+        )
+        .at(format!("Patch[{n}]"))]),
     })?;
     if doc["resourceType"] != current["resourceType"] || doc["id"] != current["id"] {
         return Err(Error::BadRequest("a patch may not change resourceType or id".into()));
@@ -32,18 +39,20 @@ fn patched(current: &Value, patch: &Value) -> Result<Value> {
 }
 
 impl<S: RecordStore, K: KeyService> Services<S, K> {
-    /// The current version of a resource, decrypted, for a write that builds
-    /// on it (no read audit record: the write's record covers it).
-    async fn current_for_write(&self, caller: &Caller, ty: &str, patient: &str, id: &str) -> Result<(Current, Value)> {
+    /// The current version of a resource, decrypted, for a patch to apply
+    /// to: the caller must be allowed to update it and to read it (no read
+    /// audit record: the write's record covers it).
+    async fn current_for_patch(&self, caller: &Caller, ty: &str, patient: &str, id: &str) -> Result<(Current, Value)> {
         self.check(caller, ty, Action::Update, Some(patient))?;
-        // The patched resource is returned: what consent hides, a patch cannot show.
-        self.consent_gate(caller, patient, ty).await?;
-        let current = self.store.current(patient, ty, id).await?.ok_or(Error::NotFound)?;
-        if current.deleted {
-            return Err(Error::Gone);
-        }
-        let key = self.patient_key(patient).await?;
-        let resource = self.decrypt_record(&key, patient, ty, id, current.version, current.ciphertext.as_deref())?;
+        self.check(caller, ty, Action::Read, Some(patient)).map_err(|e| match e {
+            Error::Forbidden(_) => Error::Forbidden(
+                "PATCH reveals the resource it applies to and needs read access too; use PUT to replace it".into(),
+            ),
+            other => other,
+        })?;
+        let consents = self.consent_gate(caller, patient, ty).await?;
+        let (current, resource) = self.current_record(ty, patient, id).await?;
+        self.consent_on(caller, &consents, Subject::read(ty, id, &resource))?;
         Ok((current, resource))
     }
 
@@ -70,13 +79,17 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         };
         audit.patient = Some(patient.clone());
         audit.entities = vec![format!("{resource_type}/{id}")];
-        let (current, resource) = self.current_for_write(caller, resource_type, &patient, id).await?;
+        let (current, before) = self.current_for_patch(caller, resource_type, &patient, id).await?;
         super::records::expect_version(expected, current.version)?;
-        let resource = patched(&resource, patch)?;
+        let bounds = Bounds { operations: self.limits.patch_operations, bytes: self.limits.patch_bytes };
+        let resource = patched(&before, patch, bounds)?;
         match served {
-            None => self.update_patient(caller, id, resource, Some(expected), audit).await,
+            None => {
+                self.update_patient_from(caller, id, resource, Some(expected), Some((current, before)), audit).await
+            }
             Some((ty, events)) => {
-                self.update_in(caller, (ty, events, &patient), id, resource, Some(expected), Some(current), audit).await
+                let current = Some((current, before));
+                self.update_in(caller, (ty, events, &patient), id, resource, Some(expected), current, audit).await
             }
         }
     }

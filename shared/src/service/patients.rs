@@ -1,8 +1,9 @@
 //! The Patient use cases: create, read, vread, update, delete, history, search.
 
+use super::consent_gate::Subject;
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
-use crate::auth::Action;
+use crate::auth::{authorize, Action};
 use crate::crypto::{random_id, resource_aad, seal};
 use crate::error::{Error, Result};
 use crate::fhir::outcome::Issue;
@@ -71,29 +72,30 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(id.clone());
         audit.entities = vec![format!("Patient/{id}/_history/1")];
         audit.status = 201;
-        let mut events = vec![self.record_event("PatientCreated", &id, TYPE, &id, &now, 1)];
-        events.extend(self.break_glass_events(caller, audit));
+        let events = vec![self.record_event("PatientCreated", &id, TYPE, &id, &now, 1)];
         let write =
             ResourceWrite { new_wrapped_key: Some(wrapped), ..ResourceWrite::first(&id, TYPE, &id, &now, ct, tokens) };
         self.store.commit(write, audit, events).await?;
         self.cache.insert(&id, std::sync::Arc::new(key));
-        Ok(Stored { id, version: 1, last_updated: now, resource })
+        let withheld = authorize(&caller.principal, TYPE, Action::Read, Some(&id)) != crate::auth::Decision::Allow;
+        Ok(Stored { withheld, ..Stored::new(id, 1, now, resource) })
     }
 
     pub async fn read_patient(&self, caller: &Caller, id: &str, audit: &mut AuditEntry) -> Result<Stored> {
         audit.patient = Some(id.to_owned());
         audit.entities = vec![format!("Patient/{id}")];
         self.check(caller, TYPE, Action::Read, Some(id))?;
-        self.consent_gate(caller, id, TYPE).await?;
+        let consents = self.consent_gate(caller, id, TYPE).await?;
         let current = self.store.current(id, TYPE, id).await?.ok_or(Error::NotFound)?;
         if current.deleted {
             return Err(Error::Gone);
         }
         let key = self.patient_key(id).await?;
         let resource = self.decrypt_record(&key, id, TYPE, id, current.version, current.ciphertext.as_deref())?;
+        self.consent_on(caller, &consents, Subject::read(TYPE, id, &resource))?;
         audit.entities = vec![format!("Patient/{id}/_history/{}", current.version)];
         self.audit_read(caller, audit).await?;
-        Ok(Stored { id: id.to_owned(), version: current.version, last_updated: current.last_updated, resource })
+        Ok(Stored::new(id, current.version, current.last_updated, resource))
     }
 
     pub async fn vread_patient(
@@ -106,29 +108,42 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(id.to_owned());
         audit.entities = vec![format!("Patient/{id}/_history/{version}")];
         self.check(caller, TYPE, Action::Read, Some(id))?;
-        self.consent_gate(caller, id, TYPE).await?;
+        let consents = self.consent_gate(caller, id, TYPE).await?;
         let v = self.store.version(id, TYPE, id, version).await?.ok_or(Error::NotFound)?;
         if v.deleted {
             return Err(Error::Gone);
         }
         let key = self.patient_key(id).await?;
         let resource = self.decrypt_record(&key, id, TYPE, id, v.version, v.ciphertext.as_deref())?;
+        self.consent_on(caller, &consents, Subject::read(TYPE, id, &resource))?;
         self.audit_read(caller, audit).await?;
-        Ok(Stored { id: id.to_owned(), version, last_updated: v.last_updated, resource })
+        Ok(Stored::new(id, version, v.last_updated, resource))
     }
 
     pub async fn update_patient(
         &self,
         caller: &Caller,
         id: &str,
+        resource: Value,
+        if_match: Option<u64>,
+        audit: &mut AuditEntry,
+    ) -> Result<Stored> {
+        self.update_patient_from(caller, id, resource, if_match, None, audit).await
+    }
+
+    /// An update from the current version when PATCH has read it already.
+    pub(crate) async fn update_patient_from(
+        &self,
+        caller: &Caller,
+        id: &str,
         mut resource: Value,
         if_match: Option<u64>,
+        current: Option<(crate::ports::Current, Value)>,
         audit: &mut AuditEntry,
     ) -> Result<Stored> {
         audit.patient = Some(id.to_owned());
         audit.entities = vec![format!("Patient/{id}")];
         self.check(caller, TYPE, Action::Update, Some(id))?;
-        self.write_gate(caller, id, TYPE).await?;
         if resource.get("id").and_then(Value::as_str) != Some(id) {
             return Err(Error::BadRequest("the resource id must match the id in the URL".into()));
         }
@@ -136,19 +151,20 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             .ok_or_else(|| Error::PreconditionRequired("updates require If-Match with the current version".into()))?;
         self.validated(&resource)?;
         let tokens = self.tokens(&resource)?;
-        let current = self.store.current(id, TYPE, id).await?.ok_or(Error::NotFound)?;
-        if current.deleted {
-            return Err(Error::Gone);
-        }
+        let (current, before) = match current {
+            Some(c) => c,
+            None => self.current_record(TYPE, id, id).await?,
+        };
+        let consents = self.write_gate(caller, id, TYPE, id, (Some(&before), Some(&resource))).await?;
         expect_version(expected, current.version)?;
         let key = self.patient_key(id).await?;
         let version = current.version + 1;
         let now = fhir::now_instant();
         fhir::stamp(&mut resource, id, version, &now);
         let ct = seal(&key, &resource_aad(id, TYPE, id, version), resource.to_string().as_bytes());
-        self.commit_next_version(caller, audit, (id, TYPE, id), current, &now, Some(ct), tokens, "PatientUpdated")
-            .await?;
-        Ok(Stored { id: id.to_owned(), version, last_updated: now, resource })
+        self.commit_next_version(audit, (id, TYPE, id), current, &now, Some(ct), tokens, "PatientUpdated").await?;
+        let withheld = !self.may_read(caller, &consents, id, Subject::read(TYPE, id, &resource));
+        Ok(Stored { withheld, ..Stored::new(id, version, now, resource) })
     }
 
     /// Logical delete: a tombstone version, index entries removed, history kept.
@@ -162,8 +178,15 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(id.to_owned());
         audit.entities = vec![format!("Patient/{id}")];
         self.check(caller, TYPE, Action::Delete, Some(id))?;
-        self.write_gate(caller, id, TYPE).await?;
-        self.tombstone(caller, audit, (id, TYPE, id), if_match, "PatientDeleted").await
+        match self.current_record(TYPE, id, id).await {
+            Ok((_, before)) => {
+                self.write_gate(caller, id, TYPE, id, (Some(&before), None)).await?;
+            }
+            // Deleting again only audits (below).
+            Err(Error::Gone) => {}
+            Err(e) => return Err(e),
+        }
+        self.tombstone(audit, (id, TYPE, id), if_match, "PatientDeleted").await
     }
 
     pub async fn patient_history(
@@ -177,12 +200,18 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(id.to_owned());
         audit.entities = vec![format!("Patient/{id}")];
         self.check(caller, TYPE, Action::Read, Some(id))?;
-        self.consent_gate(caller, id, TYPE).await?;
-        self.record_history(caller, (id, TYPE, id), count, cursor, audit).await
+        let consents = self.consent_gate(caller, id, TYPE).await?;
+        self.record_history(caller, (id, TYPE, id), &consents, count, cursor, audit).await
     }
 
     /// Search. `params` are (name, value) pairs as the client sent them, or
-    /// as recovered from a cursor.
+    /// as recovered from a cursor. A page walks one parameter's index (the
+    /// most selective there is, or every patient) in id order from the
+    /// cursor, checks the other parameters against each candidate's index
+    /// entries, then its consents: so a page costs what it examines, never
+    /// the whole index, and both are bounded (`Limits`). Patients whose
+    /// consent refuses the caller are skipped, in the entries and the total.
+    /// Every patient returned gets their own audit record.
     pub async fn search_patients(
         &self,
         caller: &Caller,
@@ -190,7 +219,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit: &mut AuditEntry,
     ) -> Result<SearchResult> {
         self.check(caller, TYPE, Action::Search, None)?;
-        let (params, after) = self.search_params(caller, TYPE, params)?;
+        let (params, after, carried_total) = self.search_resume(caller, TYPE, params)?;
         // Names only, and only names medrec defines: a client could put PHI
         // in an unknown parameter's name, and audit attributes are plaintext.
         audit.query_params = params
@@ -206,7 +235,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             })
             .collect();
         let mut count = DEFAULT_PAGE;
-        let mut groups: Vec<Vec<String>> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         for (name, value) in &params {
             if name == "_count" {
                 count = value
@@ -220,59 +249,129 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 let known: Vec<&str> = SEARCH_PARAMS.iter().map(|(p, _, _)| *p).collect();
                 return Err(super::unsupported_parameter(name, &known));
             }
-            let mut ids = Vec::new();
-            for v in value.split(',') {
-                ids.extend(self.match_value(name, v).await?);
+            let values: Vec<&str> = value.split(',').collect();
+            if values.len() > self.limits.search_values {
+                return Err(Error::TooCostly(format!(
+                    "a search parameter takes at most {} comma-separated values (MEDREC_SEARCH_MAX_VALUES)",
+                    self.limits.search_values
+                )));
             }
-            ids.sort();
-            ids.dedup();
-            groups.push(ids);
+            let mut group = match name.as_str() {
+                "_id" => Group::Ids(vec![]),
+                _ => Group::Tokens(vec![]),
+            };
+            for v in values {
+                match (&mut group, self.search_value(name, v)?) {
+                    (Group::Ids(ids), Searched::Id(id)) => ids.push(id),
+                    (Group::Tokens(tokens), Searched::Token(t)) => tokens.push(t),
+                    _ => unreachable!("a parameter is either _id or indexed"),
+                }
+            }
+            groups.push(group);
         }
-        let mut ids = match groups.split_first() {
-            None => self.store.ids_for_token(TYPE, &self.index.token(TYPE, "_all", "")).await?,
-            Some((first, rest)) => {
-                first.iter().filter(|id| rest.iter().all(|g| g.binary_search(id).is_ok())).cloned().collect()
+        // A patient-bound token (authorization refused one without its
+        // patient) searches its own compartment only.
+        let own = caller.principal.patient.clone();
+        let scan = self.limits.search_scan;
+        // The driver: the ids asked for, the caller's own, or one index.
+        groups.sort_by_key(Group::rank);
+        let driver = groups.first().filter(|g| matches!(g, Group::Ids(_))).cloned();
+        let (candidates, exhausted) = match (driver, &own) {
+            (Some(Group::Ids(mut ids)), _) => {
+                ids.retain(|id| after.as_ref().is_none_or(|a| id > a));
+                ids.sort();
+                ids.dedup();
+                (ids, true)
+            }
+            (_, Some(own)) => (after.as_ref().is_none_or(|a| own > a).then(|| own.clone()).into_iter().collect(), true),
+            _ => {
+                let tokens = match groups.first() {
+                    Some(Group::Tokens(t)) => t.clone(),
+                    _ => vec![self.index.token(TYPE, "_all", "")],
+                };
+                let mut merged = Vec::new();
+                let mut complete = true;
+                for t in &tokens {
+                    let page = self.store.ids_for_token_page(TYPE, t, after.as_deref(), scan + 1).await?;
+                    complete &= page.len() <= scan;
+                    merged.extend(page);
+                }
+                merged.sort();
+                merged.dedup();
+                complete &= merged.len() <= scan;
+                merged.truncate(scan);
+                (merged, complete)
             }
         };
-        if caller.principal.patient.is_some() || caller.principal.roles.contains(&crate::auth::Role::Patient) {
-            ids.retain(|id| caller.principal.patient.as_deref() == Some(id.as_str()));
-        }
-        // Patients whose consent denies this caller are not in the results,
-        // nor in the total or the paging (one compartment query per match).
-        let mut permitted = Vec::with_capacity(ids.len());
-        for id in ids {
-            if self.consent_gate(caller, &id, TYPE).await.is_ok() {
-                permitted.push(id);
+        // The first page of a result that fits the scan also counts it (the
+        // total then rides on the cursor); a larger one has no total.
+        let counting = after.is_none() && exhausted;
+        let (mut page, mut examined, mut lookups, mut permitted, mut notes) = (vec![], 0, 0, 0, vec![]);
+        let mut last_examined = None;
+        let mut counted = counting;
+        for id in &candidates {
+            let paging = page.len() < count;
+            if !paging && !counting {
+                break;
             }
-        }
-        let ids = permitted;
-        let total = ids.len();
-        let start = after.as_ref().map_or(0, |a| ids.partition_point(|id| id <= a));
-        let page: Vec<String> = ids[start..].iter().take(count).cloned().collect();
-        let has_more = start + page.len() < ids.len();
-        let mut resources = Vec::with_capacity(page.len());
-        for id in &page {
-            let Some(current) = self.store.current(id, TYPE, id).await? else { continue };
-            if current.deleted {
+            let current = match own.as_ref().is_none_or(|o| o == id) {
+                true => self.store.current(id, TYPE, id).await?.filter(|c| !c.deleted),
+                false => None,
+            };
+            let current = current.filter(|c| groups.iter().all(|g| g.admits(id, &c.tokens)));
+            if current.is_some() && lookups == self.limits.consent_lookups {
+                match paging {
+                    true => notes.push(Issue::warning(
+                        "too-costly",
+                        format!("this page stopped after reading {lookups} patients' consents (MEDREC_SEARCH_CONSENT_LOOKUPS); the next link continues"),
+                    )),
+                    false => counted = false,
+                }
+                break;
+            }
+            if paging {
+                examined += 1;
+                last_examined = Some(id.clone());
+            }
+            let Some(current) = current else { continue };
+            lookups += 1;
+            let consents = self.consents_of(caller, id).await?;
+            if self.consent_before(caller, &consents, TYPE).is_err() {
                 continue;
             }
             let key = self.patient_key(id).await?;
             let resource = self.decrypt_record(&key, id, TYPE, id, current.version, current.ciphertext.as_deref())?;
-            resources.push(Stored {
-                id: id.clone(),
-                version: current.version,
-                last_updated: current.last_updated,
-                resource,
-            });
+            if self.consent_on(caller, &consents, Subject::read(TYPE, id, &resource)).is_ok() {
+                permitted += 1;
+                if paging {
+                    page.push(Stored::new(id.clone(), current.version, current.last_updated, resource));
+                }
+            }
         }
-        audit.entities = resources.iter().map(|r| format!("Patient/{}/_history/{}", r.id, r.version)).collect();
-        self.audit_read(caller, audit).await?;
-        let next_cursor =
-            page.last().filter(|_| has_more).map(|last| self.next_page(caller, TYPE, params, count, last.clone()));
-        Ok(SearchResult { total, resources, next_cursor })
+        let has_more = match counting && counted {
+            // Every match was counted: more pages only if more were permitted.
+            true => permitted > page.len(),
+            false => examined < candidates.len() || !exhausted,
+        };
+        if has_more && page.len() < count && notes.is_empty() {
+            notes.push(Issue::warning(
+                "too-costly",
+                format!("this page stopped after examining {examined} patients (MEDREC_SEARCH_SCAN_PER_PAGE); the next link continues"),
+            ));
+        }
+        let disclosed =
+            page.iter().map(|r| (r.id.clone(), vec![format!("Patient/{}/_history/{}", r.id, r.version)])).collect();
+        let mut entries = Self::per_patient(audit, disclosed);
+        self.audit_reads(caller, &mut entries).await?;
+        let total = if counting { counted.then_some(permitted) } else { carried_total };
+        let next_cursor = last_examined
+            .filter(|_| has_more)
+            .map(|last| self.next_page_counted(caller, TYPE, params, count, last, total));
+        Ok(SearchResult { total, resources: page, next_cursor, notes })
     }
 
-    async fn match_value(&self, name: &str, value: &str) -> Result<Vec<String>> {
+    /// One search value, checked and turned into what the index holds.
+    fn search_value(&self, name: &str, value: &str) -> Result<Searched> {
         let value = value.trim();
         if value.is_empty() {
             return Err(Error::BadRequest(format!("search parameter '{name}' needs a value")));
@@ -282,10 +381,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 if !primitives::is_id(value) {
                     return Err(Error::BadRequest("_id must be a valid id".into()));
                 }
-                return Ok(match self.store.current(value, TYPE, value).await? {
-                    Some(c) if !c.deleted => vec![value.to_owned()],
-                    _ => vec![],
-                });
+                return Ok(Searched::Id(value.to_owned()));
             }
             "gender" => {
                 if !patient::GENDERS.contains(&value) {
@@ -311,6 +407,38 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             }
             _ => self.index.token(TYPE, name, value),
         };
-        Ok(self.store.ids_for_token(TYPE, &token).await?)
+        Ok(Searched::Token(token))
+    }
+}
+
+/// One search value as the index knows it.
+enum Searched {
+    Id(String),
+    Token(String),
+}
+
+/// One search parameter: the ids it names, or the index tokens any of
+/// which a match carries.
+#[derive(Clone)]
+enum Group {
+    Ids(Vec<String>),
+    Tokens(Vec<String>),
+}
+
+impl Group {
+    /// Which parameter drives a page: named ids first, then the one with
+    /// fewest values (each value is one index walk).
+    fn rank(&self) -> (u8, usize) {
+        match self {
+            Group::Ids(ids) => (0, ids.len()),
+            Group::Tokens(t) => (1, t.len()),
+        }
+    }
+
+    fn admits(&self, id: &str, tokens: &[String]) -> bool {
+        match self {
+            Group::Ids(ids) => ids.iter().any(|i| i == id),
+            Group::Tokens(t) => t.iter().any(|x| tokens.contains(x)),
+        }
     }
 }

@@ -19,12 +19,25 @@ pub struct Stored {
     pub version: u64,
     pub last_updated: String,
     pub resource: Value,
+    /// A write by a caller who may not read what they wrote (their scopes,
+    /// or the patient's consent): the answer carries no body.
+    pub withheld: bool,
+}
+
+impl Stored {
+    pub fn new(id: impl Into<String>, version: u64, last_updated: impl Into<String>, resource: Value) -> Self {
+        Stored { id: id.into(), version, last_updated: last_updated.into(), resource, withheld: false }
+    }
 }
 
 pub struct SearchResult {
-    pub total: usize,
+    /// The number of matches, when known without reading them all.
+    pub total: Option<usize>,
     pub resources: Vec<Stored>,
     pub next_cursor: Option<String>,
+    /// What the client should know about this page (a limit that cut it
+    /// short), sent as the Bundle's OperationOutcome entry.
+    pub notes: Vec<crate::fhir::outcome::Issue>,
 }
 
 pub struct HistoryItem {
@@ -61,33 +74,49 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
     /// cursor (which must come alone, and only from the caller it was made
     /// for, on the same route); with the id to continue after.
     pub(crate) fn search_params(&self, caller: &Caller, route: &str, params: Query) -> Result<(Query, Option<String>)> {
+        self.search_resume(caller, route, params).map(|(q, after, _)| (q, after))
+    }
+
+    /// `search_params`, with the total the first page counted.
+    pub(crate) fn search_resume(
+        &self,
+        caller: &Caller,
+        route: &str,
+        params: Query,
+    ) -> Result<(Query, Option<String>, Option<usize>)> {
         match params.iter().find(|(k, _)| k == "_cursor") {
             Some((_, token)) if params.len() == 1 => {
                 let c = self
                     .cursors
                     .decode(token, &caller.principal.subject, route, now_unix())
                     .map_err(|e| Error::BadRequest(e.to_string()))?;
-                Ok((c.q, Some(c.after)))
+                Ok((c.q, Some(c.after), c.total))
             }
             Some(_) => Err(Error::BadRequest("_cursor must be the only parameter of a paging request".into())),
-            None => Ok((params, None)),
+            None => Ok((params, None, None)),
         }
     }
 
     /// The cursor of the next page, carrying the query (with its page size)
     /// sealed for this caller and route.
-    pub(crate) fn next_page(
+    pub(crate) fn next_page(&self, caller: &Caller, route: &str, query: Query, count: usize, after: String) -> String {
+        self.next_page_counted(caller, route, query, count, after, None)
+    }
+
+    /// `next_page`, carrying the search's total to the pages after.
+    pub(crate) fn next_page_counted(
         &self,
         caller: &Caller,
         route: &str,
         mut query: Query,
         count: usize,
         after: String,
+        total: Option<usize>,
     ) -> String {
         if !query.is_empty() && !query.iter().any(|(k, _)| k == "_count") {
             query.push(("_count".into(), count.to_string()));
         }
-        let c = Cursor { q: query, after, exp: now_unix() + CURSOR_TTL_SECONDS };
+        let c = Cursor { q: query, after, exp: now_unix() + CURSOR_TTL_SECONDS, total };
         self.cursors.encode(&c, &caller.principal.subject, route)
     }
 
@@ -95,7 +124,6 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
     /// entries removed, history kept; deleting again only audits.
     pub(crate) async fn tombstone(
         &self,
-        caller: &Caller,
         audit: &mut AuditEntry,
         (patient, resource_type, id): (&str, &'static str, &str),
         if_match: Option<u64>,
@@ -107,19 +135,20 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         }
         audit.status = 204;
         if current.deleted {
-            return self.store.audit(audit, self.break_glass_events(caller, audit)).await.map_err(Into::into);
+            return self.store.audit(audit, vec![]).await.map_err(Into::into);
         }
         let now = crate::fhir::now_instant();
-        self.commit_next_version(caller, audit, (patient, resource_type, id), current, &now, None, vec![], event_type)
-            .await
+        self.commit_next_version(audit, (patient, resource_type, id), current, &now, None, vec![], event_type).await
     }
 
     /// A page of a resource's versions, newest first, behind a cursor bound
-    /// to the caller and the route. The caller has authorized the read.
+    /// to the caller and the route. The caller has authorized the read;
+    /// versions the patient's consents refuse them are left out.
     pub(crate) async fn record_history(
         &self,
         caller: &Caller,
         (patient, resource_type, id): (&str, &str, &str),
+        consents: &super::consent_gate::ConsentView,
         count: usize,
         cursor: Option<&str>,
         audit: &mut AuditEntry,
@@ -140,12 +169,18 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             None => None,
         };
         let current = self.store.current(patient, resource_type, id).await?.ok_or(Error::NotFound)?;
+        let key = self.patient_key(patient).await?;
+        // A resource the caller may not read now has no history for them
+        // either (403, as its read); older versions are decided one by one.
+        if let Some(ct) = current.ciphertext.as_deref().filter(|_| !current.deleted) {
+            let now = self.decrypt_record(&key, patient, resource_type, id, current.version, Some(ct))?;
+            self.consent_on(caller, consents, super::consent_gate::Subject::read(resource_type, id, &now))?;
+        }
         let mut versions = self.store.versions(patient, resource_type, id, before, count + 1).await?;
         let next = (versions.len() > count).then(|| {
             versions.truncate(count);
             versions.last().map(|v| v.version)
         });
-        let key = self.patient_key(patient).await?;
         let mut items = Vec::with_capacity(versions.len());
         for v in &versions {
             let resource = match v.deleted {
@@ -154,6 +189,10 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                     Some(self.decrypt_record(&key, patient, resource_type, id, v.version, v.ciphertext.as_deref())?)
                 }
             };
+            let subject = resource.as_ref().map(|r| super::consent_gate::Subject::read(resource_type, id, r));
+            if subject.is_some_and(|s| self.consent_on(caller, consents, s).is_err()) {
+                continue;
+            }
             items.push(HistoryItem {
                 version: v.version,
                 last_updated: v.last_updated.clone(),
@@ -162,7 +201,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 first: v.version == 1,
             });
         }
-        audit.entities = versions.iter().map(|v| format!("{resource_type}/{id}/_history/{}", v.version)).collect();
+        audit.entities = items.iter().map(|v| format!("{resource_type}/{id}/_history/{}", v.version)).collect();
         self.audit_read(caller, audit).await?;
         let next_cursor = next.flatten().map(|after| self.next_page(caller, &route, vec![], count, after.to_string()));
         Ok(HistoryResult { total: current.version as usize, items, next_cursor })

@@ -79,7 +79,7 @@ pub fn registry_caller() -> Caller {
             fhir_user: Some("Device/medrec-registry-sync".into()),
             token_id: None,
         },
-        purpose: Purpose { code: "PUBHLTH", break_glass_reason: None },
+        purpose: Purpose { code: "PUBHLTH", break_glass: None },
         source_ip: None,
         request_id: None,
     }
@@ -137,7 +137,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let mut mine = vec![];
         let listed: Result<()> = async {
             self.check(caller, "Immunization", Action::Search, Some(patient))?;
-            self.consent_gate(caller, patient, "Immunization").await?;
+            let consents = self.consent_gate(caller, patient, "Immunization").await?;
             let live: Vec<_> = self
                 .store
                 .compartment(patient, "Immunization")
@@ -150,6 +150,10 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 for (id, c) in &live {
                     let r =
                         self.decrypt_record(&key, patient, "Immunization", id, c.version, c.ciphertext.as_deref())?;
+                    let subject = super::consent_gate::Subject::read("Immunization", id, &r);
+                    if self.consent_on(caller, &consents, subject).is_err() {
+                        continue;
+                    }
                     audit.entities.push(format!("Immunization/{id}/_history/{}", c.version));
                     mine.push(r);
                 }

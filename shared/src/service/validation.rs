@@ -74,8 +74,9 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         if !model().is_resource_type(resource_type) {
             return Err(Error::NotFound);
         }
+        // A validation reads nothing stored: it names the id it was asked
+        // about but no patient, so it is no disclosure in anyone's accounting.
         let compartment = if resource_type == "Patient" { id } else { None };
-        audit.patient = compartment.map(str::to_owned);
         audit.entities = id.map(|id| vec![format!("{resource_type}/{id}")]).unwrap_or_default();
         self.check(caller, resource_type, if id.is_some() { Action::Update } else { Action::Create }, compartment)?;
         let req = parse(body, query_profile)?;
