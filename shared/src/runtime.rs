@@ -78,7 +78,8 @@ impl Runtime {
         let services = Services::new(store, kms, cache, keys.blind_index, keys.cursor, config.function_name.clone())
             .with_consent_default(config.consent_default)
             .with_consent_authority(config.consent_authority.clone())
-            .with_limits(config.limits);
+            .with_limits(config.limits)
+            .with_required_if_match(config.require_if_match);
         let local = config.deployment == Deployment::Local;
         let source = HttpKeySetSource::new(&config.jwks_url, local).map_err(BootError::Jwks)?;
         let policy = TokenPolicy {

@@ -66,7 +66,6 @@ async fn clinical_records_live_in_their_patients_compartment() {
     let mut changed = read.json();
     changed["lotNumber"] = json!("LOT-CANARY-7732");
     let path = format!("/fhir/Immunization/{id}");
-    assert_eq!(h.call("PUT", &path, Some(&t), &[], Some(&changed.to_string())).await.status, 428);
     assert_eq!(
         h.call("PUT", &path, Some(&t), &[("if-match", "W/\"9\"")], Some(&changed.to_string())).await.status,
         412
@@ -387,7 +386,6 @@ async fn json_patch_goes_through_the_update_rules() {
     };
     let lot = json!([{"op": "test", "path": "/lotNumber", "value": "LOT-CANARY-7731"},
                      {"op": "replace", "path": "/lotNumber", "value": "LOT-CANARY-9000"}]);
-    assert_eq!(patch(lot.clone(), "").await.status, 428);
     assert_eq!(patch(lot.clone(), "W/\"7\"").await.status, 412);
     let ok = patch(lot.clone(), "W/\"1\"").await;
     assert_eq!(ok.status, 200, "{:?}", ok.body);

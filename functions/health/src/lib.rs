@@ -32,6 +32,7 @@ pub struct App {
     public_base_url: Option<String>,
     /// The request bounds the OpenAPI document states.
     limits: medrec_shared::config::Limits,
+    require_if_match: bool,
 }
 
 async fn check<T, E>(f: impl Future<Output = Result<T, E>>) -> &'static str {
@@ -63,6 +64,7 @@ impl App {
             processed_table,
             public_base_url: config.public_base_url,
             limits: config.limits,
+            require_if_match: config.require_if_match,
         })
     }
 
@@ -125,7 +127,8 @@ impl App {
             }
             ("GET", "/openapi.json") => {
                 let base = http::base_url(&req, self.public_base_url.as_deref());
-                let mut resp = http::response(200, Some(&api::openapi::document(&base, &self.limits)), &[]);
+                let mut resp =
+                    http::response(200, Some(&api::openapi::document(&base, &self.limits, self.require_if_match)), &[]);
                 resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
                 resp
             }

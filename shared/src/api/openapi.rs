@@ -167,7 +167,9 @@ fn resource_schema(ty: &str) -> Value {
 /// values a token or string parameter takes (`MEDREC_SEARCH_MAX_VALUES`).
 fn search_param_schema(name: &str, ty: &str, values: usize) -> Value {
     match (name, ty) {
-        ("_count", _) => json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+        // More than a page holds is served as a full page (and said so).
+        ("_count", _) => json!({"type": "integer", "minimum": 1,
+            "description": format!("Page size; above {MAX_PAGE}, pages hold {MAX_PAGE}.")}),
         ("_id", _) => json!({"type": "string", "pattern": ID}),
         ("_sort", _) => json!({"type": "string", "enum": ["date", "-date", "_lastUpdated", "-_lastUpdated"]}),
         ("gender", _) => json!({"type": "string", "enum": GENDERS}),
@@ -216,7 +218,7 @@ fn if_match(required: bool) -> Value {
 }
 
 /// The parameters, body and responses of one operation.
-fn operation(o: &Operation, limits: &Limits) -> Value {
+fn operation(o: &Operation, limits: &Limits, require_if_match: bool) -> Value {
     let ty = o.resource_type.unwrap_or("Resource");
     let resource = json!({"$ref": format!("#/components/schemas/{ty}Response")});
     let bundle = json!({"$ref": "#/components/schemas/Bundle"});
@@ -235,8 +237,12 @@ fn operation(o: &Operation, limits: &Limits) -> Value {
             })
             .collect();
         if !params.iter().any(|p| p["name"] == "_count") {
-            params.push(json!({"name": "_count", "in": "query", "required": false,
-                "schema": search_param_schema("_count", "number", 1)}));
+            // A resource search also takes 0: the count alone (R4 search.html#count).
+            let mut schema = search_param_schema("_count", "number", 1);
+            schema["minimum"] = json!(0);
+            schema["description"] =
+                json!(format!("Page size; above {MAX_PAGE}, pages hold {MAX_PAGE}; 0 asks for the count alone."));
+            params.push(json!({"name": "_count", "in": "query", "required": false, "schema": schema}));
         }
         params
     };
@@ -301,10 +307,12 @@ fn operation(o: &Operation, limits: &Limits) -> Value {
                     if p["required"] == true {
                         required.push(p["name"].clone());
                     }
-                    // A form carries text: `_count` as the digits 1 to 100.
-                    const _: () = assert!(MAX_PAGE == 100, "the form pattern of _count says 100");
+                    // A form carries text: `_count` as digits (one not 0 unless 0 is allowed).
                     let schema = match p["schema"]["type"].as_str() {
-                        Some("integer") => json!({"type": "string", "pattern": "^([1-9][0-9]?|100)$"}),
+                        Some("integer") if p["schema"]["minimum"] == 0 => {
+                            json!({"type": "string", "pattern": "^[0-9]+$"})
+                        }
+                        Some("integer") => json!({"type": "string", "pattern": "^[0-9]*[1-9][0-9]*$"}),
                         _ => p["schema"].clone(),
                     };
                     props.insert(p["name"].as_str().unwrap_or_default().to_owned(), schema);
@@ -358,7 +366,7 @@ fn operation(o: &Operation, limits: &Limits) -> Value {
         }
         Kind::Update | Kind::Patch => {
             parameters = id_params();
-            parameters.push(if_match(true));
+            parameters.push(if_match(require_if_match));
             request_body = if o.kind == Kind::Update {
                 body(body_schema, "application/fhir+json")
             } else {
@@ -371,9 +379,11 @@ fn operation(o: &Operation, limits: &Limits) -> Value {
                 ("413", "Body too large"),
                 ("415", "Wrong media type"),
                 ("422", "Not valid for this server"),
-                ("428", "If-Match required"),
             ] {
                 responses.insert(s.into(), error(d));
+            }
+            if require_if_match {
+                responses.insert("428".into(), error("If-Match required"));
             }
             (
                 format!("{} a {ty}", if o.kind == Kind::Update { "Update" } else { "Patch" }),
@@ -501,12 +511,13 @@ fn links(ty: &str) -> Value {
 }
 
 /// The whole document. `base_url` is where the API is served; `limits`
-/// are the deployment's bounds on a request (they shape the parameters).
-pub fn document(base_url: &str, limits: &Limits) -> Value {
+/// are the deployment's bounds on a request (they shape the parameters);
+/// `require_if_match` whether updates must name a version.
+pub fn document(base_url: &str, limits: &Limits, require_if_match: bool) -> Value {
     let mut paths = Map::new();
     for o in operations() {
         let entry = paths.entry(o.path.clone()).or_insert_with(|| json!({}));
-        entry[o.method.to_ascii_lowercase()] = operation(&o, limits);
+        entry[o.method.to_ascii_lowercase()] = operation(&o, limits, require_if_match);
     }
     let mut schemas = Map::new();
     for r in RESOURCES {

@@ -68,7 +68,7 @@ pub fn history(self_link: String, next_link: Option<String>, total: usize, entri
             let mut entry = json!({
                 "fullUrl": e.full_url,
                 "request": {"method": e.method, "url": e.url},
-                "response": {"status": e.status, "etag": format!("W/\"{}\"", e.version), "lastUpdated": e.last_updated},
+                "response": {"status": e.status, "etag": format!("W/\"{}\"", e.version), "lastModified": e.last_updated},
             });
             if let Some(r) = e.resource {
                 entry["resource"] = r;
@@ -76,5 +76,9 @@ pub fn history(self_link: String, next_link: Option<String>, total: usize, entri
             entry
         })
         .collect();
-    json!({"resourceType": "Bundle", "type": "history", "total": total, "link": links, "entry": entries})
+    let mut bundle = json!({"resourceType": "Bundle", "type": "history", "total": total, "link": links});
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    bundle
 }

@@ -24,21 +24,38 @@ pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) ->
     let resources: Vec<Value> = resources
         .iter()
         .map(|r| {
-            json!({
+            let has = |i: &str| r.interactions.contains(&i);
+            // What the REST edge follows (`rest::results`): a record's link to
+            // its patient, and on Patient every record linking to it.
+            let links = super::clinical::PATIENT_LINKS.iter().map(|(t, p)| format!("{t}:{p}"));
+            let include: Vec<String> = links.clone().filter(|l| l.split(':').next() == Some(r.resource_type)).collect();
+            let revinclude: Vec<String> = if r.resource_type == "Patient" { links.collect() } else { vec![] };
+            let mut entry = json!({
                 "type": r.resource_type,
                 "interaction": r.interactions.iter().map(|i| json!({"code": i})).collect::<Vec<_>>(),
                 "versioning": "versioned-update",
-                "readHistory": true,
+                "readHistory": has("vread"),
                 "updateCreate": false,
-                "conditionalCreate": false,
+                "conditionalCreate": has("create"),
                 "conditionalRead": "not-supported",
-                "conditionalUpdate": false,
-                "conditionalDelete": "not-supported",
+                "conditionalUpdate": has("update"),
+                "conditionalDelete": if has("delete") { "single" } else { "not-supported" },
                 "searchParam": r.search_params.iter().map(|(name, ty, doc)| json!({
                     "name": name, "type": ty, "documentation": doc
                 })).collect::<Vec<_>>(),
-                "operation": r.operations.iter().map(|(name, def)| json!({"name": name, "definition": def})).collect::<Vec<_>>(),
-            })
+            });
+            // No empty arrays (ele-1).
+            if !r.operations.is_empty() {
+                entry["operation"] =
+                    r.operations.iter().map(|(name, def)| json!({"name": name, "definition": def})).collect();
+            }
+            if !include.is_empty() {
+                entry["searchInclude"] = json!(include);
+            }
+            if !revinclude.is_empty() {
+                entry["searchRevInclude"] = json!(revinclude);
+            }
+            entry
         })
         .collect();
     json!({
@@ -52,14 +69,13 @@ pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) ->
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": format!("Updates require If-Match. Search matches normalised values exactly (case- and accent-insensitive) through keyed blind indexes: no prefix, :contains or range matching on PHI fields. Paging links carry encrypted, signed cursors bound to the caller. $validate (POST /fhir/{{type}}/$validate and /fhir/{{type}}/{{id}}/$validate, every R4 type) checks the base definitions, meta.profile and a `profile` parameter; known profiles: {profiles}."),
+            "documentation": format!("If-Match is honoured on update and patch (412 on a stale version; a deployment may require it, 428); without it the last writer wins. Search matches normalised values exactly (case- and accent-insensitive) through keyed blind indexes: no prefix, :contains or range matching on PHI fields. Paging links carry encrypted, signed cursors bound to the caller. $validate (POST /fhir/{{type}}/$validate and /fhir/{{type}}/{{id}}/$validate, every R4 type) checks the base definitions, meta.profile and a `profile` parameter; known profiles: {profiles}."),
             "security": {
                 "cors": false,
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
                 "description": "Bearer JWT (RS256/ES256) from the configured OpenID Connect issuer; roles from a configured claim narrowed by SMART v2 scopes; X-Purpose-Of-Use recorded on every access; ETREAT (break-glass) is read-only and needs X-Break-Glass-Reason-Code and a written X-Break-Glass-Reason; each use is alerted and queued for review. Consents are recorded by the consent authority roles only."
             },
             "resource": resources,
-            "interaction": [],
             "operation": [{"name": "validate", "definition": VALIDATE}],
         }],
     })

@@ -8,6 +8,17 @@ use super::ucum;
 use serde_json::Value;
 use time::OffsetDateTime;
 
+/// The compartment types that `_include`/`_revinclude` may follow to or
+/// from their Patient, by search parameter name.
+pub const PATIENT_LINKS: [(&str, &str); 6] = [
+    ("Immunization", "patient"),
+    ("Observation", "subject"),
+    ("Observation", "patient"),
+    ("Consent", "patient"),
+    ("DocumentReference", "subject"),
+    ("DocumentReference", "patient"),
+];
+
 /// The compartment element of each clinical type: its patient reference.
 pub fn compartment_element(resource_type: &str) -> Option<&'static str> {
     match resource_type {

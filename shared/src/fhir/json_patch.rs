@@ -110,11 +110,14 @@ fn remove(doc: &mut Value, path: &[String]) -> Option<Value> {
     }
 }
 
-/// Applies every operation in order, or none: on error `doc` is unchanged.
 /// Checks the patch document on its own, before any resource is read: a
 /// malformed patch is a 400 whatever it would have been applied to.
 pub fn check(patch: &Value) -> Result<(), PatchError> {
     let ops = patch.as_array().ok_or_else(|| PatchError::Malformed(0, "a JSON Patch is an array".into()))?;
+    // An empty patch would write a new version that changes nothing.
+    if ops.is_empty() {
+        return Err(PatchError::Malformed(0, "a JSON Patch needs at least one operation".into()));
+    }
     for (n, op) in ops.iter().enumerate() {
         let malformed = |m: &str| Err(PatchError::Malformed(n, m.to_owned()));
         let pointer = |k: &str| op[k].as_str().and_then(tokens).is_some();
@@ -197,7 +200,8 @@ pub fn apply(doc: &mut Value, patch: &Value, bounds: Bounds) -> Result<(), Patch
                 add(&mut work, &path, v).ok_or_else(|| failed("the target location does not exist"))?;
             }
             "test" => {
-                if get(&work, &path) != Some(&value()?) {
+                let wanted = value()?;
+                if !get(&work, &path).is_some_and(|v| super::decimal::same_value(v, &wanted)) {
                     return Err(failed("test failed"));
                 }
             }
@@ -294,6 +298,7 @@ mod tests {
 
     #[test]
     fn all_or_nothing_and_errors_by_kind() {
+        assert!(matches!(check(&json!([])), Err(PatchError::Malformed(0, _))), "an empty patch changes nothing");
         let original = json!({"a": 1});
         let mut d = original.clone();
         let err = apply(

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod capability;
 pub mod clinical;
 pub mod cvx;
+pub mod decimal;
 pub mod fhirpath;
 pub mod json_patch;
 pub mod outcome;
@@ -40,6 +41,26 @@ pub fn instant(t: time::OffsetDateTime) -> String {
     )
 }
 
+/// An HTTP date (RFC 9110 IMF-fixdate) for a FHIR instant, for
+/// `Last-Modified`; None if `instant` is not one.
+pub fn http_date(instant: &str) -> Option<String> {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let t = time::OffsetDateTime::parse(instant, &time::format_description::well_known::Rfc3339)
+        .ok()?
+        .to_offset(time::UtcOffset::UTC);
+    Some(format!(
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+        DAYS[usize::from(t.weekday().number_days_from_monday())],
+        t.day(),
+        MONTHS[usize::from(u8::from(t.month())) - 1],
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    ))
+}
+
 /// Sets `id` and server-managed `meta` on a resource the server stores.
 pub fn stamp(resource: &mut Value, id: &str, version: u64, last_updated: &str) {
     if let Some(obj) = resource.as_object_mut() {
@@ -49,5 +70,15 @@ pub fn stamp(resource: &mut Value, id: &str, version: u64, last_updated: &str) {
             meta.insert("versionId".into(), Value::String(version.to_string()));
             meta.insert("lastUpdated".into(), Value::String(last_updated.into()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_dates_are_imf_fixdates_in_gmt() {
+        assert_eq!(super::http_date("2026-12-03T17:51:17.846Z").as_deref(), Some("Thu, 03 Dec 2026 17:51:17 GMT"));
+        assert_eq!(super::http_date("2024-02-29T23:30:00+02:00").as_deref(), Some("Thu, 29 Feb 2024 21:30:00 GMT"));
+        assert_eq!(super::http_date("2026-12-03"), None);
     }
 }

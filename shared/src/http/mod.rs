@@ -139,8 +139,20 @@ pub fn origin(req: &Request) -> (Option<String>, Option<String>) {
     }
 }
 
-/// Refuses an `Accept` that rules out FHIR JSON.
+/// `_format` naming FHIR JSON (R4 http.html#mime-type): every form
+/// clients send.
+fn json_format(value: &str) -> bool {
+    let media = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    matches!(media.as_str(), "json" | "application/json" | "application/fhir+json" | "application/json+fhir")
+}
+
+/// Refuses an `Accept` or a `_format` that rules out FHIR JSON (`_format`
+/// `html` is left to the one report that has an HTML form).
 pub fn check_accept(req: &Request) -> Result<(), Error> {
+    let formats = parse_form(req.uri().query().unwrap_or("")).unwrap_or_default();
+    if formats.iter().any(|(k, v)| k == "_format" && !json_format(v) && v != "html") {
+        return Err(Error::NotAcceptable);
+    }
     let Some(accept) = header(req, "accept") else { return Ok(()) };
     let ok = accept.split(',').any(|part| {
         let media = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -223,12 +235,17 @@ pub fn form_body(req: &Request, max: usize) -> Result<Vec<(String, String)>, Err
     }
     let bytes = check_size(req, max)?;
     let text = std::str::from_utf8(bytes).map_err(|_| Error::BadRequest("form body is not UTF-8".into()))?;
-    parse_form(text)
+    let mut form = parse_form(text)?;
+    form.retain(|(k, v)| !(k == "_format" && json_format(v)));
+    Ok(form)
 }
 
-/// The raw query string's parameters, in order.
+/// The raw query string's parameters, in order; a `_format` of FHIR JSON
+/// (what every answer is) is taken out.
 pub fn query(req: &Request) -> Result<Vec<(String, String)>, Error> {
-    parse_form(req.uri().query().unwrap_or(""))
+    let mut q = parse_form(req.uri().query().unwrap_or(""))?;
+    q.retain(|(k, v)| !(k == "_format" && json_format(v)));
+    Ok(q)
 }
 
 /// Strict `application/x-www-form-urlencoded` parsing: bad escapes and

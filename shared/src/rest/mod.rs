@@ -11,7 +11,7 @@ use crate::fhir::primitives::is_id;
 use crate::http;
 use crate::lambda::{Api, Ctx, Route};
 use crate::runtime::{BootError, Runtime};
-use crate::service::records::{HistoryResult, Query, SearchResult, Stored, DEFAULT_PAGE, MAX_PAGE};
+use crate::service::records::{HistoryResult, Query, SearchResult, Stored, DEFAULT_PAGE};
 use crate::service::Caller;
 
 mod results;
@@ -32,6 +32,9 @@ pub fn resource_response(
     write: bool,
 ) -> Response<Body> {
     let mut headers = vec![("etag", format!("W/\"{}\"", s.version))];
+    if let Some(date) = crate::fhir::http_date(&s.last_updated) {
+        headers.push(("last-modified", date));
+    }
     if !write {
         return http::response(status, Some(&s.resource), &headers);
     }
@@ -75,7 +78,11 @@ pub fn searchset_response(
     params.shape(&mut r.resources);
     let page = SearchPage {
         self_link: format!("{base}{path}"),
-        next_link: r.next_cursor.map(|c| format!("{base}{path}?_cursor={c}{}", params.link_suffix())),
+        // A count alone has no pages.
+        next_link: r
+            .next_cursor
+            .filter(|_| params.summary != crate::fhir::subset::Summary::Count)
+            .map(|c| format!("{base}{path}?_cursor={c}{}", params.link_suffix())),
         total: r.total.filter(|_| params.total),
         outcome: (!r.notes.is_empty()).then(|| operation_outcome(&r.notes)),
         entries: r.resources.into_iter().map(named).collect(),
@@ -95,11 +102,14 @@ pub async fn search_response(
     audit: &mut AuditEntry,
 ) -> Result<Response<Body>> {
     let params = ResultParams::take(&mut query, ty)?;
-    let r = match ty {
+    let note = crate::service::records::count_note(&query);
+    let mut r = match ty {
         "Patient" => rt.services.search_patients(caller, query, audit).await?,
         _ => rt.services.search_records(caller, ty, query, audit).await?,
     };
-    let included = params.included(rt, caller, &r).await?;
+    r.notes.extend(note);
+    let (included, cut) = params.included(rt, caller, &r).await?;
+    r.notes.extend(cut);
     Ok(searchset_response(base, &format!("/fhir/{ty}"), r, &params, included))
 }
 
@@ -214,13 +224,7 @@ pub fn history_params(req: &Request) -> Result<(usize, Option<String>)> {
     let mut cursor = None;
     for (k, v) in http::query(req)? {
         match k.as_str() {
-            "_count" => {
-                count = v
-                    .parse()
-                    .ok()
-                    .filter(|c| (1..=MAX_PAGE).contains(c))
-                    .ok_or_else(|| Error::BadRequest(format!("_count must be 1 to {MAX_PAGE}")))?
-            }
+            "_count" => count = crate::service::records::page_size(&v)?,
             "_cursor" => cursor = Some(v),
             _ => return Err(Error::BadRequest("history supports _count and _cursor only".into())),
         }

@@ -5,22 +5,11 @@
 
 use crate::audit::AuditEntry;
 use crate::error::{Error, Result};
-use crate::fhir::clinical::compartment_of;
+use crate::fhir::clinical::{compartment_of, PATIENT_LINKS};
 use crate::fhir::subset::{self, Summary};
 use crate::runtime::Runtime;
 use crate::service::records::{Query, SearchResult, Stored, MAX_PAGE};
 use crate::service::Caller;
-
-/// The compartment types that `_include`/`_revinclude` may follow to or
-/// from their Patient, by search parameter name.
-const PATIENT_LINKS: [(&str, &str); 6] = [
-    ("Immunization", "patient"),
-    ("Observation", "subject"),
-    ("Observation", "patient"),
-    ("Consent", "patient"),
-    ("DocumentReference", "subject"),
-    ("DocumentReference", "patient"),
-];
 
 pub struct ResultParams {
     pub summary: Summary,
@@ -30,11 +19,21 @@ pub struct ResultParams {
     /// `Type:param` links to follow, as sent (validated).
     pub include: Vec<String>,
     pub revinclude: Vec<String>,
+    /// The page size asked for (`_count`), shown again on the paging links;
+    /// the search itself reads `_count` from the query.
+    pub page: Option<usize>,
 }
 
 impl Default for ResultParams {
     fn default() -> Self {
-        ResultParams { summary: Summary::False, elements: None, total: true, include: vec![], revinclude: vec![] }
+        ResultParams {
+            summary: Summary::False,
+            elements: None,
+            total: true,
+            include: vec![],
+            revinclude: vec![],
+            page: None,
+        }
     }
 }
 
@@ -69,6 +68,12 @@ impl ResultParams {
                         names.push(name.clone());
                     }
                     p.elements = Some(names);
+                }
+                // R4 search.html#count: `_count=0` asks for the count alone.
+                "_count" if v.bytes().all(|b| b == b'0') && !v.is_empty() => p.summary = Summary::Count,
+                "_count" => {
+                    p.page = crate::service::records::page_size(&v).ok();
+                    rest.push((k, v));
                 }
                 "_total" => {
                     p.total = match v.as_str() {
@@ -121,6 +126,9 @@ impl ResultParams {
         if !self.total {
             out.push_str("&_total=none");
         }
+        if let Some(n) = self.page {
+            out.push_str(&format!("&_count={n}"));
+        }
         for i in &self.include {
             out.push_str(&format!("&_include={i}"));
         }
@@ -145,9 +153,17 @@ impl ResultParams {
     /// or search as the caller, authorized, consent-checked and audited on
     /// its own. A compartment the caller may not see adds nothing (and
     /// reveals nothing: the same answer as an empty one).
-    pub async fn included(&self, rt: &Runtime, caller: &Caller, page: &SearchResult) -> Result<Vec<Stored>> {
+    /// With them, notes on what was cut short (a patient with more than a
+    /// page of records of a `_revinclude`d type).
+    pub async fn included(
+        &self,
+        rt: &Runtime,
+        caller: &Caller,
+        page: &SearchResult,
+    ) -> Result<(Vec<Stored>, Vec<crate::fhir::outcome::Issue>)> {
         let svc = &rt.services;
         let mut out: Vec<Stored> = vec![];
+        let mut notes = vec![];
         let mut seen = std::collections::BTreeSet::new();
         for inc in &self.include {
             let (ty, _) = link(inc, "_include")?;
@@ -172,13 +188,22 @@ impl ResultParams {
                 let q = vec![("patient".to_owned(), patient.id.clone()), ("_count".into(), MAX_PAGE.to_string())];
                 match svc.search_records(caller, ty, q, &mut audit).await {
                     Ok(found) => {
+                        if found.next_cursor.is_some() {
+                            notes.push(crate::fhir::outcome::Issue::warning(
+                                "too-costly",
+                                format!(
+                                    "_revinclude={rev} adds at most {MAX_PAGE} per patient: search {ty}?patient= for the rest"
+                                ),
+                            ));
+                        }
                         out.extend(found.resources.into_iter().filter(|s| seen.insert(format!("{ty}/{}", s.id))))
                     }
                     Err(e) => skip(rt, e, audit, caller).await?,
                 }
             }
         }
-        Ok(out)
+        notes.dedup();
+        Ok((out, notes))
     }
 }
 

@@ -4,7 +4,7 @@
 //! records through an index by time, and both are audited themselves.
 //! Audit records hold ids and codes only, so they are returned as stored.
 
-use super::records::{Query, SearchResult, Stored, DEFAULT_PAGE, MAX_PAGE};
+use super::records::{Query, SearchResult, Stored, DEFAULT_PAGE};
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
 use crate::auth::Action;
@@ -30,7 +30,7 @@ pub const AUDIT_PARAMS: &[(&str, &str, &str)] = &[
         "token",
         "With subtype=break-glass: pending or reviewed; the break-glass review queue, each access with its reason.",
     ),
-    ("_count", "number", "Page size, 1 to 100."),
+    ("_count", "number", "Page size (at most 100 a page)."),
 ];
 
 /// What an auditor may find of a break-glass access.
@@ -115,12 +115,7 @@ impl<S: RecordStore + AuditLog, K: KeyService> Services<S, K> {
                     }
                     patient = Some(id.to_owned())
                 }
-                "_count" => {
-                    count =
-                        value.parse().ok().filter(|c| (1..=MAX_PAGE).contains(c)).ok_or_else(|| {
-                            Error::BadRequest(format!("_count must be an integer from 1 to {MAX_PAGE}"))
-                        })?
-                }
+                "_count" => count = super::records::page_size(value)?,
                 "date" => {
                     narrow(value, &mut from, &mut to)?;
                     filters.push((name.as_str(), value.as_str()));
@@ -227,12 +222,7 @@ impl<S: RecordStore + AuditLog, K: KeyService> Services<S, K> {
         for (name, value) in params {
             match (name.as_str(), value.as_str()) {
                 ("_review", "pending" | "reviewed") | ("subtype", crate::audit::BREAK_GLASS_SUBTYPE) => {}
-                ("_count", c) => {
-                    count =
-                        c.parse().ok().filter(|c| (1..=MAX_PAGE).contains(c)).ok_or_else(|| {
-                            Error::BadRequest(format!("_count must be an integer from 1 to {MAX_PAGE}"))
-                        })?
-                }
+                ("_count", c) => count = super::records::page_size(c)?,
                 _ => {
                     return Err(Error::BadRequest(
                         "the review queue takes subtype=break-glass, _review=pending|reviewed and _count".into(),

@@ -5,7 +5,7 @@
 //! the same transaction, fail-closed reads) holds here too.
 
 use super::consent_gate::Subject;
-use super::records::{expect_version, HistoryResult, Stored};
+use super::records::{HistoryResult, Stored};
 use super::validation::rules_for;
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
@@ -282,8 +282,6 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         if resource.get("id").and_then(Value::as_str) != Some(id) {
             return Err(Error::BadRequest("the resource id must match the id in the URL".into()));
         }
-        let expected = if_match
-            .ok_or_else(|| Error::PreconditionRequired("updates require If-Match with the current version".into()))?;
         let named = clinical::compartment_of(ty, &resource).map_err(|i| Error::Invalid(vec![i]))?;
         if named != patient {
             let element = clinical::compartment_element(ty).unwrap_or("subject");
@@ -299,7 +297,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         };
         let consents = self.write_gate(caller, &patient, ty, id, (Some(&before), Some(&resource))).await?;
         let key = self.admit(ty, &resource, &patient).await?;
-        expect_version(expected, current.version)?;
+        self.check_version(if_match, current.version)?;
         let event = match ty {
             "Consent" => consent_event(before["status"].as_str(), resource["status"].as_str(), events[1]),
             "DocumentReference" => {

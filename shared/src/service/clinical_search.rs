@@ -5,7 +5,7 @@
 //! matched in memory, so no clinical value needs a plaintext index.
 
 use super::consent_gate::{ConsentView, Subject};
-use super::records::{SearchResult, Stored, DEFAULT_PAGE, MAX_PAGE};
+use super::records::{SearchResult, Stored, DEFAULT_PAGE};
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
 use crate::auth::Action;
@@ -133,12 +133,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let mut filters = Vec::new();
         for (name, value) in &params {
             match name.as_str() {
-                "_count" => {
-                    count =
-                        value.parse::<usize>().ok().filter(|c| (1..=MAX_PAGE).contains(c)).ok_or_else(|| {
-                            Error::BadRequest(format!("_count must be an integer from 1 to {MAX_PAGE}"))
-                        })?
-                }
+                "_count" => count = super::records::page_size(value)?,
                 "_sort" => {
                     sort = match value.as_str() {
                         "date" | "-date" | "_lastUpdated" | "-_lastUpdated" => Some(value.clone()),

@@ -90,6 +90,8 @@ pub struct Services<S, K> {
     /// Roles that record consents on a patient's behalf.
     consent_authority: Vec<Role>,
     limits: Limits,
+    /// Updates without a version check are refused (428).
+    require_if_match: bool,
 }
 
 impl<S: RecordStore, K: KeyService> Services<S, K> {
@@ -111,6 +113,27 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             consent_default: DefaultPolicy::OptOut,
             consent_authority: vec![Role::Registrar, Role::Admin],
             limits: Limits::default(),
+            require_if_match: false,
+        }
+    }
+
+    /// Requires a version check (If-Match, or a patch's `test` of
+    /// `/meta/versionId`) on every update.
+    pub fn with_required_if_match(mut self, required: bool) -> Self {
+        self.require_if_match = required;
+        self
+    }
+
+    /// An update finds the version If-Match names (412 otherwise); without
+    /// If-Match, whatever is current (last writer wins, as plain FHIR)
+    /// unless the deployment requires the check (428).
+    fn check_version(&self, if_match: Option<u64>, current: u64) -> Result<()> {
+        match if_match {
+            Some(v) => records::expect_version(v, current),
+            None if self.require_if_match => {
+                Err(Error::PreconditionRequired("updates require If-Match with the current version".into()))
+            }
+            None => Ok(()),
         }
     }
 

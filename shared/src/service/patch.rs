@@ -65,8 +65,9 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         if_match: Option<u64>,
         audit: &mut AuditEntry,
     ) -> Result<Stored> {
-        let expected = if_match
-            .ok_or_else(|| Error::PreconditionRequired("PATCH requires If-Match with the current version".into()))?;
+        // A patch that starts by testing /meta/versionId checks the
+        // version itself (the form some clients send instead of If-Match).
+        let if_match = if_match.or_else(|| tested_version(patch));
         // The compartment is located and the current version read once,
         // here; the update goes on from them.
         let served = match resource_type {
@@ -80,17 +81,21 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(patient.clone());
         audit.entities = vec![format!("{resource_type}/{id}")];
         let (current, before) = self.current_for_patch(caller, resource_type, &patient, id).await?;
-        super::records::expect_version(expected, current.version)?;
+        self.check_version(if_match, current.version)?;
         let bounds = Bounds { operations: self.limits.patch_operations, bytes: self.limits.patch_bytes };
         let resource = patched(&before, patch, bounds)?;
         match served {
-            None => {
-                self.update_patient_from(caller, id, resource, Some(expected), Some((current, before)), audit).await
-            }
+            None => self.update_patient_from(caller, id, resource, if_match, Some((current, before)), audit).await,
             Some((ty, events)) => {
                 let current = Some((current, before));
-                self.update_in(caller, (ty, events, &patient), id, resource, Some(expected), current, audit).await
+                self.update_in(caller, (ty, events, &patient), id, resource, if_match, current, audit).await
             }
         }
     }
+}
+
+/// The version a patch's first operation tests at `/meta/versionId`.
+fn tested_version(patch: &Value) -> Option<u64> {
+    let first = patch.as_array()?.first()?;
+    (first["op"] == "test" && first["path"] == "/meta/versionId").then(|| first["value"].as_str()?.parse().ok())?
 }

@@ -11,7 +11,6 @@ use crate::fhir::{self, patient, primitives};
 use crate::ports::{KeyService, RecordStore, ResourceWrite};
 use serde_json::Value;
 
-use super::records::expect_version;
 pub use super::records::{HistoryResult, SearchResult, Stored, DEFAULT_PAGE, MAX_PAGE};
 
 const TYPE: &str = "Patient";
@@ -147,8 +146,6 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         if resource.get("id").and_then(Value::as_str) != Some(id) {
             return Err(Error::BadRequest("the resource id must match the id in the URL".into()));
         }
-        let expected = if_match
-            .ok_or_else(|| Error::PreconditionRequired("updates require If-Match with the current version".into()))?;
         self.validated(&resource)?;
         let tokens = self.tokens(&resource)?;
         let (current, before) = match current {
@@ -156,7 +153,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             None => self.current_record(TYPE, id, id).await?,
         };
         let consents = self.write_gate(caller, id, TYPE, id, (Some(&before), Some(&resource))).await?;
-        expect_version(expected, current.version)?;
+        self.check_version(if_match, current.version)?;
         let key = self.patient_key(id).await?;
         let version = current.version + 1;
         let now = fhir::now_instant();
@@ -238,11 +235,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let mut groups: Vec<Group> = Vec::new();
         for (name, value) in &params {
             if name == "_count" {
-                count = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|c| (1..=MAX_PAGE).contains(c))
-                    .ok_or_else(|| Error::BadRequest(format!("_count must be an integer from 1 to {MAX_PAGE}")))?;
+                count = super::records::page_size(value)?;
                 continue;
             }
             if name.contains(':') || !SEARCH_PARAMS.iter().any(|(p, _, _)| p == name) {

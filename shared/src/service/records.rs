@@ -11,6 +11,30 @@ use serde_json::Value;
 
 pub const MAX_PAGE: usize = 100;
 pub const DEFAULT_PAGE: usize = 20;
+
+/// A `_count`: a positive integer; above `MAX_PAGE` the page is `MAX_PAGE`
+/// (R4 search.html#count lets a server return fewer; `count_note` tells
+/// the client).
+pub(crate) fn page_size(value: &str) -> Result<usize> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) || value.bytes().all(|b| b == b'0') {
+        return Err(Error::BadRequest(format!("_count must be a positive integer (pages hold at most {MAX_PAGE})")));
+    }
+    // All digits: too long for a usize is as large as one.
+    Ok(value.parse::<usize>().unwrap_or(usize::MAX).min(MAX_PAGE))
+}
+
+/// The note a search Bundle carries when its `_count` asked for more than
+/// a page holds.
+pub fn count_note(query: &Query) -> Option<crate::fhir::outcome::Issue> {
+    let asked = query.iter().find(|(k, _)| k == "_count")?;
+    (page_size(&asked.1).ok()? < asked.1.parse::<usize>().unwrap_or(usize::MAX)).then(|| {
+        crate::fhir::outcome::Issue::information(
+            "informational",
+            format!("_count is at most {MAX_PAGE}: this search's pages hold {MAX_PAGE} entries"),
+        )
+    })
+}
+
 pub(crate) const CURSOR_TTL_SECONDS: i64 = 900;
 
 /// A stored resource as returned to the caller.
@@ -84,15 +108,21 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         route: &str,
         params: Query,
     ) -> Result<(Query, Option<String>, Option<usize>)> {
+        let count = params.iter().find(|(k, _)| k == "_count");
         match params.iter().find(|(k, _)| k == "_cursor") {
-            Some((_, token)) if params.len() == 1 => {
-                let c = self
+            // A paging link carries its page size, which the client may change.
+            Some((_, token)) if params.len() == 1 + usize::from(count.is_some()) => {
+                let mut c = self
                     .cursors
                     .decode(token, &caller.principal.subject, route, now_unix())
                     .map_err(|e| Error::BadRequest(e.to_string()))?;
+                if let Some(count) = count {
+                    c.q.retain(|(k, _)| k != "_count");
+                    c.q.push(count.clone());
+                }
                 Ok((c.q, Some(c.after), c.total))
             }
-            Some(_) => Err(Error::BadRequest("_cursor must be the only parameter of a paging request".into())),
+            Some(_) => Err(Error::BadRequest("a paging request takes _cursor and _count only".into())),
             None => Ok((params, None, None)),
         }
     }
