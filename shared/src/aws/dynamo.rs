@@ -343,6 +343,42 @@ impl DynamoStore {
         Ok(out.item().cloned())
     }
 
+    /// At most `limit` keys of the search index under `ix`, in sort-key
+    /// order after `after`. A GSI Query's Limit caps items evaluated per
+    /// call; the pages are followed until `limit` or the index ends.
+    async fn index_page(
+        &self,
+        ix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HashMap<String, AV>>, PortError> {
+        let mut items = Vec::new();
+        let mut start: Option<HashMap<String, AV>> = None;
+        while items.len() < limit {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.tables.records)
+                .index_name(SEARCH_INDEX)
+                .expression_attribute_values(":ix", s(ix))
+                .limit((limit - items.len()).min(1000) as i32)
+                .set_exclusive_start_key(start.take());
+            q = match after {
+                Some(a) => {
+                    q.key_condition_expression("ix = :ix AND ixs > :after").expression_attribute_values(":after", s(a))
+                }
+                None => q.key_condition_expression("ix = :ix"),
+            };
+            let out = q.send().await.map_err(|e| port_error("dynamodb", &e))?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
+
     /// Whether the chain record at (`shard`, `seq`) is the audit record `id`.
     async fn recorded(&self, shard: u32, seq: u64, id: &str) -> Result<bool, PortError> {
         let out = self
@@ -581,32 +617,8 @@ impl RecordStore for DynamoStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, PortError> {
-        let mut ids = Vec::new();
-        let mut start: Option<HashMap<String, AV>> = None;
-        // A GSI Query's Limit caps items evaluated per call; follow the
-        // pages until `limit` ids or the index ends.
-        while ids.len() < limit {
-            let mut q = self
-                .client
-                .query()
-                .table_name(&self.tables.records)
-                .index_name(SEARCH_INDEX)
-                .expression_attribute_values(":ix", s(format!("{ty}#{token}")))
-                .limit((limit - ids.len()).min(1000) as i32)
-                .set_exclusive_start_key(start.take());
-            q = match after {
-                Some(a) => {
-                    q.key_condition_expression("ix = :ix AND ixs > :after").expression_attribute_values(":after", s(a))
-                }
-                None => q.key_condition_expression("ix = :ix"),
-            };
-            let out = q.send().await.map_err(|e| port_error("dynamodb", &e))?;
-            ids.extend(out.items().iter().filter_map(|i| get_s(i, "ixs").map(str::to_owned)));
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
+        let items = self.index_page(&format!("{ty}#{token}"), after, limit).await?;
+        let mut ids: Vec<String> = items.iter().filter_map(|i| get_s(i, "ixs").map(str::to_owned)).collect();
         ids.sort();
         ids.dedup();
         ids.truncate(limit);
@@ -770,32 +782,9 @@ impl crate::ports::AuditLog for DynamoStore {
         limit: usize,
     ) -> Result<Vec<crate::ports::BreakGlassAccess>, PortError> {
         let ix = if reviewed { BREAK_GLASS_REVIEWED } else { BREAK_GLASS_PENDING };
-        let mut keys = vec![];
-        let mut start = None;
         // One page of the index, never the whole queue: a burst of
         // break-glass use must not make its own review slower.
-        while keys.len() < limit {
-            let mut q = self
-                .client
-                .query()
-                .table_name(&self.tables.records)
-                .index_name(SEARCH_INDEX)
-                .expression_attribute_values(":ix", s(ix))
-                .limit(i32::try_from(limit - keys.len()).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start);
-            q = match after {
-                Some(a) => {
-                    q.key_condition_expression("ix = :ix AND ixs > :after").expression_attribute_values(":after", s(a))
-                }
-                None => q.key_condition_expression("ix = :ix"),
-            };
-            let out = q.send().await.map_err(|e| port_error("dynamodb", &e))?;
-            keys.extend(out.items().iter().cloned());
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
+        let keys = self.index_page(ix, after, limit).await?;
         let mut found = Vec::with_capacity(keys.len());
         // The index holds keys only; each access is read whole, consistently
         // (a review may have just moved it).
