@@ -158,8 +158,7 @@ pub fn apply(doc: &mut Value, patch: &Value, bounds: Bounds) -> Result<(), Patch
     let mut work = doc.clone();
     for (n, op) in ops.iter().enumerate() {
         let grows = match op["op"].as_str() {
-            Some("add") => op.get("value").map_or(0, json_len),
-            Some("replace") => op.get("value").map_or(0, json_len),
+            Some("add" | "replace") => op.get("value").map_or(0, json_len),
             Some("copy") => {
                 op["from"].as_str().and_then(tokens).and_then(|from| get(&work, &from).map(json_len)).unwrap_or(0)
             }

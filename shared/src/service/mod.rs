@@ -137,6 +137,19 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         }
     }
 
+    /// A search parameter's comma-separated values (any matches), at most
+    /// `MEDREC_SEARCH_MAX_VALUES` of them: each costs a lookup.
+    fn search_values<'v>(&self, value: &'v str) -> Result<Vec<&'v str>> {
+        let values: Vec<&str> = value.split(',').collect();
+        if values.len() > self.limits.search_values {
+            return Err(Error::TooCostly(format!(
+                "a search parameter takes at most {} comma-separated values (MEDREC_SEARCH_MAX_VALUES)",
+                self.limits.search_values
+            )));
+        }
+        Ok(values)
+    }
+
     /// Sets the roles that record consents on a patient's behalf.
     pub fn with_consent_authority(mut self, roles: Vec<Role>) -> Self {
         self.consent_authority = roles;

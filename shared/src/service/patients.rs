@@ -242,13 +242,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 let known: Vec<&str> = SEARCH_PARAMS.iter().map(|(p, _, _)| *p).collect();
                 return Err(super::unsupported_parameter(name, &known));
             }
-            let values: Vec<&str> = value.split(',').collect();
-            if values.len() > self.limits.search_values {
-                return Err(Error::TooCostly(format!(
-                    "a search parameter takes at most {} comma-separated values (MEDREC_SEARCH_MAX_VALUES)",
-                    self.limits.search_values
-                )));
-            }
+            let values = self.search_values(value)?;
             let mut group = match name.as_str() {
                 "_id" => Group::Ids(vec![]),
                 _ => Group::Tokens(vec![]),
