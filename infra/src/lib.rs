@@ -15,6 +15,7 @@ pub mod poller;
 pub mod provision;
 pub mod purge;
 pub mod registry_sim;
+pub mod resource_table;
 pub mod seed;
 pub mod stack;
 pub mod stream_poller;

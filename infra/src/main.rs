@@ -68,6 +68,15 @@ enum Command {
         #[arg(long, default_value = "shared/src/fhir/r4-model.json")]
         out: std::path::PathBuf,
     },
+    /// Regenerate the resource table (compartment types and their search
+    /// parameters) from the R4 definitions.
+    GenResourceTable {
+        /// Directory holding compartmentdefinition-patient.json, search-parameters.json, profiles-resources.json.
+        #[arg(long)]
+        definitions: std::path::PathBuf,
+        #[arg(long, default_value = "shared/src/fhir/resource-table.json")]
+        out: std::path::PathBuf,
+    },
     /// Regenerate the CVX vaccine code list from the FHIR R4 expansions package.
     GenCvx {
         /// Directory of the unpacked hl7.fhir.r4.expansions package.
@@ -423,6 +432,20 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { paths, verbose } => medrec_infra::validate_files::run(&paths, verbose),
+        Command::GenResourceTable { definitions, out } => {
+            let table = medrec_infra::resource_table::generate(&definitions)?;
+            let text = serde_json::to_string_pretty(&table).map_err(|e| e.to_string())? + "\n";
+            std::fs::write(&out, &text).map_err(|e| e.to_string())?;
+            let types = table["types"].as_array().map_or(0, Vec::len);
+            let params: usize = table["types"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| t["params"].as_array().map_or(0, Vec::len))
+                .sum();
+            println!("wrote {}: {types} compartment types, {params} search parameters", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::GenCvx { expansions, out } => {
             let list = medrec_infra::fhir_model::cvx_codes(&expansions)?;
             let text = serde_json::to_string_pretty(&list).map_err(|e| e.to_string())? + "\n";

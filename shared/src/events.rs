@@ -35,6 +35,10 @@ pub const EVENT_TYPES: &[&str] = &[
     "DocumentStored",
     "DocumentUpdated",
     "DocumentDeleted",
+    // Every other record type of the resource table (`data.resourceType` says which).
+    "ResourceCreated",
+    "ResourceUpdated",
+    "ResourceDeleted",
     "BreakGlassUsed",
     "SecurityAlert",
     "RecordsPurged",

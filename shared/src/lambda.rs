@@ -198,7 +198,7 @@ async fn dispatch<A: Api>(api: &A, route: &'static Route, params: &[&str], req: 
     match api.serve(ctx, &mut audit).await {
         Ok(resp) => resp,
         Err(e) => {
-            let resp = http::error_response(&e);
+            let resp = http::error_response_at(&e, &http::path(req));
             if let Error::Internal(detail) | Error::Unavailable(detail) = &e {
                 tracing::error!(detail = %detail, audit_id = %audit.id, "request failed");
             }

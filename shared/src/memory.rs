@@ -74,6 +74,18 @@ impl RecordStore for MemoryStore {
         Ok(found)
     }
 
+    async fn whole_compartment(&self, patient: &str) -> Result<Vec<(String, String, Current)>, PortError> {
+        let inner = self.inner.lock().expect("lock");
+        let mut found: Vec<(String, String, Current)> = inner
+            .current
+            .iter()
+            .filter(|(key, _)| inner.locators.get(*key).is_some_and(|p| p == patient))
+            .map(|((t, id), c)| (t.clone(), id.clone(), c.clone()))
+            .collect();
+        found.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        Ok(found)
+    }
+
     async fn wrapped_key(&self, patient: &str) -> Result<Option<Vec<u8>>, PortError> {
         Ok(self.inner.lock().expect("lock").keys.get(patient).cloned())
     }

@@ -117,6 +117,13 @@ pub trait RecordStore: Send + Sync {
         patient: &str,
         resource_type: &str,
     ) -> impl Future<Output = Result<Vec<(String, Current)>, PortError>> + Send;
+    /// The current state of every resource in a patient's compartment (the
+    /// Patient too), as (type, id, current), sorted by type then id: one
+    /// query for `$everything`, however many types the record spans.
+    fn whole_compartment(
+        &self,
+        patient: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String, Current)>, PortError>> + Send;
     /// At most `limit` ids indexed under a token, sorted, after `after`:
     /// a page of the index, so a search page never reads the whole index.
     fn ids_for_token_page(

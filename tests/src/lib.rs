@@ -590,3 +590,32 @@ pub const FAILURES: [(&str, medrec_infra::fault_proxy::Fault); 4] = [
     ("throttling", medrec_infra::fault_proxy::Fault::Throttle),
     ("connection reset", medrec_infra::fault_proxy::Fault::ResetBefore),
 ];
+
+/// HL7's R4 examples (hl7.fhir.r4.examples 4.0.1, fetched pinned by `make
+/// setup`) of every record type the generic routes serve, by file name,
+/// sorted.
+pub fn record_examples() -> Vec<(String, &'static medrec_shared::fhir::resources::ResourceDef, Value)> {
+    let dir = medrec_infra::emulator::repo_root().join(".cache/fhir/hl7.fhir.r4.examples/package");
+    assert!(dir.exists(), "{} missing: run `make setup`", dir.display());
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    let mut out = vec![];
+    for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
+        let Ok(r) = serde_json::from_slice::<Value>(&std::fs::read(&path).unwrap()) else { continue };
+        let ty = r["resourceType"].as_str().unwrap_or_default();
+        let Some(def) = medrec_shared::fhir::resources::compartment_type(ty) else { continue };
+        if !medrec_shared::rest::SERVED_BY_OWN_FUNCTION.contains(&ty) {
+            out.push((path.file_name().unwrap().to_string_lossy().into_owned(), def, r));
+        }
+    }
+    out
+}
+
+/// An example placed in the patient's compartment, without its id and meta.
+pub fn placed_in(def: &medrec_shared::fhir::resources::ResourceDef, mut r: Value, patient: &str) -> Value {
+    let o = r.as_object_mut().unwrap();
+    o.remove("id");
+    o.remove("meta");
+    o.insert(def.compartment.clone(), serde_json::json!({"reference": format!("Patient/{patient}")}));
+    r
+}

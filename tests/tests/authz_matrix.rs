@@ -57,6 +57,10 @@ fn body_for(ty: &str, patient: &str) -> Value {
             "patient": {"reference": format!("Patient/{patient}")}, "occurrenceDateTime": "2026-11-20T09:00:00Z",
             "primarySource": true}),
         "Consent" => medrec_e2e::consent(patient, json!({"type": "permit"})),
+        "Condition" => json!({"resourceType": "Condition",
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]},
+            "subject": {"reference": format!("Patient/{patient}")}, "onsetDateTime": "2019-03-01"}),
         "DocumentReference" => json!({"resourceType": "DocumentReference", "status": "current",
             "subject": {"reference": format!("Patient/{patient}")},
             "content": [{"attachment": {"contentType": "text/plain", "data": "aGVsbG8="}}]}),
@@ -104,6 +108,13 @@ async fn fresh_break_glass(h: &Harness, w: &World) -> String {
     out.items()[0]["sk"].as_s().unwrap().trim_start_matches("BG#").to_owned()
 }
 
+/// `$validate` (type or instance level): the validation function's routes.
+fn is_validate(method: &str, template: &str) -> bool {
+    method == "POST"
+        && (template == "/fhir/{type}/{id}"
+            || template.ends_with("{operation}") && template.starts_with("/fhir/{type}"))
+}
+
 /// The request a cell makes: path with parameters filled in, query, body.
 async fn request(
     h: &Harness,
@@ -112,13 +123,19 @@ async fn request(
     template: &str,
 ) -> (String, Option<String>, Vec<(String, String)>) {
     let segments: Vec<&str> = template.trim_start_matches('/').split('/').collect();
+    let validate = is_validate(method, template);
     let ty = match segments.get(1).copied() {
-        Some("{type}") => "Patient",
+        // $validate is tried on a Patient, the generic record routes on a
+        // Condition (`every_record_type_answers_each_kind_of_caller` tries
+        // every type of the table).
+        Some("{type}") if validate => "Patient",
+        Some("{type}") => "Condition",
         Some("Binary") => "DocumentReference",
         Some(t) => t,
         None => "",
     };
-    let needs_id = template.contains("{id}");
+    // Type-level $validate has its operation where other routes have {id}.
+    let needs_id = template.contains("{id}") && (!validate || template.contains("{operation}"));
     let id = match (needs_id, ty, method) {
         (false, _, _) => String::new(),
         (true, "AuditEvent", _) => fresh_break_glass(h, w).await,
@@ -133,11 +150,8 @@ async fn request(
         id
     };
     let operation = if method == "GET" { "$everything" } else { "$validate" };
-    let mut path = template
-        .replace("{id}", &id)
-        .replace("{vid}", "1")
-        .replace("{type}", "Patient")
-        .replace("{operation}", operation);
+    let mut path = if needs_id { template.replace("{id}", &id) } else { template.replace("{id}", operation) };
+    path = path.replace("{vid}", "1").replace("{type}", ty).replace("{operation}", operation);
     let mut headers = vec![];
     let mut body = None;
     let compartment_query = if ty == "Patient" { format!("_id={}", w.own) } else { format!("patient={}", w.own) };
@@ -282,7 +296,7 @@ async fn every_route_answers_every_kind_of_caller_as_the_table_says() {
                 leaks.push(format!("{route}: the auditor reached clinical data ({})", r.status));
             }
             let ok = (200..300).contains(&r.status) && !PUBLIC.contains(&route.as_str());
-            let reads = method == "GET" || route.ends_with("_search") || route.contains("{operation}");
+            let reads = method == "GET" || route.ends_with("_search") || is_validate(method, template);
             if matches!(*caller, "scope-read-only" | "patient-read-only") && ok && !reads {
                 leaks.push(format!("{route}: {caller} wrote ({})", r.status));
             }
@@ -326,5 +340,79 @@ async fn every_route_answers_every_kind_of_caller_as_the_table_says() {
         routes.len(),
         CALLERS.len(),
         actual.len()
+    );
+}
+
+/// Every record type of the resource table (the generic routes serve them
+/// all with one code path; the table above tries them on a Condition): each
+/// kind of caller that must be kept out is kept out of each type, on
+/// create, read and search, and the patient reads their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_type_answers_each_kind_of_caller() {
+    let h = Harness::start().await;
+    let admin = h.token("admin", "sweep-admin");
+    let own = h.create_id(&admin, &canary_patient(&unique_tag())).await;
+    let other = h.create_id(&admin, &canary_patient(&unique_tag())).await;
+    let refusal = medrec_e2e::consent(
+        &own,
+        json!({"type": "permit", "provision": [{"type": "deny",
+        "actor": [{"role": {"coding": [{"code": "PRCP"}]}, "reference": {"reference": "Practitioner/dr-sweep-refused"}}]}]}),
+    );
+    assert_eq!(h.call("POST", "/fhir/Consent", Some(&admin), &[], Some(&refusal.to_string())).await.status, 201);
+    let callers = [
+        ("none", None),
+        ("auditor", Some(h.token("auditor", "sweep-auditor"))),
+        ("registrar", Some(h.token("registrar", "sweep-registrar"))),
+        ("patient-other", Some(h.token_with("patient", "sweep-other", &["patient/*.cruds"], Some(&other)))),
+        ("consent-refused", Some(h.token("clinician", "dr-sweep-refused"))),
+        ("scope-observation", Some(h.token_with("clinician", "dr-sweep-labs", &["user/Observation.rs"], None))),
+    ];
+    let own_token = h.token_with("patient", "sweep-own", &["patient/*.rs"], Some(&own));
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cells = 0;
+    for (file, def, example) in medrec_e2e::record_examples() {
+        let ty = def.name.as_str();
+        let body = medrec_e2e::placed_in(def, example, &own).to_string();
+        let created = h.call("POST", &format!("/fhir/{ty}"), Some(&admin), &[], Some(&body)).await;
+        if created.status != 201 || !seen.insert(ty) {
+            continue;
+        }
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        for (caller, token) in &callers {
+            let kept_out = |status: u16| match *caller {
+                "none" => status == 401,
+                "patient-other" => matches!(status, 403 | 404),
+                "scope-observation" if ty == "Observation" => true,
+                _ => status == 403,
+            };
+            let requests = [
+                ("POST", format!("/fhir/{ty}"), Some(body.as_str())),
+                ("GET", format!("/fhir/{ty}/{id}"), None),
+                ("GET", format!("/fhir/{ty}?patient={own}"), None),
+            ];
+            for (method, path, body) in &requests {
+                let r = h.call(method, path, token.as_deref(), &[], *body).await;
+                let reads_allowed = *caller == "scope-observation" && ty == "Observation" && *method == "GET";
+                assert!(
+                    kept_out(r.status) && (reads_allowed || !(200..300).contains(&r.status)),
+                    "{file}: {caller} {method} {path} answered {}",
+                    r.status
+                );
+                cells += 1;
+            }
+        }
+        assert_eq!(
+            h.get(&format!("/fhir/{ty}/{id}"), &own_token).await.status,
+            200,
+            "{ty}: the patient reads their own"
+        );
+        let write = h.call("POST", &format!("/fhir/{ty}"), Some(&own_token), &[], Some(&body)).await;
+        assert_eq!(write.status, 403, "{ty}: a read-only patient app writes nothing");
+    }
+    assert!(seen.len() >= 55, "{} types swept", seen.len());
+    println!(
+        "record types: {} types x {} callers x 3 interactions = {cells} cells kept out",
+        seen.len(),
+        callers.len()
     );
 }

@@ -87,11 +87,24 @@ async fn schemathesis_finds_no_failure_with_every_check() {
         h.token("auditor", "aud-1"),
         h.token("registrar", "desk-1"),
     );
+    // The record types share one code path (the generic routes): they are
+    // fuzzed through four representatives beside the types with their own
+    // code, so the run stays minutes long; `record_types.rs` and the
+    // authorization matrix's sweep try every type of the table.
+    let sampled = ["Immunization", "Observation", "Consent", "DocumentReference", "Condition", "Encounter"];
+    let others: Vec<&str> = medrec_shared::fhir::resources::table()
+        .types
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|t| !sampled.contains(t))
+        .collect();
+    let exclude = format!("^/fhir/({})(/|$)", others.join("|"));
     let out = tokio::task::spawn_blocking(move || {
         Command::new(root.join(".venv/bin/schemathesis"))
             .arg("--config-file")
             .arg(root.join("tests/contract/schemathesis.toml"))
             .args(["run", &url, "--workers", "2", "--max-examples", &examples])
+            .args(["--exclude-path-regex", &exclude])
             .args(["--report", "junit", "--report-dir"])
             .arg(&report)
             .env("MEDREC_CLINICIAN_TOKEN", clinician)

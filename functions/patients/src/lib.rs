@@ -11,6 +11,7 @@ use medrec_shared::http;
 use medrec_shared::lambda::{self, Api, Ctx, Route};
 use medrec_shared::rest;
 use medrec_shared::runtime::{BootError, Runtime};
+use medrec_shared::service::clinical_search::EVERYTHING_MAX_PAGE;
 use medrec_shared::service::patients::Stored;
 use std::convert::Infallible;
 
@@ -63,7 +64,7 @@ impl Api for App {
 
     fn public(&self, route: &Route, base: &str) -> Option<Response<Body>> {
         (route.interaction == "capabilities")
-            .then(|| http::response(200, Some(&capability_statement(base, medrec_shared::api::RESOURCES)), &[]))
+            .then(|| http::response(200, Some(&capability_statement(base, medrec_shared::api::resources())), &[]))
     }
 
     fn serve<'a>(
@@ -129,7 +130,7 @@ impl App {
                 Ok(http::response(204, None, &[]))
             }
             ("GET", "operation", Some(id)) if params[1] == "$everything" => {
-                let (count, cursor) = rest::history_params(req)?;
+                let (count, cursor) = rest::paging_params(req, EVERYTHING_MAX_PAGE)?;
                 let r = svc.everything(caller, id, count, cursor.as_deref(), audit).await?;
                 let path = format!("/fhir/Patient/{id}/$everything");
                 Ok(rest::searchset_response(base, &path, r, &rest::ResultParams::default(), vec![]))

@@ -15,7 +15,9 @@ use medrec_shared::runtime::{BootError, Runtime};
 /// Gateway sends a more specific route (`/fhir/Patient/_search`) to its own
 /// function first.
 pub const ROUTES: &[Route] = &[
-    Route { method: "POST", path: "/fhir/{type}/{operation}", interaction: "operation" },
+    // The operation (`$validate`) is the second segment: the variable is
+    // named `{id}` there as on every route at that position (template.yaml).
+    Route { method: "POST", path: "/fhir/{type}/{id}", interaction: "operation" },
     Route { method: "POST", path: "/fhir/{type}/{id}/{operation}", interaction: "operation" },
 ];
 

@@ -8,27 +8,53 @@
 pub mod openapi;
 
 use crate::fhir::capability::ResourceCapability;
-use crate::service::{audit_search, clinical, patients};
+use crate::service::{audit_search, patients};
+use std::sync::LazyLock;
 
-/// Every resource type medrec serves, as its functions declare it.
-pub const RESOURCES: &[ResourceCapability] = &[
-    ResourceCapability {
+/// What every compartment record type supports.
+const RECORD_INTERACTIONS: &[&str] =
+    &["read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"];
+
+static RESOURCES: LazyLock<Vec<ResourceCapability>> = LazyLock::new(|| {
+    let mut out = vec![ResourceCapability {
         resource_type: "Patient",
-        interactions: &["read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"],
-        search_params: patients::SEARCH_PARAMS,
+        interactions: RECORD_INTERACTIONS,
+        search_params: patients::SEARCH_PARAMS.to_vec(),
         operations: &[("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")],
-    },
-    clinical::CAPABILITIES[0],
-    clinical::CAPABILITIES[1],
-    clinical::CAPABILITIES[2],
-    clinical::CAPABILITIES[3],
-    ResourceCapability {
+    }];
+    for def in &crate::fhir::resources::table().types {
+        let mut params = vec![(
+            "patient",
+            "reference",
+            "Patient/{id} or {id}: the compartment searched; required unless the token has a patient context.",
+        )];
+        params.extend(
+            def.all_params()
+                .filter(|p| p.name != "patient")
+                .map(|p| (p.name.as_str(), p.kind.as_str(), crate::fhir::search_params::documentation(&p.kind))),
+        );
+        params.push(("_sort", "special", "One date, string, token, number or quantity parameter, - for descending."));
+        out.push(ResourceCapability {
+            resource_type: def.name.as_str(),
+            interactions: RECORD_INTERACTIONS,
+            search_params: params,
+            operations: &[],
+        });
+    }
+    out.push(ResourceCapability {
         resource_type: "AuditEvent",
         interactions: &["search-type"],
-        search_params: audit_search::AUDIT_PARAMS,
+        search_params: audit_search::AUDIT_PARAMS.to_vec(),
         operations: &[],
-    },
-];
+    });
+    out
+});
+
+/// Every resource type medrec serves: the Patient, every row of the
+/// resource table, and the audit trail.
+pub fn resources() -> &'static [ResourceCapability] {
+    &RESOURCES
+}
 
 /// One HTTP operation: method, path (OpenAPI template) and what it does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +106,7 @@ pub fn operations() -> Vec<Operation> {
         op("GET", "/openapi.json", None, Kind::OpenApi),
         op("GET", "/health", None, Kind::Health),
     ];
-    for r in RESOURCES {
+    for r in resources() {
         let ty = r.resource_type;
         let has = |i: &str| r.interactions.contains(&i);
         let t = Some(ty);

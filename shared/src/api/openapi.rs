@@ -9,7 +9,7 @@
 //! precede the birth, a body's id must match the URL, a vital sign's unit)
 //! the server answers with 400/412/422 and an OperationOutcome.
 
-use super::{operations, Kind, Operation, RESOURCES};
+use super::{operations, resources, Kind, Operation};
 use crate::config::Limits;
 use crate::fhir::patient::GENDERS;
 use crate::service::records::MAX_PAGE;
@@ -153,6 +153,14 @@ fn resource_schema(ty: &str) -> Value {
                             "data": {"type": "string", "enum": ["aGVsbG8=", "Y2xpbmljYWwgbm90ZQ=="]}}}}}}
             })),
         ),
+        // Every other record type: its R4 definition (the validator's),
+        // placed in a patient's compartment by its compartment element.
+        ty if crate::fhir::resources::compartment_type(ty).is_some() => {
+            let element =
+                crate::fhir::resources::compartment_type(ty).map(|d| d.compartment.as_str()).unwrap_or_default();
+            json!({"type": "object", "required": ["resourceType", element],
+                "properties": {"resourceType": {"type": "string", "enum": [ty]}, element: patient_reference()}})
+        }
         // $validate takes any resource; a Parameters body (resource and
         // profile as parameters) is described by the operation's text.
         _ => json!({"type": "object", "required": ["resourceType"],
@@ -174,7 +182,11 @@ fn search_param_schema(name: &str, ty: &str, values: usize) -> Value {
         ("_sort", _) => json!({"type": "string", "enum": ["date", "-date", "_lastUpdated", "-_lastUpdated"]}),
         ("gender", _) => json!({"type": "string", "enum": GENDERS}),
         ("birthdate", _) => json!({"type": "string", "pattern": date_pattern("")}),
-        (_, "reference") => json!({"type": "string", "pattern": PATIENT_REF}),
+        ("patient", "reference") => json!({"type": "string", "pattern": PATIENT_REF}),
+        (_, "reference") => json!({"type": "string",
+            "pattern": "^(([A-Z][A-Za-z]+/)?[A-Za-z0-9\\-\\.]{1,64}|https?://[!-+\\--~]+)$"}),
+        (_, "number") => json!({"type": "string",
+            "pattern": "^(eq|ne|gt|lt|ge|le)?-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?$"}),
         (_, "date") => json!({"type": "string", "pattern": date_pattern("(eq|gt|lt|ge|le)?")}),
         (_, "quantity") => json!({"type": "string",
             "pattern": "^(eq|ne|gt|lt|ge|le)?-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?(\\|[^|]*\\|[^|]*)?$"}),
@@ -223,17 +235,26 @@ fn operation(o: &Operation, limits: &Limits, require_if_match: bool) -> Value {
     let resource = json!({"$ref": format!("#/components/schemas/{ty}Response")});
     let bundle = json!({"$ref": "#/components/schemas/Bundle"});
     let search_params = || -> Vec<Value> {
-        let cap = RESOURCES.iter().find(|r| Some(r.resource_type) == o.resource_type);
+        let cap = resources().iter().find(|r| Some(r.resource_type) == o.resource_type);
         let mut params: Vec<Value> = cap
-            .map(|c| c.search_params)
+            .map(|c| c.search_params.as_slice())
             .unwrap_or_default()
             .iter()
             .map(|(name, pty, doc)| {
                 // A clinical search names its patient (minimum necessary); an
                 // audit search names a patient or an agent.
                 let required = *name == "patient" && o.resource_type != Some("AuditEvent");
-                json!({"name": name, "in": "query", "required": required, "description": doc,
-                    "schema": search_param_schema(name, pty, limits.search_values)})
+                let mut schema = search_param_schema(name, pty, limits.search_values);
+                // A record type sorts on its own parameters.
+                if let Some(def) = o.resource_type.and_then(crate::fhir::resources::compartment_type) {
+                    if *name == "_sort" {
+                        let sortable = def.all_params().filter(|p| !matches!(p.kind.as_str(), "reference" | "uri"));
+                        let keys: Vec<String> =
+                            sortable.flat_map(|p| [p.name.clone(), format!("-{}", p.name)]).collect();
+                        schema = json!({"type": "string", "enum": keys});
+                    }
+                }
+                json!({"name": name, "in": "query", "required": required, "description": doc, "schema": schema})
             })
             .collect();
         if !params.iter().any(|p| p["name"] == "_count") {
@@ -520,7 +541,7 @@ pub fn document(base_url: &str, limits: &Limits, require_if_match: bool) -> Valu
         entry[o.method.to_ascii_lowercase()] = operation(&o, limits, require_if_match);
     }
     let mut schemas = Map::new();
-    for r in RESOURCES {
+    for r in resources() {
         let ty = r.resource_type;
         schemas.insert(ty.to_owned(), resource_schema(ty));
         schemas.insert(
@@ -571,7 +592,7 @@ pub fn document(base_url: &str, limits: &Limits, require_if_match: bool) -> Valu
         "info": {
             "title": "medrec FHIR R4 API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "FHIR R4 REST over Patient, Immunization, Observation, Consent, DocumentReference and AuditEvent. Every error is an OperationOutcome. Writes need If-Match; reads are consent-checked and audited."
+            "description": "FHIR R4 REST over the Patient, every resource type of the R4 Patient compartment that one patient's record holds, and AuditEvent. Every error is an OperationOutcome. Updates honour If-Match; reads are consent-checked and audited."
         },
         "servers": [{"url": base_url}],
         "components": {

@@ -572,6 +572,25 @@ impl RecordStore for DynamoStore {
             .collect()
     }
 
+    async fn whole_compartment(&self, patient: &str) -> Result<Vec<(String, String, Current)>, PortError> {
+        let items = self
+            .query_all(&|q| {
+                q.key_condition_expression("pk = :pk AND begins_with(sk, :c)")
+                    .expression_attribute_values(":pk", s(patient_pk(patient)))
+                    .expression_attribute_values(":c", s("C#"))
+                    .consistent_read(true)
+            })
+            .await?;
+        items
+            .iter()
+            .map(|item| {
+                let sk = get_s(item, "sk").and_then(|sk| sk.strip_prefix("C#")).unwrap_or_default();
+                let (ty, id) = sk.split_once('#').unwrap_or((sk, ""));
+                Ok((ty.to_owned(), id.to_owned(), current_from(item)?))
+            })
+            .collect()
+    }
+
     async fn version(&self, patient: &str, ty: &str, id: &str, version: u64) -> Result<Option<Version>, PortError> {
         let out = self
             .client

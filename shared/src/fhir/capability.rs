@@ -4,12 +4,12 @@
 use serde_json::{json, Value};
 
 /// What one resource type supports, declared by the function serving it.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct ResourceCapability {
     pub resource_type: &'static str,
     pub interactions: &'static [&'static str],
     /// (name, type, documentation)
-    pub search_params: &'static [(&'static str, &'static str, &'static str)],
+    pub search_params: Vec<(&'static str, &'static str, &'static str)>,
     /// (name, OperationDefinition canonical)
     pub operations: &'static [(&'static str, &'static str)],
 }
@@ -27,7 +27,7 @@ pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) ->
             let has = |i: &str| r.interactions.contains(&i);
             // What the REST edge follows (`rest::results`): a record's link to
             // its patient, and on Patient every record linking to it.
-            let links = super::clinical::PATIENT_LINKS.iter().map(|(t, p)| format!("{t}:{p}"));
+            let links = super::clinical::patient_links().map(|(t, p)| format!("{t}:{p}"));
             let include: Vec<String> = links.clone().filter(|l| l.split(':').next() == Some(r.resource_type)).collect();
             let revinclude: Vec<String> = if r.resource_type == "Patient" { links.collect() } else { vec![] };
             let mut entry = json!({

@@ -8,24 +8,18 @@ use super::ucum;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-/// The compartment types that `_include`/`_revinclude` may follow to or
-/// from their Patient, by search parameter name.
-pub const PATIENT_LINKS: [(&str, &str); 6] = [
-    ("Immunization", "patient"),
-    ("Observation", "subject"),
-    ("Observation", "patient"),
-    ("Consent", "patient"),
-    ("DocumentReference", "subject"),
-    ("DocumentReference", "patient"),
-];
+/// Every (type, search parameter) that links a compartment record to its
+/// Patient: what `_include` follows to the Patient and `_revinclude` back.
+pub fn patient_links() -> impl Iterator<Item = (&'static str, &'static str)> + Clone {
+    super::resources::table()
+        .types
+        .iter()
+        .flat_map(|t| t.patient_params().map(move |p| (t.name.as_str(), p.name.as_str())))
+}
 
 /// The compartment element of each clinical type: its patient reference.
 pub fn compartment_element(resource_type: &str) -> Option<&'static str> {
-    match resource_type {
-        "Immunization" | "Consent" => Some("patient"),
-        "Observation" | "DocumentReference" => Some("subject"),
-        _ => None,
-    }
+    super::resources::compartment_type(resource_type).map(|t| t.compartment.as_str())
 }
 
 /// The patient id a clinical resource belongs to: its compartment element
@@ -89,6 +83,173 @@ pub fn immunization_rules(imm: &Value, birth_date: Option<&str>, now: OffsetDate
                 );
             }
         }
+    }
+    issues
+}
+
+/// The business rules of a compartment type (its R4 invariants are the
+/// validator's); `birth_date` is the patient's, for the types whose
+/// `needs_birth_date`.
+pub fn rules(ty: &str, r: &Value, birth_date: Option<&str>, now: OffsetDateTime) -> Vec<Issue> {
+    match ty {
+        "Immunization" => immunization_rules(r, birth_date, now),
+        "Observation" => observation_rules(r, now),
+        "Condition" => condition_rules(r, birth_date, now),
+        "AllergyIntolerance" => allergy_rules(r, birth_date, now),
+        "MedicationRequest" => medication_request_rules(r, now),
+        "Encounter" => encounter_rules(r, now),
+        "Consent" => crate::consent::enforceability_issues(r),
+        _ => vec![],
+    }
+}
+
+pub fn needs_birth_date(ty: &str) -> bool {
+    matches!(ty, "Immunization" | "Condition" | "AllergyIntolerance")
+}
+
+/// An event of the patient's life: neither in the future nor before birth.
+fn life_event(r: &Value, element: &str, at: &str, birth_date: Option<&str>, now: OffsetDateTime) -> Option<Issue> {
+    let when = datetime_bounds(r[element].as_str()?)?;
+    if when.0 > now {
+        return Some(Issue::error("business-rule", "this date is in the future").at(at));
+    }
+    let born = birth_date.and_then(datetime_bounds)?;
+    (when.1 < born.0).then(|| Issue::error("business-rule", "this date is before the patient's birth").at(at))
+}
+
+/// `later` (an element of `r`) must not be before `earlier`.
+fn not_before(r: &Value, earlier: &str, later: &str, at: &str, what: &str) -> Option<Issue> {
+    let first = datetime_bounds(r[earlier].as_str()?)?;
+    let then = datetime_bounds(r[later].as_str()?)?;
+    (then.1 < first.0).then(|| Issue::error("business-rule", what.to_owned()).at(at))
+}
+
+/// Condition: onset and recording neither in the future nor before birth;
+/// abatement not before onset.
+pub fn condition_rules(c: &Value, birth_date: Option<&str>, now: OffsetDateTime) -> Vec<Issue> {
+    [
+        life_event(c, "onsetDateTime", "Condition.onsetDateTime", birth_date, now),
+        life_event(c, "recordedDate", "Condition.recordedDate", None, now),
+        not_before(
+            c,
+            "onsetDateTime",
+            "abatementDateTime",
+            "Condition.abatementDateTime",
+            "the condition abated before its onset",
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// AllergyIntolerance: onset neither in the future nor before birth, the
+/// last occurrence not before the onset; a high criticality whose every
+/// recorded reaction was mild is questioned (a warning: criticality is the
+/// potential harm, which a mild history may understate).
+pub fn allergy_rules(a: &Value, birth_date: Option<&str>, now: OffsetDateTime) -> Vec<Issue> {
+    let mut issues: Vec<Issue> = [
+        life_event(a, "onsetDateTime", "AllergyIntolerance.onsetDateTime", birth_date, now),
+        life_event(a, "lastOccurrence", "AllergyIntolerance.lastOccurrence", birth_date, now),
+        not_before(
+            a,
+            "onsetDateTime",
+            "lastOccurrence",
+            "AllergyIntolerance.lastOccurrence",
+            "the last occurrence is before the onset",
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let severities: Vec<&str> =
+        a["reaction"].as_array().into_iter().flatten().filter_map(|r| r["severity"].as_str()).collect();
+    if a["criticality"] == "high" && !severities.is_empty() && severities.iter().all(|s| *s == "mild") {
+        issues.push(
+            Issue::warning("business-rule", "criticality is high but every recorded reaction was mild")
+                .at("AllergyIntolerance.criticality"),
+        );
+    }
+    issues
+}
+
+/// MedicationRequest: not authored in the future; each dose positive, a
+/// dose range running from low to high, no dose above the maximum per
+/// administration, and a frequency or period range in order.
+pub fn medication_request_rules(m: &Value, now: OffsetDateTime) -> Vec<Issue> {
+    let mut issues: Vec<Issue> =
+        life_event(m, "authoredOn", "MedicationRequest.authoredOn", None, now).into_iter().collect();
+    for (i, d) in m["dosageInstruction"].as_array().into_iter().flatten().enumerate() {
+        let at = format!("MedicationRequest.dosageInstruction[{i}]");
+        let max = &d["maxDosePerAdministration"];
+        for (j, dr) in d["doseAndRate"].as_array().into_iter().flatten().enumerate() {
+            let here = format!("{at}.doseAndRate[{j}]");
+            let dose = &dr["doseQuantity"];
+            if dose["value"].as_f64().is_some_and(|v| v <= 0.0) {
+                issues.push(
+                    Issue::error("business-rule", "a dose is more than nothing").at(format!("{here}.doseQuantity")),
+                );
+            }
+            let range = &dr["doseRange"];
+            if let (Some(lo), Some(hi)) =
+                (value_in(&range["low"], None), value_in(&range["high"], range["low"]["code"].as_str()))
+            {
+                if lo > hi {
+                    issues.push(
+                        Issue::error("business-rule", "the dose range's low is above its high")
+                            .at(format!("{here}.doseRange")),
+                    );
+                }
+            }
+            let unit = dose["code"].as_str();
+            if let (Some(v), Some(limit)) = (dose["value"].as_f64(), value_in(max, unit)) {
+                if v > limit {
+                    issues.push(
+                        Issue::error("business-rule", "the dose is above the maximum per administration")
+                            .at(format!("{here}.doseQuantity")),
+                    );
+                }
+            }
+        }
+        let repeat = &d["timing"]["repeat"];
+        let pairs = [("frequency", "frequencyMax"), ("period", "periodMax"), ("duration", "durationMax")];
+        for (lo, hi) in pairs {
+            if let (Some(a), Some(b)) = (repeat[lo].as_f64(), repeat[hi].as_f64()) {
+                if b < a {
+                    issues.push(
+                        Issue::error("business-rule", format!("{hi} is below {lo}"))
+                            .at(format!("{at}.timing.repeat.{hi}")),
+                    );
+                }
+            }
+        }
+        if repeat["period"].as_f64().is_some_and(|p| p <= 0.0) {
+            issues.push(
+                Issue::error("business-rule", "a period is more than nothing").at(format!("{at}.timing.repeat.period")),
+            );
+        }
+    }
+    issues
+}
+
+/// Encounter: one that has begun cannot start in the future, its length is
+/// not negative, and a finished one without an end is questioned (warning).
+pub fn encounter_rules(e: &Value, now: OffsetDateTime) -> Vec<Issue> {
+    let mut issues = vec![];
+    let status = e["status"].as_str().unwrap_or_default();
+    let begun = matches!(status, "arrived" | "triaged" | "in-progress" | "onleave" | "finished");
+    let start = e["period"]["start"].as_str().and_then(datetime_bounds);
+    if begun && start.is_some_and(|s| s.0 > now) {
+        issues.push(
+            Issue::error("business-rule", format!("an encounter that is {status} cannot start in the future"))
+                .at("Encounter.period.start"),
+        );
+    }
+    if e["length"]["value"].as_f64().is_some_and(|v| v < 0.0) {
+        issues.push(Issue::error("business-rule", "the length is negative").at("Encounter.length"));
+    }
+    if status == "finished" && e["period"].is_object() && e["period"].get("end").is_none() {
+        issues.push(Issue::warning("business-rule", "a finished encounter has no end").at("Encounter.period.end"));
     }
     issues
 }
@@ -311,6 +472,64 @@ mod tests {
         for (imm, born, expected) in cases {
             assert_eq!(at(&immunization_rules(&imm, born, now())), vec![expected.to_owned()], "{imm}");
         }
+    }
+
+    #[test]
+    fn condition_allergy_medication_and_encounter_rules() {
+        let born = Some("1961-07-13");
+        let c = json!({"onsetDateTime": "2019-03-01", "abatementDateTime": "2020-01-01", "recordedDate": "2019-03-02"});
+        assert!(condition_rules(&c, born, now()).is_empty());
+        let cases = [
+            (json!({"onsetDateTime": "1950"}), "Condition.onsetDateTime"),
+            (json!({"onsetDateTime": "2027-01-01"}), "Condition.onsetDateTime"),
+            (json!({"onsetDateTime": "2019-03-01", "abatementDateTime": "2018"}), "Condition.abatementDateTime"),
+            (json!({"recordedDate": "2026-12-01"}), "Condition.recordedDate"),
+        ];
+        for (c, expected) in cases {
+            assert_eq!(at(&condition_rules(&c, born, now())), [expected], "{c}");
+        }
+
+        let a = json!({"onsetDateTime": "2001", "lastOccurrence": "2000-06-01T00:00:00Z"});
+        assert_eq!(at(&allergy_rules(&a, born, now())), ["AllergyIntolerance.lastOccurrence"]);
+        let mild = json!({"criticality": "high", "reaction": [{"severity": "mild"}, {"severity": "mild"}]});
+        let issues = allergy_rules(&mild, born, now());
+        assert_eq!(at(&issues), ["AllergyIntolerance.criticality"]);
+        assert!(!issues[0].is_error());
+        let severe = json!({"criticality": "high", "reaction": [{"severity": "mild"}, {"severity": "severe"}]});
+        assert!(allergy_rules(&severe, born, now()).is_empty());
+
+        let mg = |v: f64| json!({"value": v, "system": "http://unitsofmeasure.org", "code": "mg"});
+        let good = json!({"authoredOn": "2026-11-01", "dosageInstruction": [{
+            "timing": {"repeat": {"frequency": 1, "frequencyMax": 3, "period": 1, "periodUnit": "d"}},
+            "maxDosePerAdministration": mg(1000.0),
+            "doseAndRate": [{"doseQuantity": mg(500.0)}, {"doseRange": {"low": mg(250.0), "high": json!({"value": 0.5, "system": "http://unitsofmeasure.org", "code": "g"})}}]}]});
+        assert!(medication_request_rules(&good, now()).is_empty());
+        let bad = json!({"authoredOn": "2027-01-01", "dosageInstruction": [{
+            "timing": {"repeat": {"frequency": 4, "frequencyMax": 2, "period": 0}},
+            "maxDosePerAdministration": json!({"value": 0.4, "system": "http://unitsofmeasure.org", "code": "g"}),
+            "doseAndRate": [{"doseQuantity": mg(500.0)}, {"doseQuantity": mg(0.0)}, {"doseRange": {"low": mg(300.0), "high": mg(200.0)}}]}]});
+        assert_eq!(
+            at(&medication_request_rules(&bad, now())),
+            [
+                "MedicationRequest.authoredOn",
+                "MedicationRequest.dosageInstruction[0].doseAndRate[0].doseQuantity",
+                "MedicationRequest.dosageInstruction[0].doseAndRate[1].doseQuantity",
+                "MedicationRequest.dosageInstruction[0].doseAndRate[2].doseRange",
+                "MedicationRequest.dosageInstruction[0].timing.repeat.frequencyMax",
+                "MedicationRequest.dosageInstruction[0].timing.repeat.period",
+            ]
+        );
+
+        let e =
+            json!({"status": "finished", "period": {"start": "2026-11-01T09:00:00Z", "end": "2026-11-01T10:00:00Z"}});
+        assert!(encounter_rules(&e, now()).is_empty());
+        let planned = json!({"status": "planned", "period": {"start": "2027-01-01"}});
+        assert!(encounter_rules(&planned, now()).is_empty(), "a planned encounter lies ahead");
+        let e = json!({"status": "in-progress", "period": {"start": "2027-01-01"}, "length": {"value": -5}});
+        assert_eq!(at(&encounter_rules(&e, now())), ["Encounter.period.start", "Encounter.length"]);
+        let open = encounter_rules(&json!({"status": "finished", "period": {"start": "2026-11-01"}}), now());
+        assert_eq!(at(&open), ["Encounter.period.end"]);
+        assert!(!open[0].is_error());
     }
 
     #[test]

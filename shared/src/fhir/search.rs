@@ -68,7 +68,7 @@ pub fn date_range(v: &Value) -> Option<(OffsetDateTime, OffsetDateTime)> {
             if start.is_none() && end.is_none() {
                 return None;
             }
-            Some((start.unwrap_or(OffsetDateTime::UNIX_EPOCH), end.unwrap_or(datetime_bounds("9999")?.1)))
+            Some((start.unwrap_or(datetime_bounds("0001")?.0), end.unwrap_or(datetime_bounds("9999")?.1)))
         }
         _ => None,
     }
@@ -190,6 +190,9 @@ mod tests {
         assert_eq!(date_matches(day, "yesterday"), None);
         let period = date_range(&json!({"start": "2026-11-01"})).unwrap();
         assert_eq!(date_matches(period, "ge2030-01-01"), Some(true), "an open period runs on");
+        let before_1970 = date_range(&json!({"end": "1960-05-01"})).unwrap();
+        assert!(before_1970.0 < before_1970.1, "an open start reaches back before 1970");
+        assert_eq!(date_matches(before_1970, "lt1950"), Some(true));
     }
 
     #[test]

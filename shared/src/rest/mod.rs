@@ -220,11 +220,17 @@ pub fn version_id(raw: &str) -> Result<u64> {
 
 /// `_count` and `_cursor`, the only parameters history takes.
 pub fn history_params(req: &Request) -> Result<(usize, Option<String>)> {
+    paging_params(req, crate::service::records::MAX_PAGE)
+}
+
+/// `_count` (at most `max`) and `_cursor`, the only parameters of a
+/// history or `$everything`.
+pub fn paging_params(req: &Request, max: usize) -> Result<(usize, Option<String>)> {
     let mut count = DEFAULT_PAGE;
     let mut cursor = None;
     for (k, v) in http::query(req)? {
         match k.as_str() {
-            "_count" => count = crate::service::records::page_size(&v)?,
+            "_count" => count = crate::service::records::page_size_within(&v, max)?,
             "_cursor" => cursor = Some(v),
             _ => return Err(Error::BadRequest("history supports _count and _cursor only".into())),
         }
@@ -293,13 +299,30 @@ impl Api for CompartmentApi {
     }
 }
 
-/// REST for a compartment-bound type (Immunization, Observation, Consent):
-/// create, read, vread, update, delete, history, search. The type is the
-/// route's literal segment: `/fhir/{type}/...`.
+/// Record types whose own function serves them, with what they add to the
+/// record's REST (a consent's authority, a document's content): a generic
+/// `/fhir/{type}` route never serves them.
+pub const SERVED_BY_OWN_FUNCTION: [&str; 4] = ["Patient", "Consent", "DocumentReference", "AuditEvent"];
+
+/// REST for a compartment record type: create, read, vread, update, patch,
+/// delete, history, search. The type is the route's literal segment
+/// (`/fhir/Consent/...`) or, on the generic routes, its first parameter
+/// (`/fhir/{type}/...`), which must be a type of the resource table.
 pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut AuditEntry) -> Result<Response<Body>> {
     let Ctx { route, params, req, caller, base } = ctx;
-    // The type is the route's literal segment: /fhir/{type}/...
-    let ty = route.path.split('/').nth(2).unwrap_or_default();
+    let (ty, params) = match route.path.split('/').nth(2).unwrap_or_default() {
+        "{type}" => {
+            let ty = params.first().copied().unwrap_or_default();
+            if SERVED_BY_OWN_FUNCTION.contains(&ty) || crate::fhir::resources::compartment_type(ty).is_none() {
+                // A path another function serves with other methods
+                // (`PUT /fhir/metadata`) is a 405 there, not an unknown type.
+                let served_elsewhere = !crate::api::allowed_methods(req.uri().path()).is_empty();
+                return Err(if served_elsewhere { Error::MethodNotAllowed } else { Error::NotFound });
+            }
+            (ty, &params[1..])
+        }
+        literal => (literal, params),
+    };
     let svc = &rt.services;
     let max = rt.config.max_body_bytes;
     let id = match params.first() {

@@ -5,7 +5,7 @@
 
 use crate::audit::AuditEntry;
 use crate::error::{Error, Result};
-use crate::fhir::clinical::{compartment_of, PATIENT_LINKS};
+use crate::fhir::clinical::{compartment_of, patient_links};
 use crate::fhir::subset::{self, Summary};
 use crate::runtime::Runtime;
 use crate::service::records::{Query, SearchResult, Stored, MAX_PAGE};
@@ -38,10 +38,8 @@ impl Default for ResultParams {
 }
 
 fn link(value: &str, name: &str) -> Result<(&'static str, &'static str)> {
-    PATIENT_LINKS
-        .iter()
+    patient_links()
         .find(|(t, p)| value.split_once(':') == Some((t, p)))
-        .copied()
         .ok_or_else(|| Error::BadRequest(format!("{name} supports the patient links of compartment records only")))
 }
 

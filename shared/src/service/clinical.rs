@@ -1,5 +1,5 @@
-//! Immunization and Observation: records that live in one patient's
-//! compartment, encrypted under that patient's data key. A read by id finds
+//! Compartment records (every type of the resource table): records that
+//! live in one patient's compartment, encrypted under that patient's data key. A read by id finds
 //! the compartment through the resource's locator; every rule of the
 //! Patient use cases (authorization in the compartment, If-Match, audit in
 //! the same transaction, fail-closed reads) holds here too.
@@ -12,21 +12,22 @@ use crate::audit::AuditEntry;
 use crate::auth::Action;
 use crate::crypto::{random_id, resource_aad, seal, DataKey};
 use crate::error::{Error, Result};
-use crate::fhir::capability::ResourceCapability;
 use crate::fhir::{self, clinical, outcome::Issue};
 use crate::ports::{Current, KeyService, RecordStore, ResourceWrite};
 use serde_json::Value;
 use std::sync::Arc;
 
-/// The clinical types this module serves, with their event names
-/// (recorded, updated, deleted).
-const TYPES: [(&str, [&str; 3]); 4] = [
+/// The event names (recorded, updated, deleted) of the types that had
+/// their own before the resource table; every other type's changes are
+/// `ResourceCreated`, `ResourceUpdated`, `ResourceDeleted`, naming the type.
+const NAMED_EVENTS: [(&str, [&str; 3]); 4] = [
     ("Immunization", ["ImmunizationRecorded", "ImmunizationUpdated", "ImmunizationDeleted"]),
     ("Observation", ["ObservationRecorded", "ObservationUpdated", "ObservationDeleted"]),
     // Consent events follow its status instead (see `consent_event`).
     ("Consent", ["ConsentRecorded", "ConsentUpdated", "ConsentRevoked"]),
     ("DocumentReference", ["DocumentStored", "DocumentUpdated", "DocumentDeleted"]),
 ];
+const RESOURCE_EVENTS: [&str; 3] = ["ResourceCreated", "ResourceUpdated", "ResourceDeleted"];
 
 /// A Consent's event by the status it had and has: granted when it becomes
 /// active, revoked when an active consent stops being so.
@@ -37,37 +38,6 @@ fn consent_event(before: Option<&str>, after: Option<&str>, default: &'static st
         _ => default,
     }
 }
-
-/// What the clinical and consent functions serve, for the CapabilityStatement.
-pub const CAPABILITIES: [ResourceCapability; 4] = [
-    ResourceCapability {
-        resource_type: "Immunization",
-        interactions: INTERACTIONS,
-        search_params: super::clinical_search::IMMUNIZATION_PARAMS,
-        operations: &[],
-    },
-    ResourceCapability {
-        resource_type: "Observation",
-        interactions: INTERACTIONS,
-        search_params: super::clinical_search::OBSERVATION_PARAMS,
-        operations: &[],
-    },
-    ResourceCapability {
-        resource_type: "Consent",
-        interactions: INTERACTIONS,
-        search_params: super::clinical_search::CONSENT_PARAMS,
-        operations: &[],
-    },
-    ResourceCapability {
-        resource_type: "DocumentReference",
-        interactions: INTERACTIONS,
-        search_params: super::clinical_search::DOCUMENT_PARAMS,
-        operations: &[],
-    },
-];
-
-const INTERACTIONS: &[&str] =
-    &["read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"];
 
 /// A record that passed the checks of a create and awaits its commit.
 pub(crate) struct NewRecord {
@@ -80,9 +50,11 @@ pub(crate) struct NewRecord {
     pub readable: bool,
 }
 
-/// The served type as a static name, with its events; None for any other.
+/// The served type as a static name, with its events; 404 for any other.
 pub(crate) fn served(resource_type: &str) -> Result<(&'static str, [&'static str; 3])> {
-    TYPES.iter().find(|(t, _)| *t == resource_type).copied().ok_or(Error::NotFound)
+    let def = fhir::resources::compartment_type(resource_type).ok_or(Error::NotFound)?;
+    let events = NAMED_EVENTS.iter().find(|(t, _)| *t == resource_type).map_or(RESOURCE_EVENTS, |(_, e)| *e);
+    Ok((def.name.as_str(), events))
 }
 
 impl<S: RecordStore, K: KeyService> Services<S, K> {
@@ -100,21 +72,14 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         };
         let key = self.patient_key(patient).await?;
         let now = time::OffsetDateTime::now_utc();
-        let business = match ty {
-            "Consent" => crate::consent::enforceability_issues(resource),
-            "Immunization" => {
-                let pat = self.decrypt_record(
-                    &key,
-                    patient,
-                    "Patient",
-                    patient,
-                    current.version,
-                    current.ciphertext.as_deref(),
-                )?;
-                clinical::immunization_rules(resource, pat["birthDate"].as_str(), now)
-            }
-            _ => clinical::observation_rules(resource, now),
+        let birth = if clinical::needs_birth_date(ty) {
+            let pat =
+                self.decrypt_record(&key, patient, "Patient", patient, current.version, current.ciphertext.as_deref())?;
+            pat["birthDate"].as_str().map(str::to_owned)
+        } else {
+            None
         };
+        let business = clinical::rules(ty, resource, birth.as_deref(), now);
         // One error per element: a rule that repeats what the definitions
         // or a profile already said about it adds nothing.
         for b in business {

@@ -175,12 +175,13 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let roles = caller.principal.role_names();
         let now = crate::fhir::now_instant();
         let req = self.request(caller, &roles, "Consent", "correct", &now);
-        let reachable: Vec<&str> = super::COMPARTMENT_TYPES
+        let all = super::compartment_types();
+        let reachable: Vec<&str> = all
             .iter()
             .copied()
             .filter(|ty| authorize(&caller.principal, ty, Action::Read, None) == crate::auth::Decision::Allow)
             .collect();
-        match consent::refusing(consents, &req, &reachable, &super::COMPARTMENT_TYPES) {
+        match consent::refusing(consents, &req, &reachable, &all) {
             Some(id) => Err(Error::Forbidden(format!(
                 "consent: Consent/{id} refuses this user; a refused user cannot read, record or change the patient's consents"
             ))),

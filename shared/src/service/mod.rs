@@ -41,9 +41,12 @@ pub(crate) fn unsupported_parameter(name: &str, known: &[&str]) -> Error {
     }
 }
 
-/// The resource types of a patient's compartment medrec serves.
-pub(crate) const COMPARTMENT_TYPES: [&str; 5] =
-    ["Patient", "Immunization", "Observation", "Consent", "DocumentReference"];
+/// The resource types of a patient's compartment medrec serves: the
+/// Patient and every type of the resource table.
+pub(crate) fn compartment_types() -> Vec<&'static str> {
+    let table = crate::fhir::resources::table();
+    std::iter::once("Patient").chain(table.types.iter().map(|t| t.name.as_str())).collect()
+}
 
 /// The additional data a break-glass reason is sealed with: the patient and
 /// the audit record it explains, so a sealed reason cannot be moved.

@@ -16,11 +16,16 @@ pub const DEFAULT_PAGE: usize = 20;
 /// (R4 search.html#count lets a server return fewer; `count_note` tells
 /// the client).
 pub(crate) fn page_size(value: &str) -> Result<usize> {
+    page_size_within(value, MAX_PAGE)
+}
+
+/// A `_count` of a request whose pages hold at most `max`.
+pub fn page_size_within(value: &str, max: usize) -> Result<usize> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) || value.bytes().all(|b| b == b'0') {
-        return Err(Error::BadRequest(format!("_count must be a positive integer (pages hold at most {MAX_PAGE})")));
+        return Err(Error::BadRequest(format!("_count must be a positive integer (pages hold at most {max})")));
     }
     // All digits: too long for a usize is as large as one.
-    Ok(value.parse::<usize>().unwrap_or(usize::MAX).min(MAX_PAGE))
+    Ok(value.parse::<usize>().unwrap_or(usize::MAX).min(max))
 }
 
 /// The note a search Bundle carries when its `_count` asked for more than
