@@ -98,7 +98,7 @@ fn upper_first(s: &str) -> String {
 /// resource root, the leaf's FHIR type, and the type a reference must
 /// target (`resolve() is T`); a choice not narrowed to one type is one path
 /// per type. None for anything else.
-fn reduce(ty: &str, part: &str, els: &BTreeMap<String, Element>) -> Option<Vec<Value>> {
+fn reduce(ty: &str, kind: &str, part: &str, els: &BTreeMap<String, Element>) -> Option<Vec<Value>> {
     let mut p = part.trim();
     while p.starts_with('(') && p.ends_with(')') {
         p = p[1..p.len() - 1].trim();
@@ -141,8 +141,11 @@ fn reduce(ty: &str, part: &str, els: &BTreeMap<String, Element>) -> Option<Vec<V
         }
         let chosen: Vec<&String> = match choice {
             Some(t) => vec![el.types.iter().find(|x| *x == t)?],
-            None => el.types.iter().collect(),
+            None => el.types.iter().filter(|t| fits(kind, t)).collect(),
         };
+        if chosen.is_empty() {
+            return None;
+        }
         let paths = chosen.into_iter().map(|t| {
             let mut p = path.clone();
             p.push(format!("{step}{}", upper_first(t)));
@@ -155,6 +158,21 @@ fn reduce(ty: &str, part: &str, els: &BTreeMap<String, Element>) -> Option<Vec<V
         return None;
     }
     Some(vec![with_target(json!({"path": path, "of": el.types[0]}), target.as_deref())])
+}
+
+/// Whether a choice's type is one a parameter of `kind` compares: an
+/// unnarrowed `Immunization.occurrence` is searched as a date by its
+/// dateTime, not its free-text string.
+fn fits(kind: &str, ty: &str) -> bool {
+    match kind {
+        "date" => matches!(ty, "date" | "dateTime" | "instant" | "Period" | "Timing"),
+        "quantity" => matches!(ty, "Quantity" | "Age" | "Duration" | "Distance" | "Count" | "Money" | "SampledData"),
+        "number" => matches!(ty, "decimal" | "integer" | "positiveInt" | "unsignedInt"),
+        "string" => matches!(ty, "string" | "markdown" | "HumanName" | "Address"),
+        "reference" => matches!(ty, "Reference" | "canonical" | "uri"),
+        "uri" => matches!(ty, "uri" | "url" | "canonical" | "oid" | "uuid"),
+        _ => true,
+    }
 }
 
 fn with_target(mut path: Value, target: Option<&str>) -> Value {
@@ -211,7 +229,7 @@ pub fn generate(definitions: &Path) -> Result<Value, String> {
                 .filter(|p| p.trim_start_matches('(').starts_with(&format!("{base}.")))
                 .collect();
             let paths: Option<Vec<Value>> =
-                parts.iter().map(|p| reduce(base, p, &els)).collect::<Option<Vec<_>>>().map(|v| v.concat());
+                parts.iter().map(|p| reduce(base, kind, p, &els)).collect::<Option<Vec<_>>>().map(|v| v.concat());
             match paths.filter(|p| !p.is_empty() && SEARCHABLE.contains(&kind)) {
                 Some(paths) => by_type.entry(base.to_owned()).or_default().push(json!({
                     "name": code, "type": kind, "paths": paths,

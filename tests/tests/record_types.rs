@@ -108,6 +108,7 @@ async fn every_record_type_takes_hl7s_examples_and_finds_them_by_every_token() {
     assert!(rate >= 0.95, "{:.1}% accepted", 100.0 * rate);
 
     let mut searched = 0;
+    let mut searched_other = 0;
     let mut per_type: BTreeMap<&str, usize> = BTreeMap::new();
     for (file, def, sent, id) in &accepted {
         let ty = def.name.as_str();
@@ -137,13 +138,48 @@ async fn every_record_type_takes_hl7s_examples_and_finds_them_by_every_token() {
             assert!(ids(&not.json()).is_empty(), "{file}: {}:not={value} finds it", p.name);
             searched += 1;
         }
+        // For the first of each type, every date, string and reference
+        // parameter with a value here finds it too: the date itself (eq at its own precision), the
+        // string's first three letters, the reference as stored.
+        let first_of_type = *seen == 1;
+        for p in
+            def.params.iter().filter(|p| first_of_type && matches!(p.kind.as_str(), "date" | "string" | "reference"))
+        {
+            let Some(value) = search_params::values(p, &back).into_iter().find_map(|(v, _)| probe_of(&p.kind, v))
+            else {
+                continue;
+            };
+            let q = format!("/fhir/{ty}?patient={patient}&_id={id}&{}={}", p.name, urlencode(&value));
+            let r = h.get(&q, &t).await;
+            assert_eq!(r.status, 200, "{file} {q}: {}", r.text());
+            assert_eq!(ids(&r.json()), std::slice::from_ref(id), "{file}: {}={value} does not find it", p.name);
+            let missing = h.get(&format!("/fhir/{ty}?patient={patient}&_id={id}&{}:missing=true", p.name), &t).await;
+            assert!(ids(&missing.json()).is_empty(), "{file}: {}:missing=true finds it", p.name);
+            searched_other += 1;
+        }
     }
     println!("{searched} token searches, each found its record and :not did not");
+    println!("{searched_other} date, string and reference searches, each found its record and :missing=true did not");
     let everything = h.get(&format!("/fhir/Patient/{patient}/$everything?_count=1000"), &t).await;
     assert_eq!(everything.status, 200);
     let bundle = everything.json();
     assert_valid("$everything", &bundle);
     assert_eq!(ids(&bundle).len(), accepted.len() + 1, "$everything holds every record and the Patient");
+}
+
+/// A value of a date, string or reference parameter that must find the
+/// resource it came from.
+fn probe_of(kind: &str, v: &Value) -> Option<String> {
+    match kind {
+        "date" => v.as_str().or_else(|| v["start"].as_str()).filter(|_| v.is_string()).map(str::to_owned),
+        "string" => {
+            let s = v.as_str().or_else(|| v["family"].as_str()).or_else(|| v["city"].as_str())?;
+            let prefix: String = s.chars().take(3).collect();
+            (!prefix.trim().is_empty() && !prefix.contains(',')).then_some(prefix)
+        }
+        "reference" => v["reference"].as_str().filter(|r| !r.starts_with('#') && !r.contains(',')).map(str::to_owned),
+        _ => None,
+    }
 }
 
 fn urlencode(s: &str) -> String {
@@ -262,4 +298,44 @@ async fn business_rules_of_the_record_types() {
             outcome["issue"].as_array().unwrap().iter().filter_map(|i| i["expression"][0].as_str()).collect();
         assert!(at_element.contains(&at), "{ty}: {at_element:?}");
     }
+}
+
+/// The CapabilityStatement says what is true: every search parameter it
+/// declares on a type is accepted with a value of its kind (a name it does
+/// not declare is refused), and `_sort` takes each sortable one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capability_statement_declares_what_searches_accept() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-capability");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let metadata = h.call("GET", "/fhir/metadata", None, &[], None).await.json();
+    let mut checked = 0;
+    for r in metadata["rest"][0]["resource"].as_array().unwrap() {
+        let ty = r["type"].as_str().unwrap();
+        if ty == "AuditEvent" {
+            continue;
+        }
+        let scope = if ty == "Patient" { String::new() } else { format!("patient={patient}&") };
+        for p in r["searchParam"].as_array().into_iter().flatten() {
+            let (name, kind) = (p["name"].as_str().unwrap(), p["type"].as_str().unwrap());
+            let value = match (name, kind) {
+                ("patient" | "_count", _) => continue,
+                ("_sort", _) => "_lastUpdated",
+                ("_id", _) => "x1",
+                ("gender", _) => "female",
+                (_, "date") => "2020",
+                (_, "quantity" | "number") => "1",
+                (_, "uri") => "http://example.org/x",
+                (_, "reference") => "x1",
+                _ => "x",
+            };
+            let r = h.get(&format!("/fhir/{ty}?{scope}{name}={value}"), &t).await;
+            assert_eq!(r.status, 200, "{ty}?{name}={value} is declared: {}", r.text());
+            checked += 1;
+        }
+        let r = h.get(&format!("/fhir/{ty}?{scope}undeclared-parameter=x"), &t).await;
+        assert_eq!(r.status, 400, "{ty}: an undeclared parameter");
+    }
+    assert!(checked > 700, "{checked} declared parameters");
+    println!("{checked} declared search parameters accepted");
 }

@@ -1,8 +1,9 @@
 //! Compartment records (every type of the resource table): records that
-//! live in one patient's compartment, encrypted under that patient's data key. A read by id finds
-//! the compartment through the resource's locator; every rule of the
-//! Patient use cases (authorization in the compartment, If-Match, audit in
-//! the same transaction, fail-closed reads) holds here too.
+//! live in one patient's compartment, encrypted under that patient's data
+//! key. A read by id finds the compartment through the resource's
+//! locator; every rule of the Patient use cases (authorization in the
+//! compartment, If-Match, audit in the same transaction, fail-closed reads)
+//! holds here too.
 
 use super::consent_gate::Subject;
 use super::records::{HistoryResult, Stored};
