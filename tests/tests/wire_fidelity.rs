@@ -25,10 +25,6 @@ fn observation(patient: &str) -> String {
     )
 }
 
-fn text(r: &Reply) -> String {
-    String::from_utf8_lossy(&r.body).into_owned()
-}
-
 /// Every answer medrec sends passes medrec's validator.
 fn assert_valid(r: &Reply) {
     let v: Value = r.json();
@@ -43,7 +39,7 @@ async fn decimals_come_back_exactly_as_sent() {
     let t = h.token("clinician", "dr-decimal");
     let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
     let created = h.call("POST", "/fhir/Observation", Some(&t), &[], Some(&observation(&patient))).await;
-    assert_eq!(created.status, 201, "{}", text(&created));
+    assert_eq!(created.status, 201, "{}", created.text());
     let id = created.json()["id"].as_str().unwrap().to_owned();
     let path = format!("/fhir/Observation/{id}");
     let answers = [
@@ -57,7 +53,7 @@ async fn decimals_come_back_exactly_as_sent() {
     for a in &answers {
         assert_eq!(a.status / 100, 2);
         for d in DECIMALS {
-            assert!(text(a).contains(&format!(":{d}")), "{d} in {}", text(a));
+            assert!(a.text().contains(&format!(":{d}")), "{d} in {}", a.text());
         }
         assert_valid(a);
     }
@@ -67,9 +63,9 @@ async fn decimals_come_back_exactly_as_sent() {
                     {"op": "replace", "path": "/valueQuantity/value", "value": 2.500}]"#;
     let headers = [("content-type", "application/json-patch+json"), ("if-match", "W/\"1\"")];
     let patched = h.call("PATCH", &path, Some(&t), &headers, Some(patch)).await;
-    assert_eq!(patched.status, 200, "{}", text(&patched));
-    assert!(text(&patched).contains(r#""value":2.500"#));
-    assert!(text(&h.get(&path, &t).await).contains(r#""value":2.500"#));
+    assert_eq!(patched.status, 200, "{}", patched.text());
+    assert!(patched.text().contains(r#""value":2.500"#));
+    assert!(h.get(&path, &t).await.text().contains(r#""value":2.500"#));
     let wrong = r#"[{"op": "test", "path": "/valueQuantity/value", "value": 2.51}]"#;
     let headers = [("content-type", "application/json-patch+json"), ("if-match", "W/\"2\"")];
     assert_eq!(h.call("PATCH", &path, Some(&t), &headers, Some(wrong)).await.status, 422);
@@ -105,7 +101,7 @@ async fn bundles_and_reads_are_valid_fhir() {
     let metadata = h.call("GET", "/fhir/metadata", None, &[], None).await;
     for answer in [&read, &put, &history, &empty, &metadata] {
         assert_valid(answer);
-        assert!(!text(answer).contains("[]"), "no empty arrays: {}", text(answer));
+        assert!(!answer.text().contains("[]"), "no empty arrays: {}", answer.text());
     }
     // The CapabilityStatement says what the routes do.
     let patient_cap = metadata.json()["rest"][0]["resource"]
@@ -122,7 +118,7 @@ async fn bundles_and_reads_are_valid_fhir() {
     let again = h
         .call("POST", "/fhir/Patient", Some(&t), &[("if-none-exist", &format!("_id={id}"))], Some(&changed.to_string()))
         .await;
-    assert_eq!(again.status, 200, "a conditional create finds the match: {}", text(&again));
+    assert_eq!(again.status, 200, "a conditional create finds the match: {}", again.text());
     let revinclude = h.get(&format!("/fhir/Patient?_id={id}&_revinclude=Observation:subject"), &t).await;
     assert_eq!(revinclude.status, 200);
 }

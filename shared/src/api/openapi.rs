@@ -248,9 +248,8 @@ fn operation(o: &Operation, limits: &Limits, require_if_match: bool) -> Value {
                 // A record type sorts on its own parameters.
                 if let Some(def) = o.resource_type.and_then(crate::fhir::resources::compartment_type) {
                     if *name == "_sort" {
-                        let sortable = def.all_params().filter(|p| !matches!(p.kind.as_str(), "reference" | "uri"));
                         let keys: Vec<String> =
-                            sortable.flat_map(|p| [p.name.clone(), format!("-{}", p.name)]).collect();
+                            def.sortable_params().flat_map(|p| [p.name.clone(), format!("-{}", p.name)]).collect();
                         schema = json!({"type": "string", "enum": keys});
                     }
                 }

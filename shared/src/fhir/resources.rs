@@ -26,7 +26,6 @@ pub struct ResourceDef {
     pub name: String,
     /// The reference element naming the record's patient (`subject`, `patient`...).
     pub compartment: String,
-    pub compartment_required: bool,
     pub params: Vec<SearchParam>,
     /// Parameters of the type whose expressions the server cannot evaluate
     /// exactly (composites, `where` on values): refused, not half-served.
@@ -87,6 +86,12 @@ impl ResourceDef {
     /// A parameter of this type, its own or a common one.
     pub fn param(&self, name: &str) -> Option<&SearchParam> {
         self.params.iter().chain(common_params()).find(|p| p.name == name)
+    }
+
+    /// The parameters `_sort` takes: every one but references and uris,
+    /// which have no order.
+    pub fn sortable_params(&self) -> impl Iterator<Item = &SearchParam> {
+        self.all_params().filter(|p| !matches!(p.kind.as_str(), "reference" | "uri"))
     }
 
     /// Every parameter of this type, common ones first.

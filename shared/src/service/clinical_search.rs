@@ -33,9 +33,9 @@ fn sort_param(def: &'static ResourceDef, value: &str) -> Result<(&'static Search
     if value.contains(',') {
         return Err(Error::BadRequest("_sort takes one parameter".into()));
     }
-    match def.param(name) {
-        Some(p) if p.kind != "reference" && p.kind != "uri" => Ok((p, descending)),
-        _ => Err(Error::BadRequest(
+    match def.sortable_params().find(|p| p.name == name) {
+        Some(p) => Ok((p, descending)),
+        None => Err(Error::BadRequest(
             "_sort takes a date, string, token, number or quantity parameter of the type, optionally with -".into(),
         )),
     }
