@@ -436,14 +436,18 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let table = medrec_infra::resource_table::generate(&definitions)?;
             let text = serde_json::to_string_pretty(&table).map_err(|e| e.to_string())? + "\n";
             std::fs::write(&out, &text).map_err(|e| e.to_string())?;
-            let types = table["types"].as_array().map_or(0, Vec::len);
-            let params: usize = table["types"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let count = |part: &str| table[part].as_array().map_or(0, Vec::len);
+            let params: usize = ["types", "directory"]
+                .iter()
+                .flat_map(|part| table[part].as_array().into_iter().flatten())
                 .map(|t| t["params"].as_array().map_or(0, Vec::len))
                 .sum();
-            println!("wrote {}: {types} compartment types, {params} search parameters", out.display());
+            println!(
+                "wrote {}: {} compartment types, {} directory types, {params} search parameters",
+                out.display(),
+                count("types"),
+                count("directory")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::GenCvx { expansions, out } => {

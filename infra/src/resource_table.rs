@@ -8,6 +8,9 @@
 //! A parameter whose expression uses more FHIRPath than paths, choice types
 //! and `resolve() is T` (a `where` on a value, an extension, a composite) is
 //! left out, never served half-right; the table lists what was left out.
+//!
+//! Beside the compartment, the directory: the shared resources a record
+//! references (who treated, where, with what), in no patient's compartment.
 
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +20,20 @@ use std::path::Path;
 const NOT_COMPARTMENT_RECORDS: [(&str, &str); 2] = [
     ("AuditEvent", "medrec's AuditEvents are its own audit trail, written by the server and searched by auditors"),
     ("Patient", "the compartment's owner: served by the patients function"),
+];
+
+/// The shared resources records reference, served from the directory (no
+/// patient's compartment, staff-readable, not consent-gated). Device is
+/// here because R4 puts it in no Patient compartment.
+const DIRECTORY: [&str; 8] = [
+    "Device",
+    "Endpoint",
+    "HealthcareService",
+    "Location",
+    "Medication",
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
 ];
 
 /// The search parameter types the server evaluates.
@@ -209,7 +226,8 @@ fn compartment_element(
     candidates.iter().find(|(_, required)| *required).or(candidates.first()).cloned()
 }
 
-/// The resource table: served compartment types, and what is left out.
+/// The resource table: served compartment types, the directory types, and
+/// what is left out.
 pub fn generate(definitions: &Path) -> Result<Value, String> {
     let els = elements(definitions)?;
     let compartment = load(definitions, "compartmentdefinition-patient.json")?;
@@ -268,9 +286,19 @@ pub fn generate(definitions: &Path) -> Result<Value, String> {
             "leftOut": left_out.remove(ty).unwrap_or_default(),
         }));
     }
+    let mut directory = vec![];
+    for ty in DIRECTORY {
+        if types.iter().any(|t| t["type"] == ty) {
+            return Err(format!("{ty} is in the Patient compartment: it cannot be a directory type"));
+        }
+        let mut params = by_type.remove(ty).unwrap_or_default();
+        params.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        directory.push(json!({"type": ty, "params": params, "leftOut": left_out.remove(ty).unwrap_or_default()}));
+    }
     Ok(json!({
         "source": format!("{} (compartmentdefinition-patient.json, search-parameters.json)", crate::fhir_model::DEFINITIONS_PACKAGE),
         "types": types,
+        "directory": directory,
         "notServed": not_served,
     }))
 }

@@ -603,7 +603,7 @@ pub fn record_examples() -> Vec<(String, &'static medrec_shared::fhir::resources
     for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
         let Ok(r) = serde_json::from_slice::<Value>(&std::fs::read(&path).unwrap()) else { continue };
         let ty = r["resourceType"].as_str().unwrap_or_default();
-        let Some(def) = medrec_shared::fhir::resources::compartment_type(ty) else { continue };
+        let Some(def) = medrec_shared::fhir::resources::served_type(ty) else { continue };
         if !medrec_shared::rest::SERVED_BY_OWN_FUNCTION.contains(&ty) {
             out.push((path.file_name().unwrap().to_string_lossy().into_owned(), def, r));
         }
@@ -611,11 +611,14 @@ pub fn record_examples() -> Vec<(String, &'static medrec_shared::fhir::resources
     out
 }
 
-/// An example placed in the patient's compartment, without its id and meta.
+/// An example placed in the patient's compartment (a directory type's
+/// stays in the directory), without its id and meta.
 pub fn placed_in(def: &medrec_shared::fhir::resources::ResourceDef, mut r: Value, patient: &str) -> Value {
     let o = r.as_object_mut().unwrap();
     o.remove("id");
     o.remove("meta");
-    o.insert(def.compartment.clone(), serde_json::json!({"reference": format!("Patient/{patient}")}));
+    if let Some(element) = &def.compartment {
+        o.insert(element.clone(), serde_json::json!({"reference": format!("Patient/{patient}")}));
+    }
     r
 }

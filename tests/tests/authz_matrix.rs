@@ -346,7 +346,8 @@ async fn every_route_answers_every_kind_of_caller_as_the_table_says() {
 /// Every record type of the resource table (the generic routes serve them
 /// all with one code path; the table above tries them on a Condition): each
 /// kind of caller that must be kept out is kept out of each type, on
-/// create, read and search, and the patient reads their own.
+/// create, read and search, and the patient reads their own. Directory
+/// types answer each caller as staff reference data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_type_answers_each_kind_of_caller() {
     let h = Harness::start().await;
@@ -378,6 +379,31 @@ async fn every_record_type_answers_each_kind_of_caller() {
             continue;
         }
         let id = created.json()["id"].as_str().unwrap().to_owned();
+        if def.compartment.is_none() {
+            // The directory is staff reference data, in no one's compartment:
+            // a patient's consent does not reach it, a patient token does not
+            // read it, and what each caller meets is exactly this.
+            let requests = [
+                ("POST", format!("/fhir/{ty}"), Some(body.as_str())),
+                ("GET", format!("/fhir/{ty}/{id}"), None),
+                ("GET", format!("/fhir/{ty}?_id={id}"), None),
+            ];
+            for (caller, token) in &callers {
+                for (method, path, body) in &requests {
+                    let r = h.call(method, path, token.as_deref(), &[], *body).await;
+                    let expected = match (*caller, *method) {
+                        ("none", _) => 401,
+                        ("registrar", "POST") => 201,
+                        ("registrar" | "consent-refused", "GET") => 200,
+                        _ => 403,
+                    };
+                    assert_eq!(r.status, expected, "{file}: {caller} {method} {path}");
+                    cells += 1;
+                }
+            }
+            assert_eq!(h.get(&format!("/fhir/{ty}/{id}"), &own_token).await.status, 403, "{ty}: not a patient's");
+            continue;
+        }
         for (caller, token) in &callers {
             let kept_out = |status: u16| match *caller {
                 "none" => status == 401,

@@ -8,7 +8,8 @@
 //! modifiers, another patient's token; and the business rules of the types
 //! that have them.
 
-use medrec_e2e::{canary_patient, placed_in, record_examples, unique_tag, Harness};
+use medrec_e2e::{canary_patient, canary_strings, placed_in, record_examples, unique_tag, Harness};
+use medrec_shared::fhir::resources::ResourceDef;
 use medrec_shared::fhir::search_params;
 use medrec_shared::fhir::validator::model;
 use serde_json::{json, Value};
@@ -66,8 +67,15 @@ fn token_of(v: &Value) -> Option<String> {
 async fn every_record_type_takes_hl7s_examples_and_finds_them_by_every_token() {
     let h = Harness::start().await;
     let t = h.token("clinician", "dr-every-type");
+    // Clinicians read the directory; registrars keep it.
+    let keeper = h.token("registrar", "reg-every-type");
     let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
     let all = record_examples();
+    // A compartment search names its patient; the directory is one.
+    let scope_of = |def: &ResourceDef| match def.compartment {
+        Some(_) => format!("patient={patient}&"),
+        None => String::new(),
+    };
     let types: std::collections::BTreeSet<&str> = all.iter().map(|(_, d, _)| d.name.as_str()).collect();
     assert!(types.len() >= 55, "examples of {} types", types.len());
 
@@ -75,7 +83,8 @@ async fn every_record_type_takes_hl7s_examples_and_finds_them_by_every_token() {
     let mut refused: BTreeMap<String, String> = BTreeMap::new();
     for (file, def, example) in &all {
         let body = placed_in(def, example.clone(), &patient);
-        let r = h.call("POST", &format!("/fhir/{}", def.name), Some(&t), &[], Some(&body.to_string())).await;
+        let writer = if def.compartment.is_some() { &t } else { &keeper };
+        let r = h.call("POST", &format!("/fhir/{}", def.name), Some(writer), &[], Some(&body.to_string())).await;
         match r.status {
             201 => {
                 let created = r.json();
@@ -124,13 +133,14 @@ async fn every_record_type_takes_hl7s_examples_and_finds_them_by_every_token() {
         if *seen > 2 {
             continue;
         }
-        let found = h.get(&format!("/fhir/{ty}?patient={patient}&_id={id}"), &t).await;
+        let scope = scope_of(def);
+        let found = h.get(&format!("/fhir/{ty}?{scope}_id={id}"), &t).await;
         assert_eq!(ids(&found.json()), std::slice::from_ref(id), "{file}");
         for p in def.params.iter().filter(|p| p.kind == "token") {
             let Some(value) = search_params::values(p, &back).into_iter().find_map(|(v, _)| token_of(v)) else {
                 continue;
             };
-            let q = format!("/fhir/{ty}?patient={patient}&_id={id}&{}={}", p.name, urlencode(&value));
+            let q = format!("/fhir/{ty}?{scope}_id={id}&{}={}", p.name, urlencode(&value));
             let r = h.get(&q, &t).await;
             assert_eq!(r.status, 200, "{file} {q}: {}", r.text());
             assert_eq!(ids(&r.json()), std::slice::from_ref(id), "{file}: {}={value} does not find it", p.name);
@@ -149,11 +159,11 @@ async fn every_record_type_takes_hl7s_examples_and_finds_them_by_every_token() {
             else {
                 continue;
             };
-            let q = format!("/fhir/{ty}?patient={patient}&_id={id}&{}={}", p.name, urlencode(&value));
+            let q = format!("/fhir/{ty}?{scope}_id={id}&{}={}", p.name, urlencode(&value));
             let r = h.get(&q, &t).await;
             assert_eq!(r.status, 200, "{file} {q}: {}", r.text());
             assert_eq!(ids(&r.json()), std::slice::from_ref(id), "{file}: {}={value} does not find it", p.name);
-            let missing = h.get(&format!("/fhir/{ty}?patient={patient}&_id={id}&{}:missing=true", p.name), &t).await;
+            let missing = h.get(&format!("/fhir/{ty}?{scope}_id={id}&{}:missing=true", p.name), &t).await;
             assert!(ids(&missing.json()).is_empty(), "{file}: {}:missing=true finds it", p.name);
             searched_other += 1;
         }
@@ -164,7 +174,8 @@ async fn every_record_type_takes_hl7s_examples_and_finds_them_by_every_token() {
     assert_eq!(everything.status, 200);
     let bundle = everything.json();
     assert_valid("$everything", &bundle);
-    assert_eq!(ids(&bundle).len(), accepted.len() + 1, "$everything holds every record and the Patient");
+    let in_compartment = accepted.iter().filter(|(_, def, ..)| def.compartment.is_some()).count();
+    assert_eq!(ids(&bundle).len(), in_compartment + 1, "$everything holds every record and the Patient");
 }
 
 /// A value of a date, string or reference parameter that must find the
@@ -315,7 +326,8 @@ async fn the_capability_statement_declares_what_searches_accept() {
         if ty == "AuditEvent" {
             continue;
         }
-        let scope = if ty == "Patient" { String::new() } else { format!("patient={patient}&") };
+        let in_compartment = medrec_shared::fhir::resources::compartment_type(ty).is_some();
+        let scope = if in_compartment { format!("patient={patient}&") } else { String::new() };
         for p in r["searchParam"].as_array().into_iter().flatten() {
             let (name, kind) = (p["name"].as_str().unwrap(), p["type"].as_str().unwrap());
             let value = match (name, kind) {
@@ -338,4 +350,112 @@ async fn the_capability_statement_declares_what_searches_accept() {
     }
     assert!(checked > 700, "{checked} declared parameters");
     println!("{checked} declared search parameters accepted");
+}
+
+/// The directory (Practitioner, Organization, Location...): shared staff
+/// reference data, sealed at rest, searched by its parameters without
+/// naming a patient, audited without naming one, and untouched by a
+/// patient's consent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_holds_who_treats_and_where() {
+    let h = Harness::start().await;
+    let registrar = h.token("registrar", "desk-directory");
+    let clinician = h.token("clinician", "dr-directory");
+    let tag = unique_tag();
+    let practitioner = json!({"resourceType": "Practitioner", "active": true,
+        "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": format!("NPI{tag}")}],
+        "name": [{"family": format!("Family{tag}"), "given": [format!("Given{tag}")], "prefix": ["Dr"]}],
+        "telecom": [{"system": "email", "value": format!("mail{tag}@example.org")}],
+        "address": [{"line": [format!("Street{tag}")], "city": format!("City{tag}")}]});
+    let r = h.call("POST", "/fhir/Practitioner", Some(&registrar), &[], Some(&practitioner.to_string())).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let read = h.get(&format!("/fhir/Practitioner/{id}"), &clinician).await;
+    assert_eq!(read.status, 200);
+    assert_eq!(without_meta(&read.json()), practitioner, "reads back exactly as sent");
+
+    // Found by name prefix and identifier, without a patient; not by another prefix.
+    let family = format!("Family{tag}");
+    for (q, found) in [
+        (format!("name={}", &family[..10]), true),
+        (format!("family:exact={family}"), true),
+        (format!("identifier=http://hl7.org/fhir/sid/us-npi|NPI{tag}"), true),
+        (format!("name=Other{tag}"), false),
+    ] {
+        let r = h.get(&format!("/fhir/Practitioner?{q}"), &clinician).await;
+        assert_eq!(r.status, 200, "{q}: {}", r.text());
+        assert_eq!(ids(&r.json()) == [id.clone()], found, "{q}");
+    }
+    // A patient's accounting of disclosures names the staff member from the directory.
+    let named = h.token_as("clinician", "dr-named", &format!("Practitioner/{id}"));
+    let patient = h.create_id(&registrar, &canary_patient(&unique_tag())).await;
+    assert_eq!(h.get(&format!("/fhir/Patient/{patient}"), &named).await.status, 200);
+    let own = h.token_with("patient", "the-patient", &["patient/*.read"], Some(&patient));
+    let accounting = h.get(&format!("/fhir/Patient/{patient}/$disclosures"), &own).await.json();
+    let whos: Vec<String> = accounting["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["resource"]["agent"].as_array().unwrap().clone())
+        .filter_map(|a| a["who"]["display"].as_str().map(str::to_owned))
+        .collect();
+    assert!(whos.contains(&format!("Dr Given{tag} Family{tag} (clinician)")), "{whos:?}");
+
+    // A directory search is not a compartment search: `patient` is not its parameter.
+    assert_eq!(h.get("/fhir/Practitioner?patient=x1", &clinician).await.status, 400);
+
+    // Kept by registrars, changed with a version check, deleted by admins only.
+    let mut changed = read.json();
+    changed["active"] = json!(false);
+    let put = h
+        .call(
+            "PUT",
+            &format!("/fhir/Practitioner/{id}"),
+            Some(&registrar),
+            &[("if-match", "W/\"1\"")],
+            Some(&changed.to_string()),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    let stale = h
+        .call(
+            "PUT",
+            &format!("/fhir/Practitioner/{id}"),
+            Some(&registrar),
+            &[("if-match", "W/\"1\"")],
+            Some(&changed.to_string()),
+        )
+        .await;
+    assert_eq!(stale.status, 412);
+    assert_eq!(h.call("DELETE", &format!("/fhir/Practitioner/{id}"), Some(&clinician), &[], None).await.status, 403);
+    assert_eq!(h.call("DELETE", &format!("/fhir/Practitioner/{id}"), Some(&registrar), &[], None).await.status, 403);
+    let history = h.get(&format!("/fhir/Practitioner/{id}/_history"), &clinician).await;
+    assert_eq!(history.status, 200);
+    assert_eq!(history.json()["entry"].as_array().map_or(0, Vec::len), 2);
+
+    // Under an opt-in default no patient consent exists for it, and none is needed.
+    let opt_in = Harness::start_with(vec![("MEDREC_CONSENT_DEFAULT".into(), "opt-in".into())]).await;
+    let org = json!({"resourceType": "Organization", "name": format!("Clinic{tag}")});
+    let r = opt_in
+        .call("POST", "/fhir/Organization", Some(&opt_in.token("admin", "adm-dir")), &[], Some(&org.to_string()))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let org_id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        opt_in.get(&format!("/fhir/Organization/{org_id}"), &opt_in.token("clinician", "dr-opt-in")).await.status,
+        200
+    );
+
+    // Sealed at rest, and audited without a patient.
+    let raw = h.raw_dump().await;
+    for canary in canary_strings(&tag) {
+        assert!(!raw.contains(&canary), "{canary} stored in plaintext");
+    }
+    let events = h.audit_events_of("dr-directory").await;
+    assert!(!events.is_empty());
+    for e in &events {
+        let text = e.to_string();
+        assert!(!text.contains("Patient/"), "a directory access names no patient: {text}");
+        assert!(canary_strings(&tag).iter().all(|c| !text.contains(c)), "{text}");
+    }
 }

@@ -22,15 +22,18 @@ static RESOURCES: LazyLock<Vec<ResourceCapability>> = LazyLock::new(|| {
         search_params: patients::SEARCH_PARAMS.to_vec(),
         operations: &[("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")],
     }];
-    for def in &crate::fhir::resources::table().types {
-        let mut params = vec![(
-            "patient",
-            "reference",
-            "Patient/{id} or {id}: the compartment searched; required unless the token has a patient context.",
-        )];
+    for def in crate::fhir::resources::served_types() {
+        let mut params = vec![];
+        if def.compartment.is_some() {
+            params.push((
+                "patient",
+                "reference",
+                "Patient/{id} or {id}: the compartment searched; required unless the token has a patient context.",
+            ));
+        }
         params.extend(
             def.all_params()
-                .filter(|p| p.name != "patient")
+                .filter(|p| def.compartment.is_none() || p.name != "patient")
                 .map(|p| (p.name.as_str(), p.kind.as_str(), crate::fhir::search_params::documentation(&p.kind))),
         );
         params.push(("_sort", "special", "One date, string, token, number or quantity parameter, - for descending."));
@@ -51,7 +54,7 @@ static RESOURCES: LazyLock<Vec<ResourceCapability>> = LazyLock::new(|| {
 });
 
 /// Every resource type medrec serves: the Patient, every row of the
-/// resource table, and the audit trail.
+/// resource table (compartment and directory), and the audit trail.
 pub fn resources() -> &'static [ResourceCapability] {
     &RESOURCES
 }

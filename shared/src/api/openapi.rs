@@ -157,9 +157,14 @@ fn resource_schema(ty: &str) -> Value {
         // placed in a patient's compartment by its compartment element.
         ty if crate::fhir::resources::compartment_type(ty).is_some() => {
             let element =
-                crate::fhir::resources::compartment_type(ty).map(|d| d.compartment.as_str()).unwrap_or_default();
+                crate::fhir::resources::compartment_type(ty).and_then(|d| d.compartment.as_deref()).unwrap_or_default();
             json!({"type": "object", "required": ["resourceType", element],
                 "properties": {"resourceType": {"type": "string", "enum": [ty]}, element: patient_reference()}})
+        }
+        // A directory resource: its R4 definition, in no compartment.
+        ty if crate::fhir::resources::directory_type(ty).is_some() => {
+            json!({"type": "object", "required": ["resourceType"],
+                "properties": {"resourceType": {"type": "string", "enum": [ty]}}})
         }
         // $validate takes any resource; a Parameters body (resource and
         // profile as parameters) is described by the operation's text.
@@ -180,7 +185,6 @@ fn search_param_schema(name: &str, ty: &str, values: usize) -> Value {
             "description": format!("Page size; above {MAX_PAGE}, pages hold {MAX_PAGE}.")}),
         ("_id", _) => json!({"type": "string", "pattern": ID}),
         ("_sort", _) => json!({"type": "string", "enum": ["date", "-date", "_lastUpdated", "-_lastUpdated"]}),
-        ("gender", _) => json!({"type": "string", "enum": GENDERS}),
         ("birthdate", _) => json!({"type": "string", "pattern": date_pattern("")}),
         ("patient", "reference") => json!({"type": "string", "pattern": PATIENT_REF}),
         (_, "reference") => json!({"type": "string",
@@ -243,10 +247,15 @@ fn operation(o: &Operation, limits: &Limits, require_if_match: bool) -> Value {
             .map(|(name, pty, doc)| {
                 // A clinical search names its patient (minimum necessary); an
                 // audit search names a patient or an agent.
-                let required = *name == "patient" && o.resource_type != Some("AuditEvent");
+                let required =
+                    *name == "patient" && o.resource_type.and_then(crate::fhir::resources::compartment_type).is_some();
                 let mut schema = search_param_schema(name, pty, limits.search_values);
+                // Patient search checks its gender values; elsewhere `gender` is a token.
+                if *name == "gender" && o.resource_type == Some("Patient") {
+                    schema = json!({"type": "string", "enum": GENDERS});
+                }
                 // A record type sorts on its own parameters.
-                if let Some(def) = o.resource_type.and_then(crate::fhir::resources::compartment_type) {
+                if let Some(def) = o.resource_type.and_then(crate::fhir::resources::served_type) {
                     if *name == "_sort" {
                         let keys: Vec<String> =
                             def.sortable_params().flat_map(|p| [p.name.clone(), format!("-{}", p.name)]).collect();

@@ -41,6 +41,17 @@ impl Role {
     /// The role's own grants, before scopes narrow them.
     fn allows(self, resource_type: &str, action: Action) -> bool {
         use Action::*;
+        if crate::fhir::resources::directory_type(resource_type).is_some() {
+            // The directory (who treats, where, with what) is staff
+            // reference data: clinicians read it, registrars and admins
+            // keep it, only admins delete.
+            return match self {
+                Role::Admin => true,
+                Role::Registrar => !matches!(action, Delete),
+                Role::Clinician => matches!(action, Read | Search),
+                Role::Auditor | Role::Patient | Role::RegistrySync => false,
+            };
+        }
         match (self, resource_type) {
             (Role::Admin, _) => true,
             (Role::Auditor, "AuditEvent") => matches!(action, Read | Search),
@@ -220,6 +231,21 @@ mod tests {
         assert_eq!(authorize(&admin, "Patient", Action::Delete, Some("p1")), Decision::Allow);
         let none = principal(&[Role::Admin], &[], None);
         assert!(matches!(authorize(&none, "Patient", Action::Read, Some("p1")), Decision::Deny(_)));
+    }
+
+    #[test]
+    fn the_directory_is_staff_reference_data() {
+        let all = ["user/*.cruds"];
+        let clin = principal(&[Role::Clinician], &all, None);
+        assert_eq!(authorize(&clin, "Practitioner", Action::Read, None), Decision::Allow);
+        assert!(matches!(authorize(&clin, "Practitioner", Action::Create, None), Decision::Deny(_)));
+        let reg = principal(&[Role::Registrar], &all, None);
+        assert_eq!(authorize(&reg, "Organization", Action::Update, None), Decision::Allow);
+        assert!(matches!(authorize(&reg, "Organization", Action::Delete, None), Decision::Deny(_)));
+        let auditor = principal(&[Role::Auditor], &all, None);
+        assert!(matches!(authorize(&auditor, "Location", Action::Read, None), Decision::Deny(_)));
+        let me = principal(&[Role::Patient], &["patient/*.rs"], Some("p1"));
+        assert!(matches!(authorize(&me, "Practitioner", Action::Read, None), Decision::Deny(_)));
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //!   into the `search` GSI (`ix` = `<type>#<token>`, `ixs` = id).
 //! - `L#<type>#<id>` / `L`: the compartment (`p`) of a resource that is not
 //!   a Patient, so a read by id finds its partition.
+//! - `P#_directory`: the directory resources (Practitioner, Organization...),
+//!   laid out as a compartment with its own data key; `_directory` is no
+//!   FHIR id, so it is never a patient's.
 //! - `CONFIG` / `<name>`: KMS-wrapped service secrets.
 //!
 //! Audit table (`pk`, `sk` number): `HEAD#<shard>`/0 holds a shard's head,

@@ -19,7 +19,7 @@ pub fn patient_links() -> impl Iterator<Item = (&'static str, &'static str)> + C
 
 /// The compartment element of each clinical type: its patient reference.
 pub fn compartment_element(resource_type: &str) -> Option<&'static str> {
-    super::resources::compartment_type(resource_type).map(|t| t.compartment.as_str())
+    super::resources::compartment_type(resource_type).and_then(|t| t.compartment.as_deref())
 }
 
 /// The patient id a clinical resource belongs to: its compartment element

@@ -1,6 +1,8 @@
 //! The resource table: every type of the R4 Patient compartment medrec
 //! stores as a compartment record, with the element that names its patient
-//! and its search parameters, generated from the R4 definitions
+//! and its search parameters, and the directory types (shared resources a
+//! record references, in no patient's compartment), generated from the R4
+//! definitions
 //! (`medrec gen-resource-table`, resource-table.json). Routes, the
 //! CapabilityStatement, the OpenAPI document and search all read it, so a
 //! type is served everywhere or nowhere.
@@ -15,6 +17,9 @@ const TABLE_JSON: &str = include_str!("resource-table.json");
 #[serde(rename_all = "camelCase")]
 pub struct Table {
     pub types: Vec<ResourceDef>,
+    /// Shared resources (Practitioner, Organization, Location...): one
+    /// directory, readable by staff, in no patient's compartment.
+    pub directory: Vec<ResourceDef>,
     /// Compartment types that are not compartment records, and why.
     pub not_served: BTreeMap<String, String>,
 }
@@ -24,8 +29,10 @@ pub struct Table {
 pub struct ResourceDef {
     #[serde(rename = "type")]
     pub name: String,
-    /// The reference element naming the record's patient (`subject`, `patient`...).
-    pub compartment: String,
+    /// The reference element naming the record's patient (`subject`,
+    /// `patient`...); none for a directory type.
+    #[serde(default)]
+    pub compartment: Option<String>,
     pub params: Vec<SearchParam>,
     /// Parameters of the type whose expressions the server cannot evaluate
     /// exactly (composites, `where` on values): refused, not half-served.
@@ -77,6 +84,22 @@ pub fn compartment_type(name: &str) -> Option<&'static ResourceDef> {
     TABLE.types.iter().find(|t| t.name == name)
 }
 
+/// The directory type of that name, if medrec serves it.
+pub fn directory_type(name: &str) -> Option<&'static ResourceDef> {
+    TABLE.directory.iter().find(|t| t.name == name)
+}
+
+/// The type of that name the resource table serves, compartment record or
+/// directory resource.
+pub fn served_type(name: &str) -> Option<&'static ResourceDef> {
+    compartment_type(name).or_else(|| directory_type(name))
+}
+
+/// Every type of the table: the compartment's, then the directory's.
+pub fn served_types() -> impl Iterator<Item = &'static ResourceDef> {
+    TABLE.types.iter().chain(&TABLE.directory)
+}
+
 /// The parameters every type has (`_id`, `_lastUpdated`, `_tag`, `_profile`, `_security`).
 pub fn common_params() -> &'static [SearchParam] {
     &COMMON
@@ -105,7 +128,7 @@ impl ResourceDef {
         self.params.iter().filter(|p| {
             p.kind == "reference"
                 && !p.paths.is_empty()
-                && p.paths.iter().all(|x| x.path.len() == 1 && x.path[0] == self.compartment)
+                && p.paths.iter().all(|x| x.path.len() == 1 && Some(&x.path[0]) == self.compartment.as_ref())
         })
     }
 }
@@ -118,7 +141,7 @@ mod tests {
     fn the_table_holds_the_whole_compartment_with_its_patient_elements() {
         let t = table();
         assert!(t.types.len() >= 55, "{} types", t.types.len());
-        let element = |ty: &str| compartment_type(ty).map(|d| d.compartment.as_str());
+        let element = |ty: &str| compartment_type(ty).and_then(|d| d.compartment.as_deref());
         assert_eq!(element("Observation"), Some("subject"));
         assert_eq!(element("Immunization"), Some("patient"));
         assert_eq!(element("Coverage"), Some("beneficiary"), "the required reference, not policyHolder");
@@ -127,6 +150,19 @@ mod tests {
             assert!(compartment_type(ty).is_none(), "{ty}");
         }
         assert!(t.not_served.contains_key("Group") && t.not_served.contains_key("AuditEvent"));
+    }
+
+    #[test]
+    fn the_directory_is_apart_from_the_compartment() {
+        for ty in ["Practitioner", "PractitionerRole", "Organization", "Location", "Medication", "Device"] {
+            let def = directory_type(ty).unwrap_or_else(|| panic!("{ty}"));
+            assert!(def.compartment.is_none() && compartment_type(ty).is_none(), "{ty}");
+            assert!(std::ptr::eq(served_type(ty).unwrap(), def));
+        }
+        let name = directory_type("Practitioner").unwrap().param("name").unwrap();
+        assert_eq!(name.kind, "string");
+        assert_eq!(directory_type("Practitioner").unwrap().patient_params().count(), 0);
+        assert!(served_types().count() == table().types.len() + table().directory.len());
     }
 
     #[test]

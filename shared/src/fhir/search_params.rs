@@ -102,7 +102,13 @@ pub fn well_formed(param: &SearchParam, modifier: Option<Modifier>, value: &str)
     }
     let probe = (time::OffsetDateTime::UNIX_EPOCH, time::OffsetDateTime::UNIX_EPOCH);
     match param.kind.as_str() {
-        "date" => date_matches(probe, value).is_some(),
+        // A FHIR date or dateTime after the prefix, not whatever the
+        // bounds parser tolerates (`0`, `+5`).
+        "date" => {
+            let v = super::search::prefixed(value).1;
+            (super::primitives::is_date(v) || super::primitives::is_date_time(v))
+                && date_matches(probe, value).is_some()
+        }
         "quantity" | "number" => quantity_matches(&Value::Null, value).is_some(),
         "token" if param.name == "_id" => super::primitives::is_id(value),
         "reference" => is_reference(value),
@@ -296,6 +302,17 @@ mod tests {
         let m = modifier.map(|m| Modifier::parse(&p.kind, m).unwrap());
         assert!(value.split(',').all(|v| well_formed(p, m, v)), "{name}={value}");
         matches(p, m, r, value)
+    }
+
+    #[test]
+    fn a_date_value_is_a_fhir_date_or_date_time() {
+        let p = compartment_type("Condition").unwrap().param("_lastUpdated").unwrap();
+        for ok in ["2020", "ge2020-02", "lt2020-02-29", "2020-02-01T10:00:00Z", "ne2020-02-01T10:00:00+01:00"] {
+            assert!(well_formed(p, None, ok), "{ok}");
+        }
+        for bad in ["0", "+5", "1-1-1", "ge", "2020-13", "2020-02-30", "2020-02-01T10:00", "x2020"] {
+            assert!(!well_formed(p, None, bad), "{bad}");
+        }
     }
 
     #[test]

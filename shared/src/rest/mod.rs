@@ -313,7 +313,7 @@ pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut Au
     let (ty, params) = match route.path.split('/').nth(2).unwrap_or_default() {
         "{type}" => {
             let ty = params.first().copied().unwrap_or_default();
-            if SERVED_BY_OWN_FUNCTION.contains(&ty) || crate::fhir::resources::compartment_type(ty).is_none() {
+            if SERVED_BY_OWN_FUNCTION.contains(&ty) || crate::fhir::resources::served_type(ty).is_none() {
                 // A path another function serves with other methods
                 // (`PUT /fhir/metadata`) is a 405 there, not an unknown type.
                 let served_elsewhere = !crate::api::allowed_methods(req.uri().path()).is_empty();

@@ -4,6 +4,7 @@
 //! records through an index by time, and both are audited themselves.
 //! Audit records hold ids and codes only, so they are returned as stored.
 
+use super::clinical::DIRECTORY;
 use super::records::{Query, SearchResult, Stored, DEFAULT_PAGE};
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
@@ -14,6 +15,7 @@ use crate::fhir::primitives::{datetime_bounds, is_id};
 use crate::fhir::search::{date_matches, token_matches};
 use crate::ports::{AuditKey, AuditLog, BreakGlassReview, KeyService, RecordStore};
 use serde_json::{json, Value};
+use std::collections::{BTreeSet, HashMap};
 
 /// (name, type, documentation), for the CapabilityStatement.
 pub const AUDIT_PARAMS: &[(&str, &str, &str)] = &[
@@ -193,17 +195,56 @@ impl<S: RecordStore + AuditLog, K: KeyService> Services<S, K> {
         let mut out = vec![];
         let for_patient = super::consent_gate::is_own_patient(caller, patient);
         for body in self.store.audit_records(AuditKey::Patient(patient), &from, &to).await? {
-            let mut e: Value =
+            let e: Value =
                 serde_json::from_str(&body).map_err(|_| Error::Internal("audit record is not JSON".into()))?;
             if e["outcome"] == "0" && matches!(e["action"].as_str(), Some("R" | "E")) {
-                if for_patient {
-                    as_patient_sees_it(&mut e);
-                }
                 out.push(e);
+            }
+        }
+        let names = self.directory_names(&out).await?;
+        for e in &mut out {
+            if for_patient {
+                as_patient_sees_it(e);
+            }
+            for agent in e["agent"].as_array_mut().into_iter().flatten() {
+                let name = agent["who"]["reference"].as_str().and_then(|r| names.get(r));
+                if let Some(name) = name {
+                    agent["who"]["display"] = match agent["who"]["display"].as_str() {
+                        Some(role) if for_patient => json!(format!("{name} ({role})")),
+                        _ => json!(name),
+                    };
+                }
             }
         }
         self.audit_read(caller, audit).await?;
         Ok(out)
+    }
+
+    /// The directory's names of the staff an accounting names (their
+    /// `fhirUser`, `Practitioner/{id}`), so a patient reads who, not an
+    /// id; at most `MAX_NAMED_AGENTS` lookups, the rest stay ids.
+    async fn directory_names(&self, events: &[Value]) -> Result<HashMap<String, String>> {
+        let ids: BTreeSet<&str> = events
+            .iter()
+            .flat_map(|e| e["agent"].as_array().into_iter().flatten())
+            .filter_map(|a| a["who"]["reference"].as_str()?.strip_prefix("Practitioner/"))
+            .filter(|id| is_id(id))
+            .collect();
+        let mut names = HashMap::new();
+        if ids.is_empty() || self.store.wrapped_key(DIRECTORY).await?.is_none() {
+            return Ok(names);
+        }
+        let key = self.patient_key(DIRECTORY).await?;
+        for id in ids.into_iter().take(MAX_NAMED_AGENTS) {
+            let Some(c) = self.store.current(DIRECTORY, "Practitioner", id).await?.filter(|c| !c.deleted) else {
+                continue;
+            };
+            let p = self.decrypt_record(&key, DIRECTORY, "Practitioner", id, c.version, c.ciphertext.as_deref())?;
+            if let Some(name) = p["name"].as_array().and_then(|n| n.first()).and_then(display_name) {
+                names.insert(format!("Practitioner/{id}"), name);
+            }
+        }
+        Ok(names)
     }
 
     /// `AuditEvent?subtype=break-glass&_review=pending|reviewed`: the review
@@ -368,6 +409,22 @@ fn review_note_aad(patient: &str, audit_id: &str) -> Vec<u8> {
     format!("medrec/break-glass-review/{patient}/{audit_id}").into_bytes()
 }
 
+/// Staff names one accounting looks up in the directory.
+const MAX_NAMED_AGENTS: usize = 50;
+
+/// A HumanName as one line: its text, or prefix, given and family names.
+fn display_name(name: &Value) -> Option<String> {
+    if let Some(text) = name["text"].as_str() {
+        return Some(text.to_owned());
+    }
+    let parts: Vec<&str> = ["prefix", "given"]
+        .iter()
+        .flat_map(|k| name[k].as_array().into_iter().flatten().filter_map(Value::as_str))
+        .chain(name["family"].as_str())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
 fn push_array(v: &mut Value, key: &str, item: Value) {
     match v[key].as_array_mut() {
         Some(list) => list.push(item),
@@ -407,6 +464,14 @@ fn as_patient_sees_it(e: &mut Value) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_name_reads_as_one_line() {
+        assert_eq!(display_name(&json!({"text": "Dr Ann Lee"})).as_deref(), Some("Dr Ann Lee"));
+        let parts = json!({"family": "Lee", "given": ["Ann", "B"], "prefix": ["Dr"]});
+        assert_eq!(display_name(&parts).as_deref(), Some("Dr Ann B Lee"));
+        assert_eq!(display_name(&json!({"use": "official"})), None);
+    }
 
     #[test]
     fn date_parameters_narrow_the_index_range() {

@@ -4,6 +4,11 @@
 //! locator; every rule of the Patient use cases (authorization in the
 //! compartment, If-Match, audit in the same transaction, fail-closed reads)
 //! holds here too.
+//!
+//! The directory types (Practitioner, Organization, Location...) take the
+//! same path in one more compartment, `DIRECTORY`, under its own data key:
+//! no patient's record, so no consent decides them and no audit record
+//! names a patient for them; roles alone say who reads and keeps them.
 
 use super::consent_gate::Subject;
 use super::records::{HistoryResult, Stored};
@@ -46,14 +51,25 @@ pub(crate) struct NewRecord {
     pub event: &'static str,
     pub patient: String,
     pub key: Arc<DataKey>,
+    /// The compartment's wrapped key, when this record opens it.
+    pub new_wrapped_key: Option<Vec<u8>>,
     pub id: String,
     /// Whether the creator may read it back (else the answer has no body).
     pub readable: bool,
 }
 
+/// The compartment the directory resources live in. Not a FHIR id (`_` is
+/// not allowed in one), so no request can name it as a patient.
+pub const DIRECTORY: &str = "_directory";
+
+/// The patient a compartment belongs to; none for the directory's.
+pub(crate) fn patient_of(compartment: &str) -> Option<&str> {
+    (compartment != DIRECTORY).then_some(compartment)
+}
+
 /// The served type as a static name, with its events; 404 for any other.
 pub(crate) fn served(resource_type: &str) -> Result<(&'static str, [&'static str; 3])> {
-    let def = fhir::resources::compartment_type(resource_type).ok_or(Error::NotFound)?;
+    let def = fhir::resources::served_type(resource_type).ok_or(Error::NotFound)?;
     let events = NAMED_EVENTS.iter().find(|(t, _)| *t == resource_type).map_or(RESOURCE_EVENTS, |(_, e)| *e);
     Ok((def.name.as_str(), events))
 }
@@ -64,6 +80,12 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
     /// the type's business rules. Returns the patient's data key.
     async fn admit(&self, ty: &'static str, resource: &Value, patient: &str) -> Result<Arc<DataKey>> {
         let mut issues = rules_for(ty, resource);
+        if patient == DIRECTORY {
+            if issues.iter().any(Issue::is_error) {
+                return Err(Error::Invalid(issues));
+            }
+            return self.patient_key(DIRECTORY).await;
+        }
         let element = clinical::compartment_element(ty).unwrap_or("subject");
         let current = self.store.current(patient, "Patient", patient).await?.filter(|c| !c.deleted);
         let Some(current) = current else {
@@ -108,8 +130,8 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let (ty, events) = served(resource_type)?;
         audit.entities = vec![format!("{ty}/{id}")];
         let patient = self.store.locate(ty, id).await?.ok_or(Error::NotFound)?;
-        audit.patient = Some(patient.clone());
-        self.check(caller, ty, action, Some(&patient))?;
+        audit.patient = patient_of(&patient).map(str::to_owned);
+        self.check(caller, ty, action, patient_of(&patient))?;
         Ok((ty, events, patient))
     }
 
@@ -135,6 +157,9 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit: &mut AuditEntry,
     ) -> Result<NewRecord> {
         let (ty, events) = served(resource_type)?;
+        if fhir::resources::directory_type(ty).is_some() {
+            return self.prepare_directory_create(caller, (ty, events[0]), resource).await;
+        }
         let patient = clinical::compartment_of(ty, resource).map_err(|i| Error::Invalid(vec![i]))?;
         audit.patient = Some(patient.clone());
         self.check(caller, ty, Action::Create, Some(&patient))?;
@@ -142,7 +167,32 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let consents = self.write_gate(caller, &patient, ty, &id, (None, Some(resource))).await?;
         let key = self.admit(ty, resource, &patient).await?;
         let readable = self.may_read(caller, &consents, &patient, Subject::read(ty, &id, resource));
-        Ok(NewRecord { ty, event: events[0], patient, key, id, readable })
+        Ok(NewRecord { ty, event: events[0], patient, key, new_wrapped_key: None, id, readable })
+    }
+
+    /// The checks of a directory resource's create: the caller's role,
+    /// validation. The first one opens the directory's compartment with a
+    /// new data key (a concurrent first create loses with 409).
+    async fn prepare_directory_create(
+        &self,
+        caller: &Caller,
+        (ty, event): (&'static str, &'static str),
+        resource: &Value,
+    ) -> Result<NewRecord> {
+        self.check(caller, ty, Action::Create, None)?;
+        let issues = rules_for(ty, resource);
+        if issues.iter().any(Issue::is_error) {
+            return Err(Error::Invalid(issues));
+        }
+        let (key, new_wrapped_key) = match self.store.wrapped_key(DIRECTORY).await? {
+            Some(_) => (self.patient_key(DIRECTORY).await?, None),
+            None => {
+                let (key, wrapped) = self.keys.generate(DIRECTORY).await?;
+                (Arc::new(key), Some(wrapped))
+            }
+        };
+        let readable = self.check(caller, ty, Action::Read, None).is_ok();
+        Ok(NewRecord { ty, event, patient: DIRECTORY.to_owned(), key, new_wrapped_key, id: random_id(), readable })
     }
 
     /// Stores version 1 of a prepared record with its audit record and
@@ -154,7 +204,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit: &mut AuditEntry,
         extra_events: Vec<crate::ports::DomainEvent>,
     ) -> Result<Stored> {
-        let NewRecord { ty, event, patient, key, id, readable } = new;
+        let NewRecord { ty, event, patient, key, new_wrapped_key, id, readable } = new;
         let now = fhir::now_instant();
         fhir::stamp(&mut resource, &id, 1, &now);
         let ct = seal(&key, &resource_aad(&patient, ty, &id, 1), resource.to_string().as_bytes());
@@ -169,7 +219,10 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             domain_events.push(self.record_event("ImmunizationReactionReported", &patient, ty, &id, &now, 1));
         }
         domain_events.extend(extra_events);
-        let write = ResourceWrite::first(&patient, ty, &id, &now, ct, self.record_tokens(ty, &resource));
+        let write = ResourceWrite {
+            new_wrapped_key,
+            ..ResourceWrite::first(&patient, ty, &id, &now, ct, self.record_tokens(ty, &resource))
+        };
         self.store.commit(write, audit, domain_events).await?;
         Ok(Stored { withheld: !readable, ..Stored::new(id, 1, now, resource) })
     }
@@ -248,7 +301,10 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         if resource.get("id").and_then(Value::as_str) != Some(id) {
             return Err(Error::BadRequest("the resource id must match the id in the URL".into()));
         }
-        let named = clinical::compartment_of(ty, &resource).map_err(|i| Error::Invalid(vec![i]))?;
+        let named = match patient_of(&patient) {
+            Some(_) => clinical::compartment_of(ty, &resource).map_err(|i| Error::Invalid(vec![i]))?,
+            None => DIRECTORY.to_owned(),
+        };
         if named != patient {
             let element = clinical::compartment_element(ty).unwrap_or("subject");
             return Err(Error::Invalid(vec![Issue::error(

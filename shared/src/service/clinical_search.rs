@@ -4,6 +4,7 @@
 //! token): minimum necessary, and no cross-patient fishing through clinical
 //! codes. The compartment's records are read in one query, decrypted, and
 //! matched in memory, so no clinical value needs a plaintext index.
+//! A directory type is searched the same way in the directory's compartment.
 
 use super::consent_gate::{ConsentView, Subject};
 use super::records::{SearchResult, Stored, DEFAULT_PAGE};
@@ -12,7 +13,7 @@ use crate::audit::AuditEntry;
 use crate::auth::Action;
 use crate::error::{Error, Result};
 use crate::fhir::primitives::is_id;
-use crate::fhir::resources::{compartment_type, ResourceDef, SearchParam};
+use crate::fhir::resources::{compartment_type, served_type, ResourceDef, SearchParam};
 use crate::fhir::search_params::{matches, sort_value, well_formed, Modifier};
 use crate::ports::{KeyService, RecordStore};
 
@@ -50,7 +51,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit: &mut AuditEntry,
     ) -> Result<SearchResult> {
         let (ty, _) = super::clinical::served(resource_type)?;
-        let def = compartment_type(ty).ok_or(Error::NotFound)?;
+        let def = served_type(ty).ok_or(Error::NotFound)?;
         let (params, after) = self.search_params(caller, ty, params)?;
         // Names only, and only names medrec defines (audit attributes are plaintext).
         audit.query_params = params
@@ -80,8 +81,11 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 // The compartment: `patient`, or the compartment element's
                 // own parameter naming a Patient (`subject=Patient/1`).
                 (n, None)
-                    if n == "patient"
-                        || (n == def.compartment && value.starts_with("Patient/") && !value.contains(',')) =>
+                    if def.compartment.is_some()
+                        && (n == "patient"
+                            || (Some(n) == def.compartment.as_deref()
+                                && value.starts_with("Patient/")
+                                && !value.contains(','))) =>
                 {
                     let id = value.strip_prefix("Patient/").unwrap_or(value);
                     if !is_id(id) {
@@ -116,10 +120,14 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 }
             }
         }
-        let patient = patient
-            .ok_or_else(|| Error::BadRequest(format!("a {ty} search names its patient (patient=Patient/{{id}})")))?;
-        audit.patient = Some(patient.clone());
-        self.check(caller, ty, Action::Search, Some(&patient))?;
+        let patient = match def.compartment {
+            None => super::clinical::DIRECTORY.to_owned(),
+            Some(_) => patient.ok_or_else(|| {
+                Error::BadRequest(format!("a {ty} search names its patient (patient=Patient/{{id}})"))
+            })?,
+        };
+        audit.patient = super::clinical::patient_of(&patient).map(str::to_owned);
+        self.check(caller, ty, Action::Search, super::clinical::patient_of(&patient))?;
         let consents = self.consent_gate(caller, &patient, ty).await?;
         let records = self.store.compartment(&patient, ty).await?;
         let mut hits = Vec::new();

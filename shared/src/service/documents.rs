@@ -456,6 +456,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             event: "DocumentStored",
             patient,
             key: patient_key,
+            new_wrapped_key: None,
             id: id.to_owned(),
             // The ingest answers no client.
             readable: false,
