@@ -86,6 +86,18 @@ impl RecordStore for MemoryStore {
         Ok(found)
     }
 
+    async fn type_versions(&self, patient: &str, ty: &str) -> Result<Vec<(String, Version)>, PortError> {
+        let inner = self.inner.lock().expect("lock");
+        Ok(inner
+            .versions
+            .iter()
+            .filter(|((t, id, _), _)| {
+                t == ty && inner.locators.get(&(t.clone(), id.clone())).is_some_and(|p| p == patient)
+            })
+            .map(|((_, id, _), v)| (id.clone(), v.clone()))
+            .collect())
+    }
+
     async fn wrapped_key(&self, patient: &str) -> Result<Option<Vec<u8>>, PortError> {
         Ok(self.inner.lock().expect("lock").keys.get(patient).cloned())
     }

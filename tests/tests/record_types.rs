@@ -459,3 +459,117 @@ async fn the_directory_holds_who_treats_and_where() {
         assert!(canary_strings(&tag).iter().all(|c| !text.contains(c)), "{text}");
     }
 }
+
+/// `GET /fhir/{type}/_history`: every version of a type in one compartment,
+/// newest first, from `_since` on, paged, as a client syncs incrementally;
+/// with the compartment, consent and audit rules of a search.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_types_history_syncs_a_compartment_incrementally() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-history");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let other = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let condition = |p: &str, onset: &str| {
+        json!({"resourceType": "Condition", "subject": {"reference": format!("Patient/{p}")},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]}, "onsetDateTime": onset})
+    };
+    let post = |body: Value| {
+        let (h, t) = (&h, &t);
+        async move { h.call("POST", "/fhir/Condition", Some(t), &[], Some(&body.to_string())).await.json() }
+    };
+    let first = post(condition(&patient, "2019-03-01")).await;
+    let second = post(condition(&patient, "2020-03-01")).await;
+    post(condition(&other, "2020-03-01")).await;
+    let mut changed = first.clone();
+    changed["onsetDateTime"] = json!("2019-04-01");
+    let put = h
+        .call(
+            "PUT",
+            &format!("/fhir/Condition/{}", first["id"].as_str().unwrap()),
+            Some(&t),
+            &[],
+            Some(&changed.to_string()),
+        )
+        .await;
+    assert_eq!(put.status, 200);
+    let (a, b) = (first["id"].as_str().unwrap(), second["id"].as_str().unwrap());
+
+    let history = |q: String, t: String| {
+        let h = &h;
+        async move { h.get(&format!("/fhir/Condition/_history?{q}"), &t).await }
+    };
+    let all = history(format!("patient={patient}"), t.clone()).await;
+    assert_eq!(all.status, 200, "{}", all.text());
+    let all = all.json();
+    assert_valid("type history", &all);
+    assert_eq!(all["type"], "history");
+    assert_eq!(all["total"], 3, "the other patient's record is not in this compartment");
+    let entries: Vec<(String, String, String)> = all["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let r = &e["resource"];
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["meta"]["versionId"].as_str().unwrap().to_owned(),
+                e["request"]["method"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [(a, "2", "PUT"), (b, "1", "POST"), (a, "1", "POST")]
+        .map(|(i, v, m)| (i.to_owned(), v.to_owned(), m.to_owned()));
+    assert_eq!(entries, expected, "newest first");
+
+    // From an instant on (inclusive): the second create and the update.
+    let since = second["meta"]["lastUpdated"].as_str().unwrap().replace('+', "%2B");
+    let recent = history(format!("patient={patient}&_since={since}"), t.clone()).await.json();
+    assert_eq!(recent["total"], 2, "{recent}");
+    // Paged one at a time, the next link carrying the query.
+    let mut page = history(format!("patient={patient}&_count=1"), t.clone()).await.json();
+    let mut seen = vec![];
+    loop {
+        seen.push(page["entry"][0]["resource"]["meta"]["versionId"].as_str().unwrap().to_owned());
+        let Some(next) = page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next") else { break };
+        let url = next["url"].as_str().unwrap().to_owned();
+        page = h.client.send("GET", &url, &[("authorization", &format!("Bearer {t}"))], None).await.unwrap().json();
+    }
+    assert_eq!(seen, ["2", "1", "1"]);
+
+    // The rules of a search: a compartment named, well-formed parameters,
+    // another patient's token sees nothing, a refused clinician nothing.
+    for q in ["".to_owned(), format!("patient={patient}&_since=yesterday"), format!("patient={patient}&code=1")] {
+        assert_eq!(history(q.clone(), t.clone()).await.status, 400, "{q}");
+    }
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let wrong = h.call(method, "/fhir/Condition/_history", Some(&t), &[], Some("{}")).await;
+        assert_eq!(wrong.status, 405, "{method} on a type's history");
+        assert_eq!(wrong.header("allow"), Some("GET"));
+    }
+    let theirs = h.token_with("patient", "pt-other", &["patient/*.rs"], Some(&other));
+    assert_eq!(history(format!("patient={patient}"), theirs.clone()).await.status, 404);
+    let own_view = history(String::new(), theirs).await.json();
+    assert_eq!(own_view["total"], 1, "a patient token's compartment is its own");
+    let refusal = medrec_e2e::consent(
+        &patient,
+        json!({"type": "permit", "provision": [{"type": "deny",
+            "actor": [{"role": {"coding": [{"code": "PRCP"}]}, "reference": {"reference": "Practitioner/dr-history-refused"}}]}]}),
+    );
+    let admin = h.token("admin", "adm-history");
+    assert_eq!(h.call("POST", "/fhir/Consent", Some(&admin), &[], Some(&refusal.to_string())).await.status, 201);
+    let refused = history(format!("patient={patient}"), h.token("clinician", "dr-history-refused")).await;
+    assert_eq!(refused.status, 403);
+    assert!(h
+        .audit_events_of("dr-history")
+        .await
+        .iter()
+        .any(|e| e["subtype"][0]["code"] == "history-type" && e["outcome"] == "0"));
+
+    // The directory's history needs no patient.
+    let keeper = h.token("registrar", "desk-history");
+    let org = json!({"resourceType": "Organization", "name": "Clinic"});
+    assert_eq!(h.call("POST", "/fhir/Organization", Some(&keeper), &[], Some(&org.to_string())).await.status, 201);
+    let dir = h.get("/fhir/Organization/_history", &t).await;
+    assert_eq!(dir.status, 200, "{}", dir.text());
+    assert!(dir.json()["total"].as_u64().unwrap() >= 1);
+}

@@ -62,7 +62,9 @@ async fn validate_operation() {
         400,
         "an unknown profile is refused, not ignored"
     );
-    assert_eq!(post("/fhir/Patient/$everything", json!({"resourceType": "Patient"})).await.status, 404);
+    // No type-level operation but $validate: the path is an instance's,
+    // which takes no POST.
+    assert_eq!(post("/fhir/Patient/$everything", json!({"resourceType": "Patient"})).await.status, 405);
     // Another type is a validation result (an error issue), like an id that
     // differs from the URL's; a body that is no R4 resource is a 400.
     let other = post("/fhir/Patient/$validate", json!({"resourceType": "Observation"})).await;

@@ -138,7 +138,7 @@ impl App {
             ("GET", "history-instance", Some(id)) => {
                 let (count, cursor) = rest::history_params(req)?;
                 let h = svc.patient_history(caller, id, count, cursor.as_deref(), audit).await?;
-                Ok(rest::history_response(base, "Patient", id, h))
+                Ok(rest::history_response(base, "Patient", Some(id), h))
             }
             (_, "search-type", None) => {
                 let query = rest::search_query(route.method, req, max)?;

@@ -45,7 +45,7 @@ impl App {
             _ => return Err(Error::NotFound),
         };
         if operation != "$validate" {
-            return Err(Error::NotFound);
+            return Err(medrec_shared::api::not_served(ctx.req.uri().path()));
         }
         let mut profile = None;
         for (k, v) in http::query(ctx.req)? {

@@ -11,9 +11,13 @@ use crate::fhir::capability::ResourceCapability;
 use crate::service::{audit_search, patients};
 use std::sync::LazyLock;
 
-/// What every compartment record type supports.
+/// What the Patient supports.
 const RECORD_INTERACTIONS: &[&str] =
     &["read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"];
+/// What every type of the resource table supports: the Patient's, and its
+/// history (in one compartment, `_since` for incremental sync).
+const TABLE_INTERACTIONS: &[&str] =
+    &["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"];
 
 static RESOURCES: LazyLock<Vec<ResourceCapability>> = LazyLock::new(|| {
     let mut out = vec![ResourceCapability {
@@ -39,7 +43,7 @@ static RESOURCES: LazyLock<Vec<ResourceCapability>> = LazyLock::new(|| {
         params.push(("_sort", "special", "One date, string, token, number or quantity parameter, - for descending."));
         out.push(ResourceCapability {
             resource_type: def.name.as_str(),
-            interactions: RECORD_INTERACTIONS,
+            interactions: TABLE_INTERACTIONS,
             search_params: params,
             operations: &[],
         });
@@ -84,6 +88,8 @@ pub enum Kind {
     Patch,
     Delete,
     History,
+    /// A type's history in one compartment.
+    TypeHistory,
     Vread,
     Everything,
     Disclosures,
@@ -137,6 +143,9 @@ pub fn operations() -> Vec<Operation> {
         if has("history-instance") {
             ops.push(op("GET", &format!("/fhir/{ty}/{{id}}/_history"), t, Kind::History));
         }
+        if has("history-type") {
+            ops.push(op("GET", &format!("/fhir/{ty}/_history"), t, Kind::TypeHistory));
+        }
         if has("vread") {
             ops.push(op("GET", &format!("/fhir/{ty}/{{id}}/_history/{{vid}}"), t, Kind::Vread));
         }
@@ -173,6 +182,17 @@ pub fn allowed_methods(path: &str) -> Vec<&'static str> {
     methods
 }
 
+/// The error for a request no operation serves: a path served with other
+/// methods (`PUT /fhir/metadata`, `POST /fhir/Observation/_history`) is a
+/// 405 there, any other path is unknown.
+pub fn not_served(path: &str) -> crate::error::Error {
+    if allowed_methods(path).is_empty() {
+        crate::error::Error::NotFound
+    } else {
+        crate::error::Error::MethodNotAllowed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +204,7 @@ mod tests {
         assert_eq!(allowed_methods("/fhir/AuditEvent"), ["GET"]);
         assert_eq!(allowed_methods("/fhir/Binary/b1"), ["GET"]);
         assert_eq!(allowed_methods("/fhir/Patient/_search"), ["POST"]);
+        assert_eq!(allowed_methods("/fhir/Observation/_history"), ["GET"]);
         assert!(allowed_methods("/fhir/Nothing/here/at/all").is_empty());
         assert!(allowed_methods("/fhir/Patient/").is_empty(), "an empty id is no path");
     }

@@ -34,6 +34,8 @@ const CODE: &str = "^[^ \\t\\r\\n]+([ \\t\\r\\n][^ \\t\\r\\n]+)*$";
 /// FHIR R4 `uri`.
 const URI: &str = "^[^ \\t\\r\\n]+$";
 /// A patient reference in a search.
+/// An instant the server parses (days to 28, so every generated one exists).
+const INSTANT: &str = "^(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,3})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$";
 const PATIENT_REF: &str = "^(Patient/)?[A-Za-z0-9\\-\\.]{1,64}$";
 
 /// FHIR `string`: any non-empty text.
@@ -432,6 +434,23 @@ fn operation(o: &Operation, limits: &Limits, require_if_match: bool) -> Value {
             responses.insert("200".into(), json!({"description": "A history Bundle", "content": fhir(bundle.clone())}));
             responses.insert("410".into(), error("Deleted"));
             (format!("History of a {ty}"), format!("history{ty}"))
+        }
+        Kind::TypeHistory => {
+            let in_compartment = o.resource_type.and_then(crate::fhir::resources::compartment_type).is_some();
+            if in_compartment {
+                parameters.push(json!({"name": "patient", "in": "query", "required": true,
+                    "description": "Patient/{id} or {id}: the compartment whose history this is.",
+                    "schema": search_param_schema("patient", "reference", 1)}));
+            }
+            parameters.push(json!({"name": "_since", "in": "query", "required": false,
+                "description": "Only versions recorded at or after this instant.",
+                "schema": {"type": "string", "pattern": INSTANT}}));
+            parameters.push(json!({"name": "_count", "in": "query", "required": false, "schema": search_param_schema("_count", "number", 1)}));
+            responses.insert(
+                "200".into(),
+                json!({"description": "A history Bundle, newest first", "content": fhir(bundle.clone())}),
+            );
+            (format!("History of every {ty} in a compartment"), format!("typeHistory{ty}"))
         }
         Kind::Everything => {
             parameters = id_params();

@@ -594,6 +594,26 @@ impl RecordStore for DynamoStore {
             .collect()
     }
 
+    async fn type_versions(&self, patient: &str, ty: &str) -> Result<Vec<(String, Version)>, PortError> {
+        let prefix = format!("V#{ty}#");
+        let items = self
+            .query_all(&|q| {
+                q.key_condition_expression("pk = :pk AND begins_with(sk, :v)")
+                    .expression_attribute_values(":pk", s(patient_pk(patient)))
+                    .expression_attribute_values(":v", s(&prefix))
+                    .consistent_read(true)
+            })
+            .await?;
+        items
+            .iter()
+            .map(|item| {
+                let sk = get_s(item, "sk").and_then(|sk| sk.strip_prefix(&prefix)).unwrap_or_default();
+                let id = sk.rsplit_once('#').map_or(sk, |(id, _)| id);
+                Ok((id.to_owned(), version_from(item)?))
+            })
+            .collect()
+    }
+
     async fn version(&self, patient: &str, ty: &str, id: &str, version: u64) -> Result<Option<Version>, PortError> {
         let out = self
             .client

@@ -238,20 +238,20 @@ pub fn paging_params(req: &Request, max: usize) -> Result<(usize, Option<String>
     Ok((count, cursor))
 }
 
-/// The history Bundle of one resource.
-pub fn history_response(base: &str, resource_type: &str, id: &str, h: HistoryResult) -> Response<Body> {
+/// The history Bundle of one resource (`id`), or of a type (None).
+pub fn history_response(base: &str, resource_type: &str, id: Option<&str>, h: HistoryResult) -> Response<Body> {
     let entries = h
         .items
         .into_iter()
         .map(|i| HistoryEntry {
-            full_url: format!("{base}/fhir/{resource_type}/{id}"),
+            full_url: format!("{base}/fhir/{resource_type}/{}", i.id),
             resource: i.resource,
             method: match (i.deleted, i.first) {
                 (true, _) => "DELETE",
                 (false, true) => "POST",
                 (false, false) => "PUT",
             },
-            url: if i.first { resource_type.to_owned() } else { format!("{resource_type}/{id}") },
+            url: if i.first { resource_type.to_owned() } else { format!("{resource_type}/{}", i.id) },
             status: match (i.deleted, i.first) {
                 (true, _) => "204",
                 (false, true) => "201",
@@ -261,7 +261,10 @@ pub fn history_response(base: &str, resource_type: &str, id: &str, h: HistoryRes
             last_updated: i.last_updated,
         })
         .collect();
-    let self_link = format!("{base}/fhir/{resource_type}/{id}/_history");
+    let self_link = match id {
+        Some(id) => format!("{base}/fhir/{resource_type}/{id}/_history"),
+        None => format!("{base}/fhir/{resource_type}/_history"),
+    };
     let next = h.next_cursor.map(|c| format!("{self_link}?_cursor={c}"));
     http::response(200, Some(&bundle::history(self_link, next, h.total, entries)), &[])
 }
@@ -314,10 +317,7 @@ pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut Au
         "{type}" => {
             let ty = params.first().copied().unwrap_or_default();
             if SERVED_BY_OWN_FUNCTION.contains(&ty) || crate::fhir::resources::served_type(ty).is_none() {
-                // A path another function serves with other methods
-                // (`PUT /fhir/metadata`) is a 405 there, not an unknown type.
-                let served_elsewhere = !crate::api::allowed_methods(req.uri().path()).is_empty();
-                return Err(if served_elsewhere { Error::MethodNotAllowed } else { Error::NotFound });
+                return Err(crate::api::not_served(req.uri().path()));
             }
             (ty, &params[1..])
         }
@@ -325,6 +325,16 @@ pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut Au
     };
     let svc = &rt.services;
     let max = rt.config.max_body_bytes;
+    // `/fhir/{type}/_history` arrives on the instance routes: GET is the
+    // type's history, any other method is not served there.
+    if params.first() == Some(&"_history") {
+        if route.interaction != "read" {
+            return Err(Error::MethodNotAllowed);
+        }
+        audit.interaction = "history-type";
+        let h = svc.type_history(caller, ty, http::query(req)?, audit).await?;
+        return Ok(history_response(base, ty, None, h));
+    }
     let id = match params.first() {
         Some(id) if is_id(id) => Some(*id),
         Some(_) => return Err(Error::BadRequest("resource id is not a valid FHIR id".into())),
@@ -370,7 +380,7 @@ pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut Au
         ("history-instance", Some(id)) => {
             let (count, cursor) = history_params(req)?;
             let h = svc.record_history_of(caller, ty, id, count, cursor.as_deref(), audit).await?;
-            Ok(history_response(base, ty, id, h))
+            Ok(history_response(base, ty, Some(id), h))
         }
         ("search-type", None) => {
             search_response(rt, caller, ty, search_query(route.method, req, max)?, base, audit).await

@@ -373,3 +373,112 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         self.record_history(caller, (&patient, ty, id), &consents, count, cursor, audit).await
     }
 }
+
+impl<S: RecordStore, K: KeyService> Services<S, K> {
+    /// `GET /fhir/{type}/_history`: every version of the type's resources
+    /// in one compartment (the patient's, named as a search names it, or
+    /// the directory), newest first, from `_since` on: what a client syncs
+    /// incrementally. Versions the patient's consents refuse the caller are
+    /// left out, as from a search.
+    pub async fn type_history(
+        &self,
+        caller: &Caller,
+        resource_type: &str,
+        query: super::records::Query,
+        audit: &mut AuditEntry,
+    ) -> Result<HistoryResult> {
+        let (ty, _) = served(resource_type)?;
+        let def = fhir::resources::served_type(ty).ok_or(Error::NotFound)?;
+        let route = format!("{ty}/_history");
+        let (query, after) = self.search_params(caller, &route, query)?;
+        let mut count = super::records::DEFAULT_PAGE;
+        let mut since = None;
+        let mut patient = caller.principal.patient.clone();
+        for (name, value) in &query {
+            match name.as_str() {
+                "_count" => count = super::records::page_size(value)?,
+                "_since" => {
+                    let at = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                        .filter(|_| fhir::primitives::is_instant(value))
+                        .ok_or_else(|| Error::BadRequest("_since is an instant (2026-01-01T00:00:00Z)".into()))?;
+                    since = Some(fhir::instant(at.to_offset(time::UtcOffset::UTC)));
+                }
+                "patient" if def.compartment.is_some() => {
+                    let id = value.strip_prefix("Patient/").unwrap_or(value);
+                    if !fhir::primitives::is_id(id) {
+                        return Err(Error::BadRequest("patient must be Patient/{id} or {id}".into()));
+                    }
+                    match &patient {
+                        Some(own) if own != id => return Err(Error::NotFound),
+                        _ => patient = Some(id.to_owned()),
+                    }
+                }
+                _ => {
+                    return Err(Error::BadRequest(
+                        "a type's history takes patient (on compartment types), _since, _count and _cursor".into(),
+                    ))
+                }
+            }
+        }
+        let compartment = match def.compartment {
+            None => DIRECTORY.to_owned(),
+            Some(_) => patient.ok_or_else(|| {
+                Error::BadRequest(format!("a {ty} history names its patient (patient=Patient/{{id}})"))
+            })?,
+        };
+        audit.patient = patient_of(&compartment).map(str::to_owned);
+        self.check(caller, ty, Action::Search, patient_of(&compartment))?;
+        let consents = self.consent_gate(caller, &compartment, ty).await?;
+        let mut versions: Vec<(String, crate::ports::Version)> = self.store.type_versions(&compartment, ty).await?;
+        versions.retain(|(_, v)| since.as_ref().is_none_or(|s| v.last_updated >= *s));
+        // Newest first; the key is the cursor's place (instants are fixed-width UTC).
+        let key = |(id, v): &(String, crate::ports::Version)| format!("{}|{id}|{:010}", v.last_updated, v.version);
+        versions.sort_by_key(|b| std::cmp::Reverse(key(b)));
+        let key_of_versions: Vec<String> = versions.iter().map(key).collect();
+        let start = after.as_ref().map_or(0, |a| key_of_versions.partition_point(|k| k >= a));
+        let restricted = matches!(consents, super::consent_gate::ConsentView::Consents(_));
+        let data_key = if versions.is_empty() { None } else { Some(self.patient_key(&compartment).await?) };
+        let mut items = vec![];
+        let mut total = 0;
+        let mut last = None;
+        for (i, (id, v)) in versions.iter().enumerate() {
+            let on_page = i >= start && items.len() < count;
+            // Under restricting consents every version is opened to decide
+            // it (the total counts what the caller may see); otherwise only
+            // the page's.
+            if !on_page && !restricted {
+                total += 1;
+                continue;
+            }
+            let resource = match (&data_key, v.deleted) {
+                (Some(k), false) => {
+                    Some(self.decrypt_record(k, &compartment, ty, id, v.version, v.ciphertext.as_deref())?)
+                }
+                _ => None,
+            };
+            if resource.as_ref().is_some_and(|r| self.consent_on(caller, &consents, Subject::read(ty, id, r)).is_err())
+            {
+                continue;
+            }
+            total += 1;
+            if on_page {
+                last = Some(i);
+                items.push(super::records::HistoryItem {
+                    id: id.clone(),
+                    version: v.version,
+                    last_updated: v.last_updated.clone(),
+                    deleted: v.deleted,
+                    resource,
+                    first: v.version == 1,
+                });
+            }
+        }
+        let has_more = items.len() == count && last.is_some_and(|i| i + 1 < versions.len());
+        audit.entities = items.iter().map(|v| format!("{ty}/{}/_history/{}", v.id, v.version)).collect();
+        self.audit_read(caller, audit).await?;
+        let next_cursor =
+            last.filter(|_| has_more).map(|i| self.next_page(caller, &route, query, count, key_of_versions[i].clone()));
+        Ok(HistoryResult { total, items, next_cursor })
+    }
+}

@@ -70,6 +70,7 @@ pub struct SearchResult {
 }
 
 pub struct HistoryItem {
+    pub id: String,
     pub version: u64,
     pub last_updated: String,
     pub deleted: bool,
@@ -229,6 +230,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 continue;
             }
             items.push(HistoryItem {
+                id: id.to_owned(),
                 version: v.version,
                 last_updated: v.last_updated.clone(),
                 deleted: v.deleted,
