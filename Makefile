@@ -35,7 +35,21 @@ $(EXAMPLES):
 $(EXPANSIONS):
 	bash infra/fetch-npm.sh hl7.fhir.r4.expansions 4.0.1 bb2b9f338e3ec9968d3af8c65d7bb040d95cc9c5
 
-setup: $(STAMP) $(NODE_CLIENTS) $(DEFINITIONS) $(EXAMPLES) $(EXPANSIONS)
+# A realistic cohort (4 adults, 5,496 resources of 24 types as Synthea
+# transaction Bundles) from a pinned Python Synthea with a fixed seed and
+# reference date; the digest proves the generator still writes these bytes.
+COHORT := .cache/cohort/.ok-$(shell sha256sum requirements-cohort.txt | cut -c1-12)
+COHORT_DIGEST := 52d90f0a1df4bcdd632e73d329d68472533a28e14592ebdd94cd2c2335f04262
+
+$(COHORT): requirements-cohort.txt
+	rm -rf .cache/cohort
+	python3 -m venv .cache/cohort/venv
+	.cache/cohort/venv/bin/pip install --quiet --disable-pip-version-check --only-binary=:all: -r requirements-cohort.txt
+	.cache/cohort/venv/bin/synthea --population 4 --seed 42 --age 20-45 --reference-date 20260101 --output-dir .cache/cohort/out >/dev/null
+	test "$$(cd .cache/cohort/out/fhir && LC_ALL=C ls | xargs -d '\n' sha256sum | sha256sum | cut -c1-64)" = $(COHORT_DIGEST)
+	touch $@
+
+setup: $(STAMP) $(NODE_CLIENTS) $(DEFINITIONS) $(EXAMPLES) $(EXPANSIONS) $(COHORT)
 
 # Regenerates shared/src/fhir/r4-model.json, cvx.json and resource-table.json from the pinned packages.
 fhir-model: $(DEFINITIONS) $(EXPANSIONS)

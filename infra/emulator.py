@@ -110,6 +110,14 @@ def query_one_partition(self, hash_key, *args, **kwargs):
     if index_name is not None or not self.range_key_attr or hash_key is None:
         return _table_query(self, hash_key, *args, **kwargs)
     partition = list(self.items.get(hash_key, {}).values())
+    # moto sorts and sizes every item of the partition before it applies the
+    # sort-key condition; applying the condition first gives the same answer
+    # without sorting a patient's whole record for every Consent lookup.
+    comparison, operands = kwargs.get("range_comparison", args[0] if args else None), kwargs.get(
+        "range_objs", args[1] if len(args) > 1 else None
+    )
+    if comparison:
+        partition = [i for i in partition if i.range_key.compare(comparison, operands)]
     self.all_items = lambda: partition
     try:
         return _table_query(self, hash_key, *args, **kwargs)

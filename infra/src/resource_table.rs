@@ -201,15 +201,17 @@ fn with_target(mut path: Value, target: Option<&str>) -> Value {
 
 /// The element that places a record of `ty` in its patient's compartment:
 /// of the type's compartment parameters, one whose expression is a single
-/// reference element holding one value that may be a Patient, preferring a
-/// required one (Coverage: `beneficiary`, not the optional `policyHolder`).
+/// reference element that may hold a Patient, preferring one holding one
+/// value, then a required one (Coverage: `beneficiary`, not the optional
+/// `policyHolder`). A list (Provenance `target`) places the record with the
+/// one patient its Patient references name.
 fn compartment_element(
     ty: &str,
     params: &[Value],
     compartment: &[String],
     els: &BTreeMap<String, Element>,
 ) -> Option<(String, bool)> {
-    let candidates: Vec<(String, bool)> = compartment
+    let candidates: Vec<(String, bool, bool)> = compartment
         .iter()
         .filter_map(|name| {
             let p = params.iter().find(|p| p["name"] == name.as_str())?;
@@ -220,10 +222,16 @@ fn compartment_element(
             let el = els.get(&format!("{ty}.{element}"))?;
             // Reference(Any) may hold a Patient too (Composition.subject).
             let patient = el.targets.contains("Patient") || el.targets.contains("Resource");
-            (patient && !el.many).then(|| (element.to_owned(), el.min > 0))
+            patient.then(|| (element.to_owned(), !el.many, el.min > 0))
         })
         .collect();
-    candidates.iter().find(|(_, required)| *required).or(candidates.first()).cloned()
+    let best = |single: bool| candidates.iter().filter(move |c| c.1 == single);
+    best(true)
+        .find(|c| c.2)
+        .or(best(true).next())
+        .or(best(false).find(|c| c.2))
+        .or(best(false).next())
+        .map(|(element, _, required)| (element.clone(), *required))
 }
 
 /// The resource table: served compartment types, the directory types, and
@@ -274,7 +282,7 @@ pub fn generate(definitions: &Path) -> Result<Value, String> {
         let Some((element, required)) = compartment_element(ty, &params, &names, &els) else {
             not_served.insert(
                 ty.to_owned(),
-                json!("no reference holding one Patient places it in one patient's compartment (it may name several)"),
+                json!("no reference element of its own places it in one patient's compartment (its Patient is named inside a backbone element)"),
             );
             continue;
         };

@@ -88,9 +88,11 @@ pub enum ConfigError {
     Invalid(&'static str, String),
 }
 
-/// Upper bound on request bodies. DynamoDB items are limited to 400 KB and the
-/// current item carries the latest ciphertext plus metadata, so bodies above
-/// 256 KiB could not be stored whole.
+/// Upper bound on request bodies, and the default. DynamoDB items are
+/// limited to 400 KB and the current item carries the latest ciphertext plus
+/// metadata, so bodies above 256 KiB could not be stored whole. Real records
+/// come near it: a Synthea Provenance naming a patient's whole record is
+/// 80 KiB, HL7's examples with embedded images exceed 64 KiB.
 pub const MAX_BODY_LIMIT: usize = 256 * 1024;
 
 impl Config {
@@ -130,7 +132,7 @@ impl Config {
             key_cache_max_uses: num("MEDREC_KEY_CACHE_MAX_USES", 1000)?,
             key_cache_max_bytes: num("MEDREC_KEY_CACHE_MAX_BYTES", 64 * 1024 * 1024)?,
             key_cache_max_entries: num("MEDREC_KEY_CACHE_MAX_ENTRIES", 1000)? as usize,
-            max_body_bytes: num("MEDREC_MAX_BODY_BYTES", 64 * 1024)? as usize,
+            max_body_bytes: num("MEDREC_MAX_BODY_BYTES", MAX_BODY_LIMIT as u64)? as usize,
             clock_skew: Duration::from_secs(num("MEDREC_CLOCK_SKEW_SECONDS", 60)?),
             max_token_lifetime: Duration::from_secs(num("MEDREC_MAX_TOKEN_LIFETIME_SECONDS", 24 * 3600)?),
             function_name: get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "medrec".into()),

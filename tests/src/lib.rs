@@ -618,7 +618,15 @@ pub fn placed_in(def: &medrec_shared::fhir::resources::ResourceDef, mut r: Value
     o.remove("id");
     o.remove("meta");
     if let Some(element) = &def.compartment {
-        o.insert(element.clone(), serde_json::json!({"reference": format!("Patient/{patient}")}));
+        let ours = serde_json::json!({"reference": format!("Patient/{patient}")});
+        match o.get_mut(element).and_then(Value::as_array_mut) {
+            // A list (Provenance.target) keeps what else it names.
+            Some(list) => {
+                list.retain(|r| !r["reference"].as_str().is_some_and(|r| r.starts_with("Patient/")));
+                list.push(ours);
+            }
+            None => _ = o.insert(element.clone(), ours),
+        }
     }
     r
 }

@@ -11,7 +11,7 @@ async fn malformed_requests_get_outcomes_never_500() {
     let h = Harness::start().await;
     let t = h.token("clinician", "dr-malformed");
     let id = h.create_id(&t, &medrec_e2e::canary_patient("m")).await;
-    let big = format!(r#"{{"resourceType":"Patient","name":[{{"text":"{}"}}]}}"#, "x".repeat(70 * 1024));
+    let big = format!(r#"{{"resourceType":"Patient","name":[{{"text":"{}"}}]}}"#, "x".repeat(300 * 1024));
     let json = "application/fhir+json";
     let p = format!("/fhir/Patient/{id}");
     let cases: Vec<Case> = vec![

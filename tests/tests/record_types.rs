@@ -218,7 +218,7 @@ async fn what_the_generic_routes_refuse() {
         async move { h.call("POST", &format!("/fhir/{ty}"), Some(t), &[], Some(&body.to_string())).await }
     };
     // Types the table does not hold, and a body of another type.
-    for ty in ["Group", "Account", "Foo", "Binary"] {
+    for ty in ["Group", "Person", "Foo", "Binary"] {
         let r = post(ty, json!({"resourceType": ty})).await;
         assert_eq!(r.status, 404, "{ty}: {}", r.text());
     }
@@ -232,6 +232,35 @@ async fn what_the_generic_routes_refuse() {
     group["subject"]["reference"] = json!("Group/g1");
     assert_eq!(post("Condition", group).await.status, 422);
     assert_eq!(post("Condition", condition("no-such-patient")).await.status, 422);
+
+    let mut hypertension = condition(&patient);
+    hypertension["code"]["coding"][0]["code"] = json!("38341003");
+    hypertension["onsetDateTime"] = json!("2018-01-01");
+    let created = post("Condition", hypertension).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let condition_id = created.json()["id"].as_str().unwrap().to_owned();
+    // A list of references (Provenance.target) places a record with the one
+    // patient it names, beside the records it names; naming two patients,
+    // or none, is refused: a record lives under one patient's key.
+    let provenance = |targets: &[String]| {
+        json!({"resourceType": "Provenance", "recorded": "2026-01-02T03:04:05Z",
+            "target": targets.iter().map(|t| json!({"reference": t})).collect::<Vec<_>>(),
+            "agent": [{"who": {"display": "an EHR"}}]})
+    };
+    let p = post("Provenance", provenance(&[format!("Condition/{condition_id}"), format!("Patient/{patient}")])).await;
+    assert_eq!(p.status, 201, "{}", p.text());
+    let found = h.get(&format!("/fhir/Provenance?patient={patient}"), &t).await.json();
+    assert_eq!(ids(&found), [p.json()["id"].as_str().unwrap().to_owned()]);
+    for targets in
+        [vec![format!("Patient/{patient}"), format!("Patient/{other}")], vec![format!("Condition/{condition_id}")]]
+    {
+        let r = post("Provenance", provenance(&targets)).await;
+        assert_eq!(
+            (r.status, r.json()["issue"][0]["expression"][0].as_str()),
+            (422, Some("Provenance.target")),
+            "{targets:?}"
+        );
+    }
 
     let created = post("Condition", condition(&patient)).await;
     assert_eq!(created.status, 201, "{}", created.text());
@@ -257,8 +286,8 @@ async fn what_the_generic_routes_refuse() {
     let later_id = post("Condition", later).await.json()["id"].as_str().unwrap().to_owned();
     let asc = h.get(&format!("/fhir/Condition?patient={patient}&_sort=onset-date"), &t).await.json();
     let desc = h.get(&format!("/fhir/Condition?patient={patient}&_sort=-onset-date"), &t).await.json();
-    assert_eq!(ids(&asc), [id.clone(), later_id.clone()]);
-    assert_eq!(ids(&desc), [later_id.clone(), id.clone()]);
+    assert_eq!(ids(&asc), [condition_id.clone(), id.clone(), later_id.clone()]);
+    assert_eq!(ids(&desc), [later_id.clone(), id.clone(), condition_id.clone()]);
     // Another patient's token sees nothing of this compartment.
     let theirs = h.token_with("patient", "pat-other", &["patient/*.rs"], Some(&other));
     assert!(matches!(h.get(&format!("/fhir/Condition/{id}"), &theirs).await.status, 403 | 404));
@@ -572,4 +601,26 @@ async fn a_types_history_syncs_a_compartment_incrementally() {
     let dir = h.get("/fhir/Organization/_history", &t).await;
     assert_eq!(dir.status, 200, "{}", dir.text());
     assert!(dir.json()["total"].as_u64().unwrap() >= 1);
+}
+
+/// The directory's first records, sent at once by a loader: the first
+/// opens the directory under a new data key, and those racing it are stored
+/// under the winner's key, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_directory_creates_all_land() {
+    let h = Harness::start().await;
+    let registrar = h.token("registrar", "reg-race");
+    let creates = (0..8).map(|i| {
+        let (h, registrar) = (&h, &registrar);
+        async move {
+            let org = json!({"resourceType": "Organization", "name": format!("Clinic {i}")});
+            let r = h.call("POST", "/fhir/Organization", Some(registrar), &[], Some(&org.to_string())).await;
+            (r.status, r.json()["id"].as_str().map(str::to_owned))
+        }
+    });
+    let created = futures_util::future::join_all(creates).await;
+    assert!(created.iter().all(|(status, _)| *status == 201), "{created:?}");
+    for (_, id) in created {
+        assert_eq!(h.get(&format!("/fhir/Organization/{}", id.unwrap()), &registrar).await.status, 200);
+    }
 }

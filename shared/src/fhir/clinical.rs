@@ -23,16 +23,35 @@ pub fn compartment_element(resource_type: &str) -> Option<&'static str> {
 }
 
 /// The patient id a clinical resource belongs to: its compartment element
-/// must be a relative `Patient/{id}` reference.
+/// must be a relative `Patient/{id}` reference. A list (Provenance `target`)
+/// may name other records too, but exactly one patient: a record lives in
+/// one compartment, under one patient's key.
 pub fn compartment_of(resource_type: &str, resource: &Value) -> Result<String, Issue> {
     let element = compartment_element(resource_type).unwrap_or("subject");
     let at = format!("{resource_type}.{element}");
-    let reference = resource[element]["reference"].as_str().ok_or_else(|| {
-        Issue::error("required", format!("{element} must reference the Patient this record belongs to")).at(at.clone())
-    })?;
-    match reference.strip_prefix("Patient/") {
+    let missing =
+        || Issue::error("required", format!("{element} must reference the Patient this record belongs to")).at(&at);
+    let malformed =
+        || Issue::error("value", format!("{element} must be a reference of the form Patient/{{id}}")).at(&at);
+    let patient = |reference: &str| match reference.strip_prefix("Patient/") {
         Some(id) if super::primitives::is_id(id) => Ok(id.to_owned()),
-        _ => Err(Issue::error("value", format!("{element} must be a reference of the form Patient/{{id}}")).at(at)),
+        _ => Err(malformed()),
+    };
+    let Some(list) = resource[element].as_array() else {
+        return patient(resource[element]["reference"].as_str().ok_or_else(missing)?);
+    };
+    let named: std::collections::BTreeSet<String> = list
+        .iter()
+        .filter_map(|r| r["reference"].as_str().filter(|r| r.starts_with("Patient/")))
+        .map(patient)
+        .collect::<Result<_, _>>()?;
+    match named.len() {
+        0 => Err(missing()),
+        1 => Ok(named.into_iter().next().expect("one")),
+        _ => {
+            Err(Issue::error("business-rule", format!("{element} names several patients: a record belongs to one"))
+                .at(&at))
+        }
     }
 }
 
@@ -393,6 +412,19 @@ mod tests {
         }
         let absolute = json!({"subject": {"reference": "https://elsewhere.example/fhir/Patient/p-1"}});
         assert!(compartment_of("Observation", &absolute).is_err(), "records live in this server's compartments");
+    }
+
+    #[test]
+    fn a_list_of_references_names_exactly_one_patient() {
+        let targets =
+            |refs: &[&str]| json!({"target": refs.iter().map(|r| json!({"reference": r})).collect::<Vec<_>>()});
+        let one = targets(&["Observation/o-1", "Patient/p-1", "Encounter/e-1", "Patient/p-1"]);
+        assert_eq!(compartment_of("Provenance", &one).unwrap(), "p-1");
+        let several = compartment_of("Provenance", &targets(&["Patient/p-1", "Patient/p-2"])).unwrap_err();
+        assert_eq!(several.code, "business-rule");
+        let none = compartment_of("Provenance", &targets(&["Observation/o-1"])).unwrap_err();
+        assert_eq!((none.code, none.expression.as_deref()), ("required", Some("Provenance.target")));
+        assert!(compartment_of("Provenance", &targets(&["Patient/a b"])).is_err());
     }
 
     #[test]

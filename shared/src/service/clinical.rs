@@ -143,7 +143,17 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit: &mut AuditEntry,
     ) -> Result<Stored> {
         let new = self.prepare_create(caller, resource_type, &resource, audit).await?;
-        self.commit_new(new, resource, audit, vec![]).await
+        // Only the directory's first create can lose a race for a brand-new
+        // id (the compartment's key is written on the condition that none
+        // exists): the winner's key is then there, so store under it.
+        let retry = (new.new_wrapped_key.is_some() && new.patient == DIRECTORY).then(|| resource.clone());
+        match (self.commit_new(new, resource, audit, vec![]).await, retry) {
+            (Err(Error::Conflict(_)), Some(resource)) => {
+                let new = self.prepare_create(caller, resource_type, &resource, audit).await?;
+                self.commit_new(new, resource, audit, vec![]).await
+            }
+            (result, _) => result,
+        }
     }
 
     /// The checks of a create, before anything is stored: the compartment,
@@ -172,7 +182,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
 
     /// The checks of a directory resource's create: the caller's role,
     /// validation. The first one opens the directory's compartment with a
-    /// new data key (a concurrent first create loses with 409).
+    /// new data key.
     async fn prepare_directory_create(
         &self,
         caller: &Caller,
