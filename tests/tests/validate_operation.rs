@@ -62,9 +62,18 @@ async fn validate_operation() {
         400,
         "an unknown profile is refused, not ignored"
     );
-    // No type-level operation but $validate: the path is an instance's,
-    // which takes no POST.
-    assert_eq!(post("/fhir/Patient/$everything", json!({"resourceType": "Patient"})).await.status, 405);
+    // No type-level operation but $validate: `$everything` is served on a
+    // patient, not on the type (and is no record id).
+    assert_eq!(post("/fhir/Patient/$everything", json!({"resourceType": "Patient"})).await.status, 404);
+    // Other methods on an operation are 405 with what it takes, on the
+    // generic routes and on Patient's own; an unknown operation is 404.
+    for (ty, status) in [("Account", 405), ("Patient", 405), ("Observation", 405)] {
+        let body = json!({"resourceType": ty}).to_string();
+        let r = h.call("PUT", &format!("/fhir/{ty}/$validate"), Some(&t), &[], Some(&body)).await;
+        assert_eq!((r.status, r.header("allow")), (status, Some("POST")), "PUT {ty}/$validate: {}", r.text());
+    }
+    let r = h.call("DELETE", "/fhir/Observation/$nothing", Some(&t), &[], None).await;
+    assert_eq!(r.status, 404, "{}", r.text());
     // Another type is a validation result (an error issue), like an id that
     // differs from the URL's; a body that is no R4 resource is a 400.
     let other = post("/fhir/Patient/$validate", json!({"resourceType": "Observation"})).await;

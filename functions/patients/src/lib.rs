@@ -6,7 +6,6 @@ use medrec_shared::audit::AuditEntry;
 use medrec_shared::config::Config;
 use medrec_shared::error::Error;
 use medrec_shared::fhir::capability::capability_statement;
-use medrec_shared::fhir::primitives::is_id;
 use medrec_shared::http;
 use medrec_shared::lambda::{self, Api, Ctx, Route};
 use medrec_shared::rest;
@@ -81,11 +80,7 @@ impl App {
         let Ctx { route, params, req, caller, base } = ctx;
         let svc = &self.rt.services;
         let max = self.rt.config.max_body_bytes;
-        let id = match params.first() {
-            Some(id) if is_id(id) => Some(*id),
-            Some(_) => return Err(Error::BadRequest("resource id is not a valid FHIR id".into())),
-            None => None,
-        };
+        let id = rest::instance_id(params.first().copied(), req.uri().path())?;
         let resource_response =
             |status, s: &Stored, write| rest::resource_response(req, status, base, "Patient", s, write);
         match (route.method, route.interaction, id) {

@@ -162,10 +162,14 @@ pub fn operations() -> Vec<Operation> {
 }
 
 /// Whether a concrete path fits an OpenAPI path template (`{x}` matches one
-/// non-empty segment).
+/// non-empty segment that is not an operation).
 pub fn path_matches(template: &str, path: &str) -> bool {
     let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
-    t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| if t.starts_with('{') { !p.is_empty() } else { t == p })
+    // No id or type name starts with `$`: such a segment is an operation,
+    // matched only by its own name (`PUT /fhir/Account/$validate` is not
+    // an update of a record called `$validate`).
+    let param = |p: &str| !p.is_empty() && !p.starts_with('$');
+    t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| if t.starts_with('{') { param(p) } else { t == p })
 }
 
 /// The methods served on a concrete path, for the `Allow` header of a 405;
@@ -205,6 +209,8 @@ mod tests {
         assert_eq!(allowed_methods("/fhir/Binary/b1"), ["GET"]);
         assert_eq!(allowed_methods("/fhir/Patient/_search"), ["POST"]);
         assert_eq!(allowed_methods("/fhir/Observation/_history"), ["GET"]);
+        assert_eq!(allowed_methods("/fhir/Account/$validate"), ["POST"], "an operation is no record id");
+        assert!(allowed_methods("/fhir/Observation/$nothing").is_empty());
         assert!(allowed_methods("/fhir/Nothing/here/at/all").is_empty());
         assert!(allowed_methods("/fhir/Patient/").is_empty(), "an empty id is no path");
     }

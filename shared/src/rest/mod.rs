@@ -302,6 +302,18 @@ impl Api for CompartmentApi {
     }
 }
 
+/// The id segment of an instance route. An operation name there
+/// (`PUT /fhir/Account/$validate`) is a method the operation does not take
+/// (405 with its Allow) or an operation not served (404), never a bad id.
+pub fn instance_id<'a>(segment: Option<&'a str>, path: &str) -> Result<Option<&'a str>> {
+    match segment {
+        Some(id) if is_id(id) => Ok(Some(id)),
+        Some(op) if op.starts_with('$') => Err(crate::api::not_served(path)),
+        Some(_) => Err(Error::BadRequest("resource id is not a valid FHIR id".into())),
+        None => Ok(None),
+    }
+}
+
 /// Record types whose own function serves them, with what they add to the
 /// record's REST (a consent's authority, a document's content): a generic
 /// `/fhir/{type}` route never serves them.
@@ -335,11 +347,7 @@ pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut Au
         let h = svc.type_history(caller, ty, http::query(req)?, audit).await?;
         return Ok(history_response(base, ty, None, h));
     }
-    let id = match params.first() {
-        Some(id) if is_id(id) => Some(*id),
-        Some(_) => return Err(Error::BadRequest("resource id is not a valid FHIR id".into())),
-        None => None,
-    };
+    let id = instance_id(params.first().copied(), req.uri().path())?;
     let respond = |status, s: &_, write| resource_response(req, status, base, ty, s, write);
     match (route.interaction, id) {
         ("create", None) => {
