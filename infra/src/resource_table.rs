@@ -225,13 +225,11 @@ fn compartment_element(
             patient.then(|| (element.to_owned(), !el.many, el.min > 0))
         })
         .collect();
-    let best = |single: bool| candidates.iter().filter(move |c| c.1 == single);
-    best(true)
-        .find(|c| c.2)
-        .or(best(true).next())
-        .or(best(false).find(|c| c.2))
-        .or(best(false).next())
-        .map(|(element, _, required)| (element.clone(), *required))
+    // The first of the best: single before list, then required before optional.
+    candidates
+        .into_iter()
+        .min_by_key(|(_, single, required)| (!single, !required))
+        .map(|(element, _, required)| (element, required))
 }
 
 /// The resource table: served compartment types, the directory types, and

@@ -5,7 +5,7 @@
 //! `$everything` in pages of 1,000 beside pages of 20 (the old page bound)
 //! in the same run. Run with `cargo bench -p medrec-e2e --bench record_load`.
 
-use medrec_e2e::{canary_patient, placed_in, record_examples, Harness};
+use medrec_e2e::{canary_patient, next_path, placed_in, record_examples, Harness};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -27,9 +27,8 @@ async fn everything(h: &Harness, token: &str, patient: &str, count: usize) -> (u
         let b = r.json();
         pages += 1;
         resources += b["entry"].as_array().map_or(0, Vec::len);
-        let next = b["link"].as_array().into_iter().flatten().find(|l| l["relation"] == "next");
-        match next.and_then(|l| l["url"].as_str()) {
-            Some(url) => path = url.split_once("/fhir/").map(|(_, p)| format!("/fhir/{p}")).unwrap(),
+        match next_path(&b) {
+            Some(next) => path = next,
             None => break,
         }
     }

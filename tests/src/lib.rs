@@ -611,6 +611,18 @@ pub fn record_examples() -> Vec<(String, &'static medrec_shared::fhir::resources
     out
 }
 
+/// The API path of an absolute URL the server gave (a next link, a
+/// Location), for `Harness::get`.
+pub fn api_path(url: &str) -> String {
+    url.split_once("/fhir/").map(|(_, p)| format!("/fhir/{p}")).expect("a URL of the FHIR API")
+}
+
+/// The path of a Bundle's next page, if it has one.
+pub fn next_path(bundle: &Value) -> Option<String> {
+    let next = bundle["link"].as_array()?.iter().find(|l| l["relation"] == "next")?;
+    next["url"].as_str().map(api_path)
+}
+
 /// An example placed in the patient's compartment (a directory type's
 /// stays in the directory), without its id and meta.
 pub fn placed_in(def: &medrec_shared::fhir::resources::ResourceDef, mut r: Value, patient: &str) -> Value {

@@ -2,7 +2,7 @@
 //! patient's compartment, compartment rules, business rules located at their
 //! element, profiles from meta.profile, and no plaintext PHI at rest.
 
-use medrec_e2e::{canary_patient, unique_tag, Harness};
+use medrec_e2e::{api_path, canary_patient, next_path, unique_tag, Harness};
 use serde_json::{json, Value};
 
 fn immunization(patient: &str) -> Value {
@@ -261,7 +261,7 @@ async fn clinical_search_within_a_compartment() {
         .unwrap()
         .to_owned();
     assert!(!next.contains("LOT-A") && !next.contains(&a), "{next}");
-    let path = next.split_once("/fhir/").map(|(_, p)| format!("/fhir/{p}")).unwrap();
+    let path = api_path(&next);
     let second = h.get(&path, &t).await.json();
     assert_eq!(second["entry"].as_array().unwrap().len(), 1);
     let thief = h.token("clinician", "dr-other");
@@ -284,8 +284,7 @@ async fn clinical_search_within_a_compartment() {
     let mut page = h.get(&q("_sort=-date&_count=1"), &t).await.json();
     loop {
         walked.extend(dates(&page));
-        let Some(next) = page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next") else { break };
-        let path = next["url"].as_str().unwrap().split_once("/fhir/").map(|(_, p)| format!("/fhir/{p}")).unwrap();
+        let Some(path) = next_path(&page) else { break };
         page = h.get(&path, &t).await.json();
     }
     assert_eq!(walked, ["2026-11-20", "2025-10-01", "2024-10-01"]);
@@ -338,7 +337,7 @@ async fn everything_pages_the_compartment_as_one_disclosure_per_page() {
         .as_str()
         .unwrap()
         .to_owned();
-    let path = next.split_once("/fhir/").map(|(_, p)| format!("/fhir/{p}")).unwrap();
+    let path = api_path(&next);
     let second = h.get(&path, &t).await.json();
     assert_eq!(second["entry"].as_array().unwrap().len(), 1);
     let types: Vec<&str> = first["entry"]
@@ -458,7 +457,7 @@ async fn prefer_and_conditional_create() {
     assert!(minimal.body.is_empty());
     let location = minimal.headers["location"].to_str().unwrap().to_owned();
     assert!(location.contains("/fhir/Observation/"));
-    let obs_path = location.split_once("/fhir/").map(|(_, p)| format!("/fhir/{p}")).unwrap();
+    let obs_path = api_path(&location);
     let obs_path = obs_path.split("/_history").next().unwrap().to_owned();
     let r = h
         .call(

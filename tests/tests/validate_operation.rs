@@ -67,10 +67,10 @@ async fn validate_operation() {
     assert_eq!(post("/fhir/Patient/$everything", json!({"resourceType": "Patient"})).await.status, 404);
     // Other methods on an operation are 405 with what it takes, on the
     // generic routes and on Patient's own; an unknown operation is 404.
-    for (ty, status) in [("Account", 405), ("Patient", 405), ("Observation", 405)] {
+    for ty in ["Account", "Patient", "Observation"] {
         let body = json!({"resourceType": ty}).to_string();
         let r = h.call("PUT", &format!("/fhir/{ty}/$validate"), Some(&t), &[], Some(&body)).await;
-        assert_eq!((r.status, r.header("allow")), (status, Some("POST")), "PUT {ty}/$validate: {}", r.text());
+        assert_eq!((r.status, r.header("allow")), (405, Some("POST")), "PUT {ty}/$validate: {}", r.text());
     }
     let r = h.call("DELETE", "/fhir/Observation/$nothing", Some(&t), &[], None).await;
     assert_eq!(r.status, 404, "{}", r.text());
