@@ -17,10 +17,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Compartment types not served as compartment records, and why.
-const NOT_COMPARTMENT_RECORDS: [(&str, &str); 2] = [
-    ("AuditEvent", "medrec's AuditEvents are its own audit trail, written by the server and searched by auditors"),
-    ("Patient", "the compartment's owner: served by the patients function"),
-];
+const NOT_COMPARTMENT_RECORDS: [(&str, &str); 1] =
+    [("AuditEvent", "medrec's AuditEvents are its own audit trail, written by the server and searched by auditors")];
+
+/// The Patient's search parameters its blind index serves: a patient is
+/// found across compartments, so by keyed tokens, never by decrypting every
+/// patient. Its other parameters are left out.
+const PATIENT_INDEXED: [&str; 6] = ["birthdate", "family", "gender", "given", "identifier", "name"];
 
 /// The shared resources records reference, served from the directory (no
 /// patient's compartment, staff-readable, not consent-gated). Device is
@@ -268,7 +271,8 @@ pub fn generate(definitions: &Path) -> Result<Value, String> {
         let Some(ty) = r["code"].as_str() else { continue };
         let names: Vec<String> =
             r["param"].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(str::to_owned)).collect();
-        if names.is_empty() {
+        // The compartment's owner is a row of its own (below).
+        if names.is_empty() || ty == "Patient" {
             continue;
         }
         if let Some((_, why)) = NOT_COMPARTMENT_RECORDS.iter().find(|(t, _)| *t == ty) {
@@ -301,8 +305,18 @@ pub fn generate(definitions: &Path) -> Result<Value, String> {
         params.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         directory.push(json!({"type": ty, "params": params, "leftOut": left_out.remove(ty).unwrap_or_default()}));
     }
+    let (mut params, unindexed): (Vec<Value>, Vec<Value>) = by_type
+        .remove("Patient")
+        .unwrap_or_default()
+        .into_iter()
+        .partition(|p| PATIENT_INDEXED.iter().any(|n| p["name"] == *n));
+    params.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let mut patient_left_out = left_out.remove("Patient").unwrap_or_default();
+    patient_left_out.extend(unindexed.iter().filter_map(|p| p["name"].as_str().map(str::to_owned)));
+    patient_left_out.sort();
     Ok(json!({
         "source": format!("{} (compartmentdefinition-patient.json, search-parameters.json)", crate::fhir_model::DEFINITIONS_PACKAGE),
+        "patient": {"type": "Patient", "params": params, "leftOut": patient_left_out},
         "types": types,
         "directory": directory,
         "notServed": not_served,

@@ -78,7 +78,7 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
     let documents = || DocumentConfig::from_lookup(lookup).map_err(|e| format!("{logical_id}: {e}"));
     let boot = |e: medrec_shared::runtime::BootError| format!("{logical_id}: {e}");
     Ok(Some(match logical_id {
-        "PatientsFunction" => Mounted::Api(api(medrec_patients::App::new(config).await.map_err(boot)?)),
+        "PatientsFunction" => Mounted::Api(api(medrec_patients::app(config).await.map_err(boot)?)),
         "ClinicalFunction" => Mounted::Api(api(medrec_clinical::app(config).await.map_err(boot)?)),
         "ConsentFunction" => Mounted::Api(api(medrec_consent::app(config).await.map_err(boot)?)),
         "ValidationFunction" => Mounted::Api(api(medrec_validation::App::new(config).await.map_err(boot)?)),

@@ -126,16 +126,16 @@ fn benches(c: &mut Criterion) {
     c.bench_function("create Patient use case (in-memory ports)", |b| {
         b.iter(|| {
             let mut audit = svc.draft(Some(&who), "create");
-            rt.block_on(svc.create_patient(&who, patient.clone(), &mut audit)).unwrap()
+            rt.block_on(svc.create_record(&who, "Patient", patient.clone(), &mut audit)).unwrap()
         })
     });
     let svc = services();
     let mut audit = svc.draft(Some(&who), "create");
-    let id = rt.block_on(svc.create_patient(&who, patient.clone(), &mut audit)).unwrap().id;
+    let id = rt.block_on(svc.create_record(&who, "Patient", patient.clone(), &mut audit)).unwrap().id;
     c.bench_function("read Patient use case, warm key (in-memory ports)", |b| {
         b.iter(|| {
             let mut audit = svc.draft(Some(&who), "read");
-            rt.block_on(svc.read_patient(&who, &id, &mut audit)).unwrap()
+            rt.block_on(svc.read_record(&who, "Patient", &id, None, &mut audit)).unwrap()
         })
     });
 
@@ -164,7 +164,7 @@ fn benches(c: &mut Criterion) {
     // Reads in a compartment of 20 Observations and 5 Immunizations.
     let svc = services();
     let mut audit = svc.draft(Some(&who), "create");
-    let id = rt.block_on(svc.create_patient(&who, patient.clone(), &mut audit)).unwrap().id;
+    let id = rt.block_on(svc.create_record(&who, "Patient", patient.clone(), &mut audit)).unwrap().id;
     let in_compartment = |mut r: Value, element: &str| {
         r[element]["reference"] = json!(format!("Patient/{id}"));
         r

@@ -86,15 +86,23 @@ impl RecordStore for MemoryStore {
         Ok(found)
     }
 
-    async fn type_versions(&self, patient: &str, ty: &str) -> Result<Vec<(String, Version)>, PortError> {
+    async fn compartment_versions(
+        &self,
+        patient: &str,
+        ty: Option<&str>,
+    ) -> Result<Vec<(String, String, Version)>, PortError> {
         let inner = self.inner.lock().expect("lock");
         Ok(inner
             .versions
             .iter()
             .filter(|((t, id, _), _)| {
-                t == ty && inner.locators.get(&(t.clone(), id.clone())).is_some_and(|p| p == patient)
+                let placed = match t.as_str() {
+                    "Patient" => id == patient,
+                    _ => inner.locators.get(&(t.clone(), id.clone())).is_some_and(|p| p == patient),
+                };
+                ty.is_none_or(|ty| t == ty) && placed
             })
-            .map(|((_, id, _), v)| (id.clone(), v.clone()))
+            .map(|((t, id, _), v)| (t.clone(), id.clone(), v.clone()))
             .collect())
     }
 

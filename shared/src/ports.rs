@@ -117,13 +117,13 @@ pub trait RecordStore: Send + Sync {
         patient: &str,
         resource_type: &str,
     ) -> impl Future<Output = Result<Vec<(String, Current)>, PortError>> + Send;
-    /// Every version of every resource of a type in a compartment, as
-    /// (id, version): a type's history in one query.
-    fn type_versions(
+    /// Every version of every resource in a compartment (of one type, or
+    /// of all), as (type, id, version): a history in one query.
+    fn compartment_versions(
         &self,
         patient: &str,
-        resource_type: &str,
-    ) -> impl Future<Output = Result<Vec<(String, Version)>, PortError>> + Send;
+        resource_type: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<(String, String, Version)>, PortError>> + Send;
     /// The current state of every resource in a patient's compartment (the
     /// Patient too), as (type, id, current), sorted by type then id: one
     /// query for `$everything`, however many types the record spans.

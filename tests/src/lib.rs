@@ -346,6 +346,24 @@ impl Harness {
         self.client.send(method, &self.url(path), &h, body.map(|b| b.as_bytes().to_vec())).await.expect("HTTP exchange")
     }
 
+    /// A request with a raw body, sent with exactly the headers given (no
+    /// content type is assumed).
+    pub async fn call_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut h: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(a) = &auth {
+            h.push(("authorization", a));
+        }
+        self.client.send(method, &self.url(path), &h, Some(body)).await.expect("HTTP exchange")
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Reply {
         self.call("GET", path, Some(token), &[], None).await
     }

@@ -64,6 +64,8 @@ fn body_for(ty: &str, patient: &str) -> Value {
         "DocumentReference" => json!({"resourceType": "DocumentReference", "status": "current",
             "subject": {"reference": format!("Patient/{patient}")},
             "content": [{"attachment": {"contentType": "text/plain", "data": "aGVsbG8="}}]}),
+        "Binary" => json!({"resourceType": "Binary", "contentType": "text/plain",
+            "securityContext": {"reference": format!("Patient/{patient}")}, "data": "aGVsbG8="}),
         _ => json!({"resourceType": "Patient", "name": [{"family": "Matrix"}], "birthDate": "1970-01-01"}),
     }
 }
@@ -130,7 +132,8 @@ async fn request(
         // every type of the table).
         Some("{type}") if validate => "Patient",
         Some("{type}") => "Condition",
-        Some("Binary") => "DocumentReference",
+        // A Binary is read from a document, and created on the patient.
+        Some("Binary") if method == "GET" => "DocumentReference",
         Some(t) => t,
         None => "",
     };
@@ -143,7 +146,7 @@ async fn request(
         (true, "Patient", "GET") => w.own.clone(),
         (true, t, _) => fresh(h, w, t).await,
     };
-    let id = if template.starts_with("/fhir/Binary") {
+    let id = if template.starts_with("/fhir/Binary/") {
         let doc = h.get(&format!("/fhir/DocumentReference/{id}"), &w.tokens["admin"]).await.json();
         doc["content"][0]["attachment"]["url"].as_str().unwrap().trim_start_matches("Binary/").to_owned()
     } else {

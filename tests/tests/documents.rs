@@ -433,3 +433,145 @@ async fn ingest_retries_after_a_failure_without_duplicates() {
         .count();
     assert_eq!(stored_events, 1);
 }
+
+/// `POST /fhir/Binary`: content no DocumentReference describes, placed by
+/// its securityContext (a record or the Patient), as FHIR JSON or raw bytes
+/// with `X-Security-Context`; checked and sealed as document content is,
+/// served as a read of its context, and gone with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_binaries_belong_to_their_security_context() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-binary");
+    let tag = unique_tag();
+    let patient = h.create_id(&t, &canary_patient(&tag)).await;
+    let observation = json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
+        "subject": {"reference": format!("Patient/{patient}")}, "effectiveDateTime": "2026-11-20T09:00:00Z"});
+    let obs = h.call("POST", "/fhir/Observation", Some(&t), &[], Some(&observation.to_string())).await.json();
+    let obs_id = obs["id"].as_str().unwrap().to_owned();
+    let note = format!("Scanned form: BINCANARY{tag} signed by the patient.");
+    let binary = |context: &str, content_type: &str, bytes: &[u8]| {
+        json!({"resourceType": "Binary", "contentType": content_type,
+            "securityContext": {"reference": context}, "data": B64.encode(bytes)})
+    };
+
+    let created = h
+        .call(
+            "POST",
+            "/fhir/Binary",
+            Some(&t),
+            &[],
+            Some(&binary(&format!("Observation/{obs_id}"), "text/plain", note.as_bytes()).to_string()),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let body = created.json();
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert!(created.header("location").unwrap().ends_with(&format!("/fhir/Binary/{id}/_history/1")));
+    assert_eq!(B64.decode(body["data"].as_str().unwrap()).unwrap(), note.as_bytes(), "what goes in comes out");
+    assert!(body.get("size").is_none() && body.get("sha256").is_none());
+
+    let path = format!("/fhir/Binary/{id}");
+    let raw = h.call("GET", &path, Some(&t), &[("accept", "*/*")], None).await;
+    assert_eq!((raw.status, raw.body.as_ref()), (200, note.as_bytes()));
+    assert_eq!(raw.header("content-type"), Some("text/plain"));
+    let fhir = h.call("GET", &path, Some(&t), &[("accept", "application/fhir+json")], None).await.json();
+    assert_eq!(fhir["securityContext"]["reference"], format!("Observation/{obs_id}"));
+    let part = h.call("GET", &path, Some(&t), &[("range", "bytes=0-11")], None).await;
+    assert_eq!((part.status, part.body.as_ref()), (206, &note.as_bytes()[..12]));
+
+    // Raw bytes with their type, placed on the Patient by header.
+    let scan = pdf(2048, &format!("form {tag}"));
+    let context = format!("Patient/{patient}");
+    let headers = [("content-type", "application/pdf"), ("x-security-context", context.as_str())];
+    let posted = h.call_bytes("POST", "/fhir/Binary", Some(&t), &headers, scan.clone()).await;
+    assert_eq!(posted.status, 201, "{}", posted.text());
+    let scan_id = posted.json()["id"].as_str().unwrap().to_owned();
+    let back =
+        h.call("GET", &format!("/fhir/Binary/{scan_id}"), Some(&t), &[("accept", "application/pdf")], None).await;
+    assert_eq!(back.body.as_ref(), scan.as_slice());
+
+    // Sealed at rest: no stored object holds the text.
+    for (key, bytes) in objects(&h, "DocumentsBucket").await {
+        assert!(!contains(&bytes, &format!("BINCANARY{tag}")), "{key} holds plaintext");
+    }
+
+    // Refused before anything is stored.
+    let refusals = [
+        (binary("", "text/plain", b"x"), 422, "Binary.securityContext"),
+        (binary("Observation/0123456789abcdef", "text/plain", b"x"), 422, "Binary.securityContext"),
+        (binary("Organization/x", "text/plain", b"x"), 422, "Binary.securityContext"),
+        (binary("Unknown/x", "text/plain", b"x"), 422, "Binary.securityContext"),
+        (binary(&context, "application/pdf", b"not a pdf"), 415, ""),
+        (binary(&context, "image/gif", b"GIF89a"), 415, ""),
+        (
+            json!({"resourceType": "Binary", "contentType": "text/plain", "securityContext": {"reference": context}, "data": "***"}),
+            422,
+            "Binary.data",
+        ),
+        (
+            json!({"resourceType": "Binary", "securityContext": {"reference": context}, "data": "aGk="}),
+            422,
+            "Binary.contentType",
+        ),
+        (
+            json!({"resourceType": "Binary", "contentType": "text/plain", "securityContext": {"reference": context},
+                "data": "aGk=", "note": "not an element of Binary"}),
+            422,
+            "Binary",
+        ),
+    ];
+    for (body, status, at) in refusals {
+        let r = h.call("POST", "/fhir/Binary", Some(&t), &[], Some(&body.to_string())).await;
+        assert_eq!(r.status, status, "{body}: {}", r.text());
+        assert_eq!(r.json()["resourceType"], "OperationOutcome");
+        assert!(first_expression(&r.json()).starts_with(at), "{body}: {}", r.text());
+    }
+    let untyped = h
+        .call_bytes("POST", "/fhir/Binary", Some(&t), &[("x-security-context", context.as_str())], b"x".to_vec())
+        .await;
+    assert_eq!(untyped.status, 415);
+    let huge = vec![b'a'; 6 * 1024 * 1024];
+    let headers = [("content-type", "text/plain"), ("x-security-context", context.as_str())];
+    assert_eq!(h.call_bytes("POST", "/fhir/Binary", Some(&t), &headers, huge).await.status, 413);
+    let registrar = h.token("registrar", "desk-binary");
+    let desk = h
+        .call("POST", "/fhir/Binary", Some(&registrar), &[], Some(&binary(&context, "text/plain", b"x").to_string()))
+        .await;
+    assert_eq!(desk.status, 403);
+
+    // Read as its context is: another patient's token finds nothing, a
+    // clinician the patient's consent refuses is refused.
+    let other = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let theirs = h.token_with("patient", "pt-binary-other", &["patient/*.rs"], Some(&other));
+    assert_eq!(h.get(&path, &theirs).await.status, 404);
+    let own = h.token_with("patient", "pt-binary", &["patient/*.rs"], Some(&patient));
+    assert_eq!(h.call("GET", &path, Some(&own), &[("accept", "*/*")], None).await.status, 200);
+    let refusal = medrec_e2e::consent(
+        &patient,
+        json!({"type": "permit", "provision": [{"type": "deny",
+            "actor": [{"role": {"coding": [{"code": "PRCP"}]}, "reference": {"reference": "Practitioner/dr-binary-refused"}}]}]}),
+    );
+    let admin = h.token("admin", "adm-binary");
+    assert_eq!(h.call("POST", "/fhir/Consent", Some(&admin), &[], Some(&refusal.to_string())).await.status, 201);
+    let refused = h.token("clinician", "dr-binary-refused");
+    assert_eq!(h.get(&path, &refused).await.status, 403);
+    let write = h
+        .call("POST", "/fhir/Binary", Some(&refused), &[], Some(&binary(&context, "text/plain", b"x").to_string()))
+        .await;
+    assert_eq!(write.status, 403);
+
+    // The read is audited naming the Binary and its context, no content.
+    let events = h.audit_events_of("dr-binary").await;
+    let read = events
+        .iter()
+        .find(|e| e["subtype"][0]["code"] == "read" && e.to_string().contains(&format!("Binary/{id}")))
+        .expect("the read is audited");
+    assert!(read.to_string().contains(&format!("Observation/{obs_id}")), "{read}");
+    assert!(events.iter().all(|e| !e.to_string().contains(&format!("BINCANARY{tag}"))));
+
+    // A Binary goes with its record.
+    let gone = h.call("DELETE", &format!("/fhir/Observation/{obs_id}"), Some(&admin), &[], None).await;
+    assert_eq!(gone.status, 204);
+    assert_eq!(h.get(&path, &t).await.status, 410);
+}

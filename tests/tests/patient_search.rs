@@ -22,6 +22,17 @@ fn ids(bundle: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// The ids a search finds; it must answer 200.
+async fn found(h: &Harness, token: &str, path: String) -> BTreeSet<String> {
+    let r = h.get(&path, token).await;
+    assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+    ids(&r.json())
+}
+
+fn set(ids: &[&String]) -> BTreeSet<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
 fn next_path(h: &Harness, bundle: &Value) -> Option<String> {
     bundle["link"]
         .as_array()?
@@ -43,16 +54,7 @@ async fn search_by_each_parameter_and_page() {
             h.create_id(&t, &patient("Bulk", &format!("B{i}"), "unknown", "2001-01-01", &format!("C-{i}"))).await,
         );
     }
-    let q = |query: &str| {
-        let path = format!("/fhir/Patient?{query}");
-        let (h, t) = (&h, &t);
-        async move {
-            let r = h.get(&path, t).await;
-            assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
-            ids(&r.json())
-        }
-    };
-    let set = |v: &[&String]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let q = |query: &str| found(&h, &t, format!("/fhir/Patient?{query}"));
 
     assert_eq!(q("family=muller").await, set(&[&zoe]), "case and accent folding");
     assert_eq!(q("family=MUELLER").await, set(&[&max]));
@@ -104,6 +106,87 @@ async fn search_by_each_parameter_and_page() {
     assert_eq!(h.get("/fhir/Patient?_count=100", &t).await.json()["total"], 14);
 }
 
+/// R4 search.html#string: a name search starts with the value, ignoring
+/// case and accents; `:exact` matches as written, `:contains` anywhere.
+/// Prefixes of three characters or more walk their blind-index token and
+/// are then checked on the decrypted names; shorter ones walk every patient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_match_as_r4_string_search_says() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-names");
+    let johnson = h.create_id(&t, &patient("Johnson", "Jonathan", "male", "1970-01-01", "N-1")).await;
+    let johns = h.create_id(&t, &patient("Johns", "Mary", "female", "1971-01-01", "N-2")).await;
+    let jo = h.create_id(&t, &patient("Jo", "Li", "female", "1972-01-01", "N-3")).await;
+    let other = h.create_id(&t, &patient("Åberg", "Joëlle", "female", "1973-01-01", "N-4")).await;
+    let q = |query: &str| found(&h, &t, format!("/fhir/Patient?{query}"));
+
+    assert_eq!(q("family=Joh").await, set(&[&johnson, &johns]), "a three-letter prefix");
+    assert_eq!(q("family=johnso").await, set(&[&johnson]), "past the indexed prefix, checked on the names");
+    assert_eq!(q("family=JÖHNS").await, set(&[&johnson, &johns]), "case and accents folded");
+    assert_eq!(q("family=Jo").await, set(&[&johnson, &johns, &jo]), "a short prefix walks every patient");
+    assert_eq!(q("name=Jo").await, set(&[&johnson, &johns, &jo, &other]), "any part of any name");
+    assert_eq!(q("given=jon").await, set(&[&johnson]));
+    assert_eq!(q("given=Joel").await, set(&[&other]));
+    assert_eq!(q("family=aberg").await, set(&[&other]));
+    assert_eq!(q("family=ohns").await, set(&[]), "starts with, not contains");
+    assert_eq!(q("family:contains=OHNS").await, set(&[&johnson, &johns]));
+    assert_eq!(q("name:contains=atha").await, set(&[&johnson]));
+    assert_eq!(q("family:exact=Johns").await, set(&[&johns]));
+    assert_eq!(q("family:exact=johns").await, set(&[]), ":exact is case-sensitive");
+    assert_eq!(q("family:exact=Åberg").await, set(&[&other]));
+    assert_eq!(q("family:exact=Aberg").await, set(&[]), ":exact keeps accents");
+    assert_eq!(q("family=Joh,Jo&gender=female").await, set(&[&johns, &jo]), "values OR, parameters AND");
+    assert_eq!(q("family=Jo&given=Li").await, set(&[&jo]));
+
+    // The short-prefix walk pages like any search: each match once.
+    let mut seen = BTreeSet::new();
+    let mut page = h.get("/fhir/Patient?name=jo&_count=1", &t).await.json();
+    assert_eq!(page["total"], 4);
+    loop {
+        assert!(ids(&page).len() <= 1);
+        seen.extend(ids(&page));
+        let Some(next) = next_path(&h, &page) else { break };
+        page = h.get(&next, &t).await.json();
+    }
+    assert_eq!(seen, set(&[&johnson, &johns, &jo, &other]));
+
+    for bad in ["family:missing=true", "gender:exact=male", "family:text=x", "family:exact=", "name:contains=%20"] {
+        let r = h.get(&format!("/fhir/Patient?{bad}"), &t).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    }
+}
+
+/// The parameters every type has (`_lastUpdated`, `_tag`, `_profile`,
+/// `_security`) search patients too: the index does not hold them, so each
+/// candidate's decrypted resource is tested, alone or beside an indexed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_types_parameters_search_patients_too() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-common");
+    let mut tagged = patient("Tagged", "Tess", "female", "1980-01-01", "T-1");
+    tagged["meta"] = json!({"tag": [{"system": "urn:medrec:test", "code": "vip"}],
+        "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]});
+    let tagged = h.create_id(&t, &tagged).await;
+    let plain = h.create_id(&t, &patient("Plain", "Paul", "male", "1981-01-01", "T-2")).await;
+    let later = h.create(&t, &patient("Tagless", "Tom", "male", "1982-01-01", "T-3")).await.json();
+    let (later_id, since) = (later["id"].as_str().unwrap().to_owned(), later["meta"]["lastUpdated"].as_str().unwrap());
+    let q = |query: &str| found(&h, &t, format!("/fhir/Patient?{query}"));
+
+    assert_eq!(q("_tag=urn:medrec:test|vip").await, set(&[&tagged]));
+    assert_eq!(q("_tag:not=urn:medrec:test|vip").await, set(&[&plain, &later_id]));
+    assert_eq!(q("_security=R").await, set(&[&tagged]));
+    assert_eq!(q("_security:missing=true").await, set(&[&plain, &later_id]));
+    assert_eq!(q(&format!("_lastUpdated=ge{}", since.replace('+', "%2B"))).await, set(&[&later_id]));
+    assert_eq!(q("_lastUpdated=lt2000-01-01").await, set(&[]));
+    assert_eq!(q("family=tag&_tag=urn:medrec:test|vip").await, set(&[&tagged]), "beside an indexed parameter");
+    assert_eq!(q("_profile=http://example.org/none").await, set(&[]));
+    for bad in ["_lastUpdated=yesterday", "_tag:exact=x", "_security:below=x"] {
+        let r = h.get(&format!("/fhir/Patient?{bad}"), &t).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursors_are_tamper_proof_and_bound_to_the_caller() {
     let h = Harness::start().await;
@@ -136,7 +219,7 @@ async fn bad_search_parameters_are_rejected() {
     let t = h.token("clinician", "dr-badsearch");
     for q in [
         "colour=red",
-        "name:contains=x",
+        "name:missing=true",
         "birthdate=ge1980",
         "birthdate=1980-13",
         "gender=yes",

@@ -24,7 +24,7 @@ async fn sample_events_are_served_by_the_handler() {
     let token = h.token("clinician", "dr-events");
     let id = h.create_id(&token, &canary_patient(&unique_tag())).await;
     let env = h.stack.function_env["PatientsFunction"].clone();
-    let app = medrec_patients::App::new(medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap())
+    let app = medrec_patients::app(medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap())
         .await
         .unwrap();
     let expected = [

@@ -1,5 +1,6 @@
 //! The clinical Lambda: FHIR REST for every record type of a patient's
-//! compartment in the resource table, on generic `/fhir/{type}` routes.
+//! compartment in the resource table, on generic `/fhir/{type}` routes,
+//! and the history of a whole compartment (`/fhir/_history`).
 //! Routes only; the REST edge is `medrec_shared::rest::CompartmentApi`, the
 //! use cases `medrec_shared::service::clinical`.
 
@@ -21,6 +22,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "DELETE", path: "/fhir/{type}/{id}", interaction: "delete" },
     Route { method: "GET", path: "/fhir/{type}/{id}/_history", interaction: "history-instance" },
     Route { method: "GET", path: "/fhir/{type}/{id}/_history/{vid}", interaction: "vread" },
+    Route { method: "GET", path: "/fhir/_history", interaction: "history-system" },
 ];
 
 /// The handler, built once at cold start.

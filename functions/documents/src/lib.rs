@@ -14,6 +14,7 @@ use medrec_shared::http;
 use medrec_shared::lambda::{Api, Ctx, Route};
 use medrec_shared::rest::{self, resource_response, serve_compartment_record};
 use medrec_shared::runtime::{BootError, Runtime};
+use medrec_shared::service::binaries::NewBinary;
 use medrec_shared::service::documents::{BinaryContent, Created, DocumentDeps};
 use serde_json::json;
 
@@ -30,6 +31,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "DELETE", path: "/fhir/DocumentReference/{id}", interaction: "delete" },
     Route { method: "GET", path: "/fhir/DocumentReference/{id}/_history", interaction: "history-instance" },
     Route { method: "GET", path: "/fhir/DocumentReference/{id}/_history/{vid}", interaction: "vread" },
+    Route { method: "POST", path: "/fhir/Binary", interaction: "create" },
     Route { method: "GET", path: "/fhir/Binary/{id}", interaction: "read" },
 ];
 
@@ -89,17 +91,34 @@ impl App {
         }
     }
 
+    /// `POST /fhir/Binary`: FHIR JSON, or the raw bytes with their content
+    /// type and the securityContext in `X-Security-Context` (as HAPI FHIR
+    /// and Medplum take them).
+    async fn create_binary(&self, ctx: Ctx<'_>, audit: &mut AuditEntry) -> Result<Response<Body>, Error> {
+        let new = if http::is_fhir_json(ctx.req) {
+            // Inline content arrives as base64 (4/3 larger) inside the JSON.
+            let limit = self.documents.inline_max / 3 * 4 + 64 * 1024;
+            NewBinary::from_resource(&http::json_resource(ctx.req, limit, "Binary")?)?
+        } else {
+            let (content_type, bytes) = http::raw_body(ctx.req, self.documents.inline_max)?;
+            let security_context = http::header(ctx.req, "x-security-context").unwrap_or_default().to_owned();
+            NewBinary { content_type, security_context, bytes: bytes.to_vec() }
+        };
+        let stored = self.rt.services.create_binary(ctx.caller, new, &self.deps(), audit).await?;
+        Ok(resource_response(ctx.req, 201, ctx.base, "Binary", &stored, true))
+    }
+
     async fn binary(&self, ctx: Ctx<'_>, audit: &mut AuditEntry) -> Result<Response<Body>, Error> {
         let id = ctx.params.first().copied().unwrap_or_default();
         let range = http::header(ctx.req, "range");
         let content = self.rt.services.read_binary(ctx.caller, id, range, &self.deps(), audit).await?;
-        let BinaryContent { content_type, bytes, size, range } = content;
+        let BinaryContent { content_type, security_context, bytes, size, range } = content;
         if range.is_none() && wants_fhir_json(http::header(ctx.req, "accept")) {
             let body = json!({
                 "resourceType": "Binary",
                 "id": id,
                 "contentType": content_type,
-                "securityContext": {"reference": format!("DocumentReference/{}", id.split('-').next().unwrap_or_default())},
+                "securityContext": {"reference": security_context},
                 "data": base64::engine::general_purpose::STANDARD.encode(&bytes),
             });
             return Ok(http::response(200, Some(&body), &[]));
@@ -142,6 +161,7 @@ impl Api for App {
     async fn serve<'a>(&'a self, ctx: Ctx<'a>, audit: &'a mut AuditEntry) -> Result<Response<Body>, Error> {
         match (ctx.route.path, ctx.route.interaction) {
             ("/fhir/Binary/{id}", _) => self.binary(ctx, audit).await,
+            ("/fhir/Binary", _) => self.create_binary(ctx, audit).await,
             ("/fhir/DocumentReference", "create") => self.create(ctx, audit).await,
             _ => serve_compartment_record(&self.rt, ctx, audit).await,
         }

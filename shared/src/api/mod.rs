@@ -11,22 +11,25 @@ use crate::fhir::capability::ResourceCapability;
 use crate::service::{audit_search, patients};
 use std::sync::LazyLock;
 
-/// What the Patient supports.
-const RECORD_INTERACTIONS: &[&str] =
-    &["read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"];
-/// What every type of the resource table supports: the Patient's, and its
-/// history (in one compartment, `_since` for incremental sync).
+/// What every type of the resource table supports, its history (in one
+/// compartment, `_since` for incremental sync) included.
 const TABLE_INTERACTIONS: &[&str] =
     &["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"];
 
 static RESOURCES: LazyLock<Vec<ResourceCapability>> = LazyLock::new(|| {
-    let mut out = vec![ResourceCapability {
-        resource_type: "Patient",
-        interactions: RECORD_INTERACTIONS,
-        search_params: patients::SEARCH_PARAMS.to_vec(),
-        operations: &[("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")],
-    }];
+    let mut out = vec![];
     for def in crate::fhir::resources::served_types() {
+        if def.name == "Patient" {
+            let kind = |p| def.param(p).map_or("token", |p| p.kind.as_str());
+            let params = patients::search_params().map(|p| (p, kind(p), patients::documentation(p))).collect();
+            out.push(ResourceCapability {
+                resource_type: "Patient",
+                interactions: TABLE_INTERACTIONS,
+                search_params: params,
+                operations: &[("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")],
+            });
+            continue;
+        }
         let mut params = vec![];
         if def.compartment.is_some() {
             params.push((
@@ -49,6 +52,12 @@ static RESOURCES: LazyLock<Vec<ResourceCapability>> = LazyLock::new(|| {
         });
     }
     out.push(ResourceCapability {
+        resource_type: "Binary",
+        interactions: &["read", "create"],
+        search_params: vec![],
+        operations: &[],
+    });
+    out.push(ResourceCapability {
         resource_type: "AuditEvent",
         interactions: &["search-type"],
         search_params: audit_search::AUDIT_PARAMS.to_vec(),
@@ -57,8 +66,8 @@ static RESOURCES: LazyLock<Vec<ResourceCapability>> = LazyLock::new(|| {
     out
 });
 
-/// Every resource type medrec serves: the Patient, every row of the
-/// resource table (compartment and directory), and the audit trail.
+/// Every resource type medrec serves: every row of the resource table
+/// (the Patient, the compartment's and the directory's), and the audit trail.
 pub fn resources() -> &'static [ResourceCapability] {
     &RESOURCES
 }
@@ -90,12 +99,15 @@ pub enum Kind {
     History,
     /// A type's history in one compartment.
     TypeHistory,
+    /// Every type's history in one compartment.
+    SystemHistory,
     Vread,
     Everything,
     Disclosures,
     /// An auditor's finding on a break-glass access.
     Review,
     Binary,
+    BinaryCreate,
     Validate,
     ValidateInstance,
 }
@@ -117,6 +129,12 @@ pub fn operations() -> Vec<Operation> {
     ];
     for r in resources() {
         let ty = r.resource_type;
+        // Content, not a resource's JSON: read as bytes, created either way.
+        if ty == "Binary" {
+            ops.push(op("POST", "/fhir/Binary", Some(ty), Kind::BinaryCreate));
+            ops.push(op("GET", "/fhir/Binary/{id}", Some(ty), Kind::Binary));
+            continue;
+        }
         let has = |i: &str| r.interactions.contains(&i);
         let t = Some(ty);
         if has("create") {
@@ -153,9 +171,9 @@ pub fn operations() -> Vec<Operation> {
             ops.push(op("GET", &format!("/fhir/{ty}/{{id}}/$everything"), t, Kind::Everything));
         }
     }
+    ops.push(op("GET", "/fhir/_history", None, Kind::SystemHistory));
     ops.push(op("GET", "/fhir/Patient/{id}/$disclosures", Some("Patient"), Kind::Disclosures));
     ops.push(op("POST", "/fhir/AuditEvent/{id}/$review", Some("AuditEvent"), Kind::Review));
-    ops.push(op("GET", "/fhir/Binary/{id}", Some("Binary"), Kind::Binary));
     ops.push(op("POST", "/fhir/{type}/$validate", None, Kind::Validate));
     ops.push(op("POST", "/fhir/{type}/{id}/$validate", None, Kind::ValidateInstance));
     ops

@@ -139,6 +139,17 @@ fn resource_schema(ty: &str) -> Value {
                 "policyRule": concept(Some("http://terminology.hl7.org/CodeSystem/v3-ActCode"), Some(&["OPTIN", "OPTOUT"]))
             })),
         ),
+        // A Binary of plain text on a patient (the raw form, bytes with
+        // their content type and X-Security-Context, is not JSON to state).
+        "Binary" => closed(
+            ty,
+            &["contentType", "securityContext", "data"],
+            props(json!({
+                "contentType": {"type": "string", "enum": ["text/plain"]},
+                "securityContext": patient_reference(),
+                "data": {"type": "string", "enum": ["aGVsbG8=", "Y2xpbmljYWwgbm90ZQ=="]}
+            })),
+        ),
         "DocumentReference" => closed(
             ty,
             &["status", "subject", "content"],
@@ -196,14 +207,19 @@ fn search_param_schema(name: &str, ty: &str, values: usize) -> Value {
         (_, "date") => json!({"type": "string", "pattern": date_pattern("(eq|gt|lt|ge|le)?")}),
         (_, "quantity") => json!({"type": "string",
             "pattern": "^(eq|ne|gt|lt|ge|le)?-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?(\\|[^|]*\\|[^|]*)?$"}),
-        // An identifier's value after `system|` is not empty.
-        ("identifier", _) => json!({"type": "string",
-            "pattern": format!("^[^,]*[^,\\s|]\\s*(,[^,]*[^,\\s|]\\s*){{0,{}}}$", values.saturating_sub(1))}),
         // Tokens and strings are matched as given (trimmed): values with
         // more than whitespace, several separated by commas (any matches).
         _ => json!({"type": "string",
             "pattern": format!("^[^,]*[^,\\s][^,]*(,[^,]*[^,\\s][^,]*){{0,{}}}$", values.saturating_sub(1))}),
     }
+}
+
+/// A Patient identifier search: its value after `system|` is not empty
+/// (the blind index holds system|value pairs; on a record, `system|` is any
+/// value in that system, as R4 says).
+fn patient_identifier_schema(values: usize) -> Value {
+    json!({"type": "string",
+        "pattern": format!("^[^,]*[^,\\s|]\\s*(,[^,]*[^,\\s|]\\s*){{0,{}}}$", values.saturating_sub(1))})
 }
 
 fn outcome_ref() -> Value {
@@ -251,11 +267,12 @@ fn operation(o: &Operation, limits: &Limits, require_if_match: bool) -> Value {
                 // audit search names a patient or an agent.
                 let required =
                     *name == "patient" && o.resource_type.and_then(crate::fhir::resources::compartment_type).is_some();
-                let mut schema = search_param_schema(name, pty, limits.search_values);
-                // Patient search checks its gender values; elsewhere `gender` is a token.
-                if *name == "gender" && o.resource_type == Some("Patient") {
-                    schema = json!({"type": "string", "enum": GENDERS});
-                }
+                let mut schema = match (*name, o.resource_type) {
+                    // Patient search checks its gender values; elsewhere `gender` is a token.
+                    ("gender", Some("Patient")) => json!({"type": "string", "enum": GENDERS}),
+                    ("identifier", Some("Patient")) => patient_identifier_schema(limits.search_values),
+                    _ => search_param_schema(name, pty, limits.search_values),
+                };
                 // A record type sorts on its own parameters.
                 if let Some(def) = o.resource_type.and_then(crate::fhir::resources::served_type) {
                     if *name == "_sort" {
@@ -435,9 +452,9 @@ fn operation(o: &Operation, limits: &Limits, require_if_match: bool) -> Value {
             responses.insert("410".into(), error("Deleted"));
             (format!("History of a {ty}"), format!("history{ty}"))
         }
-        Kind::TypeHistory => {
-            let in_compartment = o.resource_type.and_then(crate::fhir::resources::compartment_type).is_some();
-            if in_compartment {
+        Kind::TypeHistory | Kind::SystemHistory => {
+            let per_patient = o.resource_type.is_none_or(|t| crate::fhir::resources::directory_type(t).is_none());
+            if per_patient {
                 parameters.push(json!({"name": "patient", "in": "query", "required": true,
                     "description": "Patient/{id} or {id}: the compartment whose history this is.",
                     "schema": search_param_schema("patient", "reference", 1)}));
@@ -450,7 +467,10 @@ fn operation(o: &Operation, limits: &Limits, require_if_match: bool) -> Value {
                 "200".into(),
                 json!({"description": "A history Bundle, newest first", "content": fhir(bundle.clone())}),
             );
-            (format!("History of every {ty} in a compartment"), format!("typeHistory{ty}"))
+            match o.resource_type {
+                Some(ty) => (format!("History of every {ty} in a compartment"), format!("typeHistory{ty}")),
+                None => ("History of every record in a patient's compartment".into(), "systemHistory".into()),
+            }
         }
         Kind::Everything => {
             parameters = id_params();
@@ -486,6 +506,18 @@ fn operation(o: &Operation, limits: &Limits, require_if_match: bool) -> Value {
             responses.insert("409".into(), error("Reviewed already"));
             responses.insert("415".into(), error("Not FHIR JSON"));
             ("Review a break-glass access".into(), "reviewBreakGlass".into())
+        }
+        Kind::BinaryCreate => {
+            request_body = body(body_schema, "application/fhir+json");
+            responses.insert("201".into(), json!({"description": "Created", "content": fhir(resource.clone())}));
+            for (s, d) in [
+                ("413", "Body too large"),
+                ("415", "Not FHIR JSON, or content of a type not accepted"),
+                ("422", "No such securityContext, or not valid for this server"),
+            ] {
+                responses.insert(s.into(), error(d));
+            }
+            ("Create a Binary on a patient's record".into(), "createBinary".into())
         }
         Kind::Binary => {
             parameters = id_params();

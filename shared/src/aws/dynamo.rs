@@ -594,8 +594,12 @@ impl RecordStore for DynamoStore {
             .collect()
     }
 
-    async fn type_versions(&self, patient: &str, ty: &str) -> Result<Vec<(String, Version)>, PortError> {
-        let prefix = format!("V#{ty}#");
+    async fn compartment_versions(
+        &self,
+        patient: &str,
+        ty: Option<&str>,
+    ) -> Result<Vec<(String, String, Version)>, PortError> {
+        let prefix = ty.map_or("V#".to_owned(), |ty| format!("V#{ty}#"));
         let items = self
             .query_all(&|q| {
                 q.key_condition_expression("pk = :pk AND begins_with(sk, :v)")
@@ -607,9 +611,11 @@ impl RecordStore for DynamoStore {
         items
             .iter()
             .map(|item| {
-                let sk = get_s(item, "sk").and_then(|sk| sk.strip_prefix(&prefix)).unwrap_or_default();
-                let id = sk.rsplit_once('#').map_or(sk, |(id, _)| id);
-                Ok((id.to_owned(), version_from(item)?))
+                // V#{type}#{id}#{version}
+                let sk = get_s(item, "sk").and_then(|sk| sk.strip_prefix("V#")).unwrap_or_default();
+                let (ty, rest) = sk.split_once('#').unwrap_or_default();
+                let id = rest.rsplit_once('#').map_or(rest, |(id, _)| id);
+                Ok((ty.to_owned(), id.to_owned(), version_from(item)?))
             })
             .collect()
     }

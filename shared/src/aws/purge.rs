@@ -509,8 +509,12 @@ impl Purger<'_> {
         self.audit_purge(&r.once_key(), &r.patient, by, "purge-resource", entities).await?;
         let mut objects = 0;
         if r.whole {
-            if r.resource_type == "DocumentReference" {
-                objects = self.delete_objects(&format!("{}/{}-", r.patient, r.id)).await?;
+            // A document's objects are `{patient}/{document}-{n}`, a
+            // standalone Binary's `{patient}/{binary}`.
+            match r.resource_type.as_str() {
+                "DocumentReference" => objects = self.delete_objects(&format!("{}/{}-", r.patient, r.id)).await?,
+                "Binary" => objects = self.delete_objects(&format!("{}/{}", r.patient, r.id)).await?,
+                _ => {}
             }
             let index = self.partition(&pk, Some(&format!("I#{}#{}#", r.resource_type, r.id))).await?;
             keys.extend(index.iter().map(|i| (pk.clone(), get_s(i, "sk").unwrap_or_default().to_owned())));

@@ -36,14 +36,23 @@ pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) ->
                 "versioning": "versioned-update",
                 "readHistory": has("vread"),
                 "updateCreate": false,
-                "conditionalCreate": has("create"),
+                // A conditional create searches first.
+                "conditionalCreate": has("create") && has("search-type"),
                 "conditionalRead": "not-supported",
                 "conditionalUpdate": has("update"),
                 "conditionalDelete": if has("delete") { "single" } else { "not-supported" },
-                "searchParam": r.search_params.iter().map(|(name, ty, doc)| json!({
-                    "name": name, "type": ty, "documentation": doc
-                })).collect::<Vec<_>>(),
             });
+            if !r.search_params.is_empty() {
+                entry["searchParam"] = r
+                    .search_params
+                    .iter()
+                    .map(|(name, ty, doc)| {
+                        json!({
+                            "name": name, "type": ty, "documentation": doc
+                        })
+                    })
+                    .collect();
+            }
             // No empty arrays (ele-1).
             if !r.operations.is_empty() {
                 entry["operation"] =
@@ -69,13 +78,14 @@ pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) ->
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": format!("If-Match is honoured on update and patch (412 on a stale version; a deployment may require it, 428); without it the last writer wins. Search matches normalised values exactly (case- and accent-insensitive) through keyed blind indexes: no prefix, :contains or range matching on PHI fields. Paging links carry encrypted, signed cursors bound to the caller. $validate (POST /fhir/{{type}}/$validate and /fhir/{{type}}/{{id}}/$validate, every R4 type) checks the base definitions, meta.profile and a `profile` parameter; known profiles: {profiles}."),
+            "documentation": format!("If-Match is honoured on update and patch (412 on a stale version; a deployment may require it, 428); without it the last writer wins. Patient search runs on keyed blind indexes: names start with the value (case- and accent-insensitive; :exact, :contains), identifiers, gender and birth dates match exactly; no range matching on Patient fields. Record searches name their patient (patient=) and match on the decrypted compartment. History (_history on an instance, a type or the server) covers one patient's compartment (patient=, or the token's patient context), with _since for incremental sync. Paging links carry encrypted, signed cursors bound to the caller. $validate (POST /fhir/{{type}}/$validate and /fhir/{{type}}/{{id}}/$validate, every R4 type) checks the base definitions, meta.profile and a `profile` parameter; known profiles: {profiles}."),
             "security": {
                 "cors": false,
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
                 "description": "Bearer JWT (RS256/ES256) from the configured OpenID Connect issuer; roles from a configured claim narrowed by SMART v2 scopes; X-Purpose-Of-Use recorded on every access; ETREAT (break-glass) is read-only and needs X-Break-Glass-Reason-Code and a written X-Break-Glass-Reason; each use is alerted and queued for review. Consents are recorded by the consent authority roles only."
             },
             "resource": resources,
+            "interaction": [{"code": "history-system", "documentation": "One patient's compartment: patient=Patient/{id} (or the token's patient context), _since, _count."}],
             "operation": [{"name": "validate", "definition": VALIDATE}],
         }],
     })

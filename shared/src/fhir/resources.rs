@@ -16,6 +16,9 @@ const TABLE_JSON: &str = include_str!("resource-table.json");
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Table {
+    /// The compartment's owner: its own compartment, found across
+    /// compartments by the parameters its blind index serves.
+    pub patient: ResourceDef,
     pub types: Vec<ResourceDef>,
     /// Shared resources (Practitioner, Organization, Location...): one
     /// directory, readable by staff, in no patient's compartment.
@@ -79,6 +82,11 @@ pub fn table() -> &'static Table {
     &TABLE
 }
 
+/// The Patient's row.
+pub fn patient_type() -> &'static ResourceDef {
+    &TABLE.patient
+}
+
 /// The compartment record type of that name, if medrec stores it.
 pub fn compartment_type(name: &str) -> Option<&'static ResourceDef> {
     TABLE.types.iter().find(|t| t.name == name)
@@ -89,15 +97,15 @@ pub fn directory_type(name: &str) -> Option<&'static ResourceDef> {
     TABLE.directory.iter().find(|t| t.name == name)
 }
 
-/// The type of that name the resource table serves, compartment record or
-/// directory resource.
+/// The type of that name the resource table serves: the Patient, a
+/// compartment record or a directory resource.
 pub fn served_type(name: &str) -> Option<&'static ResourceDef> {
-    compartment_type(name).or_else(|| directory_type(name))
+    served_types().find(|t| t.name == name)
 }
 
-/// Every type of the table: the compartment's, then the directory's.
+/// Every type of the table: the Patient, the compartment's, then the directory's.
 pub fn served_types() -> impl Iterator<Item = &'static ResourceDef> {
-    TABLE.types.iter().chain(&TABLE.directory)
+    std::iter::once(&TABLE.patient).chain(&TABLE.types).chain(&TABLE.directory)
 }
 
 /// The parameters every type has (`_id`, `_lastUpdated`, `_tag`, `_profile`, `_security`).
@@ -162,7 +170,18 @@ mod tests {
         let name = directory_type("Practitioner").unwrap().param("name").unwrap();
         assert_eq!(name.kind, "string");
         assert_eq!(directory_type("Practitioner").unwrap().patient_params().count(), 0);
-        assert!(served_types().count() == table().types.len() + table().directory.len());
+        assert!(served_types().count() == 1 + table().types.len() + table().directory.len());
+    }
+
+    #[test]
+    fn the_patient_is_a_row_with_the_parameters_its_index_serves() {
+        let patient = served_type("Patient").unwrap();
+        assert!(patient.compartment.is_none() && compartment_type("Patient").is_none());
+        assert!(directory_type("Patient").is_none() && !table().not_served.contains_key("Patient"));
+        let names: Vec<&str> = patient.params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["birthdate", "family", "gender", "given", "identifier", "name"]);
+        assert!(patient.left_out.contains(&"address".to_owned()) && patient.left_out.contains(&"phone".to_owned()));
+        assert_eq!(patient.param("family").unwrap().paths[0].path, ["name", "family"]);
     }
 
     #[test]

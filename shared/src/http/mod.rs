@@ -184,6 +184,23 @@ fn check_size(req: &Request, max: usize) -> Result<&[u8], Error> {
     Ok(bytes)
 }
 
+/// Whether the request body says it is FHIR JSON (else it is raw content,
+/// as a Binary may be sent).
+pub fn is_fhir_json(req: &Request) -> bool {
+    let ct = header(req, "content-type").unwrap_or("").to_ascii_lowercase();
+    matches!(
+        ct.split(';').next().unwrap_or("").trim(),
+        "application/fhir+json" | "application/json" | "application/json+fhir"
+    )
+}
+
+/// A raw request body (at most `max` bytes) with its content type.
+pub fn raw_body(req: &Request, max: usize) -> Result<(String, &[u8]), Error> {
+    let content_type =
+        header(req, "content-type").filter(|c| !c.trim().is_empty()).ok_or(Error::UnsupportedMediaType)?;
+    Ok((content_type.to_owned(), check_size(req, max)?))
+}
+
 /// Parses a FHIR JSON request body (a JSON object with a resourceType).
 pub fn json_body(req: &Request, max: usize) -> Result<Value, Error> {
     let ct = header(req, "content-type").unwrap_or("").to_ascii_lowercase();

@@ -103,10 +103,7 @@ pub async fn search_response(
 ) -> Result<Response<Body>> {
     let params = ResultParams::take(&mut query, ty)?;
     let note = crate::service::records::count_note(&query);
-    let mut r = match ty {
-        "Patient" => rt.services.search_patients(caller, query, audit).await?,
-        _ => rt.services.search_records(caller, ty, query, audit).await?,
-    };
+    let mut r = rt.services.search_records(caller, ty, query, audit).await?;
     r.notes.extend(note);
     let (included, cut) = params.included(rt, caller, &r).await?;
     r.notes.extend(cut);
@@ -123,10 +120,7 @@ async fn single_match(rt: &Runtime, caller: &Caller, ty: &str, mut query: Query,
     // Two matches are enough to know there is more than one.
     query.push(("_count".into(), "2".into()));
     let mut audit = rt.services.draft(Some(caller), "search-type");
-    let found = match ty {
-        "Patient" => rt.services.search_patients(caller, query, &mut audit).await?,
-        _ => rt.services.search_records(caller, ty, query, &mut audit).await?,
-    };
+    let found = rt.services.search_records(caller, ty, query, &mut audit).await?;
     if found.resources.len() > 1 {
         return Err(Error::PreconditionFailed(format!("{what} matches more than one resource")));
     }
@@ -168,11 +162,7 @@ pub async fn conditional_update(
             }
             body["id"] = serde_json::Value::String(found.id.clone());
             let expected = Some(if_match.unwrap_or(found.version));
-            let stored = match ty {
-                "Patient" => svc.update_patient(caller, &found.id, body, expected, audit).await?,
-                _ => svc.update_record(caller, ty, &found.id, body, expected, audit).await?,
-            };
-            Ok((200, stored))
+            Ok((200, svc.update_record(caller, ty, &found.id, body, expected, audit).await?))
         }
         None if ty == "DocumentReference" => {
             Err(Error::PreconditionFailed("no DocumentReference matches; create documents with POST".into()))
@@ -180,13 +170,7 @@ pub async fn conditional_update(
         None if body.get("id").is_some() => {
             Err(Error::BadRequest("no resource matches; a new resource gets its id from the server".into()))
         }
-        None => {
-            let stored = match ty {
-                "Patient" => svc.create_patient(caller, body, audit).await?,
-                _ => svc.create_record(caller, ty, body, audit).await?,
-            };
-            Ok((201, stored))
-        }
+        None => Ok((201, svc.create_record(caller, ty, body, audit).await?)),
     }
 }
 
@@ -204,10 +188,7 @@ pub async fn conditional_delete(
     let Some(found) = single_match(rt, caller, ty, http::query(req)?, "a conditional delete").await? else {
         return Ok(());
     };
-    match ty {
-        "Patient" => rt.services.delete_patient(caller, &found.id, if_match, audit).await,
-        _ => rt.services.delete_record(caller, ty, &found.id, if_match, audit).await,
-    }
+    rt.services.delete_record(caller, ty, &found.id, if_match, audit).await
 }
 
 /// A version id from the path: a positive integer.
@@ -238,20 +219,21 @@ pub fn paging_params(req: &Request, max: usize) -> Result<(usize, Option<String>
     Ok((count, cursor))
 }
 
-/// The history Bundle of one resource (`id`), or of a type (None).
-pub fn history_response(base: &str, resource_type: &str, id: Option<&str>, h: HistoryResult) -> Response<Body> {
+/// A history Bundle; `path` is the history's own (`/fhir/Patient/1/_history`,
+/// `/fhir/Observation/_history`, `/fhir/_history`).
+pub fn history_response(base: &str, path: &str, h: HistoryResult) -> Response<Body> {
     let entries = h
         .items
         .into_iter()
         .map(|i| HistoryEntry {
-            full_url: format!("{base}/fhir/{resource_type}/{}", i.id),
+            full_url: format!("{base}/fhir/{}/{}", i.resource_type, i.id),
             resource: i.resource,
             method: match (i.deleted, i.first) {
                 (true, _) => "DELETE",
                 (false, true) => "POST",
                 (false, false) => "PUT",
             },
-            url: if i.first { resource_type.to_owned() } else { format!("{resource_type}/{}", i.id) },
+            url: if i.first { i.resource_type.clone() } else { format!("{}/{}", i.resource_type, i.id) },
             status: match (i.deleted, i.first) {
                 (true, _) => "204",
                 (false, true) => "201",
@@ -261,16 +243,15 @@ pub fn history_response(base: &str, resource_type: &str, id: Option<&str>, h: Hi
             last_updated: i.last_updated,
         })
         .collect();
-    let self_link = match id {
-        Some(id) => format!("{base}/fhir/{resource_type}/{id}/_history"),
-        None => format!("{base}/fhir/{resource_type}/_history"),
-    };
+    let self_link = format!("{base}{path}");
     let next = h.next_cursor.map(|c| format!("{self_link}?_cursor={c}"));
     http::response(200, Some(&bundle::history(self_link, next, h.total, entries)), &[])
 }
 
-/// An API function that serves compartment records on its routes (the
-/// clinical and consent functions differ only in their routes).
+/// An API function that serves the resource table's types on its routes
+/// (the patients, clinical and consent functions differ only in their
+/// routes), with the CapabilityStatement and `$everything` where its
+/// routes name them.
 pub struct CompartmentApi {
     rt: Runtime,
     routes: &'static [Route],
@@ -291,6 +272,13 @@ impl Api for CompartmentApi {
 
     fn runtime(&self) -> &Runtime {
         &self.rt
+    }
+
+    fn public(&self, route: &Route, base: &str) -> Option<Response<Body>> {
+        (route.interaction == "capabilities").then(|| {
+            let capabilities = crate::fhir::capability::capability_statement(base, crate::api::resources());
+            http::response(200, Some(&capabilities), &[])
+        })
     }
 
     fn serve<'a>(
@@ -325,6 +313,10 @@ pub const SERVED_BY_OWN_FUNCTION: [&str; 4] = ["Patient", "Consent", "DocumentRe
 /// (`/fhir/{type}/...`), which must be a type of the resource table.
 pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut AuditEntry) -> Result<Response<Body>> {
     let Ctx { route, params, req, caller, base } = ctx;
+    if route.interaction == "history-system" {
+        let h = rt.services.history(caller, None, http::query(req)?, audit).await?;
+        return Ok(history_response(base, "/fhir/_history", h));
+    }
     let (ty, params) = match route.path.split('/').nth(2).unwrap_or_default() {
         "{type}" => {
             let ty = params.first().copied().unwrap_or_default();
@@ -344,8 +336,8 @@ pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut Au
             return Err(Error::MethodNotAllowed);
         }
         audit.interaction = "history-type";
-        let h = svc.type_history(caller, ty, http::query(req)?, audit).await?;
-        return Ok(history_response(base, ty, None, h));
+        let h = svc.history(caller, Some(ty), http::query(req)?, audit).await?;
+        return Ok(history_response(base, &format!("/fhir/{ty}/_history"), h));
     }
     let id = instance_id(params.first().copied(), req.uri().path())?;
     let respond = |status, s: &_, write| resource_response(req, status, base, ty, s, write);
@@ -388,10 +380,16 @@ pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut Au
         ("history-instance", Some(id)) => {
             let (count, cursor) = history_params(req)?;
             let h = svc.record_history_of(caller, ty, id, count, cursor.as_deref(), audit).await?;
-            Ok(history_response(base, ty, Some(id), h))
+            Ok(history_response(base, &format!("/fhir/{ty}/{id}/_history"), h))
         }
         ("search-type", None) => {
             search_response(rt, caller, ty, search_query(route.method, req, max)?, base, audit).await
+        }
+        ("operation", Some(id)) if ty == "Patient" && params[1] == "$everything" => {
+            let (count, cursor) = paging_params(req, crate::service::clinical_search::EVERYTHING_MAX_PAGE)?;
+            let r = svc.everything(caller, id, count, cursor.as_deref(), audit).await?;
+            let path = format!("/fhir/Patient/{id}/$everything");
+            Ok(searchset_response(base, &path, r, &ResultParams::default(), vec![]))
         }
         _ => Err(Error::NotFound),
     }

@@ -172,7 +172,7 @@ impl ResultParams {
                     continue;
                 }
                 let mut audit = svc.draft(Some(caller), "read");
-                match svc.read_patient(caller, &p, &mut audit).await {
+                match svc.read_record(caller, "Patient", &p, None, &mut audit).await {
                     Ok(s) => out.push(s),
                     Err(e) => skip(rt, e, audit, caller).await?,
                 }

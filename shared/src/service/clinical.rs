@@ -1,9 +1,9 @@
-//! Compartment records (every type of the resource table): records that
+//! The record use cases of every type of the resource table: records that
 //! live in one patient's compartment, encrypted under that patient's data
-//! key. A read by id finds the compartment through the resource's
-//! locator; every rule of the Patient use cases (authorization in the
-//! compartment, If-Match, audit in the same transaction, fail-closed reads)
-//! holds here too.
+//! key (authorization in the compartment, consent, If-Match, audit in the
+//! same transaction, fail-closed reads). A read by id finds the
+//! compartment through the resource's locator. The Patient is its own
+//! compartment: its create opens it under a new data key, and its id names it.
 //!
 //! The directory types (Practitioner, Organization, Location...) take the
 //! same path in one more compartment, `DIRECTORY`, under its own data key:
@@ -26,7 +26,8 @@ use std::sync::Arc;
 /// The event names (recorded, updated, deleted) of the types that had
 /// their own before the resource table; every other type's changes are
 /// `ResourceCreated`, `ResourceUpdated`, `ResourceDeleted`, naming the type.
-const NAMED_EVENTS: [(&str, [&str; 3]); 4] = [
+const NAMED_EVENTS: [(&str, [&str; 3]); 5] = [
+    ("Patient", ["PatientCreated", "PatientUpdated", "PatientDeleted"]),
     ("Immunization", ["ImmunizationRecorded", "ImmunizationUpdated", "ImmunizationDeleted"]),
     ("Observation", ["ObservationRecorded", "ObservationUpdated", "ObservationDeleted"]),
     // Consent events follow its status instead (see `consent_event`).
@@ -67,6 +68,9 @@ pub(crate) fn patient_of(compartment: &str) -> Option<&str> {
     (compartment != DIRECTORY).then_some(compartment)
 }
 
+/// The Patient type: the compartment's owner.
+pub(crate) const PATIENT: &str = "Patient";
+
 /// The served type as a static name, with its events; 404 for any other.
 pub(crate) fn served(resource_type: &str) -> Result<(&'static str, [&'static str; 3])> {
     let def = fhir::resources::served_type(resource_type).ok_or(Error::NotFound)?;
@@ -80,11 +84,11 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
     /// the type's business rules. Returns the patient's data key.
     async fn admit(&self, ty: &'static str, resource: &Value, patient: &str) -> Result<Arc<DataKey>> {
         let mut issues = rules_for(ty, resource);
-        if patient == DIRECTORY {
+        if patient == DIRECTORY || ty == PATIENT {
             if issues.iter().any(Issue::is_error) {
                 return Err(Error::Invalid(issues));
             }
-            return self.patient_key(DIRECTORY).await;
+            return self.patient_key(patient).await;
         }
         let element = clinical::compartment_element(ty).unwrap_or("subject");
         let current = self.store.current(patient, "Patient", patient).await?.filter(|c| !c.deleted);
@@ -116,9 +120,27 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         Ok(key)
     }
 
+    /// The blind-index tokens a record's current version is stored under:
+    /// a Patient's search values, an active Consent's end day.
+    pub(crate) fn record_tokens(&self, ty: &str, resource: &Value) -> Result<Vec<String>> {
+        match ty {
+            PATIENT => self.patient_tokens(resource),
+            _ => Ok(self.expiry_tokens(ty, resource)),
+        }
+    }
+
+    /// The compartment a stored record lives in: a Patient's own, any
+    /// other record's from its locator.
+    pub(crate) async fn compartment_of_record(&self, ty: &str, id: &str) -> Result<String> {
+        match ty {
+            PATIENT => Ok(id.to_owned()),
+            _ => self.store.locate(ty, id).await?.ok_or(Error::NotFound),
+        }
+    }
+
     /// For an interaction on a stored record: its served type and events,
-    /// and its compartment (from the locator), with the caller authorized
-    /// there and the audit record naming both.
+    /// and its compartment, with the caller authorized there and the audit
+    /// record naming both.
     async fn open_record(
         &self,
         caller: &Caller,
@@ -129,7 +151,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
     ) -> Result<(&'static str, [&'static str; 3], String)> {
         let (ty, events) = served(resource_type)?;
         audit.entities = vec![format!("{ty}/{id}")];
-        let patient = self.store.locate(ty, id).await?.ok_or(Error::NotFound)?;
+        let patient = self.compartment_of_record(ty, id).await?;
         audit.patient = patient_of(&patient).map(str::to_owned);
         self.check(caller, ty, action, patient_of(&patient))?;
         Ok((ty, events, patient))
@@ -167,8 +189,8 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit: &mut AuditEntry,
     ) -> Result<NewRecord> {
         let (ty, events) = served(resource_type)?;
-        if fhir::resources::directory_type(ty).is_some() {
-            return self.prepare_directory_create(caller, (ty, events[0]), resource).await;
+        if ty == PATIENT || fhir::resources::directory_type(ty).is_some() {
+            return self.prepare_owner_create(caller, (ty, events[0]), resource, audit).await;
         }
         let patient = clinical::compartment_of(ty, resource).map_err(|i| Error::Invalid(vec![i]))?;
         audit.patient = Some(patient.clone());
@@ -180,29 +202,38 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         Ok(NewRecord { ty, event: events[0], patient, key, new_wrapped_key: None, id, readable })
     }
 
-    /// The checks of a directory resource's create: the caller's role,
-    /// validation. The first one opens the directory's compartment with a
-    /// new data key.
-    async fn prepare_directory_create(
+    /// The checks of a create placed in no existing patient's compartment:
+    /// a Patient, which opens its own under a new data key, or a directory
+    /// resource (the directory's first opens it). The caller's role decides,
+    /// no consent: there is no record of the patient yet, or none at all.
+    async fn prepare_owner_create(
         &self,
         caller: &Caller,
         (ty, event): (&'static str, &'static str),
         resource: &Value,
+        audit: &mut AuditEntry,
     ) -> Result<NewRecord> {
         self.check(caller, ty, Action::Create, None)?;
         let issues = rules_for(ty, resource);
         if issues.iter().any(Issue::is_error) {
             return Err(Error::Invalid(issues));
         }
-        let (key, new_wrapped_key) = match self.store.wrapped_key(DIRECTORY).await? {
-            Some(_) => (self.patient_key(DIRECTORY).await?, None),
-            None => {
-                let (key, wrapped) = self.keys.generate(DIRECTORY).await?;
+        self.record_tokens(ty, resource)?;
+        let id = random_id();
+        let (compartment, opened) = match ty {
+            PATIENT => (id.clone(), false),
+            _ => (DIRECTORY.to_owned(), self.store.wrapped_key(DIRECTORY).await?.is_some()),
+        };
+        let (key, new_wrapped_key) = match opened {
+            true => (self.patient_key(DIRECTORY).await?, None),
+            false => {
+                let (key, wrapped) = self.keys.generate(&compartment).await?;
                 (Arc::new(key), Some(wrapped))
             }
         };
-        let readable = self.check(caller, ty, Action::Read, None).is_ok();
-        Ok(NewRecord { ty, event, patient: DIRECTORY.to_owned(), key, new_wrapped_key, id: random_id(), readable })
+        audit.patient = patient_of(&compartment).map(str::to_owned);
+        let readable = self.check(caller, ty, Action::Read, patient_of(&compartment)).is_ok();
+        Ok(NewRecord { ty, event, patient: compartment, key, new_wrapped_key, id, readable })
     }
 
     /// Stores version 1 of a prepared record with its audit record and
@@ -229,11 +260,15 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             domain_events.push(self.record_event("ImmunizationReactionReported", &patient, ty, &id, &now, 1));
         }
         domain_events.extend(extra_events);
+        let opens = new_wrapped_key.is_some();
         let write = ResourceWrite {
             new_wrapped_key,
-            ..ResourceWrite::first(&patient, ty, &id, &now, ct, self.record_tokens(ty, &resource))
+            ..ResourceWrite::first(&patient, ty, &id, &now, ct, self.record_tokens(ty, &resource)?)
         };
         self.store.commit(write, audit, domain_events).await?;
+        if opens {
+            self.cache.insert(&patient, key);
+        }
         Ok(Stored { withheld: !readable, ..Stored::new(id, 1, now, resource) })
     }
 
@@ -312,6 +347,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             return Err(Error::BadRequest("the resource id must match the id in the URL".into()));
         }
         let named = match patient_of(&patient) {
+            Some(_) if ty == PATIENT => patient.clone(),
             Some(_) => clinical::compartment_of(ty, &resource).map_err(|i| Error::Invalid(vec![i]))?,
             None => DIRECTORY.to_owned(),
         };
@@ -342,7 +378,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let now = fhir::now_instant();
         fhir::stamp(&mut resource, id, version, &now);
         let ct = seal(&key, &resource_aad(&patient, ty, id, version), resource.to_string().as_bytes());
-        let tokens = self.record_tokens(ty, &resource);
+        let tokens = self.record_tokens(ty, &resource)?;
         self.commit_next_version(audit, (&patient, ty, id), current, &now, Some(ct), tokens, event).await?;
         let withheld = !self.may_read(caller, &consents, &patient, Subject::read(ty, id, &resource));
         Ok(Stored { withheld, ..Stored::new(id, version, now, resource) })
@@ -381,114 +417,5 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let (ty, _, patient) = self.open_record(caller, resource_type, id, Action::Read, audit).await?;
         let consents = self.consent_gate(caller, &patient, ty).await?;
         self.record_history(caller, (&patient, ty, id), &consents, count, cursor, audit).await
-    }
-}
-
-impl<S: RecordStore, K: KeyService> Services<S, K> {
-    /// `GET /fhir/{type}/_history`: every version of the type's resources
-    /// in one compartment (the patient's, named as a search names it, or
-    /// the directory), newest first, from `_since` on: what a client syncs
-    /// incrementally. Versions the patient's consents refuse the caller are
-    /// left out, as from a search.
-    pub async fn type_history(
-        &self,
-        caller: &Caller,
-        resource_type: &str,
-        query: super::records::Query,
-        audit: &mut AuditEntry,
-    ) -> Result<HistoryResult> {
-        let (ty, _) = served(resource_type)?;
-        let def = fhir::resources::served_type(ty).ok_or(Error::NotFound)?;
-        let route = format!("{ty}/_history");
-        let (query, after) = self.search_params(caller, &route, query)?;
-        let mut count = super::records::DEFAULT_PAGE;
-        let mut since = None;
-        let mut patient = caller.principal.patient.clone();
-        for (name, value) in &query {
-            match name.as_str() {
-                "_count" => count = super::records::page_size(value)?,
-                "_since" => {
-                    let at = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
-                        .ok()
-                        .filter(|_| fhir::primitives::is_instant(value))
-                        .ok_or_else(|| Error::BadRequest("_since is an instant (2026-01-01T00:00:00Z)".into()))?;
-                    since = Some(fhir::instant(at.to_offset(time::UtcOffset::UTC)));
-                }
-                "patient" if def.compartment.is_some() => {
-                    let id = value.strip_prefix("Patient/").unwrap_or(value);
-                    if !fhir::primitives::is_id(id) {
-                        return Err(Error::BadRequest("patient must be Patient/{id} or {id}".into()));
-                    }
-                    match &patient {
-                        Some(own) if own != id => return Err(Error::NotFound),
-                        _ => patient = Some(id.to_owned()),
-                    }
-                }
-                _ => {
-                    return Err(Error::BadRequest(
-                        "a type's history takes patient (on compartment types), _since, _count and _cursor".into(),
-                    ))
-                }
-            }
-        }
-        let compartment = match def.compartment {
-            None => DIRECTORY.to_owned(),
-            Some(_) => patient.ok_or_else(|| {
-                Error::BadRequest(format!("a {ty} history names its patient (patient=Patient/{{id}})"))
-            })?,
-        };
-        audit.patient = patient_of(&compartment).map(str::to_owned);
-        self.check(caller, ty, Action::Search, patient_of(&compartment))?;
-        let consents = self.consent_gate(caller, &compartment, ty).await?;
-        let mut versions: Vec<(String, crate::ports::Version)> = self.store.type_versions(&compartment, ty).await?;
-        versions.retain(|(_, v)| since.as_ref().is_none_or(|s| v.last_updated >= *s));
-        // Newest first; the key is the cursor's place (instants are fixed-width UTC).
-        let key = |(id, v): &(String, crate::ports::Version)| format!("{}|{id}|{:010}", v.last_updated, v.version);
-        versions.sort_by_key(|b| std::cmp::Reverse(key(b)));
-        let key_of_versions: Vec<String> = versions.iter().map(key).collect();
-        let start = after.as_ref().map_or(0, |a| key_of_versions.partition_point(|k| k >= a));
-        let restricted = matches!(consents, super::consent_gate::ConsentView::Consents(_));
-        let data_key = if versions.is_empty() { None } else { Some(self.patient_key(&compartment).await?) };
-        let mut items = vec![];
-        let mut total = 0;
-        let mut last = None;
-        for (i, (id, v)) in versions.iter().enumerate() {
-            let on_page = i >= start && items.len() < count;
-            // Under restricting consents every version is opened to decide
-            // it (the total counts what the caller may see); otherwise only
-            // the page's.
-            if !on_page && !restricted {
-                total += 1;
-                continue;
-            }
-            let resource = match (&data_key, v.deleted) {
-                (Some(k), false) => {
-                    Some(self.decrypt_record(k, &compartment, ty, id, v.version, v.ciphertext.as_deref())?)
-                }
-                _ => None,
-            };
-            if resource.as_ref().is_some_and(|r| self.consent_on(caller, &consents, Subject::read(ty, id, r)).is_err())
-            {
-                continue;
-            }
-            total += 1;
-            if on_page {
-                last = Some(i);
-                items.push(super::records::HistoryItem {
-                    id: id.clone(),
-                    version: v.version,
-                    last_updated: v.last_updated.clone(),
-                    deleted: v.deleted,
-                    resource,
-                    first: v.version == 1,
-                });
-            }
-        }
-        let has_more = items.len() == count && last.is_some_and(|i| i + 1 < versions.len());
-        audit.entities = items.iter().map(|v| format!("{ty}/{}/_history/{}", v.id, v.version)).collect();
-        self.audit_read(caller, audit).await?;
-        let next_cursor =
-            last.filter(|_| has_more).map(|i| self.next_page(caller, &route, query, count, key_of_versions[i].clone()));
-        Ok(HistoryResult { total, items, next_cursor })
     }
 }

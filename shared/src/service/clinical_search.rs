@@ -51,6 +51,9 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit: &mut AuditEntry,
     ) -> Result<SearchResult> {
         let (ty, _) = super::clinical::served(resource_type)?;
+        if ty == super::clinical::PATIENT {
+            return self.search_patients(caller, params, audit).await;
+        }
         let def = served_type(ty).ok_or(Error::NotFound)?;
         let (params, after) = self.search_params(caller, ty, params)?;
         // Names only, and only names medrec defines (audit attributes are plaintext).

@@ -32,7 +32,7 @@ fn day(d: Date) -> String {
 impl<S: RecordStore, K: KeyService> Services<S, K> {
     /// The index tokens a compartment record is stored under (only Consent
     /// has any: its end date while active).
-    pub(crate) fn record_tokens(&self, resource_type: &str, resource: &Value) -> Vec<String> {
+    pub(crate) fn expiry_tokens(&self, resource_type: &str, resource: &Value) -> Vec<String> {
         match (resource_type, end_day(resource)) {
             ("Consent", Some(d)) => vec![self.index.token("Consent", PARAM, &d)],
             _ => vec![],

@@ -50,6 +50,8 @@ pub enum Created {
 
 pub struct BinaryContent {
     pub content_type: String,
+    /// The resource whose access decides the Binary's (`Type/id`).
+    pub security_context: String,
     pub bytes: Vec<u8>,
     /// The whole document's size.
     pub size: u64,
@@ -90,7 +92,7 @@ fn document_of_binary(binary: &str) -> Option<&str> {
 }
 
 /// Where a Binary's sealed bytes live; also the identity its frames bind.
-fn object_key(patient: &str, binary: &str) -> String {
+pub(crate) fn object_key(patient: &str, binary: &str) -> String {
     format!("{patient}/{binary}")
 }
 
@@ -325,6 +327,60 @@ pub fn parse_range(header: &str, size: u64) -> Result<Option<(u64, u64)>> {
     Ok(Some((first, last)))
 }
 
+/// A Binary's bytes, whole or a range (`Range: bytes=`), opened from the
+/// blob store: every frame is authenticated before use, and a whole read
+/// must also match the recorded size and SHA-256 (base64). Content that
+/// fails either is refused (500), never served.
+pub(crate) async fn open_content<B: BlobStore>(
+    key: &DataKey,
+    (patient, binary): (&str, &str),
+    (size, sha256_b64): (u64, &str),
+    range: Option<&str>,
+    deps: &DocumentDeps<'_, B>,
+) -> Result<(Vec<u8>, Option<(u64, u64)>)> {
+    let range = range.map(|r| parse_range(r, size)).transpose()?.flatten();
+    if range.is_none() && size > deps.config.inline_max as u64 {
+        return Err(Error::TooLarge(format!(
+            "documents above {} bytes are served in parts: send Range: bytes=first-last",
+            deps.config.inline_max
+        )));
+    }
+    if let Some((first, last)) = range {
+        if last - first >= deps.config.inline_max as u64 {
+            return Err(Error::TooLarge(format!("a range may span at most {} bytes", deps.config.inline_max)));
+        }
+    }
+    let object = object_key(patient, binary);
+    let dkey = document_key(key, &object);
+    let layout = Layout { frame_size: framed::FRAME_SIZE, len: size };
+    let integrity = |what: &str| {
+        tracing::error!(what, "document failed its integrity check; refused");
+        Error::Internal("document failed its integrity check".into())
+    };
+    let bytes = match range {
+        None => {
+            let sealed = deps.blobs.get(&object, None).await?.ok_or_else(|| integrity("object missing"))?;
+            let plain = framed::open_document(&dkey, &object, &sealed).map_err(|_| integrity("authentication"))?;
+            if plain.len() as u64 != size || B64.encode(sha256(&plain)) != sha256_b64 {
+                return Err(integrity("sha-256"));
+            }
+            plain
+        }
+        Some((first, last)) => {
+            // The header is not fetched: the expected one (frame size,
+            // recorded length) is bound into every frame's AAD instead.
+            let (frames, (from, to)) = layout.frames_for(first, last);
+            let first_frame = *frames.start();
+            let sealed = deps.blobs.get(&object, Some((from, to))).await?.ok_or_else(|| integrity("object missing"))?;
+            let plain = framed::open_frames(&dkey, &object, layout, frames, &sealed)
+                .map_err(|_| integrity("authentication"))?;
+            let offset = (first - first_frame * framed::FRAME_SIZE as u64) as usize;
+            plain[offset..offset + (last - first + 1) as usize].to_vec()
+        }
+    };
+    Ok((bytes, range))
+}
+
 impl<S: RecordStore, K: KeyService> Services<S, K> {
     pub async fn create_document<B: BlobStore>(
         &self,
@@ -481,8 +537,10 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         deps: &DocumentDeps<'_, B>,
         audit: &mut AuditEntry,
     ) -> Result<BinaryContent> {
-        let doc = document_of_binary(binary).ok_or(Error::NotFound)?;
         audit.entities = vec![format!("Binary/{binary}")];
+        let Some(doc) = document_of_binary(binary) else {
+            return self.read_standalone_binary(caller, binary, range, deps, audit).await;
+        };
         let patient = self.store.locate("DocumentReference", doc).await?.ok_or(Error::NotFound)?;
         audit.patient = Some(patient.clone());
         self.check(caller, "DocumentReference", Action::Read, Some(&patient))?;
@@ -512,51 +570,12 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             .ok_or(Error::NotFound)?;
         let size = attachment["size"].as_u64().ok_or_else(|| Error::Internal("attachment without size".into()))?;
         let content_type = attachment["contentType"].as_str().unwrap_or("application/octet-stream").to_owned();
-        let range = range.map(|r| parse_range(r, size)).transpose()?.flatten();
-        if range.is_none() && size > deps.config.inline_max as u64 {
-            return Err(Error::TooLarge(format!(
-                "documents above {} bytes are served in parts: send Range: bytes=first-last",
-                deps.config.inline_max
-            )));
-        }
-        if let Some((first, last)) = range {
-            if last - first >= deps.config.inline_max as u64 {
-                return Err(Error::TooLarge(format!("a range may span at most {} bytes", deps.config.inline_max)));
-            }
-        }
-        let object = object_key(&patient, binary);
-        let dkey = document_key(&key, &object);
-        let layout = Layout { frame_size: framed::FRAME_SIZE, len: size };
-        let integrity = |what: &str| {
-            tracing::error!(what, "document failed its integrity check; refused");
-            Error::Internal("document failed its integrity check".into())
-        };
-        let bytes = match range {
-            None => {
-                let sealed = deps.blobs.get(&object, None).await?.ok_or_else(|| integrity("object missing"))?;
-                let plain = framed::open_document(&dkey, &object, &sealed).map_err(|_| integrity("authentication"))?;
-                let expected = sha256_ext(attachment).unwrap_or_default();
-                if plain.len() as u64 != size || B64.encode(sha256(&plain)) != expected {
-                    return Err(integrity("sha-256"));
-                }
-                plain
-            }
-            Some((first, last)) => {
-                // The header is not fetched: the expected one (frame size,
-                // recorded length) is bound into every frame's AAD instead.
-                let (frames, (from, to)) = layout.frames_for(first, last);
-                let first_frame = *frames.start();
-                let sealed =
-                    deps.blobs.get(&object, Some((from, to))).await?.ok_or_else(|| integrity("object missing"))?;
-                let plain = framed::open_frames(&dkey, &object, layout, frames, &sealed)
-                    .map_err(|_| integrity("authentication"))?;
-                let offset = (first - first_frame * framed::FRAME_SIZE as u64) as usize;
-                plain[offset..offset + (last - first + 1) as usize].to_vec()
-            }
-        };
+        let sha = sha256_ext(attachment).unwrap_or_default();
+        let (bytes, range) = open_content(&key, (&patient, binary), (size, sha), range, deps).await?;
         audit.entities.push(format!("DocumentReference/{doc}/_history/{}", current.version));
         self.audit_read(caller, audit).await?;
-        Ok(BinaryContent { content_type, bytes, size, range })
+        let security_context = format!("DocumentReference/{doc}");
+        Ok(BinaryContent { content_type, security_context, bytes, size, range })
     }
 }
 

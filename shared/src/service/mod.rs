@@ -4,11 +4,13 @@
 //! returns anything (fail closed).
 
 pub mod audit_search;
+pub mod binaries;
 pub mod clinical;
 pub mod clinical_search;
 pub mod consent_expiry;
 pub mod consent_gate;
 pub mod documents;
+pub mod history;
 pub mod patch;
 pub mod patients;
 pub mod records;

@@ -43,8 +43,9 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
     /// to: the caller must be allowed to update it and to read it (no read
     /// audit record: the write's record covers it).
     async fn current_for_patch(&self, caller: &Caller, ty: &str, patient: &str, id: &str) -> Result<(Current, Value)> {
-        self.check(caller, ty, Action::Update, Some(patient))?;
-        self.check(caller, ty, Action::Read, Some(patient)).map_err(|e| match e {
+        let patient_id = super::clinical::patient_of(patient);
+        self.check(caller, ty, Action::Update, patient_id)?;
+        self.check(caller, ty, Action::Read, patient_id).map_err(|e| match e {
             Error::Forbidden(_) => Error::Forbidden(
                 "PATCH reveals the resource it applies to and needs read access too; use PUT to replace it".into(),
             ),
@@ -70,27 +71,16 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let if_match = if_match.or_else(|| tested_version(patch));
         // The compartment is located and the current version read once,
         // here; the update goes on from them.
-        let served = match resource_type {
-            "Patient" => None,
-            ty => Some(super::clinical::served(ty)?),
-        };
-        let patient = match served {
-            None => id.to_owned(),
-            Some((ty, _)) => self.store.locate(ty, id).await?.ok_or(Error::NotFound)?,
-        };
-        audit.patient = Some(patient.clone());
-        audit.entities = vec![format!("{resource_type}/{id}")];
-        let (current, before) = self.current_for_patch(caller, resource_type, &patient, id).await?;
+        let (ty, events) = super::clinical::served(resource_type)?;
+        let patient = self.compartment_of_record(ty, id).await?;
+        audit.patient = super::clinical::patient_of(&patient).map(str::to_owned);
+        audit.entities = vec![format!("{ty}/{id}")];
+        let (current, before) = self.current_for_patch(caller, ty, &patient, id).await?;
         self.check_version(if_match, current.version)?;
         let bounds = Bounds { operations: self.limits.patch_operations, bytes: self.limits.patch_bytes };
         let resource = patched(&before, patch, bounds)?;
-        match served {
-            None => self.update_patient_from(caller, id, resource, if_match, Some((current, before)), audit).await,
-            Some((ty, events)) => {
-                let current = Some((current, before));
-                self.update_in(caller, (ty, events, &patient), id, resource, if_match, current, audit).await
-            }
-        }
+        let current = Some((current, before));
+        self.update_in(caller, (ty, events, &patient), id, resource, if_match, current, audit).await
     }
 }
 

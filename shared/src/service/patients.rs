@@ -1,42 +1,78 @@
-//! The Patient use cases: create, read, vread, update, delete, history, search.
+//! Finding patients: a Patient is its own compartment, so unlike a record
+//! it is found across compartments, by the keyed tokens of its blind index
+//! (never by decrypting every patient).
 
 use super::consent_gate::Subject;
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
-use crate::auth::{authorize, Action};
-use crate::crypto::{random_id, resource_aad, seal};
+use crate::auth::Action;
+use crate::crypto::blind::normalise;
 use crate::error::{Error, Result};
 use crate::fhir::outcome::Issue;
-use crate::fhir::{self, patient, primitives};
-use crate::ports::{KeyService, RecordStore, ResourceWrite};
+use crate::fhir::resources::SearchParam;
+use crate::fhir::search_params::{matches, well_formed, Modifier};
+use crate::fhir::{patient, primitives};
+use crate::ports::{KeyService, RecordStore};
 use serde_json::Value;
 
-pub use super::records::{HistoryResult, SearchResult, Stored, DEFAULT_PAGE, MAX_PAGE};
+pub use super::records::{SearchResult, Stored, DEFAULT_PAGE};
 
 const TYPE: &str = "Patient";
 /// Blind-index tokens per resource. Each is a transaction item and DynamoDB
 /// allows 100 per transaction, updates may remove and add a full set.
 const MAX_TOKENS: usize = 40;
+/// The string parameters, searched as R4 says: starts-with by default,
+/// `:exact`, `:contains`.
+const STRING_PARAMS: [&str; 3] = ["name", "family", "given"];
+/// How many leading characters of a name part its prefix token holds.
+/// A search value this long or longer walks that token's entries; a
+/// shorter one (or `:contains`) walks every patient's, page by page.
+const PREFIX: usize = 3;
+/// The index parameter of name-part prefixes (every part of every name,
+/// whichever string parameter is searched: one token per part).
+const PREFIX_PARAM: &str = "name:prefix";
 
-/// The search parameters Patient supports, with their semantics.
-pub const SEARCH_PARAMS: &[(&str, &str, &str)] = &[
-    ("_id", "token", "Exact logical id."),
-    (
-        "name",
-        "string",
-        "Any part of any name (family, given, prefix, suffix, text); exact match after case/accent folding.",
-    ),
-    ("family", "string", "Family name; exact match after case/accent folding."),
-    ("given", "string", "Given name; exact match after case/accent folding."),
-    ("birthdate", "date", "Birth date equal to YYYY, YYYY-MM or YYYY-MM-DD (eq only)."),
-    ("gender", "token", "administrative-gender code."),
-    ("identifier", "token", "system|value or value (|value means any system)."),
-];
+/// The first `PREFIX` characters of a normalised value.
+fn prefix(normalised: &str) -> String {
+    normalised.chars().take(PREFIX).collect()
+}
+
+/// The parameters every type has that the blind index does not hold: a
+/// Patient search tests them on each candidate's decrypted resource.
+const UNINDEXED: [&str; 4] = ["_lastUpdated", "_tag", "_profile", "_security"];
+
+/// The parameters a Patient search takes: `_id`, those of its row, and
+/// the other parameters every type has.
+pub fn search_params() -> impl Iterator<Item = &'static str> {
+    let row = crate::fhir::resources::patient_type().params.iter().map(|p| p.name.as_str());
+    std::iter::once("_id").chain(row).chain(UNINDEXED)
+}
+
+/// What a Patient search parameter matches, as the index serves it.
+pub fn documentation(param: &str) -> &'static str {
+    match param {
+        "_id" => "Exact logical id.",
+        "name" => "Any part of any name (family, given, prefix, suffix, text) starts with the value, ignoring case and accents; :exact matches as written, :contains anywhere.",
+        "family" => "A family name starts with the value, ignoring case and accents; :exact, :contains.",
+        "given" => "A given name starts with the value, ignoring case and accents; :exact, :contains.",
+        "birthdate" => "Birth date equal to YYYY, YYYY-MM or YYYY-MM-DD (eq only).",
+        "gender" => "administrative-gender code.",
+        "identifier" => "system|value or value (|value means any system).",
+        _ => "As on every type (tested on the decrypted resource, so it walks every patient unless an indexed parameter narrows the search).",
+    }
+}
 
 impl<S: RecordStore, K: KeyService> Services<S, K> {
-    fn tokens(&self, resource: &Value) -> Result<Vec<String>> {
-        let mut tokens: Vec<String> =
-            patient::search_values(resource).iter().map(|(p, v)| self.index.token(TYPE, p, v)).collect();
+    /// The blind-index tokens a Patient's current version is stored under.
+    pub(crate) fn patient_tokens(&self, resource: &Value) -> Result<Vec<String>> {
+        let values = patient::search_values(resource);
+        let mut tokens: Vec<String> = values.iter().map(|(p, v)| self.index.token(TYPE, p, v)).collect();
+        for (_, part) in values.iter().filter(|(p, _)| *p == "name") {
+            let normalised = normalise(part);
+            if normalised.chars().count() >= PREFIX {
+                tokens.push(self.index.token(TYPE, PREFIX_PARAM, &prefix(&normalised)));
+            }
+        }
         tokens.push(self.index.token(TYPE, "_all", ""));
         tokens.sort();
         tokens.dedup();
@@ -48,157 +84,6 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             .at("Patient")]));
         }
         Ok(tokens)
-    }
-
-    fn validated(&self, resource: &Value) -> Result<()> {
-        let issues = patient::validate(resource);
-        if issues.iter().any(Issue::is_error) {
-            Err(Error::Invalid(issues))
-        } else {
-            Ok(())
-        }
-    }
-
-    pub async fn create_patient(&self, caller: &Caller, mut resource: Value, audit: &mut AuditEntry) -> Result<Stored> {
-        self.check(caller, TYPE, Action::Create, None)?;
-        self.validated(&resource)?;
-        let tokens = self.tokens(&resource)?;
-        let id = random_id();
-        let now = fhir::now_instant();
-        fhir::stamp(&mut resource, &id, 1, &now);
-        let (key, wrapped) = self.keys.generate(&id).await?;
-        let ct = seal(&key, &resource_aad(&id, TYPE, &id, 1), resource.to_string().as_bytes());
-        audit.patient = Some(id.clone());
-        audit.entities = vec![format!("Patient/{id}/_history/1")];
-        audit.status = 201;
-        let events = vec![self.record_event("PatientCreated", &id, TYPE, &id, &now, 1)];
-        let write =
-            ResourceWrite { new_wrapped_key: Some(wrapped), ..ResourceWrite::first(&id, TYPE, &id, &now, ct, tokens) };
-        self.store.commit(write, audit, events).await?;
-        self.cache.insert(&id, std::sync::Arc::new(key));
-        let withheld = authorize(&caller.principal, TYPE, Action::Read, Some(&id)) != crate::auth::Decision::Allow;
-        Ok(Stored { withheld, ..Stored::new(id, 1, now, resource) })
-    }
-
-    pub async fn read_patient(&self, caller: &Caller, id: &str, audit: &mut AuditEntry) -> Result<Stored> {
-        audit.patient = Some(id.to_owned());
-        audit.entities = vec![format!("Patient/{id}")];
-        self.check(caller, TYPE, Action::Read, Some(id))?;
-        let consents = self.consent_gate(caller, id, TYPE).await?;
-        let current = self.store.current(id, TYPE, id).await?.ok_or(Error::NotFound)?;
-        if current.deleted {
-            return Err(Error::Gone);
-        }
-        let key = self.patient_key(id).await?;
-        let resource = self.decrypt_record(&key, id, TYPE, id, current.version, current.ciphertext.as_deref())?;
-        self.consent_on(caller, &consents, Subject::read(TYPE, id, &resource))?;
-        audit.entities = vec![format!("Patient/{id}/_history/{}", current.version)];
-        self.audit_read(caller, audit).await?;
-        Ok(Stored::new(id, current.version, current.last_updated, resource))
-    }
-
-    pub async fn vread_patient(
-        &self,
-        caller: &Caller,
-        id: &str,
-        version: u64,
-        audit: &mut AuditEntry,
-    ) -> Result<Stored> {
-        audit.patient = Some(id.to_owned());
-        audit.entities = vec![format!("Patient/{id}/_history/{version}")];
-        self.check(caller, TYPE, Action::Read, Some(id))?;
-        let consents = self.consent_gate(caller, id, TYPE).await?;
-        let v = self.store.version(id, TYPE, id, version).await?.ok_or(Error::NotFound)?;
-        if v.deleted {
-            return Err(Error::Gone);
-        }
-        let key = self.patient_key(id).await?;
-        let resource = self.decrypt_record(&key, id, TYPE, id, v.version, v.ciphertext.as_deref())?;
-        self.consent_on(caller, &consents, Subject::read(TYPE, id, &resource))?;
-        self.audit_read(caller, audit).await?;
-        Ok(Stored::new(id, version, v.last_updated, resource))
-    }
-
-    pub async fn update_patient(
-        &self,
-        caller: &Caller,
-        id: &str,
-        resource: Value,
-        if_match: Option<u64>,
-        audit: &mut AuditEntry,
-    ) -> Result<Stored> {
-        self.update_patient_from(caller, id, resource, if_match, None, audit).await
-    }
-
-    /// An update from the current version when PATCH has read it already.
-    pub(crate) async fn update_patient_from(
-        &self,
-        caller: &Caller,
-        id: &str,
-        mut resource: Value,
-        if_match: Option<u64>,
-        current: Option<(crate::ports::Current, Value)>,
-        audit: &mut AuditEntry,
-    ) -> Result<Stored> {
-        audit.patient = Some(id.to_owned());
-        audit.entities = vec![format!("Patient/{id}")];
-        self.check(caller, TYPE, Action::Update, Some(id))?;
-        if resource.get("id").and_then(Value::as_str) != Some(id) {
-            return Err(Error::BadRequest("the resource id must match the id in the URL".into()));
-        }
-        self.validated(&resource)?;
-        let tokens = self.tokens(&resource)?;
-        let (current, before) = match current {
-            Some(c) => c,
-            None => self.current_record(TYPE, id, id).await?,
-        };
-        let consents = self.write_gate(caller, id, TYPE, id, (Some(&before), Some(&resource))).await?;
-        self.check_version(if_match, current.version)?;
-        let key = self.patient_key(id).await?;
-        let version = current.version + 1;
-        let now = fhir::now_instant();
-        fhir::stamp(&mut resource, id, version, &now);
-        let ct = seal(&key, &resource_aad(id, TYPE, id, version), resource.to_string().as_bytes());
-        self.commit_next_version(audit, (id, TYPE, id), current, &now, Some(ct), tokens, "PatientUpdated").await?;
-        let withheld = !self.may_read(caller, &consents, id, Subject::read(TYPE, id, &resource));
-        Ok(Stored { withheld, ..Stored::new(id, version, now, resource) })
-    }
-
-    /// Logical delete: a tombstone version, index entries removed, history kept.
-    pub async fn delete_patient(
-        &self,
-        caller: &Caller,
-        id: &str,
-        if_match: Option<u64>,
-        audit: &mut AuditEntry,
-    ) -> Result<()> {
-        audit.patient = Some(id.to_owned());
-        audit.entities = vec![format!("Patient/{id}")];
-        self.check(caller, TYPE, Action::Delete, Some(id))?;
-        match self.current_record(TYPE, id, id).await {
-            Ok((_, before)) => {
-                self.write_gate(caller, id, TYPE, id, (Some(&before), None)).await?;
-            }
-            // Deleting again only audits (below).
-            Err(Error::Gone) => {}
-            Err(e) => return Err(e),
-        }
-        self.tombstone(audit, (id, TYPE, id), if_match, "PatientDeleted").await
-    }
-
-    pub async fn patient_history(
-        &self,
-        caller: &Caller,
-        id: &str,
-        count: usize,
-        cursor: Option<&str>,
-        audit: &mut AuditEntry,
-    ) -> Result<HistoryResult> {
-        audit.patient = Some(id.to_owned());
-        audit.entities = vec![format!("Patient/{id}")];
-        self.check(caller, TYPE, Action::Read, Some(id))?;
-        let consents = self.consent_gate(caller, id, TYPE).await?;
-        self.record_history(caller, (id, TYPE, id), &consents, count, cursor, audit).await
     }
 
     /// Search. `params` are (name, value) pairs as the client sent them, or
@@ -223,7 +108,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             .iter()
             .map(|(k, _)| {
                 let base = k.split(':').next().unwrap_or("");
-                let known = base == "_count" || SEARCH_PARAMS.iter().any(|(p, _, _)| *p == base);
+                let known = base == "_count" || search_params().any(|p| p == base);
                 if known {
                     base.to_owned()
                 } else {
@@ -238,19 +123,37 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 count = super::records::page_size(value)?;
                 continue;
             }
-            if name.contains(':') || !SEARCH_PARAMS.iter().any(|(p, _, _)| p == name) {
-                let known: Vec<&str> = SEARCH_PARAMS.iter().map(|(p, _, _)| *p).collect();
-                return Err(super::unsupported_parameter(name, &known));
-            }
+            let (base, modifier) = match name.split_once(':') {
+                Some((base, modifier)) => (base, Some(modifier)),
+                None => (name.as_str(), None),
+            };
+            let unsupported = || super::unsupported_parameter(name, &search_params().collect::<Vec<_>>());
+            let param = search_params().find(|p| *p == base).ok_or_else(unsupported)?;
+            let how = match (STRING_PARAMS.contains(&param), modifier) {
+                (false, None) => None,
+                (true, None) => Some(StringMatch::StartsWith),
+                (true, Some("exact")) => Some(StringMatch::Exact),
+                (true, Some("contains")) => Some(StringMatch::Contains),
+                (false, Some(_)) if UNINDEXED.contains(&param) => None,
+                _ => return Err(unsupported()),
+            };
             let values = self.search_values(value)?;
-            let mut group = match name.as_str() {
+            if let Some(how) = how {
+                groups.push(self.string_group(param, how, values)?);
+                continue;
+            }
+            if UNINDEXED.contains(&param) {
+                groups.push(self.element_group(param, modifier, value, &values)?);
+                continue;
+            }
+            let mut group = match param {
                 "_id" => Group::Ids(vec![]),
-                _ => Group::Tokens(vec![]),
+                _ => Group::Tokens { tokens: vec![], test: None },
             };
             for v in values {
-                match (&mut group, self.search_value(name, v)?) {
+                match (&mut group, self.search_value(param, v)?) {
                     (Group::Ids(ids), Searched::Id(id)) => ids.push(id),
-                    (Group::Tokens(tokens), Searched::Token(t)) => tokens.push(t),
+                    (Group::Tokens { tokens, .. }, Searched::Token(t)) => tokens.push(t),
                     _ => unreachable!("a parameter is either _id or indexed"),
                 }
             }
@@ -273,7 +176,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             (_, Some(own)) => (after.as_ref().is_none_or(|a| own > a).then(|| own.clone()).into_iter().collect(), true),
             _ => {
                 let tokens = match groups.first() {
-                    Some(Group::Tokens(t)) => t.clone(),
+                    Some(Group::Tokens { tokens, .. }) => tokens.clone(),
                     _ => vec![self.index.token(TYPE, "_all", "")],
                 };
                 let mut merged = Vec::new();
@@ -328,6 +231,10 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             }
             let key = self.patient_key(id).await?;
             let resource = self.decrypt_record(&key, id, TYPE, id, current.version, current.ciphertext.as_deref())?;
+            // A token admits candidates; a string parameter's match is decided on the values.
+            if !groups.iter().all(|g| g.holds(&resource)) {
+                continue;
+            }
             if self.consent_on(caller, &consents, Subject::read(TYPE, id, &resource)).is_ok() {
                 permitted += 1;
                 if paging {
@@ -355,6 +262,53 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             .filter(|_| has_more)
             .map(|last| self.next_page_counted(caller, TYPE, params, count, last, total));
         Ok(SearchResult { total, resources: page, next_cursor, notes })
+    }
+
+    /// A string parameter's values: the index token that admits candidates
+    /// (the exact value's, its prefix's, or every patient's), and what a
+    /// candidate's decrypted values must then satisfy.
+    fn string_group(&self, param: &'static str, how: StringMatch, values: Vec<&str>) -> Result<Group> {
+        let mut tokens = vec![];
+        let mut wanted = vec![];
+        for value in values {
+            let value = value.trim();
+            if value.is_empty() {
+                return Err(Error::BadRequest(format!("search parameter '{param}' needs a value")));
+            }
+            let normalised = normalise(value);
+            tokens.push(match how {
+                StringMatch::Exact => self.index.token(TYPE, param, value),
+                StringMatch::StartsWith if normalised.chars().count() >= PREFIX => {
+                    self.index.token(TYPE, PREFIX_PARAM, &prefix(&normalised))
+                }
+                _ => self.index.token(TYPE, "_all", ""),
+            });
+            wanted.push(match how {
+                StringMatch::Exact => value.to_owned(),
+                _ => normalised,
+            });
+        }
+        tokens.sort();
+        tokens.dedup();
+        Ok(Group::Tokens { tokens, test: Some(Test::Strings(Strings { param, how, values: wanted })) })
+    }
+
+    /// A parameter the index does not hold (`_lastUpdated`, `_tag`...): it
+    /// walks every patient and tests each candidate's decrypted resource,
+    /// with the modifiers and prefixes of record search.
+    fn element_group(&self, name: &str, modifier: Option<&str>, value: &str, values: &[&str]) -> Result<Group> {
+        let param = crate::fhir::resources::patient_type().param(name).ok_or(Error::NotFound)?;
+        let modifier = match modifier {
+            None => None,
+            Some(m) => Some(Modifier::parse(&param.kind, m).ok_or_else(|| {
+                Error::BadRequest(format!("{name} ({}) does not take the modifier :{m}", param.kind))
+            })?),
+        };
+        if !values.iter().all(|v| well_formed(param, modifier, v)) {
+            return Err(Error::BadRequest(format!("'{name}' has a value that is not a valid {}", param.kind)));
+        }
+        let test = Test::Element { param, modifier, value: value.to_owned() };
+        Ok(Group::Tokens { tokens: vec![self.index.token(TYPE, "_all", "")], test: Some(test) })
     }
 
     /// One search value, checked and turned into what the index holds.
@@ -404,28 +358,108 @@ enum Searched {
     Token(String),
 }
 
+/// How a string parameter matches (R4 search.html#string): case- and
+/// accent-insensitive starts-with by default, or `:exact` (as written),
+/// or `:contains`.
+#[derive(Clone, Copy, PartialEq)]
+enum StringMatch {
+    StartsWith,
+    Exact,
+    Contains,
+}
+
+/// A string parameter's test on a candidate's decrypted values.
+#[derive(Clone)]
+struct Strings {
+    param: &'static str,
+    how: StringMatch,
+    /// Normalised, except for `:exact`.
+    values: Vec<String>,
+}
+
+impl Strings {
+    /// Whether its index walk covers every patient (a short prefix or
+    /// `:contains`).
+    fn scans(&self) -> bool {
+        match self.how {
+            StringMatch::Exact => false,
+            StringMatch::StartsWith => self.values.iter().any(|v| v.chars().count() < PREFIX),
+            StringMatch::Contains => true,
+        }
+    }
+
+    fn holds(&self, resource: &Value) -> bool {
+        let found = patient::search_values(resource);
+        found.iter().filter(|(p, _)| *p == self.param).any(|(_, v)| match self.how {
+            StringMatch::Exact => self.values.iter().any(|w| w == v),
+            StringMatch::StartsWith => self.values.iter().any(|w| normalise(v).starts_with(w.as_str())),
+            StringMatch::Contains => self.values.iter().any(|w| normalise(v).contains(w.as_str())),
+        })
+    }
+}
+
+/// What a candidate's decrypted resource must satisfy beyond its tokens.
+#[derive(Clone)]
+enum Test {
+    Strings(Strings),
+    /// A parameter the index does not hold, evaluated as record search does.
+    Element {
+        param: &'static SearchParam,
+        modifier: Option<Modifier>,
+        value: String,
+    },
+}
+
+impl Test {
+    /// Whether its index walk covers every patient.
+    fn scans(&self) -> bool {
+        match self {
+            Test::Strings(s) => s.scans(),
+            Test::Element { .. } => true,
+        }
+    }
+
+    fn holds(&self, resource: &Value) -> bool {
+        match self {
+            Test::Strings(s) => s.holds(resource),
+            Test::Element { param, modifier, value } => matches(param, *modifier, resource, value),
+        }
+    }
+}
+
 /// One search parameter: the ids it names, or the index tokens any of
-/// which a match carries.
+/// which a match carries (and what the resource must then satisfy).
 #[derive(Clone)]
 enum Group {
     Ids(Vec<String>),
-    Tokens(Vec<String>),
+    Tokens { tokens: Vec<String>, test: Option<Test> },
 }
 
 impl Group {
     /// Which parameter drives a page: named ids first, then the one with
-    /// fewest values (each value is one index walk).
+    /// fewest values (each value is one index walk), a walk over every
+    /// patient last.
     fn rank(&self) -> (u8, usize) {
         match self {
             Group::Ids(ids) => (0, ids.len()),
-            Group::Tokens(t) => (1, t.len()),
+            Group::Tokens { test: Some(t), tokens } if t.scans() => (2, tokens.len()),
+            Group::Tokens { tokens, .. } => (1, tokens.len()),
         }
     }
 
     fn admits(&self, id: &str, tokens: &[String]) -> bool {
         match self {
             Group::Ids(ids) => ids.iter().any(|i| i == id),
-            Group::Tokens(t) => t.iter().any(|x| tokens.contains(x)),
+            Group::Tokens { tokens: t, .. } => t.iter().any(|x| tokens.contains(x)),
+        }
+    }
+
+    /// Whether the candidate's decrypted resource satisfies it (its token
+    /// only admitted the candidate).
+    fn holds(&self, resource: &Value) -> bool {
+        match self {
+            Group::Tokens { test: Some(t), .. } => t.holds(resource),
+            _ => true,
         }
     }
 }

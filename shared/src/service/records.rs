@@ -70,6 +70,7 @@ pub struct SearchResult {
 }
 
 pub struct HistoryItem {
+    pub resource_type: String,
     pub id: String,
     pub version: u64,
     pub last_updated: String,
@@ -230,6 +231,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 continue;
             }
             items.push(HistoryItem {
+                resource_type: resource_type.to_owned(),
                 id: id.to_owned(),
                 version: v.version,
                 last_updated: v.last_updated.clone(),

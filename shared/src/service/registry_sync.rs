@@ -218,7 +218,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
     /// either way).
     async fn demographics(&self, caller: &Caller, patient: &str) -> Result<Value> {
         let mut audit = self.draft(Some(caller), "read");
-        match self.read_patient(caller, patient, &mut audit).await {
+        match self.read_record(caller, "Patient", patient, None, &mut audit).await {
             Ok(s) => Ok(s.resource),
             Err(e) => Err(self.refused(audit, caller, e).await),
         }
