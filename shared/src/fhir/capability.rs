@@ -42,6 +42,7 @@ pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) ->
                 "conditionalUpdate": has("update"),
                 "conditionalDelete": if has("delete") { "single" } else { "not-supported" },
             });
+            // No empty arrays (ele-1).
             if !r.search_params.is_empty() {
                 entry["searchParam"] = r
                     .search_params
@@ -53,7 +54,6 @@ pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) ->
                     })
                     .collect();
             }
-            // No empty arrays (ele-1).
             if !r.operations.is_empty() {
                 entry["operation"] =
                     r.operations.iter().map(|(name, def)| json!({"name": name, "definition": def})).collect();

@@ -10,13 +10,13 @@
 
 use super::clinical::{served, NewRecord};
 use super::consent_gate::Subject;
-use super::documents::{open_content, seal_binary, BinaryContent, DocumentDeps};
+use super::documents::{check_content, check_type, object_key, open_content, seal_binary, BinaryContent, DocumentDeps};
 use super::records::Stored;
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
 use crate::auth::Action;
 use crate::crypto::{random_id, sha256};
-use crate::documents::{content_matches, essence, ScanVerdict};
+use crate::documents::essence;
 use crate::error::{Error, Result};
 use crate::fhir::outcome::Issue;
 use crate::ports::{BlobStore, KeyService, RecordStore};
@@ -114,29 +114,18 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             other => other?.1,
         };
         self.consent_on(caller, &consents, Subject::read(ctx_ty, ctx_id, &context))?;
-        if !deps.config.allows(&media) {
-            return Err(Error::UnsupportedContent(format!(
-                "content type not accepted here; accepted: {}",
-                deps.config.allowed_types.join(", ")
-            )));
-        }
+        check_type(&media, deps.config)?;
         if new.bytes.len() > deps.config.inline_max {
             return Err(Error::TooLarge(format!(
                 "a Binary holds at most {} bytes; larger content is a DocumentReference upload",
                 deps.config.inline_max
             )));
         }
-        if !content_matches(&media, &new.bytes) {
-            return Err(Error::UnsupportedContent("the content is not what its contentType says".into()));
-        }
-        if let ScanVerdict::Infected(signature) = deps.scanner.scan(&new.bytes) {
-            tracing::warn!(signature, "Binary refused by the malware scan");
-            return Err(invalid("Binary.data", "security", "the content failed the malware scan"));
-        }
+        check_content(&media, &new.bytes, deps.scanner, "Binary.data")?;
         let key = self.patient_key(&patient).await?;
         // The object first: a committed Binary never points at missing bytes.
         let sealed = seal_binary(&key, &patient, &id, &new.bytes);
-        deps.blobs.put(&super::documents::object_key(&patient, &id), sealed).await?;
+        deps.blobs.put(&object_key(&patient, &id), sealed).await?;
         let readable = self.may_read(caller, &consents, &patient, Subject::read(ctx_ty, ctx_id, &context));
         let new_record =
             NewRecord { ty: BINARY, event: "ResourceCreated", patient, key, new_wrapped_key: None, id, readable };

@@ -174,12 +174,7 @@ fn take_contents(resource: &mut Value, config: &DocumentConfig) -> Result<Vec<Co
             continue;
         }
         let media = media.ok_or_else(|| invalid(i, "contentType", "required", "content needs its contentType"))?;
-        if !config.allows(&media) {
-            return Err(Error::UnsupportedContent(format!(
-                "content type not accepted here; accepted: {}",
-                config.allowed_types.join(", ")
-            )));
-        }
+        check_type(&media, config)?;
         match a.remove("data") {
             Some(Value::String(data)) => {
                 // base64 inflates by 4/3: a string this long cannot fit.
@@ -255,16 +250,34 @@ pub fn check_bytes(
     if sha256_ext(attachment).is_some_and(|h| h != digests.sha256) {
         return Err(invalid(i, "extension", "value", "the SHA-256 does not match the content"));
     }
+    check_content(media, bytes, scanner, &at(i, "data"))?;
+    Ok(digests)
+}
+
+/// A content type the deployment accepts (`MEDREC_DOCUMENT_TYPES`), for a
+/// document's attachment or a Binary alike.
+pub(crate) fn check_type(media: &str, config: &DocumentConfig) -> Result<()> {
+    if config.allows(media) {
+        return Ok(());
+    }
+    Err(Error::UnsupportedContent(format!(
+        "content type not accepted here; accepted: {}",
+        config.allowed_types.join(", ")
+    )))
+}
+
+/// The checks any stored content passes, whatever describes it: bytes that
+/// are what their type says, then the malware scan. `data` locates the
+/// content in errors.
+pub(crate) fn check_content(media: &str, bytes: &[u8], scanner: &dyn MalwareScanner, data: &str) -> Result<()> {
     if !content_matches(media, bytes) {
         return Err(Error::UnsupportedContent("the content is not what its contentType says".into()));
     }
     if let ScanVerdict::Infected(signature) = scanner.scan(bytes) {
-        tracing::warn!(signature, "document refused by the malware scan");
-        return Err(Error::Invalid(vec![
-            Issue::error("security", "the document failed the malware scan").at(at(i, "data"))
-        ]));
+        tracing::warn!(signature, "content refused by the malware scan");
+        return Err(Error::Invalid(vec![Issue::error("security", "the content failed the malware scan").at(data)]));
     }
-    Ok(digests)
+    Ok(())
 }
 
 /// An update may change a DocumentReference's metadata, not its content:

@@ -339,14 +339,15 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 }
                 self.index.token(TYPE, name, date)
             }
-            "identifier" => {
+            // identifier: the string parameters are string groups, the
+            // unindexed ones element groups.
+            _ => {
                 let v = if value.contains('|') { value.to_owned() } else { format!("|{value}") };
                 if v.ends_with('|') {
                     return Err(Error::BadRequest("identifier needs a value after '|'".into()));
                 }
                 self.index.token(TYPE, name, &v)
             }
-            _ => self.index.token(TYPE, name, value),
         };
         Ok(Searched::Token(token))
     }
