@@ -372,9 +372,11 @@ impl Harness {
         self.call("POST", "/fhir/Patient", Some(token), &[], Some(&patient.to_string())).await
     }
 
-    /// Creates a patient and returns its id; panics unless the server says 201.
-    pub async fn create_id(&self, token: &str, patient: &Value) -> String {
-        let r = self.create(token, patient).await;
+    /// Creates a resource (of its `resourceType`) and returns its id; panics
+    /// unless the server says 201.
+    pub async fn create_id(&self, token: &str, resource: &Value) -> String {
+        let path = format!("/fhir/{}", resource["resourceType"].as_str().expect("a resourceType"));
+        let r = self.call("POST", &path, Some(token), &[], Some(&resource.to_string())).await;
         assert_eq!(r.status, 201, "create failed: {}", String::from_utf8_lossy(&r.body));
         r.json()["id"].as_str().expect("id").to_owned()
     }

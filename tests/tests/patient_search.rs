@@ -236,3 +236,83 @@ async fn bad_search_parameters_are_rejected() {
         assert_eq!(r.json()["resourceType"], "OperationOutcome");
     }
 }
+
+/// In the order `_sort` asks, page after page; a patient whose consent
+/// refuses the caller is neither listed nor counted. The index cannot
+/// order (that would leak the order of names and birth dates), so a sorted
+/// search reads its whole result: beyond one walk of the index or the
+/// consent-lookup bound it is 400 too-costly, never a partial order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patients_sort_as_asked_within_the_search_bounds() {
+    let h = Harness::start_with(vec![
+        ("MEDREC_SEARCH_SCAN_PER_PAGE".into(), "5".into()),
+        ("MEDREC_SEARCH_CONSENT_LOOKUPS".into(), "4".into()),
+    ])
+    .await;
+    let t = h.token("clinician", "dr-sort");
+    let baker = h.create_id(&t, &patient("Baker", "Ann", "female", "1980-05-01", "S-1")).await;
+    let adams = h.create_id(&t, &patient("Adams", "Bea", "female", "1990-05-01", "S-2")).await;
+    let clark = h.create_id(&t, &patient("Clark", "Cy", "female", "1970-05-01", "S-3")).await;
+    let dunn = h.create_id(&t, &patient("Dunn", "Di", "male", "1985-05-01", "S-4")).await;
+    let in_order = |v: &[&String]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let every_page = |path: String| {
+        let (h, t) = (&h, &t);
+        async move {
+            let (mut seen, mut totals, mut next) = (vec![], vec![], Some(path));
+            while let Some(path) = next {
+                let r = h.get(&path, t).await;
+                assert_eq!(r.status, 200, "{path}: {}", r.text());
+                let page = r.json();
+                totals.push(page["total"].clone());
+                seen.extend(
+                    page["entry"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|e| e["resource"]["id"].as_str().unwrap().to_owned()),
+                );
+                next = next_path(h, &page);
+            }
+            (seen, totals)
+        }
+    };
+    let (seen, totals) = every_page("/fhir/Patient?gender=female&_sort=family&_count=2".into()).await;
+    assert_eq!(seen, in_order(&[&adams, &baker, &clark]));
+    assert_eq!(totals, [json!(3), json!(3)]);
+    for (q, want) in [
+        ("gender=female&_sort=-birthdate", in_order(&[&adams, &baker, &clark])),
+        ("_sort=_lastUpdated", in_order(&[&baker, &adams, &clark, &dunn])),
+        ("_sort=-given&_count=1", in_order(&[&dunn, &clark, &adams, &baker])),
+        ("family=Ada,Dun&_sort=-family", in_order(&[&dunn, &adams])),
+    ] {
+        assert_eq!(every_page(format!("/fhir/Patient?{q}")).await.0, want, "{q}");
+    }
+
+    // Clark refuses this clinician: not in a sorted result, nor its total.
+    let refusal = medrec_e2e::consent(
+        &clark,
+        json!({"type": "permit", "provision": [{"type": "deny",
+            "actor": [{"role": {"coding": [{"code": "PRCP"}]}, "reference": {"reference": "Practitioner/dr-sort"}}]}]}),
+    );
+    let registrar = h.token("registrar", "desk-sort");
+    assert_eq!(h.call("POST", "/fhir/Consent", Some(&registrar), &[], Some(&refusal.to_string())).await.status, 201);
+    let (seen, totals) = every_page("/fhir/Patient?gender=female&_sort=-family".into()).await;
+    assert_eq!((seen, totals), (in_order(&[&baker, &adams]), vec![json!(2)]));
+
+    // Five candidates need five consent lookups (bound 4); six pass the scan (5).
+    let (unsorted, _) = every_page("/fhir/Patient?_count=2".into()).await;
+    assert_eq!(unsorted.len(), 3, "unsorted, the same search pages within the bounds");
+    let _eve = h.create_id(&t, &patient("Eve", "Ed", "male", "1999-05-01", "S-5")).await;
+    let many = h.get("/fhir/Patient?_sort=family", &t).await;
+    assert_eq!(many.status, 400, "{}", many.text());
+    assert_eq!(many.json()["issue"][0]["code"], "too-costly");
+    assert!(many.text().contains("MEDREC_SEARCH_CONSENT_LOOKUPS"), "{}", many.text());
+    let _fay = h.create_id(&t, &patient("Fay", "Flo", "female", "1960-05-01", "S-6")).await;
+    let more = h.get("/fhir/Patient?_sort=family", &t).await;
+    assert_eq!(more.status, 400);
+    assert!(more.text().contains("MEDREC_SEARCH_SCAN_PER_PAGE"), "{}", more.text());
+    for bad in ["_sort=family,given", "_sort=address", "_sort=-", "_sort=general-practitioner"] {
+        let r = h.get(&format!("/fhir/Patient?{bad}"), &t).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+}

@@ -707,3 +707,121 @@ async fn concurrent_first_directory_creates_all_land() {
         assert_eq!(h.get(&format!("/fhir/Organization/{}", id.unwrap()), &registrar).await.status, 200);
     }
 }
+
+/// Every id a search finds, following its next links; and how many pages
+/// carried a note that a bound cut them short.
+async fn every_page(h: &Harness, token: &str, path: &str) -> (Vec<String>, usize) {
+    let (mut found, mut cut, mut next) = (vec![], 0, Some(path.to_owned()));
+    while let Some(path) = next {
+        let r = h.get(&path, token).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let bundle = r.json();
+        assert_valid(&path, &bundle);
+        found.extend(ids(&bundle));
+        let notes = bundle["entry"].as_array().into_iter().flatten();
+        cut += notes.filter(|e| e["resource"]["resourceType"] == "OperationOutcome").count();
+        next = medrec_e2e::next_path(&bundle);
+    }
+    (found, cut)
+}
+
+/// A directory search walks the blind index of its most selective
+/// parameter (identifiers, references, name prefixes), never the whole
+/// directory: a page examines at most the scan bound and the next link
+/// goes on; what the index cannot hold is tested on each candidate; the
+/// index follows updates and deletes; `_sort` orders a result that fits
+/// one walk and refuses a larger one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_search_walks_its_index() {
+    let h = Harness::start_with(vec![("MEDREC_SEARCH_SCAN_PER_PAGE".into(), "4".into())]).await;
+    let registrar = h.token("registrar", "desk-index");
+    let admin = h.token("admin", "adm-index");
+    let t = h.token("clinician", "dr-index");
+    let tag = unique_tag();
+    let npi = "http://hl7.org/fhir/sid/us-npi";
+    let mut p = vec![];
+    for i in 0..6 {
+        let mut doc = json!({"resourceType": "Practitioner",
+            "identifier": [{"system": npi, "value": format!("NPI{i}{tag}")}],
+            "name": [{"family": format!("Zed{i}{tag}"), "given": [format!("Ann{tag}")]}]});
+        if i == 0 {
+            doc["identifier"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"system": "http://example.org/staff", "value": "S1"}));
+        }
+        if i == 1 {
+            doc["address"] = json!([{"city": format!("Springfield{tag}")}]);
+        }
+        p.push(h.create_id(&registrar, &doc).await);
+    }
+    let org =
+        json!({"resourceType": "Organization", "name": format!("Mercy{tag}"), "alias": [format!("St Jude{tag}")]});
+    let o = h.create_id(&registrar, &org).await;
+    let mut roles = vec![];
+    for who in &p[..2] {
+        let role = json!({"resourceType": "PractitionerRole", "practitioner": {"reference": format!("Practitioner/{who}")},
+            "organization": {"reference": format!("Organization/{o}")}});
+        roles.push(h.create_id(&registrar, &role).await);
+    }
+    let set = |v: &[&String]| v.iter().map(|s| s.to_string()).collect::<std::collections::BTreeSet<_>>();
+    let everyone = set(&p.iter().collect::<Vec<_>>());
+    for (q, want, cut) in [
+        // Indexed: one walk of the value's entries.
+        (format!("Practitioner?identifier={npi}|NPI3{tag}"), set(&[&p[3]]), false),
+        (format!("Practitioner?identifier=NPI3{tag}"), set(&[&p[3]]), false),
+        (format!("Practitioner?identifier=http://example.org/staff|NPI3{tag}"), set(&[]), false),
+        (format!("Practitioner?identifier=NPI2{tag},NPI4{tag}"), set(&[&p[2], &p[4]]), false),
+        (format!("Practitioner?family=zed3{tag}"), set(&[&p[3]]), true),
+        (format!("Practitioner?name:exact=Zed3{tag}"), set(&[&p[3]]), true),
+        (format!("Practitioner?family=Zed&given=Ann{tag}&_count=2"), everyone.clone(), false),
+        (format!("Practitioner?identifier={npi}|NPI1{tag}&address-city=Springfield{tag}"), set(&[&p[1]]), false),
+        (format!("PractitionerRole?practitioner=Practitioner/{}", p[0]), set(&[&roles[0]]), false),
+        (format!("PractitionerRole?practitioner={}", p[1]), set(&[&roles[1]]), false),
+        (format!("PractitionerRole?organization=Organization/{o}"), set(&roles.iter().collect::<Vec<_>>()), false),
+        ("PractitionerRole?practitioner=Practitioner/nobody".to_owned(), set(&[]), false),
+        ("Organization?name=st%20ju".to_owned(), set(&[&o]), false),
+        (format!("Practitioner?_id={},{}", p[2], p[5]), set(&[&p[2], &p[5]]), false),
+        // Not indexed: every entry of the type is walked, a bounded page at a time.
+        ("Practitioner?identifier=http://example.org/staff|".to_owned(), set(&[&p[0]]), true),
+        ("Practitioner?name=Ze".to_owned(), everyone.clone(), true),
+        (format!("Practitioner?name:contains=3{tag}"), set(&[&p[3]]), true),
+        (format!("Practitioner?address-city=Springfield{tag}"), set(&[&p[1]]), true),
+    ] {
+        let (found, pages_cut) = every_page(&h, &t, &format!("/fhir/{q}")).await;
+        assert_eq!(found.len(), set(&found.iter().collect::<Vec<_>>()).len(), "{q}: each once {found:?}");
+        assert_eq!(set(&found.iter().collect::<Vec<_>>()), want, "{q}");
+        // Six entries under one prefix, four examined per page: a page is cut.
+        assert_eq!(pages_cut > 0, cut, "{q}: {pages_cut} pages cut short");
+    }
+
+    // `_sort` orders what one walk holds, across pages; beyond it, 400.
+    let q = format!("/fhir/Practitioner?identifier=NPI1{tag},NPI2{tag},NPI4{tag}&_sort=-family&_count=1");
+    let (found, _) = every_page(&h, &t, &q).await;
+    assert_eq!(found, [p[4].clone(), p[2].clone(), p[1].clone()]);
+    let r = h.get(&format!("/fhir/Practitioner?_id={},{},{}&_sort=family", p[5], p[0], p[3]), &t).await;
+    assert_eq!(ids(&r.json()), [p[0].clone(), p[3].clone(), p[5].clone()]);
+    let r = h.get("/fhir/Practitioner?name=zed&_sort=family", &t).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["issue"][0]["code"], "too-costly");
+
+    // The index follows the resource: a changed identifier, a deleted entry.
+    let mut changed = h.get(&format!("/fhir/Practitioner/{}", p[4]), &t).await.json();
+    changed["identifier"][0]["value"] = json!(format!("NEW{tag}"));
+    let path = format!("/fhir/Practitioner/{}", p[4]);
+    assert_eq!(h.call("PUT", &path, Some(&registrar), &[], Some(&changed.to_string())).await.status, 200);
+    assert_eq!(h.call("DELETE", &format!("/fhir/Practitioner/{}", p[5]), Some(&admin), &[], None).await.status, 204);
+    for (q, want) in [
+        (format!("identifier=NPI4{tag}"), vec![]),
+        (format!("identifier=NEW{tag}"), vec![p[4].clone()]),
+        (format!("identifier=NPI5{tag}"), vec![]),
+    ] {
+        assert_eq!(every_page(&h, &t, &format!("/fhir/Practitioner?{q}")).await.0, want, "{q}");
+    }
+
+    // The entries are keyed tokens: no identifier or name is stored in the clear.
+    let raw = h.raw_dump().await;
+    for plain in [format!("NPI3{tag}"), format!("Zed3{tag}"), format!("Mercy{tag}")] {
+        assert!(!raw.to_lowercase().contains(&plain.to_lowercase()), "{plain} stored in plaintext");
+    }
+}

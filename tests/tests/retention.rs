@@ -154,14 +154,8 @@ async fn deleted_resources_and_superseded_versions_are_purged_per_resource() {
             "subject": {"reference": format!("Patient/{patient}")}, "effectiveDateTime": "2015-11-20T09:00:00Z",
             "valueQuantity": {"value": value, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"}})
     };
-    let create = |body: serde_json::Value, path: &'static str| {
-        let (h, t) = (&h, &t);
-        async move {
-            h.call("POST", path, Some(t), &[], Some(&body.to_string())).await.json()["id"].as_str().unwrap().to_owned()
-        }
-    };
     // Kept: three versions, the first superseded long ago.
-    let kept = create(observation(5.1), "/fhir/Observation").await;
+    let kept = h.create_id(&t, &observation(5.1)).await;
     for (version, value) in [(1, 5.2), (2, 5.3)] {
         let mut body = observation(value);
         body["id"] = json!(kept);
@@ -171,11 +165,11 @@ async fn deleted_resources_and_superseded_versions_are_purged_per_resource() {
         assert_eq!(h.call("PUT", &path, Some(&t), &if_match, Some(&body.to_string())).await.status, 200);
     }
     // Deleted long ago: an observation and a document with its object.
-    let gone = create(observation(9.9), "/fhir/Observation").await;
+    let gone = h.create_id(&t, &observation(9.9)).await;
     let doc = json!({"resourceType": "DocumentReference", "status": "current", "subject": {"reference": format!("Patient/{patient}")},
         "content": [{"attachment": {"contentType": "text/plain",
             "data": base64::engine::general_purpose::STANDARD.encode(format!("old letter for Family{tag}"))}}]});
-    let doc = create(doc, "/fhir/DocumentReference").await;
+    let doc = h.create_id(&t, &doc).await;
     let admin = h.token("admin", "records-admin");
     for (ty, id) in [("Observation", &gone), ("DocumentReference", &doc)] {
         assert_eq!(h.call("DELETE", &format!("/fhir/{ty}/{id}"), Some(&admin), &[], None).await.status, 204);
@@ -314,4 +308,84 @@ async fn an_erasure_request_is_carried_out_at_the_legal_floor_and_holds_still_bl
         .find(|e| e["subtype"][0]["code"] == "purge" && e.to_string().contains(&asked))
         .unwrap();
     assert!(purge.to_string().contains("urn:medrec:policy:erasure-floor:6y"));
+}
+
+/// The directory is nobody's record and never shredded, but what it
+/// deleted or superseded long ago goes under retention as a patient's
+/// records do, and a legal hold on one of its resources blocks that
+/// resource's purge. Audited without a patient; no RecordsPurged event
+/// names one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directorys_old_versions_are_purged_unless_held() {
+    let h = Harness::start().await;
+    let registrar = h.token("registrar", "desk-retention");
+    let admin = h.token("admin", "adm-retention");
+    let t = h.token("clinician", "dr-dir-retention");
+    let directory = medrec_shared::service::clinical::DIRECTORY;
+    let tag = unique_tag();
+    let kept = h
+        .create_id(&registrar, &json!({"resourceType": "Practitioner", "name": [{"family": format!("Old{tag}")}]}))
+        .await;
+    let renamed = json!({"resourceType": "Practitioner", "id": kept, "name": [{"family": format!("New{tag}")}]});
+    let path = format!("/fhir/Practitioner/{kept}");
+    assert_eq!(h.call("PUT", &path, Some(&registrar), &[], Some(&renamed.to_string())).await.status, 200);
+    let gone = h.create_id(&registrar, &json!({"resourceType": "Organization", "name": format!("Closed{tag}")})).await;
+    let held = h.create_id(&registrar, &json!({"resourceType": "Location", "name": format!("Ward{tag}")})).await;
+    for (ty, id) in [("Organization", &gone), ("Location", &held)] {
+        assert_eq!(h.call("DELETE", &format!("/fhir/{ty}/{id}"), Some(&admin), &[], None).await.status, 204);
+    }
+    h.backdate(directory, "Practitioner", &kept, &[1, 2], "2012-01-01T00:00:00.000Z").await;
+    h.backdate(directory, "Organization", &gone, &[1, 2], "2012-01-01T00:00:00.000Z").await;
+    h.backdate(directory, "Location", &held, &[1, 2], "2012-01-01T00:00:00.000Z").await;
+
+    let ctx = medrec_infra::purge::context(&h.verify_target(), &h.table("OutboxTable"), &h.table("DocumentsBucket"))
+        .await
+        .unwrap();
+    let purger = ctx.purger();
+    let (retention, now) = (Retention::default(), time::OffsetDateTime::now_utc());
+    let hold = HoldTarget::parse(&format!("Location/{held}")).unwrap();
+    assert!(purger.place_hold(&hold, "legal-team", "litigation", "CASE-9").await.unwrap());
+    let plan = purger.plan(&retention, now).await.unwrap();
+    let found = |id: &str| plan.resources.iter().find(|r| r.id == id).unwrap();
+    assert_eq!((found(&kept).versions.clone(), found(&kept).whole), (vec![1], false));
+    assert!(found(&gone).whole && !found(&gone).held);
+    assert!(found(&held).whole && found(&held).held);
+    assert!(plan.resources.iter().all(|r| r.patient == directory) && plan.patients.is_empty());
+
+    let run = purger.run(&retention, now, 10, "ops").await.unwrap();
+    assert_eq!((run.resources, run.versions_deleted, run.held, run.shredded), (2, 3, 1, 0));
+    assert_eq!(h.get(&format!("/fhir/Organization/{gone}"), &t).await.status, 404);
+    assert_eq!(h.get(&format!("/fhir/Location/{held}"), &t).await.status, 410, "held: still a tombstone");
+    assert_eq!(h.get(&format!("/fhir/Practitioner/{kept}/_history/1"), &t).await.status, 404);
+    let current = h.get(&path, &t).await;
+    assert_eq!((current.status, current.json()["name"][0]["family"].clone()), (200, json!(format!("New{tag}"))));
+    // The directory's key stays: what is left reads and searches as before.
+    let r = h.get(&format!("/fhir/Practitioner?name=New{tag}"), &t).await.json();
+    assert_eq!(r["total"], 1);
+    assert_eq!(purger.run(&retention, now, 10, "ops").await.unwrap().resources, 0, "nothing twice");
+
+    purger.release_hold(&hold, "legal-team").await.unwrap();
+    assert_eq!(purger.run(&retention, now, 10, "ops").await.unwrap().resources, 1);
+    assert_eq!(h.get(&format!("/fhir/Location/{held}"), &t).await.status, 404);
+
+    // Audited with the destroyed ciphertexts' digests, naming no patient.
+    let audited: Vec<_> = h
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|e| {
+            ["purge-resource", "hold-place", "hold-release"].contains(&e["subtype"][0]["code"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert_eq!(audited.len(), 5, "three purges, a hold and its release");
+    for e in &audited {
+        let text = e.to_string();
+        assert!(!text.contains("Patient/") && !text.contains(directory), "{text}");
+    }
+    let outbox = h.scan(&h.table("OutboxTable")).await;
+    let types: Vec<_> = outbox.iter().filter_map(|i| i.get("type").and_then(|t| t.as_s().ok())).collect();
+    assert!(!types.is_empty() && !types.iter().any(|t| *t == "RecordsPurged"), "{types:?}");
+    let raw = h.raw_dump().await;
+    assert!(!raw.contains(&format!("Organization#{gone}")) && !raw.contains(&format!("Location#{held}")));
+    assert!(!raw.contains(&format!("V#Practitioner#{kept}#0000000001")));
 }

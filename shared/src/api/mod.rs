@@ -16,12 +16,16 @@ use std::sync::LazyLock;
 const TABLE_INTERACTIONS: &[&str] =
     &["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"];
 
+const SORT: &str = "One date, string, token, number or quantity parameter, - for descending.";
+
 static RESOURCES: LazyLock<Vec<ResourceCapability>> = LazyLock::new(|| {
     let mut out = vec![];
     for def in crate::fhir::resources::served_types() {
         if def.name == "Patient" {
             let kind = |p| def.param(p).map_or("token", |p| p.kind.as_str());
-            let params = patients::search_params().map(|p| (p, kind(p), patients::documentation(p))).collect();
+            let mut params: Vec<_> =
+                patients::search_params().map(|p| (p, kind(p), patients::documentation(p))).collect();
+            params.push(("_sort", "special", SORT));
             out.push(ResourceCapability {
                 resource_type: "Patient",
                 interactions: TABLE_INTERACTIONS,
@@ -43,7 +47,7 @@ static RESOURCES: LazyLock<Vec<ResourceCapability>> = LazyLock::new(|| {
                 .filter(|p| def.compartment.is_none() || p.name != "patient")
                 .map(|p| (p.name.as_str(), p.kind.as_str(), crate::fhir::search_params::documentation(&p.kind))),
         );
-        params.push(("_sort", "special", "One date, string, token, number or quantity parameter, - for descending."));
+        params.push(("_sort", "special", SORT));
         out.push(ResourceCapability {
             resource_type: def.name.as_str(),
             interactions: TABLE_INTERACTIONS,

@@ -23,6 +23,7 @@ use crate::crypto::{hex, sha256};
 use crate::error::PortError;
 use crate::ports::{DomainEvent, RecordStore};
 use crate::retention::{Retention, RetentionPolicy};
+use crate::service::clinical::{patient_of, DIRECTORY};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -96,6 +97,7 @@ pub struct Candidate {
 /// versions superseded long enough ago.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceCandidate {
+    /// Its compartment: a patient's, or the directory's.
     pub patient: String,
     pub resource_type: String,
     pub id: String,
@@ -258,7 +260,7 @@ impl Purger<'_> {
             agent: crate::audit::Agent { subject: Some(by.into()), ..Default::default() },
             purpose: "HOPERAT",
             break_glass: None,
-            patient: Some(patient.into()),
+            patient: patient_of(patient).map(str::to_owned),
             entities,
             query_params: vec![],
             observer: "medrec-purge".into(),
@@ -287,14 +289,16 @@ impl Purger<'_> {
         entities: Vec<String>,
     ) -> Result<(), PortError> {
         let entry = Self::entry(patient, by, interaction, entities);
-        let event = DomainEvent {
+        // A patient's record consumers must forget; the directory's purges
+        // are in the audit trail only.
+        let event = patient_of(patient).map(|patient| DomainEvent {
             id: crate::crypto::random_id(),
             event_type: "RecordsPurged",
             aggregate: patient.into(),
             at: entry.recorded.clone(),
             detail: json!({"patient": patient, "auditEventId": entry.id}),
-        };
-        self.store.audit_once(key, &entry, vec![event]).await.map(|_| ())
+        });
+        self.store.audit_once(key, &entry, event.into_iter().collect()).await.map(|_| ())
     }
 
     async fn holds(&self) -> Result<Holds, PortError> {
@@ -339,32 +343,16 @@ impl Purger<'_> {
         let all = self.index.token("Patient", "_all", "");
         let mut plan = Plan::default();
         for patient in self.store.ids_for_token("Patient", &all).await? {
+            let (resources, shredded) = self.compartment(&patient).await?;
             let mut records = BTreeMap::new();
             let mut last = String::new();
             // Whether every type is past its own period.
             let mut past = true;
-            let mut shredded = true;
-            let mut resources: BTreeMap<(String, String), Versions> = BTreeMap::new();
-            for item in self.partition(&patient_pk(&patient), None).await? {
-                let sk = get_s(&item, "sk").unwrap_or_default();
-                let upd = get_s(&item, "upd").unwrap_or_default().to_owned();
-                let mut parts = sk.split('#');
-                match (parts.next(), parts.next(), parts.next()) {
-                    (Some("KEY"), None, None) => shredded = false,
-                    (Some("C"), Some(ty), Some(id)) => {
-                        *records.entry(ty.to_owned()).or_insert(0) += 1;
-                        last = last.max(upd.clone());
-                        past &= upd < cutoff(ty);
-                        let ver = get_n(&item, "ver").unwrap_or(0);
-                        let deleted = item.get("del").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
-                        resources.entry((ty.into(), id.into())).or_default().current = Some((ver, deleted, upd));
-                    }
-                    (Some("V"), Some(ty), Some(id)) => {
-                        let ver = get_n(&item, "ver").unwrap_or(0);
-                        resources.entry((ty.into(), id.into())).or_default().history.push((ver, upd));
-                    }
-                    _ => {}
-                }
+            for ((ty, _), v) in &resources {
+                let Some((_, _, upd)) = &v.current else { continue };
+                *records.entry(ty.clone()).or_insert(0) += 1;
+                last = last.max(upd.clone());
+                past &= *upd < cutoff(ty);
             }
             if last.is_empty() {
                 continue;
@@ -390,37 +378,39 @@ impl Purger<'_> {
                 let pending = PendingErasure { patient: patient.clone(), requested: requested.clone(), earliest, held };
                 plan.pending_erasures.push(pending);
             }
-            for ((ty, id), mut v) in resources {
-                let Some((current, deleted, deleted_at)) = v.current else { continue };
-                // A deleted Patient goes with its whole compartment, above.
-                if ty == "Patient" {
-                    continue;
+            plan.resources.extend(resource_candidates(&patient, resources, &cutoff, &holds, patient_held));
+        }
+        // The directory is nobody's record and never shredded; its deleted
+        // and superseded versions go as a retained patient's do.
+        let (directory, _) = self.compartment(DIRECTORY).await?;
+        plan.resources.extend(resource_candidates(DIRECTORY, directory, &cutoff, &holds, false));
+        Ok(plan)
+    }
+
+    /// A compartment's resources as its items show them, and whether its
+    /// data key is gone.
+    async fn compartment(&self, compartment: &str) -> Result<(BTreeMap<(String, String), Versions>, bool), PortError> {
+        let mut shredded = true;
+        let mut resources: BTreeMap<(String, String), Versions> = BTreeMap::new();
+        for item in self.partition(&patient_pk(compartment), None).await? {
+            let sk = get_s(&item, "sk").unwrap_or_default();
+            let upd = get_s(&item, "upd").unwrap_or_default().to_owned();
+            let mut parts = sk.split('#');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("KEY"), None, None) => shredded = false,
+                (Some("C"), Some(ty), Some(id)) => {
+                    let ver = get_n(&item, "ver").unwrap_or(0);
+                    let deleted = item.get("del").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+                    resources.entry((ty.into(), id.into())).or_default().current = Some((ver, deleted, upd));
                 }
-                v.history.sort();
-                let cutoff = cutoff(&ty);
-                let whole = deleted && deleted_at < cutoff;
-                let versions: Vec<u64> = if whole {
-                    v.history.iter().map(|(n, _)| *n).collect()
-                } else {
-                    // A version is past retention once the one that
-                    // superseded it is.
-                    v.history.windows(2).filter(|w| w[1].1 < cutoff && w[0].0 < current).map(|w| w[0].0).collect()
-                };
-                if whole || !versions.is_empty() {
-                    let held = patient_held || holds.references.contains(&format!("{ty}/{id}"));
-                    plan.resources.push(ResourceCandidate {
-                        patient: patient.clone(),
-                        resource_type: ty,
-                        id,
-                        versions,
-                        whole,
-                        held,
-                        current: (current, deleted_at),
-                    });
+                (Some("V"), Some(ty), Some(id)) => {
+                    let ver = get_n(&item, "ver").unwrap_or(0);
+                    resources.entry((ty.into(), id.into())).or_default().history.push((ver, upd));
                 }
+                _ => {}
             }
         }
-        Ok(plan)
+        Ok((resources, shredded))
     }
 
     /// Purges what the plan finds, at most `limit` patients and resources
@@ -593,6 +583,48 @@ impl Purger<'_> {
         }
         Ok(keys.len())
     }
+}
+
+/// The resources of a retained compartment with versions past retention:
+/// every version of one deleted before its type's cutoff, else those
+/// superseded before it.
+fn resource_candidates(
+    compartment: &str,
+    resources: BTreeMap<(String, String), Versions>,
+    cutoff: &dyn Fn(&str) -> String,
+    holds: &Holds,
+    compartment_held: bool,
+) -> Vec<ResourceCandidate> {
+    let mut out = vec![];
+    for ((ty, id), mut v) in resources {
+        let Some((current, deleted, deleted_at)) = v.current else { continue };
+        // A deleted Patient goes with its whole compartment.
+        if ty == "Patient" {
+            continue;
+        }
+        v.history.sort();
+        let cutoff = cutoff(&ty);
+        let whole = deleted && deleted_at < cutoff;
+        let versions: Vec<u64> = if whole {
+            v.history.iter().map(|(n, _)| *n).collect()
+        } else {
+            // A version is past retention once the one that superseded it is.
+            v.history.windows(2).filter(|w| w[1].1 < cutoff && w[0].0 < current).map(|w| w[0].0).collect()
+        };
+        if whole || !versions.is_empty() {
+            let held = compartment_held || holds.references.contains(&format!("{ty}/{id}"));
+            out.push(ResourceCandidate {
+                patient: compartment.to_owned(),
+                resource_type: ty,
+                id,
+                versions,
+                whole,
+                held,
+                current: (current, deleted_at),
+            });
+        }
+    }
+    out
 }
 
 fn policy_urn(policy: &RetentionPolicy) -> String {

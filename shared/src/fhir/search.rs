@@ -19,7 +19,9 @@ pub fn token_matches(v: &Value, wanted: &str) -> bool {
         Value::String(s) => system.is_none_or(str::is_empty) && s == code,
         Value::Object(o) if o.contains_key("coding") => token_matches(&o["coding"], wanted),
         Value::Object(o) => {
-            let code_ok = o.get("code").and_then(Value::as_str) == Some(code);
+            // `system|`: any code of that system.
+            let any_code = code.is_empty() && system.is_some_and(|s| !s.is_empty());
+            let code_ok = any_code || o.get("code").and_then(Value::as_str) == Some(code);
             let sys = o.get("system").and_then(Value::as_str);
             code_ok
                 && match system {

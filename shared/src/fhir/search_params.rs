@@ -145,6 +145,16 @@ pub fn matches(param: &SearchParam, modifier: Option<Modifier>, resource: &Value
     }
 }
 
+/// The strings a string parameter compares (every part of a HumanName or
+/// Address): what a blind index of their prefixes must cover.
+pub fn string_values(param: &SearchParam, resource: &Value) -> Vec<String> {
+    let mut out = vec![];
+    for (v, _) in values(param, resource) {
+        strings(v, &mut out);
+    }
+    out
+}
+
 fn fold(s: &str) -> String {
     s.to_lowercase()
 }
@@ -200,7 +210,8 @@ fn token(modifier: Option<Modifier>, v: &Value, of: &str, wanted: &str) -> bool 
                 None => (None, wanted),
             };
             let sys = v["system"].as_str();
-            v["value"].as_str() == Some(value)
+            let any_value = value.is_empty() && system.is_some_and(|s| !s.is_empty());
+            (any_value || v["value"].as_str() == Some(value))
                 && match system {
                     None => true,
                     Some("") => sys.is_none(),
@@ -228,7 +239,9 @@ fn reference(v: &Value, wanted: &str) -> bool {
 pub fn sort_value(param: &SearchParam, resource: &Value) -> Option<SortValue> {
     let (v, of) = values(param, resource).into_iter().next()?;
     match param.kind.as_str() {
-        "date" => date_range(v).map(|r| SortValue::Instant(r.0.unix_timestamp())),
+        // Milliseconds: instants (`meta.lastUpdated`) written in the same
+        // second still sort in the order they were written.
+        "date" => date_range(v).map(|r| SortValue::Instant((r.0.unix_timestamp_nanos() / 1_000_000) as i64)),
         "number" | "quantity" => {
             let n = if v.is_number() { v.as_f64() } else { v["value"].as_f64() };
             n.map(SortValue::Number)
@@ -253,6 +266,7 @@ pub fn sort_value(param: &SearchParam, resource: &Value) -> Option<SortValue> {
 /// A sortable value of a resource.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SortValue {
+    /// Milliseconds since the epoch.
     Instant(i64),
     Number(f64),
     Text(String),
@@ -333,6 +347,12 @@ mod tests {
         assert!(hit("Condition", &c, "code:text", "diabetes"), "display of a coding");
         assert!(hit("Condition", &c, "clinical-status", "active"));
         assert!(hit("Condition", &c, "identifier", "urn:ids|A-7") && !hit("Condition", &c, "identifier", "urn:x|A-7"));
+        // `system|`: any value, any code, of that system.
+        assert!(hit("Condition", &c, "identifier", "urn:ids|") && !hit("Condition", &c, "identifier", "urn:x|"));
+        assert!(
+            hit("Condition", &c, "code", "http://snomed.info/sct|")
+                && !hit("Condition", &c, "code", "http://loinc.org|")
+        );
         assert!(hit("Condition", &c, "onset-date", "ge2019-01-01") && !hit("Condition", &c, "onset-date", "lt2019"));
         assert!(hit("Condition", &c, "patient", "Patient/p1") && hit("Condition", &c, "subject", "p1"));
         assert!(!hit("Condition", &c, "patient", "Patient/p2"));

@@ -121,11 +121,15 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
     }
 
     /// The blind-index tokens a record's current version is stored under:
-    /// a Patient's search values, an active Consent's end day.
+    /// a Patient's search values, a directory resource's, an active
+    /// Consent's end day.
     pub(crate) fn record_tokens(&self, ty: &str, resource: &Value) -> Result<Vec<String>> {
-        match ty {
-            PATIENT => self.patient_tokens(resource),
-            _ => Ok(self.expiry_tokens(ty, resource)),
+        if ty == PATIENT {
+            return self.patient_tokens(resource);
+        }
+        match fhir::resources::directory_type(ty) {
+            Some(def) => self.directory_tokens(def, resource),
+            None => Ok(self.expiry_tokens(ty, resource)),
         }
     }
 

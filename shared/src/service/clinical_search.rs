@@ -4,9 +4,10 @@
 //! token): minimum necessary, and no cross-patient fishing through clinical
 //! codes. The compartment's records are read in one query, decrypted, and
 //! matched in memory, so no clinical value needs a plaintext index.
-//! A directory type is searched the same way in the directory's compartment.
+//! A directory type is searched through its blind index (`directory_search`).
 
 use super::consent_gate::{ConsentView, Subject};
+use super::directory_search::DirectorySearch;
 use super::records::{SearchResult, Stored, DEFAULT_PAGE};
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
@@ -18,15 +19,39 @@ use crate::fhir::search_params::{matches, sort_value, well_formed, Modifier};
 use crate::ports::{KeyService, RecordStore};
 
 /// A parameter of the search, with its modifier, as the request named it.
-struct Filter<'q> {
-    param: &'static SearchParam,
-    modifier: Option<Modifier>,
-    value: &'q str,
+pub(crate) struct Filter<'q> {
+    pub param: &'static SearchParam,
+    pub modifier: Option<Modifier>,
+    pub value: &'q str,
+}
+
+/// The one `_sort` parameter and whether it is descending.
+pub(crate) type Sort = Option<(&'static SearchParam, bool)>;
+
+/// A page of hits in the requested order, from after the cursor's key.
+pub(crate) struct Ordered {
+    pub resources: Vec<Stored>,
+    pub total: usize,
+    /// The key of the page's last hit, when more follow.
+    pub next_after: Option<String>,
+}
+
+/// Orders every hit of a search (by `_sort`, then id) and takes the page
+/// after `after`: the cursor resumes after the last key it gave.
+pub(crate) fn in_order(hits: Vec<Stored>, sort: Sort, after: Option<&str>, count: usize) -> Ordered {
+    let mut keyed: Vec<(String, Stored)> = hits.into_iter().map(|h| (sort_key(&h, sort), h)).collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let total = keyed.len();
+    let start = after.map_or(0, |a| keyed.partition_point(|(k, _)| k.as_str() <= a));
+    let has_more = start + count < total;
+    let page: Vec<(String, Stored)> = keyed.into_iter().skip(start).take(count).collect();
+    let next_after = page.last().map(|(k, _)| k.clone()).filter(|_| has_more);
+    Ordered { resources: page.into_iter().map(|(_, s)| s).collect(), total, next_after }
 }
 
 /// The one `_sort` key: a date, string, token, number or quantity
 /// parameter of the type, `_lastUpdated` or `_id`, `-` for descending.
-fn sort_param(def: &'static ResourceDef, value: &str) -> Result<(&'static SearchParam, bool)> {
+pub(crate) fn sort_param(def: &'static ResourceDef, value: &str) -> Result<Sort> {
     let (descending, name) = match value.strip_prefix('-') {
         Some(n) => (true, n),
         None => (false, value),
@@ -35,7 +60,7 @@ fn sort_param(def: &'static ResourceDef, value: &str) -> Result<(&'static Search
         return Err(Error::BadRequest("_sort takes one parameter".into()));
     }
     match def.sortable_params().find(|p| p.name == name) {
-        Some(p) => Ok((p, descending)),
+        Some(p) => Ok(Some((p, descending))),
         None => Err(Error::BadRequest(
             "_sort takes a date, string, token, number or quantity parameter of the type, optionally with -".into(),
         )),
@@ -80,7 +105,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             };
             match (base, modifier) {
                 ("_count", None) => count = super::records::page_size(value)?,
-                ("_sort", None) => sort = Some(sort_param(def, value)?),
+                ("_sort", None) => sort = sort_param(def, value)?,
                 // The compartment: `patient`, or the compartment element's
                 // own parameter naming a Patient (`subject=Patient/1`).
                 (n, None)
@@ -123,14 +148,14 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 }
             }
         }
-        let patient = match def.compartment {
-            None => super::clinical::DIRECTORY.to_owned(),
-            Some(_) => patient.ok_or_else(|| {
-                Error::BadRequest(format!("a {ty} search names its patient (patient=Patient/{{id}})"))
-            })?,
-        };
-        audit.patient = super::clinical::patient_of(&patient).map(str::to_owned);
-        self.check(caller, ty, Action::Search, super::clinical::patient_of(&patient))?;
+        if def.compartment.is_none() {
+            let search = DirectorySearch { def, filters, sort, count, after };
+            return self.search_directory(caller, search, params.clone(), audit).await;
+        }
+        let patient = patient
+            .ok_or_else(|| Error::BadRequest(format!("a {ty} search names its patient (patient=Patient/{{id}})")))?;
+        audit.patient = Some(patient.clone());
+        self.check(caller, ty, Action::Search, Some(&patient))?;
         let consents = self.consent_gate(caller, &patient, ty).await?;
         let records = self.store.compartment(&patient, ty).await?;
         let mut hits = Vec::new();
@@ -146,26 +171,17 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
                 }
             }
         }
-        // Each hit's place in the requested order, as a string that sorts that
-        // way (the id breaks ties): the cursor resumes after the last one.
-        let mut keyed: Vec<(String, Stored)> = hits.into_iter().map(|h| (sort_key(&h, sort), h)).collect();
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
-        let total = keyed.len();
-        let start = after.as_ref().map_or(0, |a| keyed.partition_point(|(k, _)| k <= a));
-        let has_more = start + count < total;
-        let page: Vec<(String, Stored)> = keyed.into_iter().skip(start).take(count).collect();
-        let last_key = page.last().map(|(k, _)| k.clone());
-        let resources: Vec<Stored> = page.into_iter().map(|(_, s)| s).collect();
-        audit.entities = resources.iter().map(|r| format!("{ty}/{}/_history/{}", r.id, r.version)).collect();
+        let page = in_order(hits, sort, after.as_deref(), count);
+        audit.entities = page.resources.iter().map(|r| format!("{ty}/{}/_history/{}", r.id, r.version)).collect();
         self.audit_read(caller, audit).await?;
-        let next_cursor = last_key.filter(|_| has_more).map(|last| self.next_page(caller, ty, params, count, last));
-        Ok(SearchResult { total: Some(total), resources, next_cursor, notes: vec![] })
+        let next_cursor = page.next_after.map(|last| self.next_page(caller, ty, params, count, last));
+        Ok(SearchResult { total: Some(page.total), resources: page.resources, next_cursor, notes: vec![] })
     }
 }
 
 /// The key that orders a hit for `_sort` (ascending, or descending); hits
 /// without a value sort last either way, then by id.
-fn sort_key(hit: &Stored, sort: Option<(&'static SearchParam, bool)>) -> String {
+fn sort_key(hit: &Stored, sort: Sort) -> String {
     let Some((param, descending)) = sort else { return hit.id.clone() };
     match sort_value(param, &hit.resource) {
         Some(v) => format!("0{}|{}", v.key(descending), hit.id),

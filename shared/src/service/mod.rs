@@ -9,6 +9,7 @@ pub mod clinical;
 pub mod clinical_search;
 pub mod consent_expiry;
 pub mod consent_gate;
+pub mod directory_search;
 pub mod documents;
 pub mod history;
 pub mod patch;

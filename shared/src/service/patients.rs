@@ -2,6 +2,7 @@
 //! it is found across compartments, by the keyed tokens of its blind index
 //! (never by decrypting every patient).
 
+use super::clinical_search::{in_order, sort_param, Sort};
 use super::consent_gate::Subject;
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
@@ -12,7 +13,7 @@ use crate::fhir::outcome::Issue;
 use crate::fhir::resources::SearchParam;
 use crate::fhir::search_params::{matches, well_formed, Modifier};
 use crate::fhir::{patient, primitives};
-use crate::ports::{KeyService, RecordStore};
+use crate::ports::{Current, KeyService, RecordStore};
 use serde_json::Value;
 
 pub use super::records::{SearchResult, Stored, DEFAULT_PAGE};
@@ -108,7 +109,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             .iter()
             .map(|(k, _)| {
                 let base = k.split(':').next().unwrap_or("");
-                let known = base == "_count" || search_params().any(|p| p == base);
+                let known = base == "_count" || base == "_sort" || search_params().any(|p| p == base);
                 if known {
                     base.to_owned()
                 } else {
@@ -117,11 +118,19 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             })
             .collect();
         let mut count = DEFAULT_PAGE;
+        let mut sort = None;
         let mut groups: Vec<Group> = Vec::new();
         for (name, value) in &params {
-            if name == "_count" {
-                count = super::records::page_size(value)?;
-                continue;
+            match name.as_str() {
+                "_count" => {
+                    count = super::records::page_size(value)?;
+                    continue;
+                }
+                "_sort" => {
+                    sort = sort_param(crate::fhir::resources::patient_type(), value)?;
+                    continue;
+                }
+                _ => {}
             }
             let (base, modifier) = match name.split_once(':') {
                 Some((base, modifier)) => (base, Some(modifier)),
@@ -159,40 +168,13 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             }
             groups.push(group);
         }
-        // A patient-bound token (authorization refused one without its
-        // patient) searches its own compartment only.
-        let own = caller.principal.patient.clone();
-        let scan = self.limits.search_scan;
         // The driver: the ids asked for, the caller's own, or one index.
         groups.sort_by_key(Group::rank);
-        let driver = groups.first().filter(|g| matches!(g, Group::Ids(_))).cloned();
-        let (candidates, exhausted) = match (driver, &own) {
-            (Some(Group::Ids(mut ids)), _) => {
-                ids.retain(|id| after.as_ref().is_none_or(|a| id > a));
-                ids.sort();
-                ids.dedup();
-                (ids, true)
-            }
-            (_, Some(own)) => (after.as_ref().is_none_or(|a| own > a).then(|| own.clone()).into_iter().collect(), true),
-            _ => {
-                let tokens = match groups.first() {
-                    Some(Group::Tokens { tokens, .. }) => tokens.clone(),
-                    _ => vec![self.index.token(TYPE, "_all", "")],
-                };
-                let mut merged = Vec::new();
-                let mut complete = true;
-                for t in &tokens {
-                    let page = self.store.ids_for_token_page(TYPE, t, after.as_deref(), scan + 1).await?;
-                    complete &= page.len() <= scan;
-                    merged.extend(page);
-                }
-                merged.sort();
-                merged.dedup();
-                complete &= merged.len() <= scan;
-                merged.truncate(scan);
-                (merged, complete)
-            }
-        };
+        if sort.is_some() {
+            let search = Sorted { groups, sort, count, after };
+            return self.search_patients_sorted(caller, search, params, audit).await;
+        }
+        let (candidates, exhausted) = self.candidates(caller, &groups, after.as_deref()).await?;
         // The first page of a result that fits the scan also counts it (the
         // total then rides on the cursor); a larger one has no total.
         let counting = after.is_none() && exhausted;
@@ -204,11 +186,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             if !paging && !counting {
                 break;
             }
-            let current = match own.as_ref().is_none_or(|o| o == id) {
-                true => self.store.current(id, TYPE, id).await?.filter(|c| !c.deleted),
-                false => None,
-            };
-            let current = current.filter(|c| groups.iter().all(|g| g.admits(id, &c.tokens)));
+            let current = self.admitted(caller, id, &groups).await?;
             if current.is_some() && lookups == self.limits.consent_lookups {
                 match paging {
                     true => notes.push(Issue::warning(
@@ -225,20 +203,10 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             }
             let Some(current) = current else { continue };
             lookups += 1;
-            let consents = self.consents_of(caller, id).await?;
-            if self.consent_before(caller, &consents, TYPE).is_err() {
-                continue;
-            }
-            let key = self.patient_key(id).await?;
-            let resource = self.decrypt_record(&key, id, TYPE, id, current.version, current.ciphertext.as_deref())?;
-            // A token admits candidates; a string parameter's match is decided on the values.
-            if !groups.iter().all(|g| g.holds(&resource)) {
-                continue;
-            }
-            if self.consent_on(caller, &consents, Subject::read(TYPE, id, &resource)).is_ok() {
+            if let Some(hit) = self.permitted(caller, id, current, &groups).await? {
                 permitted += 1;
                 if paging {
-                    page.push(Stored::new(id.clone(), current.version, current.last_updated, resource));
+                    page.push(hit);
                 }
             }
         }
@@ -262,6 +230,107 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             .filter(|_| has_more)
             .map(|last| self.next_page_counted(caller, TYPE, params, count, last, total));
         Ok(SearchResult { total, resources: page, next_cursor, notes })
+    }
+
+    /// The candidates of a search from after `after`, in id order: the ids
+    /// it names, the caller's own, or one walk of its driver's index
+    /// entries (bounded by the scan); and whether nothing follows them.
+    async fn candidates(&self, caller: &Caller, groups: &[Group], after: Option<&str>) -> Result<(Vec<String>, bool)> {
+        let later = |id: &String| after.is_none_or(|a| id.as_str() > a);
+        match (groups.first(), &caller.principal.patient) {
+            (Some(Group::Ids(ids)), _) => {
+                let mut ids: Vec<String> = ids.iter().filter(|id| later(id)).cloned().collect();
+                ids.sort();
+                ids.dedup();
+                Ok((ids, true))
+            }
+            // A patient-bound token (authorization refused one without its
+            // patient) searches its own compartment only.
+            (_, Some(own)) => Ok((later(own).then(|| own.clone()).into_iter().collect(), true)),
+            (driver, None) => {
+                let tokens = match driver {
+                    Some(Group::Tokens { tokens, .. }) => tokens.clone(),
+                    _ => vec![self.index.token(TYPE, "_all", "")],
+                };
+                self.index_walk(TYPE, &tokens, after, self.limits.search_scan).await
+            }
+        }
+    }
+
+    /// A candidate's current version, if it exists and its index entries
+    /// admit it to every group (a patient-bound caller's own only).
+    async fn admitted(&self, caller: &Caller, id: &str, groups: &[Group]) -> Result<Option<Current>> {
+        if caller.principal.patient.as_deref().is_some_and(|own| own != id) {
+            return Ok(None);
+        }
+        let current = self.store.current(id, TYPE, id).await?.filter(|c| !c.deleted);
+        Ok(current.filter(|c| groups.iter().all(|g| g.admits(id, &c.tokens))))
+    }
+
+    /// An admitted candidate as a hit: its consents let the caller read
+    /// it, and its decrypted values match (a token only admitted it).
+    async fn permitted(&self, caller: &Caller, id: &str, current: Current, groups: &[Group]) -> Result<Option<Stored>> {
+        let consents = self.consents_of(caller, id).await?;
+        if self.consent_before(caller, &consents, TYPE).is_err() {
+            return Ok(None);
+        }
+        let key = self.patient_key(id).await?;
+        let resource = self.decrypt_record(&key, id, TYPE, id, current.version, current.ciphertext.as_deref())?;
+        if !groups.iter().all(|g| g.holds(&resource))
+            || self.consent_on(caller, &consents, Subject::read(TYPE, id, &resource)).is_err()
+        {
+            return Ok(None);
+        }
+        Ok(Some(Stored::new(id, current.version, current.last_updated, resource)))
+    }
+
+    /// A Patient search with `_sort`: order is known only once every match
+    /// is decrypted, so the whole result is read on every page, and it
+    /// must fit one walk of the index and the consent-lookup bound (else
+    /// 400 too-costly, naming what narrows it). The blind index cannot
+    /// order: an order-preserving token would leak the order of names and
+    /// birth dates.
+    async fn search_patients_sorted(
+        &self,
+        caller: &Caller,
+        search: Sorted,
+        params: Vec<(String, String)>,
+        audit: &mut AuditEntry,
+    ) -> Result<SearchResult> {
+        let Sorted { groups, sort, count, after } = search;
+        let (candidates, exhausted) = self.candidates(caller, &groups, None).await?;
+        let too_costly = |what: String| {
+            Error::TooCostly(format!(
+                "_sort orders a whole result, and this search {what}: name an identifier, a name of 3 letters or more, or a birthdate to narrow it"
+            ))
+        };
+        if !exhausted {
+            return Err(too_costly(format!(
+                "selects more than {} patients (MEDREC_SEARCH_SCAN_PER_PAGE)",
+                self.limits.search_scan
+            )));
+        }
+        let (mut hits, mut lookups) = (vec![], 0);
+        for id in &candidates {
+            let Some(current) = self.admitted(caller, id, &groups).await? else { continue };
+            if lookups == self.limits.consent_lookups {
+                return Err(too_costly(format!(
+                    "needs more than {lookups} patients' consents (MEDREC_SEARCH_CONSENT_LOOKUPS)"
+                )));
+            }
+            lookups += 1;
+            hits.extend(self.permitted(caller, id, current, &groups).await?);
+        }
+        let page = in_order(hits, sort, after.as_deref(), count);
+        let disclosed = page
+            .resources
+            .iter()
+            .map(|r| (r.id.clone(), vec![format!("Patient/{}/_history/{}", r.id, r.version)]))
+            .collect();
+        let mut entries = Self::per_patient(audit, disclosed);
+        self.audit_reads(caller, &mut entries).await?;
+        let next_cursor = page.next_after.map(|last| self.next_page(caller, TYPE, params, count, last));
+        Ok(SearchResult { total: Some(page.total), resources: page.resources, next_cursor, notes: vec![] })
     }
 
     /// A string parameter's values: the index token that admits candidates
@@ -351,6 +420,15 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         };
         Ok(Searched::Token(token))
     }
+}
+
+/// A Patient search with `_sort`, as parsed.
+struct Sorted {
+    groups: Vec<Group>,
+    sort: Sort,
+    count: usize,
+    /// The sort key the page continues after.
+    after: Option<String>,
 }
 
 /// One search value as the index knows it.

@@ -134,6 +134,30 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         }
     }
 
+    /// One page of a blind index walk: at most `scan` ids of a type indexed
+    /// under any of `tokens`, sorted, after `after`; and whether the walk
+    /// is complete (nothing beyond them).
+    pub(crate) async fn index_walk(
+        &self,
+        ty: &str,
+        tokens: &[String],
+        after: Option<&str>,
+        scan: usize,
+    ) -> Result<(Vec<String>, bool)> {
+        let mut merged = Vec::new();
+        let mut complete = true;
+        for t in tokens {
+            let page = self.store.ids_for_token_page(ty, t, after, scan + 1).await?;
+            complete &= page.len() <= scan;
+            merged.extend(page);
+        }
+        merged.sort();
+        merged.dedup();
+        complete &= merged.len() <= scan;
+        merged.truncate(scan);
+        Ok((merged, complete))
+    }
+
     /// The cursor of the next page, carrying the query (with its page size)
     /// sealed for this caller and route.
     pub(crate) fn next_page(&self, caller: &Caller, route: &str, query: Query, count: usize, after: String) -> String {
