@@ -17,8 +17,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Compartment types not served as compartment records, and why.
-const NOT_COMPARTMENT_RECORDS: [(&str, &str); 1] =
-    [("AuditEvent", "medrec's AuditEvents are its own audit trail, written by the server and searched by auditors")];
+const NOT_COMPARTMENT_RECORDS: [(&str, &str); 3] = [
+    ("AuditEvent", "medrec's AuditEvents are its own audit trail, written by the server and searched by auditors"),
+    ("Group", "a cohort names many patients, and a record lives under one patient's key"),
+    (
+        "Person",
+        "it links one person's records across patients (a master patient index), which no one compartment holds",
+    ),
+];
 
 /// The Patient's search parameters its blind index serves: a patient is
 /// found across compartments, so by keyed tokens, never by decrypting every
@@ -206,8 +212,9 @@ fn with_target(mut path: Value, target: Option<&str>) -> Value {
 /// of the type's compartment parameters, one whose expression is a single
 /// reference element that may hold a Patient, preferring one holding one
 /// value, then a required one (Coverage: `beneficiary`, not the optional
-/// `policyHolder`). A list (Provenance `target`) places the record with the
-/// one patient its Patient references name.
+/// `policyHolder`). A list (Provenance `target`, Appointment
+/// `participant.actor`) places the record with the one patient its Patient
+/// references name.
 fn compartment_element(
     ty: &str,
     params: &[Value],
@@ -220,12 +227,20 @@ fn compartment_element(
             let p = params.iter().find(|p| p["name"] == name.as_str())?;
             let paths = p["paths"].as_array()?;
             let first = paths.first()?;
-            let single = paths.iter().all(|x| x["path"] == first["path"]) && first["path"].as_array()?.len() == 1;
-            let element = first["path"][0].as_str().filter(|_| single && first["of"] == "Reference")?;
+            let steps: Vec<&str> = first["path"].as_array()?.iter().filter_map(Value::as_str).collect();
+            // One reference element, at the top or in a backbone element
+            // (Appointment.participant.actor).
+            let one = paths.iter().all(|x| x["path"] == first["path"]) && (1..=2).contains(&steps.len());
+            if !one || first["of"] != "Reference" {
+                return None;
+            }
+            let element = steps.join(".");
             let el = els.get(&format!("{ty}.{element}"))?;
+            let many = el.many || (steps.len() == 2 && els.get(&format!("{ty}.{}", steps[0]))?.many);
+            let required = el.min > 0 && (steps.len() == 1 || els.get(&format!("{ty}.{}", steps[0]))?.min > 0);
             // Reference(Any) may hold a Patient too (Composition.subject).
             let patient = el.targets.contains("Patient") || el.targets.contains("Resource");
-            patient.then(|| (element.to_owned(), !el.many, el.min > 0))
+            patient.then_some((element, !many, required))
         })
         .collect();
     // The first of the best: single before list, then required before optional.
@@ -282,10 +297,7 @@ pub fn generate(definitions: &Path) -> Result<Value, String> {
         let mut params = by_type.remove(ty).unwrap_or_default();
         params.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         let Some((element, required)) = compartment_element(ty, &params, &names, &els) else {
-            not_served.insert(
-                ty.to_owned(),
-                json!("no reference element of its own places it in one patient's compartment (its Patient is named inside a backbone element)"),
-            );
+            not_served.insert(ty.to_owned(), json!("no reference element places it in one patient's compartment"));
             continue;
         };
         types.push(json!({

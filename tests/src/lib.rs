@@ -649,12 +649,25 @@ pub fn placed_in(def: &medrec_shared::fhir::resources::ResourceDef, mut r: Value
     let o = r.as_object_mut().unwrap();
     o.remove("id");
     o.remove("meta");
-    if let Some(element) = &def.compartment {
-        let ours = serde_json::json!({"reference": format!("Patient/{patient}")});
+    let ours = serde_json::json!({"reference": format!("Patient/{patient}")});
+    let is_patient = |r: &Value| r["reference"].as_str().is_some_and(|r| r.starts_with("Patient/"));
+    // In a backbone list (Appointment.participant.actor): the items naming a
+    // patient name ours, or one more item does.
+    if let Some((outer, inner)) = def.compartment.as_deref().and_then(|e| e.split_once('.')) {
+        let items = o.entry(outer).or_insert_with(|| serde_json::json!([])).as_array_mut().unwrap();
+        let mut placed = false;
+        for item in items.iter_mut().filter(|i| is_patient(&i[inner])) {
+            item[inner] = ours.clone();
+            placed = true;
+        }
+        if !placed {
+            items.push(serde_json::json!({inner: ours, "status": "accepted"}));
+        }
+    } else if let Some(element) = &def.compartment {
         match o.get_mut(element).and_then(Value::as_array_mut) {
             // A list (Provenance.target) keeps what else it names.
             Some(list) => {
-                list.retain(|r| !r["reference"].as_str().is_some_and(|r| r.starts_with("Patient/")));
+                list.retain(|r| !is_patient(r));
                 list.push(ours);
             }
             None => _ = o.insert(element.clone(), ours),

@@ -825,3 +825,71 @@ async fn a_directory_search_walks_its_index() {
         assert!(!raw.to_lowercase().contains(&plain.to_lowercase()), "{plain} stored in plaintext");
     }
 }
+
+/// Appointment names its patient inside a backbone list
+/// (`participant.actor`, beside practitioners and locations): exactly one
+/// Patient there places it, and that patient's searches, includes and
+/// `$everything` find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appointment_lives_with_the_one_patient_among_its_participants() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-appointment");
+    let registrar = h.token("registrar", "desk-appointment");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let other = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let doctor = h
+        .create_id(
+            &registrar,
+            &json!({"resourceType": "Practitioner", "name": [{"family": format!("Doc{}", unique_tag())}]}),
+        )
+        .await;
+    let appointment = |actors: &[String]| {
+        json!({"resourceType": "Appointment", "status": "booked",
+            "start": "2026-12-10T09:00:00Z", "end": "2026-12-10T09:20:00Z",
+            "participant": actors.iter().map(|a| json!({"actor": {"reference": a}, "status": "accepted"})).collect::<Vec<_>>()})
+    };
+    let (dr, pt) = (format!("Practitioner/{doctor}"), format!("Patient/{patient}"));
+    let body = appointment(&[dr.clone(), pt.clone()]);
+    let r = h.call("POST", "/fhir/Appointment", Some(&t), &[], Some(&body.to_string())).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(without_meta(&h.get(&format!("/fhir/Appointment/{id}"), &t).await.json()), body);
+
+    for (q, found) in [
+        (format!("patient={patient}"), true),
+        (format!("patient={patient}&actor={dr}"), true),
+        (format!("patient={patient}&practitioner={dr}"), true),
+        (format!("patient={patient}&date=ge2026-12-10"), true),
+        (format!("patient={patient}&date=lt2026-12-10"), false),
+        (format!("patient={other}"), false),
+    ] {
+        let r = h.get(&format!("/fhir/Appointment?{q}"), &t).await;
+        assert_eq!(r.status, 200, "{q}: {}", r.text());
+        assert_valid(&q, &r.json());
+        assert_eq!(ids(&r.json()).contains(&id), found, "{q}");
+    }
+    let included = h.get(&format!("/fhir/Appointment?patient={patient}&_include=Appointment:patient"), &t).await.json();
+    assert!(ids(&included).contains(&patient), "the included Patient: {included}");
+    let revincluded = h.get(&format!("/fhir/Patient?_id={patient}&_revinclude=Appointment:patient"), &t).await.json();
+    assert!(ids(&revincluded).contains(&id), "the revincluded Appointment: {revincluded}");
+    let everything = h.get(&format!("/fhir/Patient/{patient}/$everything"), &t).await.json();
+    assert!(ids(&everything).contains(&id), "in $everything");
+
+    // No patient, two patients, or a move to another patient: refused at the element.
+    for (actors, code) in
+        [(vec![dr.clone()], "required"), (vec![pt.clone(), format!("Patient/{other}")], "business-rule")]
+    {
+        let r = h.call("POST", "/fhir/Appointment", Some(&t), &[], Some(&appointment(&actors).to_string())).await;
+        assert_eq!(r.status, 422, "{actors:?}: {}", r.text());
+        let issue = &r.json()["issue"][0];
+        assert_eq!(
+            (issue["code"].as_str(), issue["expression"][0].as_str()),
+            (Some(code), Some("Appointment.participant.actor"))
+        );
+    }
+    let mut moved = appointment(&[dr, format!("Patient/{other}")]);
+    moved["id"] = json!(id);
+    let r = h.call("PUT", &format!("/fhir/Appointment/{id}"), Some(&t), &[], Some(&moved.to_string())).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("another patient's compartment"), "{}", r.text());
+}

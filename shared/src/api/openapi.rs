@@ -171,8 +171,17 @@ fn resource_schema(ty: &str) -> Value {
         ty if crate::fhir::resources::compartment_type(ty).is_some() => {
             let element =
                 crate::fhir::resources::compartment_type(ty).and_then(|d| d.compartment.as_deref()).unwrap_or_default();
-            json!({"type": "object", "required": ["resourceType", element],
-                "properties": {"resourceType": {"type": "string", "enum": [ty]}, element: patient_reference()}})
+            // In a backbone list (Appointment.participant.actor): one item names the Patient.
+            let (outer, schema) = match element.split_once('.') {
+                Some((outer, inner)) => (
+                    outer,
+                    json!({"type": "array", "minItems": 1, "items": {"type": "object",
+                    "required": [inner], "properties": {inner: patient_reference()}}}),
+                ),
+                None => (element, patient_reference()),
+            };
+            json!({"type": "object", "required": ["resourceType", outer],
+                "properties": {"resourceType": {"type": "string", "enum": [ty]}, outer: schema}})
         }
         // A directory resource: its R4 definition, in no compartment.
         ty if crate::fhir::resources::directory_type(ty).is_some() => {

@@ -23,9 +23,9 @@ pub fn compartment_element(resource_type: &str) -> Option<&'static str> {
 }
 
 /// The patient id a clinical resource belongs to: its compartment element
-/// must be a relative `Patient/{id}` reference. A list (Provenance `target`)
-/// may name other records too, but exactly one patient: a record lives in
-/// one compartment, under one patient's key.
+/// must be a relative `Patient/{id}` reference. A list (Provenance `target`,
+/// Appointment `participant.actor`) may name other records too, but exactly
+/// one patient: a record lives in one compartment, under one patient's key.
 pub fn compartment_of(resource_type: &str, resource: &Value) -> Result<String, Issue> {
     let element = compartment_element(resource_type).unwrap_or("subject");
     let at = format!("{resource_type}.{element}");
@@ -37,10 +37,27 @@ pub fn compartment_of(resource_type: &str, resource: &Value) -> Result<String, I
         Some(id) if super::primitives::is_id(id) => Ok(id.to_owned()),
         _ => Err(malformed()),
     };
-    let Some(list) = resource[element].as_array() else {
-        return patient(resource[element]["reference"].as_str().ok_or_else(missing)?);
-    };
-    let named: std::collections::BTreeSet<String> = list
+    // The references at the element's path (`participant.actor`: in a
+    // backbone list), and whether a list holds them.
+    let (mut found, mut list) = (vec![resource], false);
+    for step in element.split('.') {
+        found = found
+            .into_iter()
+            .filter_map(|v| v.get(step))
+            .flat_map(|v| match v {
+                Value::Array(items) => {
+                    list = true;
+                    items.iter().collect()
+                }
+                v => vec![v],
+            })
+            .collect();
+    }
+    if !list {
+        let reference = found.first().and_then(|r| r["reference"].as_str());
+        return patient(reference.ok_or_else(missing)?);
+    }
+    let named: std::collections::BTreeSet<String> = found
         .iter()
         .filter_map(|r| r["reference"].as_str().filter(|r| r.starts_with("Patient/")))
         .map(patient)
@@ -425,6 +442,17 @@ mod tests {
         let none = compartment_of("Provenance", &targets(&["Observation/o-1"])).unwrap_err();
         assert_eq!((none.code, none.expression.as_deref()), ("required", Some("Provenance.target")));
         assert!(compartment_of("Provenance", &targets(&["Patient/a b"])).is_err());
+
+        // In a backbone list: Appointment's participants, one of them the patient.
+        let actors = |refs: &[&str]| json!({"participant": refs.iter().map(|r| json!({"actor": {"reference": r}, "status": "accepted"})).collect::<Vec<_>>()});
+        assert_eq!(compartment_of("Appointment", &actors(&["Practitioner/d-1", "Patient/p-1"])).unwrap(), "p-1");
+        assert_eq!(
+            compartment_of("Appointment", &actors(&["Patient/p-1", "Patient/p-2"])).unwrap_err().code,
+            "business-rule"
+        );
+        let none = compartment_of("Appointment", &actors(&["Practitioner/d-1"])).unwrap_err();
+        assert_eq!((none.code, none.expression.as_deref()), ("required", Some("Appointment.participant.actor")));
+        assert_eq!(compartment_of("Appointment", &json!({"status": "booked"})).unwrap_err().code, "required");
     }
 
     #[test]

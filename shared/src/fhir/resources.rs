@@ -136,7 +136,7 @@ impl ResourceDef {
         self.params.iter().filter(|p| {
             p.kind == "reference"
                 && !p.paths.is_empty()
-                && p.paths.iter().all(|x| x.path.len() == 1 && Some(&x.path[0]) == self.compartment.as_ref())
+                && p.paths.iter().all(|x| Some(x.path.join(".")) == self.compartment)
         })
     }
 }
@@ -157,7 +157,10 @@ mod tests {
         for ty in t.not_served.keys() {
             assert!(compartment_type(ty).is_none(), "{ty}");
         }
-        assert!(t.not_served.contains_key("Group") && t.not_served.contains_key("AuditEvent"));
+        assert_eq!(element("Appointment"), Some("participant.actor"), "in a backbone element");
+        for ty in ["Group", "Person", "AuditEvent"] {
+            assert!(t.not_served.contains_key(ty), "{ty}");
+        }
     }
 
     #[test]
