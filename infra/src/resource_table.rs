@@ -236,8 +236,13 @@ fn compartment_element(
             }
             let element = steps.join(".");
             let el = els.get(&format!("{ty}.{element}"))?;
-            let many = el.many || (steps.len() == 2 && els.get(&format!("{ty}.{}", steps[0]))?.many);
-            let required = el.min > 0 && (steps.len() == 1 || els.get(&format!("{ty}.{}", steps[0]))?.min > 0);
+            // The backbone element holding it, if any, decides too.
+            let outer = match steps.as_slice() {
+                [outer, _] => Some(els.get(&format!("{ty}.{outer}"))?),
+                _ => None,
+            };
+            let many = el.many || outer.is_some_and(|o| o.many);
+            let required = el.min > 0 && outer.is_none_or(|o| o.min > 0);
             // Reference(Any) may hold a Patient too (Composition.subject).
             let patient = el.targets.contains("Patient") || el.targets.contains("Resource");
             patient.then_some((element, !many, required))
