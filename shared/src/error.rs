@@ -41,6 +41,10 @@ pub enum Error {
     MethodNotAllowed,
     #[error("invalid resource ({} issues)", .0.len())]
     Invalid(Vec<Issue>),
+    /// A request that is not well formed, with each problem at its element
+    /// (a Bundle's entries): 400, where an invalid resource is 422.
+    #[error("malformed request ({} issues)", .0.len())]
+    Malformed(Vec<Issue>),
     #[error("throttled")]
     Throttled,
     /// A request whose work would pass a configured bound (400, too-costly).

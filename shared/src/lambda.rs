@@ -197,16 +197,20 @@ async fn dispatch<A: Api>(api: &A, route: &'static Route, params: &[&str], req: 
     let ctx = Ctx { route, params, req, caller: &caller, base: &base };
     match api.serve(ctx, &mut audit).await {
         Ok(resp) => resp,
-        Err(e) => {
-            let resp = http::error_response_at(&e, &http::path(req));
-            if let Error::Internal(detail) | Error::Unavailable(detail) = &e {
-                tracing::error!(detail = %detail, audit_id = %audit.id, "request failed");
-            }
-            rt.services.audit_failure(audit.clone(), resp.status().as_u16(), Some(&caller), None).await;
-            rt.services.alert_on_repeated_failures(&audit, rt.config.alerts).await;
-            resp
-        }
+        Err(e) => failed(rt, &caller, &audit, &e, &http::path(req)).await,
     }
+}
+
+/// The answer to a request that failed, audited as a failed attempt (and
+/// counted towards the caller's security alerts).
+pub async fn failed(rt: &Runtime, caller: &Caller, audit: &AuditEntry, e: &Error, path: &str) -> Response<Body> {
+    let resp = http::error_response_at(e, path);
+    if let Error::Internal(detail) | Error::Unavailable(detail) = e {
+        tracing::error!(detail = %detail, audit_id = %audit.id, "request failed");
+    }
+    rt.services.audit_failure(audit.clone(), resp.status().as_u16(), Some(caller), None).await;
+    rt.services.alert_on_repeated_failures(audit, rt.config.alerts).await;
+    resp
 }
 
 #[cfg(test)]

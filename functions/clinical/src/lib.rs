@@ -1,6 +1,7 @@
 //! The clinical Lambda: FHIR REST for every record type of a patient's
 //! compartment in the resource table, on generic `/fhir/{type}` routes,
-//! and the history of a whole compartment (`/fhir/_history`).
+//! the history of a whole compartment (`/fhir/_history`), and batch
+//! Bundles at the base URL (`POST /fhir`), whose entries are those records' requests.
 //! Routes only; the REST edge is `medrec_shared::rest::CompartmentApi`, the
 //! use cases `medrec_shared::service::clinical`.
 
@@ -23,6 +24,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/fhir/{type}/{id}/_history", interaction: "history-instance" },
     Route { method: "GET", path: "/fhir/{type}/{id}/_history/{vid}", interaction: "vread" },
     Route { method: "GET", path: "/fhir/_history", interaction: "history-system" },
+    Route { method: "POST", path: "/fhir", interaction: "batch" },
 ];
 
 /// The handler, built once at cold start.

@@ -105,6 +105,8 @@ pub enum Kind {
     TypeHistory,
     /// Every type's history in one compartment.
     SystemHistory,
+    /// A batch Bundle at the base URL.
+    Batch,
     Vread,
     Everything,
     Disclosures,
@@ -176,6 +178,7 @@ pub fn operations() -> Vec<Operation> {
         }
     }
     ops.push(op("GET", "/fhir/_history", None, Kind::SystemHistory));
+    ops.push(op("POST", "/fhir", None, Kind::Batch));
     ops.push(op("GET", "/fhir/Patient/{id}/$disclosures", Some("Patient"), Kind::Disclosures));
     ops.push(op("POST", "/fhir/AuditEvent/{id}/$review", Some("AuditEvent"), Kind::Review));
     ops.push(op("POST", "/fhir/{type}/$validate", None, Kind::Validate));

@@ -516,6 +516,34 @@ fn operation(o: &Operation, limits: &Limits, require_if_match: bool) -> Value {
             responses.insert("415".into(), error("Not FHIR JSON"));
             ("Review a break-glass access".into(), "reviewBreakGlass".into())
         }
+        Kind::Batch => {
+            // Entries are any request; each is answered in the response
+            // Bundle with its own status, so only the envelope is stated
+            // (the url's form and the 1,000-entry bound are the 400s).
+            let entry = json!({"type": "object", "required": ["request"], "properties": {
+                "fullUrl": {"type": "string"},
+                "resource": {"type": "object"},
+                "request": {"type": "object", "required": ["method", "url"], "properties": {
+                    "method": {"type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]},
+                    "url": {"type": "string", "minLength": 1}}}}});
+            let batch = json!({"type": "object", "required": ["resourceType", "type"], "properties": {
+                "resourceType": {"type": "string", "enum": ["Bundle"]},
+                "type": {"type": "string", "enum": ["batch"]},
+                "entry": {"type": "array", "items": entry}}});
+            request_body = body(batch, "application/fhir+json");
+            responses.insert(
+                "200".into(),
+                json!({"description": "A batch-response Bundle: one entry per request, in order, each with its status", "content": fhir(bundle.clone())}),
+            );
+            for (s, d) in [
+                ("400", "Not a well-formed batch Bundle (each problem at its entry)"),
+                ("413", "Bundle too large"),
+                ("415", "Not FHIR JSON"),
+            ] {
+                responses.insert(s.into(), error(d));
+            }
+            ("Run a batch of requests".into(), "batch".into())
+        }
         Kind::BinaryCreate => {
             request_body = body(body_schema, "application/fhir+json");
             responses.insert("201".into(), json!({"description": "Created", "content": fhir(resource.clone())}));
@@ -636,7 +664,7 @@ pub fn document(base_url: &str, limits: &Limits, require_if_match: bool) -> Valu
         "Bundle".into(),
         json!({"type": "object", "required": ["resourceType", "type"],
         "properties": {"resourceType": {"type": "string", "enum": ["Bundle"]},
-            "type": {"type": "string", "enum": ["searchset", "history", "collection"]},
+            "type": {"type": "string", "enum": ["searchset", "history", "collection", "batch-response"]},
             "total": {"type": "integer", "minimum": 0},
             "link": {"type": "array", "items": {"type": "object", "required": ["relation", "url"]}},
             "entry": {"type": "array", "items": {"type": "object"}}}}),

@@ -85,7 +85,10 @@ pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) ->
                 "description": "Bearer JWT (RS256/ES256) from the configured OpenID Connect issuer; roles from a configured claim narrowed by SMART v2 scopes; X-Purpose-Of-Use recorded on every access; ETREAT (break-glass) is read-only and needs X-Break-Glass-Reason-Code and a written X-Break-Glass-Reason; each use is alerted and queued for review. Consents are recorded by the consent authority roles only."
             },
             "resource": resources,
-            "interaction": [{"code": "history-system", "documentation": "One patient's compartment: patient=Patient/{id} (or the token's patient context), _since, _count."}],
+            "interaction": [
+                {"code": "history-system", "documentation": "One patient's compartment: patient=Patient/{id} (or the token's patient context), _since, _count."},
+                {"code": "batch", "documentation": "POST /fhir with a batch Bundle: each entry served as the same request alone (authorized, consent-checked, validated, audited), each with its own status; no links between entries. DocumentReference and AuditEvent are not carried."},
+            ],
             "operation": [{"name": "validate", "definition": VALIDATE}],
         }],
     })

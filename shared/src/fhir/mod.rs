@@ -3,6 +3,7 @@
 //! profiles) and the rules medrec adds per resource type.
 
 pub mod bundle;
+pub mod bundle_request;
 pub mod capability;
 pub mod clinical;
 pub mod cvx;

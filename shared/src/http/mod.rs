@@ -84,6 +84,7 @@ pub fn error_response(e: &Error) -> Response<Body> {
         Error::NotAcceptable => (406, "not-supported", "medrec answers with application/fhir+json only".into()),
         Error::MethodNotAllowed => (405, "not-supported", "method not allowed on this resource".into()),
         Error::Invalid(issues) => return response(422, Some(&operation_outcome(issues)), &[]),
+        Error::Malformed(issues) => return response(400, Some(&operation_outcome(issues)), &[]),
         Error::Throttled => (429, "throttled", "too many requests; retry later".into()),
         Error::TooCostly(m) => (400, "too-costly", m.clone()),
         Error::Unavailable(_) => (503, "transient", "a dependency is unavailable; retry later".into()),

@@ -14,6 +14,7 @@ use crate::runtime::{BootError, Runtime};
 use crate::service::records::{HistoryResult, Query, SearchResult, Stored, DEFAULT_PAGE};
 use crate::service::Caller;
 
+mod batch;
 mod results;
 use lambda_http::{Body, Request, Response};
 pub use results::ResultParams;
@@ -313,9 +314,13 @@ pub const SERVED_BY_OWN_FUNCTION: [&str; 4] = ["Patient", "Consent", "DocumentRe
 /// (`/fhir/{type}/...`), which must be a type of the resource table.
 pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut AuditEntry) -> Result<Response<Body>> {
     let Ctx { route, params, req, caller, base } = ctx;
-    if route.interaction == "history-system" {
-        let h = rt.services.history(caller, None, http::query(req)?, audit).await?;
-        return Ok(history_response(base, "/fhir/_history", h));
+    match route.interaction {
+        "history-system" => {
+            let h = rt.services.history(caller, None, http::query(req)?, audit).await?;
+            return Ok(history_response(base, "/fhir/_history", h));
+        }
+        "batch" => return batch::serve(rt, req, caller, base, audit).await,
+        _ => {}
     }
     let (ty, params) = match route.path.split('/').nth(2).unwrap_or_default() {
         "{type}" => {
@@ -327,6 +332,13 @@ pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut Au
         }
         literal => (literal, params),
     };
+    serve_type(rt, ty, Ctx { route, params, req, caller, base }, audit).await
+}
+
+/// REST for one served type, its name already checked; `params` follow
+/// the type in the route (id, version, operation).
+async fn serve_type(rt: &Runtime, ty: &str, ctx: Ctx<'_>, audit: &mut AuditEntry) -> Result<Response<Body>> {
+    let Ctx { route, params, req, caller, base } = ctx;
     let svc = &rt.services;
     let max = rt.config.max_body_bytes;
     // `/fhir/{type}/_history` arrives on the instance routes: GET is the

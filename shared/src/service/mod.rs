@@ -215,6 +215,12 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         self.check(caller, resource_type, action, None)
     }
 
+    /// Stores the audit record of a request that touched no record itself
+    /// (a batch Bundle, whose entries leave their own).
+    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<()> {
+        self.store.audit(entry, vec![]).await.map_err(Into::into)
+    }
+
     /// Records a failed or denied attempt. Best effort: the caller already
     /// gets an error, and a failure to audit it is logged, not hidden.
     pub async fn audit_failure(

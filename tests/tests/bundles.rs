@@ -1,0 +1,247 @@
+//! Batch Bundles at the base URL (`POST /fhir`, R4 http.html#transaction):
+//! every entry is answered as the same request alone would be (its status,
+//! its resource or OperationOutcome, its audit record), a malformed Bundle
+//! is refused whole with each problem at its entry, and a batch gives a
+//! caller nothing the same requests alone would not.
+
+use base64::Engine;
+use medrec_e2e::{canary_patient, consent, unique_tag, Harness};
+use medrec_shared::fhir::validator::model;
+use serde_json::{json, Value};
+
+fn assert_valid(what: &str, v: &Value) {
+    let errors: Vec<String> =
+        model().validate(v).into_iter().filter(|i| i.is_error()).map(|i| format!("{i:?}")).collect();
+    assert!(errors.is_empty(), "{what}: {errors:?}");
+}
+
+fn batch(entries: Vec<Value>) -> String {
+    json!({"resourceType": "Bundle", "type": "batch", "entry": entries}).to_string()
+}
+
+fn request(method: &str, url: &str) -> Value {
+    json!({"request": {"method": method, "url": url}})
+}
+
+fn with_resource(method: &str, url: &str, resource: Value) -> Value {
+    json!({"resource": resource, "request": {"method": method, "url": url}})
+}
+
+fn observation(patient: &str, code: &str) -> Value {
+    json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": format!("Patient/{patient}")}, "effectiveDateTime": "2026-11-20T09:00:00Z",
+        "valueQuantity": {"value": 1.50, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"}})
+}
+
+fn statuses(response: &Value) -> Vec<String> {
+    response["entry"].as_array().unwrap().iter().map(|e| e["response"]["status"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answers_each_entry_as_that_request_alone() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-batch");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let existing = h.create_id(&t, &observation(&patient, "2339-0")).await;
+    let patch = base64::engine::general_purpose::STANDARD
+        .encode(json!([{"op": "replace", "path": "/status", "value": "amended"}]).to_string());
+    let mut condition_in_future = json!({"resourceType": "Condition", "subject": {"reference": format!("Patient/{patient}")},
+        "onsetDateTime": "2999-01-01"});
+    condition_in_future["clinicalStatus"] =
+        json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]});
+    let mut replacement = observation(&patient, "2339-0");
+    replacement["id"] = json!(existing);
+    let entries = vec![
+        with_resource("POST", "Observation", observation(&patient, "718-7")),
+        with_resource("POST", "Condition", condition_in_future),
+        request("GET", &format!("Patient/{patient}")),
+        request("GET", &format!("Observation?patient={patient}&code=2339-0")),
+        json!({"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": patch},
+            "request": {"method": "PATCH", "url": format!("Observation/{existing}"), "ifMatch": "W/\"1\""}}),
+        json!({"resource": replacement,
+            "request": {"method": "PUT", "url": format!("Observation/{existing}"), "ifMatch": "W/\"1\""}}),
+        request("GET", "Observation/nosuchrecord"),
+        request("HEAD", &format!("Patient/{patient}")),
+        request("GET", "DocumentReference?patient=x"),
+        request("GET", "Nothing/1"),
+        request("DELETE", &format!("Observation/{existing}")),
+    ];
+    // The decimal as sent, with its trailing zero.
+    let body = batch(entries).replacen("\"value\":1.5}", "\"value\":1.50}", 1);
+    assert!(body.contains("1.50"));
+    let r = h.call("POST", "/fhir", Some(&t), &[], Some(&body)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    assert_valid("batch-response", &out);
+    assert_eq!(out["type"], "batch-response");
+    assert_eq!(
+        statuses(&out),
+        [
+            "201 Created",
+            "422 Unprocessable Entity",
+            "200 OK",
+            "200 OK",
+            "200 OK",
+            "412 Precondition Failed",
+            "404 Not Found",
+            "200 OK",
+            "404 Not Found",
+            "404 Not Found",
+            "403 Forbidden",
+        ]
+    );
+    let e = out["entry"].as_array().unwrap();
+    // A create: its resource, where it lives, its version; exact decimals.
+    let created = &e[0]["resource"];
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(created["valueQuantity"]["value"].to_string(), "1.50");
+    assert!(e[0]["response"]["location"].as_str().unwrap().ends_with(&format!("/fhir/Observation/{id}/_history/1")));
+    assert_eq!(
+        (e[0]["response"]["etag"].as_str(), e[0]["fullUrl"].as_str().map(|u| u.ends_with(id))),
+        (Some("W/\"1\""), Some(true))
+    );
+    assert_eq!(e[0]["response"]["lastModified"], created["meta"]["lastUpdated"]);
+    // A refusal: the OperationOutcome at the element, as alone.
+    assert_eq!(e[1]["response"]["outcome"]["issue"][0]["expression"][0], "Condition.onsetDateTime");
+    assert!(e[1].get("resource").is_none());
+    assert_eq!(e[2]["resource"]["id"], patient);
+    assert_eq!((e[3]["resource"]["type"].as_str(), e[3]["resource"]["total"].as_u64()), (Some("searchset"), Some(1)));
+    assert_eq!(e[4]["resource"]["status"], "amended");
+    assert!(e[7].get("resource").is_none(), "HEAD answers without a body");
+    // What the entries did is there afterwards, as alone.
+    assert_eq!(h.get(&format!("/fhir/Observation/{id}"), &t).await.status, 200);
+    // Deleting is the administrator's, in a batch as alone.
+    assert_eq!(h.get(&format!("/fhir/Observation/{existing}"), &t).await.json()["status"], "amended");
+
+    // Each entry is audited as its request, and the batch once more.
+    let audits = h.audit_events_of("dr-batch").await;
+    let subtypes = |code: &str| audits.iter().filter(|a| a["subtype"][0]["code"] == code).count();
+    assert_eq!(subtypes("batch"), 1);
+    assert!(subtypes("create") >= 2 && subtypes("patch") == 1 && subtypes("delete") == 1, "{audits:?}");
+    assert!(audits.iter().any(|a| a["subtype"][0]["code"] == "create" && a["outcome"] != "0"), "the refused create");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_batch_is_refused_whole_and_stores_nothing() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-malformed-batch");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let records = || async {
+        let items = h.scan(&h.table("RecordsTable")).await;
+        items.iter().filter(|i| i["pk"].as_s().is_ok_and(|p| p.starts_with("P#"))).count()
+    };
+    let before = records().await;
+    let post = with_resource("POST", "Observation", observation(&patient, "718-7"));
+    let cases: Vec<(String, u16, &str)> = vec![
+        (batch(vec![post.clone(), request("TRACE", "Patient")]), 400, "Bundle.entry[1].request.method"),
+        (
+            batch(vec![post.clone(), request("GET", "https://elsewhere.example/fhir/Patient/1")]),
+            400,
+            "Bundle.entry[1].request.url",
+        ),
+        (
+            batch(vec![post.clone(), with_resource("PUT", "Observation/1", json!({"resourceType": "Patient"}))]),
+            400,
+            "Bundle.entry[1].resource",
+        ),
+        (json!({"resourceType": "Bundle", "type": "collection", "entry": [post]}).to_string(), 400, "Bundle.type"),
+        (json!({"resourceType": "Bundle", "type": "transaction", "entry": [post]}).to_string(), 422, "Bundle.type"),
+        (batch(vec![request("GET", "Patient/1"); 1_001]), 400, "Bundle.entry"),
+    ];
+    for (body, status, at) in cases {
+        let r = h.call("POST", "/fhir", Some(&t), &[], Some(&body)).await;
+        assert_eq!(r.status, status, "{at}: {}", r.text());
+        let outcome = r.json();
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+        assert!(outcome["issue"].as_array().unwrap().iter().any(|i| i["expression"][0] == at), "{at}: {outcome}");
+    }
+    assert_eq!(h.call("POST", "/fhir", Some(&t), &[], Some("{\"resourceType\": \"Patient\"}")).await.status, 400);
+    assert_eq!(h.call("POST", "/fhir", None, &[], Some(&batch(vec![]))).await.status, 401);
+    assert_eq!(records().await, before, "nothing of a refused Bundle is stored");
+
+    // A batch's entries are independent: one naming another is refused, the other runs.
+    let linked = batch(vec![
+        json!({"fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a", "resource": canary_patient(&unique_tag()),
+            "request": {"method": "POST", "url": "Patient"}}),
+        with_resource("POST", "Observation", {
+            let mut o = observation(&patient, "718-7");
+            o["subject"]["reference"] = json!("urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a");
+            o
+        }),
+    ]);
+    let r = h.call("POST", "/fhir", Some(&t), &[], Some(&linked)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    assert_eq!(statuses(&out), ["201 Created", "400 Bad Request"]);
+    assert_eq!(out["entry"][1]["response"]["outcome"]["issue"][0]["expression"][0], "Bundle.entry[1].resource");
+    // An empty batch is answered by an empty batch-response (no empty array).
+    let empty = h.call("POST", "/fhir", Some(&t), &[], Some(&batch(vec![]))).await.json();
+    assert_eq!(empty, json!({"resourceType": "Bundle", "type": "batch-response"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_gives_no_caller_more_than_its_requests_alone() {
+    let h = Harness::start().await;
+    let registrar = h.token("registrar", "desk-batch");
+    let own = h.create_id(&registrar, &canary_patient(&unique_tag())).await;
+    let other = h.create_id(&registrar, &canary_patient(&unique_tag())).await;
+    let other_obs = h.create_id(&h.token("admin", "admin-batch"), &observation(&other, "718-7")).await;
+
+    // A patient's token: their own record, never another patient's.
+    let me = h.token_with("patient", "the-patient", &["patient/*.read"], Some(&own));
+    let entries = vec![
+        request("GET", &format!("Patient/{own}")),
+        request("GET", &format!("Patient/{other}")),
+        request("GET", &format!("Observation/{other_obs}")),
+        request("GET", &format!("Observation?patient={other}")),
+        with_resource("POST", "Observation", observation(&own, "718-7")),
+    ];
+    let singly: Vec<u16> = {
+        let mut s = vec![];
+        for e in &entries {
+            let url = format!("/fhir/{}", e["request"]["url"].as_str().unwrap());
+            let method = e["request"]["method"].as_str().unwrap();
+            let body = e.get("resource").map(Value::to_string);
+            s.push(h.call(method, &url, Some(&me), &[], body.as_deref()).await.status);
+        }
+        s
+    };
+    let r = h.call("POST", "/fhir", Some(&me), &[], Some(&batch(entries))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    let in_batch: Vec<u16> = statuses(&out).iter().map(|s| s[..3].parse().unwrap()).collect();
+    assert_eq!(in_batch, singly, "each entry answered as alone");
+    assert_eq!(in_batch[0], 200);
+    assert!(in_batch[1..].iter().all(|s| *s == 403 || *s == 404), "{in_batch:?}");
+    let e = out["entry"].as_array().unwrap();
+    assert!(e[1..].iter().all(|e| e.get("resource").is_none()), "nothing of the other patient: {out}");
+
+    // A clinician the patient refused stays refused, and cannot lift the
+    // refusal from inside a batch (consents are the consent authority's).
+    let deny = consent(
+        &own,
+        json!({"type": "permit", "provision": [{"type": "deny",
+            "actor": [{"role": {"coding": [{"code": "PRCP"}]}, "reference": {"reference": "Practitioner/dr-refused"}}]}]}),
+    );
+    assert_eq!(h.call("POST", "/fhir/Consent", Some(&registrar), &[], Some(&deny.to_string())).await.status, 201);
+    let refused = h.token("clinician", "dr-refused");
+    let mut permit = consent(&own, json!({"type": "permit"}));
+    permit["dateTime"] = json!("2026-11-30");
+    let r = h
+        .call(
+            "POST",
+            "/fhir",
+            Some(&refused),
+            &[],
+            Some(&batch(vec![
+                with_resource("POST", "Consent", permit),
+                request("GET", &format!("Patient/{own}")),
+                request("GET", &format!("Observation?patient={own}")),
+            ])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(statuses(&r.json()), ["403 Forbidden", "403 Forbidden", "403 Forbidden"]);
+    assert_eq!(h.get(&format!("/fhir/Patient/{own}"), &refused).await.status, 403, "still refused");
+}
