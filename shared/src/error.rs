@@ -45,6 +45,11 @@ pub enum Error {
     /// (a Bundle's entries): 400, where an invalid resource is 422.
     #[error("malformed request ({} issues)", .0.len())]
     Malformed(Vec<Issue>),
+    /// An entry of a transaction Bundle failed, and with it the whole
+    /// transaction: the entry's own status and OperationOutcome, its
+    /// issues located in the Bundle.
+    #[error("transaction entry {index} failed with {status}")]
+    EntryFailed { index: usize, status: u16, outcome: serde_json::Value },
     #[error("throttled")]
     Throttled,
     /// A request whose work would pass a configured bound (400, too-costly).
@@ -71,6 +76,9 @@ pub enum PortError {
     Backend { service: &'static str, detail: String },
     #[error("stored data is corrupt or was tampered with: {0}")]
     Integrity(String),
+    /// The changes need more items than one transaction holds.
+    #[error("{items} items exceed one transaction's {limit}")]
+    TooLarge { items: usize, limit: usize },
 }
 
 impl From<PortError> for Error {
@@ -80,6 +88,9 @@ impl From<PortError> for Error {
             PortError::Throttled(_) => Error::Throttled,
             PortError::Backend { service, .. } => Error::Unavailable(service.into()),
             PortError::Integrity(what) => Error::Internal(format!("integrity check failed: {what}")),
+            PortError::TooLarge { items, limit } => Error::TooCostly(format!(
+                "the changes need {items} storage items and one atomic commit holds {limit}; send fewer entries"
+            )),
         }
     }
 }

@@ -24,6 +24,37 @@ struct Inner {
 }
 
 impl Inner {
+    fn apply(&mut self, w: ResourceWrite) {
+        let key = (w.resource_type.to_owned(), w.id.clone());
+        if let Some(k) = w.new_wrapped_key {
+            self.keys.insert(w.patient.clone(), k);
+        }
+        if w.expected_version.is_none() && w.resource_type != "Patient" {
+            self.locators.insert(key.clone(), w.patient.clone());
+        }
+        for t in &w.previous_tokens {
+            self.index.remove(&(format!("{}#{t}", w.resource_type), w.id.clone()));
+        }
+        for t in &w.tokens {
+            self.index.insert((format!("{}#{t}", w.resource_type), w.id.clone()));
+        }
+        let v = Version {
+            version: w.version,
+            deleted: w.deleted,
+            last_updated: w.last_updated.clone(),
+            ciphertext: w.ciphertext.clone(),
+        };
+        self.versions.insert((key.0.clone(), key.1.clone(), w.version), v);
+        let current = Current {
+            version: w.version,
+            deleted: w.deleted,
+            last_updated: w.last_updated,
+            tokens: w.tokens,
+            ciphertext: w.ciphertext,
+        };
+        self.current.insert(key, current);
+    }
+
     fn append(&mut self, audit: &AuditEntry) {
         let body = audit.to_fhir().to_string();
         if let (Some(bg), Some(patient)) = (&audit.break_glass, &audit.patient) {
@@ -161,43 +192,28 @@ impl RecordStore for MemoryStore {
     }
 
     async fn commit(&self, w: ResourceWrite, audit: &AuditEntry, events: Vec<DomainEvent>) -> Result<(), PortError> {
+        self.commit_all(vec![w], std::slice::from_ref(audit), events).await
+    }
+
+    async fn commit_all(
+        &self,
+        writes: Vec<ResourceWrite>,
+        audits: &[AuditEntry],
+        events: Vec<DomainEvent>,
+    ) -> Result<(), PortError> {
         let mut inner = self.inner.lock().expect("lock");
-        let key = (w.resource_type.to_owned(), w.id.clone());
-        let current_version = inner.current.get(&key).map(|c| c.version);
-        if current_version != w.expected_version || (w.new_wrapped_key.is_some() && inner.keys.contains_key(&w.patient))
-        {
-            return Err(PortError::ConditionFailed(0));
+        for (i, w) in writes.iter().enumerate() {
+            let current_version = inner.current.get(&(w.resource_type.to_owned(), w.id.clone())).map(|c| c.version);
+            if current_version != w.expected_version
+                || (w.new_wrapped_key.is_some() && inner.keys.contains_key(&w.patient))
+            {
+                return Err(PortError::ConditionFailed(i));
+            }
         }
-        if let Some(k) = w.new_wrapped_key {
-            inner.keys.insert(w.patient.clone(), k);
+        for w in writes {
+            inner.apply(w);
         }
-        if w.expected_version.is_none() && w.resource_type != "Patient" {
-            inner.locators.insert(key.clone(), w.patient.clone());
-        }
-        for t in &w.previous_tokens {
-            inner.index.remove(&(format!("{}#{t}", w.resource_type), w.id.clone()));
-        }
-        for t in &w.tokens {
-            inner.index.insert((format!("{}#{t}", w.resource_type), w.id.clone()));
-        }
-        let v = Version {
-            version: w.version,
-            deleted: w.deleted,
-            last_updated: w.last_updated.clone(),
-            ciphertext: w.ciphertext.clone(),
-        };
-        inner.versions.insert((key.0.clone(), key.1.clone(), w.version), v);
-        inner.current.insert(
-            key,
-            Current {
-                version: w.version,
-                deleted: w.deleted,
-                last_updated: w.last_updated,
-                tokens: w.tokens,
-                ciphertext: w.ciphertext,
-            },
-        );
-        inner.append(audit);
+        audits.iter().for_each(|a| inner.append(a));
         inner.events.extend(events);
         Ok(())
     }

@@ -154,6 +154,15 @@ pub trait RecordStore: Send + Sync {
         audit: &AuditEntry,
         events: Vec<DomainEvent>,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Commits several changes (of any compartments), their audit records
+    /// and events in one transaction: all or none, a transaction Bundle's
+    /// commit. `TooLarge` when they exceed what one transaction holds.
+    fn commit_all(
+        &self,
+        writes: Vec<ResourceWrite>,
+        audits: &[AuditEntry],
+        events: Vec<DomainEvent>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Stores an audit record (and events) with no resource change.
     fn audit(
         &self,

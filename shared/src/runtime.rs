@@ -12,10 +12,12 @@ use crate::crypto::keycache::{KeyCache, Limits};
 use crate::crypto::DataKey;
 use crate::error::{Error, PortError};
 use crate::http;
+use crate::service::staging::Staging;
 use crate::service::{Caller, ServiceKeys, Services};
 use lambda_http::{Body, Request, Response};
 
-pub type AwsServices = Services<DynamoStore, KmsKeys>;
+/// The store stages inside a transaction Bundle (`service::staging`).
+pub type AwsServices = Services<Staging<DynamoStore>, KmsKeys>;
 
 /// Name of the root secret item and the KMS context purpose that binds it.
 const ROOT_SECRET: &str = "ROOT_SECRET";
@@ -75,11 +77,12 @@ impl Runtime {
             max_bytes: config.key_cache_max_bytes,
             max_entries: config.key_cache_max_entries,
         });
-        let services = Services::new(store, kms, cache, keys.blind_index, keys.cursor, config.function_name.clone())
-            .with_consent_default(config.consent_default)
-            .with_consent_authority(config.consent_authority.clone())
-            .with_limits(config.limits)
-            .with_required_if_match(config.require_if_match);
+        let services =
+            Services::new(Staging(store), kms, cache, keys.blind_index, keys.cursor, config.function_name.clone())
+                .with_consent_default(config.consent_default)
+                .with_consent_authority(config.consent_authority.clone())
+                .with_limits(config.limits)
+                .with_required_if_match(config.require_if_match);
         let local = config.deployment == Deployment::Local;
         let source = HttpKeySetSource::new(&config.jwks_url, local).map_err(BootError::Jwks)?;
         let policy = TokenPolicy {

@@ -44,6 +44,8 @@ async fn a_batch_answers_each_entry_as_that_request_alone() {
     let t = h.token("clinician", "dr-batch");
     let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
     let existing = h.create_id(&t, &observation(&patient, "2339-0")).await;
+    // Entries run concurrently, so each write names its own resource.
+    let other = h.create_id(&t, &observation(&patient, "2339-0")).await;
     let patch = base64::engine::general_purpose::STANDARD
         .encode(json!([{"op": "replace", "path": "/status", "value": "amended"}]).to_string());
     let mut condition_in_future = json!({"resourceType": "Condition", "subject": {"reference": format!("Patient/{patient}")},
@@ -51,7 +53,7 @@ async fn a_batch_answers_each_entry_as_that_request_alone() {
     condition_in_future["clinicalStatus"] =
         json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]});
     let mut replacement = observation(&patient, "2339-0");
-    replacement["id"] = json!(existing);
+    replacement["id"] = json!(other);
     let entries = vec![
         with_resource("POST", "Observation", observation(&patient, "718-7")),
         with_resource("POST", "Condition", condition_in_future),
@@ -60,7 +62,7 @@ async fn a_batch_answers_each_entry_as_that_request_alone() {
         json!({"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": patch},
             "request": {"method": "PATCH", "url": format!("Observation/{existing}"), "ifMatch": "W/\"1\""}}),
         json!({"resource": replacement,
-            "request": {"method": "PUT", "url": format!("Observation/{existing}"), "ifMatch": "W/\"1\""}}),
+            "request": {"method": "PUT", "url": format!("Observation/{other}"), "ifMatch": "W/\"2\""}}),
         request("GET", "Observation/nosuchrecord"),
         request("HEAD", &format!("Patient/{patient}")),
         request("GET", "DocumentReference?patient=x"),
@@ -106,7 +108,7 @@ async fn a_batch_answers_each_entry_as_that_request_alone() {
     assert_eq!(e[1]["response"]["outcome"]["issue"][0]["expression"][0], "Condition.onsetDateTime");
     assert!(e[1].get("resource").is_none());
     assert_eq!(e[2]["resource"]["id"], patient);
-    assert_eq!((e[3]["resource"]["type"].as_str(), e[3]["resource"]["total"].as_u64()), (Some("searchset"), Some(1)));
+    assert_eq!((e[3]["resource"]["type"].as_str(), e[3]["resource"]["total"].as_u64()), (Some("searchset"), Some(2)));
     assert_eq!(e[4]["resource"]["status"], "amended");
     assert!(e[7].get("resource").is_none(), "HEAD answers without a body");
     // What the entries did is there afterwards, as alone.
@@ -146,7 +148,6 @@ async fn a_malformed_batch_is_refused_whole_and_stores_nothing() {
             "Bundle.entry[1].resource",
         ),
         (json!({"resourceType": "Bundle", "type": "collection", "entry": [post]}).to_string(), 400, "Bundle.type"),
-        (json!({"resourceType": "Bundle", "type": "transaction", "entry": [post]}).to_string(), 422, "Bundle.type"),
         (batch(vec![request("GET", "Patient/1"); 1_001]), 400, "Bundle.entry"),
     ];
     for (body, status, at) in cases {
@@ -244,4 +245,239 @@ async fn a_batch_gives_no_caller_more_than_its_requests_alone() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(statuses(&r.json()), ["403 Forbidden", "403 Forbidden", "403 Forbidden"]);
     assert_eq!(h.get(&format!("/fhir/Patient/{own}"), &refused).await.status, 403, "still refused");
+}
+
+fn transaction(entries: Vec<Value>) -> String {
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string()
+}
+
+fn linked(full_url: &str, url: &str, resource: Value) -> Value {
+    json!({"fullUrl": full_url, "resource": resource, "request": {"method": "POST", "url": url}})
+}
+
+fn practitioner(npi: &str) -> Value {
+    json!({"resourceType": "Practitioner", "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": npi}],
+        "name": [{"family": "Osler", "given": ["William"]}]})
+}
+
+fn npi_reference(npi: &str) -> String {
+    format!("Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|{npi}")
+}
+
+/// A patient's first visit as an EHR sends it: the Patient, an Encounter and
+/// a Condition naming each other (a cycle), Observations naming all three and
+/// their performer by a conditional reference, every link an urn:uuid.
+fn first_visit(patient: Value, npi: &str, observations: usize) -> Vec<Value> {
+    let (p, e, c) = (
+        "urn:uuid:0f0c3a4e-8a2b-4a57-9b55-3f4b8e9a0001",
+        "urn:uuid:0f0c3a4e-8a2b-4a57-9b55-3f4b8e9a0002",
+        "urn:uuid:0f0c3a4e-8a2b-4a57-9b55-3f4b8e9a0003",
+    );
+    let mut entries = vec![
+        linked(p, "Patient", patient),
+        linked(
+            e,
+            "Encounter",
+            json!({"resourceType": "Encounter", "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                "subject": {"reference": p}, "reasonReference": [{"reference": c}]}),
+        ),
+        linked(
+            c,
+            "Condition",
+            json!({"resourceType": "Condition", "subject": {"reference": p}, "encounter": {"reference": e},
+                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]}}),
+        ),
+    ];
+    for n in 0..observations {
+        let mut o = observation("placeholder", "2339-0");
+        o["subject"]["reference"] = json!(p);
+        o["encounter"] = json!({"reference": e});
+        o["performer"] = json!([{"reference": npi_reference(npi)}]);
+        entries.push(linked(&format!("urn:uuid:0f0c3a4e-8a2b-4a57-9b55-3f4b8e9a1{n:03}"), "Observation", o));
+    }
+    entries
+}
+
+/// Every item of the harness' records table as text, sorted: the raw dump,
+/// but for the counters of failed requests (security alerting counts them).
+async fn records_dump(h: &Harness) -> Vec<String> {
+    let mut items: Vec<String> = h
+        .scan(&h.table("RecordsTable"))
+        .await
+        .iter()
+        .filter(|i| i["pk"].as_s().is_ok_and(|pk| !pk.starts_with("FAILS#") && !pk.starts_with("ONCE#")))
+        .map(|i| {
+            let mut kv: Vec<_> = i.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            kv.sort();
+            kv.join(",")
+        })
+        .collect();
+    items.sort();
+    items
+}
+
+fn assert_unchanged(before: &[String], after: &[String], what: &str) {
+    let added: Vec<&String> = after.iter().filter(|i| !before.contains(i)).collect();
+    let removed: Vec<&String> = before.iter().filter(|i| !after.contains(i)).collect();
+    assert!(added.is_empty() && removed.is_empty(), "{what}: added {added:?}, removed {removed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_commits_linked_entries_whole_with_their_links_resolved() {
+    let h = Harness::start().await;
+    let admin = h.token("admin", "admin-tx");
+    let npi = unique_tag();
+    let performer = h.create_id(&admin, &practitioner(&npi)).await;
+    let t = h.token("clinician", "dr-tx");
+    let mut entries = first_visit(canary_patient(&unique_tag()), &npi, 3);
+    entries.push(request("GET", &npi_reference(&npi)));
+    let r = h.call("POST", "/fhir", Some(&t), &[], Some(&transaction(entries))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    assert_valid("transaction-response", &out);
+    assert_eq!(out["type"], "transaction-response");
+    assert_eq!(
+        statuses(&out),
+        ["201 Created", "201 Created", "201 Created", "201 Created", "201 Created", "201 Created", "200 OK"]
+    );
+    let id = |i: usize| out["entry"][i]["resource"]["id"].as_str().unwrap().to_owned();
+    let (patient, encounter, condition) = (id(0), id(1), id(2));
+    assert_eq!(out["entry"][6]["resource"]["total"], 1, "reads run on the committed state");
+
+    // Every link is the server's id, in what is stored, cycles included.
+    let stored = |path: String| {
+        let (h, t) = (&h, &t);
+        async move {
+            let r = h.get(&path, t).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            r.json()
+        }
+    };
+    let enc = stored(format!("/fhir/Encounter/{encounter}")).await;
+    assert_eq!(enc["subject"]["reference"], format!("Patient/{patient}"));
+    assert_eq!(enc["reasonReference"][0]["reference"], format!("Condition/{condition}"));
+    let cond = stored(format!("/fhir/Condition/{condition}")).await;
+    assert_eq!(cond["encounter"]["reference"], format!("Encounter/{encounter}"));
+    for i in 3..6 {
+        let obs = stored(format!("/fhir/Observation/{}", id(i))).await;
+        assert_eq!(obs["subject"]["reference"], format!("Patient/{patient}"));
+        assert_eq!(obs["encounter"]["reference"], format!("Encounter/{encounter}"));
+        assert_eq!(obs["performer"][0]["reference"], format!("Practitioner/{performer}"));
+    }
+    let everything = stored(format!("/fhir/Patient/{patient}/$everything")).await.to_string();
+    assert!((0..6).all(|i| everything.contains(&format!("\"id\":\"{}\"", id(i)))), "{everything}");
+
+    // One audit record per entry, and the transaction's naming each change.
+    let audits = h.audit_events_of("dr-tx").await;
+    let tx: Vec<&Value> = audits.iter().filter(|a| a["subtype"][0]["code"] == "transaction").collect();
+    assert_eq!(tx.len(), 1, "{audits:?}");
+    assert_eq!(tx[0]["entity"].as_array().map(Vec::len), Some(6), "{}", tx[0]);
+    assert_eq!(audits.iter().filter(|a| a["subtype"][0]["code"] == "create").count(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_transaction_stores_nothing_and_names_the_entry() {
+    let h = Harness::start().await;
+    let admin = h.token("admin", "admin-tx-fail");
+    let (npi, twice) = (unique_tag(), unique_tag());
+    h.create_id(&admin, &practitioner(&npi)).await;
+    h.create_id(&admin, &practitioner(&twice)).await;
+    h.create_id(&admin, &practitioner(&twice)).await;
+    let t = h.token("clinician", "dr-tx-fail");
+    let own = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let before = records_dump(&h).await;
+
+    let mut future_onset = first_visit(canary_patient(&unique_tag()), &npi, 2);
+    future_onset[2]["resource"]["onsetDateTime"] = json!("2999-01-01");
+    let mut too_many = first_visit(canary_patient(&unique_tag()), &npi, 30);
+    too_many.truncate(33);
+    let cases: Vec<(Vec<Value>, u16, &str)> = vec![
+        (future_onset, 422, "Bundle.entry[2].resource.onsetDateTime"),
+        (first_visit(canary_patient(&unique_tag()), "no-such-npi", 1), 412, "Bundle.entry[3]"),
+        (first_visit(canary_patient(&unique_tag()), &twice, 1), 412, "Bundle.entry[3]"),
+        (too_many, 400, ""),
+        (
+            vec![
+                with_resource("POST", "Observation", observation(&own, "718-7")),
+                request("DELETE", &format!("Patient/{own}")),
+            ],
+            403,
+            "Bundle.entry[1]",
+        ),
+        (
+            vec![request("DELETE", &format!("Observation/{own}")), request("DELETE", &format!("Observation/{own}"))],
+            400,
+            "Bundle.entry[1].request.url",
+        ),
+    ];
+    for (entries, status, at) in cases {
+        let r = h.call("POST", "/fhir", Some(&t), &[], Some(&transaction(entries))).await;
+        assert_eq!(r.status, status, "{at}: {}", r.text());
+        let outcome = r.json();
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+        if !at.is_empty() {
+            assert!(outcome["issue"].as_array().unwrap().iter().any(|i| i["expression"][0] == at), "{at}: {outcome}");
+        }
+    }
+    assert_unchanged(&before, &records_dump(&h).await, "nothing of a failed transaction is stored");
+
+    // A patient's token cannot reach another patient from inside a
+    // transaction: that entry is refused as alone, and with it the whole.
+    let registrar = h.token("registrar", "desk-tx");
+    let other = h.create_id(&registrar, &canary_patient(&unique_tag())).await;
+    let me = h.token_with("patient", "tx-patient", &["patient/*.read", "patient/*.write"], Some(&own));
+    let before = records_dump(&h).await;
+    let r = h
+        .call(
+            "POST",
+            "/fhir",
+            Some(&me),
+            &[],
+            Some(&transaction(vec![
+                with_resource("POST", "Observation", observation(&own, "718-7")),
+                with_resource("POST", "Observation", observation(&other, "718-7")),
+            ])),
+        )
+        .await;
+    assert!(matches!(r.status, 403 | 404), "{}", r.text());
+    assert_unchanged(&before, &records_dump(&h).await, "not even the patient's own entry");
+
+    // Refusals are audited: the transaction, and the entry that failed it.
+    let audits = h.audit_events_of("dr-tx-fail").await;
+    let failed = |code: &str| audits.iter().filter(|a| a["subtype"][0]["code"] == code && a["outcome"] != "0").count();
+    assert_eq!(failed("transaction"), 6, "{audits:?}");
+    assert!(failed("create") >= 1 && failed("delete") >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_transactions_updating_one_version_exactly_one_wins() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-tx-race");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let obs = h.create_id(&t, &observation(&patient, "2339-0")).await;
+    let update = |status: &str| {
+        let mut o = observation(&patient, "2339-0");
+        o["id"] = json!(obs);
+        o["status"] = json!(status);
+        transaction(vec![
+            with_resource("POST", "Observation", observation(&patient, "718-7")),
+            json!({"resource": o, "request": {"method": "PUT", "url": format!("Observation/{obs}"), "ifMatch": "W/\"1\""}}),
+        ])
+    };
+    let (a, b) = (update("amended"), update("corrected"));
+    let (ra, rb) = tokio::join!(
+        h.call("POST", "/fhir", Some(&t), &[], Some(&a)),
+        h.call("POST", "/fhir", Some(&t), &[], Some(&b))
+    );
+    let mut outcome = [ra.status, rb.status];
+    outcome.sort();
+    assert!(outcome == [200, 409] || outcome == [200, 412], "{outcome:?}: {} {}", ra.text(), rb.text());
+    let current = h.get(&format!("/fhir/Observation/{obs}"), &t).await.json();
+    assert_eq!(current["meta"]["versionId"], "2");
+    let winner = if ra.status == 200 { "amended" } else { "corrected" };
+    assert_eq!(current["status"], winner);
+    let created = h.get(&format!("/fhir/Observation?patient={patient}&code=718-7"), &t).await.json();
+    assert_eq!(created["total"], 1, "the loser's create is not stored either");
 }

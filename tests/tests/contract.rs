@@ -120,6 +120,7 @@ async fn schemathesis_finds_no_failure_with_every_check() {
             .env("MEDREC_AUDITOR_TOKEN", auditor)
             .env("MEDREC_REGISTRAR_TOKEN", registrar)
             .env("NO_COLOR", "1")
+            .env("PYTHONPATH", root.join("tests/contract/python"))
             .output()
             .expect("schemathesis runs (make setup installs it)")
     })

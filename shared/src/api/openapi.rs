@@ -517,8 +517,9 @@ fn operation(o: &Operation, limits: &Limits, require_if_match: bool) -> Value {
             ("Review a break-glass access".into(), "reviewBreakGlass".into())
         }
         Kind::Batch => {
-            // Entries are any request; each is answered in the response
-            // Bundle with its own status, so only the envelope is stated
+            // Entries are any request; a batch answers each in the response
+            // Bundle with its own status, a transaction fails whole with
+            // the failing entry's status, so only the envelope is stated
             // (the url's form and the 1,000-entry bound are the 400s).
             let entry = json!({"type": "object", "required": ["request"], "properties": {
                 "fullUrl": {"type": "string"},
@@ -528,21 +529,24 @@ fn operation(o: &Operation, limits: &Limits, require_if_match: bool) -> Value {
                     "url": {"type": "string", "minLength": 1}}}}});
             let batch = json!({"type": "object", "required": ["resourceType", "type"], "properties": {
                 "resourceType": {"type": "string", "enum": ["Bundle"]},
-                "type": {"type": "string", "enum": ["batch"]},
+                "type": {"type": "string", "enum": ["batch", "transaction"]},
                 "entry": {"type": "array", "items": entry}}});
             request_body = body(batch, "application/fhir+json");
             responses.insert(
                 "200".into(),
-                json!({"description": "A batch-response Bundle: one entry per request, in order, each with its status", "content": fhir(bundle.clone())}),
+                json!({"description": "A batch-response or transaction-response Bundle: one entry per request, in order, each with its status", "content": fhir(bundle.clone())}),
             );
             for (s, d) in [
-                ("400", "Not a well-formed batch Bundle (each problem at its entry)"),
+                ("400", "Not a well-formed batch or transaction Bundle (each problem at its entry), or a transaction larger than one atomic commit"),
+                ("409", "A resource of the transaction changed concurrently; nothing was stored"),
+                ("412", "A transaction's conditional reference, create or update found no or several resources"),
                 ("413", "Bundle too large"),
                 ("415", "Not FHIR JSON"),
+                ("422", "A transaction entry is not valid; nothing was stored"),
             ] {
                 responses.insert(s.into(), error(d));
             }
-            ("Run a batch of requests".into(), "batch".into())
+            ("Run a batch or a transaction of requests".into(), "batch".into())
         }
         Kind::BinaryCreate => {
             request_body = body(body_schema, "application/fhir+json");
@@ -664,7 +668,7 @@ pub fn document(base_url: &str, limits: &Limits, require_if_match: bool) -> Valu
         "Bundle".into(),
         json!({"type": "object", "required": ["resourceType", "type"],
         "properties": {"resourceType": {"type": "string", "enum": ["Bundle"]},
-            "type": {"type": "string", "enum": ["searchset", "history", "collection", "batch-response"]},
+            "type": {"type": "string", "enum": ["searchset", "history", "collection", "batch-response", "transaction-response"]},
             "total": {"type": "integer", "minimum": 0},
             "link": {"type": "array", "items": {"type": "object", "required": ["relation", "url"]}},
             "entry": {"type": "array", "items": {"type": "object"}}}}),

@@ -265,7 +265,7 @@ impl DynamoStore {
                 put(&self.tables.audit, head_item, Some("seq = :seq"), &[(":seq", n(head.seq))])
             });
             if all.len() > MAX_TRANSACTION_ITEMS {
-                return Err(PortError::Backend { service: "dynamodb", detail: "transaction too large".into() });
+                return Err(PortError::TooLarge { items: all.len(), limit: MAX_TRANSACTION_ITEMS });
             }
             // The token makes the SDK's own retries of this attempt idempotent:
             // a retry after a lost response must not look like a lost race.
@@ -399,6 +399,71 @@ impl DynamoStore {
 
     /// Whether the version `w` writes is stored exactly as `w` has it: the
     /// same ciphertext (a fresh random nonce each time) and timestamp.
+    /// The items of one resource change: its compartment's key when it
+    /// opens one, its locator when it is new, the current and version
+    /// items (conditional on the version it replaces) and its index entries.
+    fn resource_items(&self, w: &ResourceWrite) -> Vec<TransactWriteItem> {
+        let t = &self.tables.records;
+        let pk = patient_pk(&w.patient);
+        let mut items = Vec::new();
+        if let Some(wrapped) = &w.new_wrapped_key {
+            let item = HashMap::from([
+                ("pk".to_owned(), s(&pk)),
+                ("sk".to_owned(), s("KEY")),
+                ("wk".to_owned(), b(wrapped)),
+                ("created".to_owned(), s(&w.last_updated)),
+            ]);
+            items.push(put(t, item, Some("attribute_not_exists(pk)"), &[]));
+        }
+        if w.expected_version.is_none() && w.resource_type != "Patient" {
+            let item = HashMap::from([
+                ("pk".to_owned(), s(locator_pk(w.resource_type, &w.id))),
+                ("sk".to_owned(), s("L")),
+                ("p".to_owned(), s(&w.patient)),
+            ]);
+            items.push(put(t, item, Some("attribute_not_exists(pk)"), &[]));
+        }
+        let mut base = HashMap::from([
+            ("pk".to_owned(), s(&pk)),
+            ("ver".to_owned(), n(w.version)),
+            ("del".to_owned(), AV::Bool(w.deleted)),
+            ("upd".to_owned(), s(&w.last_updated)),
+            ("type".to_owned(), s(w.resource_type)),
+        ]);
+        if let Some(ct) = &w.ciphertext {
+            base.insert("ct".into(), b(ct));
+        }
+        let mut current = base.clone();
+        current.insert("sk".into(), s(current_sk(w.resource_type, &w.id)));
+        current.insert("tok".into(), AV::L(w.tokens.iter().map(s).collect()));
+        items.push(match w.expected_version {
+            None => put(t, current, Some("attribute_not_exists(pk)"), &[]),
+            Some(ev) => put(t, current, Some("ver = :ev"), &[(":ev", n(ev))]),
+        });
+        let mut version = base;
+        version.insert("sk".into(), s(version_sk(w.resource_type, &w.id, w.version)));
+        items.push(put(t, version, Some("attribute_not_exists(pk)"), &[]));
+        for token in w.tokens.iter().filter(|t| !w.previous_tokens.contains(t)) {
+            let item = HashMap::from([
+                ("pk".to_owned(), s(&pk)),
+                ("sk".to_owned(), s(format!("I#{}#{}#{token}", w.resource_type, w.id))),
+                ("ix".to_owned(), s(format!("{}#{token}", w.resource_type))),
+                ("ixs".to_owned(), s(&w.id)),
+            ]);
+            items.push(put(t, item, None, &[]));
+        }
+        for token in w.previous_tokens.iter().filter(|t| !w.tokens.contains(t)) {
+            let del = Delete::builder()
+                .table_name(t)
+                .key("pk", s(&pk))
+                .key("sk", s(format!("I#{}#{}#{token}", w.resource_type, w.id)))
+                .build()
+                .expect("table and key set");
+            items.push(TransactWriteItem::builder().delete(del).build());
+        }
+        items
+    }
+
     async fn applied(&self, pk: &str, w: &ResourceWrite) -> Result<bool, PortError> {
         let out = self
             .client
@@ -688,64 +753,8 @@ impl RecordStore for DynamoStore {
     }
 
     async fn commit(&self, w: ResourceWrite, audit: &AuditEntry, events: Vec<DomainEvent>) -> Result<(), PortError> {
-        let t = &self.tables.records;
         let pk = patient_pk(&w.patient);
-        let mut items = Vec::new();
-        if let Some(wrapped) = &w.new_wrapped_key {
-            let item = HashMap::from([
-                ("pk".to_owned(), s(&pk)),
-                ("sk".to_owned(), s("KEY")),
-                ("wk".to_owned(), b(wrapped)),
-                ("created".to_owned(), s(&w.last_updated)),
-            ]);
-            items.push(put(t, item, Some("attribute_not_exists(pk)"), &[]));
-        }
-        if w.expected_version.is_none() && w.resource_type != "Patient" {
-            let item = HashMap::from([
-                ("pk".to_owned(), s(locator_pk(w.resource_type, &w.id))),
-                ("sk".to_owned(), s("L")),
-                ("p".to_owned(), s(&w.patient)),
-            ]);
-            items.push(put(t, item, Some("attribute_not_exists(pk)"), &[]));
-        }
-        let mut base = HashMap::from([
-            ("pk".to_owned(), s(&pk)),
-            ("ver".to_owned(), n(w.version)),
-            ("del".to_owned(), AV::Bool(w.deleted)),
-            ("upd".to_owned(), s(&w.last_updated)),
-            ("type".to_owned(), s(w.resource_type)),
-        ]);
-        if let Some(ct) = &w.ciphertext {
-            base.insert("ct".into(), b(ct));
-        }
-        let mut current = base.clone();
-        current.insert("sk".into(), s(current_sk(w.resource_type, &w.id)));
-        current.insert("tok".into(), AV::L(w.tokens.iter().map(s).collect()));
-        items.push(match w.expected_version {
-            None => put(t, current, Some("attribute_not_exists(pk)"), &[]),
-            Some(ev) => put(t, current, Some("ver = :ev"), &[(":ev", n(ev))]),
-        });
-        let mut version = base;
-        version.insert("sk".into(), s(version_sk(w.resource_type, &w.id, w.version)));
-        items.push(put(t, version, Some("attribute_not_exists(pk)"), &[]));
-        for token in w.tokens.iter().filter(|t| !w.previous_tokens.contains(t)) {
-            let item = HashMap::from([
-                ("pk".to_owned(), s(&pk)),
-                ("sk".to_owned(), s(format!("I#{}#{}#{token}", w.resource_type, w.id))),
-                ("ix".to_owned(), s(format!("{}#{token}", w.resource_type))),
-                ("ixs".to_owned(), s(&w.id)),
-            ]);
-            items.push(put(t, item, None, &[]));
-        }
-        for token in w.previous_tokens.iter().filter(|t| !w.tokens.contains(t)) {
-            let del = Delete::builder()
-                .table_name(t)
-                .key("pk", s(&pk))
-                .key("sk", s(format!("I#{}#{}#{token}", w.resource_type, w.id)))
-                .build()
-                .expect("table and key set");
-            items.push(TransactWriteItem::builder().delete(del).build());
-        }
+        let mut items = self.resource_items(&w);
         items.extend(self.outbox_items(&events));
         match self.commit_with_audit(items, std::slice::from_ref(audit)).await {
             // A lost answer, then the SDK's retry meets the conditions the
@@ -758,6 +767,30 @@ impl RecordStore for DynamoStore {
                 false => Err(PortError::ConditionFailed(i)),
             },
             other => other,
+        }
+    }
+
+    async fn commit_all(
+        &self,
+        writes: Vec<ResourceWrite>,
+        audits: &[AuditEntry],
+        events: Vec<DomainEvent>,
+    ) -> Result<(), PortError> {
+        let mut items: Vec<TransactWriteItem> = writes.iter().flat_map(|w| self.resource_items(w)).collect();
+        items.extend(self.outbox_items(&events));
+        // Each audit record is a chain item, and the chain head one more.
+        let needed = items.len() + audits.len() + 1;
+        if needed > MAX_TRANSACTION_ITEMS {
+            return Err(PortError::TooLarge { items: needed, limit: MAX_TRANSACTION_ITEMS });
+        }
+        match (self.commit_with_audit(items, audits).await, writes.first()) {
+            // As for one change: a lost answer, then a retry meeting its own
+            // first version item, was applied whole.
+            (Err(PortError::ConditionFailed(i)), Some(w)) => match self.applied(&patient_pk(&w.patient), w).await? {
+                true => Ok(()),
+                false => Err(PortError::ConditionFailed(i)),
+            },
+            (other, _) => other,
         }
     }
 

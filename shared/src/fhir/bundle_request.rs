@@ -82,6 +82,9 @@ pub fn parse(bundle: &Value, max_entries: usize) -> Result<(Kind, Vec<EntryReque
             }
         }
     }
+    if kind == Kind::Transaction && issues.is_empty() {
+        issues.extend(changed_twice(&requests));
+    }
     if issues.is_empty() {
         Ok((kind, requests))
     } else {
@@ -211,6 +214,59 @@ pub fn processing_order(entries: &[EntryRequest]) -> Vec<usize> {
 /// Whether a value anywhere in `body` names one of the other entries by
 /// its `urn:` fullUrl: a link a batch cannot have (its entries are
 /// independent; R4 http.html#brules).
+/// A transaction changes a resource once (R4 http.html#trules: the
+/// outcome would depend on the order of entries of the same rank).
+fn changed_twice(requests: &[EntryRequest]) -> Vec<Issue> {
+    let mut seen = std::collections::BTreeSet::new();
+    requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r.method, "PUT" | "PATCH" | "DELETE") && !r.url.contains('?'))
+        .filter(|(_, r)| !seen.insert(r.url.as_str()))
+        .map(|(i, _)| {
+            Issue::error("duplicate", "a transaction changes a resource in one entry only")
+                .at(format!("Bundle.entry[{i}].request.url"))
+        })
+        .collect()
+}
+
+/// Replaces every string that is exactly one of `links`' keys (an entry's
+/// `urn:` fullUrl, a conditional reference) by its value (`Type/id`),
+/// wherever it stands: references in extensions and contained resources too.
+pub fn rewrite_links(body: &mut Value, links: &std::collections::HashMap<String, String>) {
+    match body {
+        Value::String(s) => {
+            if let Some(to) = links.get(s.as_str()) {
+                *s = to.clone();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_links(v, links)),
+        Value::Object(map) => map.values_mut().for_each(|v| rewrite_links(v, links)),
+        _ => {}
+    }
+}
+
+/// The conditional references of a resource (`Patient?identifier=s|v`,
+/// R4 http.html#trules), each to be resolved to the one resource it finds.
+pub fn conditional_references(body: &Value, out: &mut Vec<String>) {
+    match body {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("reference", Value::String(r)) if is_conditional_reference(r) => out.push(r.clone()),
+                    _ => conditional_references(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| conditional_references(v, out)),
+        _ => {}
+    }
+}
+
+fn is_conditional_reference(r: &str) -> bool {
+    r.split_once('?').is_some_and(|(ty, query)| is_relative(ty) && !ty.contains('/') && !query.is_empty())
+}
+
 pub fn links_to_entries(body: &Value, full_urls: &[&str]) -> bool {
     match body {
         Value::String(s) => s.starts_with("urn:") && full_urls.contains(&s.as_str()),
@@ -293,6 +349,26 @@ mod tests {
         let many = bundle("batch", Value::Array(vec![json!({"request": {"method": "GET", "url": "Patient/1"}}); 11]));
         assert_eq!(parse(&many, 10).unwrap_err()[0].code, "too-costly");
         assert_eq!(parse(&bundle("batch", json!([])), 10).unwrap().1, vec![]);
+    }
+
+    #[test]
+    fn a_transaction_changes_a_resource_once_and_links_are_rewritten_anywhere() {
+        let put = json!({"resource": {"resourceType": "Patient", "id": "1"}, "request": {"method": "PUT", "url": "Patient/1"}});
+        let del = json!({"request": {"method": "DELETE", "url": "Patient/1"}});
+        let issues = parse(&bundle("transaction", json!([put, del])), 10).unwrap_err();
+        assert_eq!(issues[0].expression.as_deref(), Some("Bundle.entry[1].request.url"));
+        assert!(parse(&bundle("batch", json!([put, del])), 10).is_ok(), "a batch's entries are independent");
+
+        let mut obs = json!({"subject": {"reference": "urn:uuid:a"}, "contained": [{"x": {"reference": "urn:uuid:a"}}],
+            "performer": [{"reference": "Practitioner?identifier=http://npi|1"}], "note": [{"text": "urn:uuid:a is here"}]});
+        let mut found = vec![];
+        conditional_references(&obs, &mut found);
+        assert_eq!(found, ["Practitioner?identifier=http://npi|1"]);
+        let links = std::collections::HashMap::from([("urn:uuid:a".to_owned(), "Patient/p1".to_owned())]);
+        rewrite_links(&mut obs, &links);
+        assert_eq!(obs["subject"]["reference"], "Patient/p1");
+        assert_eq!(obs["contained"][0]["x"]["reference"], "Patient/p1");
+        assert_eq!(obs["note"][0]["text"], "urn:uuid:a is here", "only whole values are links");
     }
 
     #[test]

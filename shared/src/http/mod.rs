@@ -85,6 +85,10 @@ pub fn error_response(e: &Error) -> Response<Body> {
         Error::MethodNotAllowed => (405, "not-supported", "method not allowed on this resource".into()),
         Error::Invalid(issues) => return response(422, Some(&operation_outcome(issues)), &[]),
         Error::Malformed(issues) => return response(400, Some(&operation_outcome(issues)), &[]),
+        Error::EntryFailed { status, outcome, .. } => {
+            let retry = matches!(status, 429 | 503).then(|| ("retry-after", "1".to_owned()));
+            return response(*status, Some(outcome), &retry.into_iter().collect::<Vec<_>>());
+        }
         Error::Throttled => (429, "throttled", "too many requests; retry later".into()),
         Error::TooCostly(m) => (400, "too-costly", m.clone()),
         Error::Unavailable(_) => (503, "transient", "a dependency is unavailable; retry later".into()),

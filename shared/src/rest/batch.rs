@@ -61,13 +61,12 @@ pub async fn serve(
     audit: &mut AuditEntry,
 ) -> Result<Response<Body>> {
     let bundle = http::json_resource(req, MAX_BUNDLE_BYTES, "Bundle")?;
+    if bundle["type"] == "transaction" {
+        audit.interaction = "transaction";
+    }
     let (kind, entries) = bundle_request::parse(&bundle, MAX_ENTRIES).map_err(Error::Malformed)?;
     if kind == Kind::Transaction {
-        return Err(Error::Invalid(vec![Issue::error(
-            "not-supported",
-            "transaction Bundles are not served yet; send the entries as a batch",
-        )
-        .at("Bundle.type")]));
+        return super::transaction::serve(rt, req, caller, base, audit, entries).await;
     }
     let full_urls: Vec<&str> = entries.iter().filter_map(|e| e.full_url.as_deref()).collect();
     let mut answered = Vec::with_capacity(entries.len());
@@ -77,7 +76,7 @@ pub async fn serve(
         answered.extend(futures_util::future::join_all(running).await);
     }
     audit.status = 200;
-    rt.services.record_audit(audit).await?;
+    rt.services.record_audits(std::slice::from_ref(audit)).await?;
     let mut out = json!({"resourceType": "Bundle", "type": kind.response_type()});
     if !answered.is_empty() {
         out["entry"] = Value::Array(answered);
@@ -108,7 +107,7 @@ async fn answer_entry(
 /// One entry, served and audited as the same request alone: routed, then
 /// answered by the record REST code; a failure is audited as a failed
 /// request is.
-async fn serve_entry(
+pub(super) async fn serve_entry(
     rt: &Runtime,
     outer: &Request,
     caller: &Caller,
@@ -175,7 +174,7 @@ fn entry_request(outer: &Request, entry: &EntryRequest) -> Result<Request> {
 
 /// A response Bundle's entry: the status, with the resource and its
 /// version for a success, the OperationOutcome for a failure.
-fn response_entry(base: &str, method: &str, resp: Response<Body>) -> Value {
+pub(super) fn response_entry(base: &str, method: &str, resp: Response<Body>) -> Value {
     let status = resp.status();
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let text = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or_default());

@@ -16,6 +16,7 @@ use crate::service::Caller;
 
 mod batch;
 mod results;
+mod transaction;
 use lambda_http::{Body, Request, Response};
 pub use results::ResultParams;
 

@@ -15,7 +15,7 @@ use super::records::Stored;
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
 use crate::auth::Action;
-use crate::crypto::{random_id, sha256};
+use crate::crypto::sha256;
 use crate::documents::essence;
 use crate::error::{Error, Result};
 use crate::fhir::outcome::Issue;
@@ -96,7 +96,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         audit.patient = Some(patient.clone());
         self.check(caller, BINARY, Action::Create, Some(&patient))?;
         self.check(caller, ctx_ty, Action::Read, Some(&patient))?;
-        let id = random_id();
+        let id = super::staging::new_id();
         let media = essence(&new.content_type);
         let record = json!({
             "resourceType": BINARY,

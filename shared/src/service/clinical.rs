@@ -16,7 +16,7 @@ use super::validation::rules_for;
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
 use crate::auth::Action;
-use crate::crypto::{random_id, resource_aad, seal, DataKey};
+use crate::crypto::{resource_aad, seal, DataKey};
 use crate::error::{Error, Result};
 use crate::fhir::{self, clinical, outcome::Issue};
 use crate::ports::{Current, KeyService, RecordStore, ResourceWrite};
@@ -199,7 +199,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let patient = clinical::compartment_of(ty, resource).map_err(|i| Error::Invalid(vec![i]))?;
         audit.patient = Some(patient.clone());
         self.check(caller, ty, Action::Create, Some(&patient))?;
-        let id = random_id();
+        let id = super::staging::new_id();
         let consents = self.write_gate(caller, &patient, ty, &id, (None, Some(resource))).await?;
         let key = self.admit(ty, resource, &patient).await?;
         let readable = self.may_read(caller, &consents, &patient, Subject::read(ty, &id, resource));
@@ -223,7 +223,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             return Err(Error::Invalid(issues));
         }
         self.record_tokens(ty, resource)?;
-        let id = random_id();
+        let id = super::staging::new_id();
         let (compartment, opened) = match ty {
             PATIENT => (id.clone(), false),
             _ => (DIRECTORY.to_owned(), self.store.wrapped_key(DIRECTORY).await?.is_some()),

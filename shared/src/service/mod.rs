@@ -17,6 +17,7 @@ pub mod patients;
 pub mod records;
 pub mod registry_sync;
 pub mod security_alerts;
+pub mod staging;
 pub mod validation;
 
 use crate::audit::{Agent, AuditEntry, BreakGlassNote, Outcome};
@@ -215,10 +216,26 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         self.check(caller, resource_type, action, None)
     }
 
-    /// Stores the audit record of a request that touched no record itself
-    /// (a batch Bundle, whose entries leave their own).
-    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<()> {
-        self.store.audit(entry, vec![]).await.map_err(Into::into)
+    /// Stores audit records of requests that touched no record themselves
+    /// (a batch Bundle, whose entries leave their own; the refused entry
+    /// of a transaction that stored nothing).
+    pub async fn record_audits(&self, entries: &[AuditEntry]) -> Result<()> {
+        self.store.audit_batch(entries, vec![]).await.map_err(Into::into)
+    }
+
+    /// Commits what a transaction's entries staged with the Bundle's own
+    /// audit record, which names every change: all of it, or nothing.
+    pub async fn commit_staged(&self, stage: staging::Stage, bundle: &mut AuditEntry) -> Result<()> {
+        bundle.entities =
+            stage.writes.iter().map(|w| format!("{}/{}/_history/{}", w.resource_type, w.id, w.version)).collect();
+        let mut audits = stage.audits;
+        audits.push(bundle.clone());
+        self.store.commit_all(stage.writes, &audits, stage.events).await.map_err(|e| match e {
+            PortError::ConditionFailed(_) => {
+                Error::Conflict("a resource of the transaction changed concurrently; nothing was stored".into())
+            }
+            other => other.into(),
+        })
     }
 
     /// Records a failed or denied attempt. Best effort: the caller already
