@@ -126,6 +126,10 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
             let app = Arc::new(medrec_consent_expiry::App::new(config, days).await.map_err(boot)?);
             scheduled(app, medrec_consent_expiry::App::handle)
         }
+        "TransactionSweepFunction" => {
+            let app = Arc::new(medrec_transaction_sweep::App::new(config).await.map_err(boot)?);
+            scheduled(app, medrec_transaction_sweep::App::handle)
+        }
         _ => return Ok(None),
     }))
 }

@@ -51,6 +51,11 @@ pub struct Config {
     /// check are refused (428). Off by default: FHIR clients update without
     /// If-Match (last writer wins); If-Match is honoured whenever sent.
     pub require_if_match: bool,
+    /// `MEDREC_TRANSACTION_DEADLINE_SECONDS` (default 120): how long a
+    /// transaction Bundle too large for one DynamoDB transaction may stay
+    /// uncommitted before the sweep may abort it; far beyond a function's
+    /// timeout, so a live transaction is never aborted under it.
+    pub transaction_deadline: Duration,
 }
 
 /// Bounds on the work of one request, each a setting (`MEDREC_*`).
@@ -128,6 +133,7 @@ impl Config {
             aws_endpoint: get("MEDREC_AWS_ENDPOINT").filter(|v| !v.is_empty()),
             public_base_url: get("MEDREC_PUBLIC_BASE_URL").filter(|v| !v.is_empty()),
             audit_shards: num("MEDREC_AUDIT_SHARDS", 8)? as u32,
+            transaction_deadline: Duration::from_secs(num("MEDREC_TRANSACTION_DEADLINE_SECONDS", 120)?),
             key_cache_max_age: Duration::from_secs(num("MEDREC_KEY_CACHE_SECONDS", 300)?),
             key_cache_max_uses: num("MEDREC_KEY_CACHE_MAX_USES", 1000)?,
             key_cache_max_bytes: num("MEDREC_KEY_CACHE_MAX_BYTES", 64 * 1024 * 1024)?,
@@ -195,6 +201,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=900).contains(&self.transaction_deadline.as_secs()) {
+            return Err(ConfigError::Invalid("MEDREC_TRANSACTION_DEADLINE_SECONDS", "must be 1..=900".into()));
+        }
         if !(1..=256).contains(&self.audit_shards) {
             return Err(ConfigError::Invalid("MEDREC_AUDIT_SHARDS", "must be 1..=256".into()));
         }

@@ -163,6 +163,12 @@ pub trait RecordStore: Send + Sync {
         audits: &[AuditEntry],
         events: Vec<DomainEvent>,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Finishes what transactions a crash left unfinished (rolled forward
+    /// if they committed, back if not); how many. Stores whose commits are
+    /// all single transactions have none.
+    fn finish_transactions(&self) -> impl Future<Output = Result<usize, PortError>> + Send {
+        async { Ok(0) }
+    }
     /// Stores an audit record (and events) with no resource change.
     fn audit(
         &self,

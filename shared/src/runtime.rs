@@ -70,7 +70,8 @@ impl Runtime {
             audit: config.audit_table.clone(),
             outbox: config.outbox_table.clone(),
         };
-        let store = DynamoStore::new(ddb, tables, keys.audit_chain, config.audit_shards);
+        let store = DynamoStore::new(ddb, tables, keys.audit_chain, config.audit_shards)
+            .with_transaction_deadline(config.transaction_deadline);
         let cache = KeyCache::new(Limits {
             max_age: config.key_cache_max_age,
             max_uses: config.key_cache_max_uses,

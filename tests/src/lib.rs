@@ -3,6 +3,8 @@
 //! template.yaml under its own resource prefix, so tests run in parallel
 //! without sharing a table. Tests talk HTTP to the local API gateway.
 
+pub mod cohort;
+
 use medrec_infra::client::{HttpClient, Reply};
 use medrec_infra::devkey::{DevKey, TokenSpec};
 use medrec_infra::emulator::Emulator;

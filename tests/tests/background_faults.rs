@@ -566,3 +566,192 @@ async fn a_checkpoint_crashed_at_any_call_is_archived_by_the_next_run() {
     }
     println!("checkpoint: {}", points.summary());
 }
+
+// ---- transaction Bundles ----
+
+/// The calls of a transaction Bundle too large for one DynamoDB transaction
+/// that change state: the header and journal pages, every prepare chunk,
+/// the commit, the roll-forward pages, the settling of marks, the header's
+/// moves.
+const TRANSACTION_CALLS: &[(&str, &str)] =
+    &[("dynamodb", "PutItem"), ("dynamodb", "TransactWriteItems"), ("dynamodb", "UpdateItem")];
+
+/// Observations per crashed transaction (`MEDREC_FAULT_TRANSACTION_ENTRIES`,
+/// default 40): with their Patient, beyond one DynamoDB transaction (five
+/// prepare chunks, two roll-forward pages), so every kind of call happens
+/// more than once. A larger transaction makes the same calls more often:
+/// 300 entries take about ten times as long.
+fn transaction_entries() -> usize {
+    std::env::var("MEDREC_FAULT_TRANSACTION_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(40)
+}
+
+/// A cold instance of the clinical function as the stack builds it, but
+/// reaching the emulator through `proxy`, and its transactions' deadline
+/// one second, so the sweep may abort one left pending at once.
+async fn clinical_through(h: &Harness, proxy: &FaultProxy) -> Arc<medrec_shared::rest::CompartmentApi> {
+    let mut env = h.stack.function_env["ClinicalFunction"].clone();
+    env.insert("MEDREC_AWS_ENDPOINT".into(), proxy.endpoint.clone());
+    env.insert("MEDREC_TRANSACTION_DEADLINE_SECONDS".into(), "1".into());
+    let config = medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    Arc::new(medrec_clinical::app(config).await.unwrap())
+}
+
+/// `POST /fhir` with `body`, as API Gateway delivers it to the function.
+async fn post_bundle(app: &Arc<medrec_shared::rest::CompartmentApi>, token: &str, body: &str) -> (u16, String) {
+    let (parts, ()) = lambda_http::http::Request::builder()
+        .method("POST")
+        .uri("/fhir")
+        .header("host", "127.0.0.1")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/fhir+json")
+        .body(())
+        .unwrap()
+        .into_parts();
+    let event = medrec_infra::gateway::api_gateway_v2_event(
+        &parts,
+        body.as_bytes(),
+        "POST /fhir",
+        Default::default(),
+        "127.0.0.1:9".parse().unwrap(),
+    );
+    let req = medrec_shared::lambda::request_from_event(serde_json::from_value(event).unwrap()).unwrap();
+    let resp = medrec_shared::lambda::handle_guarded(app.clone(), req).await.unwrap();
+    let text = match resp.body() {
+        lambda_http::Body::Text(t) => t.clone(),
+        _ => String::new(),
+    };
+    (resp.status().as_u16(), text)
+}
+
+/// A new patient's first record: the Patient (found by its MRN `tag`) and
+/// `transaction_entries()` Observations, linked by urn:uuid.
+fn record_transaction(tag: &str) -> String {
+    let patient = "urn:uuid:7d1c7c52-0000-4000-8000-000000000000";
+    let mut entries = vec![
+        json!({"fullUrl": patient, "resource": canary_patient(tag), "request": {"method": "POST", "url": "Patient"}}),
+    ];
+    for i in 0..transaction_entries() {
+        entries.push(json!({"fullUrl": format!("urn:uuid:7d1c7c52-0000-4000-8000-{:012}", i + 1),
+            "resource": {"resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
+                "subject": {"reference": patient}, "effectiveDateTime": "2026-11-20T09:00:00Z",
+                "valueQuantity": {"value": 60 + i, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"}},
+            "request": {"method": "POST", "url": "Observation"}}));
+    }
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string()
+}
+
+/// What readers see of the record `tag`: none of it, or all of it (the
+/// patient's id and how many Observations).
+async fn record_seen(h: &Harness, t: &str, tag: &str, what: &str) -> Option<String> {
+    let found = h.get(&format!("/fhir/Patient?identifier=urn:medrec:test-mrn|MRN{tag}"), t).await.json();
+    let patients: Vec<String> = found["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(patients.len() <= 1, "{what}: the record twice: {patients:?}");
+    let patient = patients.into_iter().next()?;
+    let obs = h.get(&format!("/fhir/Observation?patient={patient}&_count=1"), t).await.json();
+    assert_eq!(obs["total"], transaction_entries(), "{what}: the patient without all of their record");
+    Some(patient)
+}
+
+/// Nothing of any transaction is left in flight: no mark, no journal, every
+/// header done; the audit chains verify.
+async fn assert_transactions_finished(h: &Harness, what: &str) {
+    let items = h.scan(&h.table("RecordsTable")).await;
+    let marked = items.iter().filter(|i| i.contains_key("tx")).count();
+    let journal = items.iter().filter(|i| i["pk"].as_s().is_ok_and(|p| p.starts_with("TX#"))).count();
+    let open = items.iter().filter(|i| i["pk"].as_s().is_ok_and(|p| p == "TX") && !i.contains_key("done")).count();
+    assert_eq!((marked, journal, open), (0, 0, 0), "{what}: marks, journal pages, open headers left");
+    let report = medrec_infra::audit_verify::verify(&h.verify_target(), false).await.unwrap();
+    assert!(report.breaks.is_empty() && report.finding.is_none(), "{what}: {:?} {:?}", report.breaks, report.finding);
+}
+
+/// Each Observation's create audited once as committed, and the
+/// transaction once: nothing doubled by a rerun of the roll-forward.
+async fn assert_audited_once(h: &Harness, patient: &str, what: &str) {
+    let events = h.audit_events().await;
+    let creates = events
+        .iter()
+        .filter(|e| e["subtype"][0]["code"] == "create" && e["outcome"] == "0" && e.to_string().contains(patient))
+        .count();
+    assert_eq!(creates, transaction_entries() + 1, "{what}: every entry's create audited once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_crashed_at_any_call_is_all_or_nothing_and_finished_by_the_sweep() {
+    let h = Harness::start().await;
+    let proxy = h.fault_proxy().await;
+    let app = clinical_through(&h, &proxy).await;
+    let t = h.token("clinician", "dr-tx-faults");
+    let sweep_env = h.stack.function_env["TransactionSweepFunction"].clone();
+    let sweep_config = medrec_shared::config::Config::from_lookup(|k| sweep_env.get(k).cloned()).unwrap();
+    let sweep = Arc::new(medrec_transaction_sweep::App::new(sweep_config).await.unwrap());
+    let sweep = || {
+        let sweep = sweep.clone();
+        async move {
+            // Past the deadline of anything left pending.
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+            sweep.handle(lambda_http::LambdaEvent::new(json!({}), lambda_http::Context::default())).await.unwrap()
+        }
+    };
+
+    let mut points = CrashPoints::new(TRANSACTION_CALLS);
+    while !points.done() {
+        let tag = unique_tag();
+        let body = record_transaction(&tag);
+        let crash = points.place(&proxy);
+        let (status, text) = post_bundle(&app, &t, &body).await;
+        let what = crash.what.clone();
+        if !points.reached(&proxy, &crash) {
+            assert_eq!(status, 200, "a clean run: {}", &text[..text.len().min(500)]);
+            let patient = record_seen(&h, &t, &tag, "a clean run").await.expect("committed");
+            assert_audited_once(&h, &patient, "a clean run").await;
+            assert_transactions_finished(&h, "a clean run").await;
+            continue;
+        }
+        assert!(status < 500 || matches!(status, 502 | 503), "{what}: {status} {text}");
+        // All or nothing at once, and after the sweep the same.
+        let seen = record_seen(&h, &t, &tag, &what).await;
+        assert_eq!(status == 200, seen.is_some(), "{what}: answered {status}, seen {seen:?}");
+        sweep().await;
+        assert_eq!(
+            record_seen(&h, &t, &tag, &format!("{what}, swept")).await,
+            seen,
+            "{what}: the sweep changes nothing seen"
+        );
+        assert_transactions_finished(&h, &format!("{what}, swept")).await;
+        // The client's retry of a failed transaction commits it once.
+        let patient = match seen {
+            Some(p) => p,
+            None => {
+                let (status, text) = post_bundle(&app, &t, &body).await;
+                assert_eq!(status, 200, "{what}: the retry: {text}");
+                record_seen(&h, &t, &tag, &format!("{what}, retried")).await.expect("committed")
+            }
+        };
+        assert_audited_once(&h, &patient, &what).await;
+        assert_transactions_finished(&h, &format!("{what}, done")).await;
+    }
+
+    // A transaction whose every state-changing call is applied, its answer lost.
+    let tag = unique_tag();
+    lose_answers(&proxy, TRANSACTION_CALLS);
+    let (status, _) = post_bundle(&app, &t, &record_transaction(&tag)).await;
+    proxy.clear();
+    sweep().await;
+    let patient = match record_seen(&h, &t, &tag, "answers lost").await {
+        Some(p) => p,
+        None => {
+            assert_ne!(status, 200, "answers lost: a commit answered is seen");
+            assert_eq!(post_bundle(&app, &t, &record_transaction(&tag)).await.0, 200);
+            record_seen(&h, &t, &tag, "answers lost, retried").await.expect("committed")
+        }
+    };
+    assert_audited_once(&h, &patient, "answers lost").await;
+    assert_transactions_finished(&h, "answers lost").await;
+    println!("transaction of {} entries: {}, then every answer lost", transaction_entries() + 1, points.summary());
+}

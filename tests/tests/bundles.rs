@@ -391,13 +391,10 @@ async fn a_failing_transaction_stores_nothing_and_names_the_entry() {
 
     let mut future_onset = first_visit(canary_patient(&unique_tag()), &npi, 2);
     future_onset[2]["resource"]["onsetDateTime"] = json!("2999-01-01");
-    let mut too_many = first_visit(canary_patient(&unique_tag()), &npi, 30);
-    too_many.truncate(33);
     let cases: Vec<(Vec<Value>, u16, &str)> = vec![
         (future_onset, 422, "Bundle.entry[2].resource.onsetDateTime"),
         (first_visit(canary_patient(&unique_tag()), "no-such-npi", 1), 412, "Bundle.entry[3]"),
         (first_visit(canary_patient(&unique_tag()), &twice, 1), 412, "Bundle.entry[3]"),
-        (too_many, 400, ""),
         (
             vec![
                 with_resource("POST", "Observation", observation(&own, "718-7")),
@@ -417,9 +414,7 @@ async fn a_failing_transaction_stores_nothing_and_names_the_entry() {
         assert_eq!(r.status, status, "{at}: {}", r.text());
         let outcome = r.json();
         assert_eq!(outcome["resourceType"], "OperationOutcome");
-        if !at.is_empty() {
-            assert!(outcome["issue"].as_array().unwrap().iter().any(|i| i["expression"][0] == at), "{at}: {outcome}");
-        }
+        assert!(outcome["issue"].as_array().unwrap().iter().any(|i| i["expression"][0] == at), "{at}: {outcome}");
     }
     assert_unchanged(&before, &records_dump(&h).await, "nothing of a failed transaction is stored");
 
@@ -447,7 +442,7 @@ async fn a_failing_transaction_stores_nothing_and_names_the_entry() {
     // Refusals are audited: the transaction, and the entry that failed it.
     let audits = h.audit_events_of("dr-tx-fail").await;
     let failed = |code: &str| audits.iter().filter(|a| a["subtype"][0]["code"] == code && a["outcome"] != "0").count();
-    assert_eq!(failed("transaction"), 6, "{audits:?}");
+    assert_eq!(failed("transaction"), 5, "{audits:?}");
     assert!(failed("create") >= 1 && failed("delete") >= 1);
 }
 
@@ -480,4 +475,114 @@ async fn of_two_transactions_updating_one_version_exactly_one_wins() {
     assert_eq!(current["status"], winner);
     let created = h.get(&format!("/fhir/Observation?patient={patient}&code=718-7"), &t).await.json();
     assert_eq!(created["total"], 1, "the loser's create is not stored either");
+}
+
+/// A patient's Synthea Bundle as the generator wrote it (the smallest of
+/// the cohort's), cut to at least `size` entries that link only among
+/// themselves (links point forward and back), leaving out the documents
+/// (their content goes through the documents function, which a Bundle does
+/// not carry) and what R4 refuses, with whatever links to them.
+fn synthea_transaction(size: usize) -> Vec<Value> {
+    use std::collections::{HashMap, HashSet};
+    let file = medrec_e2e::cohort::files()
+        .into_iter()
+        .min_by_key(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(u64::MAX))
+        .expect("a cohort file");
+    let all = medrec_e2e::cohort::entries(&file);
+    let url = |e: &Value| e["fullUrl"].as_str().unwrap().to_owned();
+    let types: HashMap<&str, &str> =
+        all.iter().map(|e| (e["fullUrl"].as_str().unwrap(), e["resource"]["resourceType"].as_str().unwrap())).collect();
+    let links: HashMap<String, Vec<String>> = all
+        .iter()
+        .map(|e| {
+            let mut l = vec![];
+            medrec_e2e::cohort::links(&e["resource"], &mut l);
+            (url(e), l)
+        })
+        .collect();
+    let mut sendable: HashSet<String> = all
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] != "DocumentReference")
+        .filter(|e| !medrec_e2e::cohort::invalid_in_r4(&e["resource"], &types))
+        .map(url)
+        .collect();
+    loop {
+        let before = sendable.len();
+        sendable = sendable.iter().filter(|u| links[*u].iter().all(|l| sendable.contains(l))).cloned().collect();
+        if sendable.len() == before {
+            break;
+        }
+    }
+    // Entries in the Bundle's order, each with everything it links to.
+    let mut chosen: HashSet<String> = HashSet::new();
+    for e in &all {
+        if chosen.len() >= size {
+            break;
+        }
+        let mut stack = vec![url(e)];
+        while let Some(u) = stack.pop() {
+            if sendable.contains(&u) && chosen.insert(u.clone()) {
+                stack.extend(links[&u].iter().cloned());
+            }
+        }
+    }
+    assert!(chosen.len() >= size, "the cohort's smallest Bundle has {size} entries to send");
+    all.into_iter().filter(|e| chosen.contains(&url(e))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synthea_patient_bundle_commits_whole_beyond_one_dynamodb_transaction() {
+    let h = Harness::start().await;
+    let admin = h.token("admin", "loader-tx");
+    let entries = synthea_transaction(240);
+    let n = entries.len();
+    let kinds: std::collections::BTreeSet<&str> =
+        entries.iter().map(|e| e["resource"]["resourceType"].as_str().unwrap()).collect();
+    assert!(kinds.len() >= 10, "{kinds:?}");
+    let started = std::time::Instant::now();
+    let r = h.call("POST", "/fhir", Some(&admin), &[], Some(&transaction(entries.clone()))).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", &r.text()[..r.text().len().min(2000)]);
+    println!("a {}-entry transaction of {} types committed in {took:?}", entries.len(), kinds.len());
+    let out = r.json();
+    assert!(statuses(&out).iter().all(|s| s == "201 Created"), "{:?}", statuses(&out));
+
+    // Every link is the server's id, and every resource reads back as sent.
+    let ids: std::collections::HashMap<String, String> = entries
+        .iter()
+        .zip(out["entry"].as_array().unwrap())
+        .map(|(sent, got)| {
+            let ty = sent["resource"]["resourceType"].as_str().unwrap();
+            (sent["fullUrl"].as_str().unwrap().to_owned(), format!("{ty}/{}", got["resource"]["id"].as_str().unwrap()))
+        })
+        .collect();
+    for (i, sent) in entries.iter().enumerate() {
+        let path = &ids[sent["fullUrl"].as_str().unwrap()];
+        assert_eq!(out["entry"][i]["response"]["location"].as_str().map(|l| l.contains(path.as_str())), Some(true));
+        let stored = h.get(&format!("/fhir/{path}"), &admin).await;
+        assert_eq!(stored.status, 200, "{path}: {}", stored.text());
+        let mut expected = sent["resource"].clone();
+        medrec_shared::fhir::bundle_request::rewrite_links(&mut expected, &ids);
+        let mut got = stored.json();
+        for r in [&mut expected, &mut got] {
+            let m = r.as_object_mut().unwrap();
+            m.remove("id");
+            m.remove("meta");
+        }
+        assert_eq!(got, expected, "{path} reads back as sent, its links resolved");
+    }
+
+    // Nothing of the journal is left, and nothing stays marked.
+    let items = h.scan(&h.table("RecordsTable")).await;
+    assert!(items.iter().all(|i| !i.contains_key("tx")), "an item still marked");
+    let journal: Vec<_> = items.iter().filter(|i| i["pk"].as_s().is_ok_and(|p| p.starts_with("TX#"))).collect();
+    assert!(journal.is_empty(), "{journal:?}");
+    let headers: Vec<_> = items.iter().filter(|i| i["pk"].as_s().is_ok_and(|p| p == "TX")).collect();
+    assert_eq!(headers.len(), 1);
+    assert_eq!(headers[0]["state"].as_s().unwrap(), "committed");
+
+    // One audit record per entry, and the transaction's naming every change.
+    let audits = h.audit_events_of("loader-tx").await;
+    let count = |code: &str| audits.iter().filter(|a| a["subtype"][0]["code"] == code).count();
+    assert_eq!((count("create"), count("transaction")), (n, 1));
 }

@@ -11,6 +11,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use futures_util::stream::{self, StreamExt};
+use medrec_e2e::cohort::{self, invalid_in_r4, links};
 use medrec_e2e::{next_path, Harness};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -24,39 +25,14 @@ struct Entry {
 }
 
 fn cohort() -> Vec<Entry> {
-    let dir = medrec_infra::emulator::repo_root().join(".cache/cohort/out/fhir");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (make setup generates the cohort)", dir.display()))
-        .map(|f| f.expect("cohort file").path())
-        .collect();
-    files.sort();
-    files
+    cohort::files()
         .iter()
-        .flat_map(|f| {
-            let bundle: Value = serde_json::from_slice(&std::fs::read(f).expect("read bundle")).expect("bundle JSON");
-            bundle["entry"].as_array().expect("entries").clone()
-        })
+        .flat_map(cohort::entries)
         .map(|e| Entry {
             full_url: e["fullUrl"].as_str().expect("fullUrl").to_owned(),
             resource: e["resource"].clone(),
         })
         .collect()
-}
-
-/// The `urn:uuid:` references a resource holds, anywhere in it.
-fn links(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m {
-                match (k.as_str(), v) {
-                    ("reference", Value::String(r)) if r.starts_with("urn:uuid:") => out.push(r.clone()),
-                    _ => links(v, out),
-                }
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|v| links(v, out)),
-        _ => {}
-    }
 }
 
 fn rewrite(v: &mut Value, ids: &HashMap<String, String>) {
@@ -86,27 +62,6 @@ fn as_sent(mut r: Value) -> Value {
         }
     }
     r
-}
-
-/// Whether R4 refuses a resource of this cohort, decided without medrec's
-/// validator: the generator's two known faults. `types` maps each fullUrl
-/// to its resource type.
-fn invalid_in_r4(r: &Value, types: &HashMap<&str, &str>) -> bool {
-    let has = |k: &str| r.as_object().is_some_and(|o| o.keys().any(|key| key.starts_with(k)));
-    match r["resourceType"].as_str().unwrap_or_default() {
-        // Vital signs and US Core profiles (vs-2, us-core-2), which these
-        // Observations claim, need a value or the reason for its absence.
-        "Observation" => {
-            r["meta"]["profile"].as_array().is_some_and(|p| !p.is_empty())
-                && !["value", "dataAbsentReason", "component", "hasMember"].iter().any(|k| has(k))
-        }
-        // ExplanationOfBenefit.insurer is Reference(Organization): a
-        // self-paying patient is no insurer.
-        "ExplanationOfBenefit" => {
-            r["insurer"]["reference"].as_str().and_then(|u| types.get(u)).is_some_and(|t| *t != "Organization")
-        }
-        _ => false,
-    }
 }
 
 /// A DocumentReference keeps its attachments' bytes apart (sealed in S3,

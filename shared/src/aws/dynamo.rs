@@ -33,6 +33,8 @@ use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+mod journal;
+
 /// DynamoDB's limit on items in one TransactWriteItems call.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 /// Attempts to append to a contended audit shard before giving up (fail closed).
@@ -55,6 +57,11 @@ pub struct DynamoStore {
     /// rarely contend for one head.
     preferred_shard: u32,
     heads: Mutex<HashMap<u32, Head>>,
+    /// Transactions known committed (true) or aborted (false): final, so
+    /// a reader asks each header once.
+    tx_states: Mutex<HashMap<String, bool>>,
+    /// How long a transaction may stay pending before the sweep aborts it.
+    transaction_deadline: std::time::Duration,
 }
 
 fn s(v: impl Into<String>) -> AV {
@@ -145,7 +152,14 @@ impl DynamoStore {
             shards: shards.max(1),
             preferred_shard,
             heads: Mutex::new(HashMap::new()),
+            tx_states: Mutex::new(HashMap::new()),
+            transaction_deadline: std::time::Duration::from_secs(120),
         }
+    }
+
+    pub fn with_transaction_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.transaction_deadline = deadline;
+        self
     }
 
     async fn read_head(&self, shard: u32) -> Result<Head, PortError> {
@@ -217,10 +231,21 @@ impl DynamoStore {
     /// writer advanced the shard); a failed condition among `items` is
     /// returned as is.
     async fn commit_with_audit(&self, items: Vec<TransactWriteItem>, audits: &[AuditEntry]) -> Result<(), PortError> {
-        let bodies: Vec<String> = audits.iter().map(|a| a.to_fhir().to_string()).collect();
+        let records: Vec<ChainRecord> = audits.iter().map(ChainRecord::of).collect();
         let side_items: Vec<TransactWriteItem> =
-            audits.iter().zip(&bodies).flat_map(|(a, body)| self.break_glass_items(a, body)).collect();
-        let last_id = &audits.last().ok_or_else(|| PortError::Integrity("no audit record to append".into()))?.id;
+            audits.iter().zip(&records).flat_map(|(a, r)| self.break_glass_items(a, &r.body)).collect();
+        self.append_chain(items, side_items, &records).await
+    }
+
+    /// `commit_with_audit` for records already rendered (a transaction's,
+    /// kept in its journal until they are appended).
+    async fn append_chain(
+        &self,
+        items: Vec<TransactWriteItem>,
+        side_items: Vec<TransactWriteItem>,
+        records: &[ChainRecord],
+    ) -> Result<(), PortError> {
+        let last_id = &records.last().ok_or_else(|| PortError::Integrity("no audit record to append".into()))?.id;
         let mut shard = self.preferred_shard;
         for attempt in 0..AUDIT_ATTEMPTS {
             let cached = self.heads.lock().expect("heads lock").get(&shard).cloned();
@@ -232,23 +257,23 @@ impl DynamoStore {
             let domain_len = all.len();
             all.extend(side_items.iter().cloned());
             let (mut seq, mut hash) = (head.seq, head.hash.clone());
-            for (audit, body) in audits.iter().zip(&bodies) {
+            for r in records {
                 seq += 1;
-                let next = chain::link(&self.chain_key, shard, seq, &hash, body);
+                let next = chain::link(&self.chain_key, shard, seq, &hash, &r.body);
                 let prev = std::mem::replace(&mut hash, next);
                 let mut record = HashMap::from([
                     ("pk".to_owned(), s(format!("CHAIN#{shard}"))),
                     ("sk".to_owned(), n(seq)),
                     ("prev".to_owned(), s(prev)),
                     ("hash".to_owned(), s(&hash)),
-                    ("body".to_owned(), s(body)),
-                    ("id".to_owned(), s(&audit.id)),
-                    ("at".to_owned(), s(&audit.recorded)),
+                    ("body".to_owned(), s(&r.body)),
+                    ("id".to_owned(), s(&r.id)),
+                    ("at".to_owned(), s(&r.at)),
                 ]);
-                if let Some(p) = audit.audited_patient() {
+                if let Some(p) = &r.patient {
                     record.insert("patient".into(), s(p));
                 }
-                if let Some(a) = crate::service::security_alerts::agent_key(audit) {
+                if let Some(a) = &r.agent {
                     record.insert("agent".into(), s(a));
                 }
                 all.push(put(&self.tables.audit, record, Some("attribute_not_exists(pk)"), &[]));
@@ -304,6 +329,30 @@ impl DynamoStore {
             }
         }
         Err(PortError::Backend { service: "dynamodb", detail: "audit chain contention".into() })
+    }
+}
+
+/// An audit record as its chain item carries it.
+#[derive(Debug, Clone, PartialEq)]
+struct ChainRecord {
+    id: String,
+    at: String,
+    /// The FHIR AuditEvent JSON.
+    body: String,
+    patient: Option<String>,
+    /// Who acted, for the security alerts' per-agent queries.
+    agent: Option<String>,
+}
+
+impl ChainRecord {
+    fn of(audit: &AuditEntry) -> Self {
+        ChainRecord {
+            id: audit.id.clone(),
+            at: audit.recorded.clone(),
+            body: audit.to_fhir().to_string(),
+            patient: audit.audited_patient(),
+            agent: crate::service::security_alerts::agent_key(audit),
+        }
     }
 }
 
@@ -590,7 +639,10 @@ impl RecordStore for DynamoStore {
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        Ok(out.item().and_then(|i| get_s(i, "p")).map(str::to_owned))
+        match out.item() {
+            Some(i) if self.visible(i).await? => Ok(get_s(i, "p").map(str::to_owned)),
+            _ => Ok(None),
+        }
     }
 
     async fn wrapped_key(&self, patient: &str) -> Result<Option<Vec<u8>>, PortError> {
@@ -600,11 +652,14 @@ impl RecordStore for DynamoStore {
             .table_name(&self.tables.records)
             .key("pk", s(patient_pk(patient)))
             .key("sk", s("KEY"))
-            .projection_expression("wk")
+            .projection_expression("wk, tx")
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        Ok(out.item().and_then(|i| get_b(i, "wk")))
+        match out.item() {
+            Some(i) if self.visible(i).await? => Ok(get_b(i, "wk")),
+            _ => Ok(None),
+        }
     }
 
     async fn current(&self, patient: &str, ty: &str, id: &str) -> Result<Option<Current>, PortError> {
@@ -618,7 +673,10 @@ impl RecordStore for DynamoStore {
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        out.item().map(current_from).transpose()
+        match out.item() {
+            Some(i) if self.visible(i).await? => current_from(i).map(Some),
+            _ => Ok(None),
+        }
     }
 
     async fn compartment(&self, patient: &str, ty: &str) -> Result<Vec<(String, Current)>, PortError> {
@@ -631,6 +689,7 @@ impl RecordStore for DynamoStore {
                     .consistent_read(true)
             })
             .await?;
+        let items = self.only_visible(items).await?;
         items
             .iter()
             .map(|item| {
@@ -649,6 +708,7 @@ impl RecordStore for DynamoStore {
                     .consistent_read(true)
             })
             .await?;
+        let items = self.only_visible(items).await?;
         items
             .iter()
             .map(|item| {
@@ -673,6 +733,7 @@ impl RecordStore for DynamoStore {
                     .consistent_read(true)
             })
             .await?;
+        let items = self.only_visible(items).await?;
         items
             .iter()
             .map(|item| {
@@ -695,7 +756,10 @@ impl RecordStore for DynamoStore {
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        out.item().map(version_from).transpose()
+        match out.item() {
+            Some(i) if self.visible(i).await? => version_from(i).map(Some),
+            _ => Ok(None),
+        }
     }
 
     async fn versions(
@@ -720,7 +784,7 @@ impl RecordStore for DynamoStore {
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        out.items().iter().map(version_from).collect()
+        self.only_visible(out.items().to_vec()).await?.iter().map(version_from).collect()
     }
 
     async fn ids_for_token_page(
@@ -779,9 +843,8 @@ impl RecordStore for DynamoStore {
         let mut items: Vec<TransactWriteItem> = writes.iter().flat_map(|w| self.resource_items(w)).collect();
         items.extend(self.outbox_items(&events));
         // Each audit record is a chain item, and the chain head one more.
-        let needed = items.len() + audits.len() + 1;
-        if needed > MAX_TRANSACTION_ITEMS {
-            return Err(PortError::TooLarge { items: needed, limit: MAX_TRANSACTION_ITEMS });
+        if items.len() + audits.len() + 1 > MAX_TRANSACTION_ITEMS {
+            return self.commit_journaled(writes, audits, events).await;
         }
         match (self.commit_with_audit(items, audits).await, writes.first()) {
             // As for one change: a lost answer, then a retry meeting its own
@@ -792,6 +855,10 @@ impl RecordStore for DynamoStore {
             },
             (other, _) => other,
         }
+    }
+
+    async fn finish_transactions(&self) -> Result<usize, PortError> {
+        self.sweep().await
     }
 
     async fn audit_batch(&self, audits: &[AuditEntry], events: Vec<DomainEvent>) -> Result<(), PortError> {

@@ -19,13 +19,6 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 use std::collections::hash_map::{Entry, HashMap};
 
-/// The changing entries one atomic commit holds. Each leaves at least a
-/// current item, a version item and an audit record in the one DynamoDB
-/// transaction (100 items), beside the Bundle's audit record and the audit
-/// chain's head; index entries and events take more, and the store
-/// refuses what does not fit (400 too-costly) before anything is written.
-const MAX_CHANGES: usize = 32;
-
 /// Serves a transaction Bundle whose entries are well formed.
 pub(super) async fn serve(
     rt: &Runtime,
@@ -36,11 +29,6 @@ pub(super) async fn serve(
     mut entries: Vec<EntryRequest>,
 ) -> Result<Response<Body>> {
     let reads = |e: &EntryRequest| matches!(e.method, "GET" | "HEAD");
-    if entries.iter().filter(|e| !reads(e)).count() > MAX_CHANGES {
-        return Err(Error::TooCostly(format!(
-            "a transaction commits at most {MAX_CHANGES} changes atomically; split it, or send a batch"
-        )));
-    }
     let (links, new_ids) = resolve_links(rt, req, caller, base, &entries).await?;
     for entry in &mut entries {
         if let Some(body) = entry.body.as_mut() {

@@ -216,6 +216,11 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         self.check(caller, resource_type, action, None)
     }
 
+    /// Finishes the transactions a crash left unfinished (the sweep).
+    pub async fn finish_transactions(&self) -> Result<usize> {
+        self.store.finish_transactions().await.map_err(Into::into)
+    }
+
     /// Stores audit records of requests that touched no record themselves
     /// (a batch Bundle, whose entries leave their own; the refused entry
     /// of a transaction that stored nothing).

@@ -244,6 +244,10 @@ impl<S: RecordStore> RecordStore for Staging<S> {
         self.0.commit_all(writes, audits, events).await
     }
 
+    async fn finish_transactions(&self) -> Result<usize, PortError> {
+        self.0.finish_transactions().await
+    }
+
     async fn audit_batch(&self, audits: &[AuditEntry], events: Vec<DomainEvent>) -> Result<(), PortError> {
         let mut pending = Some(events);
         let was_staged = staged(|s| {

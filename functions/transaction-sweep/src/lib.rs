@@ -1,0 +1,33 @@
+//! The transaction sweep Lambda, on an EventBridge schedule: finishes every
+//! transaction Bundle a crash left unfinished (decision 0011). One that
+//! committed is rolled forward (its entries' audit records and events
+//! appended, its marks cleared); one that did not, once past its deadline,
+//! is rolled back. Readers never wait for it: an unfinished transaction's
+//! header already decides what they see. A failed run returns an error, so
+//! Lambda's retries run it again; every step is idempotent.
+
+use lambda_http::LambdaEvent;
+use medrec_shared::config::Config;
+use medrec_shared::runtime::{BootError, Runtime};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub struct App {
+    rt: Runtime,
+}
+
+impl App {
+    pub async fn from_env() -> Result<Self, BootError> {
+        Self::new(medrec_shared::lambda::config_from_env()?).await
+    }
+
+    pub async fn new(config: Config) -> Result<Self, BootError> {
+        Ok(App { rt: Runtime::from_config(config).await? })
+    }
+
+    pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
+        let finished = self.rt.services.finish_transactions().await?;
+        tracing::info!(finished, "transaction sweep");
+        Ok(json!({"finished": finished}))
+    }
+}

@@ -1,0 +1,494 @@
+//! Transactions larger than one `TransactWriteItems` (decision 0011): a
+//! journal and a commit marker.
+//!
+//! - Header `TX` / `<id>`: `state` pending → committed or aborted (final),
+//!   `deadline`, and `done` once nothing of the journal is left to do.
+//! - Journal `TX#<id>`: `K#n` pages list the keys of the items written for
+//!   the transaction's creates; `R#n` pages hold the audit records and
+//!   outbox events to append once committed; `D#n` marks page `R#n` done.
+//!
+//! Prepare writes every create's items carrying `tx = <id>` (each chunk in
+//! one transaction with the page listing it), invisible to readers while
+//! the header is not committed. The commit is one `TransactWriteItems`: the
+//! header pending → committed, every update and delete of the transaction
+//! (conditional on the versions read) and the Bundle's audit record naming
+//! every change. Rolling forward appends the entries' audit records and
+//! events (each page once: its marker commits with it), strips `tx`, and
+//! clears the journal; rolling back deletes what prepare wrote. Whoever
+//! finds a journal unfinished (`finish_transactions`) completes it.
+
+use super::{get_n, get_s, n, s, ChainRecord, DynamoStore, MAX_TRANSACTION_ITEMS};
+use crate::audit::AuditEntry;
+use crate::error::PortError;
+use crate::ports::{DomainEvent, ResourceWrite};
+use aws_sdk_dynamodb::types::{AttributeValue as AV, Delete, Put, TransactWriteItem, Update};
+use std::collections::HashMap;
+
+type Item = HashMap<String, AV>;
+
+/// The partition of every transaction header, so a sweep finds them.
+const HEADERS: &str = "TX";
+/// How long a finished header stays (DynamoDB TTL), for readers that met
+/// one of its items before it finished.
+const FINISHED_TTL_SECONDS: i64 = 86_400;
+/// Audit records appended per roll-forward page, with their events, the
+/// page's marker and the chain head in one transaction.
+const RECORDS_PER_PAGE: usize = 30;
+/// Items written per prepare transaction, beside the page listing them.
+const ITEMS_PER_PAGE: usize = MAX_TRANSACTION_ITEMS - 1;
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn journal_pk(id: &str) -> String {
+    format!("TX#{id}")
+}
+
+fn page_sk(kind: char, i: usize) -> String {
+    format!("{kind}#{i:05}")
+}
+
+impl ChainRecord {
+    fn to_av(&self) -> AV {
+        let mut m = HashMap::from([
+            ("id".to_owned(), s(&self.id)),
+            ("at".to_owned(), s(&self.at)),
+            ("body".to_owned(), s(&self.body)),
+        ]);
+        if let Some(p) = &self.patient {
+            m.insert("patient".into(), s(p));
+        }
+        if let Some(a) = &self.agent {
+            m.insert("agent".into(), s(a));
+        }
+        AV::M(m)
+    }
+
+    fn from_av(v: &AV) -> Result<Self, PortError> {
+        let m = v.as_m().map_err(|_| PortError::Integrity("journal record is not a map".into()))?;
+        let field = |k: &str| get_s(m, k).map(str::to_owned);
+        Ok(ChainRecord {
+            id: field("id").ok_or_else(|| PortError::Integrity("journal record without id".into()))?,
+            at: field("at").unwrap_or_default(),
+            body: field("body").unwrap_or_default(),
+            patient: field("patient"),
+            agent: field("agent"),
+        })
+    }
+}
+
+/// The same write with `tx = id` on the item it puts.
+fn marked(item: TransactWriteItem, id: &str) -> TransactWriteItem {
+    let Some(p) = item.put() else { return item };
+    let mut attrs = p.item().clone();
+    attrs.insert("tx".into(), s(id));
+    let put = Put::builder()
+        .table_name(p.table_name())
+        .set_item(Some(attrs))
+        .set_condition_expression(p.condition_expression().map(str::to_owned))
+        .set_expression_attribute_values(p.expression_attribute_values().cloned())
+        .build()
+        .expect("table and item set");
+    TransactWriteItem::builder().put(put).build()
+}
+
+fn key_of(item: &TransactWriteItem) -> Option<AV> {
+    let p = item.put()?;
+    let (pk, sk) = (p.item().get("pk")?, p.item().get("sk")?);
+    Some(AV::M(HashMap::from([("pk".to_owned(), pk.clone()), ("sk".to_owned(), sk.clone())])))
+}
+
+/// What the reader of an item carrying `tx` makes of its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Pending,
+    Committed,
+    Aborted,
+}
+
+impl DynamoStore {
+    /// Whether an item is visible: written by no transaction, or by one
+    /// that committed. Final states are cached (they never change).
+    pub(super) async fn visible(&self, item: &Item) -> Result<bool, PortError> {
+        let Some(id) = get_s(item, "tx") else { return Ok(true) };
+        if let Some(committed) = self.tx_states.lock().expect("tx states lock").get(id) {
+            return Ok(*committed);
+        }
+        Ok(self.header(id).await?.map(|(state, ..)| state) == Some(State::Committed))
+    }
+
+    /// The items of `items` that are visible.
+    pub(super) async fn only_visible(&self, items: Vec<Item>) -> Result<Vec<Item>, PortError> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            if self.visible(&item).await? {
+                out.push(item);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A transaction's state, deadline and whether it is done; None when its
+    /// header is gone (finished long ago).
+    async fn header(&self, id: &str) -> Result<Option<(State, i64, bool)>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.records)
+            .key("pk", s(HEADERS))
+            .key("sk", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| super::port_error("dynamodb", &e))?;
+        let Some(item) = out.item() else { return Ok(None) };
+        let state = match get_s(item, "state") {
+            Some("committed") => State::Committed,
+            Some("aborted") => State::Aborted,
+            _ => State::Pending,
+        };
+        if state != State::Pending {
+            self.tx_states.lock().expect("tx states lock").insert(id.to_owned(), state == State::Committed);
+        }
+        let done = item.get("done").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+        Ok(Some((state, get_n(item, "deadline").unwrap_or(0) as i64, done)))
+    }
+
+    /// Commits `writes` too many for one `TransactWriteItems`; `audits`
+    /// ends with the Bundle's own record, which commits with the header.
+    pub(super) async fn commit_journaled(
+        &self,
+        writes: Vec<ResourceWrite>,
+        audits: &[AuditEntry],
+        events: Vec<DomainEvent>,
+    ) -> Result<(), PortError> {
+        let (bundle, entry_audits) =
+            audits.split_last().ok_or_else(|| PortError::Integrity("a transaction without its audit record".into()))?;
+        let (creates, changes): (Vec<_>, Vec<_>) = writes.into_iter().partition(|w| w.expected_version.is_none());
+        let id = crate::crypto::random_id();
+        let mut flip = vec![self.header_transition(&id, "pending", "committed")];
+        flip.extend(changes.iter().flat_map(|w| self.resource_items(w)));
+        // The flip holds the header, the changes, the Bundle's record and the chain head.
+        if flip.len() + 2 > MAX_TRANSACTION_ITEMS {
+            return Err(PortError::TooLarge { items: flip.len() + 2, limit: MAX_TRANSACTION_ITEMS });
+        }
+        let records: Vec<ChainRecord> = entry_audits.iter().map(ChainRecord::of).collect();
+        let outbox: Vec<AV> =
+            self.outbox_items(&events).iter().filter_map(|i| i.put().map(|p| AV::M(p.item().clone()))).collect();
+        let pages = records.len().div_ceil(RECORDS_PER_PAGE).max(1);
+        let events_per_page = outbox.len().div_ceil(pages);
+        if RECORDS_PER_PAGE + events_per_page + 2 > MAX_TRANSACTION_ITEMS {
+            return Err(PortError::TooLarge {
+                items: RECORDS_PER_PAGE + events_per_page + 2,
+                limit: MAX_TRANSACTION_ITEMS,
+            });
+        }
+
+        self.put_item(
+            HashMap::from([
+                ("pk".to_owned(), s(HEADERS)),
+                ("sk".to_owned(), s(&id)),
+                ("state".to_owned(), s("pending")),
+                ("deadline".to_owned(), n((now() + self.transaction_deadline.as_secs() as i64) as u64)),
+                ("created".to_owned(), s(&bundle.recorded)),
+            ]),
+            true,
+        )
+        .await?;
+        let committed = async {
+            for page in 0..pages {
+                let take = |all: &[AV], per: usize| all.iter().skip(page * per).take(per).cloned().collect::<Vec<_>>();
+                let recs: Vec<AV> = records
+                    .iter()
+                    .skip(page * RECORDS_PER_PAGE)
+                    .take(RECORDS_PER_PAGE)
+                    .map(ChainRecord::to_av)
+                    .collect();
+                self.put_item(
+                    HashMap::from([
+                        ("pk".to_owned(), s(journal_pk(&id))),
+                        ("sk".to_owned(), s(page_sk('R', page))),
+                        ("records".to_owned(), AV::L(recs)),
+                        ("events".to_owned(), AV::L(take(&outbox, events_per_page.max(1)))),
+                    ]),
+                    false,
+                )
+                .await?;
+            }
+            self.prepare(&id, &creates).await?;
+            self.append_chain(flip, vec![], &[ChainRecord::of(bundle)]).await
+        }
+        .await;
+        match committed {
+            Ok(()) => {
+                self.tx_states.lock().expect("tx states lock").insert(id.clone(), true);
+                if let Err(e) = self.finish(&id).await {
+                    // Committed: the sweep finishes what is left.
+                    tracing::warn!(error = %e, "transaction committed; its roll-forward is left to the sweep");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // A lost answer may hide a commit that happened: the header decides.
+                if self.header(&id).await?.map(|(state, ..)| state) == Some(State::Committed) {
+                    let _ = self.finish(&id).await;
+                    return Ok(());
+                }
+                self.abort(&id).await?;
+                if let Err(cleanup) = self.finish(&id).await {
+                    tracing::warn!(error = %cleanup, "transaction aborted; its roll-back is left to the sweep");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes every create's items marked with the transaction, each chunk
+    /// with the page listing its keys, in one transaction.
+    async fn prepare(&self, id: &str, creates: &[ResourceWrite]) -> Result<(), PortError> {
+        let items: Vec<TransactWriteItem> =
+            creates.iter().flat_map(|w| self.resource_items(w)).map(|i| marked(i, id)).collect();
+        for (page, chunk) in items.chunks(ITEMS_PER_PAGE).enumerate() {
+            let keys: Vec<AV> = chunk.iter().filter_map(key_of).collect();
+            let listing = HashMap::from([
+                ("pk".to_owned(), s(journal_pk(id))),
+                ("sk".to_owned(), s(page_sk('K', page))),
+                ("keys".to_owned(), AV::L(keys)),
+            ]);
+            let mut all = vec![super::put(&self.tables.records, listing, Some("attribute_not_exists(pk)"), &[])];
+            all.extend(chunk.iter().cloned());
+            self.transact(all).await.map_err(|(e, failed)| match failed.first() {
+                Some(i) => PortError::ConditionFailed(*i),
+                None => e,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The header's move from `from` to `to`, conditional on `from`.
+    fn header_transition(&self, id: &str, from: &str, to: &str) -> TransactWriteItem {
+        let update = Update::builder()
+            .table_name(&self.tables.records)
+            .key("pk", s(HEADERS))
+            .key("sk", s(id))
+            .update_expression("SET #s = :to")
+            .condition_expression("#s = :from")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":to", s(to))
+            .expression_attribute_values(":from", s(from))
+            .build()
+            .expect("table, key and expression set");
+        TransactWriteItem::builder().update(update).build()
+    }
+
+    /// Moves a pending transaction to aborted; false when it is not pending
+    /// (it committed, or was aborted already).
+    async fn abort(&self, id: &str) -> Result<bool, PortError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.tables.records)
+            .key("pk", s(HEADERS))
+            .key("sk", s(id))
+            .update_expression("SET #s = :to")
+            .condition_expression("#s = :from")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":to", s("aborted"))
+            .expression_attribute_values(":from", s("pending"))
+            .send()
+            .await;
+        match out {
+            Ok(_) => {
+                self.tx_states.lock().expect("tx states lock").insert(id.to_owned(), false);
+                Ok(true)
+            }
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(super::port_error("dynamodb", &e)),
+        }
+    }
+
+    /// Completes a committed or aborted transaction: rolls it forward or
+    /// back, clears its journal and marks its header done. Idempotent.
+    async fn finish(&self, id: &str) -> Result<(), PortError> {
+        let Some((state, _, done)) = self.header(id).await? else { return Ok(()) };
+        if done || state == State::Pending {
+            return Ok(());
+        }
+        let journal = self.journal(id).await?;
+        let page = |kind: char| journal.iter().filter(move |i| get_s(i, "sk").is_some_and(|sk| sk.starts_with(kind)));
+        if state == State::Committed {
+            for r in page('R') {
+                self.append_page(id, r).await?;
+            }
+        }
+        for k in page('K') {
+            let keys: Vec<Item> = k
+                .get("keys")
+                .and_then(|v| v.as_l().ok())
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.as_m().ok().cloned())
+                .collect();
+            self.settle(id, keys, state == State::Committed).await?;
+        }
+        // The journal as it is now: the markers of the pages appended above too.
+        let pages: Vec<Item> = self
+            .journal(id)
+            .await?
+            .iter()
+            .map(|i| {
+                HashMap::from([
+                    ("pk".to_owned(), s(journal_pk(id))),
+                    ("sk".to_owned(), s(get_s(i, "sk").unwrap_or_default())),
+                ])
+            })
+            .collect();
+        for chunk in pages.chunks(MAX_TRANSACTION_ITEMS) {
+            let deletes = chunk.iter().map(|key| self.delete_action(key, None)).collect();
+            self.transact(deletes).await.map_err(|(e, _)| e)?;
+        }
+        self.client
+            .update_item()
+            .table_name(&self.tables.records)
+            .key("pk", s(HEADERS))
+            .key("sk", s(id))
+            .update_expression("SET done = :t, expires = :e")
+            .expression_attribute_values(":t", AV::Bool(true))
+            .expression_attribute_values(":e", n((now() + FINISHED_TTL_SECONDS) as u64))
+            .send()
+            .await
+            .map_err(|e| super::port_error("dynamodb", &e))?;
+        Ok(())
+    }
+
+    async fn journal(&self, id: &str) -> Result<Vec<Item>, PortError> {
+        self.query_all(&|q| {
+            q.key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(journal_pk(id)))
+                .consistent_read(true)
+        })
+        .await
+    }
+
+    /// Appends one roll-forward page's audit records and events, once: its
+    /// marker commits with them, so a repeat finds the marker and stops.
+    async fn append_page(&self, id: &str, page: &Item) -> Result<(), PortError> {
+        let sk = get_s(page, "sk").unwrap_or_default().replacen('R', "D", 1);
+        let records: Vec<ChainRecord> = page
+            .get("records")
+            .and_then(|v| v.as_l().ok())
+            .into_iter()
+            .flatten()
+            .map(ChainRecord::from_av)
+            .collect::<Result<_, _>>()?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let marker = HashMap::from([("pk".to_owned(), s(journal_pk(id))), ("sk".to_owned(), s(sk))]);
+        let mut items = vec![super::put(&self.tables.records, marker, Some("attribute_not_exists(pk)"), &[])];
+        for event in page.get("events").and_then(|v| v.as_l().ok()).into_iter().flatten() {
+            if let Ok(m) = event.as_m() {
+                items.push(super::put(&self.tables.outbox, m.clone(), Some("attribute_not_exists(pk)"), &[]));
+            }
+        }
+        match self.append_chain(items, vec![], &records).await {
+            Err(PortError::ConditionFailed(0)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Prepared items made final, a page (≤ 99) per call: their `tx`
+    /// stripped (committed) or the items deleted (aborted), each only while
+    /// it is still the transaction's. An item that no longer is (settled
+    /// already, or changed since) cancels the call; it is left out and the
+    /// rest go again.
+    async fn settle(&self, id: &str, mut keys: Vec<Item>, committed: bool) -> Result<(), PortError> {
+        while !keys.is_empty() {
+            let actions = keys
+                .iter()
+                .map(|key| match committed {
+                    true => {
+                        let update = Update::builder()
+                            .table_name(&self.tables.records)
+                            .set_key(Some(key.clone()))
+                            .update_expression("REMOVE tx")
+                            .condition_expression("tx = :id")
+                            .expression_attribute_values(":id", s(id))
+                            .build()
+                            .expect("table, key and expression set");
+                        TransactWriteItem::builder().update(update).build()
+                    }
+                    false => self.delete_action(key, Some(id)),
+                })
+                .collect();
+            match self.transact(actions).await {
+                Ok(()) => return Ok(()),
+                Err((_, failed)) if !failed.is_empty() => {
+                    let mut i = 0;
+                    keys.retain(|_| {
+                        i += 1;
+                        !failed.contains(&(i - 1))
+                    });
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the item at `key` (only while it is transaction `id`'s, if given).
+    fn delete_action(&self, key: &Item, id: Option<&str>) -> TransactWriteItem {
+        let mut delete = Delete::builder().table_name(&self.tables.records).set_key(Some(key.clone()));
+        if let Some(id) = id {
+            delete = delete.condition_expression("tx = :id").expression_attribute_values(":id", s(id));
+        }
+        TransactWriteItem::builder().delete(delete.build().expect("table and key set")).build()
+    }
+
+    /// One `TransactWriteItems`; on failure the error and the indexes of
+    /// the actions whose condition failed.
+    async fn transact(&self, actions: Vec<TransactWriteItem>) -> Result<(), (PortError, Vec<usize>)> {
+        self.client
+            .transact_write_items()
+            .client_request_token(crate::crypto::random_id())
+            .set_transact_items(Some(actions))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| (super::port_error("dynamodb", &e), super::cancelled_items(&e)))
+    }
+
+    /// Finishes every transaction left unfinished: committed ones roll
+    /// forward, aborted ones and pending ones past their deadline roll
+    /// back. The sweep after a crash; returns how many it finished.
+    pub(super) async fn sweep(&self) -> Result<usize, PortError> {
+        let headers = self
+            .query_all(&|q| {
+                q.key_condition_expression("pk = :pk")
+                    .filter_expression("attribute_not_exists(done)")
+                    .expression_attribute_values(":pk", s(HEADERS))
+                    .consistent_read(true)
+            })
+            .await?;
+        let mut finished = 0;
+        for header in headers {
+            let id = get_s(&header, "sk").unwrap_or_default().to_owned();
+            let overdue = get_n(&header, "deadline").is_some_and(|d| (d as i64) < now());
+            if get_s(&header, "state") == Some("pending") && !(overdue && self.abort(&id).await?) {
+                continue;
+            }
+            self.finish(&id).await?;
+            finished += 1;
+        }
+        Ok(finished)
+    }
+
+    async fn put_item(&self, item: Item, new: bool) -> Result<(), PortError> {
+        let mut put = self.client.put_item().table_name(&self.tables.records).set_item(Some(item));
+        if new {
+            put = put.condition_expression("attribute_not_exists(pk)");
+        }
+        put.send().await.map(|_| ()).map_err(|e| super::port_error("dynamodb", &e))
+    }
+}

@@ -1,0 +1,77 @@
+//! Transaction Bundles against the local stack: one Patient and its
+//! Observations (urn:uuid links), committed as one transaction of 10, 100,
+//! 500 and 1,000 entries, versus posting the same resources one by one as
+//! an integrator without transactions must (each reference rewritten once
+//! its target exists). Entries/s and AWS calls per entry, side by side.
+//! Run with `cargo bench -p medrec-e2e --bench transactions`.
+
+use medrec_e2e::{canary_patient, Harness};
+use serde_json::{json, Value};
+use std::time::Instant;
+
+fn observation(patient_ref: &str, i: usize) -> Value {
+    json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
+        "subject": {"reference": patient_ref}, "effectiveDateTime": "2026-11-20T09:00:00Z",
+        "valueQuantity": {"value": 60 + i, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"}})
+}
+
+fn transaction(tag: &str, size: usize) -> String {
+    let p = "urn:uuid:5b7f0c1e-0000-4000-8000-000000000000";
+    let mut entries =
+        vec![json!({"fullUrl": p, "resource": canary_patient(tag), "request": {"method": "POST", "url": "Patient"}})];
+    for i in 1..size {
+        entries.push(json!({"resource": observation(p, i), "request": {"method": "POST", "url": "Observation"}}));
+    }
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string()
+}
+
+fn per_entry(counted: &std::collections::BTreeMap<String, u64>, entries: usize) -> String {
+    let total: u64 = counted.values().sum();
+    let each: Vec<String> = counted
+        .iter()
+        .map(|(k, v)| format!("{}={:.2}", k.rsplit('.').next().unwrap_or(k), *v as f64 / entries as f64))
+        .collect();
+    format!("{:.2} ({})", total as f64 / entries as f64, each.join(" "))
+}
+
+#[tokio::main]
+async fn main() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-tx-bench");
+    println!("entries  transaction            one by one           ratio  AWS calls/entry (transaction | one by one)");
+    for size in [10, 100, 500, 1_000] {
+        let body = transaction(&format!("txbench{size}"), size);
+        h.aws_calls().await;
+        let started = Instant::now();
+        let r = h.call("POST", "/fhir", Some(&t), &[], Some(&body)).await;
+        let tx_s = started.elapsed().as_secs_f64();
+        assert_eq!(r.status, 200, "{size}: {}", &r.text()[..r.text().len().min(500)]);
+        let tx_calls = h.aws_calls().await;
+
+        let started = Instant::now();
+        let patient = h.create_id(&t, &canary_patient(&format!("onebyone{size}"))).await;
+        for i in 1..size {
+            let r = h
+                .call(
+                    "POST",
+                    "/fhir/Observation",
+                    Some(&t),
+                    &[],
+                    Some(&observation(&format!("Patient/{patient}"), i).to_string()),
+                )
+                .await;
+            assert_eq!(r.status, 201);
+        }
+        let single_s = started.elapsed().as_secs_f64();
+        let single_calls = h.aws_calls().await;
+        println!(
+            "{size:>7}  {tx_s:>6.2}s {:>7.0}/s      {single_s:>6.2}s {:>7.0}/s    {:>4.2}×  {} | {}",
+            size as f64 / tx_s,
+            size as f64 / single_s,
+            single_s / tx_s,
+            per_entry(&tx_calls, size),
+            per_entry(&single_calls, size),
+        );
+    }
+}
