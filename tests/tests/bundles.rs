@@ -450,31 +450,37 @@ async fn a_failing_transaction_stores_nothing_and_names_the_entry() {
 async fn of_two_transactions_updating_one_version_exactly_one_wins() {
     let h = Harness::start().await;
     let t = h.token("clinician", "dr-tx-race");
-    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
-    let obs = h.create_id(&t, &observation(&patient, "2339-0")).await;
-    let update = |status: &str| {
-        let mut o = observation(&patient, "2339-0");
-        o["id"] = json!(obs);
-        o["status"] = json!(status);
-        transaction(vec![
-            with_resource("POST", "Observation", observation(&patient, "718-7")),
-            json!({"resource": o, "request": {"method": "PUT", "url": format!("Observation/{obs}"), "ifMatch": "W/\"1\""}}),
-        ])
-    };
-    let (a, b) = (update("amended"), update("corrected"));
-    let (ra, rb) = tokio::join!(
-        h.call("POST", "/fhir", Some(&t), &[], Some(&a)),
-        h.call("POST", "/fhir", Some(&t), &[], Some(&b))
-    );
-    let mut outcome = [ra.status, rb.status];
-    outcome.sort();
-    assert!(outcome == [200, 409] || outcome == [200, 412], "{outcome:?}: {} {}", ra.text(), rb.text());
-    let current = h.get(&format!("/fhir/Observation/{obs}"), &t).await.json();
-    assert_eq!(current["meta"]["versionId"], "2");
-    let winner = if ra.status == 200 { "amended" } else { "corrected" };
-    assert_eq!(current["status"], winner);
-    let created = h.get(&format!("/fhir/Observation?patient={patient}&code=718-7"), &t).await.json();
-    assert_eq!(created["total"], 1, "the loser's create is not stored either");
+    // With one create, each fits one DynamoDB transaction; with twenty, each
+    // goes through the journal, its update committing with its header.
+    for creates in [1, 20] {
+        let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+        let obs = h.create_id(&t, &observation(&patient, "2339-0")).await;
+        let update = |status: &str| {
+            let mut o = observation(&patient, "2339-0");
+            o["id"] = json!(obs);
+            o["status"] = json!(status);
+            let mut entries = vec![json!({"resource": o,
+                "request": {"method": "PUT", "url": format!("Observation/{obs}"), "ifMatch": "W/\"1\""}})];
+            entries.extend((0..creates).map(|_| with_resource("POST", "Observation", observation(&patient, "718-7"))));
+            transaction(entries)
+        };
+        let (a, b) = (update("amended"), update("corrected"));
+        let (ra, rb) = tokio::join!(
+            h.call("POST", "/fhir", Some(&t), &[], Some(&a)),
+            h.call("POST", "/fhir", Some(&t), &[], Some(&b))
+        );
+        let mut outcome = [ra.status, rb.status];
+        outcome.sort();
+        assert!(outcome == [200, 409] || outcome == [200, 412], "{creates}: {outcome:?}: {} {}", ra.text(), rb.text());
+        let current = h.get(&format!("/fhir/Observation/{obs}"), &t).await.json();
+        assert_eq!(current["meta"]["versionId"], "2");
+        let winner = if ra.status == 200 { "amended" } else { "corrected" };
+        assert_eq!(current["status"], winner);
+        let created = h.get(&format!("/fhir/Observation?patient={patient}&code=718-7&_count=1"), &t).await.json();
+        assert_eq!(created["total"], creates, "the loser's creates are not stored");
+    }
+    let open = h.scan(&h.table("RecordsTable")).await;
+    assert!(open.iter().all(|i| !i.contains_key("tx")), "the loser's prepared creates are gone");
 }
 
 /// A patient's Synthea Bundle as the generator wrote it (the smallest of

@@ -537,7 +537,7 @@ fn operation(o: &Operation, limits: &Limits, require_if_match: bool) -> Value {
                 json!({"description": "A batch-response or transaction-response Bundle: one entry per request, in order, each with its status", "content": fhir(bundle.clone())}),
             );
             for (s, d) in [
-                ("400", "Not a well-formed batch or transaction Bundle (each problem at its entry), or a transaction larger than one atomic commit"),
+                ("400", "Not a well-formed batch or transaction Bundle (each problem at its entry), or a transaction with more updates and deletes than one atomic commit holds"),
                 ("409", "A resource of the transaction changed concurrently; nothing was stored"),
                 ("412", "A transaction's conditional reference, create or update found no or several resources"),
                 ("413", "Bundle too large"),

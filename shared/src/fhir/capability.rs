@@ -88,7 +88,7 @@ pub fn capability_statement(base_url: &str, resources: &[ResourceCapability]) ->
             "interaction": [
                 {"code": "history-system", "documentation": "One patient's compartment: patient=Patient/{id} (or the token's patient context), _since, _count."},
                 {"code": "batch", "documentation": "POST /fhir with a batch Bundle: each entry served as the same request alone (authorized, consent-checked, validated, audited), each with its own status; no links between entries. DocumentReference and AuditEvent are not carried."},
-                {"code": "transaction", "documentation": "POST /fhir with a transaction Bundle: urn:uuid/urn:oid links and conditional references resolved to server ids, entries run in R4 order as the same requests alone, then committed with every audit record in one atomic write, or nothing stored (the failing entry's status and outcome, located in the Bundle). At most 32 changing entries, as fits one DynamoDB transaction; reads run on the committed state."},
+                {"code": "transaction", "documentation": "POST /fhir with a transaction Bundle: urn:uuid/urn:oid links and conditional references resolved to server ids, entries run in R4 order as the same requests alone, then committed with every audit record in one atomic write, or nothing stored (the failing entry's status and outcome, located in the Bundle). Up to 1,000 entries (beyond one DynamoDB transaction through a journal and a commit marker; at most ~30 of them updates or deletes); reads run on the committed state. DocumentReference and AuditEvent are not carried."},
             ],
             "operation": [{"name": "validate", "definition": VALIDATE}],
         }],

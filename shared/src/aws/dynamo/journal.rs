@@ -285,26 +285,13 @@ impl DynamoStore {
     /// Moves a pending transaction to aborted; false when it is not pending
     /// (it committed, or was aborted already).
     async fn abort(&self, id: &str) -> Result<bool, PortError> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.tables.records)
-            .key("pk", s(HEADERS))
-            .key("sk", s(id))
-            .update_expression("SET #s = :to")
-            .condition_expression("#s = :from")
-            .expression_attribute_names("#s", "state")
-            .expression_attribute_values(":to", s("aborted"))
-            .expression_attribute_values(":from", s("pending"))
-            .send()
-            .await;
-        match out {
-            Ok(_) => {
+        match self.transact(vec![self.header_transition(id, "pending", "aborted")]).await {
+            Ok(()) => {
                 self.tx_states.lock().expect("tx states lock").insert(id.to_owned(), false);
                 Ok(true)
             }
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(super::port_error("dynamodb", &e)),
+            Err((_, failed)) if !failed.is_empty() => Ok(false),
+            Err((e, _)) => Err(e),
         }
     }
 
