@@ -375,6 +375,33 @@ async fn a_transaction_commits_linked_entries_whole_with_their_links_resolved() 
     assert_eq!(tx.len(), 1, "{audits:?}");
     assert_eq!(tx[0]["entity"].as_array().map(Vec::len), Some(6), "{}", tx[0]);
     assert_eq!(audits.iter().filter(|a| a["subtype"][0]["code"] == "create").count(), 6);
+
+    // A conditional create that finds its patient links to them: the
+    // Observation naming the entry lands in the existing record.
+    let mrn = stored(format!("/fhir/Patient/{patient}")).await["identifier"][0].clone();
+    let condition = format!("identifier={}|{}", mrn["system"].as_str().unwrap(), mrn["value"].as_str().unwrap());
+    let again = "urn:uuid:0f0c3a4e-8a2b-4a57-9b55-3f4b8e9a2000";
+    let mut obs = observation("placeholder", "718-7");
+    obs["subject"]["reference"] = json!(again);
+    let patient_again = stored(format!("/fhir/Patient/{patient}")).await;
+    let r = h
+        .call(
+            "POST",
+            "/fhir",
+            Some(&t),
+            &[],
+            Some(&transaction(vec![
+                json!({"fullUrl": again, "resource": canary_patient(&unique_tag()),
+                    "request": {"method": "POST", "url": "Patient", "ifNoneExist": condition}}),
+                linked("urn:uuid:0f0c3a4e-8a2b-4a57-9b55-3f4b8e9a2001", "Observation", obs),
+            ])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    assert_eq!(statuses(&out), ["200 OK", "201 Created"]);
+    assert_eq!(out["entry"][0]["resource"], patient_again, "the patient found, unchanged");
+    assert_eq!(out["entry"][1]["resource"]["subject"]["reference"], format!("Patient/{patient}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
