@@ -13,6 +13,7 @@ use crate::error::PortError;
 use crate::ports::{
     AuditKey, AuditLog, BreakGlassAccess, BreakGlassReview, Current, DomainEvent, RecordStore, ResourceWrite, Version,
 };
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 
@@ -26,6 +27,10 @@ pub struct Stage {
     pub writes: Vec<ResourceWrite>,
     pub audits: Vec<AuditEntry>,
     pub events: Vec<DomainEvent>,
+    /// Compartment queries already made, by (patient, type): every entry
+    /// of a patient's record checks that patient's consents, and one query
+    /// answers them all (the staged changes are laid over it each time).
+    compartments: HashMap<(String, String), Vec<(String, Current)>>,
 }
 
 tokio::task_local! {
@@ -156,7 +161,15 @@ impl<S: RecordStore> RecordStore for Staging<S> {
     }
 
     async fn compartment(&self, patient: &str, ty: &str) -> Result<Vec<(String, Current)>, PortError> {
-        let mut all = self.0.compartment(patient, ty).await?;
+        let key = (patient.to_owned(), ty.to_owned());
+        let mut all = match staged(|s| s.compartments.get(&key).cloned()).flatten() {
+            Some(read) => read,
+            None => {
+                let read = self.0.compartment(patient, ty).await?;
+                staged(|s| s.compartments.insert(key, read.clone()));
+                read
+            }
+        };
         for w in staged_in(patient, Some(ty)) {
             all.retain(|(id, _)| *id != w.id);
             all.push((w.id.clone(), current_of(&w)));
