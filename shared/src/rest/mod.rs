@@ -320,7 +320,10 @@ pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut Au
             let h = rt.services.history(caller, None, http::query(req)?, audit).await?;
             return Ok(history_response(base, "/fhir/_history", h));
         }
-        "batch" => return batch::serve(rt, req, caller, base, audit).await,
+        // Boxed: a Bundle's entries are whole requests, and their futures
+        // inline would make every request's future as large (a stack
+        // overflow where a caller holds it on a thread's stack).
+        "batch" => return Box::pin(batch::serve(rt, req, caller, base, audit)).await,
         _ => {}
     }
     let (ty, params) = match route.path.split('/').nth(2).unwrap_or_default() {
