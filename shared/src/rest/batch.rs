@@ -1,8 +1,10 @@
-//! `POST /fhir` with a batch Bundle (R4 http.html#transaction): each entry
-//! is served as the same request sent alone would be, through the same
-//! REST code with the caller's own credentials, so it is authorized,
-//! consent-checked, validated and audited exactly as that request; the
-//! Bundle as a whole leaves one more audit record.
+//! `POST /fhir` with a batch or transaction Bundle (R4
+//! http.html#transaction). The Bundle is read here; a batch's entries are
+//! each served as the same request sent alone would be, through the same
+//! REST code with the caller's own credentials, so each is authorized,
+//! consent-checked, validated and audited exactly as that request, and the
+//! Bundle as a whole leaves one more audit record. A transaction's entries
+//! are served the same way by `transaction`, which commits them as one.
 
 use super::serve_type;
 use crate::audit::AuditEntry;
