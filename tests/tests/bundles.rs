@@ -619,3 +619,52 @@ async fn a_synthea_patient_bundle_commits_whole_beyond_one_dynamodb_transaction(
     let count = |code: &str| audits.iter().filter(|a| a["subtype"][0]["code"] == code).count();
     assert_eq!((count("create"), count("transaction")), (n, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_patches_and_updates_and_deletes_by_condition() {
+    let h = Harness::start().await;
+    let admin = h.token("admin", "admin-tx-conditional");
+    let patient = h.create_id(&admin, &canary_patient(&unique_tag())).await;
+    let system = format!("urn:medrec:test-lab-{}", unique_tag());
+    let with_identifier = |value: &str| {
+        let mut o = observation(&patient, "2339-0");
+        o["identifier"] = json!([{"system": system, "value": value}]);
+        o
+    };
+    let patched = h.create_id(&admin, &with_identifier("a")).await;
+    let updated = h.create_id(&admin, &with_identifier("b")).await;
+    let deleted = h.create_id(&admin, &with_identifier("c")).await;
+    let patch = base64::engine::general_purpose::STANDARD
+        .encode(json!([{"op": "replace", "path": "/status", "value": "amended"}]).to_string());
+    let mut replacement = with_identifier("b");
+    replacement["status"] = json!("corrected");
+    let r = h
+        .call(
+            "POST",
+            "/fhir",
+            Some(&admin),
+            &[],
+            Some(&transaction(vec![
+                json!({"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": patch},
+                    "request": {"method": "PATCH", "url": format!("Observation/{patched}"), "ifMatch": "W/\"1\""}}),
+                with_resource("PUT", &format!("Observation?patient={patient}&identifier={system}|b"), replacement),
+                request("DELETE", &format!("Observation?patient={patient}&identifier={system}|c")),
+            ])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    assert_valid("transaction-response", &out);
+    let s = statuses(&out);
+    assert_eq!((s[0].as_str(), s[1].as_str()), ("200 OK", "200 OK"), "{s:?}");
+    assert!(s[2].starts_with("20"), "{s:?}");
+    let read = |id: String| {
+        let (h, admin) = (&h, &admin);
+        async move { h.get(&format!("/fhir/Observation/{id}"), admin).await }
+    };
+    let p = read(patched).await.json();
+    assert_eq!((p["status"].as_str(), p["meta"]["versionId"].as_str()), (Some("amended"), Some("2")));
+    let u = read(updated).await.json();
+    assert_eq!((u["status"].as_str(), u["meta"]["versionId"].as_str()), (Some("corrected"), Some("2")));
+    assert_eq!(read(deleted).await.status, 410);
+}
