@@ -115,7 +115,7 @@ impl DynamoStore {
         if let Some(committed) = self.tx_states.lock().expect("tx states lock").get(id) {
             return Ok(*committed);
         }
-        Ok(self.header(id).await?.map(|(state, ..)| state) == Some(State::Committed))
+        Ok(self.header(id).await?.map(|(state, _)| state) == Some(State::Committed))
     }
 
     /// The items of `items` that are visible.
@@ -129,9 +129,9 @@ impl DynamoStore {
         Ok(out)
     }
 
-    /// A transaction's state, deadline and whether it is done; None when its
-    /// header is gone (finished long ago).
-    async fn header(&self, id: &str) -> Result<Option<(State, i64, bool)>, PortError> {
+    /// A transaction's state and whether it is done; None when its header
+    /// is gone (finished long ago).
+    async fn header(&self, id: &str) -> Result<Option<(State, bool)>, PortError> {
         let out = self
             .client
             .get_item()
@@ -152,7 +152,7 @@ impl DynamoStore {
             self.tx_states.lock().expect("tx states lock").insert(id.to_owned(), state == State::Committed);
         }
         let done = item.get("done").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
-        Ok(Some((state, get_n(item, "deadline").unwrap_or(0) as i64, done)))
+        Ok(Some((state, done)))
     }
 
     /// Commits `writes` too many for one `TransactWriteItems`; `audits`
@@ -231,7 +231,7 @@ impl DynamoStore {
             }
             Err(e) => {
                 // A lost answer may hide a commit that happened: the header decides.
-                if self.header(&id).await?.map(|(state, ..)| state) == Some(State::Committed) {
+                if self.header(&id).await?.map(|(state, _)| state) == Some(State::Committed) {
                     let _ = self.finish(&id).await;
                     return Ok(());
                 }
@@ -298,7 +298,7 @@ impl DynamoStore {
     /// Completes a committed or aborted transaction: rolls it forward or
     /// back, clears its journal and marks its header done. Idempotent.
     async fn finish(&self, id: &str) -> Result<(), PortError> {
-        let Some((state, _, done)) = self.header(id).await? else { return Ok(()) };
+        let Some((state, done)) = self.header(id).await? else { return Ok(()) };
         if done || state == State::Pending {
             return Ok(());
         }
