@@ -2,7 +2,7 @@
 //! journal and a commit marker.
 //!
 //! - Header `TX` / `<id>`: `state` pending → committed or aborted (final),
-//!   `deadline`, and `done` once nothing of the journal is left to do.
+//!   `deadline` (epoch milliseconds), and `done` once nothing of the journal is left to do.
 //! - Journal `TX#<id>`: `K#n` pages list the keys of the items written for
 //!   the transaction's creates; `R#n` pages hold the audit records and
 //!   outbox events to append once committed; `D#n` marks page `R#n` done.
@@ -39,6 +39,12 @@ const ITEMS_PER_PAGE: usize = MAX_TRANSACTION_ITEMS - 1;
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Milliseconds, so a deadline is the configured span, not up to a second
+/// less or more by rounding.
+fn now_millis() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 fn journal_pk(id: &str) -> String {
@@ -190,7 +196,7 @@ impl DynamoStore {
                 ("pk".to_owned(), s(HEADERS)),
                 ("sk".to_owned(), s(&id)),
                 ("state".to_owned(), s("pending")),
-                ("deadline".to_owned(), n((now() + self.transaction_deadline.as_secs() as i64) as u64)),
+                ("deadline".to_owned(), n((now_millis() + self.transaction_deadline.as_millis() as i64) as u64)),
                 ("created".to_owned(), s(&bundle.recorded)),
             ]),
             true,
@@ -461,7 +467,7 @@ impl DynamoStore {
         let mut finished = 0;
         for header in headers {
             let id = get_s(&header, "sk").unwrap_or_default().to_owned();
-            let overdue = get_n(&header, "deadline").is_some_and(|d| (d as i64) < now());
+            let overdue = get_n(&header, "deadline").is_some_and(|d| (d as i64) < now_millis());
             if get_s(&header, "state") == Some("pending") && !(overdue && self.abort(&id).await?) {
                 continue;
             }
