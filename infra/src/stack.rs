@@ -79,7 +79,7 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
     let boot = |e: medrec_shared::runtime::BootError| format!("{logical_id}: {e}");
     Ok(Some(match logical_id {
         "PatientsFunction" => Mounted::Api(api(medrec_patients::app(config).await.map_err(boot)?)),
-        "ClinicalFunction" => Mounted::Api(api(medrec_clinical::app(config).await.map_err(boot)?)),
+        "ClinicalFunction" => Mounted::Api(api(medrec_clinical::app(config, documents()?).await.map_err(boot)?)),
         "ConsentFunction" => Mounted::Api(api(medrec_consent::app(config).await.map_err(boot)?)),
         "ValidationFunction" => Mounted::Api(api(medrec_validation::App::new(config).await.map_err(boot)?)),
         "AuditFunction" => Mounted::Api(api(medrec_audit::App::new(config).await.map_err(boot)?)),

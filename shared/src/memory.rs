@@ -353,6 +353,11 @@ impl crate::ports::BlobStore for MemoryBlobs {
         Ok(())
     }
 
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        self.objects.lock().expect("lock").remove(key);
+        Ok(())
+    }
+
     async fn get(&self, key: &str, range: Option<(u64, u64)>) -> Result<Option<Vec<u8>>, PortError> {
         let objects = self.objects.lock().expect("lock");
         Ok(objects.get(key).map(|o| match range {

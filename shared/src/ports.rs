@@ -226,6 +226,8 @@ pub struct PresignedUpload {
 /// presigned uploads land in until the ingest has checked them.
 pub trait BlobStore: Send + Sync {
     fn put(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Removes a sealed object (one a failed transaction stored).
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), PortError>> + Send;
     /// The whole object, or its bytes `first..=last`.
     fn get(
         &self,

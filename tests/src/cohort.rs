@@ -58,3 +58,26 @@ pub fn invalid_in_r4(r: &Value, types: &HashMap<&str, &str>) -> bool {
         _ => false,
     }
 }
+
+/// A DocumentReference keeps its attachments' bytes apart (sealed in S3,
+/// the record pointing at them by `url`, with their size and digests): takes
+/// out what differs between what was sent (`data`) and what is stored
+/// (`url`, `size`, `hash`, the SHA-256 extension), in content order.
+pub fn attachments_apart(r: &mut Value) -> Vec<String> {
+    let mut taken = vec![];
+    for c in r["content"].as_array_mut().into_iter().flatten() {
+        let Some(a) = c["attachment"].as_object_mut() else { continue };
+        if let Some(Value::String(v)) = a.remove("data").or_else(|| a.remove("url")) {
+            taken.push(v);
+        }
+        a.remove("size");
+        a.remove("hash");
+        if let Some(ext) = a.get_mut("extension").and_then(Value::as_array_mut) {
+            ext.retain(|e| !e["url"].as_str().is_some_and(|u| u.ends_with("sha256")));
+            if ext.is_empty() {
+                a.remove("extension");
+            }
+        }
+    }
+    taken
+}

@@ -596,8 +596,10 @@ async fn clinical_through(h: &Harness, proxy: &FaultProxy) -> Arc<medrec_shared:
     let mut env = h.stack.function_env["ClinicalFunction"].clone();
     env.insert("MEDREC_AWS_ENDPOINT".into(), proxy.endpoint.clone());
     env.insert("MEDREC_TRANSACTION_DEADLINE_SECONDS".into(), "1".into());
-    let config = medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    Arc::new(medrec_clinical::app(config).await.unwrap())
+    let lookup = |k: &str| env.get(k).cloned();
+    let config = medrec_shared::config::Config::from_lookup(lookup).unwrap();
+    let documents = medrec_shared::documents::DocumentConfig::from_lookup(lookup).unwrap();
+    Arc::new(medrec_clinical::app(config, documents).await.unwrap())
 }
 
 /// `POST /fhir` with `body`, as API Gateway delivers it to the function.

@@ -4,6 +4,7 @@
 //! is refused whole with each problem at its entry, and a batch gives a
 //! caller nothing the same requests alone would not.
 
+use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use medrec_e2e::{canary_patient, consent, unique_tag, Harness};
 use medrec_shared::fhir::validator::model;
@@ -65,7 +66,7 @@ async fn a_batch_answers_each_entry_as_that_request_alone() {
             "request": {"method": "PUT", "url": format!("Observation/{other}"), "ifMatch": "W/\"2\""}}),
         request("GET", "Observation/nosuchrecord"),
         request("HEAD", &format!("Patient/{patient}")),
-        request("GET", "DocumentReference?patient=x"),
+        request("GET", "AuditEvent?patient=x"),
         request("GET", "Nothing/1"),
         request("DELETE", &format!("Observation/{existing}")),
     ];
@@ -512,9 +513,8 @@ async fn of_two_transactions_updating_one_version_exactly_one_wins() {
 
 /// A patient's Synthea Bundle as the generator wrote it (the smallest of
 /// the cohort's), cut to at least `size` entries that link only among
-/// themselves (links point forward and back), leaving out the documents
-/// (their content goes through the documents function, which a Bundle does
-/// not carry) and what R4 refuses, with whatever links to them.
+/// themselves (links point forward and back), leaving out what R4
+/// refuses, with whatever links to it.
 fn synthea_transaction(size: usize) -> Vec<Value> {
     use std::collections::{HashMap, HashSet};
     let file = medrec_e2e::cohort::files()
@@ -533,12 +533,8 @@ fn synthea_transaction(size: usize) -> Vec<Value> {
             (url(e), l)
         })
         .collect();
-    let mut sendable: HashSet<String> = all
-        .iter()
-        .filter(|e| e["resource"]["resourceType"] != "DocumentReference")
-        .filter(|e| !medrec_e2e::cohort::invalid_in_r4(&e["resource"], &types))
-        .map(url)
-        .collect();
+    let mut sendable: HashSet<String> =
+        all.iter().filter(|e| !medrec_e2e::cohort::invalid_in_r4(&e["resource"], &types)).map(url).collect();
     loop {
         let before = sendable.len();
         sendable = sendable.iter().filter(|u| links[*u].iter().all(|l| sendable.contains(l))).cloned().collect();
@@ -546,9 +542,11 @@ fn synthea_transaction(size: usize) -> Vec<Value> {
             break;
         }
     }
-    // Entries in the Bundle's order, each with everything it links to.
+    // Entries in the Bundle's order, each with everything it links to, a
+    // few notes first (the generator writes them last).
     let mut chosen: HashSet<String> = HashSet::new();
-    for e in &all {
+    let notes = all.iter().filter(|e| e["resource"]["resourceType"] == "DocumentReference").take(5);
+    for e in notes.chain(&all) {
         if chosen.len() >= size {
             break;
         }
@@ -571,7 +569,7 @@ async fn a_synthea_patient_bundle_commits_whole_beyond_one_dynamodb_transaction(
     let n = entries.len();
     let kinds: std::collections::BTreeSet<&str> =
         entries.iter().map(|e| e["resource"]["resourceType"].as_str().unwrap()).collect();
-    assert!(kinds.len() >= 10, "{kinds:?}");
+    assert!(kinds.len() >= 10 && kinds.contains("DocumentReference"), "{kinds:?}");
     let started = std::time::Instant::now();
     let r = h.call("POST", "/fhir", Some(&admin), &[], Some(&transaction(entries.clone()))).await;
     let took = started.elapsed();
@@ -581,6 +579,7 @@ async fn a_synthea_patient_bundle_commits_whole_beyond_one_dynamodb_transaction(
     assert!(statuses(&out).iter().all(|s| s == "201 Created"), "{:?}", statuses(&out));
 
     // Every link is the server's id, and every resource reads back as sent.
+    let mut documents = 0;
     let ids: std::collections::HashMap<String, String> = entries
         .iter()
         .zip(out["entry"].as_array().unwrap())
@@ -602,8 +601,17 @@ async fn a_synthea_patient_bundle_commits_whole_beyond_one_dynamodb_transaction(
             m.remove("id");
             m.remove("meta");
         }
+        // A document's bytes are sealed apart, its Binary serving them as sent.
+        let data = medrec_e2e::cohort::attachments_apart(&mut expected);
+        for (data, url) in data.iter().zip(medrec_e2e::cohort::attachments_apart(&mut got)) {
+            let bytes = h.call("GET", &format!("/fhir/{url}"), Some(&admin), &[("accept", "*/*")], None).await;
+            assert_eq!(bytes.status, 200, "{url}");
+            assert_eq!(B64.encode(bytes.body.as_ref()), *data, "{url} holds the bytes sent");
+            documents += 1;
+        }
         assert_eq!(got, expected, "{path} reads back as sent, its links resolved");
     }
+    assert!(documents > 0);
 
     // Nothing of the journal is left, and nothing stays marked.
     let items = h.scan(&h.table("RecordsTable")).await;
@@ -618,6 +626,90 @@ async fn a_synthea_patient_bundle_commits_whole_beyond_one_dynamodb_transaction(
     let audits = h.audit_events_of("loader-tx").await;
     let count = |code: &str| audits.iter().filter(|a| a["subtype"][0]["code"] == code).count();
     assert_eq!((count("create"), count("transaction")), (n, 1));
+}
+
+/// A clinical note with its text inline, about the patient `subject`.
+fn note(subject: &str, text: &str) -> Value {
+    json!({"resourceType": "DocumentReference", "status": "current", "subject": {"reference": subject},
+        "type": {"coding": [{"system": "http://loinc.org", "code": "34117-2"}]},
+        "content": [{"attachment": {"contentType": "text/plain", "data": B64.encode(text)}}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactions_documents_are_stored_with_it_or_not_at_all() {
+    let h = Harness::start().await;
+    let t = h.token("clinician", "dr-tx-documents");
+    let p = "urn:uuid:5b1e2c3d-0000-4000-8000-000000000001";
+    let d = "urn:uuid:5b1e2c3d-0000-4000-8000-000000000002";
+    let text = format!("History and physical {}", unique_tag());
+    let binary = json!({"resourceType": "Binary", "contentType": "text/plain",
+        "securityContext": {"reference": d}, "data": B64.encode("a scanned consent form")});
+
+    // Committed: the note, its bytes, and a Binary whose context is the note.
+    let entries = vec![
+        linked(p, "Patient", canary_patient(&unique_tag())),
+        linked(d, "DocumentReference", note(p, &text)),
+        with_resource("POST", "Binary", binary.clone()),
+    ];
+    let r = h.call("POST", "/fhir", Some(&t), &[], Some(&transaction(entries))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    assert_valid("transaction-response", &out);
+    assert_eq!(statuses(&out), ["201 Created"; 3]);
+    let patient = out["entry"][0]["resource"]["id"].as_str().unwrap().to_owned();
+    let document = out["entry"][1]["resource"].clone();
+    assert_eq!(document["subject"]["reference"], format!("Patient/{patient}"));
+    let url = document["content"][0]["attachment"]["url"].as_str().unwrap();
+    let bytes = h.call("GET", &format!("/fhir/{url}"), Some(&t), &[("accept", "*/*")], None).await;
+    assert_eq!((bytes.status, bytes.body.as_ref()), (200, text.as_bytes()));
+    let stored = &out["entry"][2]["resource"];
+    assert_eq!(
+        stored["securityContext"]["reference"],
+        format!("DocumentReference/{}", document["id"].as_str().unwrap())
+    );
+    assert_eq!(h.object_keys("DocumentsBucket", &format!("{patient}/")).await.len(), 2);
+
+    // A batch reads the Binary as FHIR JSON, as an entry holds a resource.
+    let binary_id = stored["id"].as_str().unwrap();
+    let r = h
+        .call("POST", "/fhir", Some(&t), &[], Some(&batch(vec![request("GET", &format!("Binary/{binary_id}"))])))
+        .await;
+    assert_eq!(r.json()["entry"][0]["resource"]["data"], binary["data"], "{}", r.text());
+
+    // Failed: neither the records nor the bytes already sealed for them stay.
+    let objects = h.object_keys("DocumentsBucket", "").await;
+    let before = records_dump(&h).await;
+    let late = json!({"resourceType": "Condition", "subject": {"reference": p}, "onsetDateTime": "2999-01-01",
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]}});
+    let entries = vec![
+        linked(p, "Patient", canary_patient(&unique_tag())),
+        linked(d, "DocumentReference", note(p, "a note that is never stored")),
+        with_resource("POST", "Binary", binary),
+        with_resource("POST", "Condition", late),
+    ];
+    let r = h.call("POST", "/fhir", Some(&t), &[], Some(&transaction(entries))).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("Bundle.entry[3].resource.onsetDateTime"), "{}", r.text());
+    assert_unchanged(&before, &records_dump(&h).await, "nothing of a failed transaction is stored");
+    assert_eq!(h.object_keys("DocumentsBucket", "").await, objects, "no sealed object of it is left");
+
+    // Content promised for a later upload cannot join a transaction.
+    let mut promised = note(&format!("Patient/{patient}"), "");
+    promised["content"][0]["attachment"] = json!({"contentType": "application/pdf", "size": 1000,
+        "extension": [{"url": medrec_shared::documents::SHA256_EXTENSION, "valueString": B64.encode([0u8; 32])}]});
+    let r = h
+        .call(
+            "POST",
+            "/fhir",
+            Some(&t),
+            &[],
+            Some(&transaction(vec![with_resource("POST", "DocumentReference", promised)])),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("Bundle.entry[0].resource.content"), "{}", r.text());
+    assert_unchanged(&before, &records_dump(&h).await, "nor of a promised upload");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,29 +64,6 @@ fn as_sent(mut r: Value) -> Value {
     r
 }
 
-/// A DocumentReference keeps its attachments' bytes apart (sealed in S3,
-/// the record pointing at them by `url`, with their size and digests): takes
-/// out what differs between what was sent (`data`) and what is stored
-/// (`url`, `size`, `hash`, the SHA-256 extension), in content order.
-fn attachments_apart(r: &mut Value) -> Vec<String> {
-    let mut taken = vec![];
-    for c in r["content"].as_array_mut().into_iter().flatten() {
-        let Some(a) = c["attachment"].as_object_mut() else { continue };
-        if let Some(Value::String(v)) = a.remove("data").or_else(|| a.remove("url")) {
-            taken.push(v);
-        }
-        a.remove("size");
-        a.remove("hash");
-        if let Some(ext) = a.get_mut("extension").and_then(Value::as_array_mut) {
-            ext.retain(|e| !e["url"].as_str().is_some_and(|u| u.ends_with("sha256")));
-            if ext.is_empty() {
-                a.remove("extension");
-            }
-        }
-    }
-    taken
-}
-
 /// Whether a type lives in the directory (registrars keep it).
 fn in_directory(ty: &str) -> bool {
     medrec_shared::fhir::resources::directory_type(ty).is_some()
@@ -208,8 +185,8 @@ async fn a_realistic_cohort_loads_and_reads_back_exactly() {
     // Each document's bytes come back from its Binary exactly as sent.
     let mut documents = vec![];
     for (path, body) in accepted.iter_mut().filter(|(path, _)| path.starts_with("DocumentReference/")) {
-        let sent = attachments_apart(body);
-        let stored = read.get_mut(path).map(attachments_apart).unwrap_or_default();
+        let sent = cohort::attachments_apart(body);
+        let stored = read.get_mut(path).map(cohort::attachments_apart).unwrap_or_default();
         assert_eq!(sent.len(), stored.len(), "{path}: every attachment is kept");
         documents.extend(sent.into_iter().zip(stored));
     }

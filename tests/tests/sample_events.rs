@@ -40,9 +40,13 @@ async fn sample_events_are_served_by_the_handler() {
     }
 
     let env = h.stack.function_env["ClinicalFunction"].clone();
-    let clinical = medrec_clinical::app(medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap())
-        .await
-        .unwrap();
+    let lookup = |k: &str| env.get(k).cloned();
+    let clinical = medrec_clinical::app(
+        medrec_shared::config::Config::from_lookup(lookup).unwrap(),
+        medrec_shared::documents::DocumentConfig::from_lookup(lookup).unwrap(),
+    )
+    .await
+    .unwrap();
     let response = medrec_shared::lambda::handle(&clinical, sample("clinical-create.json", &token, &id)).await;
     assert_eq!(response.status().as_u16(), 201, "{:?}", response.body());
 

@@ -1,11 +1,13 @@
 //! The clinical Lambda: FHIR REST for every record type of a patient's
 //! compartment in the resource table, on generic `/fhir/{type}` routes,
 //! the history of a whole compartment (`/fhir/_history`), and batch
-//! Bundles at the base URL (`POST /fhir`), whose entries are those records' requests.
+//! Bundles at the base URL (`POST /fhir`), whose entries are those records'
+//! requests and documents' (DocumentReference, Binary).
 //! Routes only; the REST edge is `medrec_shared::rest::CompartmentApi`, the
 //! use cases `medrec_shared::service::clinical`.
 
 use medrec_shared::config::Config;
+use medrec_shared::documents::DocumentConfig;
 use medrec_shared::lambda::Route;
 use medrec_shared::rest::CompartmentApi;
 use medrec_shared::runtime::BootError;
@@ -28,6 +30,12 @@ pub const ROUTES: &[Route] = &[
 ];
 
 /// The handler, built once at cold start.
-pub async fn app(config: Config) -> Result<CompartmentApi, BootError> {
-    CompartmentApi::new(config, ROUTES).await
+pub async fn app(config: Config, documents: DocumentConfig) -> Result<CompartmentApi, BootError> {
+    Ok(CompartmentApi::new(config, ROUTES).await?.with_documents(documents))
+}
+
+/// The handler from the function's environment.
+pub async fn from_env() -> Result<CompartmentApi, BootError> {
+    let config = medrec_shared::lambda::config_from_env()?;
+    app(config, DocumentConfig::from_lookup(|k| std::env::var(k).ok())?).await
 }

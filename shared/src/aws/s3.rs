@@ -51,6 +51,11 @@ impl BlobStore for S3Blobs {
         Ok(())
     }
 
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        self.client.delete_object().bucket(&self.documents).key(key).send().await.map_err(|e| port_error("s3", &e))?;
+        Ok(())
+    }
+
     async fn get(&self, key: &str, range: Option<(u64, u64)>) -> Result<Option<Vec<u8>>, PortError> {
         self.read(&self.documents, key, range).await
     }

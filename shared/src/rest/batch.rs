@@ -6,6 +6,7 @@
 //! Bundle as a whole leaves one more audit record. A transaction's entries
 //! are served the same way by `transaction`, which commits them as one.
 
+use super::documents::DocumentRest;
 use super::serve_type;
 use crate::audit::AuditEntry;
 use crate::error::{Error, Result};
@@ -52,29 +53,41 @@ const ENTRY_ROUTES: &[Route] = &[
 const CARRIED_HEADERS: [&str; 6] =
     ["authorization", "host", "x-purpose-of-use", "x-break-glass-reason-code", "x-break-glass-reason", "prefer"];
 
+/// What serves a Bundle's entries: the Bundle's request (whose caller,
+/// purpose and origin every entry carries), the runtime, and the document
+/// REST where the function has it.
+#[derive(Clone, Copy)]
+pub(super) struct EntryServer<'a> {
+    pub rt: &'a Runtime,
+    pub documents: Option<&'a DocumentRest>,
+    pub outer: &'a Request,
+    pub caller: &'a Caller,
+    pub base: &'a str,
+}
+
 /// Serves a batch Bundle. A Bundle that is not well formed is refused
 /// whole (400, each problem at its entry); a well-formed one is answered
 /// 200 with one entry per request, each with its own status.
 pub async fn serve(
     rt: &Runtime,
-    req: &Request,
-    caller: &Caller,
-    base: &str,
+    documents: Option<&DocumentRest>,
+    ctx: Ctx<'_>,
     audit: &mut AuditEntry,
 ) -> Result<Response<Body>> {
-    let bundle = http::json_resource(req, MAX_BUNDLE_BYTES, "Bundle")?;
+    let server = EntryServer { rt, documents, outer: ctx.req, caller: ctx.caller, base: ctx.base };
+    let bundle = http::json_resource(ctx.req, MAX_BUNDLE_BYTES, "Bundle")?;
     if bundle["type"] == "transaction" {
         audit.interaction = "transaction";
     }
     let (kind, entries) = bundle_request::parse(&bundle, MAX_ENTRIES).map_err(Error::Malformed)?;
     if kind == Kind::Transaction {
-        return super::transaction::serve(rt, req, caller, base, audit, entries).await;
+        return super::transaction::serve(server, audit, entries).await;
     }
     let full_urls: Vec<&str> = entries.iter().filter_map(|e| e.full_url.as_deref()).collect();
     let mut answered = Vec::with_capacity(entries.len());
     let indexed: Vec<(usize, &EntryRequest)> = entries.iter().enumerate().collect();
     for chunk in indexed.chunks(IN_FLIGHT) {
-        let running = chunk.iter().map(|(i, entry)| answer_entry(rt, req, caller, base, *i, entry, &full_urls));
+        let running = chunk.iter().map(|(i, entry)| server.answer(*i, entry, &full_urls));
         answered.extend(futures_util::future::join_all(running).await);
     }
     audit.status = 200;
@@ -86,63 +99,66 @@ pub async fn serve(
     Ok(http::response(200, Some(&out), &[]))
 }
 
-/// One entry's response entry; a link to another entry is refused here.
-async fn answer_entry(
-    rt: &Runtime,
-    req: &Request,
-    caller: &Caller,
-    base: &str,
-    i: usize,
-    entry: &EntryRequest,
-    full_urls: &[&str],
-) -> Value {
-    let resp = if entry.body.as_ref().is_some_and(|b| bundle_request::links_to_entries(b, full_urls)) {
-        let issue = Issue::error("invalid", "a batch entry cannot refer to another entry; send a transaction")
-            .at(format!("Bundle.entry[{i}].resource"));
-        http::error_response(&Error::Malformed(vec![issue]))
-    } else {
-        serve_entry(rt, req, caller, base, entry).await
-    };
-    response_entry(base, entry.method, resp)
-}
-
-/// One entry, served and audited as the same request alone: routed, then
-/// answered by the record REST code; a failure is audited as a failed
-/// request is.
-pub(super) async fn serve_entry(
-    rt: &Runtime,
-    outer: &Request,
-    caller: &Caller,
-    base: &str,
-    entry: &EntryRequest,
-) -> Response<Body> {
-    let req = match entry_request(outer, entry) {
-        Ok(r) => r,
-        Err(e) => return http::error_response(&e),
-    };
-    let path = http::path(&req);
-    // HEAD is a GET answered without its body.
-    let method = if entry.method == "HEAD" { "GET" } else { entry.method };
-    let (route, params) = match crate::lambda::route(ENTRY_ROUTES, method, &path) {
-        Ok(found) => found,
-        Err(e) => return http::error_response(&e),
-    };
-    let (ty, params) = params.split_first().expect("every entry route starts with {type}");
-    if !entry_type(ty) {
-        return http::error_response(&Error::NotFound);
+impl EntryServer<'_> {
+    /// One batch entry's response entry; a link to another entry is refused here.
+    async fn answer(&self, i: usize, entry: &EntryRequest, full_urls: &[&str]) -> Value {
+        let resp = if entry.body.as_ref().is_some_and(|b| bundle_request::links_to_entries(b, full_urls)) {
+            let issue = Issue::error("invalid", "a batch entry cannot refer to another entry; send a transaction")
+                .at(format!("Bundle.entry[{i}].resource"));
+            http::error_response(&Error::Malformed(vec![issue]))
+        } else {
+            self.serve(entry).await
+        };
+        response_entry(self.base, entry.method, resp)
     }
-    let mut audit = rt.services.draft(Some(caller), route.interaction);
-    let ctx = Ctx { route, params, req: &req, caller, base };
-    match serve_type(rt, ty, ctx, &mut audit).await {
-        Ok(resp) if entry.method == "HEAD" => http::response(resp.status().as_u16(), None, &[]),
-        Ok(resp) => resp,
-        Err(e) => crate::lambda::failed(rt, caller, &audit, &e, &path).await,
+
+    /// One entry, served and audited as the same request alone: routed, then
+    /// answered by the record (or document) REST code; a failure is audited
+    /// as a failed request is.
+    pub(super) async fn serve(&self, entry: &EntryRequest) -> Response<Body> {
+        let req = match entry_request(self.outer, entry) {
+            Ok(r) => r,
+            Err(e) => return http::error_response(&e),
+        };
+        let path = http::path(&req);
+        // HEAD is a GET answered without its body.
+        let method = if entry.method == "HEAD" { "GET" } else { entry.method };
+        let documents = self.documents.filter(|_| is_document_path(&path));
+        let routes = if documents.is_some() { super::documents::ROUTES } else { ENTRY_ROUTES };
+        let (route, params) = match crate::lambda::route(routes, method, &path) {
+            Ok(found) => found,
+            Err(e) => return http::error_response(&e),
+        };
+        let mut audit = self.rt.services.draft(Some(self.caller), route.interaction);
+        let ctx = Ctx { route, params: &params, req: &req, caller: self.caller, base: self.base };
+        let served = match documents {
+            Some(documents) => documents.serve(self.rt, ctx, &mut audit).await,
+            None => {
+                let (ty, params) = params.split_first().expect("every entry route starts with {type}");
+                if !entry_type(ty) {
+                    return http::error_response(&Error::NotFound);
+                }
+                serve_type(self.rt, ty, Ctx { params, ..ctx }, &mut audit).await
+            }
+        };
+        match served {
+            Ok(resp) if entry.method == "HEAD" => http::response(resp.status().as_u16(), None, &[]),
+            Ok(resp) => resp,
+            Err(e) => crate::lambda::failed(self.rt, self.caller, &audit, &e, &path).await,
+        }
     }
 }
 
-/// The types a Bundle entry may name: every type of the resource table
-/// but those whose function adds to the record's REST (a document's
-/// content, the audit trail), which a Bundle does not carry.
+/// Whether an entry's path is a document's (`/fhir/DocumentReference...`,
+/// `/fhir/Binary...`), served by the document REST.
+fn is_document_path(path: &str) -> bool {
+    matches!(path.split('/').nth(2), Some("DocumentReference" | "Binary"))
+}
+
+/// The types a Bundle entry may name on the record routes: every type of
+/// the resource table but those whose function adds to the record's REST
+/// (a document's content, served by the document REST; the audit trail,
+/// which a Bundle does not carry).
 fn entry_type(ty: &str) -> bool {
     crate::fhir::resources::served_type(ty).is_some() && !matches!(ty, "DocumentReference" | "AuditEvent")
 }
@@ -159,6 +175,8 @@ fn entry_request(outer: &Request, entry: &EntryRequest) -> Result<Request> {
     for (name, value) in &entry.headers {
         b = b.header(*name, value.as_str());
     }
+    // A response entry holds a resource: a Binary is answered as FHIR JSON.
+    b = b.header("accept", crate::fhir::FHIR_JSON);
     let body = match &entry.body {
         Some(body) => {
             let media = if entry.method == "PATCH" { "application/json-patch+json" } else { crate::fhir::FHIR_JSON };

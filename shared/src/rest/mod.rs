@@ -15,6 +15,7 @@ use crate::service::records::{HistoryResult, Query, SearchResult, Stored, DEFAUL
 use crate::service::Caller;
 
 mod batch;
+pub mod documents;
 mod results;
 mod transaction;
 use lambda_http::{Body, Request, Response};
@@ -257,13 +258,22 @@ pub fn history_response(base: &str, path: &str, h: HistoryResult) -> Response<Bo
 pub struct CompartmentApi {
     rt: Runtime,
     routes: &'static [Route],
+    /// Where a Bundle's document entries go (the function serving Bundles).
+    documents: Option<documents::DocumentRest>,
 }
 
 impl CompartmentApi {
     pub async fn new(config: Config, routes: &'static [Route]) -> std::result::Result<Self, BootError> {
         // Parse the generated FHIR model now, not on the first request.
         crate::fhir::validator::model();
-        Ok(CompartmentApi { rt: Runtime::from_config(config).await?, routes })
+        Ok(CompartmentApi { rt: Runtime::from_config(config).await?, routes, documents: None })
+    }
+
+    /// Serves a Bundle's DocumentReference and Binary entries, their
+    /// content inline.
+    pub fn with_documents(mut self, config: crate::documents::DocumentConfig) -> Self {
+        self.documents = Some(documents::DocumentRest::new(&self.rt, config, documents::Uploads::Refused));
+        self
     }
 }
 
@@ -288,7 +298,15 @@ impl Api for CompartmentApi {
         ctx: Ctx<'a>,
         audit: &'a mut AuditEntry,
     ) -> impl std::future::Future<Output = Result<Response<Body>>> + Send + 'a {
-        serve_compartment_record(&self.rt, ctx, audit)
+        async move {
+            match ctx.route.interaction {
+                // Boxed: a Bundle's entries are whole requests, and their
+                // futures inline would make every request's future as large
+                // (a stack overflow where a caller holds it on a thread's stack).
+                "batch" => Box::pin(batch::serve(&self.rt, self.documents.as_ref(), ctx, audit)).await,
+                _ => serve_compartment_record(&self.rt, ctx, audit).await,
+            }
+        }
     }
 }
 
@@ -320,10 +338,6 @@ pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut Au
             let h = rt.services.history(caller, None, http::query(req)?, audit).await?;
             return Ok(history_response(base, "/fhir/_history", h));
         }
-        // Boxed: a Bundle's entries are whole requests, and their futures
-        // inline would make every request's future as large (a stack
-        // overflow where a caller holds it on a thread's stack).
-        "batch" => return Box::pin(batch::serve(rt, req, caller, base, audit)).await,
         _ => {}
     }
     let (ty, params) = match route.path.split('/').nth(2).unwrap_or_default() {

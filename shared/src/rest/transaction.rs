@@ -6,30 +6,26 @@
 //! (`service::staging`), and commit together with every audit record in
 //! one atomic write, or not at all; reads run last, on the committed state.
 
-use super::batch::{response_entry, serve_entry};
+use super::batch::{response_entry, EntryServer};
 use crate::audit::{AuditEntry, Outcome};
 use crate::crypto::random_id;
 use crate::error::{Error, Result};
 use crate::fhir::bundle_request::{conditional_references, processing_order, rewrite_links, EntryRequest, Kind};
 use crate::fhir::outcome::{operation_outcome, Issue};
 use crate::http;
-use crate::runtime::Runtime;
-use crate::service::{staging, Caller};
-use lambda_http::{Body, Request, Response};
+use crate::service::staging;
+use lambda_http::{Body, Response};
 use serde_json::{json, Value};
 use std::collections::hash_map::{Entry, HashMap};
 
 /// Serves a transaction Bundle whose entries are well formed.
 pub(super) async fn serve(
-    rt: &Runtime,
-    req: &Request,
-    caller: &Caller,
-    base: &str,
+    server: EntryServer<'_>,
     audit: &mut AuditEntry,
     mut entries: Vec<EntryRequest>,
 ) -> Result<Response<Body>> {
     let reads = |e: &EntryRequest| matches!(e.method, "GET" | "HEAD");
-    let (links, new_ids) = resolve_links(rt, req, caller, base, &entries).await?;
+    let (links, new_ids) = resolve_links(server, &entries).await?;
     for entry in &mut entries {
         if let Some(body) = entry.body.as_mut() {
             rewrite_links(body, &links);
@@ -37,22 +33,25 @@ pub(super) async fn serve(
     }
     let order = processing_order(&entries);
     let mut answers: Vec<Value> = vec![Value::Null; entries.len()];
-    let (failed, stage) = staging::run(async {
+    let (failed, mut stage) = staging::run(async {
         for &i in order.iter().filter(|i| !reads(&entries[**i])) {
             staging::assign_next_id(new_ids.get(&i).cloned());
-            let resp = serve_entry(rt, req, caller, base, &entries[i]).await;
+            let resp = server.serve(&entries[i]).await;
             if !resp.status().is_success() {
                 return Some((i, resp));
             }
-            answers[i] = response_entry(base, entries[i].method, resp);
+            answers[i] = response_entry(server.base, entries[i].method, resp);
         }
         None
     })
     .await;
+    let rt = server.rt;
+    let objects = std::mem::take(&mut stage.objects);
     if let Some((i, resp)) = failed {
         // Nothing of the transaction is stored. What the refused entry was
         // refused for is evidence (security alerts count it); the audit
         // records of entries that never took effect are not.
+        discard(server, &objects).await;
         let refused: Vec<AuditEntry> = stage.audits.into_iter().filter(|a| a.outcome != Outcome::Success).collect();
         if !refused.is_empty() {
             rt.services.record_audits(&refused).await?;
@@ -60,9 +59,17 @@ pub(super) async fn serve(
         return Err(entry_failed(i, &resp));
     }
     audit.status = 200;
-    rt.services.commit_staged(stage, audit).await?;
+    if let Err(e) = rt.services.commit_staged(stage, audit).await {
+        // A conflict is a commit refused whole. Any other failure may have
+        // committed (the sweep decides): its objects stay, unreadable but
+        // through a record that names them.
+        if matches!(e, Error::Conflict(_)) {
+            discard(server, &objects).await;
+        }
+        return Err(e);
+    }
     for &i in order.iter().filter(|i| reads(&entries[**i])) {
-        answers[i] = response_entry(base, entries[i].method, serve_entry(rt, req, caller, base, &entries[i]).await);
+        answers[i] = response_entry(server.base, entries[i].method, server.serve(&entries[i]).await);
     }
     let mut out = json!({"resourceType": "Bundle", "type": Kind::Transaction.response_type()});
     if !answers.is_empty() {
@@ -77,10 +84,7 @@ pub(super) async fn serve(
 /// a conditional reference must find exactly one resource (412 otherwise).
 /// The searches run as the caller, audited as alone.
 async fn resolve_links(
-    rt: &Runtime,
-    req: &Request,
-    caller: &Caller,
-    base: &str,
+    server: EntryServer<'_>,
     entries: &[EntryRequest],
 ) -> Result<(HashMap<String, String>, HashMap<usize, String>)> {
     let mut links = HashMap::new();
@@ -91,7 +95,7 @@ async fn resolve_links(
             "POST" => {
                 let condition = entry.headers.iter().find(|(h, _)| *h == "if-none-exist").map(|(_, v)| v);
                 let found = match condition {
-                    Some(query) => find(rt, req, caller, base, i, &format!("{}?{query}", entry.url)).await?,
+                    Some(query) => find(server, i, &format!("{}?{query}", entry.url)).await?,
                     None => (0, None),
                 };
                 match found {
@@ -116,7 +120,7 @@ async fn resolve_links(
         }
         for reference in conditional {
             if let Entry::Vacant(slot) = links.entry(reference) {
-                match find(rt, req, caller, base, i, slot.key()).await? {
+                match find(server, i, slot.key()).await? {
                     (1, Some(found)) => slot.insert(found),
                     (total, _) => return Err(not_one(i, total)),
                 };
@@ -128,16 +132,9 @@ async fn resolve_links(
 
 /// How many resources a search (`Type?query`) finds, run as the caller
 /// and audited as alone, and the first as `Type/id`.
-async fn find(
-    rt: &Runtime,
-    req: &Request,
-    caller: &Caller,
-    base: &str,
-    i: usize,
-    url: &str,
-) -> Result<(usize, Option<String>)> {
+async fn find(server: EntryServer<'_>, i: usize, url: &str) -> Result<(usize, Option<String>)> {
     let entry = EntryRequest { full_url: None, method: "GET", url: url.to_owned(), body: None, headers: vec![] };
-    let resp = serve_entry(rt, req, caller, base, &entry).await;
+    let resp = server.serve(&entry).await;
     if !resp.status().is_success() {
         return Err(entry_failed(i, &resp));
     }
@@ -154,6 +151,13 @@ async fn find(
         .collect();
     let total = page["total"].as_u64().map_or(matches.len(), |t| t as usize);
     Ok((total, matches.into_iter().next()))
+}
+
+/// Removes the document objects a transaction that did not commit stored.
+async fn discard(server: EntryServer<'_>, objects: &[String]) {
+    if let Some(documents) = server.documents {
+        documents.discard(objects).await;
+    }
 }
 
 /// A conditional reference or create must find one resource (R4

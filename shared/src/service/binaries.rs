@@ -10,7 +10,9 @@
 
 use super::clinical::{served, NewRecord};
 use super::consent_gate::Subject;
-use super::documents::{check_content, check_type, object_key, open_content, seal_binary, BinaryContent, DocumentDeps};
+use super::documents::{
+    check_content, check_type, object_key, open_content, seal_binary, store_object, BinaryContent, DocumentDeps,
+};
 use super::records::Stored;
 use super::{Caller, Services};
 use crate::audit::AuditEntry;
@@ -125,7 +127,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let key = self.patient_key(&patient).await?;
         // The object first: a committed Binary never points at missing bytes.
         let sealed = seal_binary(&key, &patient, &id, &new.bytes);
-        deps.blobs.put(&object_key(&patient, &id), sealed).await?;
+        store_object(deps.blobs, &object_key(&patient, &id), sealed).await?;
         let readable = self.may_read(caller, &consents, &patient, Subject::read(ctx_ty, ctx_id, &context));
         let new_record =
             NewRecord { ty: BINARY, event: "ResourceCreated", patient, key, new_wrapped_key: None, id, readable };

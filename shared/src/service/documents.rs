@@ -96,6 +96,14 @@ pub(crate) fn object_key(patient: &str, binary: &str) -> String {
     format!("{patient}/{binary}")
 }
 
+/// Stores a sealed object; a transaction's stage notes it, so the object
+/// goes if the transaction fails.
+pub(crate) async fn store_object<B: BlobStore>(blobs: &B, key: &str, sealed: Vec<u8>) -> Result<()> {
+    blobs.put(key, sealed).await?;
+    super::staging::object_stored(key);
+    Ok(())
+}
+
 /// A Binary's bytes as stored: sealed under its own key, derived from the
 /// patient's, bound to its object key.
 pub fn seal_binary(patient_key: &DataKey, patient: &str, binary: &str, bytes: &[u8]) -> Vec<u8> {
@@ -419,7 +427,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             let digests = check_bytes(index, attachment, &media, &bytes, deps.scanner)?;
             let binary = new_binary_id(&new.id);
             let sealed = seal_binary(&new.key, &new.patient, &binary, &bytes);
-            deps.blobs.put(&object_key(&new.patient, &binary), sealed).await?;
+            store_object(deps.blobs, &object_key(&new.patient, &binary), sealed).await?;
             describe(attachment, &binary, bytes.len() as u64, digests);
         }
         // The objects are stored first: a committed DocumentReference never

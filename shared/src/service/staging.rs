@@ -27,6 +27,10 @@ pub struct Stage {
     pub writes: Vec<ResourceWrite>,
     pub audits: Vec<AuditEntry>,
     pub events: Vec<DomainEvent>,
+    /// Sealed document objects stored for the entries: S3 is no part of
+    /// the DynamoDB commit, so they are written first (a committed record
+    /// never names missing bytes) and removed if the transaction fails.
+    pub objects: Vec<String>,
     /// Compartment queries already made, by (patient, type): every entry
     /// of a patient's record checks that patient's consents, and one query
     /// answers them all (the staged changes are laid over it each time).
@@ -55,6 +59,11 @@ pub fn assign_next_id(id: Option<String>) {
 /// A new resource's id: the one a transaction assigned, else a random one.
 pub(crate) fn new_id() -> String {
     STAGE.try_with(|s| s.lock().expect("stage lock").next_id.take()).ok().flatten().unwrap_or_else(random_id)
+}
+
+/// Notes a sealed object stored inside this scope.
+pub(crate) fn object_stored(key: &str) {
+    let _ = STAGE.try_with(|s| s.lock().expect("stage lock").objects.push(key.to_owned()));
 }
 
 /// `f` of the stage, when staging.
