@@ -293,19 +293,13 @@ impl Api for CompartmentApi {
         })
     }
 
-    fn serve<'a>(
-        &'a self,
-        ctx: Ctx<'a>,
-        audit: &'a mut AuditEntry,
-    ) -> impl std::future::Future<Output = Result<Response<Body>>> + Send + 'a {
-        async move {
-            match ctx.route.interaction {
-                // Boxed: a Bundle's entries are whole requests, and their
-                // futures inline would make every request's future as large
-                // (a stack overflow where a caller holds it on a thread's stack).
-                "batch" => Box::pin(batch::serve(&self.rt, self.documents.as_ref(), ctx, audit)).await,
-                _ => serve_compartment_record(&self.rt, ctx, audit).await,
-            }
+    async fn serve<'a>(&'a self, ctx: Ctx<'a>, audit: &'a mut AuditEntry) -> Result<Response<Body>> {
+        match ctx.route.interaction {
+            // Boxed: a Bundle's entries are whole requests, and their
+            // futures inline would make every request's future as large
+            // (a stack overflow where a caller holds it on a thread's stack).
+            "batch" => Box::pin(batch::serve(&self.rt, self.documents.as_ref(), ctx, audit)).await,
+            _ => serve_compartment_record(&self.rt, ctx, audit).await,
         }
     }
 }
@@ -333,12 +327,9 @@ pub const SERVED_BY_OWN_FUNCTION: [&str; 4] = ["Patient", "Consent", "DocumentRe
 /// (`/fhir/{type}/...`), which must be a type of the resource table.
 pub async fn serve_compartment_record(rt: &Runtime, ctx: Ctx<'_>, audit: &mut AuditEntry) -> Result<Response<Body>> {
     let Ctx { route, params, req, caller, base } = ctx;
-    match route.interaction {
-        "history-system" => {
-            let h = rt.services.history(caller, None, http::query(req)?, audit).await?;
-            return Ok(history_response(base, "/fhir/_history", h));
-        }
-        _ => {}
+    if route.interaction == "history-system" {
+        let h = rt.services.history(caller, None, http::query(req)?, audit).await?;
+        return Ok(history_response(base, "/fhir/_history", h));
     }
     let (ty, params) = match route.path.split('/').nth(2).unwrap_or_default() {
         "{type}" => {
