@@ -629,39 +629,145 @@ async fn post_bundle(app: &Arc<medrec_shared::rest::CompartmentApi>, token: &str
     (resp.status().as_u16(), text)
 }
 
-/// A new patient's first record: the Patient (found by its MRN `tag`) and
-/// `transaction_entries()` Observations, linked by urn:uuid.
-fn record_transaction(tag: &str) -> String {
-    let patient = "urn:uuid:7d1c7c52-0000-4000-8000-000000000000";
-    let mut entries = vec![
-        json!({"fullUrl": patient, "resource": canary_patient(tag), "request": {"method": "POST", "url": "Patient"}}),
-    ];
-    for i in 0..transaction_entries() {
-        entries.push(json!({"fullUrl": format!("urn:uuid:7d1c7c52-0000-4000-8000-{:012}", i + 1),
-            "resource": {"resourceType": "Observation", "status": "final",
-                "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
-                "subject": {"reference": patient}, "effectiveDateTime": "2026-11-20T09:00:00Z",
-                "valueQuantity": {"value": 60 + i, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"}},
-            "request": {"method": "POST", "url": "Observation"}}));
-    }
-    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string()
+/// Observations of an existing patient each round's transaction amends,
+/// and one more it deletes.
+const AMENDED: usize = 5;
+
+fn glucose(subject: &str, value: usize) -> Value {
+    json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
+        "subject": {"reference": subject}, "effectiveDateTime": "2026-11-20T09:00:00Z",
+        "valueQuantity": {"value": 60 + value, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"}})
 }
 
-/// What readers see of the record `tag`: none of it, or all of it (the
-/// patient's id and how many Observations).
-async fn record_seen(h: &Harness, t: &str, tag: &str, what: &str) -> Option<String> {
-    let found = h.get(&format!("/fhir/Patient?identifier=urn:medrec:test-mrn|MRN{tag}"), t).await.json();
-    let patients: Vec<String> = found["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert!(patients.len() <= 1, "{what}: the record twice: {patients:?}");
-    let patient = patients.into_iter().next()?;
-    let obs = h.get(&format!("/fhir/Observation?patient={patient}&_count=1"), t).await.json();
-    assert_eq!(obs["total"], transaction_entries(), "{what}: the patient without all of their record");
-    Some(patient)
+/// One round's transaction: a new patient's first record (the Patient,
+/// found by its MRN `tag`, and `transaction_entries()` Observations linked
+/// by urn:uuid) and changes to an existing patient's (the Patient renamed,
+/// its MRN with it, so index entries are dropped and added; `AMENDED`
+/// Observations amended on their version, one deleted), which a
+/// transaction holds from prepare to finish.
+struct Round {
+    tag: String,
+    existing: String,
+    /// The existing patient's MRN tag before the transaction and after.
+    renamed: (String, String),
+    observations: Vec<String>,
+}
+
+impl Round {
+    /// A round with its existing patient's record stored (by the stack,
+    /// not through the faults).
+    async fn new(h: &Harness, t: &str) -> Round {
+        let before = unique_tag();
+        let patient = "urn:uuid:7d1c7c52-0000-4000-8000-100000000000";
+        let mut entries = vec![
+            json!({"fullUrl": patient, "resource": canary_patient(&before), "request": {"method": "POST", "url": "Patient"}}),
+        ];
+        entries
+            .extend((0..=AMENDED).map(
+                |i| json!({"resource": glucose(patient, i), "request": {"method": "POST", "url": "Observation"}}),
+            ));
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string();
+        let r = h.call("POST", "/fhir", Some(t), &[], Some(&bundle)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let mut ids: Vec<String> = r.json()["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+            .collect();
+        let existing = ids.remove(0);
+        Round { tag: unique_tag(), existing, renamed: (before, unique_tag()), observations: ids }
+    }
+
+    fn body(&self) -> String {
+        let patient = "urn:uuid:7d1c7c52-0000-4000-8000-000000000000";
+        let mut entries = vec![
+            json!({"fullUrl": patient, "resource": canary_patient(&self.tag), "request": {"method": "POST", "url": "Patient"}}),
+        ];
+        for i in 0..transaction_entries() {
+            entries.push(json!({"fullUrl": format!("urn:uuid:7d1c7c52-0000-4000-8000-{:012}", i + 1),
+                "resource": glucose(patient, i), "request": {"method": "POST", "url": "Observation"}}));
+        }
+        for (i, id) in self.observations[..AMENDED].iter().enumerate() {
+            let mut o = glucose(&format!("Patient/{}", self.existing), i);
+            o["id"] = json!(id);
+            o["status"] = json!("amended");
+            entries.push(json!({"resource": o,
+                "request": {"method": "PUT", "url": format!("Observation/{id}"), "ifMatch": "W/\"1\""}}));
+        }
+        entries.push(
+            json!({"request": {"method": "DELETE", "url": format!("Observation/{}", self.observations[AMENDED])}}),
+        );
+        let mut renamed = canary_patient(&self.renamed.1);
+        renamed["id"] = json!(self.existing);
+        entries.push(json!({"resource": renamed,
+            "request": {"method": "PUT", "url": format!("Patient/{}", self.existing), "ifMatch": "W/\"1\""}}));
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string()
+    }
+
+    /// What readers see of the transaction: none of it or all of it (the
+    /// new patient's id, with every Observation, and the existing patient's
+    /// amended and deleted).
+    async fn seen(&self, h: &Harness, t: &str, what: &str) -> Option<String> {
+        let by_mrn = |tag: &str| {
+            let path = format!("/fhir/Patient?identifier=urn:medrec:test-mrn|MRN{tag}");
+            async move {
+                let found = h.get(&path, t).await.json();
+                found["entry"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+                    .collect::<Vec<String>>()
+            }
+        };
+        let patients = by_mrn(&self.tag).await;
+        assert!(patients.len() <= 1, "{what}: the record twice: {patients:?}");
+        let (before, after) = (by_mrn(&self.renamed.0).await, by_mrn(&self.renamed.1).await);
+        let renamed = after == [self.existing.clone()] && before.is_empty();
+        assert!(renamed || (before == [self.existing.clone()] && after.is_empty()), "{what}: {before:?} {after:?}");
+        assert_eq!(renamed, !patients.is_empty(), "{what}: the rename without the rest, or the rest without it");
+        let existing = h.get(&format!("/fhir/Observation?patient={}&_count=50", self.existing), t).await.json();
+        let statuses: Vec<&str> = existing["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["resource"]["status"].as_str().unwrap())
+            .collect();
+        let Some(patient) = patients.into_iter().next() else {
+            assert_eq!(statuses, ["final"; AMENDED + 1], "{what}: the existing record changed without the new");
+            return None;
+        };
+        assert_eq!(statuses, ["amended"; AMENDED], "{what}: the new record without the existing one's changes");
+        let obs = h.get(&format!("/fhir/Observation?patient={patient}&_count=1"), t).await.json();
+        assert_eq!(obs["total"], transaction_entries(), "{what}: the patient without all of their record");
+        Some(patient)
+    }
+
+    /// Each entry audited once as committed: nothing doubled by a rerun of
+    /// the roll-forward.
+    async fn audited_once(&self, h: &Harness, patient: &str, what: &str) {
+        let committed = |patient: String| async move {
+            query(h, "AuditTable", Some("by-patient"), ("patient", &patient))
+                .await
+                .iter()
+                .filter_map(|i| i.get("body").and_then(|b| b.as_s().ok()))
+                .map(|b| serde_json::from_str::<Value>(b).unwrap())
+                .filter(|e| e["outcome"] == "0")
+                .map(|e| e["subtype"][0]["code"].as_str().unwrap_or_default().to_owned())
+                .collect::<Vec<String>>()
+        };
+        let count = |codes: &[String], code: &str| codes.iter().filter(|c| *c == code).count();
+        let new = committed(patient.to_owned()).await;
+        assert_eq!(count(&new, "create"), transaction_entries() + 1, "{what}: every create audited once");
+        let existing = committed(self.existing.clone()).await;
+        assert_eq!(
+            (count(&existing, "update"), count(&existing, "delete")),
+            (AMENDED + 1, 1),
+            "{what}: every change once"
+        );
+    }
 }
 
 /// Every item of one partition of `table` (or of one key of `index`).
@@ -692,9 +798,9 @@ async fn query(h: &Harness, table: &str, index: Option<&str>, key: (&str, &str))
 }
 
 /// Nothing of any transaction is left in flight: every header done, no
-/// journal page, and no mark in the record of `patient` (if it exists).
+/// journal page, and no mark or held item in the records of `patients`.
 /// Keyed reads only, so a round costs the same however many came before.
-async fn assert_transactions_finished(h: &Harness, patient: Option<&str>, what: &str) {
+async fn assert_transactions_finished(h: &Harness, patients: &[&str], what: &str) {
     let headers = query(h, "RecordsTable", None, ("pk", "TX")).await;
     let open: Vec<&Item> = headers.iter().filter(|i| !i.contains_key("done")).collect();
     assert!(open.is_empty(), "{what}: open headers {open:?}");
@@ -702,23 +808,10 @@ async fn assert_transactions_finished(h: &Harness, patient: Option<&str>, what: 
         let id = header["sk"].as_s().unwrap();
         assert!(query(h, "RecordsTable", None, ("pk", &format!("TX#{id}"))).await.is_empty(), "{what}: a journal left");
     }
-    if let Some(p) = patient {
+    for p in patients {
         let marked = query(h, "RecordsTable", None, ("pk", &format!("P#{p}"))).await;
-        assert!(marked.iter().all(|i| !i.contains_key("tx")), "{what}: a mark left");
+        assert!(marked.iter().all(|i| !i.contains_key("tx") && !i.contains_key("pend")), "{what}: a mark left");
     }
-}
-
-/// Each Observation's create and the Patient's audited once as committed:
-/// nothing doubled by a rerun of the roll-forward.
-async fn assert_audited_once(h: &Harness, patient: &str, what: &str) {
-    let creates = query(h, "AuditTable", Some("by-patient"), ("patient", patient))
-        .await
-        .iter()
-        .filter_map(|i| i.get("body").and_then(|b| b.as_s().ok()))
-        .map(|b| serde_json::from_str::<Value>(b).unwrap())
-        .filter(|e| e["subtype"][0]["code"] == "create" && e["outcome"] == "0")
-        .count();
-    assert_eq!(creates, transaction_entries() + 1, "{what}: every entry's create audited once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -729,7 +822,8 @@ async fn a_transaction_crashed_at_any_call_is_all_or_nothing_and_finished_by_the
     let h = Harness::start_without(&["TransactionSweepFunction"]).await;
     let proxy = h.fault_proxy().await;
     let app = clinical_through(&h, &proxy).await;
-    let t = h.token("clinician", "dr-tx-faults");
+    // An administrator: the transaction deletes.
+    let t = h.token("admin", "admin-tx-faults");
     let sweep_env = h.stack.function_env["TransactionSweepFunction"].clone();
     let sweep_config = medrec_shared::config::Config::from_lookup(|k| sweep_env.get(k).cloned()).unwrap();
     let sweep = Arc::new(medrec_transaction_sweep::App::new(sweep_config).await.unwrap());
@@ -744,63 +838,65 @@ async fn a_transaction_crashed_at_any_call_is_all_or_nothing_and_finished_by_the
 
     let mut points = CrashPoints::new(TRANSACTION_CALLS);
     while !points.done() {
-        let tag = unique_tag();
-        let body = record_transaction(&tag);
+        let round = Round::new(&h, &t).await;
+        let body = round.body();
         let crash = points.place(&proxy);
         let (status, text) = post_bundle(&app, &t, &body).await;
         let what = crash.what.clone();
         if !points.reached(&proxy, &crash) {
             assert_eq!(status, 200, "a clean run: {}", &text[..text.len().min(500)]);
-            let patient = record_seen(&h, &t, &tag, "a clean run").await.expect("committed");
-            assert_audited_once(&h, &patient, "a clean run").await;
-            assert_transactions_finished(&h, Some(&patient), "a clean run").await;
+            let patient = round.seen(&h, &t, "a clean run").await.expect("committed");
+            round.audited_once(&h, &patient, "a clean run").await;
+            assert_transactions_finished(&h, &[&patient, &round.existing], "a clean run").await;
             continue;
         }
         assert!(status < 500 || matches!(status, 502 | 503), "{what}: {status} {text}");
         // All or nothing at once, and after the sweep the same.
-        let seen = record_seen(&h, &t, &tag, &what).await;
+        let seen = round.seen(&h, &t, &what).await;
         assert_eq!(status == 200, seen.is_some(), "{what}: answered {status}, seen {seen:?}");
         sweep().await;
-        assert_eq!(
-            record_seen(&h, &t, &tag, &format!("{what}, swept")).await,
-            seen,
-            "{what}: the sweep changes nothing seen"
-        );
-        assert_transactions_finished(&h, seen.as_deref(), &format!("{what}, swept")).await;
+        assert_eq!(round.seen(&h, &t, &format!("{what}, swept")).await, seen, "{what}: the sweep changes nothing seen");
+        let mut finished = vec![round.existing.as_str()];
+        finished.extend(seen.as_deref());
+        assert_transactions_finished(&h, &finished, &format!("{what}, swept")).await;
         // The client's retry of a failed transaction commits it once.
         let patient = match seen {
             Some(p) => p,
             None => {
                 let (status, text) = post_bundle(&app, &t, &body).await;
                 assert_eq!(status, 200, "{what}: the retry: {text}");
-                record_seen(&h, &t, &tag, &format!("{what}, retried")).await.expect("committed")
+                round.seen(&h, &t, &format!("{what}, retried")).await.expect("committed")
             }
         };
-        assert_audited_once(&h, &patient, &what).await;
-        assert_transactions_finished(&h, Some(&patient), &format!("{what}, done")).await;
+        round.audited_once(&h, &patient, &what).await;
+        assert_transactions_finished(&h, &[&patient, &round.existing], &format!("{what}, done")).await;
     }
 
     // A transaction whose every state-changing call is applied, its answer lost.
-    let tag = unique_tag();
+    let round = Round::new(&h, &t).await;
     lose_answers(&proxy, TRANSACTION_CALLS);
-    let (status, _) = post_bundle(&app, &t, &record_transaction(&tag)).await;
+    let (status, _) = post_bundle(&app, &t, &round.body()).await;
     proxy.clear();
     sweep().await;
-    let patient = match record_seen(&h, &t, &tag, "answers lost").await {
+    let patient = match round.seen(&h, &t, "answers lost").await {
         Some(p) => p,
         None => {
             assert_ne!(status, 200, "answers lost: a commit answered is seen");
-            assert_eq!(post_bundle(&app, &t, &record_transaction(&tag)).await.0, 200);
-            record_seen(&h, &t, &tag, "answers lost, retried").await.expect("committed")
+            assert_eq!(post_bundle(&app, &t, &round.body()).await.0, 200);
+            round.seen(&h, &t, "answers lost, retried").await.expect("committed")
         }
     };
-    assert_audited_once(&h, &patient, "answers lost").await;
-    assert_transactions_finished(&h, Some(&patient), "answers lost").await;
+    round.audited_once(&h, &patient, "answers lost").await;
+    assert_transactions_finished(&h, &[&patient, &round.existing], "answers lost").await;
     // Nothing marked anywhere (a rolled-back record's partition included),
     // and the audit chains, appended to by every roll-forward, verify.
     let items = h.scan(&h.table("RecordsTable")).await;
-    assert!(items.iter().all(|i| !i.contains_key("tx")), "a mark left");
+    assert!(items.iter().all(|i| !i.contains_key("tx") && !i.contains_key("pend")), "a mark left");
     let report = medrec_infra::audit_verify::verify(&h.verify_target(), false).await.unwrap();
     assert!(report.breaks.is_empty() && report.finding.is_none(), "{:?} {:?}", report.breaks, report.finding);
-    println!("transaction of {} entries: {}, then every answer lost", transaction_entries() + 1, points.summary());
+    println!(
+        "transaction of {} entries: {}, then every answer lost",
+        transaction_entries() + AMENDED + 3,
+        points.summary()
+    );
 }

@@ -511,6 +511,78 @@ async fn of_two_transactions_updating_one_version_exactly_one_wins() {
     assert!(open.iter().all(|i| !i.contains_key("tx")), "the loser's prepared creates are gone");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_changes_any_number_of_resources_at_once() {
+    let h = Harness::start().await;
+    let t = h.token("admin", "admin-tx-changes");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let (updates, deletes) = (70, 20);
+    let creates = (0..updates + deletes).map(|_| with_resource("POST", "Observation", observation(&patient, "2339-0")));
+    let r = h.call("POST", "/fhir", Some(&t), &[], Some(&transaction(creates.collect()))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ids: Vec<String> = r.json()["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+        .collect();
+
+    // Far more changes than one DynamoDB transaction holds (each update is
+    // four items: current, version, index entries), with creates beside them.
+    let mut entries: Vec<Value> = ids[..updates]
+        .iter()
+        .map(|id| {
+            let mut o = observation(&patient, "2339-0");
+            o["id"] = json!(id);
+            o["status"] = json!("amended");
+            json!({"resource": o, "request": {"method": "PUT", "url": format!("Observation/{id}"), "ifMatch": "W/\"1\""}})
+        })
+        .collect();
+    entries.extend(ids[updates..].iter().map(|id| request("DELETE", &format!("Observation/{id}"))));
+    entries.extend((0..10).map(|_| with_resource("POST", "Observation", observation(&patient, "718-7"))));
+    let r = h.call("POST", "/fhir", Some(&t), &[], Some(&transaction(entries))).await;
+    assert_eq!(r.status, 200, "{}", &r.text()[..r.text().len().min(2000)]);
+    let out = r.json();
+    assert_valid("transaction-response", &out);
+    let statuses = statuses(&out);
+    assert!(statuses[..updates].iter().all(|s| s == "200 OK"), "{statuses:?}");
+    assert!(statuses[updates..updates + deletes].iter().all(|s| s == "204 No Content"), "{statuses:?}");
+
+    for id in &ids[..updates] {
+        let o = h.get(&format!("/fhir/Observation/{id}"), &t).await.json();
+        assert_eq!((o["status"].as_str(), o["meta"]["versionId"].as_str()), (Some("amended"), Some("2")), "{id}");
+    }
+    for id in &ids[updates..] {
+        assert_eq!(h.get(&format!("/fhir/Observation/{id}"), &t).await.status, 410, "{id}");
+    }
+    let search = |code: &str| format!("/fhir/Observation?patient={patient}&code={code}&_count=1");
+    assert_eq!(h.get(&search("2339-0"), &t).await.json()["total"], updates);
+    assert_eq!(h.get(&search("718-7"), &t).await.json()["total"], 10);
+    let history = h.get(&format!("/fhir/Observation/{}/_history", ids[0]), &t).await.json();
+    assert_eq!(history["total"], 2);
+
+    // Nothing is held once it is finished: a plain update goes through.
+    let items = h.scan(&h.table("RecordsTable")).await;
+    assert!(items.iter().all(|i| !i.contains_key("tx") && !i.contains_key("pend")), "an item still held");
+    let mut o = observation(&patient, "2339-0");
+    o["id"] = json!(ids[0]);
+    o["status"] = json!("corrected");
+    let r = h
+        .call(
+            "PUT",
+            &format!("/fhir/Observation/{}", ids[0]),
+            Some(&t),
+            &[("if-match", "W/\"2\"")],
+            Some(&o.to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let audits = h.audit_events_of("admin-tx-changes").await;
+    let count = |code: &str| audits.iter().filter(|a| a["subtype"][0]["code"] == code).count();
+    assert_eq!((count("update"), count("delete"), count("transaction")), (updates + 1, deletes, 2));
+}
+
 /// A patient's Synthea Bundle as the generator wrote it (the smallest of
 /// the cohort's), cut to at least `size` entries that link only among
 /// themselves (links point forward and back), leaving out what R4

@@ -37,6 +37,11 @@ mod journal;
 
 /// DynamoDB's limit on items in one TransactWriteItems call.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// The condition of a change to a record's current item: still the version
+/// read, and held by no transaction (a large transaction holds the items it
+/// changes from prepare until it is finished; decision 0011).
+const REPLACES: &str = "ver = :ev AND attribute_not_exists(tx)";
 /// Attempts to append to a contended audit shard before giving up (fail closed).
 const AUDIT_ATTEMPTS: u32 = 8;
 pub const SEARCH_INDEX: &str = "search";
@@ -487,7 +492,7 @@ impl DynamoStore {
         current.insert("tok".into(), AV::L(w.tokens.iter().map(s).collect()));
         items.push(match w.expected_version {
             None => put(t, current, Some("attribute_not_exists(pk)"), &[]),
-            Some(ev) => put(t, current, Some("ver = :ev"), &[(":ev", n(ev))]),
+            Some(ev) => put(t, current, Some(REPLACES), &[(":ev", n(ev))]),
         });
         let mut version = base;
         version.insert("sk".into(), s(version_sk(w.resource_type, &w.id, w.version)));
@@ -639,10 +644,7 @@ impl RecordStore for DynamoStore {
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        match out.item() {
-            Some(i) if self.visible(i).await? => Ok(get_s(i, "p").map(str::to_owned)),
-            _ => Ok(None),
-        }
+        Ok(self.resolved(out.item()).await?.and_then(|i| get_s(&i, "p").map(str::to_owned)))
     }
 
     async fn wrapped_key(&self, patient: &str) -> Result<Option<Vec<u8>>, PortError> {
@@ -656,10 +658,7 @@ impl RecordStore for DynamoStore {
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        match out.item() {
-            Some(i) if self.visible(i).await? => Ok(get_b(i, "wk")),
-            _ => Ok(None),
-        }
+        Ok(self.resolved(out.item()).await?.and_then(|i| get_b(&i, "wk")))
     }
 
     async fn current(&self, patient: &str, ty: &str, id: &str) -> Result<Option<Current>, PortError> {
@@ -673,10 +672,7 @@ impl RecordStore for DynamoStore {
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        match out.item() {
-            Some(i) if self.visible(i).await? => current_from(i).map(Some),
-            _ => Ok(None),
-        }
+        self.resolved(out.item()).await?.as_ref().map(current_from).transpose()
     }
 
     async fn compartment(&self, patient: &str, ty: &str) -> Result<Vec<(String, Current)>, PortError> {
@@ -689,7 +685,7 @@ impl RecordStore for DynamoStore {
                     .consistent_read(true)
             })
             .await?;
-        let items = self.only_visible(items).await?;
+        let items = self.all_resolved(items).await?;
         items
             .iter()
             .map(|item| {
@@ -708,7 +704,7 @@ impl RecordStore for DynamoStore {
                     .consistent_read(true)
             })
             .await?;
-        let items = self.only_visible(items).await?;
+        let items = self.all_resolved(items).await?;
         items
             .iter()
             .map(|item| {
@@ -733,7 +729,7 @@ impl RecordStore for DynamoStore {
                     .consistent_read(true)
             })
             .await?;
-        let items = self.only_visible(items).await?;
+        let items = self.all_resolved(items).await?;
         items
             .iter()
             .map(|item| {
@@ -756,10 +752,7 @@ impl RecordStore for DynamoStore {
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        match out.item() {
-            Some(i) if self.visible(i).await? => version_from(i).map(Some),
-            _ => Ok(None),
-        }
+        self.resolved(out.item()).await?.as_ref().map(version_from).transpose()
     }
 
     async fn versions(
@@ -784,7 +777,7 @@ impl RecordStore for DynamoStore {
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        self.only_visible(out.items().to_vec()).await?.iter().map(version_from).collect()
+        self.all_resolved(out.items().to_vec()).await?.iter().map(version_from).collect()
     }
 
     async fn ids_for_token_page(

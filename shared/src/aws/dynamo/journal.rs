@@ -2,20 +2,27 @@
 //! journal and a commit marker.
 //!
 //! - Header `TX` / `<id>`: `state` pending → committed or aborted (final),
-//!   `deadline` (epoch milliseconds), and `done` once nothing of the journal is left to do.
-//! - Journal `TX#<id>`: `K#n` pages list the keys of the items written for
-//!   the transaction's creates; `R#n` pages hold the audit records and
-//!   outbox events to append once committed; `D#n` marks page `R#n` done.
+//!   `deadline` (epoch milliseconds), and `done` once nothing of the
+//!   journal is left to do.
+//! - Journal `TX#<id>`: `K#n` pages list the keys of the items prepared
+//!   (and of the index entries to drop); `R#n` pages hold the audit
+//!   records and outbox events to append once committed; `D#n` marks page
+//!   `R#n` done.
 //!
-//! Prepare writes every create's items carrying `tx = <id>` (each chunk in
-//! one transaction with the page listing it), invisible to readers while
-//! the header is not committed. The commit is one `TransactWriteItems`: the
-//! header pending → committed, every update and delete of the transaction
-//! (conditional on the versions read) and the Bundle's audit record naming
-//! every change. Rolling forward appends the entries' audit records and
-//! events (each page once: its marker commits with it), strips `tx`, and
-//! clears the journal; rolling back deletes what prepare wrote. Whoever
-//! finds a journal unfinished (`finish_transactions`) completes it.
+//! Prepare writes every change's items, each chunk in one transaction with
+//! the page listing it: new items (a create's, an update's new version and
+//! index entries) carry `tx = <id>` and stay invisible while the header is
+//! not committed; a changed record's current item keeps the old item and
+//! holds the new one in `pend` (conditional on the version read and on no
+//! other transaction holding it; every writer's condition), so readers see
+//! the old until the commit and the new after. The commit is one
+//! `TransactWriteItems`: the header pending → committed and the Bundle's
+//! audit record naming every change, whatever the transaction's size.
+//! Rolling forward appends the entries' audit records and events (each
+//! page once: its marker commits with it), deletes dropped index entries,
+//! puts each held item in place, strips `tx`, and clears the journal;
+//! rolling back deletes what prepare created and releases what it held.
+//! Whoever finds a journal unfinished (`finish_transactions`) completes it.
 
 use super::{get_n, get_s, n, s, ChainRecord, DynamoStore, MAX_TRANSACTION_ITEMS};
 use crate::audit::AuditEntry;
@@ -84,25 +91,74 @@ impl ChainRecord {
     }
 }
 
-/// The same write with `tx = id` on the item it puts.
-fn marked(item: TransactWriteItem, id: &str) -> TransactWriteItem {
-    let Some(p) = item.put() else { return item };
-    let mut attrs = p.item().clone();
-    attrs.insert("tx".into(), s(id));
-    let put = Put::builder()
-        .table_name(p.table_name())
-        .set_item(Some(attrs))
-        .set_condition_expression(p.condition_expression().map(str::to_owned))
-        .set_expression_attribute_values(p.expression_attribute_values().cloned())
-        .build()
-        .expect("table and item set");
-    TransactWriteItem::builder().put(put).build()
+/// How the journal lists an item of a transaction (`k` beside its key):
+/// a new item (`k` absent), a record's current item holding its
+/// replacement, an index entry to delete once committed.
+const CREATE: &str = "";
+const REPLACE: &str = "pend";
+const DROP: &str = "drop";
+
+/// One item of a change as prepare writes it (nothing, for a drop) and the
+/// journal lists it.
+struct Step {
+    key: Item,
+    kind: &'static str,
+    write: Option<TransactWriteItem>,
 }
 
-fn key_of(item: &TransactWriteItem) -> Option<AV> {
-    let p = item.put()?;
-    let (pk, sk) = (p.item().get("pk")?, p.item().get("sk")?);
-    Some(AV::M(HashMap::from([("pk".to_owned(), pk.clone()), ("sk".to_owned(), sk.clone())])))
+impl Step {
+    /// The prepared form of an item the plain commit would write.
+    fn of(item: TransactWriteItem, id: &str) -> Step {
+        if let Some(d) = item.delete() {
+            return Step { key: d.key().clone(), kind: DROP, write: None };
+        }
+        let p = item.put().expect("a change's items are puts and deletes");
+        let key: Item = ["pk", "sk"].iter().filter_map(|k| Some((k.to_string(), p.item().get(*k)?.clone()))).collect();
+        if p.condition_expression() == Some(super::REPLACES) {
+            let pend: Item =
+                p.item().iter().filter(|(k, _)| !key.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let update = Update::builder()
+                .table_name(p.table_name())
+                .set_key(Some(key.clone()))
+                .update_expression("SET pend = :pend, tx = :tx")
+                .condition_expression(super::REPLACES)
+                .set_expression_attribute_values(p.expression_attribute_values().cloned())
+                .expression_attribute_values(":pend", AV::M(pend))
+                .expression_attribute_values(":tx", s(id))
+                .build()
+                .expect("table, key and expression set");
+            return Step { key, kind: REPLACE, write: Some(TransactWriteItem::builder().update(update).build()) };
+        }
+        let mut attrs = p.item().clone();
+        attrs.insert("tx".into(), s(id));
+        let put = Put::builder()
+            .table_name(p.table_name())
+            .set_item(Some(attrs))
+            .set_condition_expression(p.condition_expression().map(str::to_owned))
+            .set_expression_attribute_values(p.expression_attribute_values().cloned())
+            .build()
+            .expect("table and item set");
+        Step { key, kind: CREATE, write: Some(TransactWriteItem::builder().put(put).build()) }
+    }
+
+    fn listed(&self) -> AV {
+        let mut listed = self.key.clone();
+        if self.kind != CREATE {
+            listed.insert("k".into(), s(self.kind));
+        }
+        AV::M(listed)
+    }
+}
+
+/// The item a record's current item becomes: the one it holds in `pend`.
+fn replacement(item: &Item, pend: &Item) -> Item {
+    let mut new = pend.clone();
+    for k in ["pk", "sk"] {
+        if let Some(v) = item.get(k) {
+            new.insert(k.to_owned(), v.clone());
+        }
+    }
+    new
 }
 
 /// What the reader of an item carrying `tx` makes of its transaction.
@@ -114,23 +170,36 @@ enum State {
 }
 
 impl DynamoStore {
-    /// Whether an item is visible: written by no transaction, or by one
-    /// that committed. Final states are cached (they never change).
-    pub(super) async fn visible(&self, item: &Item) -> Result<bool, PortError> {
-        let Some(id) = get_s(item, "tx") else { return Ok(true) };
-        if let Some(committed) = self.tx_states.lock().expect("tx states lock").get(id) {
-            return Ok(*committed);
-        }
-        Ok(self.header(id).await?.map(|(state, _)| state) == Some(State::Committed))
+    /// An item as readers see it. One written by no transaction is itself
+    /// (the common case, at no cost); a transaction's creation only once it
+    /// committed; a record it changes (`pend` holding the new item) is the
+    /// new item once it committed, the old one until then. Final states
+    /// are cached (they never change).
+    pub(super) async fn resolved(&self, item: Option<&Item>) -> Result<Option<Item>, PortError> {
+        let Some(item) = item else { return Ok(None) };
+        let Some(id) = get_s(item, "tx") else { return Ok(Some(item.clone())) };
+        let cached = self.tx_states.lock().expect("tx states lock").get(id).copied();
+        let committed = match cached {
+            Some(committed) => committed,
+            None => self.header(id).await?.map(|(state, _)| state) == Some(State::Committed),
+        };
+        Ok(match item.get("pend").and_then(|p| p.as_m().ok()) {
+            Some(pend) if committed => Some(replacement(item, pend)),
+            Some(_) => {
+                let mut old = item.clone();
+                old.remove("pend");
+                old.remove("tx");
+                Some(old)
+            }
+            None => committed.then(|| item.clone()),
+        })
     }
 
-    /// The items of `items` that are visible.
-    pub(super) async fn only_visible(&self, items: Vec<Item>) -> Result<Vec<Item>, PortError> {
+    /// `items` as readers see them (those not yet created left out).
+    pub(super) async fn all_resolved(&self, items: Vec<Item>) -> Result<Vec<Item>, PortError> {
         let mut out = Vec::with_capacity(items.len());
-        for item in items {
-            if self.visible(&item).await? {
-                out.push(item);
-            }
+        for item in &items {
+            out.extend(self.resolved(Some(item)).await?);
         }
         Ok(out)
     }
@@ -171,14 +240,9 @@ impl DynamoStore {
     ) -> Result<(), PortError> {
         let (bundle, entry_audits) =
             audits.split_last().ok_or_else(|| PortError::Integrity("a transaction without its audit record".into()))?;
-        let (creates, changes): (Vec<_>, Vec<_>) = writes.into_iter().partition(|w| w.expected_version.is_none());
         let id = crate::crypto::random_id();
-        let mut flip = vec![self.header_transition(&id, "pending", "committed")];
-        flip.extend(changes.iter().flat_map(|w| self.resource_items(w)));
-        // The flip holds the header, the changes, the Bundle's record and the chain head.
-        if flip.len() + 2 > MAX_TRANSACTION_ITEMS {
-            return Err(PortError::TooLarge { items: flip.len() + 2, limit: MAX_TRANSACTION_ITEMS });
-        }
+        // The flip: the header, the Bundle's record and its chain head.
+        let flip = vec![self.header_transition(&id, "pending", "committed")];
         let records: Vec<ChainRecord> = entry_audits.iter().map(ChainRecord::of).collect();
         let outbox: Vec<AV> =
             self.outbox_items(&events).iter().filter_map(|i| i.put().map(|p| AV::M(p.item().clone()))).collect();
@@ -222,7 +286,7 @@ impl DynamoStore {
                 )
                 .await?;
             }
-            self.prepare(&id, &creates).await?;
+            self.prepare(&id, &writes).await?;
             self.append_chain(flip, vec![], &[ChainRecord::of(bundle)]).await
         }
         .await;
@@ -250,20 +314,21 @@ impl DynamoStore {
         }
     }
 
-    /// Writes every create's items marked with the transaction, each chunk
-    /// with the page listing its keys, in one transaction.
-    async fn prepare(&self, id: &str, creates: &[ResourceWrite]) -> Result<(), PortError> {
-        let items: Vec<TransactWriteItem> =
-            creates.iter().flat_map(|w| self.resource_items(w)).map(|i| marked(i, id)).collect();
-        for (page, chunk) in items.chunks(ITEMS_PER_PAGE).enumerate() {
-            let keys: Vec<AV> = chunk.iter().filter_map(key_of).collect();
+    /// Writes every change's items for the transaction, each chunk with
+    /// the page listing them, in one `TransactWriteItems`: new items marked
+    /// `tx`, a changed record's current item holding the new one in `pend`
+    /// (on the version read, which it holds against every other writer
+    /// until finished), and index entries to drop listed only.
+    async fn prepare(&self, id: &str, writes: &[ResourceWrite]) -> Result<(), PortError> {
+        let steps: Vec<Step> = writes.iter().flat_map(|w| self.resource_items(w)).map(|i| Step::of(i, id)).collect();
+        for (page, chunk) in steps.chunks(ITEMS_PER_PAGE).enumerate() {
             let listing = HashMap::from([
                 ("pk".to_owned(), s(journal_pk(id))),
                 ("sk".to_owned(), s(page_sk('K', page))),
-                ("keys".to_owned(), AV::L(keys)),
+                ("keys".to_owned(), AV::L(chunk.iter().map(Step::listed).collect())),
             ]);
             let mut all = vec![super::put(&self.tables.records, listing, Some("attribute_not_exists(pk)"), &[])];
-            all.extend(chunk.iter().cloned());
+            all.extend(chunk.iter().filter_map(|step| step.write.clone()));
             self.transact(all).await.map_err(|(e, failed)| match failed.first() {
                 Some(i) => PortError::ConditionFailed(*i),
                 None => e,
@@ -315,15 +380,32 @@ impl DynamoStore {
                 self.append_page(id, r).await?;
             }
         }
-        for k in page('K') {
-            let keys: Vec<Item> = k
-                .get("keys")
-                .and_then(|v| v.as_l().ok())
-                .into_iter()
-                .flatten()
-                .filter_map(|k| k.as_m().ok().cloned())
-                .collect();
-            self.settle(id, keys, state == State::Committed).await?;
+        let listed: Vec<Item> = page('K')
+            .flat_map(|k| k.get("keys").and_then(|v| v.as_l().ok()).cloned().unwrap_or_default())
+            .filter_map(|k| k.as_m().ok().cloned())
+            .collect();
+        let of = |kind: &str| -> Vec<Item> {
+            listed
+                .iter()
+                .filter(|k| get_s(k, "k").unwrap_or(CREATE) == kind)
+                .map(|k| k.iter().filter(|(a, _)| *a != "k").map(|(a, v)| (a.clone(), v.clone())).collect())
+                .collect()
+        };
+        let committed = state == State::Committed;
+        // Index entries of dropped tokens go before the records they
+        // belonged to are released: once released, a writer may index the
+        // same token again, which a later drop would undo.
+        if committed {
+            for chunk in of(DROP).chunks(MAX_TRANSACTION_ITEMS) {
+                let deletes = chunk.iter().map(|key| self.delete_action(key, None)).collect();
+                self.transact(deletes).await.map_err(|(e, _)| e)?;
+            }
+        }
+        for key in of(REPLACE) {
+            self.release(id, key, committed).await?;
+        }
+        for chunk in of(CREATE).chunks(MAX_TRANSACTION_ITEMS) {
+            self.settle(id, chunk.to_vec(), committed).await?;
         }
         // The journal as it is now: the markers of the pages appended above too.
         let pages: Vec<Item> = self
@@ -388,6 +470,64 @@ impl DynamoStore {
         match self.append_chain(items, vec![], &records).await {
             Err(PortError::ConditionFailed(0)) => Ok(()),
             other => other,
+        }
+    }
+
+    /// A changed record's current item made final: the new item it holds
+    /// in `pend` (committed) or the old one without it (aborted), only
+    /// while it is still the transaction's.
+    async fn release(&self, id: &str, key: Item, committed: bool) -> Result<(), PortError> {
+        let result = if committed {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.tables.records)
+                .set_key(Some(key.clone()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| super::port_error("dynamodb", &e))?;
+            let Some((item, pend)) = out.item().and_then(|i| Some((i, i.get("pend")?.as_m().ok()?))) else {
+                return Ok(());
+            };
+            self.client
+                .put_item()
+                .table_name(&self.tables.records)
+                .set_item(Some(replacement(item, pend)))
+                .condition_expression("tx = :id")
+                .expression_attribute_values(":id", s(id))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    (
+                        e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()),
+                        super::port_error("dynamodb", &e),
+                    )
+                })
+        } else {
+            self.client
+                .update_item()
+                .table_name(&self.tables.records)
+                .set_key(Some(key))
+                .update_expression("REMOVE pend, tx")
+                .condition_expression("tx = :id")
+                .expression_attribute_values(":id", s(id))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    (
+                        e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()),
+                        super::port_error("dynamodb", &e),
+                    )
+                })
+        };
+        match result {
+            // Released already (a rerun), or gone (purged) since.
+            Err((true, _)) => Ok(()),
+            Err((false, e)) => Err(e),
+            Ok(()) => Ok(()),
         }
     }
 
