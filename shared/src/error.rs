@@ -79,6 +79,9 @@ pub enum PortError {
     /// The changes need more items than one transaction holds.
     #[error("{items} items exceed one transaction's {limit}")]
     TooLarge { items: usize, limit: usize },
+    /// An item the change needs exceeds the store's item size.
+    #[error("an item exceeds the store's item size")]
+    ItemTooLarge,
 }
 
 impl From<PortError> for Error {
@@ -91,6 +94,10 @@ impl From<PortError> for Error {
             PortError::TooLarge { items, limit } => Error::TooCostly(format!(
                 "the changes need {items} storage items and one atomic commit holds {limit}; send fewer entries"
             )),
+            PortError::ItemTooLarge => Error::TooLarge(
+                "a resource this large cannot be changed within a large transaction; change it alone or in a smaller one"
+                    .into(),
+            ),
         }
     }
 }

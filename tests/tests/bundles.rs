@@ -302,13 +302,21 @@ fn first_visit(patient: Value, npi: &str, observations: usize) -> Vec<Value> {
 }
 
 /// Every item of the harness' records table as text, sorted: the raw dump,
-/// but for the counters of failed requests (security alerting counts them).
+/// but for the counters of failed requests (security alerting counts them)
+/// and the headers of aborted transactions, finished (kept a day for
+/// readers that met their items).
 async fn records_dump(h: &Harness) -> Vec<String> {
+    let aborted = |i: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| {
+        i["pk"].as_s().is_ok_and(|pk| pk == "TX")
+            && i.get("state").is_some_and(|s| s.as_s().is_ok_and(|s| s == "aborted"))
+            && i.contains_key("done")
+    };
     let mut items: Vec<String> = h
         .scan(&h.table("RecordsTable"))
         .await
         .iter()
         .filter(|i| i["pk"].as_s().is_ok_and(|pk| !pk.starts_with("FAILS#") && !pk.starts_with("ONCE#")))
+        .filter(|i| !aborted(i))
         .map(|i| {
             let mut kv: Vec<_> = i.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
             kv.sort();
@@ -581,6 +589,39 @@ async fn a_transaction_changes_any_number_of_resources_at_once() {
     let audits = h.audit_events_of("admin-tx-changes").await;
     let count = |code: &str| audits.iter().filter(|a| a["subtype"][0]["code"] == code).count();
     assert_eq!((count("update"), count("delete"), count("transaction")), (updates + 1, deletes, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journaled_transaction_refuses_a_change_too_large_to_hold() {
+    let h = Harness::start().await;
+    let t = h.token("admin", "admin-tx-large");
+    let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
+    let large = |status: &str| {
+        let mut o = observation(&patient, "2339-0");
+        o["status"] = json!(status);
+        // Text that does not compress: the sealed item is as large.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let text: String = (0..210 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect();
+        o["note"] = json!([{"text": text}]);
+        o
+    };
+    let id = h.create_id(&t, &large("final")).await;
+    let mut replacement = large("amended");
+    replacement["id"] = json!(id);
+    let mut entries =
+        vec![json!({"resource": replacement, "request": {"method": "PUT", "url": format!("Observation/{id}")}})];
+    entries.extend((0..40).map(|_| with_resource("POST", "Observation", observation(&patient, "718-7"))));
+    let before = records_dump(&h).await;
+    let r = h.call("POST", "/fhir", Some(&t), &[], Some(&transaction(entries))).await;
+    assert_eq!(r.status, 413, "{}", &r.text()[..r.text().len().min(400)]);
+    assert_unchanged(&before, &records_dump(&h).await, "nothing of it is stored");
 }
 
 /// A patient's Synthea Bundle as the generator wrote it (the smallest of

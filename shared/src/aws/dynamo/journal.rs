@@ -329,9 +329,12 @@ impl DynamoStore {
             ]);
             let mut all = vec![super::put(&self.tables.records, listing, Some("attribute_not_exists(pk)"), &[])];
             all.extend(chunk.iter().filter_map(|step| step.write.clone()));
-            self.transact(all).await.map_err(|(e, failed)| match failed.first() {
-                Some(i) => PortError::ConditionFailed(*i),
-                None => e,
+            self.transact(all).await.map_err(|(e, failed)| match (failed.first(), e) {
+                (Some(i), _) => PortError::ConditionFailed(*i),
+                // A held item is the old and the new together: beyond
+                // DynamoDB's 400 KB for a resource of more than ~190 KB.
+                (None, PortError::Backend { detail, .. }) if detail == "ValidationException" => PortError::ItemTooLarge,
+                (None, e) => e,
             })?;
         }
         Ok(())
