@@ -2,7 +2,9 @@
 //! Observations (urn:uuid links), committed as one transaction of 10, 100,
 //! 500 and 1,000 entries, versus posting the same resources one by one as
 //! an integrator without transactions must (each reference rewritten once
-//! its target exists). Entries/s and AWS calls per entry, side by side.
+//! its target exists); then 100 and 850 of those Observations amended in
+//! one transaction versus one by one. Entries/s and AWS calls per entry,
+//! side by side.
 //! Run with `cargo bench -p medrec-e2e --bench transactions`.
 
 use medrec_e2e::{canary_patient, Harness};
@@ -40,6 +42,7 @@ async fn main() {
     let h = Harness::start().await;
     let t = h.token("clinician", "dr-tx-bench");
     println!("entries  transaction            one by one           ratio  AWS calls/entry (transaction | one by one)");
+    let (mut tx_ids, mut single_ids) = (vec![], vec![]);
     for size in [10, 100, 500, 1_000] {
         let body = transaction(&format!("txbench{size}"), size);
         h.aws_calls().await;
@@ -48,7 +51,9 @@ async fn main() {
         let tx_s = started.elapsed().as_secs_f64();
         assert_eq!(r.status, 200, "{size}: {}", &r.text()[..r.text().len().min(500)]);
         let tx_calls = h.aws_calls().await;
+        tx_ids = ids(&r.json());
 
+        single_ids.clear();
         let started = Instant::now();
         let patient = h.create_id(&t, &canary_patient(&format!("onebyone{size}"))).await;
         for i in 1..size {
@@ -62,6 +67,7 @@ async fn main() {
                 )
                 .await;
             assert_eq!(r.status, 201);
+            single_ids.push(r.json()["id"].as_str().unwrap().to_owned());
         }
         let single_s = started.elapsed().as_secs_f64();
         let single_calls = h.aws_calls().await;
@@ -74,4 +80,56 @@ async fn main() {
             per_entry(&single_calls, size),
         );
     }
+
+    println!("updates  transaction            one by one           ratio  AWS calls/entry (transaction | one by one)");
+    for (size, from) in [(100, 0), (850, 100)] {
+        let entries: Vec<Value> = tx_ids[from..from + size].iter().map(|(id, o)| amended(id, o)).collect();
+        let body = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string();
+        h.aws_calls().await;
+        let started = Instant::now();
+        let r = h.call("POST", "/fhir", Some(&t), &[], Some(&body)).await;
+        let tx_s = started.elapsed().as_secs_f64();
+        assert_eq!(r.status, 200, "{size}: {}", &r.text()[..r.text().len().min(500)]);
+        let tx_calls = h.aws_calls().await;
+
+        let mut current = vec![];
+        for id in &single_ids[from..from + size] {
+            current.push((id, h.get(&format!("/fhir/Observation/{id}"), &t).await.json()));
+        }
+        h.aws_calls().await;
+        let started = Instant::now();
+        for (id, current) in current {
+            let entry = amended(id, &current);
+            let path = format!("/fhir/Observation/{id}");
+            let r =
+                h.call("PUT", &path, Some(&t), &[("if-match", "W/\"1\"")], Some(&entry["resource"].to_string())).await;
+            assert_eq!(r.status, 200);
+        }
+        let single_s = started.elapsed().as_secs_f64();
+        let single_calls = h.aws_calls().await;
+        println!(
+            "{size:>7}  {tx_s:>6.2}s {:>7.0}/s      {single_s:>6.2}s {:>7.0}/s    {:>4.2}×  {} | {}",
+            size as f64 / tx_s,
+            size as f64 / single_s,
+            single_s / tx_s,
+            per_entry(&tx_calls, size),
+            per_entry(&single_calls, size),
+        );
+    }
+}
+
+/// The Observations a transaction-response created, with their ids.
+fn ids(response: &Value) -> Vec<(String, Value)> {
+    response["entry"].as_array().unwrap()[1..]
+        .iter()
+        .map(|e| (e["resource"]["id"].as_str().unwrap().to_owned(), e["resource"].clone()))
+        .collect()
+}
+
+/// An entry amending Observation `id` (version 1) to `amended`.
+fn amended(id: &str, current: &Value) -> Value {
+    let mut o = current.clone();
+    o.as_object_mut().unwrap().remove("meta");
+    o["status"] = json!("amended");
+    json!({"resource": o, "request": {"method": "PUT", "url": format!("Observation/{id}"), "ifMatch": "W/\"1\""}})
 }

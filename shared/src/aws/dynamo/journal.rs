@@ -29,6 +29,7 @@ use crate::audit::AuditEntry;
 use crate::error::PortError;
 use crate::ports::{DomainEvent, ResourceWrite};
 use aws_sdk_dynamodb::types::{AttributeValue as AV, Delete, Put, TransactWriteItem, Update};
+use futures_util::StreamExt;
 use std::collections::HashMap;
 
 type Item = HashMap<String, AV>;
@@ -41,6 +42,8 @@ const FINISHED_TTL_SECONDS: i64 = 86_400;
 /// Audit records appended per roll-forward page, with their events, the
 /// page's marker and the chain head in one transaction.
 const RECORDS_PER_PAGE: usize = 30;
+/// Held items released at once when a transaction finishes.
+const RELEASES_IN_FLIGHT: usize = 8;
 /// Items written per prepare transaction, beside the page listing them.
 const ITEMS_PER_PAGE: usize = MAX_TRANSACTION_ITEMS - 1;
 
@@ -404,8 +407,12 @@ impl DynamoStore {
                 self.transact(deletes).await.map_err(|(e, _)| e)?;
             }
         }
-        for key in of(REPLACE) {
-            self.release(id, key, committed).await?;
+        // Each release is its own item's (a read and a write when
+        // committed): a few at a time.
+        let releases = of(REPLACE).into_iter().map(|key| self.release(id, key, committed));
+        let mut releases = futures_util::stream::iter(releases).buffer_unordered(RELEASES_IN_FLIGHT);
+        while let Some(released) = releases.next().await {
+            released?;
         }
         for chunk in of(CREATE).chunks(MAX_TRANSACTION_ITEMS) {
             self.settle(id, chunk.to_vec(), committed).await?;
