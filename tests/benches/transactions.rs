@@ -28,7 +28,22 @@ fn transaction(tag: &str, size: usize) -> String {
     json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string()
 }
 
-fn per_entry(counted: &std::collections::BTreeMap<String, u64>, entries: usize) -> String {
+/// One line of the table: entries, each way's time and rate, the ratio,
+/// AWS calls per entry.
+fn row(size: usize, (tx_s, tx_calls): (f64, &Calls), (single_s, single_calls): (f64, &Calls)) {
+    println!(
+        "{size:>7}  {tx_s:>6.2}s {:>7.0}/s      {single_s:>6.2}s {:>7.0}/s    {:>4.2}×  {} | {}",
+        size as f64 / tx_s,
+        size as f64 / single_s,
+        single_s / tx_s,
+        per_entry(tx_calls, size),
+        per_entry(single_calls, size),
+    );
+}
+
+type Calls = std::collections::BTreeMap<String, u64>;
+
+fn per_entry(counted: &Calls, entries: usize) -> String {
     let total: u64 = counted.values().sum();
     let each: Vec<String> = counted
         .iter()
@@ -71,14 +86,7 @@ async fn main() {
         }
         let single_s = started.elapsed().as_secs_f64();
         let single_calls = h.aws_calls().await;
-        println!(
-            "{size:>7}  {tx_s:>6.2}s {:>7.0}/s      {single_s:>6.2}s {:>7.0}/s    {:>4.2}×  {} | {}",
-            size as f64 / tx_s,
-            size as f64 / single_s,
-            single_s / tx_s,
-            per_entry(&tx_calls, size),
-            per_entry(&single_calls, size),
-        );
+        row(size, (tx_s, &tx_calls), (single_s, &single_calls));
     }
 
     println!("updates  transaction            one by one           ratio  AWS calls/entry (transaction | one by one)");
@@ -107,14 +115,7 @@ async fn main() {
         }
         let single_s = started.elapsed().as_secs_f64();
         let single_calls = h.aws_calls().await;
-        println!(
-            "{size:>7}  {tx_s:>6.2}s {:>7.0}/s      {single_s:>6.2}s {:>7.0}/s    {:>4.2}×  {} | {}",
-            size as f64 / tx_s,
-            size as f64 / single_s,
-            single_s / tx_s,
-            per_entry(&tx_calls, size),
-            per_entry(&single_calls, size),
-        );
+        row(size, (tx_s, &tx_calls), (single_s, &single_calls));
     }
 }
 

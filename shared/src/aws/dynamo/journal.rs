@@ -153,6 +153,15 @@ impl Step {
     }
 }
 
+/// A release's outcome: its condition failing means the item is released
+/// already (a rerun) or gone (purged) since, which is done too.
+fn unless_released<T, E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(sent: Result<T, E>) -> Result<(), PortError> {
+    match sent {
+        Err(e) if e.code() != Some("ConditionalCheckFailedException") => Err(super::port_error("dynamodb", &e)),
+        _ => Ok(()),
+    }
+}
+
 /// The item a record's current item becomes: the one it holds in `pend`.
 fn replacement(item: &Item, pend: &Item) -> Item {
     let mut new = pend.clone();
@@ -487,7 +496,7 @@ impl DynamoStore {
     /// in `pend` (committed) or the old one without it (aborted), only
     /// while it is still the transaction's.
     async fn release(&self, id: &str, key: Item, committed: bool) -> Result<(), PortError> {
-        let result = if committed {
+        if committed {
             let out = self
                 .client
                 .get_item()
@@ -500,23 +509,19 @@ impl DynamoStore {
             let Some((item, pend)) = out.item().and_then(|i| Some((i, i.get("pend")?.as_m().ok()?))) else {
                 return Ok(());
             };
-            self.client
+            let put = self
+                .client
                 .put_item()
                 .table_name(&self.tables.records)
                 .set_item(Some(replacement(item, pend)))
                 .condition_expression("tx = :id")
                 .expression_attribute_values(":id", s(id))
                 .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    (
-                        e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()),
-                        super::port_error("dynamodb", &e),
-                    )
-                })
+                .await;
+            unless_released(put)
         } else {
-            self.client
+            let update = self
+                .client
                 .update_item()
                 .table_name(&self.tables.records)
                 .set_key(Some(key))
@@ -524,20 +529,8 @@ impl DynamoStore {
                 .condition_expression("tx = :id")
                 .expression_attribute_values(":id", s(id))
                 .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    (
-                        e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()),
-                        super::port_error("dynamodb", &e),
-                    )
-                })
-        };
-        match result {
-            // Released already (a rerun), or gone (purged) since.
-            Err((true, _)) => Ok(()),
-            Err((false, e)) => Err(e),
-            Ok(()) => Ok(()),
+                .await;
+            unless_released(update)
         }
     }
 
