@@ -297,7 +297,9 @@ impl LocalStack {
                 function_env.insert(f.logical_id.clone(), env);
                 continue;
             }
-            match mount(&f.logical_id, &env).await? {
+            // Boxed: every function's boot future is inline in `mount`,
+            // too large for a test thread's stack beside the test's own.
+            match Box::pin(mount(&f.logical_id, &env)).await? {
                 Some(Mounted::Api(h)) => {
                     handlers.insert(f.logical_id.clone(), h);
                 }
