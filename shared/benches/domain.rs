@@ -17,7 +17,7 @@ use medrec_shared::crypto::keycache::{KeyCache, Limits};
 use medrec_shared::crypto::{open, resource_aad, seal, DataKey};
 use medrec_shared::documents::{DocumentConfig, TestSignatureScanner};
 use medrec_shared::memory::{MemoryBlobs, MemoryKeys, MemoryStore};
-use medrec_shared::service::documents::{Created, DocumentDeps};
+use medrec_shared::service::documents::{Created, DocumentDeps, Uploads};
 use medrec_shared::service::{Caller, Services};
 use serde_json::{json, Value};
 use std::hint::black_box;
@@ -209,7 +209,8 @@ fn benches(c: &mut Criterion) {
         _ => None,
     })
     .unwrap();
-    let deps = DocumentDeps { blobs: &blobs, config: &config, scanner: &TestSignatureScanner };
+    let deps =
+        DocumentDeps { blobs: &blobs, config: &config, scanner: &TestSignatureScanner, uploads: Uploads::Offered };
     let note = vec![b'n'; 64 * 1024];
     let document = json!({
         "resourceType": "DocumentReference", "status": "current",

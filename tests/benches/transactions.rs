@@ -28,6 +28,16 @@ fn transaction(tag: &str, size: usize) -> String {
     json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string()
 }
 
+/// Posts a transaction Bundle: its time, the AWS calls it made, the response.
+async fn timed_transaction(h: &Harness, t: &str, body: &str) -> (f64, Calls, Value) {
+    h.aws_calls().await;
+    let started = Instant::now();
+    let r = h.call("POST", "/fhir", Some(t), &[], Some(body)).await;
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(r.status, 200, "{}", &r.text()[..r.text().len().min(500)]);
+    (took, h.aws_calls().await, r.json())
+}
+
 /// One line of the table: entries, each way's time and rate, the ratio,
 /// AWS calls per entry.
 fn row(size: usize, (tx_s, tx_calls): (f64, &Calls), (single_s, single_calls): (f64, &Calls)) {
@@ -60,13 +70,8 @@ async fn main() {
     let (mut tx_ids, mut single_ids) = (vec![], vec![]);
     for size in [10, 100, 500, 1_000] {
         let body = transaction(&format!("txbench{size}"), size);
-        h.aws_calls().await;
-        let started = Instant::now();
-        let r = h.call("POST", "/fhir", Some(&t), &[], Some(&body)).await;
-        let tx_s = started.elapsed().as_secs_f64();
-        assert_eq!(r.status, 200, "{size}: {}", &r.text()[..r.text().len().min(500)]);
-        let tx_calls = h.aws_calls().await;
-        tx_ids = ids(&r.json());
+        let (tx_s, tx_calls, response) = timed_transaction(&h, &t, &body).await;
+        tx_ids = ids(&response);
 
         single_ids.clear();
         let started = Instant::now();
@@ -93,12 +98,7 @@ async fn main() {
     for (size, from) in [(100, 0), (850, 100)] {
         let entries: Vec<Value> = tx_ids[from..from + size].iter().map(|(id, o)| amended(id, o)).collect();
         let body = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string();
-        h.aws_calls().await;
-        let started = Instant::now();
-        let r = h.call("POST", "/fhir", Some(&t), &[], Some(&body)).await;
-        let tx_s = started.elapsed().as_secs_f64();
-        assert_eq!(r.status, 200, "{size}: {}", &r.text()[..r.text().len().min(500)]);
-        let tx_calls = h.aws_calls().await;
+        let (tx_s, tx_calls, _) = timed_transaction(&h, &t, &body).await;
 
         let mut current = vec![];
         for id in &single_ids[from..from + size] {

@@ -11,7 +11,7 @@ use medrec_shared::aws::s3::S3Blobs;
 use medrec_shared::config::{Config, Deployment};
 use medrec_shared::documents::{DocumentConfig, TestSignatureScanner};
 use medrec_shared::runtime::{BootError, Runtime};
-use medrec_shared::service::documents::{DocumentDeps, Ingested};
+use medrec_shared::service::documents::{DocumentDeps, Ingested, Uploads};
 use serde_json::Value;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -55,7 +55,13 @@ impl App {
 
     /// Ingests one S3 object; what happened, or the transient error to retry on.
     pub async fn ingest(&self, key: &str) -> Result<Ingested, medrec_shared::error::Error> {
-        let deps = DocumentDeps { blobs: &self.blobs, config: &self.documents, scanner: &self.scanner };
+        // The ingest stores what an upload brought; it promises none.
+        let deps = DocumentDeps {
+            blobs: &self.blobs,
+            config: &self.documents,
+            scanner: &self.scanner,
+            uploads: Uploads::Refused,
+        };
         self.rt.services.ingest_upload(key, &deps).await
     }
 

@@ -9,13 +9,13 @@ use crate::audit::AuditEntry;
 use crate::aws::s3::S3Blobs;
 use crate::config::Deployment;
 use crate::documents::{DocumentConfig, TestSignatureScanner};
-use crate::error::{Error, Result};
-use crate::fhir::outcome::Issue;
+use crate::error::Result;
 use crate::http;
 use crate::lambda::{Ctx, Route};
 use crate::ports::BlobStore;
 use crate::runtime::Runtime;
 use crate::service::binaries::NewBinary;
+pub use crate::service::documents::Uploads;
 use crate::service::documents::{BinaryContent, Created, DocumentDeps};
 use base64::Engine;
 use lambda_http::{Body, Response};
@@ -38,15 +38,6 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/fhir/Binary/{id}", interaction: "read" },
 ];
 
-/// Whether a DocumentReference may promise its content by presigned upload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Uploads {
-    Offered,
-    /// In a Bundle: a transaction commits its documents with the rest,
-    /// and bytes that arrive later cannot join it; content comes inline.
-    Refused,
-}
-
 /// Document REST with what it needs besides the runtime: the sealed
 /// objects' store, the content rules, the malware hook.
 pub struct DocumentRest {
@@ -64,7 +55,7 @@ impl DocumentRest {
     }
 
     fn deps(&self) -> DocumentDeps<'_, S3Blobs> {
-        DocumentDeps { blobs: &self.blobs, config: &self.config, scanner: &self.scanner }
+        DocumentDeps { blobs: &self.blobs, config: &self.config, scanner: &self.scanner, uploads: self.uploads }
     }
 
     /// Serves one of `ROUTES`.
@@ -94,14 +85,6 @@ impl DocumentRest {
         let body = http::json_resource(ctx.req, limit, "DocumentReference")?;
         if let Some(existing) = conditional_create(rt, ctx.req, ctx.caller, "DocumentReference").await? {
             return Ok(resource_response(ctx.req, 200, ctx.base, "DocumentReference", &existing, false));
-        }
-        if self.uploads == Uploads::Refused && promises_upload(&body) {
-            return Err(Error::Invalid(vec![Issue::error(
-                "not-supported",
-                "a DocumentReference in a Bundle carries its content inline (attachment.data) or by external URL; \
-                 uploads are promised by POST /fhir/DocumentReference alone",
-            )
-            .at("DocumentReference.content")]));
         }
         match rt.services.create_document(ctx.caller, body, &self.deps(), audit).await? {
             Created::Stored(stored) => {
@@ -169,16 +152,6 @@ impl DocumentRest {
         };
         Ok(http::bytes_response(status, &content_type, bytes, &headers))
     }
-}
-
-/// Whether a new DocumentReference asks for an upload URL: an attachment
-/// with neither data nor url.
-fn promises_upload(resource: &serde_json::Value) -> bool {
-    resource["content"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["attachment"].as_object().is_some_and(|a| !a.contains_key("data") && !a.contains_key("url")))
 }
 
 /// A Binary is served as FHIR JSON only when the client asks for FHIR by

@@ -35,6 +35,16 @@ pub struct DocumentDeps<'a, B> {
     pub blobs: &'a B,
     pub config: &'a DocumentConfig,
     pub scanner: &'a dyn MalwareScanner,
+    pub uploads: Uploads,
+}
+
+/// Whether a new DocumentReference may promise its content by presigned upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uploads {
+    Offered,
+    /// In a Bundle: a transaction commits its documents with the rest,
+    /// and bytes that arrive later cannot join it; content comes inline.
+    Refused,
 }
 
 pub enum Created {
@@ -414,6 +424,14 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             resource.as_object_mut().expect("resource is an object").remove("id");
         }
         let contents = take_contents(&mut resource, deps.config)?;
+        if deps.uploads == Uploads::Refused && contents.iter().any(|c| matches!(c, Content::Upload { .. })) {
+            return Err(Error::Invalid(vec![Issue::error(
+                "not-supported",
+                "a DocumentReference in a Bundle carries its content inline (attachment.data) or by external URL; \
+                 uploads are promised by POST /fhir/DocumentReference alone",
+            )
+            .at("DocumentReference.content")]));
+        }
         let new = self.prepare_create(caller, "DocumentReference", &resource, audit).await?;
         if let [Content::Upload { index, media, size, sha256 }] = contents.as_slice() {
             return self.promise_upload(caller, new, resource, (*index, media, *size, sha256), deps, audit).await;
