@@ -89,7 +89,9 @@ impl From<PortError> for Error {
         match e {
             PortError::ConditionFailed(_) => Error::Conflict("concurrent modification".into()),
             PortError::Throttled(_) => Error::Throttled,
-            PortError::Backend { service, .. } => Error::Unavailable(service.into()),
+            // The detail is an error code or medrec's own words, never
+            // request contents: the log line of a 503 says what failed.
+            PortError::Backend { service, detail } => Error::Unavailable(format!("{service}: {detail}")),
             PortError::Integrity(what) => Error::Internal(format!("integrity check failed: {what}")),
             PortError::TooLarge { items, limit } => Error::TooCostly(format!(
                 "the changes need {items} storage items and one atomic commit holds {limit}; send fewer entries"

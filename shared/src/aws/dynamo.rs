@@ -34,6 +34,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 mod journal;
+mod shards;
 
 /// DynamoDB's limit on items in one TransactWriteItems call.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
@@ -57,11 +58,7 @@ pub struct DynamoStore {
     client: Client,
     tables: Tables,
     chain_key: DataKey,
-    shards: u32,
-    /// Each instance starts on its own shard, so concurrent Lambda instances
-    /// rarely contend for one head.
-    preferred_shard: u32,
-    heads: Mutex<HashMap<u32, Head>>,
+    shards: shards::Shards,
     /// Transactions known committed (true) or aborted (false): final, so
     /// a reader asks each header once.
     tx_states: Mutex<HashMap<String, bool>>,
@@ -141,22 +138,13 @@ fn version_from(item: &HashMap<String, AV>) -> Result<Version, PortError> {
     })
 }
 
-fn random_shard(shards: u32) -> u32 {
-    let mut r = [0u8; 4];
-    aws_lc_rs::rand::fill(&mut r).expect("system RNG");
-    u32::from_le_bytes(r) % shards.max(1)
-}
-
 impl DynamoStore {
     pub fn new(client: Client, tables: Tables, chain_key: DataKey, shards: u32) -> Self {
-        let preferred_shard = random_shard(shards);
         DynamoStore {
             client,
             tables,
             chain_key,
-            shards: shards.max(1),
-            preferred_shard,
-            heads: Mutex::new(HashMap::new()),
+            shards: shards::Shards::new(shards),
             tx_states: Mutex::new(HashMap::new()),
             transaction_deadline: std::time::Duration::from_secs(120),
         }
@@ -251,10 +239,14 @@ impl DynamoStore {
         records: &[ChainRecord],
     ) -> Result<(), PortError> {
         let last_id = &records.last().ok_or_else(|| PortError::Integrity("no audit record to append".into()))?.id;
-        let mut shard = self.preferred_shard;
+        let mut lease = self.shards.lease(None);
         for attempt in 0..AUDIT_ATTEMPTS {
-            let cached = self.heads.lock().expect("heads lock").get(&shard).cloned();
-            let head = match cached {
+            let pause = shards::backoff(attempt);
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            let shard = lease.shard;
+            let head = match lease.cached_head() {
                 Some(h) if attempt == 0 => h,
                 _ => self.read_head(shard).await?,
             };
@@ -309,7 +301,7 @@ impl DynamoStore {
                 .await
             {
                 Ok(_) => {
-                    self.heads.lock().expect("heads lock").insert(shard, Head { seq, hash });
+                    lease.advanced(Head { seq, hash });
                     return Ok(());
                 }
                 Err(e) => {
@@ -325,11 +317,11 @@ impl DynamoStore {
                     // covers this; the emulator ignores it): done, not a
                     // race to retry elsewhere, which would record them twice.
                     if self.recorded(shard, seq, last_id).await? {
-                        self.heads.lock().expect("heads lock").insert(shard, Head { seq, hash });
+                        lease.advanced(Head { seq, hash });
                         return Ok(());
                     }
-                    self.heads.lock().expect("heads lock").remove(&shard);
-                    shard = random_shard(self.shards);
+                    lease.lost();
+                    lease = self.shards.lease(Some(shard));
                 }
             }
         }
