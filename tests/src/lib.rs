@@ -228,7 +228,14 @@ impl Drop for Harness {
         let swept = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
             rt.block_on(async {
-                let sdk = medrec_shared::aws::sdk_config(Some(&endpoint)).await;
+                // Whole-table scans of a long test's stack (the 300-entry
+                // fault run's) take the emulator longer than a request may.
+                let timeouts = aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(std::time::Duration::from_secs(300))
+                    .operation_timeout(std::time::Duration::from_secs(300))
+                    .build();
+                let sdk =
+                    medrec_shared::aws::sdk_config(Some(&endpoint)).await.to_builder().timeout_config(timeouts).build();
                 let clients = medrec_infra::provision::Clients::new(&sdk);
                 stored_contents(&clients, &template, &provisioned).await
             })

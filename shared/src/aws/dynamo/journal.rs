@@ -33,6 +33,14 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 
 type Item = HashMap<String, AV>;
+/// A held record's key and the item it becomes once committed, as the
+/// writer prepared it: its own roll-forward puts it without reading it back.
+type Held = HashMap<(String, String), Item>;
+
+fn key_of(item: &Item) -> (String, String) {
+    let part = |k| get_s(item, k).unwrap_or_default().to_owned();
+    (part("pk"), part("sk"))
+}
 
 /// The partition of every transaction header, so a sweep finds them.
 const HEADERS: &str = "TX";
@@ -107,13 +115,15 @@ struct Step {
     key: Item,
     kind: &'static str,
     write: Option<TransactWriteItem>,
+    /// What a held record becomes once committed.
+    replacement: Option<Item>,
 }
 
 impl Step {
     /// The prepared form of an item the plain commit would write.
     fn of(item: TransactWriteItem, id: &str) -> Step {
         if let Some(d) = item.delete() {
-            return Step { key: d.key().clone(), kind: DROP, write: None };
+            return Step { key: d.key().clone(), kind: DROP, write: None, replacement: None };
         }
         let p = item.put().expect("a change's items are puts and deletes");
         let key: Item = ["pk", "sk"].iter().filter_map(|k| Some((k.to_string(), p.item().get(*k)?.clone()))).collect();
@@ -130,7 +140,8 @@ impl Step {
                 .expression_attribute_values(":tx", s(id))
                 .build()
                 .expect("table, key and expression set");
-            return Step { key, kind: REPLACE, write: Some(TransactWriteItem::builder().update(update).build()) };
+            let write = Some(TransactWriteItem::builder().update(update).build());
+            return Step { key, kind: REPLACE, write, replacement: Some(p.item().clone()) };
         }
         let mut attrs = p.item().clone();
         attrs.insert("tx".into(), s(id));
@@ -141,7 +152,7 @@ impl Step {
             .set_expression_attribute_values(p.expression_attribute_values().cloned())
             .build()
             .expect("table and item set");
-        Step { key, kind: CREATE, write: Some(TransactWriteItem::builder().put(put).build()) }
+        Step { key, kind: CREATE, write: Some(TransactWriteItem::builder().put(put).build()), replacement: None }
     }
 
     fn listed(&self) -> AV {
@@ -278,6 +289,7 @@ impl DynamoStore {
             true,
         )
         .await?;
+        let mut held = Held::new();
         let committed = async {
             for page in 0..pages {
                 let take = |all: &[AV], per: usize| all.iter().skip(page * per).take(per).cloned().collect::<Vec<_>>();
@@ -298,14 +310,14 @@ impl DynamoStore {
                 )
                 .await?;
             }
-            self.prepare(&id, &writes).await?;
+            held = self.prepare(&id, &writes).await?;
             self.append_chain(flip, vec![], &[ChainRecord::of(bundle)]).await
         }
         .await;
         match committed {
             Ok(()) => {
                 self.tx_states.lock().expect("tx states lock").insert(id.clone(), true);
-                if let Err(e) = self.finish(&id).await {
+                if let Err(e) = self.finish(&id, &held).await {
                     // Committed: the sweep finishes what is left.
                     tracing::warn!(error = %e, "transaction committed; its roll-forward is left to the sweep");
                 }
@@ -314,11 +326,11 @@ impl DynamoStore {
             Err(e) => {
                 // A lost answer may hide a commit that happened: the header decides.
                 if self.header(&id).await?.map(|(state, _)| state) == Some(State::Committed) {
-                    let _ = self.finish(&id).await;
+                    let _ = self.finish(&id, &held).await;
                     return Ok(());
                 }
                 self.abort(&id).await?;
-                if let Err(cleanup) = self.finish(&id).await {
+                if let Err(cleanup) = self.finish(&id, &held).await {
                     tracing::warn!(error = %cleanup, "transaction aborted; its roll-back is left to the sweep");
                 }
                 Err(e)
@@ -330,8 +342,9 @@ impl DynamoStore {
     /// the page listing them, in one `TransactWriteItems`: new items marked
     /// `tx`, a changed record's current item holding the new one in `pend`
     /// (on the version read, which it holds against every other writer
-    /// until finished), and index entries to drop listed only.
-    async fn prepare(&self, id: &str, writes: &[ResourceWrite]) -> Result<(), PortError> {
+    /// until finished), and index entries to drop listed only. Returns
+    /// what each held record becomes.
+    async fn prepare(&self, id: &str, writes: &[ResourceWrite]) -> Result<Held, PortError> {
         let steps: Vec<Step> = writes.iter().flat_map(|w| self.resource_items(w)).map(|i| Step::of(i, id)).collect();
         for (page, chunk) in steps.chunks(ITEMS_PER_PAGE).enumerate() {
             let listing = HashMap::from([
@@ -349,7 +362,7 @@ impl DynamoStore {
                 (None, e) => e,
             })?;
         }
-        Ok(())
+        Ok(steps.into_iter().filter_map(|step| Some((key_of(&step.key), step.replacement?))).collect())
     }
 
     /// The header's move from `from` to `to`, conditional on `from`.
@@ -383,7 +396,9 @@ impl DynamoStore {
 
     /// Completes a committed or aborted transaction: rolls it forward or
     /// back, clears its journal and marks its header done. Idempotent.
-    async fn finish(&self, id: &str) -> Result<(), PortError> {
+    /// `held`: what the held records become, when the caller prepared them
+    /// (the sweep reads each back instead).
+    async fn finish(&self, id: &str, held: &Held) -> Result<(), PortError> {
         let Some((state, done)) = self.header(id).await? else { return Ok(()) };
         if done || state == State::Pending {
             return Ok(());
@@ -418,7 +433,10 @@ impl DynamoStore {
         }
         // Each release is its own item's (a read and a write when
         // committed): a few at a time.
-        let releases = of(REPLACE).into_iter().map(|key| self.release(id, key, committed));
+        let releases = of(REPLACE).into_iter().map(|key| {
+            let replacement = held.get(&key_of(&key)).cloned();
+            self.release(id, key, committed, replacement)
+        });
         let mut releases = futures_util::stream::iter(releases).buffer_unordered(RELEASES_IN_FLIGHT);
         while let Some(released) = releases.next().await {
             released?;
@@ -494,26 +512,33 @@ impl DynamoStore {
 
     /// A changed record's current item made final: the new item it holds
     /// in `pend` (committed) or the old one without it (aborted), only
-    /// while it is still the transaction's.
-    async fn release(&self, id: &str, key: Item, committed: bool) -> Result<(), PortError> {
+    /// while it is still the transaction's. The new item is read back unless
+    /// the caller has it.
+    async fn release(&self, id: &str, key: Item, committed: bool, known: Option<Item>) -> Result<(), PortError> {
         if committed {
-            let out = self
-                .client
-                .get_item()
-                .table_name(&self.tables.records)
-                .set_key(Some(key.clone()))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| super::port_error("dynamodb", &e))?;
-            let Some((item, pend)) = out.item().and_then(|i| Some((i, i.get("pend")?.as_m().ok()?))) else {
-                return Ok(());
+            let new = match known {
+                Some(new) => new,
+                None => {
+                    let out = self
+                        .client
+                        .get_item()
+                        .table_name(&self.tables.records)
+                        .set_key(Some(key))
+                        .consistent_read(true)
+                        .send()
+                        .await
+                        .map_err(|e| super::port_error("dynamodb", &e))?;
+                    match out.item().and_then(|i| Some(replacement(i, i.get("pend")?.as_m().ok()?))) {
+                        Some(new) => new,
+                        None => return Ok(()),
+                    }
+                }
             };
             let put = self
                 .client
                 .put_item()
                 .table_name(&self.tables.records)
-                .set_item(Some(replacement(item, pend)))
+                .set_item(Some(new))
                 .condition_expression("tx = :id")
                 .expression_attribute_values(":id", s(id))
                 .send()
@@ -614,7 +639,7 @@ impl DynamoStore {
             if get_s(&header, "state") == Some("pending") && !(overdue && self.abort(&id).await?) {
                 continue;
             }
-            self.finish(&id).await?;
+            self.finish(&id, &Held::new()).await?;
             finished += 1;
         }
         Ok(finished)
