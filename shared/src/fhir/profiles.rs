@@ -314,7 +314,13 @@ impl<'a> Run<'a> {
             self.issues.push(Issue::error(code, format!("{}: {msg}", p.name)).at(item.at.clone()));
         }
         for (key, error, human, ast) in &rule.invariants {
-            let env = Env { model: self.model, resource: self.resource, root: self.resource, context: item.node };
+            let env = Env {
+                model: self.model,
+                resource: self.resource,
+                root: self.resource,
+                context: item.node,
+                strict: false,
+            };
             if env.holds(ast) == Ok(false) {
                 let text = format!("{}: {key}: {human}", p.name);
                 self.issues.push(

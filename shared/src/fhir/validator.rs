@@ -295,6 +295,11 @@ impl Model {
         Ok(m)
     }
 
+    /// Whether `name` is a FHIR type: a resource, data type or primitive.
+    pub fn is_type_name(&self, name: &str) -> bool {
+        self.index.contains_key(name) || self.primitives.contains(name)
+    }
+
     pub fn is_resource_type(&self, name: &str) -> bool {
         self.resources.contains(name)
     }
@@ -498,6 +503,13 @@ impl Model {
         }
     }
 
+    /// Whether a complex node's type defines a child `name` (as FHIRPath
+    /// names it); `None` where the model cannot say (a primitive).
+    pub(crate) fn defines(&self, n: &Node, name: &str) -> Option<bool> {
+        let (Value::Object(_), Some(def)) = (n.v, n.def) else { return None };
+        Some(self.elements[def].children.iter().any(|(c, _)| c.strip_suffix("[x]").unwrap_or(c) == name))
+    }
+
     /// The children of a node (all, or those named `name` as FHIRPath names
     /// them: `value` for `valueQuantity`), with the JSON key and array index
     /// that locate each.
@@ -626,7 +638,7 @@ impl Model {
             _ => &[],
         };
         if !own.is_empty() || !of_type.is_empty() {
-            let env = Env { model: self, resource, root, context: n };
+            let env = Env { model: self, resource, root, context: n, strict: false };
             for inv in own.iter().chain(of_type).filter(|i| !i.native) {
                 if let Some(ast) = &inv.ast {
                     seen(inv, expr, env.holds(ast));
@@ -1134,6 +1146,24 @@ mod tests {
             .validate(&json!({"resourceType": "Patient", "maritalStatus": {"coding": [{"system": v3, "code": "M"}]}}))
             .is_empty());
         assert!(model().validate(&json!({"resourceType": "Patient", "gender": "x"}))[0].is_error());
+    }
+
+    #[test]
+    fn periods_are_ordered_as_instants_not_as_text() {
+        // 01:30-04:00 is 05:30Z, before 01:15-05:00 (06:15Z): compared as
+        // text, per-1 refused this valid period and took its reverse.
+        let encounter = |start: &str, end: &str| {
+            json!({"resourceType": "Encounter", "status": "finished",
+                   "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                   "period": {"start": start, "end": end}})
+        };
+        assert_eq!(codes(encounter("2017-11-05T01:30:00-04:00", "2017-11-05T01:15:00-05:00")), Vec::<String>::new());
+        assert_eq!(
+            codes(encounter("2017-11-05T01:15:00-05:00", "2017-11-05T01:30:00-04:00")),
+            vec!["Encounter.period per-1"]
+        );
+        // A date and a time on it: unknown order, so no finding.
+        assert_eq!(codes(encounter("2017-11-05", "2017-11-05T10:00:00Z")), Vec::<String>::new());
     }
 
     #[test]

@@ -7,9 +7,12 @@
 //! an expression "not evaluated", never a false error.
 
 mod eval;
+mod number;
 mod parse;
+mod temporal;
 
 pub use eval::{Env, EvalError, Item, Node};
+pub use number::Decimal;
 pub use parse::{parse, Ast, Op, ParseError};
 
 #[cfg(test)]
@@ -20,7 +23,7 @@ mod tests {
 
     fn eval(resource: &serde_json::Value, expr: &str) -> Result<Vec<String>, EvalError> {
         let root = model().resource_node(resource).expect("a resource");
-        let env = Env { model: model(), resource: root, root, context: root };
+        let env = Env { model: model(), resource: root, root, context: root, strict: false };
         let out = env.evaluate(&parse(expr).expect("parses"))?;
         Ok(out
             .into_iter()

@@ -1,6 +1,7 @@
 //! FHIRPath (N1, as R4 uses it) text to syntax tree: a lexer and a
 //! precedence-climbing parser over the grammar of the specification.
 
+use super::number::Decimal;
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -9,7 +10,7 @@ pub enum Ast {
     Bool(bool),
     Str(String),
     Int(i64),
-    Dec(f64),
+    Dec(Decimal),
     /// `@2020-01-01`, `@2020-01-01T10:00:00Z`, `@T10:00`: the text after `@`.
     DateTime(String),
     Quantity(f64, String),
@@ -97,6 +98,9 @@ fn lex(src: &str) -> Result<Vec<Tok>, ParseError> {
             i += 2;
             while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
                 i += 1;
+            }
+            if i + 1 >= chars.len() {
+                return Err(ParseError("an unterminated comment".into()));
             }
             i += 2;
         } else if c == '\'' || c == '`' {
@@ -366,18 +370,14 @@ impl Parser {
             Some(Tok::Str(s)) => Ok(Ast::Str(s)),
             Some(Tok::Num(n)) => {
                 let value = if n.contains('.') {
-                    Ast::Dec(n.parse().map_err(|_| ParseError("bad number".into()))?)
+                    Ast::Dec(Decimal::parse(&n).ok_or_else(|| ParseError("bad number".into()))?)
                 } else {
                     Ast::Int(n.parse().map_err(|_| ParseError("bad number".into()))?)
                 };
                 // A number followed by a unit string is a quantity.
                 if let Some(Tok::Str(unit)) = self.peek().cloned() {
                     self.pos += 1;
-                    let v = match value {
-                        Ast::Int(i) => i as f64,
-                        Ast::Dec(d) => d,
-                        _ => unreachable!(),
-                    };
+                    let v = n.parse().map_err(|_| ParseError("bad number".into()))?;
                     return Ok(Ast::Quantity(v, unit));
                 }
                 Ok(value)

@@ -1,0 +1,214 @@
+//! FHIRPath date, dateTime and time comparison (FHIRPath N1 §6.1, §6.2):
+//! by value, not by text. Offsets are normalised to UTC before comparing
+//! (`01:30-04:00` is after `01:15-05:00`); seconds and their fraction are
+//! one precision (`10:30:00` equals `10:30:00.0`); where one value stops
+//! at a coarser precision than the other and they agree up to it, the
+//! answer is unknown (empty), never guessed.
+
+use std::cmp::Ordering;
+
+/// A temporal value as parsed: components present up to its precision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Parsed {
+    /// Date components (year, month, day) present; empty for a time.
+    date: Vec<i64>,
+    /// Time components (hour, minute, nanoseconds of the minute) present.
+    time: Vec<i64>,
+    /// Offset from UTC in minutes, when written.
+    offset: Option<i64>,
+    is_time: bool,
+}
+
+fn number(s: &str) -> Option<i64> {
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+}
+
+fn parse_time(s: &str) -> Option<(Vec<i64>, Option<i64>)> {
+    let (clock, offset) = match s.find(['Z', '+', '-']) {
+        Some(i) => {
+            let tz = &s[i..];
+            let offset = if tz == "Z" {
+                0
+            } else {
+                let (h, m) = tz[1..].split_once(':')?;
+                let minutes = number(h)? * 60 + number(m)?;
+                if tz.starts_with('-') {
+                    -minutes
+                } else {
+                    minutes
+                }
+            };
+            (&s[..i], Some(offset))
+        }
+        None => (s, None),
+    };
+    let mut parts = clock.split(':');
+    let mut time = vec![];
+    if let Some(h) = parts.next().filter(|h| !h.is_empty()) {
+        time.push(number(h)?);
+    }
+    if let Some(m) = parts.next() {
+        time.push(number(m)?);
+    }
+    if let Some(sec) = parts.next() {
+        let (whole, fraction) = sec.split_once('.').unwrap_or((sec, ""));
+        let digits = fraction.get(..fraction.len().min(9))?;
+        let nanos = if digits.is_empty() { 0 } else { number(digits)? * 10i64.pow(9 - digits.len() as u32) };
+        time.push(number(whole)? * 1_000_000_000 + nanos);
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((time, offset))
+}
+
+fn parse(text: &str) -> Option<Parsed> {
+    // A FHIRPath time literal is `@T10:30`; a FHIR `time` value `10:30:00`.
+    let bare_time = !text.contains('T') && text.contains(':');
+    if let Some(t) = text.strip_prefix('T').or(bare_time.then_some(text)) {
+        let (time, offset) = parse_time(t)?;
+        return Some(Parsed { date: vec![], time, offset, is_time: true });
+    }
+    let (d, t) = text.split_once('T').unwrap_or((text, ""));
+    let date = d.split('-').map(number).collect::<Option<Vec<i64>>>()?;
+    if date.is_empty() || date.len() > 3 {
+        return None;
+    }
+    let (time, offset) = if t.is_empty() {
+        // A dateTime may end in a bare `T` (FHIRPath `@2015T`).
+        (vec![], None)
+    } else {
+        parse_time(t)?
+    };
+    Some(Parsed { date, time, offset, is_time: false })
+}
+
+/// Days from 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+impl Parsed {
+    /// Every component present, as UTC when an offset is written and the
+    /// value reaches minutes (an offset cannot move a coarser value).
+    fn components(&self) -> Vec<i64> {
+        let mut all: Vec<i64> = self.date.iter().chain(&self.time).copied().collect();
+        let Some(offset) = self.offset.filter(|o| *o != 0) else { return all };
+        if self.is_time {
+            if self.time.len() >= 2 {
+                let minutes = (self.time[0] * 60 + self.time[1] - offset).rem_euclid(24 * 60);
+                all[0] = minutes / 60;
+                all[1] = minutes % 60;
+            }
+            return all;
+        }
+        if self.date.len() == 3 && self.time.len() >= 2 {
+            let (y, m, d) = (self.date[0], self.date[1], self.date[2]);
+            let minutes = days_from_civil(y, m, d) * 1440 + self.time[0] * 60 + self.time[1] - offset;
+            let (y, m, d) = civil_from_days(minutes.div_euclid(1440));
+            let of_day = minutes.rem_euclid(1440);
+            all[..5].copy_from_slice(&[y, m, d, of_day / 60, of_day % 60]);
+        }
+        all
+    }
+}
+
+/// The order of two temporal values: `None` when it cannot be known (they
+/// agree up to the coarser one's precision) or they are of different kinds
+/// (a time against a date).
+pub fn compare(a: &str, b: &str) -> Option<Ordering> {
+    let (x, y) = (parse(a)?, parse(b)?);
+    if x.is_time != y.is_time {
+        return None;
+    }
+    // One offset written, the other not: no common clock.
+    if x.offset.is_some() != y.offset.is_some() && x.time.len() >= 2 && y.time.len() >= 2 {
+        return None;
+    }
+    let (p, q) = (x.components(), y.components());
+    for (u, v) in p.iter().zip(&q) {
+        if u != v {
+            return Some(u.cmp(v));
+        }
+    }
+    (p.len() == q.len()).then_some(Ordering::Equal)
+}
+
+/// FHIRPath `=` on temporal values: `None` (empty) where precision leaves
+/// it unknown; a time never equals a date.
+pub fn equal(a: &str, b: &str) -> Option<bool> {
+    match (parse(a), parse(b)) {
+        (Some(x), Some(y)) if x.is_time != y.is_time => Some(false),
+        (Some(_), Some(_)) => compare(a, b).map(|o| o == Ordering::Equal),
+        _ => Some(a == b),
+    }
+}
+
+/// FHIRPath `~`: different precisions are simply not equivalent.
+pub fn equivalent(a: &str, b: &str) -> bool {
+    compare(a, b) == Some(Ordering::Equal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Ordering::*;
+
+    #[test]
+    fn offsets_are_compared_as_instants() {
+        assert_eq!(compare("2017-11-05T01:30:00.0-04:00", "2017-11-05T01:15:00.0-05:00"), Some(Less));
+        assert_eq!(equal("2017-11-05T01:30:00.0-04:00", "2017-11-05T00:30:00.0-05:00"), Some(true));
+        assert_eq!(equal("2012-04-15T15:00:00+02:00", "2012-04-15T16:00:00+03:00"), Some(true));
+        assert_eq!(compare("2020-01-01T00:30:00+01:00", "2019-12-31T23:45:00Z"), Some(Less), "across a year");
+    }
+
+    #[test]
+    fn seconds_and_their_fraction_are_one_precision() {
+        assert_eq!(equal("2012-04-15T15:30:31", "2012-04-15T15:30:31.0"), Some(true));
+        assert_eq!(equal("2012-04-15T15:30:31", "2012-04-15T15:30:31.1"), Some(false));
+        assert_eq!(compare("T10:30:00", "T10:30:00.0"), Some(Equal));
+        assert_eq!(compare("T10:30:00.123", "T10:30:00.1229"), Some(Greater));
+    }
+
+    #[test]
+    fn coarser_precision_is_unknown_unless_decided_before_it() {
+        assert_eq!(compare("2012-04", "2012-04-15"), None);
+        assert_eq!(compare("2012-03", "2012-04-15"), Some(Less));
+        assert_eq!(compare("2012-04-15", "2012-04-15T10:00:00Z"), None);
+        assert!(!equivalent("2012-04", "2012-04-15"));
+    }
+
+    #[test]
+    fn a_time_is_not_a_date() {
+        assert_eq!(equal("1974-12-25", "T12:14:15"), Some(false));
+        assert_eq!(compare("1974-12-25", "T12:14:15"), None);
+    }
+
+    #[test]
+    fn civil_days_round_trip() {
+        for days in [-800_000, -1, 0, 59, 365 * 30 + 7, 2_000_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+    }
+}
