@@ -20,6 +20,8 @@ pub enum Dimension {
     Volume,
     MassConcentration,
     SubstanceConcentration,
+    /// Definite durations (FHIRPath compares `7 days` with `1 'wk'`).
+    Duration,
 }
 
 struct Unit {
@@ -71,6 +73,12 @@ const UNITS: &[Unit] = &[
     u("mol/L", SubstanceConcentration, 1.0),
     u("mmol/L", SubstanceConcentration, 0.001),
     u("umol/L", SubstanceConcentration, 0.000_001),
+    u("ms", Duration, 0.001),
+    u("s", Duration, 1.0),
+    u("min", Duration, 60.0),
+    u("h", Duration, 3600.0),
+    u("d", Duration, 86_400.0),
+    u("wk", Duration, 604_800.0),
 ];
 
 fn unit(code: &str) -> Option<&'static Unit> {

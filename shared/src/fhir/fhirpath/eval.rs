@@ -3,7 +3,7 @@
 //! knows what a node is).
 
 use super::number::Decimal;
-use super::parse::{Ast, Op};
+use super::parse::{calendar_unit, Ast, Op, CALENDAR_UNITS};
 use crate::fhir::primitives::is_safe_xhtml;
 use crate::fhir::validator::Model;
 use serde_json::Value;
@@ -13,6 +13,8 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
+
+mod functions;
 
 /// A node of the instance: a JSON value with the type and definition the
 /// model gives it.
@@ -47,8 +49,8 @@ fn compare_sv(x: &Sv, y: &Sv) -> Result<Option<Ordering>, EvalError> {
         (Sv::Str(a), Sv::Str(b)) => Some(a.cmp(b)),
         (Sv::Temporal(a), Sv::Temporal(b)) => super::temporal::compare(a, b),
         (Sv::Quantity(a, u), Sv::Quantity(b, v)) if u == v => a.partial_cmp(b),
-        // Comparable UCUM units: `4 'g' = 4000 'mg'`.
-        (Sv::Quantity(a, u), Sv::Quantity(b, v)) => match crate::fhir::ucum::convert(*b, v, u) {
+        // Comparable UCUM units: `4 'g' = 4000 'mg'`, `7 days = 1 'wk'`.
+        (Sv::Quantity(a, u), Sv::Quantity(b, v)) => match crate::fhir::ucum::convert(*b, ucum_of(v), ucum_of(u)) {
             Some(b) => a.partial_cmp(&b),
             None => None,
         },
@@ -159,7 +161,7 @@ impl<'a> Env<'a> {
             Ast::Str(s) => vec![Item::Str(s.clone())],
             Ast::Int(i) => vec![Item::Int(*i)],
             Ast::Dec(d) => vec![Item::Dec(*d)],
-            Ast::DateTime(d) => vec![Item::Temporal(d.trim_start_matches('T').to_owned())],
+            Ast::DateTime(d) => vec![Item::Temporal(d.clone())],
             Ast::Quantity(v, u) => vec![Item::Quantity(*v, u.clone())],
             Ast::This => this.to_vec(),
             Ast::Index | Ast::Total => return fail("$index and $total are not supported"),
@@ -270,7 +272,16 @@ impl<'a> Env<'a> {
             Item::Int(_) => matches!(ty, "Integer" | "System.Integer"),
             Item::Dec(_) => matches!(ty, "Decimal" | "System.Decimal"),
             Item::Str(_) => matches!(ty, "String" | "System.String"),
-            Item::Temporal(_) => matches!(ty, "DateTime" | "System.DateTime" | "Date" | "System.Date"),
+            Item::Temporal(s) => {
+                let kind = if s.starts_with('T') {
+                    "Time"
+                } else if s.contains('T') {
+                    "DateTime"
+                } else {
+                    "Date"
+                };
+                ty.strip_prefix("System.").unwrap_or(ty) == kind
+            }
             Item::Quantity(..) => matches!(ty, "Quantity" | "System.Quantity"),
         }
     }
@@ -384,10 +395,13 @@ impl<'a> Env<'a> {
 
     fn string_of(&self, i: &Item<'a>) -> Option<String> {
         match sv(i) {
-            Sv::Str(s) | Sv::Temporal(s) => Some(s.to_owned()),
+            Sv::Str(s) => Some(s.to_owned()),
+            // `@T14:34` is the time `14:34`; `@2015T` the dateTime `2015`.
+            Sv::Temporal(s) => Some(s.strip_prefix('T').unwrap_or(s).trim_end_matches('T').to_owned()),
             Sv::Bool(b) => Some(b.to_string()),
             Sv::Int(v) => Some(v.to_string()),
             Sv::Dec(v) => Some(v.to_string()),
+            Sv::Quantity(v, u) if calendar_unit(u) == Some(u) => Some(format!("{v} {u}")),
             Sv::Quantity(v, u) => Some(format!("{v} '{u}'")),
             Sv::Node(_) => None,
         }
@@ -437,6 +451,10 @@ impl<'a> Env<'a> {
             (Sv::Temporal(a), Sv::Temporal(b)) if equiv => Some(super::temporal::equivalent(a, b)),
             (Sv::Temporal(a), Sv::Temporal(b)) => super::temporal::equal(a, b),
             (Sv::Temporal(a), Sv::Str(b)) | (Sv::Str(b), Sv::Temporal(a)) => Some(a == b),
+            // Quantities of units that do not convert: unknown (§6.1.1).
+            (a @ Sv::Quantity(..), b @ Sv::Quantity(..)) if !equiv => {
+                compare_sv(&a, &b).ok().flatten().map(|o| o == Ordering::Equal)
+            }
             (a, b) => match compare_sv(&a, &b) {
                 Ok(Some(o)) => Some(o == Ordering::Equal),
                 _ => Some(false),
@@ -674,7 +692,9 @@ impl<'a> Env<'a> {
             }
             // References are not resolved while validating one resource.
             "resolve" => Ok(vec![]),
-            other => fail(format!("function {other}() is not supported")),
+            other => self
+                .extended(other, input, args, this)
+                .unwrap_or_else(|| fail(format!("function {other}() is not supported"))),
         }
     }
 
@@ -725,6 +745,12 @@ fn regex(pattern: &str) -> Result<Rc<regex_lite::Regex>, EvalError> {
         cache.insert(pattern.to_owned(), re.clone());
         Ok(re)
     })
+}
+
+/// The UCUM unit a quantity's unit compares as: a definite calendar
+/// duration's (`day` as `d`), else itself.
+fn ucum_of(unit: &str) -> &str {
+    CALENDAR_UNITS.iter().find(|(word, _)| *word == unit).and_then(|(_, ucum)| *ucum).unwrap_or(unit)
 }
 
 /// The System types FHIRPath names (`System.Boolean`...).

@@ -113,6 +113,28 @@ impl Decimal {
         Some(Decimal { mantissa: q + carry, places })
     }
 
+    /// Toward zero, to a whole number.
+    pub fn truncated(self) -> Decimal {
+        match pow10(self.places) {
+            Some(unit) => Decimal { mantissa: self.mantissa / unit, places: 0 },
+            None => Decimal { mantissa: 0, places: 0 },
+        }
+    }
+
+    /// Toward negative infinity, to a whole number.
+    pub fn floored(self) -> Decimal {
+        let t = self.truncated();
+        if self.mantissa < 0 && !self.is_whole() {
+            Decimal { mantissa: t.mantissa - 1, places: 0 }
+        } else {
+            t
+        }
+    }
+
+    pub fn is_whole(self) -> bool {
+        pow10(self.places).is_some_and(|unit| self.mantissa % unit == 0)
+    }
+
     pub fn to_f64(self) -> f64 {
         self.to_string().parse().unwrap_or(f64::NAN)
     }

@@ -2,6 +2,25 @@
 //! precedence-climbing parser over the grammar of the specification.
 
 use super::number::Decimal;
+
+/// A calendar duration keyword (`7 days`), as its singular.
+pub(super) fn calendar_unit(word: &str) -> Option<&'static str> {
+    CALENDAR_UNITS.iter().find(|(unit, _)| word.strip_suffix('s').unwrap_or(word) == *unit).map(|(unit, _)| *unit)
+}
+
+/// Each calendar duration and the UCUM unit it equals: a week, a day...
+/// are definite; a year and a month are calendar units no UCUM unit
+/// equals (FHIRPath N1 §2.1.13.1.6).
+pub(super) const CALENDAR_UNITS: &[(&str, Option<&str>)] = &[
+    ("year", None),
+    ("month", None),
+    ("week", Some("wk")),
+    ("day", Some("d")),
+    ("hour", Some("h")),
+    ("minute", Some("min")),
+    ("second", Some("s")),
+    ("millisecond", Some("ms")),
+];
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -122,7 +141,13 @@ fn lex(src: &str) -> Result<Vec<Tok>, ParseError> {
         } else if c == '@' {
             let start = i + 1;
             i += 1;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '-' | ':' | '.' | '+')) {
+            // Digits and the separators of a date, time and offset; a `.`
+            // only before a fraction's digits (`@2015.is(Date)` calls).
+            while i < chars.len()
+                && (chars[i].is_ascii_digit()
+                    || matches!(chars[i], '-' | ':' | '+' | 'T' | 'Z')
+                    || (chars[i] == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)))
+            {
                 i += 1;
             }
             out.push(Tok::DateTime(chars[start..i].iter().collect()));
@@ -374,13 +399,27 @@ impl Parser {
                 } else {
                     Ast::Int(n.parse().map_err(|_| ParseError("bad number".into()))?)
                 };
-                // A number followed by a unit string is a quantity.
+                // A number followed by a unit string, or by a calendar
+                // duration (`7 days`), is a quantity.
+                let calendar = match self.peek() {
+                    Some(Tok::Ident(word)) => calendar_unit(word),
+                    _ => None,
+                };
+                if let Some(unit) = calendar {
+                    self.pos += 1;
+                    let v = n.parse().map_err(|_| ParseError("bad number".into()))?;
+                    return Ok(Ast::Quantity(v, unit.to_owned()));
+                }
                 if let Some(Tok::Str(unit)) = self.peek().cloned() {
                     self.pos += 1;
                     let v = n.parse().map_err(|_| ParseError("bad number".into()))?;
                     return Ok(Ast::Quantity(v, unit));
                 }
                 Ok(value)
+            }
+            // A time of day has no offset (FHIRPath N1 §2.1.13.1.5).
+            Some(Tok::DateTime(d)) if d.starts_with('T') && d.contains(['Z', '+', '-']) => {
+                Err(ParseError("a time literal with an offset".into()))
             }
             Some(Tok::DateTime(d)) => Ok(Ast::DateTime(d)),
             Some(Tok::Var(v)) => Ok(Ast::Var(v)),
