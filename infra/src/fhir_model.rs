@@ -104,7 +104,7 @@ fn profile(sd: &Value, required_sets: &mut BTreeSet<String>) -> Value {
                             .as_array()
                             .into_iter()
                             .flatten()
-                            .map(|t| json!([type_code(t), t["profile"].clone(), t["targetProfile"].clone()]))
+                            .map(|t| json!([type_code(el, t), t["profile"].clone(), t["targetProfile"].clone()]))
                             .collect();
                         out.insert("t".into(), Value::Array(types));
                     }
@@ -144,7 +144,13 @@ fn entries(bundle: &Value) -> impl Iterator<Item = &Value> {
 
 /// The FHIR type name of an element type (`System.String` codes carry it in
 /// the structuredefinition-fhir-type extension).
-fn type_code(t: &Value) -> String {
+fn type_code(el: &Value, t: &Value) -> String {
+    // R4's definitions type Resource.id `string`, a slip of their generator:
+    // the specification (resource.html) and HL7's validator say `id`, whose
+    // rules (64 characters of [A-Za-z0-9\-\.]) must hold.
+    if el["base"]["path"] == "Resource.id" {
+        return "id".into();
+    }
     let code = t["code"].as_str().unwrap_or_default();
     if code.starts_with("http://hl7.org/fhirpath/System.") {
         let ext = t["extension"]
@@ -187,7 +193,7 @@ fn element(el: &Value, sd_url: &str, required_sets: &mut BTreeSet<String>) -> Va
         .into_iter()
         .flatten()
         .map(|t| {
-            let code = type_code(t);
+            let code = type_code(el, t);
             let targets: Vec<String> = t["targetProfile"]
                 .as_array()
                 .into_iter()

@@ -8,8 +8,8 @@
 //! never as a finding); wrong (an answer that is not HL7's, or an answer
 //! where HL7 expects an error). Wrong answers are what matter most: an
 //! invariant evaluated wrongly rejects good data or accepts bad. The test
-//! prints the figures and every wrong answer, and fails if either figure
-//! falls behind the bar.
+//! prints the figures and every wrong answer, and fails on any wrong answer
+//! or when fewer pass than the bar.
 
 #[path = "common/fhir_xml.rs"]
 mod fhir_xml;
@@ -20,10 +20,9 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// The figures this suite must not fall behind: measured, and raised as
-/// the engine grows (the goal is ≥ 95% passed and no wrong answer).
-const AT_LEAST_PASSED: usize = 812;
-const AT_MOST_WRONG: usize = 4;
+/// The figure this suite must not fall behind: measured, and raised as the
+/// engine grows (the bar is ≥ 95%). No wrong answer is ever accepted.
+const AT_LEAST_PASSED: usize = 896;
 
 fn suite_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/hl7/fhirpath")
@@ -125,6 +124,10 @@ fn written(item: &Item) -> (String, String) {
 /// Whether an answer is the expected one: same type, same value (numbers
 /// by value, so `1.0` answers `1.0` however it prints).
 fn same(got: &(String, String), want: &(String, String)) -> bool {
+    // An output without a type is compared by its text alone.
+    if want.0.is_empty() {
+        return got.1 == want.1;
+    }
     if got.0 != want.0 {
         return false;
     }
@@ -239,7 +242,7 @@ fn hl7s_fhirpath_suite_agrees_within_the_bar() {
         wrong.len()
     );
     assert!(passed >= AT_LEAST_PASSED, "{passed} passed, the bar is {AT_LEAST_PASSED}");
-    assert!(wrong.len() <= AT_MOST_WRONG, "{} wrong, the bar is {AT_MOST_WRONG}", wrong.len());
+    assert!(wrong.is_empty(), "{} wrong answers", wrong.len());
 }
 
 /// Where two JSON values differ, by path (the narrative's XHTML aside:

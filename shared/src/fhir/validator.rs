@@ -510,6 +510,12 @@ impl Model {
         Some(self.elements[def].children.iter().any(|(c, _)| c.strip_suffix("[x]").unwrap_or(c) == name))
     }
 
+    /// Whether type `ty` defines a child `name`; `None` for no such type.
+    pub(crate) fn type_defines(&self, ty: &str, name: &str) -> Option<bool> {
+        let def = *self.index.get(ty)?;
+        Some(self.elements[def].children.iter().any(|(c, _)| c.strip_suffix("[x]").unwrap_or(c) == name))
+    }
+
     /// The children of a node (all, or those named `name` as FHIRPath names
     /// them: `value` for `valueQuantity`), with the JSON key and array index
     /// that locate each.
@@ -1146,6 +1152,20 @@ mod tests {
             .validate(&json!({"resourceType": "Patient", "maritalStatus": {"coding": [{"system": v3, "code": "M"}]}}))
             .is_empty());
         assert!(model().validate(&json!({"resourceType": "Patient", "gender": "x"}))[0].is_error());
+    }
+
+    #[test]
+    fn resource_ids_follow_the_id_rules() {
+        let patient = |id: &str| json!({"resourceType": "Patient", "id": id});
+        assert_eq!(codes(patient("example-1.a")), Vec::<String>::new());
+        assert_eq!(codes(patient(&"a".repeat(64))), Vec::<String>::new());
+        for bad in ["bad_id_1", "bad id 1", "/foobar==", &"a".repeat(65)] {
+            assert_eq!(codes(patient(bad)).len(), 1, "{bad}");
+        }
+        // Contained resources and Bundle entries too.
+        let bundle = json!({"resourceType": "Bundle", "type": "collection",
+                            "entry": [{"fullUrl": "urn:uuid:9d0dd1f6-cc2f-4e12-9d2c-aa1ea3fcb2f0", "resource": patient("x y")}]});
+        assert_eq!(codes(bundle).len(), 1);
     }
 
     #[test]

@@ -179,6 +179,15 @@ impl<'a> Env<'a> {
                 v => return fail(format!("unknown variable %{v}")),
             },
             Ast::Member(target, name) => {
+                // Strictly, a cast fixes the type: `(value as Period).unit`
+                // names an element Period lacks, an error even when empty.
+                if let Some(Ast::Type(false, _, ty)) = target.as_deref() {
+                    if self.strict
+                        && self.model.type_defines(ty.strip_prefix("FHIR.").unwrap_or(ty), name) == Some(false)
+                    {
+                        return fail(format!("{ty} has no element {name}"));
+                    }
+                }
                 let input = match target {
                     Some(t) => Cow::Owned(self.eval(t, focus, this)?),
                     None => Cow::Borrowed(focus),
@@ -219,6 +228,15 @@ impl<'a> Env<'a> {
                 self.type_op(*is, &input, ty)?
             }
             Ast::Binary(op, l, r) => self.binary(*op, l, r, focus, this)?,
+            // Strictly, children() and descendants() have no order for
+            // skip, take, first, last, tail or an index to rely on.
+            Ast::Call(Some(target), name, _)
+                if self.strict
+                    && matches!(name.as_str(), "skip" | "take" | "first" | "last" | "tail")
+                    && matches!(&**target, Ast::Call(_, inner, _) if inner == "children" || inner == "descendants") =>
+            {
+                return fail(format!("{name}() over an unordered collection"));
+            }
             Ast::Call(target, name, args) => {
                 let input = match target {
                     Some(t) => Cow::Owned(self.eval(t, focus, this)?),
@@ -367,6 +385,13 @@ impl<'a> Env<'a> {
         if let (Op::Add, Sv::Str(a), Sv::Str(b)) = (op, &x, &y) {
             return Ok(vec![Item::Str(format!("{a}{b}"))]);
         }
+        if let (Op::Add | Op::Sub, Sv::Temporal(t), Sv::Quantity(v, unit)) = (op, &x, &y) {
+            // The quantity's fraction is dropped (`7.7 days` adds 7).
+            let amount = if op == Op::Sub { -v.trunc() } else { v.trunc() } as i64;
+            return super::temporal::add(t, amount, unit)
+                .map(|r| vec![Item::Temporal(r)])
+                .ok_or_else(|| EvalError(format!("date arithmetic in {unit}")));
+        }
         let (Some(a), Some(b)) = (num(&x), num(&y)) else { return fail("arithmetic on non-numbers") };
         let zero = Decimal::from_int(0);
         if matches!(op, Op::Div | Op::IntDiv | Op::Mod) && b == zero {
@@ -454,6 +479,12 @@ impl<'a> Env<'a> {
             // Quantities of units that do not convert: unknown (§6.1.1).
             (a @ Sv::Quantity(..), b @ Sv::Quantity(..)) if !equiv => {
                 compare_sv(&a, &b).ok().flatten().map(|o| o == Ordering::Equal)
+            }
+            // `~` at the precision of the less precise (`4 'g' ~ 4040 'mg'`).
+            (Sv::Quantity(a, u), Sv::Quantity(b, v)) => {
+                let b = crate::fhir::ucum::convert(b, ucum_of(v), ucum_of(u))?;
+                let (a, b) = (Decimal::parse(&a.to_string())?, Decimal::parse(&b.to_string())?);
+                Some(a.equivalent(b))
             }
             (a, b) => match compare_sv(&a, &b) {
                 Ok(Some(o)) => Some(o == Ordering::Equal),

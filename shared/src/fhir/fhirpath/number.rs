@@ -11,7 +11,7 @@ use std::fmt;
 const DIVISION_PLACES: u32 = 8;
 /// Places beyond which a product is rounded, far past any FHIR decimal
 /// (18 significant digits; R4 allows implementations to limit them).
-const MAX_PLACES: u32 = 28;
+pub const MAX_PLACES: u32 = 28;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Decimal {
@@ -111,6 +111,45 @@ impl Decimal {
         let (q, r) = (self.mantissa / unit, self.mantissa % unit);
         let carry = if r.abs() * 2 >= unit { self.mantissa.signum() } else { 0 };
         Some(Decimal { mantissa: q + carry, places })
+    }
+
+    /// At exactly `places`: padded with zeros, or cut toward zero.
+    fn truncated_to(self, places: u32) -> Option<Decimal> {
+        if places >= self.places {
+            let mantissa = self.mantissa.checked_mul(pow10(places - self.places)?)?;
+            return Some(Decimal { mantissa, places });
+        }
+        Some(Decimal { mantissa: self.mantissa / pow10(self.places - places)?, places })
+    }
+
+    /// At exactly `places`: padded, or rounded half away from zero.
+    fn rounded_to(self, places: u32) -> Option<Decimal> {
+        self.rounded(places)?.truncated_to(places)
+    }
+
+    /// The least (`high` false) or greatest value this decimal may stand
+    /// for at its precision, written to `places` (FHIRPath 2.0
+    /// `lowBoundary`/`highBoundary`, as HL7's suite computes them: on the
+    /// magnitude, the sign after). `None` beyond range, or where HL7
+    /// answers a negative zero, which a decimal does not hold.
+    pub fn boundary(self, high: bool, places: u32) -> Option<Decimal> {
+        if places > MAX_PLACES {
+            return None;
+        }
+        let negative = self.mantissa < 0;
+        let magnitude = Decimal { mantissa: self.mantissa.abs(), places: self.places };
+        let half = Decimal { mantissa: 5, places: self.places + 1 };
+        let outward = high != negative;
+        let bound = if outward {
+            magnitude.checked_add(half)?.rounded_to(places)?
+        } else {
+            magnitude.checked_sub(half)?.truncated_to(places)?
+        };
+        match negative {
+            true if bound.mantissa == 0 => None,
+            true => Some(bound.negated()),
+            false => Some(bound),
+        }
     }
 
     /// Toward zero, to a whole number.
@@ -231,6 +270,23 @@ mod tests {
     fn equivalence_rounds_to_the_fewer_places() {
         assert!(d("1.2").checked_div(d("1.8")).unwrap().equivalent(d("0.67")));
         assert!(!d("0.666").equivalent(d("0.68")));
+    }
+
+    #[test]
+    fn boundaries_follow_hl7s_suite() {
+        let low = |s: &str, p| d(s).boundary(false, p).map(|b| b.to_string());
+        let high = |s: &str, p| d(s).boundary(true, p).map(|b| b.to_string());
+        assert_eq!(low("1.587", 8).as_deref(), Some("1.58650000"));
+        assert_eq!(low("1.587", 2).as_deref(), Some("1.58"));
+        assert_eq!(low("-1.587", 2).as_deref(), Some("-1.59"));
+        assert_eq!(low("-1.587", 0).as_deref(), Some("-2"));
+        assert_eq!(low("120", 2).as_deref(), Some("119.50"));
+        assert_eq!(low("12.500", 4).as_deref(), Some("12.4995"));
+        assert_eq!(high("1.587", 2).as_deref(), Some("1.59"));
+        assert_eq!(high("-1.587", 6).as_deref(), Some("-1.586500"));
+        assert_eq!(high("0.0034", 1).as_deref(), Some("0.0"));
+        assert_eq!(high("1", 0).as_deref(), Some("2"));
+        assert_eq!(low("-0.0034", 1), None, "HL7's -0.0");
     }
 
     #[test]

@@ -167,6 +167,177 @@ pub fn equivalent(a: &str, b: &str) -> bool {
     compare(a, b) == Some(Ordering::Equal)
 }
 
+fn days_in_month(y: i64, m: i64) -> i64 {
+    days_from_civil(if m == 12 { y + 1 } else { y }, if m == 12 { 1 } else { m + 1 }, 1) - days_from_civil(y, m, 1)
+}
+
+/// `text` plus `amount` of `unit` (FHIRPath N1 §6.6.1), written at the
+/// precision and offset it had; `None` where the spec gives no answer
+/// medrec can be sure of (a unit finer than the value, a UCUM `mo` or
+/// `a`, which are not calendar months and years).
+pub fn add(text: &str, amount: i64, unit: &str) -> Option<String> {
+    let (date, rest) = text.split_once('T').map_or((text, None), |(d, r)| (d, Some(r)));
+    if date.is_empty() {
+        return None;
+    }
+    let offset_at = rest.and_then(|r| r.find(['Z', '+', '-']));
+    let (clock, offset) = match (rest, offset_at) {
+        (Some(r), Some(i)) => (&r[..i], &r[i..]),
+        (Some(r), None) => (r, ""),
+        (None, _) => ("", ""),
+    };
+    let mut d: Vec<i64> = date.split('-').map(number).collect::<Option<_>>()?;
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut c: Vec<i64> = if hms.is_empty() { vec![] } else { hms.split(':').map(number).collect::<Option<_>>()? };
+    let places = fraction.len() as u32;
+    let mut frac = if fraction.is_empty() { 0 } else { number(fraction)? };
+    // Milliseconds as the fraction holds them (three places, or none).
+    let precision = match unit {
+        "year" => 1,
+        "month" => 2,
+        "week" | "wk" | "day" | "d" => 3,
+        "hour" | "h" => 4,
+        "minute" | "min" => 5,
+        "second" | "s" => 6,
+        "millisecond" | "ms" if places == 3 => 7,
+        _ => return None,
+    };
+    if d.len() + c.len() + usize::from(places > 0) < precision {
+        return None;
+    }
+    match unit {
+        "year" => d[0] += amount,
+        "month" => {
+            let months = d[0] * 12 + (d[1] - 1) + amount;
+            d[0] = months.div_euclid(12);
+            d[1] = months.rem_euclid(12) + 1;
+        }
+        _ => {
+            let per_day: i64 = 86_400_000;
+            let ms = match unit {
+                "week" | "wk" => amount * 7 * per_day,
+                "day" | "d" => amount * per_day,
+                "hour" | "h" => amount * 3_600_000,
+                "minute" | "min" => amount * 60_000,
+                "second" | "s" => amount * 1000,
+                _ => amount,
+            };
+            let of_day = c.first().copied().unwrap_or(0) * 3_600_000
+                + c.get(1).copied().unwrap_or(0) * 60_000
+                + c.get(2).copied().unwrap_or(0) * 1000
+                + if places == 3 { frac } else { 0 };
+            let total = days_from_civil(d[0], d[1], d[2]) * per_day + of_day + ms;
+            let (y, m, day) = civil_from_days(total.div_euclid(per_day));
+            let rem = total.rem_euclid(per_day);
+            d = vec![y, m, day];
+            let parts = [rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60];
+            for (slot, value) in c.iter_mut().zip(parts) {
+                *slot = value;
+            }
+            if places == 3 {
+                frac = rem % 1000;
+            }
+        }
+    }
+    if d.len() == 3 {
+        d[2] = d[2].min(days_in_month(d[0], d[1]));
+    }
+    let mut out = format!("{:04}", d[0]);
+    for v in &d[1..] {
+        out.push_str(&format!("-{v:02}"));
+    }
+    if rest.is_some() {
+        out.push('T');
+        out.push_str(&c.iter().map(|v| format!("{v:02}")).collect::<Vec<_>>().join(":"));
+        if places > 0 {
+            out.push_str(&format!(".{frac:0width$}", width = places as usize));
+        }
+        out.push_str(offset);
+    }
+    Some(out)
+}
+
+/// The earliest (`high` false) or latest moment a date, dateTime or time
+/// may stand for, to `digits` digits of precision (FHIRPath 2.0: 4, 6, 8
+/// for a date; 10 to 17 for a dateTime; 2 to 9 for a time). An hour alone
+/// is read with its minutes, as FHIR writes it; a dateTime without an
+/// offset spans every offset (+14:00 earliest, -12:00 latest).
+pub fn boundary(text: &str, high: bool, digits: Option<u32>) -> Option<String> {
+    let is_time = text.starts_with('T');
+    let (date, rest) = match text.split_once('T') {
+        Some((d, r)) => (d, Some(r)),
+        None => (text, None),
+    };
+    let offset_at = rest.and_then(|r| r.find(['Z', '+', '-']));
+    let (clock, offset) = match (rest, offset_at) {
+        (Some(r), Some(i)) => (&r[..i], Some(&r[i..])),
+        (Some(r), None) => (r, None),
+        (None, _) => ("", None),
+    };
+    let mut d: Vec<i64> = if date.is_empty() { vec![] } else { date.split('-').map(number).collect::<Option<_>>()? };
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut c: Vec<i64> = if hms.is_empty() { vec![] } else { hms.split(':').map(number).collect::<Option<_>>()? };
+    if c.len() == 1 {
+        c.push(0);
+    }
+    let wanted = match (is_time, digits) {
+        (true, None | Some(9)) => 4,
+        (true, Some(p @ (2 | 4 | 6))) => p as usize / 2,
+        (false, None) if rest.is_none() => 3,
+        (false, None | Some(17)) => 7,
+        (false, Some(p @ (4 | 6 | 8 | 10 | 12 | 14))) => (p as usize - 2) / 2,
+        _ => return None,
+    };
+    let date_wanted = if is_time { 0 } else { wanted.min(3) };
+    let clock_wanted = if is_time { wanted } else { wanted.saturating_sub(3) };
+    d.truncate(date_wanted);
+    while d.len() < date_wanted {
+        let next = match (d.len(), high) {
+            (1, false) | (2, false) => 1,
+            (1, true) => 12,
+            (2, true) => days_in_month(d[0], d[1]),
+            _ => return None,
+        };
+        d.push(next);
+    }
+    // Hours, minutes and seconds of the clock; milliseconds apart.
+    let mut millis = match fraction {
+        "" => None,
+        f => Some(number(&format!("{f:0<3}")[..3])?),
+    };
+    c.truncate(clock_wanted.min(3));
+    while c.len() < clock_wanted.min(3) {
+        c.push(match (c.len(), high) {
+            (_, false) => 0,
+            (0, true) => 23,
+            _ => 59,
+        });
+    }
+    if clock_wanted == 4 {
+        millis = Some(millis.unwrap_or(if high { 999 } else { 0 }));
+    } else {
+        millis = None;
+    }
+    let mut out = String::new();
+    if !d.is_empty() {
+        out.push_str(&format!("{:04}", d[0]));
+        for v in &d[1..] {
+            out.push_str(&format!("-{v:02}"));
+        }
+    }
+    if !c.is_empty() {
+        out.push('T');
+        out.push_str(&c.iter().map(|v| format!("{v:02}")).collect::<Vec<_>>().join(":"));
+        if let Some(ms) = millis {
+            out.push_str(&format!(".{ms:03}"));
+        }
+        if !is_time {
+            out.push_str(offset.unwrap_or(if high { "-12:00" } else { "+14:00" }));
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +371,33 @@ mod tests {
     fn a_time_is_not_a_date() {
         assert_eq!(equal("1974-12-25", "T12:14:15"), Some(false));
         assert_eq!(compare("1974-12-25", "T12:14:15"), None);
+    }
+
+    #[test]
+    fn arithmetic_keeps_precision_and_offset() {
+        assert_eq!(add("1973-12-25", 7, "day").as_deref(), Some("1974-01-01"));
+        assert_eq!(add("1973-12-25", 1, "month").as_deref(), Some("1974-01-25"));
+        assert_eq!(add("2024-01-31", 1, "month").as_deref(), Some("2024-02-29"), "clamped to the month");
+        assert_eq!(add("1974-12-25", -1, "month").as_deref(), Some("1974-11-25"));
+        assert_eq!(add("1973-12-25T00:00:00.000+10:00", 10, "ms").as_deref(), Some("1973-12-25T00:00:00.010+10:00"));
+        assert_eq!(add("1973-12-25T23:00:00+10:00", 2, "hour").as_deref(), Some("1973-12-26T01:00:00+10:00"));
+        assert_eq!(add("1973-12-25", 1, "a"), None, "a UCUM year is no calendar year");
+        assert_eq!(add("1973-12", 1, "day"), None, "finer than the value");
+    }
+
+    #[test]
+    fn boundaries_fill_the_missing_precision() {
+        let low = |s, p| boundary(s, false, p);
+        let high = |s, p| boundary(s, true, p);
+        assert_eq!(low("2014", Some(6)).as_deref(), Some("2014-01"));
+        assert_eq!(high("2014", Some(6)).as_deref(), Some("2014-12"));
+        assert_eq!(high("2024-02", Some(8)).as_deref(), Some("2024-02-29"));
+        assert_eq!(low("2014-01-01T08", Some(17)).as_deref(), Some("2014-01-01T08:00:00.000+14:00"));
+        assert_eq!(high("2014-01-01T08", Some(17)).as_deref(), Some("2014-01-01T08:00:59.999-12:00"));
+        assert_eq!(high("2014-01-01T08:05-05:00", Some(17)).as_deref(), Some("2014-01-01T08:05:59.999-05:00"));
+        assert_eq!(low("2014-01-01T08", Some(8)).as_deref(), Some("2014-01-01"));
+        assert_eq!(high("T10:30", Some(9)).as_deref(), Some("T10:30:59.999"));
+        assert_eq!(low("2014", Some(5)), None);
     }
 
     #[test]

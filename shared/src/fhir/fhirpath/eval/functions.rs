@@ -5,7 +5,7 @@
 //! finding there.
 
 use super::{fail, single, sv, Env, EvalError, Item, Res, Sv};
-use crate::fhir::fhirpath::number::Decimal;
+use crate::fhir::fhirpath::number::{Decimal, MAX_PLACES};
 use crate::fhir::fhirpath::parse::{calendar_unit, Ast};
 use base64::Engine as _;
 
@@ -132,6 +132,40 @@ impl<'a> Env<'a> {
                 }
                 Ok(out)
             })(),
+            "sort" => self.sorted(input, args),
+            "lowBoundary" | "highBoundary" => (|| {
+                let Some(item) = single(input)? else { return Ok(vec![]) };
+                let digits = match args.first() {
+                    None => None,
+                    Some(_) => match self.int_arg(args, 0, this)? {
+                        Some(p) if p >= 0 => Some(p as u32),
+                        Some(_) => return Ok(vec![]),
+                        None => return Ok(vec![]),
+                    },
+                };
+                let high = name == "highBoundary";
+                let places = digits.unwrap_or(8);
+                let decimal = |d: Decimal| match d.boundary(high, places) {
+                    Some(b) => Ok(vec![Item::Dec(b)]),
+                    None if places > MAX_PLACES => Ok(vec![]),
+                    None => fail("a boundary a decimal cannot write (-0.0)"),
+                };
+                // A FHIR dateTime with a date's precision (Period.start
+                // `2001-05-06`) spans a dateTime's range, not a date's.
+                let digits = match item {
+                    Item::Node(n) if digits.is_none() && matches!(n.ty, "dateTime" | "instant") => Some(17),
+                    _ => digits,
+                };
+                match sv(item) {
+                    Sv::Int(i) => decimal(Decimal::from_int(i)),
+                    Sv::Dec(d) => decimal(d),
+                    Sv::Temporal(t) => Ok(crate::fhir::fhirpath::temporal::boundary(t, high, digits)
+                        .map(Item::Temporal)
+                        .into_iter()
+                        .collect()),
+                    _ => fail(format!("{name}() of this type is not supported")),
+                }
+            })(),
             "today" | "now" => {
                 let now = time::OffsetDateTime::now_utc();
                 let format = if name == "today" {
@@ -145,6 +179,58 @@ impl<'a> Env<'a> {
             }
             _ => return None,
         })
+    }
+
+    /// `sort()` and `sort(key, -key...)`: by each key in turn, `-` for
+    /// descending; an item whose key is empty sorts first either way.
+    fn sorted(&self, input: &[Item<'a>], args: &[Ast]) -> Res<'a> {
+        let keys: Vec<(&Ast, bool)> = args
+            .iter()
+            .map(|a| match a {
+                Ast::Negate(inner) => (&**inner, true),
+                other => (other, false),
+            })
+            .collect();
+        let mut rows = Vec::with_capacity(input.len());
+        for item in input {
+            let values = if keys.is_empty() {
+                vec![Some(item.clone())]
+            } else {
+                let mut values = vec![];
+                for (key, _) in &keys {
+                    values.push(single(&self.lambda(key, item)?)?.cloned());
+                }
+                values
+            };
+            rows.push((values, item.clone()));
+        }
+        let mut failed = None;
+        rows.sort_by(|(x, _), (y, _)| {
+            for (i, (a, b)) in x.iter().zip(y).enumerate() {
+                let descending = keys.get(i).is_some_and(|(_, d)| *d);
+                let order = match (a, b) {
+                    (None, None) => std::cmp::Ordering::Equal,
+                    (None, Some(_)) => std::cmp::Ordering::Less,
+                    (Some(_), None) => std::cmp::Ordering::Greater,
+                    (Some(a), Some(b)) => match self.compare(a, b) {
+                        Ok(Some(o)) if descending => o.reverse(),
+                        Ok(Some(o)) => o,
+                        _ => {
+                            failed = Some(EvalError("sort() keys that do not compare".into()));
+                            std::cmp::Ordering::Equal
+                        }
+                    },
+                };
+                if order != std::cmp::Ordering::Equal {
+                    return order;
+                }
+            }
+            std::cmp::Ordering::Equal
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(rows.into_iter().map(|(_, item)| item).collect()),
+        }
     }
 
     fn string_function(&self, name: &str, input: &[Item<'a>], args: &[Ast], this: &[Item<'a>]) -> Res<'a> {
