@@ -56,6 +56,9 @@ fn official_examples_validate() {
         let issues: Vec<_> = model().validate(&v).into_iter().filter(|i| i.is_error()).collect();
         if issues.is_empty() {
             clean += 1;
+        } else if !SERVED.contains(&rt.as_str()) {
+            let first = &issues[0];
+            println!("invalid: {name}: {} ({})", first.expression.clone().unwrap_or_default(), first.diagnostics);
         }
         if SERVED.contains(&rt.as_str()) {
             served += 1;
