@@ -108,6 +108,15 @@ fn profile(sd: &Value, required_sets: &mut BTreeSet<String>) -> Value {
                             .collect();
                         out.insert("t".into(), Value::Array(types));
                     }
+                    // R4's vital-signs profile binds every component's
+                    // value to ucum-vitals-common, required; HL7's validator
+                    // reports it as a warning (US Core pulse oximetry's
+                    // flow-rate component is in L/min, an MDC component a
+                    // CodeableConcept): enforced, it would refuse
+                    // conformant data, so it is not.
+                    "binding"
+                        if el["path"] == "Observation.component.value[x]"
+                            && url == "http://hl7.org/fhir/StructureDefinition/vitalsigns" => {}
                     "binding" if v["strength"] == "required" => {
                         if let Some(vs) = v["valueSet"].as_str() {
                             let vs = vs.split('|').next().unwrap_or(vs).to_owned();
