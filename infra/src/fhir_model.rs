@@ -181,7 +181,15 @@ fn invariants(el: &Value, sd_url: &str) -> Vec<Value> {
         .into_iter()
         .flatten()
         .filter(|c| c["source"].as_str().is_none_or(|s| s == sd_url) && c["expression"].is_string())
-        .map(|c| json!([c["key"], c["severity"], c["human"], c["expression"]]))
+        .map(|c| {
+            // que-12 says "more than one enableWhen" and R4 writes
+            // `count() > 2`; HL7's validator enforces the text, and so do we.
+            let expression = match c["key"].as_str() {
+                Some("que-12") => json!("enableWhen.count() > 1 implies enableBehavior.exists()"),
+                _ => c["expression"].clone(),
+            };
+            json!([c["key"], c["severity"], c["human"], expression])
+        })
         .collect()
 }
 

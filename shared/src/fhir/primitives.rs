@@ -106,8 +106,9 @@ pub fn is_uri(s: &str) -> bool {
 }
 
 /// `string`: `[ \r\n\t\S]+`: any non-empty text.
+/// R4 datatypes.html: a string SHALL NOT exceed 1 MB.
 pub fn is_string(s: &str) -> bool {
-    !s.is_empty()
+    !s.is_empty() && s.len() <= 1024 * 1024
 }
 
 /// Narrative is rendered by clients, so active content in it is an XSS vector

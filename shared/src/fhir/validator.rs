@@ -843,6 +843,22 @@ impl Model {
                     check_reference(r, targets, &Expr::Key(expr, "reference"), issues);
                 }
             }
+            "Attachment" => {
+                // R4 attachment.html: `size` is the number of bytes of the
+                // data (before base64), when both are given.
+                let data = obj.get("data").and_then(Value::as_str);
+                let size = obj.get("size").and_then(Value::as_u64);
+                if let (Some(data), Some(size)) = (data, size) {
+                    use base64::Engine as _;
+                    let decoded = base64::engine::general_purpose::STANDARD.decode(data.trim()).map(|d| d.len() as u64);
+                    if decoded.is_ok_and(|len| len != size) {
+                        issues.push(
+                            Issue::error("value", "size is not the number of bytes of data")
+                                .at(Expr::Key(expr, "size").render()),
+                        );
+                    }
+                }
+            }
             "Coding" | "CodeableConcept" => {
                 if let Some(vs) = &el.value_set {
                     if self.bound_code_ok(vs, ty, v) == Some(false) {
@@ -1152,6 +1168,29 @@ mod tests {
             .validate(&json!({"resourceType": "Patient", "maritalStatus": {"coding": [{"system": v3, "code": "M"}]}}))
             .is_empty());
         assert!(model().validate(&json!({"resourceType": "Patient", "gender": "x"}))[0].is_error());
+    }
+
+    #[test]
+    fn hl7s_intent_where_r4_writes_otherwise() {
+        // Attachment.size counts the bytes of data ("aGVsbG8=" is 5).
+        let doc = |size: u64| {
+            json!({"resourceType": "DocumentReference", "status": "current",
+                   "content": [{"attachment": {"contentType": "text/plain", "data": "aGVsbG8=", "size": size}}]})
+        };
+        assert_eq!(codes(doc(5)), Vec::<String>::new());
+        assert_eq!(codes(doc(6)), vec!["DocumentReference.content[0].attachment.size size "]);
+        // que-12: two enableWhen need an enableBehavior (R4 wrote `> 2`).
+        let when = json!({"question": "q1", "operator": "exists", "answerBoolean": true});
+        let q = |behavior: bool| {
+            let mut item = json!({"linkId": "q2", "type": "string", "enableWhen": [when.clone(), when.clone()]});
+            if behavior {
+                item["enableBehavior"] = json!("all");
+            }
+            json!({"resourceType": "Questionnaire", "status": "draft",
+                   "item": [{"linkId": "q1", "type": "boolean"}, item]})
+        };
+        assert_eq!(codes(q(true)), Vec::<String>::new());
+        assert_eq!(codes(q(false)), vec!["Questionnaire.item[1] que-1"]);
     }
 
     #[test]
