@@ -294,6 +294,7 @@ pub fn generate(dir: &Path, us_core_dir: &Path) -> Result<Value, String> {
     let types = load(dir, "profiles-types.json")?;
     let valuesets = load(dir, "valuesets.json")?;
     let v3 = load(dir, "v3-codesystems.json")?;
+    let extension_definitions = load(dir, "extension-definitions.json")?;
     let mut required_sets = BTreeSet::new();
     let mut kinds = Map::new();
     let mut elements = Map::new();
@@ -346,7 +347,27 @@ pub fn generate(dir: &Path, us_core_dir: &Path) -> Result<Value, String> {
         "elements": elements,
         "valueSets": value_sets,
         "profiles": profiles,
+        "extensions": extensions(&extension_definitions),
     }))
+}
+
+/// R4's core extensions by url: the value types each allows (none for a
+/// complex one).
+fn extensions(definitions: &Value) -> Value {
+    let mut out = Map::new();
+    for sd in entries(definitions).filter(|sd| sd["resourceType"] == "StructureDefinition") {
+        let Some(url) = sd["url"].as_str() else { continue };
+        let value =
+            sd["snapshot"]["element"].as_array().into_iter().flatten().find(|el| el["path"] == "Extension.value[x]");
+        let types: Vec<String> = match value {
+            Some(el) if el["max"] != "0" => {
+                el["type"].as_array().into_iter().flatten().map(|t| type_code(el, t)).collect()
+            }
+            _ => vec![],
+        };
+        out.insert(url.to_owned(), json!({"v": types}));
+    }
+    Value::Object(out)
 }
 
 /// Where the CVX list comes from: the FHIR R4 package of value set

@@ -96,6 +96,14 @@ pub struct Model {
     /// walk needs them for every primitive extension and every object.
     element_root: usize,
     extension_root: usize,
+    /// R4's core extensions by url (see `CoreExtension`).
+    extensions: FastMap<String, CoreExtension>,
+}
+
+/// The value types R4 allows a core extension (none: a complex one, nested
+/// extensions only).
+struct CoreExtension {
+    values: Vec<String>,
 }
 
 /// What `Model::invariant_coverage` reports.
@@ -190,6 +198,17 @@ impl Model {
             vital_signs: HashMap::new(),
             element_root: 0,
             extension_root: 0,
+            extensions: raw["extensions"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(url, e)| {
+                    let strings = |v: &Value| -> Vec<String> {
+                        v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
+                    };
+                    (url.clone(), CoreExtension { values: strings(&e["v"]) })
+                })
+                .collect(),
         };
         for (name, info) in raw["types"].as_object().into_iter().flatten() {
             match info["kind"].as_str() {
@@ -712,6 +731,13 @@ impl Model {
             issues.push(Issue::error("invariant", "ele-1: elements must have a value or children").at(expr.render()));
             return;
         }
+        for key in ["extension", "modifierExtension"] {
+            if let Some(Value::Array(extensions)) = obj.get(key) {
+                for (i, ext) in extensions.iter().enumerate() {
+                    self.core_extension(ext, &Expr::Index(&Expr::Key(expr, key), i), issues);
+                }
+            }
+        }
         let children = &self.elements[def].children;
         // Per child: how many keys name it (a choice element counts each
         // variant; `_x` counts only without `x`). Zero means absent.
@@ -867,6 +893,27 @@ impl Model {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A core extension's value of a type R4 allows it (or none, for a
+    /// complex one). Its context is not judged: R4's own definitions use
+    /// core extensions outside their declared contexts (fhir-type on
+    /// `ElementDefinition.type`, declared for `.type.code`), so checking it
+    /// would refuse HL7's own data. Extensions R4 does not define are not
+    /// judged either (HL7's validator refuses unknown ones; real data
+    /// carries many).
+    fn core_extension(&self, ext: &Value, expr: &Expr, issues: &mut Vec<Issue>) {
+        let Some(core) = ext.get("url").and_then(Value::as_str).and_then(|u| self.extensions.get(u)) else { return };
+        let Some(obj) = ext.as_object() else { return };
+        if let Some(key) = obj.keys().find(|k| k.starts_with("value")) {
+            let suffix = &key["value".len()..];
+            if !core.values.iter().any(|t| is_type_suffix(suffix, t)) {
+                issues.push(
+                    Issue::error("value", format!("this extension's value is not a {}", core.values.join(" or ")))
+                        .at(Expr::Key(expr, key).render()),
+                );
+            }
         }
     }
 
@@ -1191,6 +1238,17 @@ mod tests {
         };
         assert_eq!(codes(q(true)), Vec::<String>::new());
         assert_eq!(codes(q(false)), vec!["Questionnaire.item[1] que-1"]);
+        // A core extension's value has one of the types R4 defines for it.
+        let birth_time = |value: Value| {
+            let mut ext = json!({"url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime"});
+            ext.as_object_mut().unwrap().extend(value.as_object().unwrap().clone());
+            json!({"resourceType": "Patient", "birthDate": "1990-01-01", "_birthDate": {"extension": [ext]}})
+        };
+        assert_eq!(codes(birth_time(json!({"valueDateTime": "1990-01-01T08:30:00Z"}))), Vec::<String>::new());
+        assert_eq!(
+            codes(birth_time(json!({"valueBoolean": true}))),
+            vec!["Patient._birthDate.extension[0].valueBoolean this "]
+        );
     }
 
     #[test]
