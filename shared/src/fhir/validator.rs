@@ -948,6 +948,14 @@ fn binding_issue(el: &Element, vs: &str) -> Issue {
 
 /// The Bundle invariants of R4 (bdl-1..bdl-12) and, in transactions and
 /// batches, local `urn:uuid:`/`urn:oid:` references that resolve to no entry.
+/// A URL with a scheme (`http:`, `urn:`): not relative to anything.
+fn is_absolute_url(url: &str) -> bool {
+    url.split_once(':').is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
+}
+
 fn bundle_rules(b: &Map<String, Value>, expr: &Expr, issues: &mut Vec<Issue>) {
     let ty = b.get("type").and_then(Value::as_str).unwrap_or("");
     let entries: &[Value] = b.get("entry").and_then(Value::as_array).map_or(&[], Vec::as_slice);
@@ -968,6 +976,10 @@ fn bundle_rules(b: &Map<String, Value>, expr: &Expr, issues: &mut Vec<Issue>) {
         if b.get("timestamp").is_none() {
             err("bdl-10", "a document must have a date", expr.render());
         }
+    }
+    let links = b.get("link").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    if links.iter().filter(|l| l["relation"] == "self").count() > 1 {
+        err("link", "a Bundle has at most one self link", expr.render());
     }
     let mut full_urls: HashMap<&str, Vec<Option<&str>>> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
@@ -993,6 +1005,12 @@ fn bundle_rules(b: &Map<String, Value>, expr: &Expr, issues: &mut Vec<Issue>) {
         if let Some(url) = e.get("fullUrl").and_then(Value::as_str) {
             if url.contains("/_history/") {
                 err("bdl-8", "fullUrl cannot be a version-specific reference", at());
+            }
+            // R4 Bundle.entry.fullUrl is "the absolute URL for the
+            // resource"; a batch or transaction's entries are requests,
+            // whose fullUrl only links them, and are read as sent.
+            if !is_absolute_url(url) && !matches!(ty, "batch" | "transaction") {
+                err("fullUrl", "fullUrl must be an absolute URL", at());
             }
             full_urls.entry(url).or_default().push(e["resource"]["meta"]["versionId"].as_str());
         }
@@ -1323,6 +1341,13 @@ mod tests {
         assert_eq!(codes(tx("urn:uuid:00000000-0000-0000-0000-000000000000")), vec!["Bundle.entry[1] refer"]);
         let no_request = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": patient}]});
         assert_eq!(codes(no_request), vec!["Bundle.entry[0] bdl-3"]);
+        // Outside a batch or transaction, fullUrl is absolute; one self link.
+        let collection = |url: &str| json!({"resourceType": "Bundle", "type": "collection", "entry": [{"fullUrl": url, "resource": patient}]});
+        assert_eq!(codes(collection("http://example.org/fhir/Patient/1")), Vec::<String>::new());
+        assert_eq!(codes(collection("Patient/1")), vec!["Bundle.entry[0] fullU"]);
+        let links = json!({"resourceType": "Bundle", "type": "searchset",
+                           "link": [{"relation": "self", "url": "http://x/a"}, {"relation": "self", "url": "http://x/b"}]});
+        assert_eq!(codes(links), vec!["Bundle link:"]);
         let total =
             json!({"resourceType": "Bundle", "type": "collection", "total": 1, "entry": [{"resource": patient}]});
         assert_eq!(codes(total), vec!["Bundle bdl-1"]);
