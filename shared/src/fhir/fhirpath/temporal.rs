@@ -206,27 +206,27 @@ pub fn add(text: &str, amount: i64, unit: &str) -> Option<String> {
         return None;
     }
     match unit {
-        "year" => d[0] += amount,
+        "year" => d[0] = d[0].checked_add(amount)?,
         "month" => {
-            let months = d[0] * 12 + (d[1] - 1) + amount;
+            let months = d[0].checked_mul(12)?.checked_add(d[1] - 1)?.checked_add(amount)?;
             d[0] = months.div_euclid(12);
             d[1] = months.rem_euclid(12) + 1;
         }
         _ => {
             let per_day: i64 = 86_400_000;
-            let ms = match unit {
-                "week" | "wk" => amount * 7 * per_day,
-                "day" | "d" => amount * per_day,
-                "hour" | "h" => amount * 3_600_000,
-                "minute" | "min" => amount * 60_000,
-                "second" | "s" => amount * 1000,
-                _ => amount,
-            };
+            let ms = amount.checked_mul(match unit {
+                "week" | "wk" => 7 * per_day,
+                "day" | "d" => per_day,
+                "hour" | "h" => 3_600_000,
+                "minute" | "min" => 60_000,
+                "second" | "s" => 1000,
+                _ => 1,
+            })?;
             let of_day = c.first().copied().unwrap_or(0) * 3_600_000
                 + c.get(1).copied().unwrap_or(0) * 60_000
                 + c.get(2).copied().unwrap_or(0) * 1000
                 + if places == 3 { frac } else { 0 };
-            let total = days_from_civil(d[0], d[1], d[2]) * per_day + of_day + ms;
+            let total = days_from_civil(d[0], d[1], d[2]).checked_mul(per_day)?.checked_add(of_day)?.checked_add(ms)?;
             let (y, m, day) = civil_from_days(total.div_euclid(per_day));
             let rem = total.rem_euclid(per_day);
             d = vec![y, m, day];
@@ -238,6 +238,10 @@ pub fn add(text: &str, amount: i64, unit: &str) -> Option<String> {
                 frac = rem % 1000;
             }
         }
+    }
+    // FHIR writes four-digit years: beyond them there is no answer.
+    if !(1..=9999).contains(&d[0]) {
+        return None;
     }
     if d.len() == 3 {
         d[2] = d[2].min(days_in_month(d[0], d[1]));
@@ -383,6 +387,8 @@ mod tests {
         assert_eq!(add("1973-12-25T23:00:00+10:00", 2, "hour").as_deref(), Some("1973-12-26T01:00:00+10:00"));
         assert_eq!(add("1973-12-25", 1, "a"), None, "a UCUM year is no calendar year");
         assert_eq!(add("1973-12", 1, "day"), None, "finer than the value");
+        assert_eq!(add("1973-12-25", i64::MAX, "week"), None, "beyond any date");
+        assert_eq!(add("9999-12-31", 1, "day"), None, "past year 9999");
     }
 
     #[test]
