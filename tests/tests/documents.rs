@@ -137,6 +137,8 @@ async fn inline_documents_are_sealed_served_and_searchable() {
     assert_eq!(first_expression(&refused.json()), "DocumentReference.content[0].attachment.url");
     let mut with_data = described.clone();
     with_data["content"][0]["attachment"]["data"] = json!(B64.encode(b"other"));
+    // Sized as the new data, so it is the stored document's bytes that refuse it.
+    with_data["content"][0]["attachment"]["size"] = json!(5);
     let refused = put(with_data, "2").await;
     assert_eq!(refused.status, 422);
     assert_eq!(first_expression(&refused.json()), "DocumentReference.content[0].attachment.data");
