@@ -431,8 +431,8 @@ impl DynamoStore {
                 self.transact(deletes).await.map_err(|(e, _)| e)?;
             }
         }
-        // Each release is its own item's (a read and a write when
-        // committed): a few at a time.
+        // Each release is its own item's write (after a read, when the
+        // sweep finishes a commit it did not prepare): a few at a time.
         let releases = of(REPLACE).into_iter().map(|key| {
             let replacement = held.get(&key_of(&key)).cloned();
             self.release(id, key, committed, replacement)

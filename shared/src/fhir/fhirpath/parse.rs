@@ -2,6 +2,7 @@
 //! precedence-climbing parser over the grammar of the specification.
 
 use super::number::Decimal;
+use std::fmt;
 
 /// A calendar duration keyword (`7 days`), as its singular.
 pub(super) fn calendar_unit(word: &str) -> Option<&'static str> {
@@ -21,7 +22,6 @@ pub(super) const CALENDAR_UNITS: &[(&str, Option<&str>)] = &[
     ("second", Some("s")),
     ("millisecond", Some("ms")),
 ];
-use std::fmt;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ast {
@@ -394,26 +394,22 @@ impl Parser {
         match self.next() {
             Some(Tok::Str(s)) => Ok(Ast::Str(s)),
             Some(Tok::Num(n)) => {
+                let bad = || ParseError("bad number".into());
                 let value = if n.contains('.') {
-                    Ast::Dec(Decimal::parse(&n).ok_or_else(|| ParseError("bad number".into()))?)
+                    Ast::Dec(Decimal::parse(&n).ok_or_else(bad)?)
                 } else {
-                    Ast::Int(n.parse().map_err(|_| ParseError("bad number".into()))?)
+                    Ast::Int(n.parse().map_err(|_| bad())?)
                 };
                 // A number followed by a unit string, or by a calendar
                 // duration (`7 days`), is a quantity.
-                let calendar = match self.peek() {
-                    Some(Tok::Ident(word)) => calendar_unit(word),
+                let unit = match self.peek() {
+                    Some(Tok::Str(unit)) => Some(unit.clone()),
+                    Some(Tok::Ident(word)) => calendar_unit(word).map(str::to_owned),
                     _ => None,
                 };
-                if let Some(unit) = calendar {
+                if let Some(unit) = unit {
                     self.pos += 1;
-                    let v = n.parse().map_err(|_| ParseError("bad number".into()))?;
-                    return Ok(Ast::Quantity(v, unit.to_owned()));
-                }
-                if let Some(Tok::Str(unit)) = self.peek().cloned() {
-                    self.pos += 1;
-                    let v = n.parse().map_err(|_| ParseError("bad number".into()))?;
-                    return Ok(Ast::Quantity(v, unit));
+                    return Ok(Ast::Quantity(n.parse().map_err(|_| bad())?, unit));
                 }
                 Ok(value)
             }

@@ -171,24 +171,73 @@ fn days_in_month(y: i64, m: i64) -> i64 {
     days_from_civil(if m == 12 { y + 1 } else { y }, if m == 12 { 1 } else { m + 1 }, 1) - days_from_civil(y, m, 1)
 }
 
+/// A temporal value as written, for functions that write one back at the
+/// precision it had: date components, clock components (hours, minutes,
+/// whole seconds), the fraction's digits and the offset as text.
+struct Written<'t> {
+    date: Vec<i64>,
+    clock: Vec<i64>,
+    fraction: &'t str,
+    offset: Option<&'t str>,
+    /// A `T` is written (a time, or a dateTime, even `@2015T`).
+    has_t: bool,
+}
+
+impl<'t> Written<'t> {
+    fn split(text: &'t str) -> Option<Written<'t>> {
+        let (date, rest) = match text.split_once('T') {
+            Some((d, r)) => (d, Some(r)),
+            None => (text, None),
+        };
+        let offset_at = rest.and_then(|r| r.find(['Z', '+', '-']));
+        let (clock, offset) = match (rest, offset_at) {
+            (Some(r), Some(i)) => (&r[..i], Some(&r[i..])),
+            (Some(r), None) => (r, None),
+            (None, _) => ("", None),
+        };
+        let parts = |s: &str, sep| -> Option<Vec<i64>> {
+            if s.is_empty() {
+                Some(vec![])
+            } else {
+                s.split(sep).map(number).collect()
+            }
+        };
+        let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+        Some(Written { date: parts(date, '-')?, clock: parts(hms, ':')?, fraction, offset, has_t: rest.is_some() })
+    }
+}
+
+/// The text of a date, clock, fraction digits and offset; the `T` when
+/// there is a clock or `force_t`.
+fn write(date: &[i64], clock: &[i64], fraction: Option<&str>, offset: Option<&str>, force_t: bool) -> String {
+    let mut out = String::new();
+    if let Some((year, rest)) = date.split_first() {
+        out.push_str(&format!("{year:04}"));
+        for v in rest {
+            out.push_str(&format!("-{v:02}"));
+        }
+    }
+    if !clock.is_empty() || force_t {
+        out.push('T');
+        out.push_str(&clock.iter().map(|v| format!("{v:02}")).collect::<Vec<_>>().join(":"));
+        if let Some(f) = fraction {
+            out.push('.');
+            out.push_str(f);
+        }
+        out.push_str(offset.unwrap_or_default());
+    }
+    out
+}
+
 /// `text` plus `amount` of `unit` (FHIRPath N1 §6.6.1), written at the
 /// precision and offset it had; `None` where the spec gives no answer
 /// medrec can be sure of (a unit finer than the value, a UCUM `mo` or
 /// `a`, which are not calendar months and years).
 pub fn add(text: &str, amount: i64, unit: &str) -> Option<String> {
-    let (date, rest) = text.split_once('T').map_or((text, None), |(d, r)| (d, Some(r)));
-    if date.is_empty() {
+    let Written { date: mut d, clock: mut c, fraction, offset, has_t } = Written::split(text)?;
+    if d.is_empty() {
         return None;
     }
-    let offset_at = rest.and_then(|r| r.find(['Z', '+', '-']));
-    let (clock, offset) = match (rest, offset_at) {
-        (Some(r), Some(i)) => (&r[..i], &r[i..]),
-        (Some(r), None) => (r, ""),
-        (None, _) => ("", ""),
-    };
-    let mut d: Vec<i64> = date.split('-').map(number).collect::<Option<_>>()?;
-    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut c: Vec<i64> = if hms.is_empty() { vec![] } else { hms.split(':').map(number).collect::<Option<_>>()? };
     let places = fraction.len() as u32;
     let mut frac = if fraction.is_empty() { 0 } else { number(fraction)? };
     // Milliseconds as the fraction holds them (three places, or none).
@@ -246,19 +295,8 @@ pub fn add(text: &str, amount: i64, unit: &str) -> Option<String> {
     if d.len() == 3 {
         d[2] = d[2].min(days_in_month(d[0], d[1]));
     }
-    let mut out = format!("{:04}", d[0]);
-    for v in &d[1..] {
-        out.push_str(&format!("-{v:02}"));
-    }
-    if rest.is_some() {
-        out.push('T');
-        out.push_str(&c.iter().map(|v| format!("{v:02}")).collect::<Vec<_>>().join(":"));
-        if places > 0 {
-            out.push_str(&format!(".{frac:0width$}", width = places as usize));
-        }
-        out.push_str(offset);
-    }
-    Some(out)
+    let fraction = (places > 0).then(|| format!("{frac:0width$}", width = places as usize));
+    Some(write(&d, &c, fraction.as_deref(), offset, has_t))
 }
 
 /// The earliest (`high` false) or latest moment a date, dateTime or time
@@ -268,26 +306,14 @@ pub fn add(text: &str, amount: i64, unit: &str) -> Option<String> {
 /// offset spans every offset (+14:00 earliest, -12:00 latest).
 pub fn boundary(text: &str, high: bool, digits: Option<u32>) -> Option<String> {
     let is_time = text.starts_with('T');
-    let (date, rest) = match text.split_once('T') {
-        Some((d, r)) => (d, Some(r)),
-        None => (text, None),
-    };
-    let offset_at = rest.and_then(|r| r.find(['Z', '+', '-']));
-    let (clock, offset) = match (rest, offset_at) {
-        (Some(r), Some(i)) => (&r[..i], Some(&r[i..])),
-        (Some(r), None) => (r, None),
-        (None, _) => ("", None),
-    };
-    let mut d: Vec<i64> = if date.is_empty() { vec![] } else { date.split('-').map(number).collect::<Option<_>>()? };
-    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut c: Vec<i64> = if hms.is_empty() { vec![] } else { hms.split(':').map(number).collect::<Option<_>>()? };
+    let Written { date: mut d, clock: mut c, fraction, offset, has_t } = Written::split(text)?;
     if c.len() == 1 {
         c.push(0);
     }
     let wanted = match (is_time, digits) {
         (true, None | Some(9)) => 4,
         (true, Some(p @ (2 | 4 | 6))) => p as usize / 2,
-        (false, None) if rest.is_none() => 3,
+        (false, None) if !has_t => 3,
         (false, None | Some(17)) => 7,
         (false, Some(p @ (4 | 6 | 8 | 10 | 12 | 14))) => (p as usize - 2) / 2,
         _ => return None,
@@ -322,24 +348,8 @@ pub fn boundary(text: &str, high: bool, digits: Option<u32>) -> Option<String> {
     } else {
         millis = None;
     }
-    let mut out = String::new();
-    if !d.is_empty() {
-        out.push_str(&format!("{:04}", d[0]));
-        for v in &d[1..] {
-            out.push_str(&format!("-{v:02}"));
-        }
-    }
-    if !c.is_empty() {
-        out.push('T');
-        out.push_str(&c.iter().map(|v| format!("{v:02}")).collect::<Vec<_>>().join(":"));
-        if let Some(ms) = millis {
-            out.push_str(&format!(".{ms:03}"));
-        }
-        if !is_time {
-            out.push_str(offset.unwrap_or(if high { "-12:00" } else { "+14:00" }));
-        }
-    }
-    Some(out)
+    let offset = (!is_time).then(|| offset.unwrap_or(if high { "-12:00" } else { "+14:00" }));
+    Some(write(&d, &c, millis.map(|ms| format!("{ms:03}")).as_deref(), offset, false))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ fn decimal_of(f: f64) -> Result<Decimal, EvalError> {
     // 14 places, so `81.sqrt() = 9.0` holds and no float noise shows.
     let text = format!("{f:.14}");
     let trimmed = text.trim_end_matches('0').trim_end_matches('.');
-    Decimal::parse(trimmed).ok_or_else(|| super::EvalError("not a finite number".into()))
+    Decimal::parse(trimmed).ok_or_else(|| EvalError("not a finite number".into()))
 }
 
 /// FHIRPath's Boolean conversion of a string (§5.5.2).
@@ -58,15 +58,13 @@ fn quantity_of_str(s: &str) -> Option<(f64, String)> {
 }
 
 fn temporal_of_str(s: &str, kind: &str) -> Option<String> {
-    let ok = match kind {
-        "Date" => regex_lite::Regex::new(r"^\d{4}(-\d{2}(-\d{2})?)?$").ok()?.is_match(s),
-        "DateTime" => {
-            regex_lite::Regex::new(r"^\d{4}(-\d{2}(-\d{2}(T\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$")
-                .ok()?
-                .is_match(s)
-        }
-        _ => regex_lite::Regex::new(r"^\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?$").ok()?.is_match(s),
+    let pattern = match kind {
+        "Date" => r"^\d{4}(-\d{2}(-\d{2})?)?$",
+        "DateTime" => r"^\d{4}(-\d{2}(-\d{2}(T\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$",
+        _ => r"^\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?$",
     };
+    // Compiled once per thread, by the engine's regex cache.
+    let ok = super::regex(pattern).ok()?.is_match(s);
     ok.then(|| if kind == "Time" { format!("T{s}") } else { s.to_owned() })
 }
 
