@@ -106,6 +106,13 @@ pub fn is_uri(s: &str) -> bool {
 }
 
 /// `string`: `[ \r\n\t\S]+`: any non-empty text.
+/// The bytes a base64Binary value holds (R4 allows whitespace in it);
+/// `None` when it is not base64.
+pub fn base64_bytes(s: &str) -> Option<usize> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s.split_whitespace().collect::<String>()).ok().map(|b| b.len())
+}
+
 /// R4 datatypes.html: a string SHALL NOT exceed 1 MB.
 pub fn is_string(s: &str) -> bool {
     !s.is_empty() && s.len() <= 1024 * 1024

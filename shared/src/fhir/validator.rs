@@ -526,13 +526,16 @@ impl Model {
     /// names it); `None` where the model cannot say (a primitive).
     pub(crate) fn defines(&self, n: &Node, name: &str) -> Option<bool> {
         let (Value::Object(_), Some(def)) = (n.v, n.def) else { return None };
-        Some(self.elements[def].children.iter().any(|(c, _)| c.strip_suffix("[x]").unwrap_or(c) == name))
+        Some(self.has_child(def, name))
     }
 
     /// Whether type `ty` defines a child `name`; `None` for no such type.
     pub(crate) fn type_defines(&self, ty: &str, name: &str) -> Option<bool> {
-        let def = *self.index.get(ty)?;
-        Some(self.elements[def].children.iter().any(|(c, _)| c.strip_suffix("[x]").unwrap_or(c) == name))
+        Some(self.has_child(*self.index.get(ty)?, name))
+    }
+
+    fn has_child(&self, def: usize, name: &str) -> bool {
+        self.elements[def].children.iter().any(|(c, _)| c.strip_suffix("[x]").unwrap_or(c) == name)
     }
 
     /// The children of a node (all, or those named `name` as FHIRPath names
@@ -875,9 +878,7 @@ impl Model {
                 let data = obj.get("data").and_then(Value::as_str);
                 let size = obj.get("size").and_then(Value::as_u64);
                 if let (Some(data), Some(size)) = (data, size) {
-                    use base64::Engine as _;
-                    let decoded = base64::engine::general_purpose::STANDARD.decode(data.trim()).map(|d| d.len() as u64);
-                    if decoded.is_ok_and(|len| len != size) {
+                    if p::base64_bytes(data).is_some_and(|len| len as u64 != size) {
                         issues.push(
                             Issue::error("value", "size is not the number of bytes of data")
                                 .at(Expr::Key(expr, "size").render()),
@@ -1150,10 +1151,7 @@ fn check_primitive(ty: &str, v: &Value) -> Result<(), &'static str> {
             "uuid" => s
                 .strip_prefix("urn:uuid:")
                 .is_some_and(|r| r.len() == 36 && r.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')),
-            "base64Binary" => {
-                use base64::Engine;
-                base64::engine::general_purpose::STANDARD.decode(s.split_whitespace().collect::<String>()).is_ok()
-            }
+            "base64Binary" => p::base64_bytes(s).is_some(),
             "instant" => p::is_instant(s),
             "date" => p::is_date(s),
             "dateTime" => p::is_date_time(s),
