@@ -295,6 +295,7 @@ pub fn generate(dir: &Path, us_core_dir: &Path) -> Result<Value, String> {
     let valuesets = load(dir, "valuesets.json")?;
     let v3 = load(dir, "v3-codesystems.json")?;
     let extension_definitions = load(dir, "extension-definitions.json")?;
+    let search_parameters = load(dir, "search-parameters.json")?;
     let mut required_sets = BTreeSet::new();
     let mut kinds = Map::new();
     let mut elements = Map::new();
@@ -340,15 +341,44 @@ pub fn generate(dir: &Path, us_core_dir: &Path) -> Result<Value, String> {
             value_sets.insert(url.to_owned(), json!(expansion));
         }
     }
+    // The code systems R4 itself defines in full: their codes are fixed
+    // with R4, unlike terminology.hl7.org's, which grow after it.
+    let core_systems: Map<String, Value> = code_systems
+        .iter()
+        .filter(|(url, cs)| url.starts_with("http://hl7.org/fhir/") && cs["content"] == "complete")
+        .map(|(url, cs)| {
+            let mut codes = vec![];
+            collect_concepts(&cs["concept"], &mut codes);
+            codes.sort_unstable();
+            (url.clone(), json!(codes))
+        })
+        .collect();
     Ok(json!({
         "fhirVersion": "4.0.1",
         "source": DEFINITIONS_PACKAGE,
         "types": kinds,
         "elements": elements,
         "valueSets": value_sets,
+        "codeSystems": core_systems,
+        "searchParameters": core_search_parameters(&search_parameters),
         "profiles": profiles,
         "extensions": extensions(&extension_definitions),
     }))
+}
+
+/// R4's search parameters by id (`http://hl7.org/fhir/SearchParameter/{id}`):
+/// `[type, base...]`, what a parameter derived from one or a
+/// CapabilityStatement naming one must agree with.
+fn core_search_parameters(bundle: &Value) -> Value {
+    let by_id: Map<String, Value> = entries(bundle)
+        .filter_map(|sp| {
+            let id = sp["url"].as_str()?.strip_prefix("http://hl7.org/fhir/SearchParameter/")?;
+            let mut row = vec![sp["type"].clone()];
+            row.extend(sp["base"].as_array()?.iter().cloned());
+            Some((id.to_owned(), Value::Array(row)))
+        })
+        .collect();
+    Value::Object(by_id)
 }
 
 /// R4's core extensions by url: the value types each allows (none for a

@@ -32,6 +32,22 @@ const KNOWN_INVALID: &[(&str, &str)] = &[
         "Bundle-dataelements.json",
         "bdl-7: seven fullUrls appear several times in this collection bundle with no versionId to tell them apart",
     ),
+    (
+        "Bundle-lri-example.json",
+        "fullUrl .../Observation/lri-gramstain1 holds the Observation gramstain1: R4 Bundle.entry.fullUrl says a RESTful fullUrl's id SHALL end with Resource.id",
+    ),
+    (
+        "Bundle-10bb101f-a121-4264-a920-67be9cb82c74.json",
+        "fullUrl .../Patient/pat12 holds the Patient pat2: a RESTful fullUrl's id SHALL end with Resource.id",
+    ),
+    (
+        "Bundle-3a0707d3-549e-4467-b8b8-5a2ab3800efe.json",
+        "fullUrl .../Patient/pat12 holds the Patient pat2: a RESTful fullUrl's id SHALL end with Resource.id",
+    ),
+    (
+        "Bundle-valuesets.json",
+        "the SNOMED CT CodeSystem in it declares three properties with the same placeholder URI 'http://.........?'",
+    ),
 ];
 
 fn corpus() -> PathBuf {

@@ -100,9 +100,22 @@ pub fn is_code(s: &str) -> bool {
         && !s.chars().zip(s.chars().skip(1)).any(|(a, b)| is_xsd_space(a) && is_xsd_space(b))
 }
 
-/// `uri`: `\S*`, and non-empty (ele-1).
+/// `uri`: `\S*`, and non-empty (ele-1); a `urn:uuid:` one holds a UUID.
 pub fn is_uri(s: &str) -> bool {
-    !s.is_empty() && !s.chars().any(is_xsd_space)
+    !s.is_empty() && !s.chars().any(is_xsd_space) && (!s.starts_with("urn:uuid:") || is_uuid(s))
+}
+
+/// `uuid`: `urn:uuid:` and a UUID (8-4-4-4-12 hex digits). RFC 4122 §3
+/// writes them in lowercase but reads either case, and so does medrec: HL7's
+/// own examples carry uppercase ones.
+pub fn is_uuid(s: &str) -> bool {
+    s.strip_prefix("urn:uuid:").is_some_and(|u| {
+        u.len() == 36
+            && u.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            })
+    })
 }
 
 /// `string`: `[ \r\n\t\S]+`: any non-empty text.

@@ -19,6 +19,9 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
+mod definitional;
+mod snomed;
+
 const MODEL_JSON: &str = include_str!("r4-model.json");
 
 /// A child element as `Model::children_of` describes it.
@@ -98,6 +101,11 @@ pub struct Model {
     extension_root: usize,
     /// R4's core extensions by url (see `CoreExtension`).
     extensions: FastMap<String, CoreExtension>,
+    /// The code systems R4 defines in full (`http://hl7.org/fhir/...`), by
+    /// url: a Coding of one names a code it defines.
+    code_systems: FastMap<String, FastSet<String>>,
+    /// R4's search parameters by id: type, then bases.
+    search_parameters: FastMap<String, Vec<String>>,
 }
 
 /// The value types R4 allows a core extension (none: a complex one, nested
@@ -194,6 +202,24 @@ impl Model {
             resources: FastSet::default(),
             primitives: FastSet::default(),
             value_sets: FastMap::default(),
+            code_systems: raw["codeSystems"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(url, codes)| {
+                    let codes = codes.as_array().into_iter().flatten().filter_map(Value::as_str);
+                    (url.clone(), codes.map(str::to_owned).collect())
+                })
+                .collect(),
+            search_parameters: raw["searchParameters"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(id, row)| {
+                    let row = row.as_array().into_iter().flatten().filter_map(Value::as_str);
+                    (id.clone(), row.map(str::to_owned).collect())
+                })
+                .collect(),
             profiles: profiles::parse_all(&raw["profiles"]),
             vital_signs: HashMap::new(),
             element_root: 0,
@@ -712,6 +738,7 @@ impl Model {
         if rt == "Bundle" {
             bundle_rules(obj, expr, issues);
         }
+        definitional::check(self, rt, obj, expr, issues);
     }
 
     /// Resolves a JSON key among `def`'s children to (child position,
@@ -764,6 +791,14 @@ impl Model {
             if primitive_ext {
                 if !obj.contains_key(name) {
                     seen[pos] += 1;
+                    // An extension (data-absent-reason) does not stand in
+                    // for a code a required binding asks for.
+                    if ty == "code" && el.value_set.is_some() && !el.weak_binding {
+                        issues.push(
+                            Issue::error("required", "no code given: a code from the required value set is needed")
+                                .at(Expr::Key(expr, name).render()),
+                        );
+                    }
                 }
                 if !self.primitives.contains(ty) {
                     issues.push(
@@ -887,6 +922,9 @@ impl Model {
                 }
             }
             "Coding" | "CodeableConcept" => {
+                if ty == "Coding" {
+                    self.coding_rules(obj, expr, issues);
+                }
                 if let Some(vs) = &el.value_set {
                     if self.bound_code_ok(vs, ty, v) == Some(false) {
                         issues.push(binding_issue(el, vs).at(expr.render()));
@@ -915,6 +953,35 @@ impl Model {
                         .at(Expr::Key(expr, key).render()),
                 );
             }
+        }
+    }
+
+    /// The type and bases of the R4 search parameter a canonical URL names
+    /// (`http://hl7.org/fhir/SearchParameter/{id}`, optionally `|version`).
+    pub(crate) fn core_search_parameter(&self, url: &str) -> Option<(&str, &[String])> {
+        let id = url.split('|').next()?.strip_prefix("http://hl7.org/fhir/SearchParameter/")?;
+        let row = self.search_parameters.get(id)?;
+        Some((row.first()?.as_str(), &row[1..]))
+    }
+
+    /// R4 datatypes.html#Coding: the system is a code system's absolute
+    /// URI (not a value set's); a code of a system R4 defines in full is
+    /// one it defines; a SNOMED CT code is well-formed.
+    fn coding_rules(&self, coding: &Map<String, Value>, expr: &Expr, issues: &mut Vec<Issue>) {
+        let Some(system) = coding.get("system").and_then(Value::as_str) else { return };
+        let code = coding.get("code").and_then(Value::as_str);
+        let at_system = || Expr::Key(expr, "system").render();
+        let at_code = || Expr::Key(expr, "code").render();
+        if !is_absolute_url(system) {
+            issues.push(Issue::error("value", "Coding.system must be an absolute URI").at(at_system()));
+        } else if system.starts_with("http://hl7.org/fhir/ValueSet/") {
+            issues.push(Issue::error("value", "Coding.system names a value set, not a code system").at(at_system()));
+        } else if let (Some(codes), Some(code)) = (self.code_systems.get(system), code) {
+            if !codes.contains(code) {
+                issues.push(Issue::error("code-invalid", "this code is not defined in its code system").at(at_code()));
+            }
+        } else if system == snomed::SYSTEM && code.is_some_and(|c| !snomed::is_code(c)) {
+            issues.push(Issue::error("code-invalid", "not a well-formed SNOMED CT code").at(at_code()));
         }
     }
 
@@ -982,6 +1049,8 @@ fn bundle_rules(b: &Map<String, Value>, expr: &Expr, issues: &mut Vec<Issue>) {
     if links.iter().filter(|l| l["relation"] == "self").count() > 1 {
         err("link", "a Bundle has at most one self link", expr.render());
     }
+    let self_link = links.iter().find(|l| l["relation"] == "self").and_then(|l| l["url"].as_str());
+    let matched_types = self_link.map(search_types).unwrap_or_default();
     let mut full_urls: HashMap<&str, Vec<Option<&str>>> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
         let at = || Expr::Index(&Expr::Key(expr, "entry"), i).render();
@@ -1014,6 +1083,18 @@ fn bundle_rules(b: &Map<String, Value>, expr: &Expr, issues: &mut Vec<Issue>) {
                 err("fullUrl", "fullUrl must be an absolute URL", at());
             }
             full_urls.entry(url).or_default().push(e["resource"]["meta"]["versionId"].as_str());
+            // R4 bundle.html: a fullUrl that looks like a RESTful server
+            // URL ends with the resource's type and id.
+            if let (Some((t, id)), Some(rt), Some(rid)) =
+                (restful_tail(url), e["resource"]["resourceType"].as_str(), e["resource"]["id"].as_str())
+            {
+                if (t, id) != (rt, rid) {
+                    err("fullUrl", "a RESTful fullUrl must end with the resource's type and id", at());
+                }
+            }
+        }
+        if ty == "searchset" {
+            searchset_entry(e, &matched_types, &mut err, at());
         }
         if i == 0 {
             let first = e["resource"]["resourceType"].as_str();
@@ -1023,6 +1104,12 @@ fn bundle_rules(b: &Map<String, Value>, expr: &Expr, issues: &mut Vec<Issue>) {
             if ty == "message" && first != Some("MessageHeader") {
                 err("bdl-12", "a message must have a MessageHeader as its first resource", at());
             }
+        }
+    }
+    if matches!(ty, "document" | "message") {
+        for (i, e) in entries.iter().enumerate() {
+            let at = Expr::Index(&Expr::Key(expr, "entry"), i).render();
+            resolve_in_bundle(e, entries, &mut err, at);
         }
     }
     if ty != "history" {
@@ -1051,6 +1138,104 @@ fn bundle_rules(b: &Map<String, Value>, expr: &Expr, issues: &mut Vec<Issue>) {
                 );
             }
         }
+    }
+}
+
+/// The type and id ending a RESTful URL (`.../Patient/123`).
+fn restful_tail(url: &str) -> Option<(&str, &str)> {
+    if url.starts_with("urn:") {
+        return None;
+    }
+    let mut parts = url.rsplitn(3, '/');
+    let (id, ty) = (parts.next()?, parts.next()?);
+    (model().resources.contains(ty) && p::is_id(id)).then_some((ty, id))
+}
+
+/// R4 bundle.html#references: in a document or message a reference to
+/// another entry resolves to one entry: an unversioned one matching several
+/// (versions of one resource) is ambiguous, and a versioned one must match
+/// an entry of that version. (One naming no entry may be outside the
+/// bundle, and is not judged.)
+fn resolve_in_bundle(e: &Value, entries: &[Value], err: &mut impl FnMut(&str, &str, String), at: String) {
+    let base = e["fullUrl"].as_str().and_then(|u| {
+        let (ty, id) = restful_tail(u)?;
+        u.strip_suffix(&format!("{ty}/{id}"))
+    });
+    let mut refs = vec![];
+    reference_values(&e["resource"], &mut refs);
+    for r in refs {
+        let (target, version) = match r.split_once("/_history/") {
+            Some((t, v)) => (t, Some(v)),
+            None => (r, None),
+        };
+        let url = match base {
+            _ if is_absolute_url(target) => target.to_owned(),
+            Some(base) if restful_tail(&format!("{base}{target}")).is_some() => format!("{base}{target}"),
+            _ => continue,
+        };
+        let versions: Vec<Option<&str>> = entries
+            .iter()
+            .filter(|x| x["fullUrl"] == url.as_str())
+            .map(|x| x["resource"]["meta"]["versionId"].as_str())
+            .collect();
+        match version {
+            None if versions.len() > 1 => {
+                err("reference", &format!("{} matches several entries: name a version", truncate(r)), at.clone())
+            }
+            Some(v) if !versions.is_empty() && !versions.contains(&Some(v)) => {
+                err("reference", &format!("{} names a version no entry has", truncate(r)), at.clone())
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Every `reference` string under `v`.
+fn reference_values<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                match (k.as_str(), x) {
+                    ("reference", Value::String(r)) => out.push(r),
+                    _ => reference_values(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| reference_values(x, out)),
+        _ => {}
+    }
+}
+
+/// The resource types a search's self link asks for (`.../Patient?...`,
+/// `base?_type=A,B`); none for an operation (`$everything`) or an unknown
+/// shape.
+fn search_types(url: &str) -> Vec<&str> {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let last = path.rsplit('/').next().unwrap_or("");
+    if model().resources.contains(last) {
+        return vec![last];
+    }
+    if last.starts_with('$') {
+        return vec![];
+    }
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("_type="))
+        .map(|types| types.split(',').filter(|t| model().resources.contains(*t)).collect())
+        .unwrap_or_default()
+}
+
+/// R4 bundle.html (search results): a match has an id and is of a type the
+/// search asked for; an outcome entry is an OperationOutcome.
+fn searchset_entry(e: &Value, asked: &[&str], err: &mut impl FnMut(&str, &str, String), at: String) {
+    let Some(rt) = e["resource"]["resourceType"].as_str() else { return };
+    match e["search"]["mode"].as_str() {
+        Some("outcome") if rt != "OperationOutcome" => err("search", "an outcome entry holds an OperationOutcome", at),
+        Some("match") if e["resource"].get("id").is_none() => err("search", "search results must have ids", at),
+        Some("match") if !asked.is_empty() && !asked.contains(&rt) => {
+            err("search", "this entry is not of a type the search asked for", at)
+        }
+        _ => {}
     }
 }
 
@@ -1148,9 +1333,7 @@ fn check_primitive(ty: &str, v: &Value) -> Result<(), &'static str> {
             "oid" => s
                 .strip_prefix("urn:oid:")
                 .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit() || b == b'.')),
-            "uuid" => s
-                .strip_prefix("urn:uuid:")
-                .is_some_and(|r| r.len() == 36 && r.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')),
+            "uuid" => p::is_uuid(s),
             "base64Binary" => p::base64_bytes(s).is_some(),
             "instant" => p::is_instant(s),
             "date" => p::is_date(s),
@@ -1323,6 +1506,91 @@ mod tests {
         );
         let nested = json!({"resourceType": "Practitioner", "id": "p1", "contained": [{"resourceType": "Organization", "id": "o"}]});
         assert!(codes(obs(nested, "#p1")).contains(&"Observation.contained[0] dom-2".to_owned()));
+    }
+
+    #[test]
+    fn search_results_fullurls_and_references_within_documents() {
+        let patient = |id: &str| json!({"resourceType": "Patient", "id": id});
+        let search = |self_url: &str, mode: &str, resource: Value| {
+            json!({"resourceType": "Bundle", "type": "searchset", "link": [{"relation": "self", "url": self_url}],
+                   "entry": [{"fullUrl": "http://x/Patient/1", "resource": resource, "search": {"mode": mode}}]})
+        };
+        assert_eq!(codes(search("http://x/Patient?name=a", "match", patient("1"))), Vec::<String>::new());
+        assert_eq!(codes(search("http://x?_type=Patient,Group", "match", patient("1"))), Vec::<String>::new());
+        assert_eq!(codes(search("http://x/Patient/1/$everything", "match", patient("1"))), Vec::<String>::new());
+        assert_eq!(codes(search("http://x/Group?name=a", "match", patient("1"))), vec!["Bundle.entry[0] searc"]);
+        assert_eq!(codes(search("http://x/Patient", "outcome", patient("1"))), vec!["Bundle.entry[0] searc"]);
+        let no_id = json!({"resourceType": "Bundle", "type": "searchset",
+                           "entry": [{"fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a", "resource": {"resourceType": "Patient"}, "search": {"mode": "match"}}]});
+        assert_eq!(codes(no_id), vec!["Bundle.entry[0] searc"]);
+        // R4: a RESTful fullUrl ends with the resource's type and id.
+        assert_eq!(codes(search("http://x/Patient", "match", patient("2"))), vec!["Bundle.entry[0] fullU"]);
+        // In a document, a reference resolves to one entry (of its version).
+        let obs = |v: &str| json!({"resourceType": "Observation", "id": "o", "meta": {"versionId": v}, "status": "final", "code": {"text": "x"}});
+        let doc = |reference: &str| {
+            json!({"resourceType": "Bundle", "type": "document", "identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"}, "timestamp": "2026-01-01T00:00:00Z", "entry": [
+                {"fullUrl": "http://x/Composition/c", "resource": {"resourceType": "Composition", "id": "c", "status": "final", "type": {"text": "x"}, "date": "2026-01-01", "author": [{"display": "a"}], "title": "t",
+                    "section": [{"entry": [{"reference": reference}]}]}},
+                {"fullUrl": "http://x/Observation/o", "resource": obs("1")},
+                {"fullUrl": "http://x/Observation/o", "resource": obs("2")}]})
+        };
+        assert_eq!(codes(doc("Observation/o/_history/2")), Vec::<String>::new());
+        assert_eq!(codes(doc("Observation/elsewhere")), Vec::<String>::new());
+        assert_eq!(codes(doc("Observation/o")), vec!["Bundle.entry[0] refer"]);
+        assert_eq!(codes(doc("http://x/Observation/o/_history/3")), vec!["Bundle.entry[0] refer"]);
+    }
+
+    #[test]
+    fn codings_name_code_systems_and_their_codes() {
+        let coding = |system: &str, code: &str| json!({"resourceType": "Observation", "status": "final", "code": {"coding": [{"system": system, "code": code}]}});
+        assert_eq!(codes(coding("http://loinc.org", "2339-0")), Vec::<String>::new());
+        assert_eq!(codes(coding("http://snomed.info/sct", "276885007")), Vec::<String>::new());
+        assert_eq!(codes(coding("http://hl7.org/fhir/contract-legalstate", "executed")), Vec::<String>::new());
+        assert_eq!(
+            codes(coding("http://hl7.org/fhir/contract-legalstate", "signed-ish")),
+            vec!["Observation.code.coding[0].code this "]
+        );
+        assert_eq!(
+            codes(coding("http://snomed.info/sct", "276885007x")),
+            vec!["Observation.code.coding[0].code not a"]
+        );
+        assert_eq!(codes(coding("loinc", "8310-5")), vec!["Observation.code.coding[0].system Codin"]);
+        assert_eq!(
+            codes(coding("http://hl7.org/fhir/ValueSet/observation-codes", "8310-5")),
+            vec!["Observation.code.coding[0].system Codin"]
+        );
+        // data-absent-reason does not stand in for a code a required binding asks for.
+        let absent = json!({"resourceType": "Observation", "_status": {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]}, "code": {"text": "x"}});
+        assert_eq!(codes(absent), vec!["Observation.status no co"]);
+    }
+
+    #[test]
+    fn terminology_and_search_definitions_follow_r4s_text() {
+        let cs = json!({"resourceType": "CodeSystem", "url": "http://example.org/cs", "status": "draft", "content": "complete",
+            "property": [{"code": "p", "type": "boolean"}, {"code": "p", "type": "code"}],
+            "concept": [{"code": "a", "property": [{"code": "p", "valueString": "x"}]}]});
+        assert_eq!(codes(cs), vec!["CodeSystem.property[1] a pro", "CodeSystem.concept[0].property[0] this "]);
+        let supplement = json!({"resourceType": "CodeSystem", "url": "http://example.org/s", "status": "draft", "content": "complete", "supplements": "http://loinc.org"});
+        assert_eq!(codes(supplement), vec!["CodeSystem.content a Cod"]);
+        let vs = |include: Value| json!({"resourceType": "ValueSet", "url": "http://example.org/vs", "status": "draft", "compose": {"include": [include]}});
+        assert_eq!(
+            codes(vs(
+                json!({"system": "http://snomed.info/sct", "filter": [{"property": "constraint", "op": "=", "value": "<< 404684003"}]})
+            )),
+            Vec::<String>::new()
+        );
+        assert_eq!(codes(vs(json!({"system": "http://snomed.info/sct", "filter": [{"property": "constraint", "op": "=", "value": "234234 << 234234"}]}))).len(), 1);
+        assert_eq!(codes(vs(json!({"system": "http://snomed.info/sct", "concept": [{"code": "1"}]}))).len(), 1);
+        assert_eq!(codes(vs(json!({"system": "#local"}))), vec!["ValueSet.compose.include[0].system syste"]);
+        let relative_url = json!({"resourceType": "ValueSet", "url": "ValueSet/x", "status": "draft"});
+        assert_eq!(codes(relative_url), vec!["ValueSet.url a can"]);
+        let sp = |ty: &str, base: &str| {
+            json!({"resourceType": "SearchParameter", "url": "http://example.org/sp", "name": "n", "status": "draft", "description": "d",
+            "code": "name", "base": [base], "type": ty, "derivedFrom": "http://hl7.org/fhir/SearchParameter/Organization-name"})
+        };
+        assert_eq!(codes(sp("string", "Organization")), Vec::<String>::new());
+        assert_eq!(codes(sp("token", "Organization")), vec!["SearchParameter.type the p"]);
+        assert_eq!(codes(sp("string", "Patient")), vec!["SearchParameter.base[0] not a"]);
     }
 
     #[test]
