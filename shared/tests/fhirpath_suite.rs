@@ -209,6 +209,9 @@ fn hl7s_fhirpath_suite_agrees_within_the_bar() {
         inputs.insert(name, json);
     }
 
+    if let Ok(path) = std::env::var("MEDREC_FHIRPATH_DUMP") {
+        dump(&cases, &inputs, Path::new(&path));
+    }
     let (mut passed, mut unsupported, mut wrong) = (0, 0, vec![]);
     for case in &cases {
         match run(case, &inputs[&case.input]) {
@@ -230,6 +233,23 @@ fn hl7s_fhirpath_suite_agrees_within_the_bar() {
     );
     assert!(passed >= AT_LEAST_PASSED, "{passed} passed, the bar is {AT_LEAST_PASSED}");
     assert!(wrong.is_empty(), "{} wrong answers", wrong.len());
+}
+
+/// Writes the cases and their converted inputs as JSON, for running the
+/// same suite through another engine under the same rules
+/// (`infra/bench/fhirpath-js`).
+fn dump(cases: &[Case], inputs: &HashMap<String, Value>, path: &Path) {
+    let cases: Vec<Value> = cases
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.name, "input": c.input, "expression": c.expression, "invalid": c.invalid,
+                "predicate": c.predicate, "unordered": c.unordered, "outputs": c.outputs,
+            })
+        })
+        .collect();
+    let text = serde_json::to_vec(&serde_json::json!({"cases": cases, "inputs": inputs})).unwrap();
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 /// Where two JSON values differ, by path (the narrative's XHTML aside:

