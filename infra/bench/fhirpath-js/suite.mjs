@@ -38,7 +38,7 @@ function run(c) {
   const input = c.input === '' ? { resourceType: 'Parameters' } : inputs[c.input];
   let result;
   try {
-    result = fhirpath.evaluate(input, c.expression, null, r4, { resolveInternalTypes: false });
+    result = fhirpath.evaluate(input, c.expression, null, r4, { resolveInternalTypes: false, traceFn: () => {} });
     if (result instanceof Promise) throw new Error('asynchronous');
   } catch (e) {
     return c.invalid ? ['passed'] : ['unsupported', String(e.message ?? e).split('\n')[0]];
