@@ -202,24 +202,8 @@ impl Model {
             resources: FastSet::default(),
             primitives: FastSet::default(),
             value_sets: FastMap::default(),
-            code_systems: raw["codeSystems"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(url, codes)| {
-                    let codes = codes.as_array().into_iter().flatten().filter_map(Value::as_str);
-                    (url.clone(), codes.map(str::to_owned).collect())
-                })
-                .collect(),
-            search_parameters: raw["searchParameters"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(id, row)| {
-                    let row = row.as_array().into_iter().flatten().filter_map(Value::as_str);
-                    (id.clone(), row.map(str::to_owned).collect())
-                })
-                .collect(),
+            code_systems: string_lists(&raw["codeSystems"]).map(|(k, v)| (k, v.into_iter().collect())).collect(),
+            search_parameters: string_lists(&raw["searchParameters"]).collect(),
             profiles: profiles::parse_all(&raw["profiles"]),
             vital_signs: HashMap::new(),
             element_root: 0,
@@ -1028,6 +1012,14 @@ impl Model {
                 .push(Issue::error("structure", "this element repeats: it must be a JSON array").at(expr.render())),
         }
     }
+}
+
+/// A model table of string lists by key (`{"key": ["a", "b"]}`).
+fn string_lists(table: &Value) -> impl Iterator<Item = (String, Vec<String>)> + '_ {
+    table.as_object().into_iter().flatten().map(|(key, list)| {
+        let items = list.as_array().into_iter().flatten().filter_map(Value::as_str);
+        (key.clone(), items.map(str::to_owned).collect())
+    })
 }
 
 /// A code outside a bound value set: an error for a required binding, a
