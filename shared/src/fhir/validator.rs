@@ -1127,7 +1127,7 @@ fn bundle_rules(b: &Map<String, Value>, expr: &Expr, issues: &mut Vec<Issue>) {
     if matches!(ty, "document" | "message") {
         for (i, e) in entries.iter().enumerate() {
             let at = Expr::Index(&Expr::Key(expr, "entry"), i).render();
-            resolve_in_bundle(e, entries, &mut err, at);
+            resolve_in_bundle(e, &full_urls, &mut err, at);
         }
     }
     if ty != "history" {
@@ -1174,7 +1174,12 @@ fn restful_tail(url: &str) -> Option<(&str, &str)> {
 /// (versions of one resource) is ambiguous, and a versioned one must match
 /// an entry of that version. (One naming no entry may be outside the
 /// bundle, and is not judged.)
-fn resolve_in_bundle(e: &Value, entries: &[Value], err: &mut impl FnMut(&str, &str, String), at: String) {
+fn resolve_in_bundle(
+    e: &Value,
+    full_urls: &HashMap<&str, Vec<Option<&str>>>,
+    err: &mut impl FnMut(&str, &str, String),
+    at: String,
+) {
     let base = e["fullUrl"].as_str().and_then(|u| {
         let (ty, id) = restful_tail(u)?;
         u.strip_suffix(&format!("{ty}/{id}"))
@@ -1191,11 +1196,7 @@ fn resolve_in_bundle(e: &Value, entries: &[Value], err: &mut impl FnMut(&str, &s
             Some(base) if restful_tail(&format!("{base}{target}")).is_some() => format!("{base}{target}"),
             _ => continue,
         };
-        let versions: Vec<Option<&str>> = entries
-            .iter()
-            .filter(|x| x["fullUrl"] == url.as_str())
-            .map(|x| x["resource"]["meta"]["versionId"].as_str())
-            .collect();
+        let versions = full_urls.get(url.as_str()).map_or(&[][..], Vec::as_slice);
         match version {
             None if versions.len() > 1 => {
                 err("reference", &format!("{} matches several entries: name a version", truncate(r)), at.clone())

@@ -87,8 +87,12 @@ pub fn is_ecl(ecl: &str) -> bool {
         _ => return false,
     };
     let mut at = 0;
-    expression(&tokens, &mut at) && at == tokens.len()
+    expression(&tokens, &mut at, 0) && at == tokens.len()
 }
+
+/// Brackets nest at most this deep: the parser recurses per bracket, and a
+/// request must not choose how deep the stack goes.
+const MAX_DEPTH: usize = 32;
 
 #[derive(Debug, PartialEq)]
 enum Token<'a> {
@@ -134,8 +138,8 @@ fn tokens(s: &str) -> Option<Vec<Token<'_>>> {
     Some(out)
 }
 
-fn expression(t: &[Token], at: &mut usize) -> bool {
-    if !sub_expression(t, at) {
+fn expression(t: &[Token], at: &mut usize, depth: usize) -> bool {
+    if !sub_expression(t, at, depth) {
         return false;
     }
     while let Some(tok) = t.get(*at) {
@@ -145,14 +149,14 @@ fn expression(t: &[Token], at: &mut usize) -> bool {
             break;
         }
         *at += 1;
-        if !sub_expression(t, at) {
+        if !sub_expression(t, at, depth) {
             return false;
         }
     }
     true
 }
 
-fn sub_expression(t: &[Token], at: &mut usize) -> bool {
+fn sub_expression(t: &[Token], at: &mut usize, depth: usize) -> bool {
     while matches!(t.get(*at), Some(Token::Op(op)) if *op != ",")
         || matches!(t.get(*at), Some(Token::Word(w)) if w == "MEMBEROF")
     {
@@ -161,9 +165,9 @@ fn sub_expression(t: &[Token], at: &mut usize) -> bool {
     let ok = match t.get(*at) {
         Some(Token::Id(id)) => is_concept_id(id),
         Some(Token::Any) => true,
-        Some(Token::Open) => {
+        Some(Token::Open) if depth < MAX_DEPTH => {
             *at += 1;
-            if !expression(t, at) || t.get(*at) != Some(&Token::Close) {
+            if !expression(t, at, depth + 1) || t.get(*at) != Some(&Token::Close) {
                 return false;
             }
             true
@@ -209,6 +213,8 @@ mod tests {
         ] {
             assert!(is_ecl(good), "{good}");
         }
+        let deep = format!("{}< 404684003{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(!is_ecl(&deep), "nesting is bounded, and refused past the bound");
         for bad in ["234234 << 234234", "<< 234234", "< 19829001 AND", "(< 19829001", "", "<< 404684003 404684003"] {
             assert!(!is_ecl(bad), "{bad}");
         }
