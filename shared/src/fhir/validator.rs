@@ -1044,7 +1044,7 @@ fn is_absolute_url(url: &str) -> bool {
 
 fn bundle_rules(b: &Map<String, Value>, expr: &Expr, issues: &mut Vec<Issue>) {
     let ty = b.get("type").and_then(Value::as_str).unwrap_or("");
-    let entries: &[Value] = b.get("entry").and_then(Value::as_array).map_or(&[], Vec::as_slice);
+    let entries = items(b.get("entry"));
     let mut err =
         |rule: &str, msg: &str, at: String| issues.push(Issue::error("invariant", format!("{rule}: {msg}")).at(at));
     if b.contains_key("total") && !matches!(ty, "searchset" | "history") {
@@ -1063,7 +1063,7 @@ fn bundle_rules(b: &Map<String, Value>, expr: &Expr, issues: &mut Vec<Issue>) {
             err("bdl-10", "a document must have a date", expr.render());
         }
     }
-    let links = b.get("link").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let links = items(b.get("link"));
     if links.iter().filter(|l| l["relation"] == "self").count() > 1 {
         err("link", "a Bundle has at most one self link", expr.render());
     }
@@ -1159,14 +1159,25 @@ fn bundle_rules(b: &Map<String, Value>, expr: &Expr, issues: &mut Vec<Issue>) {
     }
 }
 
-/// The type and id ending a RESTful URL (`.../Patient/123`).
+/// The elements of an array element, none when it is absent or not one.
+fn items(v: Option<&Value>) -> &[Value] {
+    v.and_then(Value::as_array).map_or(&[], Vec::as_slice)
+}
+
+/// The R4 type and id ending a URL or reference (`.../Patient/123`,
+/// `Patient/123`).
+fn type_and_id(url: &str) -> Option<(&str, &str)> {
+    let mut parts = url.rsplitn(3, '/');
+    let (id, ty) = (parts.next()?, parts.next()?);
+    (model().resources.contains(ty) && p::is_id(id)).then_some((ty, id))
+}
+
+/// The type and id ending a RESTful fullUrl (a `urn:` one has none).
 fn restful_tail(url: &str) -> Option<(&str, &str)> {
     if url.starts_with("urn:") {
         return None;
     }
-    let mut parts = url.rsplitn(3, '/');
-    let (id, ty) = (parts.next()?, parts.next()?);
-    (model().resources.contains(ty) && p::is_id(id)).then_some((ty, id))
+    type_and_id(url)
 }
 
 /// R4 bundle.html#references: in a document or message a reference to
@@ -1390,19 +1401,13 @@ fn check_reference(r: &str, targets: &[String], expr: &Expr, issues: &mut Vec<Is
     }
     let absolute = r.contains("://");
     let relative = r.split("/_history/").next().unwrap_or(r);
-    let mut parts = relative.rsplitn(3, '/');
-    let (id, ty) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let restful = model().resources.contains(ty) && p::is_id(id);
-    if !restful {
-        if !(absolute && p::is_uri(r)) {
-            issues.push(
-                Issue::error("value", "reference must be Type/id, an absolute URL or a local #id").at(expr.render()),
-            );
-        }
-    } else if !targets.is_empty() && !targets.iter().any(|t| t == ty || t == "Resource") {
-        issues.push(
+    match type_and_id(relative) {
+        None if !(absolute && p::is_uri(r)) => issues
+            .push(Issue::error("value", "reference must be Type/id, an absolute URL or a local #id").at(expr.render())),
+        Some((ty, _)) if !targets.is_empty() && !targets.iter().any(|t| t == ty || t == "Resource") => issues.push(
             Issue::error("value", format!("reference must point to one of: {}", targets.join(", "))).at(expr.render()),
-        );
+        ),
+        _ => {}
     }
 }
 

@@ -5,7 +5,7 @@
 //! code system it cannot name, a property with two meanings).
 
 use super::snomed;
-use super::{Expr, Model};
+use super::{items, Expr, Model};
 use crate::fhir::fhirpath;
 use crate::fhir::outcome::Issue;
 use serde_json::{Map, Value};
@@ -63,10 +63,6 @@ pub(super) fn check(model: &Model, rt: &str, obj: &Map<String, Value>, expr: &Ex
 
 fn error(issues: &mut Vec<Issue>, at: String, msg: impl Into<String>) {
     issues.push(Issue::error("business-rule", msg).at(at));
-}
-
-fn items(v: Option<&Value>) -> &[Value] {
-    v.and_then(Value::as_array).map_or(&[], Vec::as_slice)
 }
 
 /// R4 codesystem.html: a supplement's `content` is `supplement`; property
