@@ -20,7 +20,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
 mod definitional;
-mod snomed;
+pub(crate) mod snomed;
 
 const MODEL_JSON: &str = include_str!("r4-model.json");
 
@@ -93,8 +93,6 @@ pub struct Model {
     primitives: FastSet<String>,
     value_sets: FastMap<String, ValueSet>,
     profiles: HashMap<String, Profile>,
-    /// LOINC code -> the core vital-signs profile an Observation with it must meet.
-    vital_signs: HashMap<String, String>,
     /// Roots of the `Element` and `Extension` types, resolved at load: the
     /// walk needs them for every primitive extension and every object.
     element_root: usize,
@@ -205,7 +203,6 @@ impl Model {
             code_systems: string_lists(&raw["codeSystems"]).map(|(k, v)| (k, v.into_iter().collect())).collect(),
             search_parameters: string_lists(&raw["searchParameters"]).collect(),
             profiles: profiles::parse_all(&raw["profiles"]),
-            vital_signs: HashMap::new(),
             element_root: 0,
             extension_root: 0,
             extensions: raw["extensions"]
@@ -302,7 +299,6 @@ impl Model {
         for (idx, r) in refs {
             m.elements[idx].content_ref = m.index.get(&r).copied();
         }
-        m.vital_signs = profiles::vital_sign_profiles(&m.profiles);
         m.element_root = m.index["Element"];
         m.extension_root = m.index["Extension"];
         let index = m.index.clone();
@@ -402,20 +398,12 @@ impl Model {
     }
 
     /// Profiles an instance must meet without naming them: a vital-signs
-    /// Observation (by its LOINC code) meets the core profile of that sign.
+    /// Observation meets the core profile of that sign.
     pub fn implied_profiles(&self, resource: &Value) -> Vec<&str> {
         if resource["resourceType"] != "Observation" {
             return vec![];
         }
-        let mut urls: Vec<&str> = resource["code"]["coding"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| c["system"] == "http://loinc.org")
-            .filter_map(|c| self.vital_signs.get(c["code"].as_str()?).map(String::as_str))
-            .collect();
-        urls.dedup();
-        urls
+        profiles::implied_vital_sign(&resource["code"]).into_iter().collect()
     }
 
     /// The URLs of the profiles medrec validates against.
