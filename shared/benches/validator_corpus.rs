@@ -1,9 +1,12 @@
 //! Validation throughput over the official examples (parse + validate from
-//! in-memory bytes), the model's load time (the cold-start cost), and, given
-//! fhir.resources' verdicts (infra/bench/fhir_resources_verdicts.py), where
-//! the two validators disagree.
+//! in-memory bytes) and the model's load time (the cold-start cost). Given
+//! a Python with fhir.resources (`FHIR_RESOURCES_PYTHON`, set up as
+//! infra/bench/fhir_resources_verdicts.py says), it then runs that validator
+//! over the same files, back to back, prints the ratio of the two rates and
+//! where the two validators disagree.
 //!
-//! `MEDREC_FHIR_EXAMPLES=DIR FHIR_RESOURCES_VERDICTS=FILE cargo bench -p medrec-shared --bench validator_corpus`
+//! `FHIR_RESOURCES_PYTHON=/tmp/fhirres/bin/python cargo bench -p medrec-shared --bench validator_corpus`
+//! (`MEDREC_FHIR_EXAMPLES=DIR` for another corpus)
 
 use medrec_shared::fhir::validator::Model;
 use std::collections::BTreeMap;
@@ -52,9 +55,18 @@ fn main() {
         bytes as f64 / 1e6 / secs
     );
 
-    let Ok(path) = std::env::var("FHIR_RESOURCES_VERDICTS") else { return };
+    let Ok(python) = std::env::var("FHIR_RESOURCES_PYTHON") else { return };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/bench/fhir_resources_verdicts.py");
+    let out = std::env::temp_dir().join("fhir-resources-verdicts.json");
+    let run = std::process::Command::new(python).arg(script).arg(&dir).arg(&out).output().expect("runs python");
+    let report = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "fhir.resources: {report}{}", String::from_utf8_lossy(&run.stderr));
+    print!("{report}");
+    let rate = |line: &str| line.split(" = ").nth(1)?.split('/').next()?.parse::<f64>().ok();
+    let theirs = report.lines().find_map(rate).expect("fhir.resources prints its rate");
+    println!("ratio: medrec {:.1}x fhir.resources", blobs.len() as f64 / secs / theirs);
     let other: BTreeMap<String, Option<String>> =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
     let (mut only_medrec, mut only_other) = (vec![], vec![]);
     for (name, ours) in &verdicts {
         match (ours, other.get(*name).cloned().flatten()) {
