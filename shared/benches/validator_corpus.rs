@@ -65,8 +65,7 @@ fn main() {
     let rate = |line: &str| line.split(" = ").nth(1)?.split('/').next()?.parse::<f64>().ok();
     let theirs = report.lines().find_map(rate).expect("fhir.resources prints its rate");
     println!("ratio: medrec {:.1}x fhir.resources", blobs.len() as f64 / secs / theirs);
-    let other: BTreeMap<String, Option<String>> =
-        serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+    let other: BTreeMap<String, Option<String>> = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
     let (mut only_medrec, mut only_other) = (vec![], vec![]);
     for (name, ours) in &verdicts {
         match (ours, other.get(*name).cloned().flatten()) {
