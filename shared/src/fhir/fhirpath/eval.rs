@@ -780,7 +780,7 @@ fn regex(pattern: &str) -> Result<Rc<regex_lite::Regex>, EvalError> {
 
 /// The UCUM unit a quantity's unit compares as: a definite calendar
 /// duration's (`day` as `d`), else itself.
-fn ucum_of(unit: &str) -> &str {
+pub(super) fn ucum_of(unit: &str) -> &str {
     CALENDAR_UNITS.iter().find(|(word, _)| *word == unit).and_then(|(_, ucum)| *ucum).unwrap_or(unit)
 }
 

@@ -81,6 +81,24 @@ mod tests {
     }
 
     #[test]
+    fn precision_comparability_and_escapes() {
+        let o = obs();
+        assert_eq!(eval(&o, "1.58700.precision()").unwrap(), ["5"]);
+        assert_eq!(eval(&o, "effective.precision()").unwrap(), ["14"], "2020-01-02T10:00:00Z, the zone aside");
+        assert_eq!(eval(&o, "@T10:30.precision()").unwrap(), ["4"]);
+        assert!(eval(&o, "'abc'.precision()").is_err());
+        assert_eq!(eval(&o, "1 'cm'.comparable(1 '[in_i]')").unwrap(), ["true"]);
+        assert_eq!(eval(&o, "1 'cm'.comparable(1 's')").unwrap(), ["false"]);
+        assert!(eval(&o, "1.comparable(1 's')").is_err());
+        assert_eq!(eval(&o, "'a<b & \\'c\\''.escape('html')").unwrap(), ["a&lt;b &amp; &#39;c&#39;"]);
+        assert_eq!(eval(&o, "'&lt;&#x41;&#66;&amp;&bogus;'.unescape('html')").unwrap(), ["<AB&&bogus;"]);
+        assert_eq!(eval(&o, "'a\\nb'.escape('json')").unwrap(), ["a\\nb"]);
+        assert_eq!(eval(&o, "'a\\\\nb\\\\u0041'.unescape('json')").unwrap(), ["a\nbA"]);
+        assert_eq!(eval(&o, "'bad\\\\u00'.unescape('json')").unwrap(), Vec::<String>::new());
+        assert!(eval(&o, "'x'.escape('xml')").is_err());
+    }
+
+    #[test]
     fn what_is_outside_the_subset_is_an_error_not_an_answer() {
         let o = obs();
         assert!(eval(&o, "code.memberOf('http://x')").is_err());

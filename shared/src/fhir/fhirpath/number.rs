@@ -24,6 +24,11 @@ fn pow10(n: u32) -> Option<i128> {
 }
 
 impl Decimal {
+    /// The places it is written to (`1.58700` has 5): its precision.
+    pub fn places(self) -> u32 {
+        self.places
+    }
+
     pub fn from_int(v: i64) -> Decimal {
         Decimal { mantissa: v.into(), places: 0 }
     }

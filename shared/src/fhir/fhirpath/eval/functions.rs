@@ -68,13 +68,101 @@ fn temporal_of_str(s: &str, kind: &str) -> Option<String> {
     ok.then(|| if kind == "Time" { format!("T{s}") } else { s.to_owned() })
 }
 
+/// The digits a date, dateTime or time is written to (`@2014` 4,
+/// `@T10:30:00.000` 9): its precision, the time zone aside.
+fn temporal_digits(t: &str) -> u32 {
+    let (date, time) = t.split_once('T').unwrap_or((t, ""));
+    let time = time.split(['Z', '+', '-']).next().unwrap_or_default();
+    date.chars().chain(time.chars()).filter(char::is_ascii_digit).count() as u32
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// JSON's backslash escapes resolved; anything else is kept as written.
+/// None for a broken escape.
+fn unescape_json(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match chars.next()? {
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'u' => {
+                let hex: String = chars.by_ref().take(4).collect();
+                if hex.len() != 4 {
+                    return None;
+                }
+                char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?
+            }
+            other => other,
+        });
+    }
+    Some(out)
+}
+
+/// The entities `escape('html')` writes, `&apos;`, and numeric references.
+fn unescape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(end) = rest.find(';') else { break };
+        let entity = &rest[1..end];
+        let c = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            e => e
+                .strip_prefix("#x")
+                .or_else(|| e.strip_prefix("#X"))
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .or_else(|| e.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match c {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 impl<'a> Env<'a> {
     /// The functions of this module; `None` for a name it does not know.
     pub(super) fn extended(&self, name: &str, input: &[Item<'a>], args: &[Ast], this: &[Item<'a>]) -> Option<Res<'a>> {
         Some(match name {
-            "indexOf" | "trim" | "replace" | "split" | "toChars" | "matchesFull" | "encode" | "decode" => {
-                self.string_function(name, input, args, this)
-            }
+            "indexOf" | "trim" | "replace" | "split" | "toChars" | "matchesFull" | "encode" | "decode" | "escape"
+            | "unescape" => self.string_function(name, input, args, this),
             "join" => (|| {
                 let sep = match args.first() {
                     Some(_) => self.str_arg(args, 0, this)?.unwrap_or_default(),
@@ -131,6 +219,27 @@ impl<'a> Env<'a> {
                 Ok(out)
             })(),
             "sort" => self.sorted(input, args),
+            "precision" => (|| {
+                let Some(item) = single(input)? else { return Ok(vec![]) };
+                let digits = match sv(item) {
+                    Sv::Int(_) => 0,
+                    Sv::Dec(d) => d.places(),
+                    Sv::Temporal(t) => temporal_digits(t),
+                    _ => return fail("precision() of this type is not supported"),
+                };
+                Ok(vec![Item::Int(i64::from(digits))])
+            })(),
+            "comparable" => (|| {
+                let (Some(x), Some(y)) = (single(input)?, single(&self.arg(args, 0, this)?)?.cloned()) else {
+                    return Ok(vec![]);
+                };
+                match (sv(x), sv(&y)) {
+                    (Sv::Quantity(_, u), Sv::Quantity(_, v)) => Ok(vec![Item::Bool(
+                        u == v || crate::fhir::ucum::convert(1.0, super::ucum_of(u), super::ucum_of(v)).is_some(),
+                    )]),
+                    _ => fail("comparable() compares quantities"),
+                }
+            })(),
             "lowBoundary" | "highBoundary" => (|| {
                 let Some(item) = single(input)? else { return Ok(vec![]) };
                 let digits = match args.first() {
@@ -266,6 +375,23 @@ impl<'a> Env<'a> {
                 None => vec![],
                 Some(pattern) => vec![Item::Bool(super::regex(&format!("(?s)^(?:{pattern})$"))?.is_match(&s))],
             },
+            "escape" | "unescape" => {
+                let Some(target) = arg(0)? else { return Ok(vec![]) };
+                let out = match (name, target.as_str()) {
+                    ("escape", "html") => escape_html(&s),
+                    ("unescape", "html") => unescape_html(&s),
+                    ("escape", "json") => {
+                        let quoted = serde_json::Value::String(s).to_string();
+                        quoted[1..quoted.len() - 1].to_owned()
+                    }
+                    ("unescape", "json") => match unescape_json(&s) {
+                        Some(text) => text,
+                        None => return Ok(vec![]),
+                    },
+                    _ => return fail(format!("{name}('{target}') is not supported")),
+                };
+                vec![Item::Str(out)]
+            }
             "encode" | "decode" => {
                 let Some(format) = arg(0)? else { return Ok(vec![]) };
                 let b64 = base64::engine::general_purpose::STANDARD;
