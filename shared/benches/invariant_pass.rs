@@ -55,7 +55,7 @@ fn main() {
         for resource in &corpus {
             let Some(root) = model.resource_node(resource) else { continue };
             let Some(list) = invariants.get(root.ty) else { continue };
-            let env = Env { model: &model, resource: root, root, context: root, strict: false };
+            let env = Env::new(&model, root, root, root, false);
             for inv in list {
                 let Ok(nodes) = env.evaluate(&inv.path) else { continue };
                 for node in nodes {
@@ -66,7 +66,7 @@ fn main() {
                         continue;
                     }
                     evaluations += 1;
-                    match (Env { context: node, ..env }).evaluate(&inv.expression) {
+                    match env.at(node).evaluate(&inv.expression) {
                         Ok(items) if matches!(items.as_slice(), [Item::Bool(false)]) => falses += 1,
                         Ok(_) => trues += 1,
                         Err(_) => errors += 1,

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 /// The figure this suite must not fall behind: measured, and raised as the
 /// engine grows (the bar is ≥ 95%). No wrong answer is ever accepted.
-const AT_LEAST_PASSED: usize = 908;
+const AT_LEAST_PASSED: usize = 913;
 
 fn suite_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/hl7/fhirpath")
@@ -144,7 +144,7 @@ fn run(case: &Case, input: &Value) -> Outcome {
         }
     };
     let Some(root) = model().resource_node(input) else { return Outcome::Unsupported };
-    let env = Env { model: model(), resource: root, root, context: root, strict: true };
+    let env = Env::new(model(), root, root, root, true);
     match env.evaluate(&ast) {
         Err(_) if case.invalid => Outcome::Passed,
         Err(e) => {

@@ -314,13 +314,7 @@ impl<'a> Run<'a> {
             self.issues.push(Issue::error(code, format!("{}: {msg}", p.name)).at(item.at.clone()));
         }
         for (key, error, human, ast) in &rule.invariants {
-            let env = Env {
-                model: self.model,
-                resource: self.resource,
-                root: self.resource,
-                context: item.node,
-                strict: false,
-            };
+            let env = Env::new(self.model, self.resource, self.resource, item.node, false);
             if env.holds(ast) == Ok(false) {
                 let text = format!("{}: {key}: {human}", p.name);
                 self.issues.push(

@@ -664,7 +664,7 @@ impl Model {
             _ => &[],
         };
         if !own.is_empty() || !of_type.is_empty() {
-            let env = Env { model: self, resource, root, context: n, strict: false };
+            let env = Env::new(self, resource, root, n, false);
             for inv in own.iter().chain(of_type).filter(|i| !i.native) {
                 if let Some(ast) = &inv.ast {
                     seen(inv, expr, env.holds(ast));

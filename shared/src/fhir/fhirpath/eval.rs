@@ -8,7 +8,7 @@ use crate::fhir::primitives::is_safe_xhtml;
 use crate::fhir::validator::Model;
 use serde_json::Value;
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -137,11 +137,24 @@ pub struct Env<'a> {
     /// an `answerBoolean`; cid-0 tests a `name` ChargeItemDefinition lacks),
     /// so the validator evaluates them as R4 meant them, not strictly.
     pub strict: bool,
+    /// `$index` inside an iterating function's argument.
+    index: Cell<Option<usize>>,
+    /// `$total` inside `aggregate()`'s aggregator.
+    total: RefCell<Option<Coll<'a>>>,
 }
 
 const UCUM: &str = "http://unitsofmeasure.org";
 
 impl<'a> Env<'a> {
+    pub fn new(model: &'a Model, resource: Node<'a>, root: Node<'a>, context: Node<'a>, strict: bool) -> Env<'a> {
+        Env { model, resource, root, context, strict, index: Cell::new(None), total: RefCell::new(None) }
+    }
+
+    /// The same resources, another `%context`.
+    pub fn at(&self, context: Node<'a>) -> Env<'a> {
+        Env::new(self.model, self.resource, self.root, context, self.strict)
+    }
+
     /// Evaluates `ast` with `%context` as its focus.
     pub fn evaluate(&self, ast: &Ast) -> Res<'a> {
         let start = vec![Item::Node(self.context)];
@@ -164,7 +177,14 @@ impl<'a> Env<'a> {
             Ast::DateTime(d) => vec![Item::Temporal(d.clone())],
             Ast::Quantity(v, u) => vec![Item::Quantity(*v, u.clone())],
             Ast::This => this.to_vec(),
-            Ast::Index | Ast::Total => return fail("$index and $total are not supported"),
+            Ast::Index => match self.index.get() {
+                Some(i) => vec![Item::Int(i as i64)],
+                None => return fail("$index outside an iterating function"),
+            },
+            Ast::Total => match &*self.total.borrow() {
+                Some(total) => total.clone(),
+                None => return fail("$total outside aggregate()"),
+            },
             Ast::Var(name) => match name.as_str() {
                 "resource" => vec![Item::Node(self.resource)],
                 "rootResource" => vec![Item::Node(self.root)],
@@ -497,9 +517,31 @@ impl<'a> Env<'a> {
         compare_sv(&sv(x), &sv(y))
     }
 
-    fn lambda(&self, arg: &Ast, item: &Item<'a>) -> Res<'a> {
+    /// `arg` with `item` as its focus and `$this`, and `index` as `$index`
+    /// (none where the spec gives the items no order, as in `repeat()`).
+    fn lambda(&self, arg: &Ast, item: &Item<'a>, index: Option<usize>) -> Res<'a> {
         let one = [item.clone()];
-        self.eval(arg, &one, &one)
+        let outer = self.index.replace(index);
+        let out = self.eval(arg, &one, &one);
+        self.index.set(outer);
+        out
+    }
+
+    /// `aggregate(aggregator, init)`: `$total` starts as `init` and becomes
+    /// the aggregator's value for each item in turn.
+    fn aggregate(&self, input: &[Item<'a>], args: &[Ast], this: &[Item<'a>]) -> Res<'a> {
+        let aggregator = args.first().ok_or_else(|| EvalError("aggregate needs an aggregator".into()))?;
+        let mut total = match args.get(1) {
+            Some(_) => self.arg(args, 1, this)?,
+            None => vec![],
+        };
+        for (i, item) in input.iter().enumerate() {
+            let outer = self.total.replace(Some(total));
+            let next = self.lambda(aggregator, item, Some(i));
+            self.total.replace(outer);
+            total = next?;
+        }
+        Ok(total)
     }
 
     fn arg(&self, args: &[Ast], i: usize, this: &[Item<'a>]) -> Res<'a> {
@@ -557,15 +599,15 @@ impl<'a> Env<'a> {
             "select" => {
                 let a = args.first().ok_or_else(|| EvalError("select needs a projection".into()))?;
                 let mut out = Vec::new();
-                for i in input {
-                    out.extend(self.lambda(a, i)?);
+                for (n, i) in input.iter().enumerate() {
+                    out.extend(self.lambda(a, i, Some(n))?);
                 }
                 Ok(out)
             }
             "all" => {
                 let a = args.first().ok_or_else(|| EvalError("all needs a criterion".into()))?;
-                for i in input {
-                    if truth(&self.lambda(a, i)?)? != Some(true) {
+                for (n, i) in input.iter().enumerate() {
+                    if truth(&self.lambda(a, i, Some(n))?)? != Some(true) {
                         return b(false);
                     }
                 }
@@ -731,8 +773,8 @@ impl<'a> Env<'a> {
 
     fn filter(&self, input: &[Item<'a>], crit: &Ast) -> Res<'a> {
         let mut out = Vec::new();
-        for i in input {
-            if truth(&self.lambda(crit, i)?)? == Some(true) {
+        for (n, i) in input.iter().enumerate() {
+            if truth(&self.lambda(crit, i, Some(n))?)? == Some(true) {
                 out.push(i.clone());
             }
         }

@@ -23,7 +23,7 @@ mod tests {
 
     fn eval(resource: &serde_json::Value, expr: &str) -> Result<Vec<String>, EvalError> {
         let root = model().resource_node(resource).expect("a resource");
-        let env = Env { model: model(), resource: root, root, context: root, strict: false };
+        let env = Env::new(model(), root, root, root, false);
         let out = env.evaluate(&parse(expr).expect("parses"))?;
         Ok(out
             .into_iter()
@@ -96,6 +96,24 @@ mod tests {
         assert_eq!(eval(&o, "'a\\\\nb\\\\u0041'.unescape('json')").unwrap(), ["a\nbA"]);
         assert_eq!(eval(&o, "'bad\\\\u00'.unescape('json')").unwrap(), Vec::<String>::new());
         assert!(eval(&o, "'x'.escape('xml')").is_err());
+    }
+
+    #[test]
+    fn index_total_and_aggregate() {
+        let o = obs();
+        assert_eq!(eval(&o, "code.coding.select($index)").unwrap(), ["0", "1"]);
+        assert_eq!(eval(&o, "code.coding.where($index = 1).code").unwrap(), ["\"hr\""]);
+        // An inner iteration has its own $index; the outer one is back after it.
+        assert_eq!(eval(&o, "code.coding.select((7 | 8).select($index).count() + $index)").unwrap(), ["2", "3"]);
+        assert_eq!(eval(&o, "(1 | 2 | 3).aggregate($this + $total, 10)").unwrap(), ["16"]);
+        assert_eq!(
+            eval(&o, "(4 | 2 | 9).aggregate(iif($total.empty() or $this > $total, $this, $total))").unwrap(),
+            ["9"]
+        );
+        assert!(eval(&o, "{}.aggregate($this + $total, 5) = 5").unwrap() == ["true"]);
+        for outside in ["$index", "$total", "code.coding.select($total)", "code.coding.repeat($index)"] {
+            assert!(eval(&o, outside).is_err(), "{outside}");
+        }
     }
 
     #[test]

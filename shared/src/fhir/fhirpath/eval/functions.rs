@@ -206,7 +206,7 @@ impl<'a> Env<'a> {
                 let mut out: Vec<Item<'a>> = vec![];
                 let mut frontier = input.to_vec();
                 while let Some(item) = frontier.pop() {
-                    for next in self.lambda(projection, &item)? {
+                    for next in self.lambda(projection, &item, None)? {
                         if !out.iter().any(|o| self.item_eq(o, &next, false) == Some(true)) {
                             if out.len() >= REPEAT_LIMIT {
                                 return fail("repeat() beyond its bound");
@@ -219,6 +219,7 @@ impl<'a> Env<'a> {
                 Ok(out)
             })(),
             "sort" => self.sorted(input, args),
+            "aggregate" => self.aggregate(input, args, this),
             "precision" => (|| {
                 let Some(item) = single(input)? else { return Ok(vec![]) };
                 let digits = match sv(item) {
@@ -299,13 +300,13 @@ impl<'a> Env<'a> {
             })
             .collect();
         let mut rows = Vec::with_capacity(input.len());
-        for item in input {
+        for (n, item) in input.iter().enumerate() {
             let values = if keys.is_empty() {
                 vec![Some(item.clone())]
             } else {
                 let mut values = vec![];
                 for (key, _) in &keys {
-                    values.push(single(&self.lambda(key, item)?)?.cloned());
+                    values.push(single(&self.lambda(key, item, Some(n))?)?.cloned());
                 }
                 values
             };
