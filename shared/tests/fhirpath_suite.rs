@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 /// The figure this suite must not fall behind: measured, and raised as the
 /// engine grows (the bar is ≥ 95%). No wrong answer is ever accepted.
-const AT_LEAST_PASSED: usize = 913;
+const AT_LEAST_PASSED: usize = 926;
 
 fn suite_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/hl7/fhirpath")
@@ -97,6 +97,7 @@ fn written(item: &Item) -> (String, String) {
             (ty.into(), format!("@{s}"))
         }
         Item::Quantity(v, u) => ("Quantity".into(), format!("{v} '{u}'")),
+        Item::Type(namespace, name) => ("TypeInfo".into(), format!("{namespace}.{name}")),
         Item::Node(n) => {
             let text = match n.v {
                 Value::String(s) => s.clone(),

@@ -42,6 +42,8 @@ pub enum Item<'a> {
     /// date, dateTime, instant or time, as written.
     Temporal(String),
     Quantity(f64, String),
+    /// What `type()` answers: a type's namespace (`System`, `FHIR`) and name.
+    Type(&'static str, String),
 }
 
 fn compare_sv(x: &Sv, y: &Sv) -> Result<Option<Ordering>, EvalError> {
@@ -70,6 +72,7 @@ enum Sv<'b, 'a> {
     Str(&'b str),
     Temporal(&'b str),
     Quantity(f64, &'b str),
+    Type(&'b str, &'b str),
 }
 
 fn sv<'b, 'a: 'b>(i: &'b Item<'a>) -> Sv<'b, 'a> {
@@ -81,6 +84,7 @@ fn sv<'b, 'a: 'b>(i: &'b Item<'a>) -> Sv<'b, 'a> {
         Item::Str(s) => return Sv::Str(s),
         Item::Temporal(s) => return Sv::Temporal(s),
         Item::Quantity(v, u) => return Sv::Quantity(*v, u),
+        Item::Type(ns, name) => return Sv::Type(ns, name),
     };
     match (n.ty, n.v) {
         (_, Value::Bool(b)) => Sv::Bool(*b),
@@ -215,6 +219,14 @@ impl<'a> Env<'a> {
                 let mut out = Vec::new();
                 let mut undefined = 0;
                 for item in input.iter() {
+                    if let Item::Type(namespace, type_name) = item {
+                        match name.as_str() {
+                            "namespace" => out.push(Item::Str((*namespace).to_owned())),
+                            "name" => out.push(Item::Str(type_name.clone())),
+                            _ => {}
+                        }
+                        continue;
+                    }
                     let Item::Node(n) = item else { continue };
                     // A leading type name (`Patient.name`) selects the focus if it is one.
                     if target.is_none() && name.starts_with(|c: char| c.is_ascii_uppercase()) && n.ty == name {
@@ -321,6 +333,7 @@ impl<'a> Env<'a> {
                 ty.strip_prefix("System.").unwrap_or(ty) == kind
             }
             Item::Quantity(..) => matches!(ty, "Quantity" | "System.Quantity"),
+            Item::Type(..) => false,
         }
     }
 
@@ -448,7 +461,7 @@ impl<'a> Env<'a> {
             Sv::Dec(v) => Some(v.to_string()),
             Sv::Quantity(v, u) if calendar_unit(u) == Some(u) => Some(format!("{v} {u}")),
             Sv::Quantity(v, u) => Some(format!("{v} '{u}'")),
-            Sv::Node(_) => None,
+            Sv::Node(_) | Sv::Type(..) => None,
         }
     }
 
@@ -506,6 +519,7 @@ impl<'a> Env<'a> {
                 let (a, b) = (Decimal::parse(&a.to_string())?, Decimal::parse(&b.to_string())?);
                 Some(a.equivalent(b))
             }
+            (Sv::Type(a, x), Sv::Type(b, y)) => Some(a == b && x == y),
             (a, b) => match compare_sv(&a, &b) {
                 Ok(Some(o)) => Some(o == Ordering::Equal),
                 _ => Some(false),
@@ -869,6 +883,7 @@ fn hash_sv(v: &Sv, h: &mut impl Hasher) {
             x.to_bits().hash(h);
             u.hash(h);
         }
+        Sv::Type(ns, name) => (ns, name).hash(h),
     }
 }
 

@@ -99,6 +99,24 @@ mod tests {
     }
 
     #[test]
+    fn type_names_fhir_and_system_types() {
+        let o = obs();
+        assert_eq!(eval(&o, "status.type().name").unwrap(), ["code"]);
+        assert_eq!(eval(&o, "status.type().namespace").unwrap(), ["FHIR"]);
+        assert_eq!(eval(&o, "value.type().name").unwrap(), ["Quantity"]);
+        assert_eq!(eval(&o, "Observation.type().name").unwrap(), ["Observation"]);
+        assert_eq!(
+            eval(&o, "(1.5).type().name & (1).type().name & @T10:00.type().name").unwrap(),
+            ["DecimalIntegerTime"]
+        );
+        assert_eq!(eval(&o, "'x'.type().namespace").unwrap(), ["System"]);
+        assert_eq!(eval(&o, "status.type() = code.coding.code.first().type()").unwrap(), ["true"]);
+        assert_eq!(eval(&o, "status.type() = 'x'.type()").unwrap(), ["false"]);
+        assert!(eval(&o, "status.type() + 1").is_err());
+        assert!(eval(&o, "subject.type()").unwrap().is_empty());
+    }
+
+    #[test]
     fn index_total_and_aggregate() {
         let o = obs();
         assert_eq!(eval(&o, "code.coding.select($index)").unwrap(), ["0", "1"]);

@@ -91,6 +91,23 @@ fn escape_html(s: &str) -> String {
     out
 }
 
+/// `type()`: FHIR types for nodes of the instance, System types for values.
+fn type_of<'a>(item: &Item<'a>) -> Item<'a> {
+    let system = |name: &str| Item::Type("System", name.to_owned());
+    match item {
+        Item::Node(n) => Item::Type("FHIR", n.ty.to_owned()),
+        Item::Bool(_) => system("Boolean"),
+        Item::Int(_) => system("Integer"),
+        Item::Dec(_) => system("Decimal"),
+        Item::Str(_) => system("String"),
+        Item::Temporal(t) if t.starts_with('T') => system("Time"),
+        Item::Temporal(t) if t.contains('T') => system("DateTime"),
+        Item::Temporal(_) => system("Date"),
+        Item::Quantity(..) => system("Quantity"),
+        Item::Type(..) => system("TypeInfo"),
+    }
+}
+
 /// JSON's backslash escapes resolved; anything else is kept as written.
 /// None for a broken escape.
 fn unescape_json(s: &str) -> Option<String> {
@@ -220,6 +237,7 @@ impl<'a> Env<'a> {
             })(),
             "sort" => self.sorted(input, args),
             "aggregate" => self.aggregate(input, args, this),
+            "type" => Ok(input.iter().map(type_of).collect()),
             "precision" => (|| {
                 let Some(item) = single(input)? else { return Ok(vec![]) };
                 let digits = match sv(item) {
