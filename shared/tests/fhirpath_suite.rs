@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 /// The figure this suite must not fall behind: measured, and raised as the
 /// engine grows (the bar is ≥ 95%). No wrong answer is ever accepted.
-const AT_LEAST_PASSED: usize = 926;
+const AT_LEAST_PASSED: usize = 929;
 
 fn suite_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/hl7/fhirpath")

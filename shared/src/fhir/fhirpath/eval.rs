@@ -291,6 +291,14 @@ impl<'a> Env<'a> {
     fn type_op(&self, is: bool, input: &[Item<'a>], ty: &str) -> Res<'a> {
         let ty = ty.strip_prefix("FHIR.").unwrap_or(ty);
         let system = ty.strip_prefix("System.").unwrap_or(ty);
+        // `System.Patient` names a type of no item: the namespace is
+        // explicit, so it is no typo of a FHIR type.
+        if system.len() < ty.len() && !SYSTEM_TYPES.contains(&system) {
+            return Ok(match single(input)? {
+                Some(_) if is => vec![Item::Bool(false)],
+                _ => vec![],
+            });
+        }
         if !self.model.is_type_name(ty) && !SYSTEM_TYPES.contains(&system) {
             return fail(format!("unknown type {ty}"));
         }

@@ -114,6 +114,19 @@ mod tests {
         assert_eq!(eval(&o, "status.type() = 'x'.type()").unwrap(), ["false"]);
         assert!(eval(&o, "status.type() + 1").is_err());
         assert!(eval(&o, "subject.type()").unwrap().is_empty());
+        assert_eq!(eval(&o, "Observation.is(System.Observation)").unwrap(), ["false"]);
+        assert!(eval(&o, "Observation.is(FHIR.Observatoin)").is_err(), "a misspelt FHIR type is an error");
+    }
+
+    #[test]
+    fn conforms_to_r4_types_only() {
+        let o = obs();
+        let core = |t: &str| format!("conformsTo('http://hl7.org/fhir/StructureDefinition/{t}')");
+        assert_eq!(eval(&o, &core("Observation")).unwrap(), ["true"]);
+        assert_eq!(eval(&o, &core("DomainResource")).unwrap(), ["true"]);
+        assert_eq!(eval(&o, &core("Patient")).unwrap(), ["false"]);
+        assert!(eval(&o, &core("NoSuchType")).is_err());
+        assert!(eval(&o, "conformsTo('http://hl7.org/fhir/StructureDefinition/vitalsigns')").is_err());
     }
 
     #[test]

@@ -238,6 +238,22 @@ impl<'a> Env<'a> {
             "sort" => self.sorted(input, args),
             "aggregate" => self.aggregate(input, args, this),
             "type" => Ok(input.iter().map(type_of).collect()),
+            "conformsTo" => (|| {
+                let Some(item) = single(input)? else { return Ok(vec![]) };
+                let url = self.str_arg(args, 0, this)?.unwrap_or_default();
+                // R4's own definitions only: a profile would need the
+                // validator inside the engine that the validator runs.
+                let ty = url.strip_prefix("http://hl7.org/fhir/StructureDefinition/").unwrap_or_default();
+                if !self.model.is_type_name(ty) {
+                    return fail("conformsTo() a profile is not supported");
+                }
+                let Item::Node(n) = item else { return fail("conformsTo() of a value") };
+                let is_resource = self.model.is_resource_type(n.ty);
+                let conforms = n.ty == ty
+                    || (is_resource && ty == "Resource")
+                    || (is_resource && ty == "DomainResource" && !matches!(n.ty, "Bundle" | "Binary" | "Parameters"));
+                Ok(vec![Item::Bool(conforms)])
+            })(),
             "precision" => (|| {
                 let Some(item) = single(input)? else { return Ok(vec![]) };
                 let digits = match sv(item) {
