@@ -105,6 +105,16 @@ pub fn is_uri(s: &str) -> bool {
     !s.is_empty() && !s.chars().any(is_xsd_space) && (!s.starts_with("urn:uuid:") || is_uuid(s))
 }
 
+/// `oid`: `urn:oid:[0-2](\.(0|[1-9][0-9]*))+`: a first arc of 0, 1 or 2,
+/// then one or more arcs without leading zeros.
+pub fn is_oid(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix("urn:oid:") else { return false };
+    let mut arcs = rest.split('.');
+    matches!(arcs.next(), Some("0" | "1" | "2"))
+        && rest.contains('.')
+        && arcs.all(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()) && (a == "0" || !a.starts_with('0')))
+}
+
 /// `uuid`: `urn:uuid:` and a UUID (8-4-4-4-12 hex digits). RFC 4122 §3
 /// writes them in lowercase but reads either case, and so does medrec: HL7's
 /// own examples carry uppercase ones.
@@ -188,6 +198,25 @@ pub fn datetime_bounds(s: &str) -> Option<(time::OffsetDateTime, time::OffsetDat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oids_follow_r4s_pattern() {
+        for ok in ["urn:oid:2.16.840.1.113883.6.1", "urn:oid:1.0", "urn:oid:0.9.2342"] {
+            assert!(is_oid(ok), "{ok}");
+        }
+        for bad in [
+            "urn:oid:",
+            "urn:oid:1",
+            "urn:oid:3.1",
+            "urn:oid:1..2",
+            "urn:oid:1.02",
+            "urn:oid:1.2.",
+            "2.16.840",
+            "urn:oid:1.2a",
+        ] {
+            assert!(!is_oid(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn dates() {

@@ -367,49 +367,40 @@ impl Profile {
     }
 }
 
-/// The vital sign an Observation's code names: R4 says such an Observation
-/// SHALL conform to that sign's core profile, and so carry the sign's own
-/// LOINC code. A sign is recognised by its own LOINC code, by a more specific
-/// LOINC code of the same measurement (`76534-7` systolic by non-invasive
-/// means is still a blood pressure) or by the SNOMED CT concept for it: HL7's
-/// reference validator applies the profiles from the same lists, so data
-/// coded only in SNOMED CT, or only with a specific code, is told to add the
-/// sign's LOINC code rather than being let through unchecked. LOINC codes
-/// are tried before SNOMED CT ones and the first sign matched applies, as
-/// there. Where HL7's lists put a concept under another sign (SNOMED
-/// `60621009`, body mass index, under body weight; `86290005`, respiratory
-/// rate, under blood pressure) it is under its own sign here, and concepts
-/// we could not confirm are left out: a wrong entry would refuse data.
-const VITAL_SIGNS: &[(&str, &[&str], &[&str])] = &[
-    ("http://hl7.org/fhir/StructureDefinition/vitalspanel", &["85353-1"], &["46680005"]),
-    (
-        "http://hl7.org/fhir/StructureDefinition/resprate",
-        &["9279-1", "76170-0", "76172-6", "76171-8", "19840-8", "33438-3", "76270-8", "11291-2"],
-        &["86290005"],
-    ),
+/// The vital signs: the core profile, the sign's own LOINC code, and the
+/// SNOMED CT concepts that name the same sign. R4 says a vital-signs
+/// Observation SHALL conform to its sign's profile, and so carry the sign's
+/// LOINC code. An Observation coded with the sign's LOINC code, or coded in
+/// SNOMED CT with the sign's concept and no LOINC code at all, is held to
+/// the profile: HL7's reference validator does the same from the same
+/// concepts, less two it files under another sign (60621009 body mass index
+/// under body weight, 86290005 respiratory rate under blood pressure),
+/// here under their own, and those we could not confirm (a wrong entry
+/// would refuse good data).
+///
+/// HL7's validator also applies the profiles to more specific LOINC codes
+/// (8331-1 oral temperature, 8480-6 systolic pressure); medrec does not.
+/// That list mixes component codes in (systolic 8480-6 but not diastolic
+/// 8462-4), and EHR-shaped data sends them alone: the Synthea records medrec
+/// is tested with carry standalone systolic pressures categorised
+/// `laboratory` and oral temperatures without 8310-5. Refusing those would
+/// turn realistic records away for a missing second code.
+const VITAL_SIGNS: &[(&str, &str, &[&str])] = &[
+    ("http://hl7.org/fhir/StructureDefinition/vitalspanel", "85353-1", &["46680005"]),
+    ("http://hl7.org/fhir/StructureDefinition/resprate", "9279-1", &["86290005"]),
     (
         "http://hl7.org/fhir/StructureDefinition/heartrate",
-        &[
-            "8867-4", "60978-4", "73795-7", "73799-9", "76476-1", "76477-9", "8889-8", "8890-6", "8891-4", "8892-2",
-            "8893-0", "40443-4", "55425-3", "68999-2", "11328-2", "69000-8", "8886-4",
-        ],
+        "8867-4",
         &["364075005", "249043002", "444981005", "399017001", "251670001", "429525003", "429614003"],
     ),
     (
         "http://hl7.org/fhir/StructureDefinition/oxygensat",
-        &[
-            "2708-6", "19224-5", "20564-1", "2709-4", "2710-2", "2713-6", "51733-4", "59408-5", "59417-6", "89276-0",
-            "97549-0",
-        ],
+        "2708-6",
         &["103228002", "442349007", "442476006", "442440005", "431314004", "442734002", "713194001"],
     ),
     (
         "http://hl7.org/fhir/StructureDefinition/bodytemp",
-        &[
-            "8310-5", "60834-9", "60835-6", "60836-4", "60838-0", "60955-2", "61009-7", "75539-7", "75987-8",
-            "76010-8", "76011-6", "76278-1", "8309-7", "8328-7", "8329-5", "8330-3", "8331-1", "8332-9", "8333-7",
-            "8334-5", "91371-5", "98657-0", "98663-8",
-        ],
+        "8310-5",
         &[
             "386725007",
             "276885007",
@@ -429,23 +420,19 @@ const VITAL_SIGNS: &[(&str, &[&str], &[&str])] = &[
     ),
     (
         "http://hl7.org/fhir/StructureDefinition/bodyheight",
-        &["8302-2", "3137-7", "3138-5", "8306-3", "8308-9"],
+        "8302-2",
         &["1153637007", "1162419008", "50373000", "1162418000", "1230278008", "1162392001", "1162417005"],
     ),
-    (
-        "http://hl7.org/fhir/StructureDefinition/headcircum",
-        &["9843-4", "8287-5"],
-        &["363812007", "169876006", "1269262007"],
-    ),
+    ("http://hl7.org/fhir/StructureDefinition/headcircum", "9843-4", &["363812007", "169876006", "1269262007"]),
     (
         "http://hl7.org/fhir/StructureDefinition/bodyweight",
-        &["29463-7", "3141-9", "3142-7", "75292-3", "79348-9", "8350-1", "8351-9"],
+        "29463-7",
         &["27113001", "735395000", "425024002", "424927000", "784399000", "1162416001", "1162415002"],
     ),
-    ("http://hl7.org/fhir/StructureDefinition/bmi", &["39156-5", "59574-4", "89270-3"], &["60621009"]),
+    ("http://hl7.org/fhir/StructureDefinition/bmi", "39156-5", &["60621009"]),
     (
         "http://hl7.org/fhir/StructureDefinition/bp",
-        &["85354-9", "35094-2", "8459-0", "76534-7", "55284-4", "8480-6"],
+        "85354-9",
         &[
             "75367002",
             "251076008",
@@ -467,14 +454,15 @@ const VITAL_SIGNS: &[(&str, &[&str], &[&str])] = &[
 /// `VITAL_SIGNS`), if any.
 pub(crate) fn implied_vital_sign(code: &Value) -> Option<&'static str> {
     let codings = code["coding"].as_array()?;
-    let has = |system: &str, codes: &[&str]| {
-        codings.iter().any(|c| c["system"] == system && c["code"].as_str().is_some_and(|code| codes.contains(&code)))
+    let codes =
+        |system: &'static str| codings.iter().filter(move |c| c["system"] == system).filter_map(|c| c["code"].as_str());
+    let mut loinc = codes("http://loinc.org").peekable();
+    let sign = if loinc.peek().is_some() {
+        loinc.find_map(|code| VITAL_SIGNS.iter().find(|(_, own, _)| *own == code))
+    } else {
+        codes("http://snomed.info/sct").find_map(|code| VITAL_SIGNS.iter().find(|(_, _, sct)| sct.contains(&code)))
     };
-    let sign = VITAL_SIGNS
-        .iter()
-        .find(|(_, loinc, _)| has("http://loinc.org", loinc))
-        .or_else(|| VITAL_SIGNS.iter().find(|(_, _, sct)| has("http://snomed.info/sct", sct)))?;
-    Some(sign.0)
+    sign.map(|(url, _, _)| *url)
 }
 
 #[cfg(test)]
@@ -488,29 +476,33 @@ mod tests {
         let model = Model::bundled();
         for (url, loinc, sct) in VITAL_SIGNS {
             assert!(model.profile(url).is_some(), "{url}");
-            assert!(loinc
-                .iter()
-                .all(|c| c.split_once('-').is_some_and(|(n, d)| n.parse::<u32>().is_ok() && d.len() == 1)));
+            let own = json!({"coding": [{"system": "http://loinc.org", "code": loinc}]});
+            assert_eq!(implied_vital_sign(&own), Some(*url));
             assert!(sct.iter().all(|c| snomed::is_concept_id(c)), "{url}");
         }
     }
 
     #[test]
-    fn a_sign_is_known_by_its_own_a_specific_or_a_snomed_code() {
+    fn a_sign_is_known_by_its_loinc_code_or_only_snomed_ct() {
         let code = |system: &str, code: &str| json!({"coding": [{"system": system, "code": code}]});
         let loinc = "http://loinc.org";
         let sct = "http://snomed.info/sct";
         let bp = Some("http://hl7.org/fhir/StructureDefinition/bp");
         assert_eq!(implied_vital_sign(&code(loinc, "85354-9")), bp);
-        assert_eq!(implied_vital_sign(&code(loinc, "76534-7")), bp);
+        // A more specific LOINC code alone names no sign (see VITAL_SIGNS).
+        assert_eq!(implied_vital_sign(&code(loinc, "76534-7")), None);
+        assert_eq!(implied_vital_sign(&code(loinc, "8331-1")), None);
         assert_eq!(
             implied_vital_sign(&code(sct, "276885007")),
             Some("http://hl7.org/fhir/StructureDefinition/bodytemp")
         );
         assert_eq!(implied_vital_sign(&code(sct, "60621009")), Some("http://hl7.org/fhir/StructureDefinition/bmi"));
-        // LOINC decides before SNOMED CT; a lab code, another system or no code names no sign.
+        // With a LOINC code, SNOMED CT is not consulted; a lab code, another
+        // system or no code names no sign.
         let both = json!({"coding": [{"system": sct, "code": "276885007"}, {"system": loinc, "code": "29463-7"}]});
         assert_eq!(implied_vital_sign(&both), Some("http://hl7.org/fhir/StructureDefinition/bodyweight"));
+        let specific = json!({"coding": [{"system": sct, "code": "276885007"}, {"system": loinc, "code": "8331-1"}]});
+        assert_eq!(implied_vital_sign(&specific), None);
         assert_eq!(implied_vital_sign(&code(loinc, "2339-0")), None);
         assert_eq!(implied_vital_sign(&code("http://example.org", "8310-5")), None);
         assert_eq!(implied_vital_sign(&json!({"text": "temperature"})), None);
