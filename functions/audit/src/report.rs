@@ -4,22 +4,10 @@
 //! 'none'`) can stay as strict on this page as everywhere else. Every value
 //! is escaped, although audit records hold only ids and codes.
 
+use medrec_shared::fhir::primitives::escape_html;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-
-fn esc(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '<' => "&lt;".into(),
-            '>' => "&gt;".into(),
-            '&' => "&amp;".into(),
-            '"' => "&quot;".into(),
-            '\'' => "&#39;".into(),
-            c => c.to_string(),
-        })
-        .collect()
-}
 
 fn codes(v: &Value) -> String {
     let mut out: Vec<&str> = vec![];
@@ -54,12 +42,17 @@ fn timeline(events: &[Value]) -> String {
             i * bar,
             h - bh,
             bar.saturating_sub(1),
-            esc(day)
+            escape_html(day)
         );
     }
     if let (Some(first), Some(last)) = (per_day.keys().next(), per_day.keys().next_back()) {
-        let _ = write!(svg, r#"<text x="0" y="{}" font-size="11">{}</text>"#, h + 15, esc(first));
-        let _ = write!(svg, r#"<text x="{w}" y="{}" font-size="11" text-anchor="end">{}</text>"#, h + 15, esc(last));
+        let _ = write!(svg, r#"<text x="0" y="{}" font-size="11">{}</text>"#, h + 15, escape_html(first));
+        let _ = write!(
+            svg,
+            r#"<text x="{w}" y="{}" font-size="11" text-anchor="end">{}</text>"#,
+            h + 15,
+            escape_html(last)
+        );
     }
     svg.push_str("</svg>");
     svg
@@ -72,9 +65,9 @@ pub fn html(patient: &str, start: Option<&str>, end: Option<&str>, events: &[Val
     let _ = write!(
         page,
         "<h1>Accounting of disclosures</h1><p>Patient/{} &middot; from {} to {} &middot; {} accesses</p>",
-        esc(patient),
-        esc(start.unwrap_or("the first record")),
-        esc(end.unwrap_or("now")),
+        escape_html(patient),
+        escape_html(start.unwrap_or("the first record")),
+        escape_html(end.unwrap_or("now")),
         events.len()
     );
     page.push_str(&timeline(events));
@@ -94,17 +87,19 @@ pub fn html(patient: &str, start: Option<&str>, end: Option<&str>, events: &[Val
         let _ = write!(
             page,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(e["recorded"].as_str().unwrap_or_default()),
-            esc(agent["who"]["reference"]
-                .as_str()
-                .or(agent["who"]["identifier"]["value"].as_str())
-                .or(agent["who"]["display"].as_str())
-                .unwrap_or_default()),
-            esc(&roles.join(", ")),
-            esc(&what.join(" ")),
-            esc(&codes(&e["purposeOfEvent"])),
-            esc(how),
-            esc(agent["network"]["address"].as_str().unwrap_or_default()),
+            escape_html(e["recorded"].as_str().unwrap_or_default()),
+            escape_html(
+                agent["who"]["reference"]
+                    .as_str()
+                    .or(agent["who"]["identifier"]["value"].as_str())
+                    .or(agent["who"]["display"].as_str())
+                    .unwrap_or_default()
+            ),
+            escape_html(&roles.join(", ")),
+            escape_html(&what.join(" ")),
+            escape_html(&codes(&e["purposeOfEvent"])),
+            escape_html(how),
+            escape_html(agent["network"]["address"].as_str().unwrap_or_default()),
         );
     }
     page.push_str("</tbody></table></body></html>");

@@ -105,6 +105,24 @@ pub fn is_uri(s: &str) -> bool {
     !s.is_empty() && !s.chars().any(is_xsd_space) && (!s.starts_with("urn:uuid:") || is_uuid(s))
 }
 
+/// Text as HTML text or an attribute value: the five characters HTML gives
+/// meaning to, as entities. One escaper for every page medrec writes and
+/// for FHIRPath's `escape('html')`.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `oid`: `urn:oid:[0-2](\.(0|[1-9][0-9]*))+`: a first arc of 0, 1 or 2,
 /// then one or more arcs without leading zeros.
 pub fn is_oid(s: &str) -> bool {

@@ -76,21 +76,6 @@ fn temporal_digits(t: &str) -> u32 {
     date.chars().chain(time.chars()).filter(char::is_ascii_digit).count() as u32
 }
 
-fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// `type()`: FHIR types for nodes of the instance, System types for values.
 fn type_of<'a>(item: &Item<'a>) -> Item<'a> {
     let system = |name: &str| Item::Type("System", name.to_owned());
@@ -413,7 +398,7 @@ impl<'a> Env<'a> {
             "escape" | "unescape" => {
                 let Some(target) = arg(0)? else { return Ok(vec![]) };
                 let out = match (name, target.as_str()) {
-                    ("escape", "html") => escape_html(&s),
+                    ("escape", "html") => crate::fhir::primitives::escape_html(&s),
                     ("unescape", "html") => unescape_html(&s),
                     ("escape", "json") => {
                         let quoted = serde_json::Value::String(s).to_string();
