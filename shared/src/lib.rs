@@ -12,7 +12,9 @@ pub mod cursor;
 pub mod documents;
 pub mod error;
 pub mod events;
-pub mod fhir;
+/// FHIR R4 itself lives in its own crate, which knows nothing of AWS, HTTP
+/// or medrec's policies; the rest of `shared` reaches it as `fhir`.
+pub use medrec_fhir as fhir;
 pub mod http;
 pub mod lambda;
 pub mod log;

@@ -1,4 +1,4 @@
-// The work of `cargo bench -p medrec-shared --bench invariant_pass`, done by
+// The work of `cargo bench -p medrec-fhir --bench invariant_pass`, done by
 // fhirpath.js: every R4 invariant declared on a resource's own elements
 // (from medrec's generated model, which copies them from the definitions),
 // compiled once, evaluated at each node its path reaches, over the official

@@ -1,5 +1,5 @@
 // HL7's FHIRPath R4 suite through fhirpath.js, judged exactly as
-// shared/tests/fhirpath_suite.rs judges medrec: passed, unsupported (an
+// fhir/tests/fhirpath_suite.rs judges medrec: passed, unsupported (an
 // error where an answer is expected), wrong (another answer, or an answer
 // where an error is expected).
 // Usage: node suite.mjs CASES.json (written by the Rust test with

@@ -106,7 +106,10 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         } else {
             None
         };
-        let business = clinical::rules(ty, resource, birth.as_deref(), now);
+        let mut business = clinical::rules(ty, resource, birth.as_deref(), now);
+        if ty == "Consent" {
+            business.extend(crate::consent::enforceability_issues(resource));
+        }
         // One error per element: a rule that repeats what the definitions
         // or a profile already said about it adds nothing.
         for b in business {

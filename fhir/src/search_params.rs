@@ -304,7 +304,7 @@ impl SortValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fhir::resources::compartment_type;
+    use crate::resources::compartment_type;
     use serde_json::json;
 
     fn hit(ty: &str, r: &Value, name: &str, value: &str) -> bool {

@@ -6,8 +6,8 @@
 
 use super::snomed;
 use super::{items, Expr, Model};
-use crate::fhir::fhirpath;
-use crate::fhir::outcome::Issue;
+use crate::fhirpath;
+use crate::outcome::Issue;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 

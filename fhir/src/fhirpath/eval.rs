@@ -4,8 +4,8 @@
 
 use super::number::Decimal;
 use super::parse::{calendar_unit, Ast, Op, CALENDAR_UNITS};
-use crate::fhir::primitives::is_safe_xhtml;
-use crate::fhir::validator::Model;
+use crate::primitives::is_safe_xhtml;
+use crate::validator::Model;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
@@ -52,7 +52,7 @@ fn compare_sv(x: &Sv, y: &Sv) -> Result<Option<Ordering>, EvalError> {
         (Sv::Temporal(a), Sv::Temporal(b)) => super::temporal::compare(a, b),
         (Sv::Quantity(a, u), Sv::Quantity(b, v)) if u == v => a.partial_cmp(b),
         // Comparable UCUM units: `4 'g' = 4000 'mg'`, `7 days = 1 'wk'`.
-        (Sv::Quantity(a, u), Sv::Quantity(b, v)) => match crate::fhir::ucum::convert(*b, ucum_of(v), ucum_of(u)) {
+        (Sv::Quantity(a, u), Sv::Quantity(b, v)) => match crate::ucum::convert(*b, ucum_of(v), ucum_of(u)) {
             Some(b) => a.partial_cmp(&b),
             None => None,
         },
@@ -523,7 +523,7 @@ impl<'a> Env<'a> {
             }
             // `~` at the precision of the less precise (`4 'g' ~ 4040 'mg'`).
             (Sv::Quantity(a, u), Sv::Quantity(b, v)) => {
-                let b = crate::fhir::ucum::convert(b, ucum_of(v), ucum_of(u))?;
+                let b = crate::ucum::convert(b, ucum_of(v), ucum_of(u))?;
                 let (a, b) = (Decimal::parse(&a.to_string())?, Decimal::parse(&b.to_string())?);
                 Some(a.equivalent(b))
             }

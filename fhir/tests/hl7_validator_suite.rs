@@ -13,7 +13,7 @@
 #[path = "common/pinned.rs"]
 mod pinned;
 
-use medrec_shared::fhir::validator::model;
+use medrec_fhir::validator::model;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

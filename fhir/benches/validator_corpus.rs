@@ -5,10 +5,10 @@
 //! over the same files, back to back, prints the ratio of the two rates and
 //! where the two validators disagree.
 //!
-//! `FHIR_RESOURCES_PYTHON=/tmp/fhirres/bin/python cargo bench -p medrec-shared --bench validator_corpus`
+//! `FHIR_RESOURCES_PYTHON=/tmp/fhirres/bin/python cargo bench -p medrec-fhir --bench validator_corpus`
 //! (`MEDREC_FHIR_EXAMPLES=DIR` for another corpus)
 
-use medrec_shared::fhir::validator::Model;
+use medrec_fhir::validator::Model;
 use std::collections::BTreeMap;
 use std::time::Instant;
 

@@ -134,7 +134,6 @@ pub fn rules(ty: &str, r: &Value, birth_date: Option<&str>, now: OffsetDateTime)
         "AllergyIntolerance" => allergy_rules(r, birth_date, now),
         "MedicationRequest" => medication_request_rules(r, now),
         "Encounter" => encounter_rules(r, now),
-        "Consent" => crate::consent::enforceability_issues(r),
         _ => vec![],
     }
 }

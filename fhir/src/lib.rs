@@ -1,6 +1,14 @@
-//! FHIR R4 JSON: outcomes, bundles, the CapabilityStatement, the validator
-//! generated from the official definitions (with its FHIRPath engine and
-//! profiles) and the rules medrec adds per resource type.
+//! FHIR R4 as medrec reads and writes it: the validator generated from the
+//! official definitions (with its FHIRPath engine and profiles), the JSON
+//! forms medrec exchanges (OperationOutcome, Bundles, the
+//! CapabilityStatement, search matching, `_summary`, JSON Patch) and the
+//! per-type business rules that are pure functions of one resource.
+//!
+//! Owns: everything that can be decided from FHIR JSON alone. Must never
+//! import the AWS SDK, HTTP or Lambda crates, nor `medrec-shared`: its
+//! Cargo.toml lists none of them, so the compiler keeps it that way, and a
+//! rule that needs stored state (a patient's birth date, their consents)
+//! takes it as an argument from the service layer.
 
 pub mod bundle;
 pub mod bundle_request;

@@ -1,5 +1,5 @@
 //! FHIR R4 validation driven by the model generated from the official
-//! definitions (`medrec gen-fhir-model`, shared/src/fhir/r4-model.json):
+//! definitions (`medrec gen-fhir-model`, fhir/src/r4-model.json):
 //! unknown elements, cardinality, types including choice types, primitive
 //! formats, `_element` primitive extensions, contained and nested resources,
 //! reference formats and target types, bindings over enumerable value sets

@@ -18,7 +18,7 @@ pub use parse::{parse, Ast, Op, ParseError};
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fhir::validator::model;
+    use crate::validator::model;
     use serde_json::json;
 
     fn eval(resource: &serde_json::Value, expr: &str) -> Result<Vec<String>, EvalError> {

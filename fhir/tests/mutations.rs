@@ -2,7 +2,7 @@
 //! each mutation breaks one rule of the R4 specification, and the validator
 //! must catch every one. The detection rate per kind is printed.
 
-use medrec_shared::fhir::validator::{model, ElementInfo};
+use medrec_fhir::validator::{model, ElementInfo};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

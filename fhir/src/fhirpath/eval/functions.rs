@@ -5,8 +5,8 @@
 //! finding there.
 
 use super::{fail, single, sv, Env, EvalError, Item, Res, Sv};
-use crate::fhir::fhirpath::number::{Decimal, MAX_PLACES};
-use crate::fhir::fhirpath::parse::{calendar_unit, Ast};
+use crate::fhirpath::number::{Decimal, MAX_PLACES};
+use crate::fhirpath::parse::{calendar_unit, Ast};
 use base64::Engine as _;
 
 /// Bounds `repeat()`: an instance is finite, but a projection need not be.
@@ -255,7 +255,7 @@ impl<'a> Env<'a> {
                 };
                 match (sv(x), sv(&y)) {
                     (Sv::Quantity(_, u), Sv::Quantity(_, v)) => Ok(vec![Item::Bool(
-                        u == v || crate::fhir::ucum::convert(1.0, super::ucum_of(u), super::ucum_of(v)).is_some(),
+                        u == v || crate::ucum::convert(1.0, super::ucum_of(u), super::ucum_of(v)).is_some(),
                     )]),
                     _ => fail("comparable() compares quantities"),
                 }
@@ -286,7 +286,7 @@ impl<'a> Env<'a> {
                 match sv(item) {
                     Sv::Int(i) => decimal(Decimal::from_int(i)),
                     Sv::Dec(d) => decimal(d),
-                    Sv::Temporal(t) => Ok(crate::fhir::fhirpath::temporal::boundary(t, high, digits)
+                    Sv::Temporal(t) => Ok(crate::fhirpath::temporal::boundary(t, high, digits)
                         .map(Item::Temporal)
                         .into_iter()
                         .collect()),
@@ -398,7 +398,7 @@ impl<'a> Env<'a> {
             "escape" | "unescape" => {
                 let Some(target) = arg(0)? else { return Ok(vec![]) };
                 let out = match (name, target.as_str()) {
-                    ("escape", "html") => crate::fhir::primitives::escape_html(&s),
+                    ("escape", "html") => crate::primitives::escape_html(&s),
                     ("unescape", "html") => unescape_html(&s),
                     ("escape", "json") => {
                         let quoted = serde_json::Value::String(s).to_string();

@@ -468,7 +468,7 @@ pub(crate) fn implied_vital_sign(code: &Value) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fhir::validator::{snomed, Model};
+    use crate::validator::{snomed, Model};
     use serde_json::json;
 
     #[test]

@@ -3,7 +3,7 @@
 //! medrec serves, except examples known to be invalid themselves (listed with
 //! the reason). The count over the whole package is printed for the record.
 
-use medrec_shared::fhir::validator::model;
+use medrec_fhir::validator::model;
 use std::path::PathBuf;
 
 const SERVED: &[&str] = &[

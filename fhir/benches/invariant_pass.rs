@@ -4,10 +4,10 @@
 //! does the same work with npm `fhirpath` (fhirpath.js) for the ratio; both
 //! print evaluations, outcomes and time, so the work can be checked equal.
 //!
-//! `cargo bench -p medrec-shared --bench invariant_pass`
+//! `cargo bench -p medrec-fhir --bench invariant_pass`
 
-use medrec_shared::fhir::fhirpath::{parse, Ast, Env, Item};
-use medrec_shared::fhir::validator::Model;
+use medrec_fhir::fhirpath::{parse, Ast, Env, Item};
+use medrec_fhir::validator::Model;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -21,7 +21,7 @@ fn main() {
     let dir = std::env::var("MEDREC_FHIR_EXAMPLES")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../.cache/fhir/hl7.fhir.r4.examples/package").into());
     let model = Model::bundled();
-    let raw: Value = serde_json::from_str(include_str!("../src/fhir/r4-model.json")).unwrap();
+    let raw: Value = serde_json::from_str(include_str!("../src/r4-model.json")).unwrap();
     // Resource type -> its elements' invariants (path, expression).
     let mut invariants: BTreeMap<String, Vec<Invariant>> = BTreeMap::new();
     for (ty, elements) in raw["elements"].as_object().unwrap() {

@@ -2,8 +2,8 @@
 //! Immunization and Observation, checked on the official examples and on
 //! mutations of them that each break one rule of the profile.
 
-use medrec_shared::fhir::outcome::Issue;
-use medrec_shared::fhir::validator::model;
+use medrec_fhir::outcome::Issue;
+use medrec_fhir::validator::model;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 

@@ -16,8 +16,8 @@ mod fhir_xml;
 #[path = "common/pinned.rs"]
 mod pinned;
 
-use medrec_shared::fhir::fhirpath::{parse, Env, Item};
-use medrec_shared::fhir::validator::model;
+use medrec_fhir::fhirpath::{parse, Env, Item};
+use medrec_fhir::validator::model;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
