@@ -33,7 +33,8 @@ pub fn load(root: &Path) -> Result<Mapping, String> {
 /// attribute within the three lines above `fn name(`), with its file.
 pub fn test_index(root: &Path) -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();
-    let mut dirs: Vec<PathBuf> = ["fhir", "shared", "functions", "infra", "tests"].iter().map(|d| root.join(d)).collect();
+    let mut dirs: Vec<PathBuf> =
+        ["fhir", "core", "shared", "functions", "infra", "tests"].iter().map(|d| root.join(d)).collect();
     while let Some(dir) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for path in entries.flatten().map(|e| e.path()) {

@@ -2,6 +2,8 @@
 //! first request, so that a misconfigured deployment fails to start instead of
 //! failing open.
 
+pub use medrec_core::error::ConfigError;
+pub use medrec_core::limits::{Limits, MAX_BODY_LIMIT};
 use std::time::Duration;
 
 /// Where the function runs. `Local` is the only mode that trusts the dev
@@ -57,48 +59,6 @@ pub struct Config {
     /// timeout, so a live transaction is never aborted under it.
     pub transaction_deadline: Duration,
 }
-
-/// Bounds on the work of one request, each a setting (`MEDREC_*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// `MEDREC_SEARCH_MAX_VALUES`: comma-separated values of one search parameter.
-    pub search_values: usize,
-    /// `MEDREC_SEARCH_SCAN_PER_PAGE`: candidates a Patient search page examines.
-    pub search_scan: usize,
-    /// `MEDREC_SEARCH_CONSENT_LOOKUPS`: patients' consents one search page reads.
-    pub consent_lookups: usize,
-    /// `MEDREC_PATCH_MAX_OPERATIONS`: operations in one JSON Patch.
-    pub patch_operations: usize,
-    /// `MEDREC_PATCH_MAX_BYTES`: the patched document, during and after.
-    pub patch_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            search_values: 10,
-            search_scan: 500,
-            consent_lookups: 200,
-            patch_operations: 100,
-            patch_bytes: MAX_BODY_LIMIT,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("missing required setting {0}")]
-    Missing(&'static str),
-    #[error("setting {0} is invalid: {1}")]
-    Invalid(&'static str, String),
-}
-
-/// Upper bound on request bodies, and the default. DynamoDB items are
-/// limited to 400 KB and the current item carries the latest ciphertext plus
-/// metadata, so bodies above 256 KiB could not be stored whole. Real records
-/// come near it: a Synthea Provenance naming a patient's whole record is
-/// 80 KiB, HL7's examples with embedded images exceed 64 KiB.
-pub const MAX_BODY_LIMIT: usize = 256 * 1024;
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub type HttpsClient = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
@@ -31,4 +32,41 @@ pub fn https_client(allow_plain_http: bool) -> Result<HttpsClient, String> {
     let connector =
         if allow_plain_http { builder.https_or_http() } else { builder.https_only() }.enable_http1().build();
     Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector))
+}
+
+/// Fetches a JWKS document over HTTP(S) with a short timeout and a size cap.
+pub struct HttpKeySetSource {
+    url: http::Uri,
+    client: HttpsClient,
+}
+
+const MAX_JWKS_BYTES: usize = 64 * 1024;
+
+impl HttpKeySetSource {
+    pub fn new(url: &str, allow_plain_http: bool) -> Result<Self, String> {
+        let uri: http::Uri = url.parse().map_err(|_| "JWKS URL is not a valid URI".to_string())?;
+        let client = https_client(allow_plain_http)?;
+        Ok(HttpKeySetSource { url: uri, client })
+    }
+}
+
+impl medrec_core::auth::jwks::KeySetSource for HttpKeySetSource {
+    async fn fetch(&self) -> Result<Vec<u8>, medrec_core::auth::AuthError> {
+        use http_body_util::BodyExt;
+        let fut = self.client.get(self.url.clone());
+        let resp = tokio::time::timeout(Duration::from_secs(5), fut)
+            .await
+            .map_err(|_| medrec_core::auth::AuthError::KeySetUnavailable)?
+            .map_err(|_| medrec_core::auth::AuthError::KeySetUnavailable)?;
+        if !resp.status().is_success() {
+            return Err(medrec_core::auth::AuthError::KeySetUnavailable);
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_JWKS_BYTES);
+        let bytes = tokio::time::timeout(Duration::from_secs(5), body.collect())
+            .await
+            .map_err(|_| medrec_core::auth::AuthError::KeySetUnavailable)?
+            .map_err(|_| medrec_core::auth::AuthError::KeySetUnavailable)?
+            .to_bytes();
+        Ok(bytes.to_vec())
+    }
 }

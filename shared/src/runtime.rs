@@ -2,7 +2,7 @@
 //! secret, the record store, the key service and the token verifier, built
 //! once from a validated `Config` and reused by every invocation.
 
-use crate::auth::jwks::{HttpKeySetSource, JwksCache};
+use crate::auth::jwks::JwksCache;
 use crate::auth::jwt::{TokenPolicy, Verifier};
 use crate::auth::{AuthError, Purpose};
 use crate::aws::dynamo::{load_or_create_secret, DynamoStore, Tables};
@@ -12,6 +12,7 @@ use crate::crypto::keycache::{KeyCache, Limits};
 use crate::crypto::DataKey;
 use crate::error::{Error, PortError};
 use crate::http;
+use crate::outbound::HttpKeySetSource;
 use crate::service::staging::Staging;
 use crate::service::{Caller, ServiceKeys, Services};
 use lambda_http::{Body, Request, Response};

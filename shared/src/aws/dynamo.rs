@@ -348,7 +348,7 @@ impl ChainRecord {
             at: audit.recorded.clone(),
             body: audit.to_fhir().to_string(),
             patient: audit.audited_patient(),
-            agent: crate::service::security_alerts::agent_key(audit),
+            agent: audit.agent_key(),
         }
     }
 }

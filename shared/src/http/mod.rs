@@ -63,36 +63,36 @@ pub fn html_response(status: u16, page: String) -> Response<Body> {
 
 /// The one place a service error becomes a status and an OperationOutcome.
 pub fn error_response(e: &Error) -> Response<Body> {
-    let (status, code, text): (u16, &'static str, String) = match e {
-        Error::BadRequest(m) => (400, "invalid", m.clone()),
-        Error::Unauthenticated(_) => (401, "login", "authentication required: a valid bearer token is needed".into()),
-        Error::Forbidden(m) => (403, "forbidden", format!("access denied: {m}")),
-        Error::NotFound => (404, "not-found", "resource not found".into()),
-        Error::Gone => (410, "deleted", "resource has been deleted".into()),
-        Error::PreconditionFailed(m) => (412, "conflict", m.clone()),
-        Error::PreconditionRequired(m) => (428, "required", m.clone()),
-        Error::Conflict(m) => (409, "conflict", m.clone()),
-        Error::PayloadTooLarge(limit) => (413, "too-long", format!("request body exceeds {limit} bytes")),
+    let status = e.status();
+    let (code, text): (&'static str, String) = match e {
+        Error::BadRequest(m) => ("invalid", m.clone()),
+        Error::Unauthenticated(_) => ("login", "authentication required: a valid bearer token is needed".into()),
+        Error::Forbidden(m) => ("forbidden", format!("access denied: {m}")),
+        Error::NotFound => ("not-found", "resource not found".into()),
+        Error::Gone => ("deleted", "resource has been deleted".into()),
+        Error::PreconditionFailed(m) | Error::Conflict(m) => ("conflict", m.clone()),
+        Error::PreconditionRequired(m) => ("required", m.clone()),
+        Error::PayloadTooLarge(limit) => ("too-long", format!("request body exceeds {limit} bytes")),
         Error::UnsupportedMediaType => (
-            415,
             "not-supported",
             "send application/fhir+json (application/json-patch+json for PATCH, form encoding for _search)".into(),
         ),
-        Error::UnsupportedContent(m) => (415, "not-supported", m.clone()),
-        Error::TooLarge(m) => (413, "too-long", m.clone()),
-        Error::RangeNotSatisfiable(_) => (416, "invalid", "the requested range is outside the document".into()),
-        Error::NotAcceptable => (406, "not-supported", "medrec answers with application/fhir+json only".into()),
-        Error::MethodNotAllowed => (405, "not-supported", "method not allowed on this resource".into()),
-        Error::Invalid(issues) => return response(422, Some(&operation_outcome(issues)), &[]),
-        Error::Malformed(issues) => return response(400, Some(&operation_outcome(issues)), &[]),
-        Error::EntryFailed { status, outcome, .. } => {
-            let retry = matches!(status, 429 | 503).then(|| ("retry-after", "1".to_owned()));
-            return response(*status, Some(outcome), &retry.into_iter().collect::<Vec<_>>());
+        Error::UnsupportedContent(m) => ("not-supported", m.clone()),
+        Error::TooLarge(m) => ("too-long", m.clone()),
+        Error::RangeNotSatisfiable(_) => ("invalid", "the requested range is outside the document".into()),
+        Error::NotAcceptable => ("not-supported", "medrec answers with application/fhir+json only".into()),
+        Error::MethodNotAllowed => ("not-supported", "method not allowed on this resource".into()),
+        Error::Invalid(issues) | Error::Malformed(issues) => {
+            return response(status, Some(&operation_outcome(issues)), &[])
         }
-        Error::Throttled => (429, "throttled", "too many requests; retry later".into()),
-        Error::TooCostly(m) => (400, "too-costly", m.clone()),
-        Error::Unavailable(_) => (503, "transient", "a dependency is unavailable; retry later".into()),
-        Error::Internal(_) => (500, "exception", "internal error".into()),
+        Error::EntryFailed { outcome, .. } => {
+            let retry = matches!(status, 429 | 503).then(|| ("retry-after", "1".to_owned()));
+            return response(status, Some(outcome), &retry.into_iter().collect::<Vec<_>>());
+        }
+        Error::Throttled => ("throttled", "too many requests; retry later".into()),
+        Error::TooCostly(m) => ("too-costly", m.clone()),
+        Error::Unavailable(_) => ("transient", "a dependency is unavailable; retry later".into()),
+        Error::Internal(_) => ("exception", "internal error".into()),
     };
     let mut headers = vec![];
     if status == 401 {

@@ -210,7 +210,7 @@ impl ResultParams {
 async fn skip(rt: &Runtime, e: Error, audit: AuditEntry, caller: &Caller) -> Result<()> {
     match e {
         Error::Forbidden(_) | Error::NotFound | Error::Gone => {
-            let status = crate::http::error_response(&e).status().as_u16();
+            let status = e.status();
             rt.services.audit_failure(audit, status, Some(caller), None).await;
             Ok(())
         }

@@ -28,23 +28,12 @@ impl Default for AlertPolicy {
     }
 }
 
-/// The key failures are counted under: the verified subject, else the
-/// source address of an unauthenticated attempt. Matches the `agent`
-/// attribute the audit store indexes.
-pub fn agent_key(entry: &AuditEntry) -> Option<String> {
-    match (&entry.agent.subject, &entry.agent.source_ip) {
-        (Some(s), _) => Some(s.clone()),
-        (None, Some(ip)) => Some(format!("ip:{ip}")),
-        (None, None) => None,
-    }
-}
-
 impl<S: RecordStore + AuditLog, K: KeyService> Services<S, K> {
     /// After a failed or denied attempt has been audited: counts the
     /// principal's failures in the window and raises the alert once.
     /// Best effort, like the failure's audit record: logged, never fatal.
     pub async fn alert_on_repeated_failures(&self, entry: &AuditEntry, policy: AlertPolicy) {
-        let Some(agent) = agent_key(entry) else { return };
+        let Some(agent) = entry.agent_key() else { return };
         let now = time::OffsetDateTime::now_utc();
         let seconds = policy.window.as_secs().max(1) as i64;
         let bucket = now.unix_timestamp() / seconds;

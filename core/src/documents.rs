@@ -3,7 +3,7 @@
 //! size limits, and the medrec extension that records a document's SHA-256
 //! (FHIR R4's `Attachment.hash` is SHA-1, kept for interoperability only).
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use std::time::Duration;
 
 /// `Attachment.extension` carrying the SHA-256 of the content (base64).

@@ -7,9 +7,9 @@
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
-use medrec_shared::audit::chain::{link, verify_shard, Head, Record, GENESIS};
-use medrec_shared::audit::checkpoint::{verify, Checkpoint, Signed};
-use medrec_shared::crypto::DataKey;
+use medrec_core::audit::chain::{link, verify_shard, Head, Record, GENESIS};
+use medrec_core::audit::checkpoint::{verify, Checkpoint, Signed};
+use medrec_core::crypto::DataKey;
 use std::collections::{BTreeMap, HashMap};
 
 const N: u64 = 40;

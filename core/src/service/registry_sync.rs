@@ -226,7 +226,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
 
     /// A read refused or failed is audited as the API edge would audit it.
     async fn refused(&self, audit: crate::audit::AuditEntry, caller: &Caller, e: Error) -> Error {
-        let status = crate::http::error_response(&e).status().as_u16();
+        let status = e.status();
         self.audit_failure(audit, status, Some(caller), None).await;
         e
     }

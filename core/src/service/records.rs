@@ -15,7 +15,7 @@ pub const DEFAULT_PAGE: usize = 20;
 /// A `_count`: a positive integer; above `MAX_PAGE` the page is `MAX_PAGE`
 /// (R4 search.html#count lets a server return fewer; `count_note` tells
 /// the client).
-pub(crate) fn page_size(value: &str) -> Result<usize> {
+pub fn page_size(value: &str) -> Result<usize> {
     page_size_within(value, MAX_PAGE)
 }
 

@@ -8,17 +8,17 @@ use base64::engine::general_purpose::STANDARD;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
-use medrec_shared::auth::jwks::{AuthError, JwksCache, KeySetSource};
-use medrec_shared::auth::jwt::{TokenPolicy, Verifier};
-use medrec_shared::auth::policy::Scope;
-use medrec_shared::auth::{Principal, Purpose, Role};
-use medrec_shared::crypto::blind::BlindIndex;
-use medrec_shared::crypto::keycache::{KeyCache, Limits};
-use medrec_shared::crypto::{open, resource_aad, seal, DataKey};
-use medrec_shared::documents::{DocumentConfig, TestSignatureScanner};
-use medrec_shared::memory::{MemoryBlobs, MemoryKeys, MemoryStore};
-use medrec_shared::service::documents::{Created, DocumentDeps, Uploads};
-use medrec_shared::service::{Caller, Services};
+use medrec_core::auth::jwks::{AuthError, JwksCache, KeySetSource};
+use medrec_core::auth::jwt::{TokenPolicy, Verifier};
+use medrec_core::auth::policy::Scope;
+use medrec_core::auth::{Principal, Purpose, Role};
+use medrec_core::crypto::blind::BlindIndex;
+use medrec_core::crypto::keycache::{KeyCache, Limits};
+use medrec_core::crypto::{open, resource_aad, seal, DataKey};
+use medrec_core::documents::{DocumentConfig, TestSignatureScanner};
+use medrec_core::memory::{MemoryBlobs, MemoryKeys, MemoryStore};
+use medrec_core::service::documents::{Created, DocumentDeps, Uploads};
+use medrec_core::service::{Caller, Services};
 use serde_json::{json, Value};
 use std::hint::black_box;
 use std::time::Duration;
@@ -71,11 +71,11 @@ fn benches(c: &mut Criterion) {
     println!("typical Patient: {} bytes plaintext, {} bytes sealed", bytes.len(), sealed.len());
     c.bench_function("seal Patient (AES-256-GCM)", |b| b.iter(|| seal(&key, &aad, black_box(&bytes))));
     c.bench_function("open Patient (AES-256-GCM)", |b| b.iter(|| open(&key, &aad, black_box(&sealed)).unwrap()));
-    c.bench_function("validate Patient", |b| b.iter(|| medrec_shared::fhir::patient::validate(black_box(&patient))));
+    c.bench_function("validate Patient", |b| b.iter(|| medrec_core::fhir::patient::validate(black_box(&patient))));
     let index = BlindIndex::new(DataKey::random());
     c.bench_function("blind-index tokens of a Patient", |b| {
         b.iter(|| {
-            medrec_shared::fhir::patient::search_values(black_box(&patient))
+            medrec_core::fhir::patient::search_values(black_box(&patient))
                 .iter()
                 .map(|(p, v)| index.token("Patient", p, v))
                 .collect::<Vec<_>>()

@@ -8,9 +8,9 @@
 //! patients. The cache: no key served past its age or use limit, never more
 //! entries than allowed, never another patient's key.
 
-use medrec_shared::crypto::framed::{open_document, seal_document};
-use medrec_shared::crypto::keycache::{KeyCache, Limits};
-use medrec_shared::crypto::{open, resource_aad, seal, DataKey};
+use medrec_core::crypto::framed::{open_document, seal_document};
+use medrec_core::crypto::keycache::{KeyCache, Limits};
+use medrec_core::crypto::{open, resource_aad, seal, DataKey};
 use std::sync::Arc;
 use std::time::Duration;
 

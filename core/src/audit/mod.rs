@@ -125,6 +125,17 @@ impl AuditEntry {
         self.patient.as_deref().map(audited_id)
     }
 
+    /// Who acted, as the trail's index and the security alerts key it: the
+    /// verified subject, else the source address of an unauthenticated
+    /// attempt.
+    pub fn agent_key(&self) -> Option<String> {
+        match (&self.agent.subject, &self.agent.source_ip) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(ip)) => Some(format!("ip:{ip}")),
+            (None, None) => None,
+        }
+    }
+
     fn action(&self) -> &'static str {
         match self.interaction {
             "create" => "C",

@@ -1,11 +1,11 @@
 //! Audit chain verification against this machine's raw SHA-256, side by
 //! side in one run: records/s and MB/s of `verify_shard` over a synthetic
 //! chain of realistic AuditEvent bodies, and SHA-256 over the same bytes.
-//! Run with `cargo bench -p medrec-shared --bench audit_verify`.
+//! Run with `cargo bench -p medrec-core --bench audit_verify`.
 
-use medrec_shared::audit::chain::{link, verify_shard, Head, Record, GENESIS};
-use medrec_shared::audit::{Agent, AuditEntry, Outcome};
-use medrec_shared::crypto::{sha256, DataKey};
+use medrec_core::audit::chain::{link, verify_shard, Head, Record, GENESIS};
+use medrec_core::audit::{Agent, AuditEntry, Outcome};
+use medrec_core::crypto::{sha256, DataKey};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

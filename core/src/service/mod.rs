@@ -22,12 +22,12 @@ pub mod validation;
 
 use crate::audit::{Agent, AuditEntry, BreakGlassNote, Outcome};
 use crate::auth::{authorize, Action, Decision, Principal, Purpose, Role};
-use crate::config::Limits;
 use crate::consent::DefaultPolicy;
 use crate::crypto::keycache::KeyCache;
 use crate::crypto::{blind::BlindIndex, open, random_id, resource_aad, seal, DataKey};
 use crate::cursor::CursorCodec;
 use crate::error::{Error, PortError, Result};
+use crate::limits::Limits;
 use crate::ports::{Current, DomainEvent, KeyService, RecordStore, ResourceWrite};
 use serde_json::json;
 use std::sync::Arc;

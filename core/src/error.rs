@@ -1,7 +1,7 @@
 //! The service layer's one error type. Messages are built from fixed text and
 //! element paths only, never from request values, because they reach clients
 //! and logs. The HTTP edge maps each variant to a status and an
-//! OperationOutcome exactly once (`http::outcome_response`).
+//! OperationOutcome exactly once (`http::error_response`).
 
 use crate::fhir::outcome::Issue;
 
@@ -61,7 +61,45 @@ pub enum Error {
     Internal(String),
 }
 
+impl Error {
+    /// The HTTP status this error answers with. It lives with the error, not
+    /// at the edge, because the audit records it too: a read refused inside
+    /// a background function is audited with the status the API would give.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::BadRequest(_) | Error::Malformed(_) | Error::TooCostly(_) => 400,
+            Error::Unauthenticated(_) => 401,
+            Error::Forbidden(_) => 403,
+            Error::NotFound => 404,
+            Error::MethodNotAllowed => 405,
+            Error::NotAcceptable => 406,
+            Error::Conflict(_) => 409,
+            Error::Gone => 410,
+            Error::PreconditionFailed(_) => 412,
+            Error::PayloadTooLarge(_) | Error::TooLarge(_) => 413,
+            Error::UnsupportedMediaType | Error::UnsupportedContent(_) => 415,
+            Error::RangeNotSatisfiable(_) => 416,
+            Error::Invalid(_) => 422,
+            Error::PreconditionRequired(_) => 428,
+            Error::Throttled => 429,
+            Error::EntryFailed { status, .. } => *status,
+            Error::Internal(_) => 500,
+            Error::Unavailable(_) => 503,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A setting that is missing or invalid at cold start: the function refuses
+/// to start rather than run misconfigured.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing required setting {0}")]
+    Missing(&'static str),
+    #[error("setting {0} is invalid: {1}")]
+    Invalid(&'static str, String),
+}
 
 /// Errors of the ports (storage, keys). Adapters translate SDK errors into
 /// these so that the service layer never sees AWS types.

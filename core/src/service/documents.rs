@@ -536,7 +536,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let digests = match checked {
             Ok(d) => d,
             Err(e) => {
-                let status = crate::http::error_response(&e).status().as_u16();
+                let status = e.status();
                 self.audit_failure(audit, status, None, None).await;
                 deps.blobs.discard_upload(key).await?;
                 return Ok(Ingested::Rejected(e));

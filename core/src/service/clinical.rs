@@ -64,7 +64,7 @@ pub(crate) struct NewRecord {
 pub const DIRECTORY: &str = "_directory";
 
 /// The patient a compartment belongs to; none for the directory's.
-pub(crate) fn patient_of(compartment: &str) -> Option<&str> {
+pub fn patient_of(compartment: &str) -> Option<&str> {
     (compartment != DIRECTORY).then_some(compartment)
 }
 
