@@ -16,7 +16,6 @@ use super::primitives as p;
 use super::profiles::{self, Profile};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
 mod definitional;
@@ -122,28 +121,11 @@ pub struct InvariantCoverage {
     pub unparsed: Vec<String>,
 }
 
-/// FNV-1a: the walk hashes short, trusted type names and paths on every
-/// element; SipHash's flooding resistance buys nothing for keys that come
-/// from the model, and costs a third of the lookup.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-        self.0 = h;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
-type FastSet<K> = HashSet<K, BuildHasherDefault<Fnv>>;
+/// foldhash with a fixed seed: the walk hashes short, trusted type names
+/// and paths on every element; SipHash's flooding resistance buys nothing
+/// for maps filled only from the model, and costs a third of the lookup.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
 
 /// The members of an enumerable value set.
 #[derive(Default)]

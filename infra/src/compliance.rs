@@ -4,6 +4,7 @@
 //! test or names one that does not exist; `report` renders the mapping with
 //! the latest results (nextest's JUnit output) as HTML.
 
+use medrec_shared::fhir::primitives::escape_html;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -90,10 +91,6 @@ pub fn results(junit: &str) -> BTreeMap<String, bool> {
     out
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
 pub fn report(mapping: &Mapping, index: &BTreeMap<String, PathBuf>, results: &BTreeMap<String, bool>) -> String {
     let mut rows = String::new();
     for c in &mapping.controls {
@@ -110,8 +107,8 @@ pub fn report(mapping: &Mapping, index: &BTreeMap<String, PathBuf>, results: &BT
                 let file = index.get(t).map(|p| p.display().to_string()).unwrap_or_default();
                 format!(
                     "<li class=\"{class}\"><code>{}</code> <span>{state}</span> <small>{}</small></li>",
-                    escape(t),
-                    escape(&file)
+                    escape_html(t),
+                    escape_html(&file)
                 )
             })
             .collect();
@@ -119,10 +116,10 @@ pub fn report(mapping: &Mapping, index: &BTreeMap<String, PathBuf>, results: &BT
         rows.push_str(&format!(
             "<tr class=\"{}\"><td><b>{}</b><br>{}<br><small>{}</small></td><td>{}</td><td><ul>{}</ul></td></tr>\n",
             if all_pass { "pass" } else { "open" },
-            escape(&c.id),
-            escape(&c.title),
-            escape(&c.kind),
-            escape(&c.how),
+            escape_html(&c.id),
+            escape_html(&c.title),
+            escape_html(&c.kind),
+            escape_html(&c.how),
             tests.join("")
         ));
     }
@@ -134,7 +131,7 @@ pub fn report(mapping: &Mapping, index: &BTreeMap<String, PathBuf>, results: &BT
          tr.open td:first-child{{border-left:6px solid #c90}}li.pass span{{color:#2a2}}li.fail span,li.missing span{{color:#c22;font-weight:bold}}\
          li.unknown span{{color:#888}}ul{{margin:0;padding-left:1rem}}</style></head><body>\
          <h1>{}</h1><p>{} tests in the latest results, {} passed.</p><table><tr><th>Control</th><th>How medrec meets it</th><th>Tests</th></tr>\n{}</table></body></html>\n",
-        escape(&mapping.title),
+        escape_html(&mapping.title),
         results.len(),
         passed,
         rows
