@@ -10,8 +10,6 @@ use medrec_shared::aws::checkpoints::{Checkpoints, ExportProgress};
 use medrec_shared::aws::dynamo::read_audit_chains;
 use medrec_shared::aws::kms::KmsKeys;
 use medrec_shared::aws::mirror::AuditMirror;
-use medrec_shared::runtime::root_secret;
-use medrec_shared::service::ServiceKeys;
 use std::time::Instant;
 
 pub struct Target {
@@ -122,8 +120,10 @@ pub async fn verify(target: &Target, progress: bool) -> Result<Report, String> {
     let sdk = medrec_shared::aws::sdk_config(target.endpoint.as_deref()).await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let kms = KmsKeys::new(aws_sdk_kms::Client::new(&sdk), &target.records_key_id);
-    let root = root_secret(&ddb, &kms, &target.records_table).await.map_err(|e| e.to_string())?;
-    let key = ServiceKeys::derive(&root).audit_chain;
+    let key = medrec_shared::aws::service_keys(&ddb, &kms, &target.records_table)
+        .await
+        .map_err(|e| e.to_string())?
+        .audit_chain;
     let started = Instant::now();
     let (records, heads) = read_audit_chains(&ddb, &target.audit_table).await.map_err(|e| e.to_string())?;
     let total: u64 = records.values().map(|r| r.len() as u64).sum();

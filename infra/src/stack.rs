@@ -10,8 +10,7 @@ use crate::poller::{self, QueueSource, SqsHandler};
 use crate::provision::{provision, Clients, Provisioned};
 use crate::registry_sim::RegistrySimulator;
 use crate::template::Template;
-use medrec_shared::config::Config;
-use medrec_shared::documents::DocumentConfig;
+use medrec_shared::config::Settings;
 use medrec_shared::registry::client::Credentials;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -73,61 +72,56 @@ type ScheduledHandler = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>>
 /// Builds a function's handler from its environment. Functions that are not
 /// yet implemented stay unmounted (the gateway answers 502 for them).
 async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Option<Mounted>, String> {
-    let lookup = |k: &str| env.get(k).cloned();
-    let config = Config::from_lookup(lookup).map_err(|e| format!("{logical_id}: {e}"))?;
-    let documents = || DocumentConfig::from_lookup(lookup).map_err(|e| format!("{logical_id}: {e}"));
+    let settings = Settings::from_map(env.clone()).map_err(|e| format!("{logical_id}: {e}"))?;
     let boot = |e: medrec_shared::runtime::BootError| format!("{logical_id}: {e}");
     Ok(Some(match logical_id {
-        "PatientsFunction" => Mounted::Api(api(medrec_patients::app(config).await.map_err(boot)?)),
-        "ClinicalFunction" => Mounted::Api(api(medrec_clinical::app(config, documents()?).await.map_err(boot)?)),
-        "ConsentFunction" => Mounted::Api(api(medrec_consent::app(config).await.map_err(boot)?)),
-        "ValidationFunction" => Mounted::Api(api(medrec_validation::App::new(config).await.map_err(boot)?)),
-        "AuditFunction" => Mounted::Api(api(medrec_audit::App::new(config).await.map_err(boot)?)),
-        "DocumentsFunction" => {
-            Mounted::Api(api(medrec_documents::App::new(config, documents()?).await.map_err(boot)?))
-        }
+        "PatientsFunction" => Mounted::Api(api(medrec_patients::boot(&settings).await.map_err(boot)?)),
+        "ClinicalFunction" => Mounted::Api(api(medrec_clinical::boot(&settings).await.map_err(boot)?)),
+        "ConsentFunction" => Mounted::Api(api(medrec_consent::boot(&settings).await.map_err(boot)?)),
+        "ValidationFunction" => Mounted::Api(api(medrec_validation::boot(&settings).await.map_err(boot)?)),
+        "AuditFunction" => Mounted::Api(api(medrec_audit::boot(&settings).await.map_err(boot)?)),
+        "DocumentsFunction" => Mounted::Api(api(medrec_documents::boot(&settings).await.map_err(boot)?)),
         "DocumentIngestFunction" => {
-            let app = Arc::new(medrec_document_ingest::App::new(config, documents()?).await.map_err(boot)?);
+            let app = Arc::new(medrec_document_ingest::boot(&settings).await.map_err(boot)?);
             queued(app, medrec_document_ingest::App::handle)
         }
         "OutboxRelayFunction" => {
-            let app = Arc::new(medrec_outbox_relay::App::new(config, lookup).await.map_err(boot)?);
+            let app = Arc::new(medrec_outbox_relay::boot(&settings).await.map_err(boot)?);
             streamed(app, medrec_outbox_relay::App::handle)
         }
         "AuditMirrorFunction" => {
-            let app = Arc::new(medrec_audit_mirror::App::new(config, lookup).await.map_err(boot)?);
+            let app = Arc::new(medrec_audit_mirror::boot(&settings).await.map_err(boot)?);
             streamed(app, medrec_audit_mirror::App::handle)
         }
         "RegistrySyncFunction" => {
-            let app = Arc::new(medrec_registry_sync::App::new(config, lookup).await.map_err(boot)?);
+            let app = Arc::new(medrec_registry_sync::boot(&settings).await.map_err(boot)?);
             queued(app, medrec_registry_sync::App::handle)
         }
         "RegistryReconcileFunction" => {
-            let app = Arc::new(medrec_registry_reconcile::App::new(config, lookup).await.map_err(boot)?);
+            let app = Arc::new(medrec_registry_reconcile::boot(&settings).await.map_err(boot)?);
             scheduled(app, medrec_registry_reconcile::App::handle)
         }
         "HealthFunction" => {
-            let app = Arc::new(medrec_health::App::new(config, lookup).await.map_err(boot)?);
+            let app = Arc::new(medrec_health::boot(&settings).await.map_err(boot)?);
             Mounted::Api(Arc::new(move |req| {
                 let app = app.clone();
                 Box::pin(async move { app.handle(req).await })
             }))
         }
         "AuditCheckpointFunction" => {
-            let app = Arc::new(medrec_audit_checkpoint::App::new(config, lookup).await.map_err(boot)?);
+            let app = Arc::new(medrec_audit_checkpoint::boot(&settings).await.map_err(boot)?);
             scheduled(app, medrec_audit_checkpoint::App::handle)
         }
         "PurgeFunction" => {
-            let app = Arc::new(medrec_purge::App::new(config, lookup).await.map_err(boot)?);
+            let app = Arc::new(medrec_purge::boot(&settings).await.map_err(boot)?);
             scheduled(app, medrec_purge::App::handle)
         }
         "ConsentExpiryFunction" => {
-            let days = medrec_consent_expiry::notice_days(lookup).map_err(|e| format!("{logical_id}: {e}"))?;
-            let app = Arc::new(medrec_consent_expiry::App::new(config, days).await.map_err(boot)?);
+            let app = Arc::new(medrec_consent_expiry::boot(&settings).await.map_err(boot)?);
             scheduled(app, medrec_consent_expiry::App::handle)
         }
         "TransactionSweepFunction" => {
-            let app = Arc::new(medrec_transaction_sweep::App::new(config).await.map_err(boot)?);
+            let app = Arc::new(medrec_transaction_sweep::boot(&settings).await.map_err(boot)?);
             scheduled(app, medrec_transaction_sweep::App::handle)
         }
         _ => return Ok(None),

@@ -14,6 +14,41 @@ pub enum Deployment {
     Cloud,
 }
 
+/// What every function is built from at cold start: its environment, read
+/// once, with the settings all functions share parsed and validated. Each
+/// function's `boot` takes it, in Lambda, in the local stack and in tests,
+/// so there is one way to construct any function.
+#[derive(Clone)]
+pub struct Settings {
+    pub config: Config,
+    env: std::collections::BTreeMap<String, String>,
+}
+
+impl Settings {
+    /// The process environment (variables that are not UTF-8 are not
+    /// medrec's and are skipped).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_map(
+            std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect(),
+        )
+    }
+
+    pub fn from_map(env: std::collections::BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let config = Config::from_lookup(|k| env.get(k).cloned())?;
+        Ok(Settings { config, env })
+    }
+
+    /// A function's own setting.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.env.get(key).cloned()
+    }
+
+    /// The document settings, for the functions that store or serve documents.
+    pub fn documents(&self) -> Result<crate::documents::DocumentConfig, ConfigError> {
+        crate::documents::DocumentConfig::from_lookup(|k| self.get(k))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub deployment: Deployment,
@@ -61,10 +96,6 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
     /// Builds the config from any key/value source: the process environment in
     /// Lambda, the template's resolved `Environment` locally.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {

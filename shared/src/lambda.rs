@@ -94,11 +94,11 @@ pub trait Api: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'a;
 }
 
-/// Cold start in Lambda: logging, then the configuration from the
-/// environment, validated (a bad setting stops the function from starting).
-pub fn config_from_env() -> Result<crate::config::Config, crate::runtime::BootError> {
+/// Cold start in Lambda: logging, then the settings from the environment,
+/// validated (a bad setting stops the function from starting).
+pub fn settings_from_env() -> Result<crate::config::Settings, crate::runtime::BootError> {
     crate::log::init();
-    Ok(crate::config::Config::from_env()?)
+    Ok(crate::config::Settings::from_env()?)
 }
 
 /// Serves an API function in Lambda: API Gateway's HTTP API events (payload

@@ -5,24 +5,19 @@
 use crate::auth::jwks::JwksCache;
 use crate::auth::jwt::{TokenPolicy, Verifier};
 use crate::auth::{AuthError, Purpose};
-use crate::aws::dynamo::{load_or_create_secret, DynamoStore, Tables};
+use crate::aws::dynamo::{DynamoStore, Tables};
 use crate::aws::kms::KmsKeys;
 use crate::config::{Config, Deployment};
 use crate::crypto::keycache::{KeyCache, Limits};
-use crate::crypto::DataKey;
 use crate::error::{Error, PortError};
 use crate::http;
 use crate::outbound::HttpKeySetSource;
 use crate::service::staging::Staging;
-use crate::service::{Caller, ServiceKeys, Services};
+use crate::service::{Caller, Services};
 use lambda_http::{Body, Request, Response};
 
 /// The store stages inside a transaction Bundle (`service::staging`).
 pub type AwsServices = Services<Staging<DynamoStore>, KmsKeys>;
-
-/// Name of the root secret item and the KMS context purpose that binds it.
-const ROOT_SECRET: &str = "ROOT_SECRET";
-const ROOT_PURPOSE: &str = "service-root";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -34,21 +29,13 @@ pub enum BootError {
     Jwks(String),
 }
 
-/// The service root secret (KMS-wrapped in the records table), created on
-/// first use. Blind-index, cursor and audit-chain keys derive from it.
-pub async fn root_secret(
-    ddb: &aws_sdk_dynamodb::Client,
-    kms: &KmsKeys,
-    records_table: &str,
-) -> Result<DataKey, PortError> {
-    load_or_create_secret(
-        ddb,
-        records_table,
-        ROOT_SECRET,
-        || kms.generate_secret(ROOT_PURPOSE),
-        |w| async move { kms.unwrap_secret(ROOT_PURPOSE, &w).await },
-    )
-    .await
+/// The tables a function's configuration names.
+pub fn tables(config: &Config) -> Tables {
+    Tables {
+        records: config.records_table.clone(),
+        audit: config.audit_table.clone(),
+        outbox: config.outbox_table.clone(),
+    }
 }
 
 pub struct Runtime {
@@ -64,14 +51,8 @@ impl Runtime {
         let sdk = crate::aws::sdk_config(config.aws_endpoint.as_deref()).await;
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
         let kms = KmsKeys::new(aws_sdk_kms::Client::new(&sdk), &config.records_key_id);
-        let root = root_secret(&ddb, &kms, &config.records_table).await?;
-        let keys = ServiceKeys::derive(&root);
-        let tables = Tables {
-            records: config.records_table.clone(),
-            audit: config.audit_table.clone(),
-            outbox: config.outbox_table.clone(),
-        };
-        let store = DynamoStore::new(ddb, tables, keys.audit_chain, config.audit_shards)
+        let keys = crate::aws::service_keys(&ddb, &kms, &config.records_table).await?;
+        let store = DynamoStore::new(ddb, tables(&config), keys.audit_chain, config.audit_shards)
             .with_transaction_deadline(config.transaction_deadline);
         let cache = KeyCache::new(Limits {
             max_age: config.key_cache_max_age,

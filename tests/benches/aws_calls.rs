@@ -80,9 +80,7 @@ async fn main() {
     show("Binary read (whole document)", &h.aws_calls().await);
 
     // A second function instance on the same resources: a cold start.
-    let env = h.stack.function_env["PatientsFunction"].clone();
-    let config = medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    let app = medrec_patients::app(config).await.unwrap();
+    let app = medrec_patients::boot(&h.settings("PatientsFunction", &[])).await.unwrap();
     show("cold start (root secret)", &h.aws_calls().await);
     let parts = http::Request::builder()
         .method("GET")

@@ -394,6 +394,14 @@ impl Harness {
         self.stack.table(logical_id)
     }
 
+    /// A function's settings as the stack boots it, with `overrides`: what
+    /// its `boot` takes, for a test that builds a second instance.
+    pub fn settings(&self, function: &str, overrides: &[(&str, &str)]) -> medrec_shared::config::Settings {
+        let mut env = self.stack.function_env[function].clone();
+        env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        medrec_shared::config::Settings::from_map(env).expect("the stack's settings are valid")
+    }
+
     /// Sets the stored `upd` of a resource's items (its current item and the
     /// given versions) to a past instant: the emulator's clock cannot be moved,
     /// the stored timestamps can.

@@ -206,9 +206,8 @@ async fn signed_checkpoints_catch_what_a_chain_alone_cannot() {
         read().await;
     }
     // The second comes from the scheduled function, as EventBridge runs it.
-    let env = h.stack.function_env["AuditCheckpointFunction"].clone();
-    let config = medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    let app = std::sync::Arc::new(medrec_audit_checkpoint::App::new(config, |k| env.get(k).cloned()).await.unwrap());
+    let app =
+        std::sync::Arc::new(medrec_audit_checkpoint::boot(&h.settings("AuditCheckpointFunction", &[])).await.unwrap());
     let event = lambda_http::LambdaEvent::new(json!({"source": "aws.events"}), lambda_http::Context::default());
     assert_eq!(app.handle(event).await.unwrap()["checkpoint"], 2);
     let report = verify(&target, false).await.unwrap();
@@ -413,8 +412,7 @@ async fn a_record_rewritten_with_a_function_roles_rights_is_caught_by_the_mirror
     // and relink 3..5 and the head.
     let ddb = &h.stack.clients.dynamodb;
     let kms = medrec_shared::aws::kms::KmsKeys::new(h.stack.clients.kms.clone(), h.table("RecordsKey"));
-    let root = medrec_shared::runtime::root_secret(ddb, &kms, &h.table("RecordsTable")).await.unwrap();
-    let chain_key = medrec_shared::service::ServiceKeys::derive(&root).audit_chain;
+    let chain_key = medrec_shared::aws::service_keys(ddb, &kms, &h.table("RecordsTable")).await.unwrap().audit_chain;
     let table = h.table("AuditTable");
     let (records, _) = medrec_shared::aws::dynamo::read_audit_chains(ddb, &table).await.unwrap();
     let mut prev = records[&0][1].hash.clone();

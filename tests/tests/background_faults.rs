@@ -117,13 +117,11 @@ const INGEST_CALLS: &[(&str, &str)] = &[
 /// SQS trigger would. Its key cache is off, so every attempt opens the
 /// patient's key through KMS.
 async fn ingest_app(h: &Harness, proxy: &FaultProxy) -> Arc<medrec_document_ingest::App> {
-    let mut env = h.stack.function_env["DocumentIngestFunction"].clone();
-    env.insert("MEDREC_KEY_CACHE_SECONDS".into(), "0".into());
-    env.insert("MEDREC_AWS_ENDPOINT".into(), proxy.endpoint.clone());
-    let lookup = |k: &str| env.get(k).cloned();
-    let config = medrec_shared::config::Config::from_lookup(lookup).unwrap();
-    let documents = medrec_shared::documents::DocumentConfig::from_lookup(lookup).unwrap();
-    Arc::new(medrec_document_ingest::App::new(config, documents).await.unwrap())
+    let settings = h.settings(
+        "DocumentIngestFunction",
+        &[("MEDREC_KEY_CACHE_SECONDS", "0"), ("MEDREC_AWS_ENDPOINT", &proxy.endpoint)],
+    );
+    Arc::new(medrec_document_ingest::boot(&settings).await.unwrap())
 }
 
 /// Delivers the upload's notification; whether it was acknowledged.
@@ -614,13 +612,11 @@ fn transaction_entries() -> usize {
 /// reaching the emulator through `proxy`, and its transactions' deadline
 /// one second, so the sweep may abort one left pending at once.
 async fn clinical_through(h: &Harness, proxy: &FaultProxy) -> Arc<medrec_shared::rest::CompartmentApi> {
-    let mut env = h.stack.function_env["ClinicalFunction"].clone();
-    env.insert("MEDREC_AWS_ENDPOINT".into(), proxy.endpoint.clone());
-    env.insert("MEDREC_TRANSACTION_DEADLINE_SECONDS".into(), "1".into());
-    let lookup = |k: &str| env.get(k).cloned();
-    let config = medrec_shared::config::Config::from_lookup(lookup).unwrap();
-    let documents = medrec_shared::documents::DocumentConfig::from_lookup(lookup).unwrap();
-    Arc::new(medrec_clinical::app(config, documents).await.unwrap())
+    let settings = h.settings(
+        "ClinicalFunction",
+        &[("MEDREC_AWS_ENDPOINT", &proxy.endpoint), ("MEDREC_TRANSACTION_DEADLINE_SECONDS", "1")],
+    );
+    Arc::new(medrec_clinical::boot(&settings).await.unwrap())
 }
 
 /// `POST /fhir` with `body`, as API Gateway delivers it to the function.
@@ -856,9 +852,7 @@ async fn a_transaction_crashed_at_any_call_is_all_or_nothing_and_finished_by_the
     let app = clinical_through(&h, &proxy).await;
     // An administrator: the transaction deletes.
     let t = h.token("admin", "admin-tx-faults");
-    let sweep_env = h.stack.function_env["TransactionSweepFunction"].clone();
-    let sweep_config = medrec_shared::config::Config::from_lookup(|k| sweep_env.get(k).cloned()).unwrap();
-    let sweep = Arc::new(medrec_transaction_sweep::App::new(sweep_config).await.unwrap());
+    let sweep = Arc::new(medrec_transaction_sweep::boot(&h.settings("TransactionSweepFunction", &[])).await.unwrap());
     let sweep = || {
         let sweep = sweep.clone();
         async move {

@@ -169,9 +169,8 @@ async fn consents_ending_soon_are_noticed_once() {
     let path = format!("/fhir/Consent/{}", deleted["id"].as_str().unwrap());
     assert_eq!(h.call("DELETE", &path, Some(&admin), &[], None).await.status, 204);
 
-    let env = h.stack.function_env["ConsentExpiryFunction"].clone();
-    let config = medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    let app = std::sync::Arc::new(medrec_consent_expiry::App::new(config, 30).await.unwrap());
+    let settings = h.settings("ConsentExpiryFunction", &[("MEDREC_CONSENT_NOTICE_DAYS", "30")]);
+    let app = std::sync::Arc::new(medrec_consent_expiry::boot(&settings).await.unwrap());
     let run = || {
         let app = app.clone();
         async move {

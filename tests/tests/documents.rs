@@ -409,12 +409,9 @@ async fn ingest_retries_after_a_failure_without_duplicates() {
     assert_eq!(h.get(&format!("/fhir/DocumentReference/{id}"), &t).await.status, 404);
 
     // Redelivered to a healthy ingest: stored once; delivered again: nothing twice.
-    let mut env = h.stack.function_env["DocumentIngestFunction"].clone();
-    env.insert("MEDREC_DOCUMENTS_BUCKET".into(), h.table("DocumentsBucket"));
-    let lookup = |k: &str| env.get(k).cloned();
-    let config = medrec_shared::config::Config::from_lookup(lookup).unwrap();
-    let documents = medrec_shared::documents::DocumentConfig::from_lookup(lookup).unwrap();
-    let ingest = std::sync::Arc::new(medrec_document_ingest::App::new(config, documents).await.unwrap());
+    let bucket = h.table("DocumentsBucket");
+    let settings = h.settings("DocumentIngestFunction", &[("MEDREC_DOCUMENTS_BUCKET", &bucket)]);
+    let ingest = std::sync::Arc::new(medrec_document_ingest::boot(&settings).await.unwrap());
     for _ in 0..2 {
         let event =
             lambda_http::LambdaEvent::new(upload_notification(&id, "redelivered"), lambda_http::Context::default());

@@ -138,9 +138,9 @@ async fn reconciliation_imports_new_doses_flags_conflicts_and_is_idempotent() {
     primary.seed(&patient, dose("IRIS-SEED-1", "141", "20250110", "FLU-1"));
     primary.seed(&patient, dose("IRIS-SEED-2", "208", "20261120", "OTHER-LOT"));
 
-    let env = h.stack.function_env["RegistryReconcileFunction"].clone();
-    let config = medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    let app = std::sync::Arc::new(medrec_registry_reconcile::App::new(config, |k| env.get(k).cloned()).await.unwrap());
+    let app = std::sync::Arc::new(
+        medrec_registry_reconcile::boot(&h.settings("RegistryReconcileFunction", &[])).await.unwrap(),
+    );
     let run = || {
         let app = app.clone();
         async move {

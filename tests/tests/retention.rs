@@ -128,18 +128,14 @@ async fn the_scheduled_purge_keeps_what_retention_still_covers() {
     let h = Harness::start().await;
     let t = h.token("clinician", "dr-retention");
     let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
-    let env = h.stack.function_env["PurgeFunction"].clone();
-    let config = medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    let app = std::sync::Arc::new(medrec_purge::App::new(config, |k| env.get(k).cloned()).await.unwrap());
+    let app = std::sync::Arc::new(medrec_purge::boot(&h.settings("PurgeFunction", &[])).await.unwrap());
     let event = lambda_http::LambdaEvent::new(json!({"source": "aws.events"}), lambda_http::Context::default());
     let run = app.handle(event).await.unwrap();
     assert_eq!((run["shredded"].as_u64(), run["held"].as_u64()), (Some(0), Some(0)));
     assert_eq!(h.get(&format!("/fhir/Patient/{patient}"), &t).await.status, 200);
     // A retention below HIPAA's six years is refused at start.
-    let mut short = env.clone();
-    short.insert("MEDREC_RETENTION_YEARS".into(), "2".into());
-    let config = medrec_shared::config::Config::from_lookup(|k| short.get(k).cloned()).unwrap();
-    assert!(medrec_purge::App::new(config, |k| short.get(k).cloned()).await.is_err());
+    let short = h.settings("PurgeFunction", &[("MEDREC_RETENTION_YEARS", "2")]);
+    assert!(medrec_purge::boot(&short).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,10 +23,7 @@ async fn sample_events_are_served_by_the_handler() {
     let h = Harness::start().await;
     let token = h.token("clinician", "dr-events");
     let id = h.create_id(&token, &canary_patient(&unique_tag())).await;
-    let env = h.stack.function_env["PatientsFunction"].clone();
-    let app = medrec_patients::app(medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap())
-        .await
-        .unwrap();
+    let app = medrec_patients::boot(&h.settings("PatientsFunction", &[])).await.unwrap();
     let expected = [
         ("patients-metadata.json", 200),
         ("patients-create.json", 201),
@@ -39,50 +36,24 @@ async fn sample_events_are_served_by_the_handler() {
         assert_eq!(response.status().as_u16(), status, "{file}: {:?}", response.body());
     }
 
-    let env = h.stack.function_env["ClinicalFunction"].clone();
-    let lookup = |k: &str| env.get(k).cloned();
-    let clinical = medrec_clinical::app(
-        medrec_shared::config::Config::from_lookup(lookup).unwrap(),
-        medrec_shared::documents::DocumentConfig::from_lookup(lookup).unwrap(),
-    )
-    .await
-    .unwrap();
+    let clinical = medrec_clinical::boot(&h.settings("ClinicalFunction", &[])).await.unwrap();
     let response = medrec_shared::lambda::handle(&clinical, sample("clinical-create.json", &token, &id)).await;
     assert_eq!(response.status().as_u16(), 201, "{:?}", response.body());
 
-    let env = h.stack.function_env["ValidationFunction"].clone();
-    let validation =
-        medrec_validation::App::new(medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap())
-            .await
-            .unwrap();
+    let validation = medrec_validation::boot(&h.settings("ValidationFunction", &[])).await.unwrap();
     let response = medrec_shared::lambda::handle(&validation, sample("validation-validate.json", &token, &id)).await;
     assert_eq!(response.status().as_u16(), 200);
     let outcome: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
     assert_eq!(outcome["issue"][0]["severity"], "information", "{outcome}");
 
-    let env = h.stack.function_env["DocumentsFunction"].clone();
-    let lookup = |k: &str| env.get(k).cloned();
-    let documents = medrec_documents::App::new(
-        medrec_shared::config::Config::from_lookup(lookup).unwrap(),
-        medrec_shared::documents::DocumentConfig::from_lookup(lookup).unwrap(),
-    )
-    .await
-    .unwrap();
+    let documents = medrec_documents::boot(&h.settings("DocumentsFunction", &[])).await.unwrap();
     let response = medrec_shared::lambda::handle(&documents, sample("documents-create.json", &token, &id)).await;
     assert_eq!(response.status().as_u16(), 201, "{:?}", response.body());
 
     // The ingest's SQS event deserialises as Lambda's and is handled; its
     // key names no promised upload, so the object is discarded, not retried.
-    let env = h.stack.function_env["DocumentIngestFunction"].clone();
-    let lookup = |k: &str| env.get(k).cloned();
-    let ingest = std::sync::Arc::new(
-        medrec_document_ingest::App::new(
-            medrec_shared::config::Config::from_lookup(lookup).unwrap(),
-            medrec_shared::documents::DocumentConfig::from_lookup(lookup).unwrap(),
-        )
-        .await
-        .unwrap(),
-    );
+    let ingest =
+        std::sync::Arc::new(medrec_document_ingest::boot(&h.settings("DocumentIngestFunction", &[])).await.unwrap());
     let text = std::fs::read_to_string(repo_root().join("events/document-ingest-sqs.json")).unwrap();
     let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_str(&text).unwrap();
     let invocation = lambda_http::LambdaEvent::new(event, lambda_http::Context::default());
@@ -95,15 +66,7 @@ async fn sample_outbox_stream_and_registry_events_are_what_the_functions_take() 
     let h = Harness::start_without(&["RegistrySyncFunction"]).await;
     let text = std::fs::read_to_string(repo_root().join("events/outbox-relay-stream.json")).unwrap();
     let event: medrec_shared::aws::stream::StreamEvent = serde_json::from_str(&text).unwrap();
-    let env = h.stack.function_env["OutboxRelayFunction"].clone();
-    let relay = std::sync::Arc::new(
-        medrec_outbox_relay::App::new(
-            medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap(),
-            |k| env.get(k).cloned(),
-        )
-        .await
-        .unwrap(),
-    );
+    let relay = std::sync::Arc::new(medrec_outbox_relay::boot(&h.settings("OutboxRelayFunction", &[])).await.unwrap());
     let response = relay.handle(lambda_http::LambdaEvent::new(event, lambda_http::Context::default())).await.unwrap();
     assert!(response.batch_item_failures.is_empty(), "published");
 
@@ -133,15 +96,7 @@ async fn the_sample_audit_stream_event_is_what_the_mirror_takes() {
     let h = Harness::start_without(&["AuditMirrorFunction"]).await;
     let text = std::fs::read_to_string(repo_root().join("events/audit-mirror-stream.json")).unwrap();
     let event: medrec_shared::aws::stream::StreamEvent = serde_json::from_str(&text).unwrap();
-    let env = h.stack.function_env["AuditMirrorFunction"].clone();
-    let mirror = std::sync::Arc::new(
-        medrec_audit_mirror::App::new(
-            medrec_shared::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap(),
-            |k| env.get(k).cloned(),
-        )
-        .await
-        .unwrap(),
-    );
+    let mirror = std::sync::Arc::new(medrec_audit_mirror::boot(&h.settings("AuditMirrorFunction", &[])).await.unwrap());
     let response = mirror.handle(lambda_http::LambdaEvent::new(event, lambda_http::Context::default())).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     let archive = medrec_shared::aws::mirror::AuditMirror {

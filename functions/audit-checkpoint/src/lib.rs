@@ -8,7 +8,7 @@
 
 use lambda_http::LambdaEvent;
 use medrec_shared::aws::checkpoints::Checkpoints;
-use medrec_shared::config::{Config, ConfigError, Deployment};
+use medrec_shared::config::{ConfigError, Deployment, Settings};
 use medrec_shared::runtime::BootError;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -23,27 +23,25 @@ pub struct App {
     checkpoints: Checkpoints,
 }
 
+/// Cold start: the function built from its settings, once per instance.
+pub async fn boot(settings: &Settings) -> Result<App, BootError> {
+    let config = settings.config.clone();
+    let get = |k: &str| settings.get(k);
+    let req = |k: &'static str| get(k).filter(|v| !v.trim().is_empty()).ok_or(ConfigError::Missing(k));
+    let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
+    let checkpoints = Checkpoints {
+        ddb: aws_sdk_dynamodb::Client::new(&sdk),
+        kms: aws_sdk_kms::Client::new(&sdk),
+        s3: medrec_shared::aws::s3_client(&sdk, config.deployment == Deployment::Local),
+        audit_table: config.audit_table.clone(),
+        archive_bucket: req("MEDREC_AUDIT_ARCHIVE_BUCKET")?,
+        signing_key_id: req("MEDREC_AUDIT_SIGNING_KEY_ID")?,
+        shards: config.audit_shards,
+    };
+    Ok(App { checkpoints })
+}
+
 impl App {
-    pub async fn from_env() -> Result<Self, BootError> {
-        let config = medrec_shared::lambda::config_from_env()?;
-        Self::new(config, |k| std::env::var(k).ok()).await
-    }
-
-    pub async fn new(config: Config, get: impl Fn(&str) -> Option<String>) -> Result<Self, BootError> {
-        let req = |k: &'static str| get(k).filter(|v| !v.trim().is_empty()).ok_or(ConfigError::Missing(k));
-        let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
-        let checkpoints = Checkpoints {
-            ddb: aws_sdk_dynamodb::Client::new(&sdk),
-            kms: aws_sdk_kms::Client::new(&sdk),
-            s3: medrec_shared::aws::s3_client(&sdk, config.deployment == Deployment::Local),
-            audit_table: config.audit_table.clone(),
-            archive_bucket: req("MEDREC_AUDIT_ARCHIVE_BUCKET")?,
-            signing_key_id: req("MEDREC_AUDIT_SIGNING_KEY_ID")?,
-            shards: config.audit_shards,
-        };
-        Ok(App { checkpoints })
-    }
-
     pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
         let cp = self.checkpoints.write(&medrec_shared::fhir::now_instant()).await?;
         tracing::info!(checkpoint = cp.number, shards = cp.heads.len(), "audit checkpoint signed");

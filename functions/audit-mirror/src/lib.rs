@@ -7,7 +7,7 @@
 use lambda_http::LambdaEvent;
 use medrec_shared::aws::mirror::AuditMirror;
 use medrec_shared::aws::stream::{StreamBatchResponse, StreamEvent};
-use medrec_shared::config::{Config, ConfigError, Deployment};
+use medrec_shared::config::{ConfigError, Deployment, Settings};
 use medrec_shared::runtime::BootError;
 use std::sync::Arc;
 
@@ -15,21 +15,19 @@ pub struct App {
     mirror: AuditMirror,
 }
 
+/// Cold start: the function built from its settings, once per instance.
+pub async fn boot(settings: &Settings) -> Result<App, BootError> {
+    let config = settings.config.clone();
+    let get = |k: &str| settings.get(k);
+    let bucket = get("MEDREC_AUDIT_ARCHIVE_BUCKET")
+        .filter(|b| !b.is_empty())
+        .ok_or(ConfigError::Missing("MEDREC_AUDIT_ARCHIVE_BUCKET"))?;
+    let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
+    let s3 = medrec_shared::aws::s3_client(&sdk, config.deployment == Deployment::Local);
+    Ok(App { mirror: AuditMirror { s3, bucket } })
+}
+
 impl App {
-    pub async fn from_env() -> Result<Self, BootError> {
-        let config = medrec_shared::lambda::config_from_env()?;
-        Self::new(config, |k| std::env::var(k).ok()).await
-    }
-
-    pub async fn new(config: Config, get: impl Fn(&str) -> Option<String>) -> Result<Self, BootError> {
-        let bucket = get("MEDREC_AUDIT_ARCHIVE_BUCKET")
-            .filter(|b| !b.is_empty())
-            .ok_or(ConfigError::Missing("MEDREC_AUDIT_ARCHIVE_BUCKET"))?;
-        let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
-        let s3 = medrec_shared::aws::s3_client(&sdk, config.deployment == Deployment::Local);
-        Ok(App { mirror: AuditMirror { s3, bucket } })
-    }
-
     pub async fn handle(
         self: Arc<Self>,
         event: LambdaEvent<StreamEvent>,

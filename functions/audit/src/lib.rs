@@ -7,7 +7,7 @@ mod report;
 
 use lambda_http::{Body, Response};
 use medrec_shared::audit::AuditEntry;
-use medrec_shared::config::Config;
+use medrec_shared::config::Settings;
 use medrec_shared::error::Error;
 use medrec_shared::fhir::primitives::is_id;
 use medrec_shared::http;
@@ -37,11 +37,13 @@ fn wants_html(format: Option<&str>, accept: Option<&str>) -> bool {
         || accept.is_some_and(|a| a.split(',').next().is_some_and(|p| p.trim().starts_with("text/html")))
 }
 
-impl App {
-    pub async fn new(config: Config) -> Result<Self, BootError> {
-        Ok(App { rt: Runtime::from_config(config).await? })
-    }
+/// Cold start: the function built from its settings, once per instance.
+pub async fn boot(settings: &Settings) -> Result<App, BootError> {
+    let config = settings.config.clone();
+    Ok(App { rt: Runtime::from_config(config).await? })
+}
 
+impl App {
     async fn disclosures(&self, ctx: Ctx<'_>, audit: &mut AuditEntry) -> Result<Response<Body>, Error> {
         let id = ctx.params.first().copied().filter(|id| is_id(id)).ok_or(Error::NotFound)?;
         let (mut start, mut end, mut format) = (None, None, None);

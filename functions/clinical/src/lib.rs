@@ -6,8 +6,7 @@
 //! Routes only; the REST edge is `medrec_shared::rest::CompartmentApi`, the
 //! use cases `medrec_shared::service::clinical`.
 
-use medrec_shared::config::Config;
-use medrec_shared::documents::DocumentConfig;
+use medrec_shared::config::Settings;
 use medrec_shared::lambda::Route;
 use medrec_shared::rest::CompartmentApi;
 use medrec_shared::runtime::BootError;
@@ -29,13 +28,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/fhir", interaction: "batch" },
 ];
 
-/// The handler, built once at cold start.
-pub async fn app(config: Config, documents: DocumentConfig) -> Result<CompartmentApi, BootError> {
-    Ok(CompartmentApi::new(config, ROUTES).await?.with_documents(documents))
-}
-
-/// The handler from the function's environment.
-pub async fn from_env() -> Result<CompartmentApi, BootError> {
-    let config = medrec_shared::lambda::config_from_env()?;
-    app(config, DocumentConfig::from_lookup(|k| std::env::var(k).ok())?).await
+/// Cold start: the function built from its settings, once per instance.
+pub async fn boot(settings: &Settings) -> Result<CompartmentApi, BootError> {
+    Ok(CompartmentApi::new(settings.config.clone(), ROUTES).await?.with_documents(settings.documents()?))
 }

@@ -5,7 +5,7 @@
 //! invocation run it again; notices already sent are not repeated.
 
 use lambda_http::LambdaEvent;
-use medrec_shared::config::{Config, ConfigError};
+use medrec_shared::config::{ConfigError, Settings};
 use medrec_shared::runtime::{BootError, Runtime};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ pub struct App {
 }
 
 /// The notice period in days (1 to 365, default 30).
-pub fn notice_days(get: impl Fn(&str) -> Option<String>) -> Result<u32, ConfigError> {
+fn notice_days(get: impl Fn(&str) -> Option<String>) -> Result<u32, ConfigError> {
     const KEY: &str = "MEDREC_CONSENT_NOTICE_DAYS";
     match get(KEY) {
         None => Ok(30),
@@ -29,16 +29,14 @@ pub fn notice_days(get: impl Fn(&str) -> Option<String>) -> Result<u32, ConfigEr
     }
 }
 
+/// Cold start: the function built from its settings, once per instance.
+pub async fn boot(settings: &Settings) -> Result<App, BootError> {
+    let config = settings.config.clone();
+    let days = notice_days(|k| settings.get(k))?;
+    Ok(App { rt: Runtime::from_config(config).await?, days })
+}
+
 impl App {
-    pub async fn from_env() -> Result<Self, BootError> {
-        let config = medrec_shared::lambda::config_from_env()?;
-        Self::new(config, notice_days(|k| std::env::var(k).ok())?).await
-    }
-
-    pub async fn new(config: Config, days: u32) -> Result<Self, BootError> {
-        Ok(App { rt: Runtime::from_config(config).await?, days })
-    }
-
     pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
         let now = time::OffsetDateTime::now_utc();
         let sent = self.rt.services.notify_expiring_consents(now, self.days).await?;

@@ -8,7 +8,7 @@
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_http::LambdaEvent;
 use medrec_shared::aws::s3::S3Blobs;
-use medrec_shared::config::{Config, Deployment};
+use medrec_shared::config::{Deployment, Settings};
 use medrec_shared::documents::{DocumentConfig, TestSignatureScanner};
 use medrec_shared::runtime::{BootError, Runtime};
 use medrec_shared::service::documents::{DocumentDeps, Ingested, Uploads};
@@ -40,19 +40,17 @@ fn object_keys(body: &str) -> Option<Vec<String>> {
         .collect()
 }
 
+/// Cold start: the function built from its settings, once per instance.
+pub async fn boot(settings: &Settings) -> Result<App, BootError> {
+    let config = settings.config.clone();
+    let documents = settings.documents()?;
+    let rt = Runtime::from_config(config).await?;
+    let local = rt.config.deployment == Deployment::Local;
+    let blobs = S3Blobs::new(&rt.sdk, local, &documents.documents_bucket, &documents.uploads_bucket);
+    Ok(App { rt, blobs, documents, scanner: TestSignatureScanner })
+}
+
 impl App {
-    pub async fn from_env() -> Result<Self, BootError> {
-        let config = medrec_shared::lambda::config_from_env()?;
-        Self::new(config, DocumentConfig::from_lookup(|k| std::env::var(k).ok())?).await
-    }
-
-    pub async fn new(config: Config, documents: DocumentConfig) -> Result<Self, BootError> {
-        let rt = Runtime::from_config(config).await?;
-        let local = rt.config.deployment == Deployment::Local;
-        let blobs = S3Blobs::new(&rt.sdk, local, &documents.documents_bucket, &documents.uploads_bucket);
-        Ok(App { rt, blobs, documents, scanner: TestSignatureScanner })
-    }
-
     /// Ingests one S3 object; what happened, or the transient error to retry on.
     pub async fn ingest(&self, key: &str) -> Result<Ingested, medrec_shared::error::Error> {
         // The ingest stores what an upload brought; it promises none.

@@ -5,8 +5,7 @@
 
 use lambda_http::{Body, Response};
 use medrec_shared::audit::AuditEntry;
-use medrec_shared::config::Config;
-use medrec_shared::documents::DocumentConfig;
+use medrec_shared::config::Settings;
 use medrec_shared::error::Error;
 use medrec_shared::lambda::{Api, Ctx, Route};
 use medrec_shared::rest::documents::{DocumentRest, Uploads};
@@ -20,19 +19,17 @@ pub struct App {
     documents: DocumentRest,
 }
 
-impl App {
-    pub async fn from_env() -> Result<Self, BootError> {
-        let config = medrec_shared::lambda::config_from_env()?;
-        Self::new(config, DocumentConfig::from_lookup(|k| std::env::var(k).ok())?).await
-    }
-
-    pub async fn new(config: Config, documents: DocumentConfig) -> Result<Self, BootError> {
-        medrec_shared::fhir::validator::model();
-        let rt = Runtime::from_config(config).await?;
-        let documents = DocumentRest::new(&rt, documents, Uploads::Offered);
-        Ok(App { rt, documents })
-    }
+/// Cold start: the function built from its settings, once per instance.
+pub async fn boot(settings: &Settings) -> Result<App, BootError> {
+    let config = settings.config.clone();
+    let documents = settings.documents()?;
+    medrec_shared::fhir::validator::model();
+    let rt = Runtime::from_config(config).await?;
+    let documents = DocumentRest::new(&rt, documents, Uploads::Offered);
+    Ok(App { rt, documents })
 }
+
+impl App {}
 
 impl Api for App {
     fn routes(&self) -> &'static [Route] {

@@ -11,7 +11,7 @@
 use lambda_http::http::HeaderValue;
 use lambda_http::{Body, Request, Response};
 use medrec_shared::api;
-use medrec_shared::config::{Config, ConfigError};
+use medrec_shared::config::{ConfigError, Settings};
 use medrec_shared::error::Error;
 use medrec_shared::http;
 use medrec_shared::runtime::BootError;
@@ -42,32 +42,30 @@ async fn check<T, E>(f: impl Future<Output = Result<T, E>>) -> &'static str {
     }
 }
 
+/// Cold start: the function built from its settings, once per instance.
+pub async fn boot(settings: &Settings) -> Result<App, BootError> {
+    let config = settings.config.clone();
+    let get = |k: &str| settings.get(k);
+    let bucket = get("MEDREC_DOCUMENTS_BUCKET").ok_or(ConfigError::Missing("MEDREC_DOCUMENTS_BUCKET"))?;
+    let processed_table =
+        get("MEDREC_PROCESSED_EVENTS_TABLE").ok_or(ConfigError::Missing("MEDREC_PROCESSED_EVENTS_TABLE"))?;
+    let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
+    let local = config.deployment == medrec_shared::config::Deployment::Local;
+    Ok(App {
+        ddb: aws_sdk_dynamodb::Client::new(&sdk),
+        kms: aws_sdk_kms::Client::new(&sdk),
+        s3: medrec_shared::aws::s3_client(&sdk, local),
+        records_table: config.records_table,
+        key_id: config.records_key_id,
+        bucket,
+        processed_table,
+        public_base_url: config.public_base_url,
+        limits: config.limits,
+        require_if_match: config.require_if_match,
+    })
+}
+
 impl App {
-    pub async fn from_env() -> Result<Self, BootError> {
-        let config = medrec_shared::lambda::config_from_env()?;
-        Self::new(config, |k| std::env::var(k).ok()).await
-    }
-
-    pub async fn new(config: Config, get: impl Fn(&str) -> Option<String>) -> Result<Self, BootError> {
-        let bucket = get("MEDREC_DOCUMENTS_BUCKET").ok_or(ConfigError::Missing("MEDREC_DOCUMENTS_BUCKET"))?;
-        let processed_table =
-            get("MEDREC_PROCESSED_EVENTS_TABLE").ok_or(ConfigError::Missing("MEDREC_PROCESSED_EVENTS_TABLE"))?;
-        let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
-        let local = config.deployment == medrec_shared::config::Deployment::Local;
-        Ok(App {
-            ddb: aws_sdk_dynamodb::Client::new(&sdk),
-            kms: aws_sdk_kms::Client::new(&sdk),
-            s3: medrec_shared::aws::s3_client(&sdk, local),
-            records_table: config.records_table,
-            key_id: config.records_key_id,
-            bucket,
-            processed_table,
-            public_base_url: config.public_base_url,
-            limits: config.limits,
-            require_if_match: config.require_if_match,
-        })
-    }
-
     /// The report and its status: 503 when a dependency fails.
     pub async fn report(&self) -> (u16, Value) {
         let (dynamodb, kms, s3, registry) = tokio::join!(

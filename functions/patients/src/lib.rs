@@ -4,7 +4,7 @@
 //! `medrec_shared::rest::CompartmentApi`, the use cases
 //! `medrec_shared::service::clinical` and `service::patients` (search).
 
-use medrec_shared::config::Config;
+use medrec_shared::config::Settings;
 use medrec_shared::lambda::Route;
 use medrec_shared::rest::CompartmentApi;
 use medrec_shared::runtime::BootError;
@@ -27,9 +27,9 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/fhir/Patient/{id}/{operation}", interaction: "operation" },
 ];
 
-/// The handler, built once at cold start.
-pub async fn app(config: Config) -> Result<CompartmentApi, BootError> {
-    CompartmentApi::new(config, ROUTES).await
+/// Cold start: the function built from its settings, once per instance.
+pub async fn boot(settings: &Settings) -> Result<CompartmentApi, BootError> {
+    CompartmentApi::new(settings.config.clone(), ROUTES).await
 }
 
 #[cfg(test)]

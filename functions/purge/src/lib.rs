@@ -6,9 +6,8 @@
 //! limit; the next run continues.
 
 use lambda_http::LambdaEvent;
-use medrec_shared::aws::dynamo::Tables;
 use medrec_shared::aws::purge::PurgeContext;
-use medrec_shared::config::{Config, ConfigError, Deployment};
+use medrec_shared::config::{ConfigError, Deployment, Settings};
 use medrec_shared::retention::Retention;
 use medrec_shared::runtime::BootError;
 use serde_json::{json, Value};
@@ -20,33 +19,27 @@ pub struct App {
     limit: usize,
 }
 
+/// Cold start: the function built from its settings, once per instance.
+pub async fn boot(settings: &Settings) -> Result<App, BootError> {
+    let config = settings.config.clone();
+    let get = |k: &str| settings.get(k);
+    let num = |k: &'static str| -> Result<Option<u32>, ConfigError> {
+        get(k).map(|v| v.trim().parse().map_err(|_| ConfigError::Invalid(k, "must be a number".into()))).transpose()
+    };
+    let retention = Retention::new(num("MEDREC_RETENTION_YEARS")?, num("MEDREC_ERASURE_FLOOR_YEARS")?)
+        .map_err(|e| ConfigError::Invalid("MEDREC_RETENTION_YEARS", e))?
+        .with_types(&get("MEDREC_RETENTION_BY_TYPE").unwrap_or_default())
+        .map_err(|e| ConfigError::Invalid("MEDREC_RETENTION_BY_TYPE", e))?;
+    let limit = num("MEDREC_PURGE_LIMIT")?.unwrap_or(100) as usize;
+    let bucket = get("MEDREC_DOCUMENTS_BUCKET").ok_or(ConfigError::Missing("MEDREC_DOCUMENTS_BUCKET"))?;
+    let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
+    let tables = medrec_shared::runtime::tables(&config);
+    let local = config.deployment == Deployment::Local;
+    let ctx = PurgeContext::new(&sdk, local, tables, &config.records_key_id, config.audit_shards, &bucket).await?;
+    Ok(App { ctx, retention, limit })
+}
+
 impl App {
-    pub async fn from_env() -> Result<Self, BootError> {
-        let config = medrec_shared::lambda::config_from_env()?;
-        Self::new(config, |k| std::env::var(k).ok()).await
-    }
-
-    pub async fn new(config: Config, get: impl Fn(&str) -> Option<String>) -> Result<Self, BootError> {
-        let num = |k: &'static str| -> Result<Option<u32>, ConfigError> {
-            get(k).map(|v| v.trim().parse().map_err(|_| ConfigError::Invalid(k, "must be a number".into()))).transpose()
-        };
-        let retention = Retention::new(num("MEDREC_RETENTION_YEARS")?, num("MEDREC_ERASURE_FLOOR_YEARS")?)
-            .map_err(|e| ConfigError::Invalid("MEDREC_RETENTION_YEARS", e))?
-            .with_types(&get("MEDREC_RETENTION_BY_TYPE").unwrap_or_default())
-            .map_err(|e| ConfigError::Invalid("MEDREC_RETENTION_BY_TYPE", e))?;
-        let limit = num("MEDREC_PURGE_LIMIT")?.unwrap_or(100) as usize;
-        let bucket = get("MEDREC_DOCUMENTS_BUCKET").ok_or(ConfigError::Missing("MEDREC_DOCUMENTS_BUCKET"))?;
-        let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
-        let tables = Tables {
-            records: config.records_table.clone(),
-            audit: config.audit_table.clone(),
-            outbox: config.outbox_table.clone(),
-        };
-        let local = config.deployment == Deployment::Local;
-        let ctx = PurgeContext::new(&sdk, local, tables, &config.records_key_id, config.audit_shards, &bucket).await?;
-        Ok(App { ctx, retention, limit })
-    }
-
     pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
         let now = time::OffsetDateTime::now_utc();
         let r = self.ctx.purger().run(&self.retention, now, self.limit, "medrec-scheduled-purge").await?;

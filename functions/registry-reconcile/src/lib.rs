@@ -8,7 +8,7 @@
 
 use lambda_http::LambdaEvent;
 use medrec_shared::aws::roster::Roster;
-use medrec_shared::config::{Config, ConfigError};
+use medrec_shared::config::{ConfigError, Settings};
 use medrec_shared::registry::client::RegistryClient;
 use medrec_shared::runtime::{BootError, Runtime};
 use medrec_shared::service::registry_sync::{registry_caller, Reconciled};
@@ -24,26 +24,23 @@ pub struct App {
     limit: usize,
 }
 
+/// Cold start: the function built from its settings, once per instance.
+pub async fn boot(settings: &Settings) -> Result<App, BootError> {
+    let config = settings.config.clone();
+    let get = |k: &str| settings.get(k);
+    let local = config.deployment == medrec_shared::config::Deployment::Local;
+    let table = get("MEDREC_PROCESSED_EVENTS_TABLE").ok_or(ConfigError::Missing("MEDREC_PROCESSED_EVENTS_TABLE"))?;
+    let limit = match get("MEDREC_RECONCILE_LIMIT") {
+        None => 500,
+        Some(v) => v.parse().map_err(|_| ConfigError::Invalid("MEDREC_RECONCILE_LIMIT", "a number".into()))?,
+    };
+    let rt = Runtime::from_config(config).await?;
+    let client = medrec_shared::registry::setup::connect(&rt.sdk, &get, local).await?;
+    let roster = Roster { ddb: aws_sdk_dynamodb::Client::new(&rt.sdk), table };
+    Ok(App { rt, roster, client, caller: registry_caller(), limit })
+}
+
 impl App {
-    pub async fn from_env() -> Result<Self, BootError> {
-        let config = medrec_shared::lambda::config_from_env()?;
-        Self::new(config, |k| std::env::var(k).ok()).await
-    }
-
-    pub async fn new(config: Config, get: impl Fn(&str) -> Option<String>) -> Result<Self, BootError> {
-        let local = config.deployment == medrec_shared::config::Deployment::Local;
-        let table =
-            get("MEDREC_PROCESSED_EVENTS_TABLE").ok_or(ConfigError::Missing("MEDREC_PROCESSED_EVENTS_TABLE"))?;
-        let limit = match get("MEDREC_RECONCILE_LIMIT") {
-            None => 500,
-            Some(v) => v.parse().map_err(|_| ConfigError::Invalid("MEDREC_RECONCILE_LIMIT", "a number".into()))?,
-        };
-        let rt = Runtime::from_config(config).await?;
-        let client = medrec_shared::registry::setup::connect(&rt.sdk, &get, local).await?;
-        let roster = Roster { ddb: aws_sdk_dynamodb::Client::new(&rt.sdk), table };
-        Ok(App { rt, roster, client, caller: registry_caller(), limit })
-    }
-
     pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
         let svc = &self.rt.services;
         let mut total = Reconciled::default();

@@ -11,7 +11,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_http::LambdaEvent;
 use medrec_shared::aws::processed::ProcessedEvents;
 use medrec_shared::aws::roster::Roster;
-use medrec_shared::config::{Config, ConfigError};
+use medrec_shared::config::{ConfigError, Settings};
 use medrec_shared::error::Error;
 use medrec_shared::events::Envelope;
 use medrec_shared::registry::client::{RegistryClient, RegistryError};
@@ -36,24 +36,21 @@ enum SyncError {
     Medrec(#[from] Error),
 }
 
+/// Cold start: the function built from its settings, once per instance.
+pub async fn boot(settings: &Settings) -> Result<App, BootError> {
+    let config = settings.config.clone();
+    let get = |k: &str| settings.get(k);
+    let local = config.deployment == medrec_shared::config::Deployment::Local;
+    let table = get("MEDREC_PROCESSED_EVENTS_TABLE").ok_or(ConfigError::Missing("MEDREC_PROCESSED_EVENTS_TABLE"))?;
+    let rt = Runtime::from_config(config).await?;
+    let client = medrec_shared::registry::setup::connect(&rt.sdk, &get, local).await?;
+    let ddb = aws_sdk_dynamodb::Client::new(&rt.sdk);
+    let roster = Roster { ddb: ddb.clone(), table: table.clone() };
+    let processed = ProcessedEvents { ddb, table, consumer: "registry-sync".into(), lease_seconds: 120 };
+    Ok(App { rt, processed, roster, client, caller: registry_caller() })
+}
+
 impl App {
-    pub async fn from_env() -> Result<Self, BootError> {
-        let config = medrec_shared::lambda::config_from_env()?;
-        Self::new(config, |k| std::env::var(k).ok()).await
-    }
-
-    pub async fn new(config: Config, get: impl Fn(&str) -> Option<String>) -> Result<Self, BootError> {
-        let local = config.deployment == medrec_shared::config::Deployment::Local;
-        let table =
-            get("MEDREC_PROCESSED_EVENTS_TABLE").ok_or(ConfigError::Missing("MEDREC_PROCESSED_EVENTS_TABLE"))?;
-        let rt = Runtime::from_config(config).await?;
-        let client = medrec_shared::registry::setup::connect(&rt.sdk, &get, local).await?;
-        let ddb = aws_sdk_dynamodb::Client::new(&rt.sdk);
-        let roster = Roster { ddb: ddb.clone(), table: table.clone() };
-        let processed = ProcessedEvents { ddb, table, consumer: "registry-sync".into(), lease_seconds: 120 };
-        Ok(App { rt, processed, roster, client, caller: registry_caller() })
-    }
-
     pub fn client(&self) -> &RegistryClient {
         &self.client
     }

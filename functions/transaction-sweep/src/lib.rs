@@ -7,7 +7,7 @@
 //! Lambda's retries run it again; every step is idempotent.
 
 use lambda_http::LambdaEvent;
-use medrec_shared::config::Config;
+use medrec_shared::config::Settings;
 use medrec_shared::runtime::{BootError, Runtime};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -16,15 +16,13 @@ pub struct App {
     rt: Runtime,
 }
 
+/// Cold start: the function built from its settings, once per instance.
+pub async fn boot(settings: &Settings) -> Result<App, BootError> {
+    let config = settings.config.clone();
+    Ok(App { rt: Runtime::from_config(config).await? })
+}
+
 impl App {
-    pub async fn from_env() -> Result<Self, BootError> {
-        Self::new(medrec_shared::lambda::config_from_env()?).await
-    }
-
-    pub async fn new(config: Config) -> Result<Self, BootError> {
-        Ok(App { rt: Runtime::from_config(config).await? })
-    }
-
     pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
         let finished = self.rt.services.finish_transactions().await?;
         tracing::info!(finished, "transaction sweep");

@@ -4,7 +4,7 @@
 
 use lambda_http::{Body, Response};
 use medrec_shared::audit::AuditEntry;
-use medrec_shared::config::Config;
+use medrec_shared::config::Settings;
 use medrec_shared::error::Error;
 use medrec_shared::fhir::primitives::is_id;
 use medrec_shared::http;
@@ -25,18 +25,15 @@ pub struct App {
     rt: Runtime,
 }
 
+/// Cold start: the function built from its settings, once per instance.
+pub async fn boot(settings: &Settings) -> Result<App, BootError> {
+    let config = settings.config.clone();
+    // Parse the generated model now, not on the first request.
+    medrec_shared::fhir::validator::model();
+    Ok(App { rt: Runtime::from_config(config).await? })
+}
+
 impl App {
-    /// Cold start in Lambda: config from the environment, validated.
-    pub async fn from_env() -> Result<Self, BootError> {
-        Self::new(medrec_shared::lambda::config_from_env()?).await
-    }
-
-    pub async fn new(config: Config) -> Result<Self, BootError> {
-        // Parse the generated model now, not on the first request.
-        medrec_shared::fhir::validator::model();
-        Ok(App { rt: Runtime::from_config(config).await? })
-    }
-
     async fn validate(&self, ctx: Ctx<'_>, audit: &mut AuditEntry) -> Result<Response<Body>, Error> {
         let (ty, id, operation) = match ctx.params {
             [ty, op] => (*ty, None, *op),

@@ -34,6 +34,29 @@ pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// Name of the root secret item and the KMS context purpose that binds it.
+const ROOT_SECRET: &str = "ROOT_SECRET";
+const ROOT_PURPOSE: &str = "service-root";
+
+/// The service keys (blind index, cursor, audit chain), derived from the
+/// root secret that is kept KMS-wrapped in the records table and created on
+/// first use: the one place any function or tool obtains them.
+pub async fn service_keys(
+    ddb: &aws_sdk_dynamodb::Client,
+    kms: &kms::KmsKeys,
+    records_table: &str,
+) -> Result<crate::service::ServiceKeys, PortError> {
+    let root = dynamo::load_or_create_secret(
+        ddb,
+        records_table,
+        ROOT_SECRET,
+        || kms.generate_secret(ROOT_PURPOSE),
+        |w| async move { kms.unwrap_secret(ROOT_PURPOSE, &w).await },
+    )
+    .await?;
+    Ok(crate::service::ServiceKeys::derive(&root))
+}
+
 /// An S3 client; `path_style` for the emulator, which serves buckets by
 /// path, not by virtual host.
 pub fn s3_client(sdk: &aws_config::SdkConfig, path_style: bool) -> aws_sdk_s3::Client {

@@ -653,8 +653,7 @@ impl PurgeContext {
     ) -> Result<PurgeContext, PortError> {
         let ddb = aws_sdk_dynamodb::Client::new(sdk);
         let kms = super::kms::KmsKeys::new(aws_sdk_kms::Client::new(sdk), records_key_id);
-        let root = crate::runtime::root_secret(&ddb, &kms, &tables.records).await?;
-        let keys = crate::service::ServiceKeys::derive(&root);
+        let keys = super::service_keys(&ddb, &kms, &tables.records).await?;
         Ok(PurgeContext {
             records_table: tables.records.clone(),
             store: DynamoStore::new(ddb.clone(), tables, keys.audit_chain, shards),
