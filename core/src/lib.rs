@@ -23,6 +23,7 @@ pub mod limits;
 #[cfg(feature = "memory-ports")]
 pub mod memory;
 pub mod ports;
+pub mod purge;
 pub mod registry;
 pub mod retention;
 pub mod service;

@@ -9,7 +9,7 @@ use crate::ports::{Current, DomainEvent, KeyService, RecordStore, ResourceWrite,
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Inner {
     keys: HashMap<String, Vec<u8>>,
     locators: HashMap<(String, String), String>,
@@ -83,6 +83,25 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn audit_len(&self) -> usize {
         self.inner.lock().expect("lock").audit.len()
+    }
+
+    /// The audit records as stored (FHIR AuditEvent JSON).
+    pub fn audit_records(&self) -> Vec<String> {
+        self.inner.lock().expect("lock").audit.clone()
+    }
+
+    /// Everything stored, as text: what a reader of the tables would see,
+    /// for tests that search it for PHI.
+    pub fn dump(&self) -> String {
+        let inner = self.inner.lock().expect("lock");
+        let bytes = inner
+            .current
+            .values()
+            .filter_map(|c| c.ciphertext.as_deref())
+            .chain(inner.versions.values().filter_map(|v| v.ciphertext.as_deref()))
+            .chain(inner.keys.values().map(Vec::as_slice));
+        let text: Vec<String> = bytes.map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+        format!("{inner:?}\n{}", text.join("\n"))
     }
 }
 

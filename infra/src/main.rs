@@ -227,12 +227,12 @@ enum HoldCommand {
     },
 }
 
-fn hold_target(reference: &str) -> Result<medrec_shared::aws::purge::HoldTarget, String> {
-    medrec_shared::aws::purge::HoldTarget::parse(reference)
+fn hold_target(reference: &str) -> Result<medrec_shared::purge::HoldTarget, String> {
+    medrec_shared::purge::HoldTarget::parse(reference)
         .ok_or(format!("{reference}: expected Patient/<id> or <Type>/<id>"))
 }
 
-fn print_plan(retention: &medrec_shared::retention::Retention, plan: &medrec_shared::aws::purge::Plan) {
+fn print_plan(retention: &medrec_shared::retention::Retention, plan: &medrec_shared::purge::Plan) {
     let policy = &retention.clinical;
     println!("{} patients past retention ({} years: {})", plan.patients.len(), policy.years, policy.source);
     for c in &plan.patients {

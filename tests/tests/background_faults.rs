@@ -328,7 +328,7 @@ async fn assert_purged_once(h: &Harness, w: &Purgeable, t: &str, what: &str) {
     assert_eq!(h.get(&format!("/fhir/Patient/{}", w.kept), t).await.status, 200, "{what}: the retained patient stays");
 }
 
-type PurgeRun = Result<medrec_shared::aws::purge::PurgeReport, medrec_shared::error::PortError>;
+type PurgeRun = Result<medrec_shared::purge::PurgeReport, medrec_shared::error::PortError>;
 
 /// Backdates the retained patient and purges it too: every round of
 /// crashes then starts from the same state (only its own world in the

@@ -5,7 +5,7 @@
 
 use base64::Engine;
 use medrec_e2e::{canary_patient, canary_strings, unique_tag, Harness};
-use medrec_shared::aws::purge::{HoldTarget, Why};
+use medrec_shared::purge::{HoldTarget, Why};
 use medrec_shared::retention::Retention;
 use serde_json::json;
 

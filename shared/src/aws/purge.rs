@@ -1,5 +1,7 @@
 //! Retention on AWS: legal holds, erasure requests, the purge plan and the
-//! purge itself. Two kinds of purge:
+//! purge itself, over DynamoDB and S3. What may be destroyed, and what its
+//! audit record names, is decided by `medrec_core::purge`; this module reads
+//! and deletes. Two kinds of purge:
 //! - a patient whose last activity is older than the retention period (or,
 //!   after an erasure request, than the legal floor) and who is under no
 //!   hold is crypto-shredded: the wrapped data key is deleted (every
@@ -22,11 +24,12 @@ use crate::crypto::blind::BlindIndex;
 use crate::crypto::{hex, sha256};
 use crate::error::PortError;
 use crate::ports::{DomainEvent, RecordStore};
+use crate::purge::{policy_urn, Compartment, HoldTarget, Holds, Plan, Planner, PurgeReport, ResourceCandidate};
 use crate::retention::{Retention, RetentionPolicy};
 use crate::service::clinical::{patient_of, DIRECTORY};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 
 const HOLD_PK: &str = "HOLD";
 const ERASE_PK: &str = "ERASE";
@@ -37,109 +40,6 @@ fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-/// What a legal hold is placed on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HoldTarget {
-    Patient(String),
-    /// One resource: blocks its own purge and, since shredding the patient's
-    /// key would destroy it too, the patient's.
-    Resource {
-        resource_type: String,
-        id: String,
-    },
-}
-
-impl HoldTarget {
-    /// From a reference, `Patient/{id}` or `{type}/{id}`.
-    pub fn parse(reference: &str) -> Option<Self> {
-        let (ty, id) = reference.split_once('/')?;
-        let type_ok = ty.starts_with(|c: char| c.is_ascii_uppercase()) && ty.chars().all(|c| c.is_ascii_alphabetic());
-        if !type_ok || !crate::fhir::primitives::is_id(id) {
-            return None;
-        }
-        Some(match ty {
-            "Patient" => HoldTarget::Patient(id.into()),
-            _ => HoldTarget::Resource { resource_type: ty.into(), id: id.into() },
-        })
-    }
-
-    fn reference(&self) -> String {
-        match self {
-            HoldTarget::Patient(id) => format!("Patient/{id}"),
-            HoldTarget::Resource { resource_type, id } => format!("{resource_type}/{id}"),
-        }
-    }
-}
-
-/// Why a patient is purged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Why {
-    Retention,
-    /// An erasure request, once past the legal floor.
-    Erasure,
-}
-
-/// One patient past retention, as the plan sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    pub patient: String,
-    pub last_activity: String,
-    /// Current records by type (the Patient included).
-    pub records: BTreeMap<String, usize>,
-    pub held: bool,
-    /// Already shredded by an earlier run.
-    pub shredded: bool,
-    pub why: Why,
-}
-
-/// One resource of a retained patient with versions past retention: every
-/// version if it was deleted long enough ago (`whole`), otherwise the
-/// versions superseded long enough ago.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResourceCandidate {
-    /// Its compartment: a patient's, or the directory's.
-    pub patient: String,
-    pub resource_type: String,
-    pub id: String,
-    pub versions: Vec<u64>,
-    pub whole: bool,
-    pub held: bool,
-    /// The current version and when it was written (deleted, if `whole`).
-    pub current: (u64, String),
-}
-
-impl ResourceCandidate {
-    /// What its purge is audited once under. A rerun after a crash must
-    /// find the same key although some of the items are gone: the current
-    /// item is deleted last (so a whole purge still sees the same version
-    /// and instant), and the newest purgeable version goes with the last
-    /// batch (so a partial one still sees the same newest version).
-    fn once_key(&self) -> String {
-        let reference = format!("{}/{}", self.resource_type, self.id);
-        match self.whole {
-            true => format!("purge:{reference}:whole:{}:{}", self.current.0, self.current.1),
-            false => format!("purge:{reference}:through:{}", self.versions.last().copied().unwrap_or(0)),
-        }
-    }
-}
-
-/// An erasure request the legal floor (or a hold) still blocks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingErasure {
-    pub patient: String,
-    pub requested: String,
-    /// When the floor allows it, given the activity so far.
-    pub earliest: String,
-    pub held: bool,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Plan {
-    pub patients: Vec<Candidate>,
-    pub resources: Vec<ResourceCandidate>,
-    pub pending_erasures: Vec<PendingErasure>,
-}
-
 pub struct Purger<'a> {
     pub store: &'a DynamoStore,
     pub ddb: &'a aws_sdk_dynamodb::Client,
@@ -147,34 +47,6 @@ pub struct Purger<'a> {
     pub records_table: &'a str,
     pub documents_bucket: &'a str,
     pub index: &'a BlindIndex,
-}
-
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct PurgeReport {
-    pub shredded: usize,
-    pub resources: usize,
-    pub versions_deleted: usize,
-    /// Candidates (patients or resources) a hold blocked.
-    pub held: usize,
-    pub already: usize,
-    pub objects_deleted: usize,
-}
-
-#[derive(Default)]
-struct Holds {
-    /// Patients with a hold on them or on any of their resources: their
-    /// key stays.
-    compartments: BTreeSet<String>,
-    /// `Patient/{id}` and `{type}/{id}` held.
-    references: BTreeSet<String>,
-}
-
-/// A resource as its partition's items show it.
-#[derive(Default)]
-struct Versions {
-    current: Option<(u64, bool, String)>,
-    /// Version number and when it was written.
-    history: Vec<(u64, String)>,
 }
 
 impl Purger<'_> {
@@ -331,67 +203,28 @@ impl Purger<'_> {
     /// What retention and erasure requests allow to be purged as of `now`,
     /// and what holds block (dry run: nothing changes).
     pub async fn plan(&self, retention: &Retention, now: time::OffsetDateTime) -> Result<Plan, PortError> {
-        let cutoff = |ty: &str| crate::fhir::instant(retention.for_type(ty).cutoff(now));
-        let floor_cutoff = crate::fhir::instant(retention.erasure_floor.cutoff(now));
-        let holds = self.holds().await?;
         let erasures: HashMap<String, String> = self
             .partition(ERASE_PK, None)
             .await?
             .iter()
             .filter_map(|i| Some((get_s(i, "sk")?.to_owned(), get_s(i, "at")?.to_owned())))
             .collect();
+        let mut planner = Planner::new(retention, now, self.holds().await?, erasures);
         let all = self.index.token("Patient", "_all", "");
-        let mut plan = Plan::default();
         for patient in self.store.ids_for_token("Patient", &all).await? {
             let (resources, shredded) = self.compartment(&patient).await?;
-            let mut records = BTreeMap::new();
-            let mut last = String::new();
-            // Whether every type is past its own period.
-            let mut past = true;
-            for ((ty, _), v) in &resources {
-                let Some((_, _, upd)) = &v.current else { continue };
-                *records.entry(ty.clone()).or_insert(0) += 1;
-                last = last.max(upd.clone());
-                past &= *upd < cutoff(ty);
-            }
-            if last.is_empty() {
-                continue;
-            }
-            let held = holds.compartments.contains(&patient);
-            let patient_held = holds.references.contains(&format!("Patient/{patient}"));
-            let requested = erasures.get(&patient);
-            let why = if past {
-                Some(Why::Retention)
-            } else if requested.is_some() && last < floor_cutoff {
-                Some(Why::Erasure)
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                plan.patients.push(Candidate { patient, last_activity: last, records, held, shredded, why });
-                continue;
-            }
-            if let Some(requested) = requested {
-                let earliest = time::OffsetDateTime::parse(&last, &time::format_description::well_known::Rfc3339)
-                    .map(|t| crate::fhir::instant(t + retention.erasure_floor.period()))
-                    .unwrap_or_default();
-                let pending = PendingErasure { patient: patient.clone(), requested: requested.clone(), earliest, held };
-                plan.pending_erasures.push(pending);
-            }
-            plan.resources.extend(resource_candidates(&patient, resources, &cutoff, &holds, patient_held));
+            planner.patient(patient, resources, shredded);
         }
-        // The directory is nobody's record and never shredded; its deleted
-        // and superseded versions go as a retained patient's do.
         let (directory, _) = self.compartment(DIRECTORY).await?;
-        plan.resources.extend(resource_candidates(DIRECTORY, directory, &cutoff, &holds, false));
-        Ok(plan)
+        planner.directory(DIRECTORY, directory);
+        Ok(planner.finish())
     }
 
     /// A compartment's resources as its items show them, and whether its
     /// data key is gone.
-    async fn compartment(&self, compartment: &str) -> Result<(BTreeMap<(String, String), Versions>, bool), PortError> {
+    async fn compartment(&self, compartment: &str) -> Result<(Compartment, bool), PortError> {
         let mut shredded = true;
-        let mut resources: BTreeMap<(String, String), Versions> = BTreeMap::new();
+        let mut resources = Compartment::new();
         for item in self.partition(&patient_pk(compartment), None).await? {
             let sk = get_s(&item, "sk").unwrap_or_default();
             let upd = get_s(&item, "upd").unwrap_or_default().to_owned();
@@ -443,15 +276,8 @@ impl Purger<'_> {
                 continue;
             }
             budget -= 1;
-            let policies: BTreeSet<String> = match c.why {
-                Why::Retention => c.records.keys().map(|ty| policy_urn(retention.for_type(ty))).collect(),
-                Why::Erasure => BTreeSet::from([policy_urn(&retention.erasure_floor)]),
-            };
             let wrapped = self.store.wrapped_key(&c.patient).await?.unwrap_or_default();
-            let mut entities: Vec<String> =
-                c.records.iter().map(|(ty, n)| format!("urn:medrec:purged:{ty}:{n}")).collect();
-            entities.push(format!("urn:medrec:shredded-key-sha256:{}", hex(&sha256(&wrapped))));
-            entities.extend(policies);
+            let entities = c.audit_entities(retention, &wrapped);
             self.audit_purge(&format!("purge:Patient/{}", c.patient), &c.patient, by, "purge", entities).await?;
             // Objects before the key: a crash between them leaves the key,
             // and the rerun finds nothing left to delete and shreds then.
@@ -583,52 +409,6 @@ impl Purger<'_> {
         }
         Ok(keys.len())
     }
-}
-
-/// The resources of a retained compartment with versions past retention:
-/// every version of one deleted before its type's cutoff, else those
-/// superseded before it.
-fn resource_candidates(
-    compartment: &str,
-    resources: BTreeMap<(String, String), Versions>,
-    cutoff: &dyn Fn(&str) -> String,
-    holds: &Holds,
-    compartment_held: bool,
-) -> Vec<ResourceCandidate> {
-    let mut out = vec![];
-    for ((ty, id), mut v) in resources {
-        let Some((current, deleted, deleted_at)) = v.current else { continue };
-        // A deleted Patient goes with its whole compartment.
-        if ty == "Patient" {
-            continue;
-        }
-        v.history.sort();
-        let cutoff = cutoff(&ty);
-        let whole = deleted && deleted_at < cutoff;
-        let versions: Vec<u64> = if whole {
-            v.history.iter().map(|(n, _)| *n).collect()
-        } else {
-            // A version is past retention once the one that superseded it is.
-            v.history.windows(2).filter(|w| w[1].1 < cutoff && w[0].0 < current).map(|w| w[0].0).collect()
-        };
-        if whole || !versions.is_empty() {
-            let held = compartment_held || holds.references.contains(&format!("{ty}/{id}"));
-            out.push(ResourceCandidate {
-                patient: compartment.to_owned(),
-                resource_type: ty,
-                id,
-                versions,
-                whole,
-                held,
-                current: (current, deleted_at),
-            });
-        }
-    }
-    out
-}
-
-fn policy_urn(policy: &RetentionPolicy) -> String {
-    format!("urn:medrec:policy:{}:{}y", policy.class, policy.years)
 }
 
 /// What a purge needs, built once from the service's configuration (the
