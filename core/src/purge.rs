@@ -225,6 +225,53 @@ impl<'a> Planner<'a> {
     }
 }
 
+/// One step of a purge run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// Audit, delete the patient's objects, delete the data key, drop the
+    /// index entries.
+    Shred(&'a Candidate),
+    /// The key is already gone (a run stopped after it): delete what that
+    /// run left, objects and index entries.
+    FinishShred(&'a Candidate),
+    /// Audit, then delete the resource's versions past retention (and, when
+    /// it is wholly past, everything of it).
+    Resource(&'a ResourceCandidate),
+}
+
+impl Plan {
+    /// The steps one run takes, and how many candidates holds blocked: at
+    /// most `limit` shreddings and resource purges (patients first) so a
+    /// run ends inside a Lambda's time limit; finishing a crashed run's
+    /// shredding costs nothing of the budget, so it is never starved.
+    pub fn steps(&self, limit: usize) -> (Vec<Step<'_>>, usize) {
+        let mut budget = limit;
+        let mut take = || {
+            let ok = budget > 0;
+            budget = budget.saturating_sub(1);
+            ok
+        };
+        let (mut steps, mut held) = (vec![], 0);
+        for c in &self.patients {
+            if c.held {
+                held += 1;
+            } else if c.shredded {
+                steps.push(Step::FinishShred(c));
+            } else if take() {
+                steps.push(Step::Shred(c));
+            }
+        }
+        for r in &self.resources {
+            if r.held {
+                held += 1;
+            } else if take() {
+                steps.push(Step::Resource(r));
+            }
+        }
+        (steps, held)
+    }
+}
+
 impl Candidate {
     /// What the audit record of shredding this patient names: counts by
     /// type, the SHA-256 of the wrapped key destroyed, the policies applied.
@@ -456,6 +503,47 @@ mod tests {
                 "urn:medrec:policy:resource-type:12y".to_owned(),
             ]
         );
+    }
+
+    #[test]
+    fn a_run_takes_at_most_its_budget_and_always_finishes_a_crashed_shredding() {
+        let candidate = |patient: &str, held: bool, shredded: bool| Candidate {
+            patient: patient.into(),
+            last_activity: "2010-01-01T00:00:00Z".into(),
+            records: BTreeMap::new(),
+            held,
+            shredded,
+            why: Why::Retention,
+        };
+        let resource = |id: &str, held: bool| ResourceCandidate {
+            patient: "p9".into(),
+            resource_type: "Observation".into(),
+            id: id.into(),
+            versions: vec![1],
+            whole: false,
+            held,
+            current: (2, "2010-01-01T00:00:00Z".into()),
+        };
+        let plan = Plan {
+            patients: vec![
+                candidate("p1", false, false),
+                candidate("p2", true, false),
+                candidate("p3", false, true),
+                candidate("p4", false, false),
+            ],
+            resources: vec![resource("o1", true), resource("o2", false)],
+            pending_erasures: vec![],
+        };
+        let (steps, held) = plan.steps(2);
+        assert_eq!(held, 2);
+        assert_eq!(
+            steps,
+            [Step::Shred(&plan.patients[0]), Step::FinishShred(&plan.patients[2]), Step::Shred(&plan.patients[3])]
+        );
+        let (steps, _) = plan.steps(3);
+        assert_eq!(steps.last(), Some(&Step::Resource(&plan.resources[1])));
+        let (steps, _) = plan.steps(0);
+        assert_eq!(steps, [Step::FinishShred(&plan.patients[2])]);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::crypto::blind::BlindIndex;
 use crate::crypto::{hex, sha256};
 use crate::error::PortError;
 use crate::ports::{DomainEvent, RecordStore};
-use crate::purge::{policy_urn, Compartment, HoldTarget, Holds, Plan, Planner, PurgeReport, ResourceCandidate};
+use crate::purge::{policy_urn, Compartment, HoldTarget, Holds, Plan, Planner, PurgeReport, ResourceCandidate, Step};
 use crate::retention::{Retention, RetentionPolicy};
 use crate::service::clinical::{patient_of, DIRECTORY};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
@@ -258,46 +258,34 @@ impl Purger<'_> {
         by: &str,
     ) -> Result<PurgeReport, PortError> {
         let plan = self.plan(retention, now).await?;
-        let mut report = PurgeReport::default();
-        let mut budget = limit;
-        for c in &plan.patients {
-            if c.held {
-                report.held += 1;
-                continue;
+        let (steps, held) = plan.steps(limit);
+        let mut report = PurgeReport { held, ..PurgeReport::default() };
+        for step in steps {
+            match step {
+                Step::FinishShred(c) => {
+                    report.objects_deleted += self.delete_objects(&format!("{}/", c.patient)).await?;
+                    self.drop_index_entries(&c.patient).await?;
+                    report.already += 1;
+                }
+                Step::Shred(c) => {
+                    let wrapped = self.store.wrapped_key(&c.patient).await?.unwrap_or_default();
+                    let entities = c.audit_entities(retention, &wrapped);
+                    let once = format!("purge:Patient/{}", c.patient);
+                    self.audit_purge(&once, &c.patient, by, "purge", entities).await?;
+                    // Objects before the key: a crash between them leaves the
+                    // key, and the rerun finds nothing left to delete and
+                    // shreds then.
+                    report.objects_deleted += self.delete_objects(&format!("{}/", c.patient)).await?;
+                    self.delete_keys(vec![(patient_pk(&c.patient), "KEY".into())]).await?;
+                    self.drop_index_entries(&c.patient).await?;
+                    report.shredded += 1;
+                }
+                Step::Resource(r) => {
+                    report.objects_deleted += self.purge_resource(r, retention.for_type(&r.resource_type), by).await?;
+                    report.versions_deleted += r.versions.len();
+                    report.resources += 1;
+                }
             }
-            if c.shredded {
-                // What a run that stopped after the key left: removed now.
-                report.objects_deleted += self.delete_objects(&format!("{}/", c.patient)).await?;
-                self.drop_index_entries(&c.patient).await?;
-                report.already += 1;
-                continue;
-            }
-            if budget == 0 {
-                continue;
-            }
-            budget -= 1;
-            let wrapped = self.store.wrapped_key(&c.patient).await?.unwrap_or_default();
-            let entities = c.audit_entities(retention, &wrapped);
-            self.audit_purge(&format!("purge:Patient/{}", c.patient), &c.patient, by, "purge", entities).await?;
-            // Objects before the key: a crash between them leaves the key,
-            // and the rerun finds nothing left to delete and shreds then.
-            report.objects_deleted += self.delete_objects(&format!("{}/", c.patient)).await?;
-            self.delete_keys(vec![(patient_pk(&c.patient), "KEY".into())]).await?;
-            self.drop_index_entries(&c.patient).await?;
-            report.shredded += 1;
-        }
-        for r in &plan.resources {
-            if r.held {
-                report.held += 1;
-                continue;
-            }
-            if budget == 0 {
-                continue;
-            }
-            budget -= 1;
-            report.objects_deleted += self.purge_resource(r, retention.for_type(&r.resource_type), by).await?;
-            report.versions_deleted += r.versions.len();
-            report.resources += 1;
         }
         Ok(report)
     }
