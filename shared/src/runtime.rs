@@ -48,10 +48,13 @@ pub struct Runtime {
 
 impl Runtime {
     pub async fn from_config(config: Config) -> Result<Self, BootError> {
+        let started = std::time::Instant::now();
         let sdk = crate::aws::sdk_config(config.aws_endpoint.as_deref()).await;
+        let sdk_ms = started.elapsed().as_secs_f64() * 1e3;
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
         let kms = KmsKeys::new(aws_sdk_kms::Client::new(&sdk), &config.records_key_id);
         let keys = crate::aws::service_keys(&ddb, &kms, &config.records_table).await?;
+        let secret_ms = started.elapsed().as_secs_f64() * 1e3 - sdk_ms;
         let store = DynamoStore::new(ddb, tables(&config), keys.audit_chain, config.audit_shards)
             .with_transaction_deadline(config.transaction_deadline);
         let cache = KeyCache::new(Limits {
@@ -67,7 +70,9 @@ impl Runtime {
                 .with_limits(config.limits)
                 .with_required_if_match(config.require_if_match);
         let local = config.deployment == Deployment::Local;
+        let tls_started = std::time::Instant::now();
         let source = HttpKeySetSource::new(&config.jwks_url, local).map_err(BootError::Jwks)?;
+        let tls_ms = tls_started.elapsed().as_secs_f64() * 1e3;
         let policy = TokenPolicy {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
@@ -75,6 +80,10 @@ impl Runtime {
             clock_skew: config.clock_skew,
             max_lifetime: config.max_token_lifetime,
         };
+        // Where a cold start's time goes, for the init-duration question
+        // every Lambda operator asks (JWKS and the FHIR model are loaded by
+        // the first request that needs them).
+        tracing::info!(sdk_ms, secret_ms, tls_ms, total_ms = started.elapsed().as_secs_f64() * 1e3, "cold start");
         Ok(Runtime { verifier: Verifier::new(policy, JwksCache::new(source, local)), services, config, sdk })
     }
 
