@@ -25,12 +25,16 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The process environment (variables that are not UTF-8 are not
-    /// medrec's and are skipped).
+    /// medrec's part of the process environment: its own `MEDREC_*`
+    /// settings and the function's name, never the rest (Lambda puts the
+    /// role's temporary credentials there, which the SDK reads itself).
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_map(
-            std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect(),
-        )
+        Self::from_vars(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))))
+    }
+
+    fn from_vars(vars: impl Iterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let ours = |k: &str| k.starts_with("MEDREC_") || k == "AWS_LAMBDA_FUNCTION_NAME";
+        Self::from_map(vars.filter(|(k, _)| ours(k)).collect())
     }
 
     pub fn from_map(env: std::collections::BTreeMap<String, String>) -> Result<Self, ConfigError> {
@@ -273,6 +277,30 @@ mod tests {
         .collect();
         env.extend(extra.iter().copied());
         Config::from_lookup(|k| env.get(k).map(|v| v.to_string()))
+    }
+
+    #[test]
+    fn settings_keep_medrecs_variables_and_never_the_credentials() {
+        let vars = [
+            ("MEDREC_RECORDS_TABLE", "r"),
+            ("MEDREC_AUDIT_TABLE", "a"),
+            ("MEDREC_OUTBOX_TABLE", "o"),
+            ("MEDREC_RECORDS_KEY_ID", "k"),
+            ("MEDREC_JWKS_URL", "https://idp.example/jwks"),
+            ("MEDREC_ISSUER", "https://idp.example"),
+            ("MEDREC_AUDIENCE", "medrec"),
+            ("MEDREC_PURGE_LIMIT", "7"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "medrec-purge"),
+            ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI"),
+            ("AWS_SESSION_TOKEN", "IQoJb3JpZ2lu"),
+        ];
+        let settings = Settings::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+        assert_eq!(settings.get("MEDREC_PURGE_LIMIT").as_deref(), Some("7"));
+        assert_eq!(settings.config.function_name, "medrec-purge");
+        assert_eq!(settings.get("AWS_SECRET_ACCESS_KEY"), None);
+        assert_eq!(settings.get("AWS_SESSION_TOKEN"), None);
+        let missing = vars.iter().filter(|(k, _)| *k != "MEDREC_ISSUER").map(|(k, v)| (k.to_string(), v.to_string()));
+        assert!(matches!(Settings::from_vars(missing), Err(ConfigError::Missing("MEDREC_ISSUER"))));
     }
 
     #[test]
