@@ -13,12 +13,11 @@ use medrec_core::auth::jwt::{TokenPolicy, Verifier};
 use medrec_core::auth::policy::Scope;
 use medrec_core::auth::{Principal, Purpose, Role};
 use medrec_core::crypto::blind::BlindIndex;
-use medrec_core::crypto::keycache::{KeyCache, Limits};
 use medrec_core::crypto::{open, resource_aad, seal, DataKey};
 use medrec_core::documents::{DocumentConfig, TestSignatureScanner};
-use medrec_core::memory::{MemoryBlobs, MemoryKeys, MemoryStore};
+use medrec_core::memory::MemoryBlobs;
 use medrec_core::service::documents::{Created, DocumentDeps, Uploads};
-use medrec_core::service::{Caller, Services};
+use medrec_core::service::Caller;
 use serde_json::{json, Value};
 use std::hint::black_box;
 use std::time::Duration;
@@ -109,18 +108,7 @@ fn benches(c: &mut Criterion) {
     // A fresh store per group: the in-memory store scans where DynamoDB
     // queries one partition, so thousands of benchmark creates would slow
     // the reads measured after them.
-    let services = || {
-        let limits =
-            Limits { max_age: Duration::from_secs(300), max_uses: u64::MAX, max_bytes: u64::MAX, max_entries: 100_000 };
-        Services::new(
-            MemoryStore::default(),
-            MemoryKeys::default(),
-            KeyCache::new(limits),
-            DataKey::random(),
-            DataKey::random(),
-            "bench",
-        )
-    };
+    let services = || medrec_core::memory::services("bench");
     let svc = services();
     let who = caller();
     c.bench_function("create Patient use case (in-memory ports)", |b| {

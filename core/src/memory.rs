@@ -6,6 +6,7 @@ use crate::audit::AuditEntry;
 use crate::crypto::{random_id, DataKey};
 use crate::error::PortError;
 use crate::ports::{Current, DomainEvent, KeyService, RecordStore, ResourceWrite, Version};
+use crate::service::Services;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
@@ -408,4 +409,24 @@ impl crate::ports::BlobStore for MemoryBlobs {
         self.uploads.lock().expect("lock").remove(key);
         Ok(())
     }
+}
+
+/// The use cases over the in-memory ports, with fresh random service keys
+/// and a key cache that never retires a key: the domain alone, for unit
+/// tests and benchmarks.
+pub fn services(function_name: &str) -> Services<MemoryStore, MemoryKeys> {
+    let limits = crate::crypto::keycache::Limits {
+        max_age: std::time::Duration::from_secs(300),
+        max_uses: u64::MAX,
+        max_bytes: u64::MAX,
+        max_entries: 100_000,
+    };
+    Services::new(
+        MemoryStore::default(),
+        MemoryKeys::default(),
+        crate::crypto::keycache::KeyCache::new(limits),
+        DataKey::random(),
+        DataKey::random(),
+        function_name,
+    )
 }

@@ -154,6 +154,8 @@ pub struct Planner<'a> {
     holds: Holds,
     /// Erasure requests: patient → when requested.
     erasures: HashMap<String, String>,
+    /// Activity before this instant is past the erasure floor.
+    floor_cutoff: String,
     plan: Plan,
 }
 
@@ -164,7 +166,8 @@ impl<'a> Planner<'a> {
         holds: Holds,
         erasures: HashMap<String, String>,
     ) -> Self {
-        Planner { retention, now, holds, erasures, plan: Plan::default() }
+        let floor_cutoff = crate::fhir::instant(retention.erasure_floor.cutoff(now));
+        Planner { retention, now, holds, erasures, floor_cutoff, plan: Plan::default() }
     }
 
     fn cutoff(&self, ty: &str) -> String {
@@ -186,13 +189,12 @@ impl<'a> Planner<'a> {
         if last.is_empty() {
             return;
         }
-        let floor_cutoff = crate::fhir::instant(self.retention.erasure_floor.cutoff(self.now));
         let held = self.holds.compartments.contains(&patient);
         let patient_held = self.holds.references.contains(&format!("Patient/{patient}"));
         let requested = self.erasures.get(&patient).cloned();
         let why = if past {
             Some(Why::Retention)
-        } else if requested.is_some() && last < floor_cutoff {
+        } else if requested.is_some() && last < self.floor_cutoff {
             Some(Why::Erasure)
         } else {
             None

@@ -5,26 +5,15 @@
 
 use medrec_core::auth::policy::Scope;
 use medrec_core::auth::{Principal, Purpose, Role};
-use medrec_core::crypto::keycache::{KeyCache, Limits};
-use medrec_core::crypto::DataKey;
 use medrec_core::error::Error;
 use medrec_core::memory::{MemoryKeys, MemoryStore};
 use medrec_core::service::{Caller, Services};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 const CANARY_FAMILY: &str = "Zzyzxcanary";
 
 fn services() -> Services<MemoryStore, MemoryKeys> {
-    let limits = Limits { max_age: Duration::from_secs(300), max_uses: 1000, max_bytes: 1 << 30, max_entries: 100 };
-    Services::new(
-        MemoryStore::default(),
-        MemoryKeys::default(),
-        KeyCache::new(limits),
-        DataKey::random(),
-        DataKey::random(),
-        "unit",
-    )
+    medrec_core::memory::services("unit")
 }
 
 fn clinician(subject: &str, scope: &str) -> Caller {

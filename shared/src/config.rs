@@ -263,37 +263,34 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The settings every function must have.
+    const REQUIRED: [(&str, &str); 7] = [
+        ("MEDREC_RECORDS_TABLE", "r"),
+        ("MEDREC_AUDIT_TABLE", "a"),
+        ("MEDREC_OUTBOX_TABLE", "o"),
+        ("MEDREC_RECORDS_KEY_ID", "k"),
+        ("MEDREC_JWKS_URL", "https://idp.example/jwks"),
+        ("MEDREC_ISSUER", "https://idp.example"),
+        ("MEDREC_AUDIENCE", "medrec"),
+    ];
+
     fn config(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut env: std::collections::HashMap<&str, &str> = [
-            ("MEDREC_RECORDS_TABLE", "r"),
-            ("MEDREC_AUDIT_TABLE", "a"),
-            ("MEDREC_OUTBOX_TABLE", "o"),
-            ("MEDREC_RECORDS_KEY_ID", "k"),
-            ("MEDREC_JWKS_URL", "https://idp.example/jwks"),
-            ("MEDREC_ISSUER", "https://idp.example"),
-            ("MEDREC_AUDIENCE", "medrec"),
-        ]
-        .into_iter()
-        .collect();
+        let mut env: std::collections::HashMap<&str, &str> = REQUIRED.into_iter().collect();
         env.extend(extra.iter().copied());
         Config::from_lookup(|k| env.get(k).map(|v| v.to_string()))
     }
 
     #[test]
     fn settings_keep_medrecs_variables_and_never_the_credentials() {
-        let vars = [
-            ("MEDREC_RECORDS_TABLE", "r"),
-            ("MEDREC_AUDIT_TABLE", "a"),
-            ("MEDREC_OUTBOX_TABLE", "o"),
-            ("MEDREC_RECORDS_KEY_ID", "k"),
-            ("MEDREC_JWKS_URL", "https://idp.example/jwks"),
-            ("MEDREC_ISSUER", "https://idp.example"),
-            ("MEDREC_AUDIENCE", "medrec"),
-            ("MEDREC_PURGE_LIMIT", "7"),
-            ("AWS_LAMBDA_FUNCTION_NAME", "medrec-purge"),
-            ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI"),
-            ("AWS_SESSION_TOKEN", "IQoJb3JpZ2lu"),
-        ];
+        let vars: Vec<(&str, &str)> = REQUIRED
+            .into_iter()
+            .chain([
+                ("MEDREC_PURGE_LIMIT", "7"),
+                ("AWS_LAMBDA_FUNCTION_NAME", "medrec-purge"),
+                ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI"),
+                ("AWS_SESSION_TOKEN", "IQoJb3JpZ2lu"),
+            ])
+            .collect();
         let settings = Settings::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
         assert_eq!(settings.get("MEDREC_PURGE_LIMIT").as_deref(), Some("7"));
         assert_eq!(settings.config.function_name, "medrec-purge");
