@@ -91,6 +91,12 @@ impl MemoryStore {
         self.inner.lock().expect("lock").audit.clone()
     }
 
+    /// The domain events committed so far, in order (what the outbox
+    /// would relay).
+    pub fn events(&self) -> Vec<DomainEvent> {
+        self.inner.lock().expect("lock").events.clone()
+    }
+
     /// Everything stored, as text: what a reader of the tables would see,
     /// for tests that search it for PHI.
     pub fn dump(&self) -> String {
@@ -365,6 +371,19 @@ impl MemoryBlobs {
     pub fn upload(&self, key: &str, bytes: Vec<u8>) {
         self.uploads.lock().expect("lock").insert(key.to_owned(), bytes);
     }
+
+    /// The stored objects by key, as a reader of the bucket would see them.
+    pub fn objects(&self) -> Vec<(String, Vec<u8>)> {
+        let objects = self.objects.lock().expect("lock");
+        let mut all: Vec<_> = objects.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        all.sort();
+        all
+    }
+
+    /// Keys of the uploads not yet taken in or discarded.
+    pub fn pending_uploads(&self) -> Vec<String> {
+        self.uploads.lock().expect("lock").keys().cloned().collect()
+    }
 }
 
 impl crate::ports::BlobStore for MemoryBlobs {
@@ -415,6 +434,12 @@ impl crate::ports::BlobStore for MemoryBlobs {
 /// and a key cache that never retires a key: the domain alone, for unit
 /// tests and benchmarks.
 pub fn services(function_name: &str) -> Services<MemoryStore, MemoryKeys> {
+    services_over(MemoryStore::default(), function_name)
+}
+
+/// `services` over another record store (a `Staging` around a
+/// `MemoryStore`, for a transaction's use cases).
+pub fn services_over<S: RecordStore>(store: S, function_name: &str) -> Services<S, MemoryKeys> {
     let limits = crate::crypto::keycache::Limits {
         max_age: std::time::Duration::from_secs(300),
         max_uses: u64::MAX,
@@ -422,7 +447,7 @@ pub fn services(function_name: &str) -> Services<MemoryStore, MemoryKeys> {
         max_entries: 100_000,
     };
     Services::new(
-        MemoryStore::default(),
+        store,
         MemoryKeys::default(),
         crate::crypto::keycache::KeyCache::new(limits),
         DataKey::random(),
