@@ -14,6 +14,7 @@ pub use medrec_fhir as fhir;
 pub mod audit;
 pub mod auth;
 pub mod consent;
+pub mod consumer;
 pub mod crypto;
 pub mod cursor;
 pub mod documents;

@@ -334,6 +334,41 @@ impl crate::ports::AuditLog for MemoryStore {
     }
 }
 
+/// Stands in for the processed-events table: each event id claimed,
+/// then done or released. (No lease: a claim stays until released.)
+#[derive(Default)]
+pub struct MemoryClaims {
+    claims: Mutex<HashMap<String, bool>>,
+}
+
+impl crate::ports::EventClaims for MemoryClaims {
+    async fn claim(&self, event_id: &str) -> Result<crate::ports::Claim, PortError> {
+        use crate::ports::Claim;
+        let mut claims = self.claims.lock().expect("lock");
+        Ok(match claims.get(event_id) {
+            Some(true) => Claim::Done,
+            Some(false) => Claim::InProgress,
+            None => {
+                claims.insert(event_id.to_owned(), false);
+                Claim::Mine
+            }
+        })
+    }
+
+    async fn done(&self, event_id: &str) -> Result<(), PortError> {
+        self.claims.lock().expect("lock").insert(event_id.to_owned(), true);
+        Ok(())
+    }
+
+    async fn release(&self, event_id: &str) -> Result<(), PortError> {
+        let mut claims = self.claims.lock().expect("lock");
+        if claims.get(event_id) == Some(&false) {
+            claims.remove(event_id);
+        }
+        Ok(())
+    }
+}
+
 /// (patient, wrapped handle) -> key bytes.
 type KeyTable = HashMap<(String, Vec<u8>), [u8; 32]>;
 
@@ -454,4 +489,182 @@ pub fn services_over<S: RecordStore>(store: S, function_name: &str) -> Services<
         DataKey::random(),
         function_name,
     )
+}
+
+/// Stands in for the audit table's archive items, KMS `Sign` (a P-256 key
+/// generated per instance) and the Object Lock bucket (which refuses to
+/// overwrite an object with other bytes, as compliance mode would keep the
+/// first version).
+pub struct MemoryArchive {
+    key: aws_lc_rs::signature::EcdsaKeyPair,
+    inner: Mutex<ArchiveInner>,
+}
+
+#[derive(Default)]
+struct ArchiveInner {
+    heads: std::collections::BTreeMap<u32, (u64, String)>,
+    records: Vec<serde_json::Value>,
+    series: BTreeMap<(bool, u64), (String, Vec<u8>)>,
+    exports: HashMap<String, crate::ports::ExportState>,
+    pending: Option<crate::ports::PendingExport>,
+    objects: BTreeMap<String, Vec<u8>>,
+}
+
+impl Default for MemoryArchive {
+    fn default() -> Self {
+        use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+        let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).expect("P-256 key");
+        MemoryArchive { key, inner: Mutex::default() }
+    }
+}
+
+impl MemoryArchive {
+    /// The signing key's public half as KMS `GetPublicKey` gives it
+    /// (SubjectPublicKeyInfo DER of an uncompressed P-256 point).
+    pub fn public_key(&self) -> Vec<u8> {
+        use aws_lc_rs::signature::KeyPair;
+        const SPKI_HEADER: [u8; 26] = [
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+            0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+        ];
+        [&SPKI_HEADER[..], self.key.public_key().as_ref()].concat()
+    }
+
+    /// A chain record (its AuditEvent) and the head it leaves on `shard`.
+    pub fn record(&self, shard: u32, event: serde_json::Value) {
+        let mut inner = self.inner.lock().expect("lock");
+        let seq = inner.heads.get(&shard).map_or(1, |(s, _)| s + 1);
+        let hash = crate::crypto::hex(&crate::crypto::sha256(event.to_string().as_bytes()));
+        inner.heads.insert(shard, (seq, hash));
+        inner.records.push(event);
+    }
+
+    /// An archived object's bytes.
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
+        self.inner.lock().expect("lock").objects.get(key).cloned()
+    }
+
+    /// Keys of every archived object, in order.
+    pub fn object_keys(&self) -> Vec<String> {
+        self.inner.lock().expect("lock").objects.keys().cloned().collect()
+    }
+
+    /// Loses an archived object (what a crash between storing a checkpoint
+    /// and archiving it leaves).
+    pub fn lose_object(&self, key: &str) {
+        self.inner.lock().expect("lock").objects.remove(key);
+    }
+}
+
+fn series_key(series: crate::ports::Series) -> bool {
+    series == crate::ports::Series::Manifest
+}
+
+impl crate::ports::AuditArchive for MemoryArchive {
+    async fn heads(&self) -> Result<std::collections::BTreeMap<u32, (u64, String)>, PortError> {
+        Ok(self.inner.lock().expect("lock").heads.clone())
+    }
+
+    async fn last(&self, series: crate::ports::Series) -> Result<Option<(u64, String)>, PortError> {
+        let inner = self.inner.lock().expect("lock");
+        let m = series_key(series);
+        Ok(inner.series.range((m, 0)..=(m, u64::MAX)).next_back().map(|((_, n), (body, _))| (*n, body.clone())))
+    }
+
+    async fn numbered(
+        &self,
+        series: crate::ports::Series,
+        number: u64,
+    ) -> Result<Option<(String, Vec<u8>)>, PortError> {
+        Ok(self.inner.lock().expect("lock").series.get(&(series_key(series), number)).cloned())
+    }
+
+    async fn store_checkpoint(&self, number: u64, body: &str, signature: &[u8]) -> Result<(), PortError> {
+        let mut inner = self.inner.lock().expect("lock");
+        if inner.series.contains_key(&(false, number)) {
+            return Err(PortError::ConditionFailed(0));
+        }
+        inner.series.insert((false, number), (body.to_owned(), signature.to_vec()));
+        Ok(())
+    }
+
+    async fn number_manifest(&self, export: &str, number: u64, body: &str) -> Result<bool, PortError> {
+        let mut inner = self.inner.lock().expect("lock");
+        let numbered = inner.exports.get(export).is_some_and(|e| e.manifest.is_some());
+        if numbered || inner.series.contains_key(&(true, number)) {
+            return Ok(false);
+        }
+        inner.series.insert((true, number), (body.to_owned(), vec![]));
+        let state = inner.exports.entry(export.to_owned()).or_insert(crate::ports::ExportState {
+            terms: String::new(),
+            done: 0,
+            manifest: None,
+        });
+        state.manifest = Some(number);
+        Ok(true)
+    }
+
+    async fn sign(&self, statement: &str) -> Result<Vec<u8>, PortError> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let signature = self.key.sign(&rng, statement.as_bytes()).map_err(|_| PortError::Integrity("sign".into()))?;
+        Ok(signature.as_ref().to_vec())
+    }
+
+    fn signing_key_id(&self) -> &str {
+        "memory-archive-key"
+    }
+
+    async fn archive(&self, key: &str, body: Vec<u8>, _content_type: &str) -> Result<(), PortError> {
+        let mut inner = self.inner.lock().expect("lock");
+        match inner.objects.get(key) {
+            Some(kept) if *kept != body && key.ends_with(".ndjson") => {
+                Err(PortError::Integrity(format!("{key} is locked with other bytes")))
+            }
+            _ => {
+                inner.objects.insert(key.to_owned(), body);
+                Ok(())
+            }
+        }
+    }
+
+    async fn archived(&self, key: &str) -> Result<bool, PortError> {
+        Ok(self.inner.lock().expect("lock").objects.contains_key(key))
+    }
+
+    async fn window(&self, since: &str, until: &str) -> Result<Vec<serde_json::Value>, PortError> {
+        let inner = self.inner.lock().expect("lock");
+        let at = |e: &serde_json::Value| e["recorded"].as_str().unwrap_or_default().to_owned();
+        let mut events: Vec<_> =
+            inner.records.iter().filter(|e| (since..=until).contains(&at(e).as_str())).cloned().collect();
+        events.sort_by_key(|e| (at(e), e["id"].as_str().unwrap_or_default().to_owned()));
+        Ok(events)
+    }
+
+    async fn export_state(&self, export: &str) -> Result<Option<crate::ports::ExportState>, PortError> {
+        Ok(self.inner.lock().expect("lock").exports.get(export).cloned())
+    }
+
+    async fn record_export_progress(&self, export: &str, terms: &str, done: usize) -> Result<(), PortError> {
+        let state = crate::ports::ExportState { terms: terms.to_owned(), done, manifest: None };
+        self.inner.lock().expect("lock").exports.insert(export.to_owned(), state);
+        Ok(())
+    }
+
+    async fn pending_export(&self) -> Result<Option<crate::ports::PendingExport>, PortError> {
+        Ok(self.inner.lock().expect("lock").pending.clone())
+    }
+
+    async fn start_pending_export(&self, export: &crate::ports::PendingExport) -> Result<(), PortError> {
+        let mut inner = self.inner.lock().expect("lock");
+        if inner.pending.is_some() {
+            return Err(PortError::ConditionFailed(0));
+        }
+        inner.pending = Some(export.clone());
+        Ok(())
+    }
+
+    async fn finish_pending_export(&self) -> Result<(), PortError> {
+        self.inner.lock().expect("lock").pending = None;
+        Ok(())
+    }
 }

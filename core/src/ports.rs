@@ -335,3 +335,112 @@ pub trait AuditLog: Send + Sync {
         expires: i64,
     ) -> impl Future<Output = Result<u64, PortError>> + Send;
 }
+
+/// What claiming an event found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Process it now.
+    Mine,
+    /// Already processed: a duplicate.
+    Done,
+    /// Being processed by a live consumer: this delivery comes back later
+    /// (were it acknowledged, a failure of the other would lose the event).
+    InProgress,
+}
+
+/// One consumer's record of the events it processed (`consumer`). A claim
+/// whose consumer died expires after a lease, and the next delivery takes
+/// it over.
+pub trait EventClaims: Send + Sync {
+    fn claim(&self, event_id: &str) -> impl Future<Output = Result<Claim, PortError>> + Send;
+    fn done(&self, event_id: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Gives a claim back after a failure, so the redelivery processes it.
+    fn release(&self, event_id: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// A numbered series of the audit table, each item signed by the archive
+/// key: checkpoints of the chain heads, manifests of exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Series {
+    Checkpoint,
+    Manifest,
+}
+
+/// What an export has recorded of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportState {
+    /// The window and chunk size it was started with (`since|until|records`).
+    pub terms: String,
+    /// Chunks written.
+    pub done: usize,
+    /// Its manifest's number in the manifest series, once numbered.
+    pub manifest: Option<u64>,
+}
+
+/// The scheduled export being written (one at a time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingExport {
+    pub id: String,
+    pub since: String,
+    pub until: String,
+}
+
+/// The audit trail's tamper evidence: chain heads, the signed series, the
+/// write-once archive and exports' progress. Every write is conditional or
+/// idempotent so a run that crashes after any call can be run again
+/// (`audit::archive` decides the order).
+pub trait AuditArchive: Send + Sync {
+    /// Each shard's chain head: (sequence, hash).
+    fn heads(&self) -> impl Future<Output = Result<std::collections::BTreeMap<u32, (u64, String)>, PortError>> + Send;
+    /// The newest item of a series: (number, body).
+    fn last(&self, series: Series) -> impl Future<Output = Result<Option<(u64, String)>, PortError>> + Send;
+    /// Item `number` of a series: (body, signature; empty for a manifest,
+    /// whose signature is made when it is archived).
+    fn numbered(
+        &self,
+        series: Series,
+        number: u64,
+    ) -> impl Future<Output = Result<Option<(String, Vec<u8>)>, PortError>> + Send;
+    /// Stores checkpoint `number`; `ConditionFailed` when it exists.
+    fn store_checkpoint(
+        &self,
+        number: u64,
+        body: &str,
+        signature: &[u8],
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Numbers an export's manifest and records the number in its progress,
+    /// in one transaction; false when another export took the number (or
+    /// this one is numbered already).
+    fn number_manifest(
+        &self,
+        export: &str,
+        number: u64,
+        body: &str,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// A signature of `statement` by the archive key (ECDSA P-256, DER).
+    fn sign(&self, statement: &str) -> impl Future<Output = Result<Vec<u8>, PortError>> + Send;
+    /// The archive key's id, as archived objects name it.
+    fn signing_key_id(&self) -> &str;
+    /// Writes an object to the write-once archive.
+    fn archive(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn archived(&self, key: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// Every chain record's AuditEvent recorded from `since` to `until`
+    /// (inclusive), in export order (recorded, id).
+    fn window(&self, since: &str, until: &str) -> impl Future<Output = Result<Vec<Value>, PortError>> + Send;
+    fn export_state(&self, export: &str) -> impl Future<Output = Result<Option<ExportState>, PortError>> + Send;
+    fn record_export_progress(
+        &self,
+        export: &str,
+        terms: &str,
+        done: usize,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn pending_export(&self) -> impl Future<Output = Result<Option<PendingExport>, PortError>> + Send;
+    /// Records the scheduled export to write; `ConditionFailed` when one is.
+    fn start_pending_export(&self, export: &PendingExport) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn finish_pending_export(&self) -> impl Future<Output = Result<(), PortError>> + Send;
+}

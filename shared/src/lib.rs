@@ -9,7 +9,7 @@
 #[cfg(feature = "memory-ports")]
 pub use medrec_core::memory;
 pub use medrec_core::{
-    audit, auth, consent, crypto, cursor, documents, error, events, fhir, ports, purge, retention, service,
+    audit, auth, consent, consumer, crypto, cursor, documents, error, events, fhir, ports, purge, retention, service,
 };
 
 pub mod api;

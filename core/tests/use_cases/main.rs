@@ -5,9 +5,11 @@
 //! in `tests/`; these pin the rules themselves. One test binary, one module
 //! per use-case family.
 
+mod archive;
 mod audit;
 mod consent;
 mod documents;
+mod events;
 mod records;
 mod registry;
 mod search;

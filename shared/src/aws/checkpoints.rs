@@ -1,37 +1,25 @@
-//! Audit checkpoints and exports on AWS: the heads read from the audit table, the
-//! checkpoint signed by KMS (`Sign`, ECDSA P-256 over a statement of the
-//! body's SHA-256),
-//! stored in the audit table (numbered, conditional: no two checkpoints
-//! share a number) and written to the archive bucket, whose Object Lock in
-//! compliance mode keeps it unchanged for the retention period.
+//! The audit archive (`ports::AuditArchive`) on AWS: chain heads, numbered
+//! checkpoints and manifests and export progress in the audit table,
+//! signatures by KMS (`Sign`, ECDSA P-256 over a statement of the body's
+//! SHA-256), the archive bucket whose Object Lock in compliance mode keeps
+//! every object unchanged for the retention period. What is written when
+//! is `audit::archive`'s decision; this is I/O only.
 
 use super::dynamo::{get_n, get_s, query_all};
 use super::port_error;
+use crate::audit::archive;
 use crate::audit::checkpoint::{Checkpoint, Signed};
-use crate::audit::export;
 use crate::error::PortError;
+use crate::ports::{AuditArchive, ExportState, PendingExport, Series};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
-use serde_json::{json, Value};
-use std::collections::BTreeMap;
-use std::collections::HashMap;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
 
-const PK: &str = "CHECKPOINT";
-/// Records per chunk of a scheduled export.
-const SCHEDULED_CHUNK_RECORDS: usize = 10_000;
-/// Tries at numbering a manifest while other exports take the numbers.
-const MANIFEST_ATTEMPTS: usize = 5;
+pub use crate::audit::archive::ExportProgress;
 
-/// Where an export stands.
-#[derive(Debug)]
-pub struct ExportProgress {
-    pub chunks_done: usize,
-    pub chunks: usize,
-    pub records: usize,
-    /// Set when the export is complete.
-    pub manifest: Option<export::Manifest>,
-}
+const PENDING: &str = "EXPORT#pending";
 
 pub struct Checkpoints {
     pub ddb: aws_sdk_dynamodb::Client,
@@ -43,32 +31,37 @@ pub struct Checkpoints {
     pub shards: u32,
 }
 
-impl Checkpoints {
-    async fn heads(&self) -> Result<BTreeMap<u32, (u64, String)>, PortError> {
-        let mut heads = BTreeMap::new();
-        for shard in 0..self.shards {
-            if let Some(item) = self.item(&format!("HEAD#{shard}"), 0).await? {
-                let seq = get_n(&item, "seq").ok_or_else(|| PortError::Integrity("head without seq".into()))?;
-                heads.insert(shard, (seq, get_s(&item, "hash").unwrap_or_default().to_owned()));
-            }
-        }
-        Ok(heads)
+fn partition(series: Series) -> &'static str {
+    match series {
+        Series::Checkpoint => "CHECKPOINT",
+        Series::Manifest => "MANIFEST",
     }
+}
 
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn export_key(id: &str) -> String {
+    format!("EXPORT#{id}")
+}
+
+impl Checkpoints {
     /// Every stored checkpoint, oldest first.
     pub async fn all(&self) -> Result<Vec<Signed>, PortError> {
         let items = query_all(&self.ddb, &self.audit_table, &|q| {
             q.key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", AttributeValue::S(PK.into()))
+                .expression_attribute_values(":pk", s(partition(Series::Checkpoint)))
                 .consistent_read(true)
         })
         .await?;
         Ok(items
             .iter()
-            .map(|item| Signed {
-                body: get_s(item, "body").unwrap_or_default().to_owned(),
-                signature: item.get("sig").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()).unwrap_or_default(),
-            })
+            .map(|item| Signed { body: get_s(item, "body").unwrap_or_default().to_owned(), signature: signature(item) })
             .collect())
     }
 
@@ -81,7 +74,141 @@ impl Checkpoints {
             .ok_or(PortError::Backend { service: "kms", detail: "no public key".into() })
     }
 
-    /// KMS `Sign` (ECDSA_SHA_256) of a statement, DER signature.
+    /// `audit::archive::write_checkpoint` here.
+    pub async fn write(&self, at: &str) -> Result<Checkpoint, PortError> {
+        archive::write_checkpoint(self, at).await
+    }
+
+    /// `audit::archive::export` here.
+    pub async fn export(
+        &self,
+        id: &str,
+        since: &str,
+        until: &str,
+        chunk_records: usize,
+        chunk_limit: usize,
+    ) -> Result<ExportProgress, PortError> {
+        archive::export(self, id, since, until, chunk_records, chunk_limit).await
+    }
+
+    /// `audit::archive::scheduled_export` here.
+    pub async fn scheduled_export(
+        &self,
+        now: time::OffsetDateTime,
+        settle: time::Duration,
+        chunk_limit: usize,
+    ) -> Result<Option<ExportProgress>, PortError> {
+        archive::scheduled_export(self, now, settle, chunk_limit).await
+    }
+
+    /// An item of the audit table, read consistently.
+    async fn item(&self, pk: &str, sk: u64) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.audit_table)
+            .key("pk", s(pk))
+            .key("sk", n(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        Ok(out.item)
+    }
+}
+
+fn signature(item: &HashMap<String, AttributeValue>) -> Vec<u8> {
+    item.get("sig").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()).unwrap_or_default()
+}
+
+impl AuditArchive for Checkpoints {
+    async fn heads(&self) -> Result<BTreeMap<u32, (u64, String)>, PortError> {
+        let mut heads = BTreeMap::new();
+        for shard in 0..self.shards {
+            if let Some(item) = self.item(&format!("HEAD#{shard}"), 0).await? {
+                let seq = get_n(&item, "seq").ok_or_else(|| PortError::Integrity("head without seq".into()))?;
+                heads.insert(shard, (seq, get_s(&item, "hash").unwrap_or_default().to_owned()));
+            }
+        }
+        Ok(heads)
+    }
+
+    /// One item read, however long the series.
+    async fn last(&self, series: Series) -> Result<Option<(u64, String)>, PortError> {
+        let out = self
+            .ddb
+            .query()
+            .table_name(&self.audit_table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(partition(series)))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        Ok(out.items().first().map(|i| (get_n(i, "sk").unwrap_or(0), get_s(i, "body").unwrap_or_default().to_owned())))
+    }
+
+    async fn numbered(&self, series: Series, number: u64) -> Result<Option<(String, Vec<u8>)>, PortError> {
+        let item = self.item(partition(series), number).await?;
+        Ok(item.map(|i| (get_s(&i, "body").unwrap_or_default().to_owned(), signature(&i))))
+    }
+
+    async fn store_checkpoint(&self, number: u64, body: &str, signature: &[u8]) -> Result<(), PortError> {
+        self.ddb
+            .put_item()
+            .table_name(&self.audit_table)
+            .item("pk", s(partition(Series::Checkpoint)))
+            .item("sk", n(number))
+            .item("body", s(body))
+            .item("sig", AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(signature.to_vec())))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_conditional_check_failed_exception() => PortError::ConditionFailed(0),
+                _ => port_error("dynamodb", &e),
+            })?;
+        Ok(())
+    }
+
+    async fn number_manifest(&self, export: &str, number: u64, body: &str) -> Result<bool, PortError> {
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+        let built =
+            |e: aws_sdk_dynamodb::error::BuildError| PortError::Backend { service: "dynamodb", detail: e.to_string() };
+        let put = Put::builder()
+            .table_name(&self.audit_table)
+            .item("pk", s(partition(Series::Manifest)))
+            .item("sk", n(number))
+            .item("body", s(body))
+            .item("export", s(export))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(built)?;
+        let progress = Update::builder()
+            .table_name(&self.audit_table)
+            .key("pk", s(export_key(export)))
+            .key("sk", n(0))
+            .update_expression("SET manifest = :n")
+            .condition_expression("attribute_not_exists(manifest)")
+            .expression_attribute_values(":n", n(number))
+            .build()
+            .map_err(built)?;
+        let committed = self
+            .ddb
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(TransactWriteItem::builder().update(progress).build())
+            .send()
+            .await;
+        match committed {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_transaction_canceled_exception()) => Ok(false),
+            Err(e) => Err(port_error("dynamodb", &e)),
+        }
+    }
+
     async fn sign(&self, statement: &str) -> Result<Vec<u8>, PortError> {
         let signed = self
             .kms
@@ -99,7 +226,11 @@ impl Checkpoints {
             .ok_or(PortError::Backend { service: "kms", detail: "no signature".into() })
     }
 
-    async fn put_object(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), PortError> {
+    fn signing_key_id(&self) -> &str {
+        &self.signing_key_id
+    }
+
+    async fn archive(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), PortError> {
         self.s3
             .put_object()
             .bucket(&self.archive_bucket)
@@ -112,8 +243,14 @@ impl Checkpoints {
         Ok(())
     }
 
-    /// Every chain record's AuditEvent recorded from `since` to `until`,
-    /// in export order (recorded, id).
+    async fn archived(&self, key: &str) -> Result<bool, PortError> {
+        match self.s3.head_object().bucket(&self.archive_bucket).key(key).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+            Err(e) => Err(port_error("s3", &e)),
+        }
+    }
+
     async fn window(&self, since: &str, until: &str) -> Result<Vec<Value>, PortError> {
         let mut events = vec![];
         for shard in 0..self.shards {
@@ -121,9 +258,9 @@ impl Checkpoints {
                 q.key_condition_expression("pk = :pk")
                     .filter_expression("#at BETWEEN :since AND :until")
                     .expression_attribute_names("#at", "at")
-                    .expression_attribute_values(":pk", AttributeValue::S(format!("CHAIN#{shard}")))
-                    .expression_attribute_values(":since", AttributeValue::S(since.into()))
-                    .expression_attribute_values(":until", AttributeValue::S(until.into()))
+                    .expression_attribute_values(":pk", s(format!("CHAIN#{shard}")))
+                    .expression_attribute_values(":since", s(since))
+                    .expression_attribute_values(":until", s(until))
                     .consistent_read(true)
             })
             .await?;
@@ -138,317 +275,61 @@ impl Checkpoints {
         Ok(events)
     }
 
-    /// Exports the window as chunks and a signed manifest, writing at most
-    /// `chunk_limit` chunks in this call (to stay inside a Lambda's time
-    /// limit). Progress is recorded after each chunk; a rerun with the same
-    /// id continues, rewriting an interrupted chunk with identical bytes.
-    pub async fn export(
-        &self,
-        id: &str,
-        since: &str,
-        until: &str,
-        chunk_records: usize,
-        chunk_limit: usize,
-    ) -> Result<ExportProgress, PortError> {
-        let progress_key = |done: usize| {
-            HashMap::from([
-                ("pk".to_owned(), AttributeValue::S(format!("EXPORT#{id}"))),
-                ("sk".to_owned(), AttributeValue::N("0".into())),
-                ("terms".to_owned(), AttributeValue::S(format!("{since}|{until}|{chunk_records}"))),
-                ("done".to_owned(), AttributeValue::N(done.to_string())),
-            ])
-        };
-        let stored = self.item(&format!("EXPORT#{id}"), 0).await?;
-        let mut done = 0usize;
-        let mut committed = None;
-        if let Some(item) = &stored {
-            if get_s(item, "terms") != Some(&format!("{since}|{until}|{chunk_records}")) {
-                return Err(PortError::ConditionFailed(0));
-            }
-            done = get_n(item, "done").unwrap_or(0) as usize;
-            committed = get_n(item, "manifest");
-        }
-        let events = self.window(since, until).await?;
-        let chunks = events.len().div_ceil(chunk_records).max(1);
-        let object = |i: usize, kind: &str| format!("exports/{id}/{i:06}.{kind}.ndjson");
-        let mut written = 0;
-        while done < chunks && written < chunk_limit {
-            let (fhir, ocsf, _) = export::render_chunk(&events, done, chunk_records);
-            self.put_object(&object(done, "fhir"), fhir, "application/fhir+ndjson").await?;
-            self.put_object(&object(done, "ocsf"), ocsf, "application/x-ndjson").await?;
-            done += 1;
-            written += 1;
-            self.ddb
-                .put_item()
-                .table_name(&self.audit_table)
-                .set_item(Some(progress_key(done)))
-                .send()
-                .await
-                .map_err(|e| port_error("dynamodb", &e))?;
-        }
-        if done < chunks {
-            return Ok(ExportProgress { chunks_done: done, chunks, records: events.len(), manifest: None });
-        }
-        let body = match committed {
-            Some(number) => self.numbered_body("MANIFEST", number).await?,
-            None => {
-                let chunks = (0..chunks)
-                    .map(|i| {
-                        let (fhir, ocsf, records) = export::render_chunk(&events, i, chunk_records);
-                        export::Chunk {
-                            fhir_key: object(i, "fhir"),
-                            fhir_sha256: export::digest(&fhir),
-                            ocsf_key: object(i, "ocsf"),
-                            ocsf_sha256: export::digest(&ocsf),
-                            records,
-                        }
-                    })
-                    .collect::<Vec<_>>();
-                let manifest = |previous| export::Manifest {
-                    export: id.to_owned(),
-                    since: since.to_owned(),
-                    until: until.to_owned(),
-                    chunks: chunks.clone(),
-                    previous,
-                };
-                self.chain_manifest(id, manifest).await?
-            }
-        };
-        let manifest: export::Manifest =
-            serde_json::from_str(&body).map_err(|_| PortError::Integrity("manifest".into()))?;
-        let signature = self.sign(&export::Manifest::statement(&body)).await?;
-        let object = json!({
-            "manifest": body,
-            "signature": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &signature),
-            "keyId": self.signing_key_id,
-            "algorithm": "ECDSA_SHA_256",
-        });
-        self.put_object(&format!("exports/{id}/manifest.json"), object.to_string().into_bytes(), "application/json")
-            .await?;
-        Ok(ExportProgress { chunks_done: chunks, chunks, records: events.len(), manifest: Some(manifest) })
+    async fn export_state(&self, export: &str) -> Result<Option<ExportState>, PortError> {
+        Ok(self.item(&export_key(export), 0).await?.map(|item| ExportState {
+            terms: get_s(&item, "terms").unwrap_or_default().to_owned(),
+            done: get_n(&item, "done").unwrap_or(0) as usize,
+            manifest: get_n(&item, "manifest"),
+        }))
     }
 
-    /// Numbers the export's manifest into the chain and records the number
-    /// in the export's progress, in one transaction: a rerun after a crash
-    /// (or after the answer was lost) finds the number there and archives
-    /// the same body; an export that lost the race for a number chains
-    /// after the winner. The manifest's body is returned.
-    async fn chain_manifest(
-        &self,
-        id: &str,
-        manifest: impl Fn(Option<String>) -> export::Manifest,
-    ) -> Result<String, PortError> {
-        use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
-        let built =
-            |e: aws_sdk_dynamodb::error::BuildError| PortError::Backend { service: "dynamodb", detail: e.to_string() };
-        for _ in 0..MANIFEST_ATTEMPTS {
-            if let Some(number) = self.item(&format!("EXPORT#{id}"), 0).await?.and_then(|i| get_n(&i, "manifest")) {
-                return self.numbered_body("MANIFEST", number).await;
-            }
-            let previous = self.last("MANIFEST").await?;
-            let number = previous.as_ref().map_or(1, |(n, _)| n + 1);
-            let body = manifest(previous.map(|(_, body)| export::digest(body.as_bytes()))).body();
-            let put = Put::builder()
-                .table_name(&self.audit_table)
-                .item("pk", AttributeValue::S("MANIFEST".into()))
-                .item("sk", AttributeValue::N(number.to_string()))
-                .item("body", AttributeValue::S(body.clone()))
-                .item("export", AttributeValue::S(id.into()))
-                .condition_expression("attribute_not_exists(pk)")
-                .build()
-                .map_err(built)?;
-            let progress = Update::builder()
-                .table_name(&self.audit_table)
-                .key("pk", AttributeValue::S(format!("EXPORT#{id}")))
-                .key("sk", AttributeValue::N("0".into()))
-                .update_expression("SET manifest = :n")
-                .condition_expression("attribute_not_exists(manifest)")
-                .expression_attribute_values(":n", AttributeValue::N(number.to_string()))
-                .build()
-                .map_err(built)?;
-            let committed = self
-                .ddb
-                .transact_write_items()
-                .transact_items(TransactWriteItem::builder().put(put).build())
-                .transact_items(TransactWriteItem::builder().update(progress).build())
-                .send()
-                .await;
-            match committed {
-                Ok(_) => return Ok(body),
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_transaction_canceled_exception()) => continue,
-                Err(e) => return Err(port_error("dynamodb", &e)),
-            }
-        }
-        Err(PortError::Backend { service: "dynamodb", detail: "manifest chain contention".into() })
-    }
-
-    /// An item of the audit table (a head, a numbered checkpoint or
-    /// manifest, an export's progress), read consistently.
-    async fn item(&self, pk: &str, sk: u64) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.audit_table)
-            .key("pk", AttributeValue::S(pk.into()))
-            .key("sk", AttributeValue::N(sk.to_string()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| port_error("dynamodb", &e))?;
-        Ok(out.item)
-    }
-
-    async fn numbered_body(&self, pk: &str, number: u64) -> Result<String, PortError> {
-        let item = self.item(pk, number).await?;
-        item.as_ref()
-            .and_then(|i| get_s(i, "body"))
-            .map(str::to_owned)
-            .ok_or_else(|| PortError::Integrity(format!("{pk} {number} is missing")))
-    }
-
-    /// The scheduled export: resumes the export in progress, or starts one
-    /// from the end of the last manifested window to `now - settle` (records
-    /// are stamped when a request starts and committed when it ends, so the
-    /// window stops short of the present). None when there is nothing new.
-    pub async fn scheduled_export(
-        &self,
-        now: time::OffsetDateTime,
-        settle: time::Duration,
-        chunk_limit: usize,
-    ) -> Result<Option<ExportProgress>, PortError> {
-        let pending = self.item("EXPORT#pending", 0).await?;
-        let (id, since, until) = match &pending {
-            Some(item) => (
-                get_s(item, "id").unwrap_or_default().to_owned(),
-                get_s(item, "since").unwrap_or_default().to_owned(),
-                get_s(item, "until").unwrap_or_default().to_owned(),
-            ),
-            None => {
-                let since = match self.last("MANIFEST").await? {
-                    Some((_, body)) => {
-                        let last: export::Manifest =
-                            serde_json::from_str(&body).map_err(|_| PortError::Integrity("manifest".into()))?;
-                        let (end, _) = crate::fhir::primitives::datetime_bounds(&last.until)
-                            .ok_or_else(|| PortError::Integrity("manifest window".into()))?;
-                        crate::fhir::instant(end + time::Duration::milliseconds(1))
-                    }
-                    None => "2000-01-01T00:00:00.000Z".to_owned(),
-                };
-                let until = crate::fhir::instant(now - settle);
-                if until <= since {
-                    return Ok(None);
-                }
-                let id = format!("scheduled-{}", until.replace(':', ""));
-                self.ddb
-                    .put_item()
-                    .table_name(&self.audit_table)
-                    .item("pk", AttributeValue::S("EXPORT#pending".into()))
-                    .item("sk", AttributeValue::N("0".into()))
-                    .item("id", AttributeValue::S(id.clone()))
-                    .item("since", AttributeValue::S(since.clone()))
-                    .item("until", AttributeValue::S(until.clone()))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .send()
-                    .await
-                    .map_err(|e| port_error("dynamodb", &e))?;
-                (id, since, until)
-            }
-        };
-        let progress = self.export(&id, &since, &until, SCHEDULED_CHUNK_RECORDS, chunk_limit).await?;
-        if progress.manifest.is_some() {
-            self.ddb
-                .delete_item()
-                .table_name(&self.audit_table)
-                .key("pk", AttributeValue::S("EXPORT#pending".into()))
-                .key("sk", AttributeValue::N("0".into()))
-                .send()
-                .await
-                .map_err(|e| port_error("dynamodb", &e))?;
-        }
-        Ok(Some(progress))
-    }
-
-    /// The newest item of a numbered partition (checkpoints, manifests):
-    /// (number, body), if any. One item read, however long the history.
-    async fn last(&self, pk: &str) -> Result<Option<(u64, String)>, PortError> {
-        let out = self
-            .ddb
-            .query()
-            .table_name(&self.audit_table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S(pk.into()))
-            .scan_index_forward(false)
-            .limit(1)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| port_error("dynamodb", &e))?;
-        Ok(out.items().first().map(|i| (get_n(i, "sk").unwrap_or(0), get_s(i, "body").unwrap_or_default().to_owned())))
-    }
-
-    /// Signs and stores the next checkpoint of the current heads. The one
-    /// before is archived first if it is not yet: a run that stored its
-    /// checkpoint and then failed to archive it leaves the Object Lock copy
-    /// to the next run, never missing.
-    pub async fn write(&self, at: &str) -> Result<Checkpoint, PortError> {
-        let previous = self.last(PK).await?;
-        if let Some((number, body)) = &previous {
-            if !self.archived(&checkpoint_object(*number)).await? {
-                let signature = self
-                    .item(PK, *number)
-                    .await?
-                    .and_then(|i| i.get("sig").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()));
-                let signature =
-                    signature.ok_or_else(|| PortError::Integrity(format!("checkpoint {number} has no signature")))?;
-                self.archive_checkpoint(*number, body, &signature).await?;
-            }
-        }
-        let heads = self.heads().await?;
-        let cp = Checkpoint {
-            number: previous.as_ref().map_or(1, |(n, _)| n + 1),
-            at: at.to_owned(),
-            heads,
-            previous: previous.map(|(_, body)| Checkpoint::digest_of(&body)),
-        };
-        let body = cp.body();
-        let signature = self.sign(&Checkpoint::statement(&body)).await?;
+    async fn record_export_progress(&self, export: &str, terms: &str, done: usize) -> Result<(), PortError> {
         self.ddb
             .put_item()
             .table_name(&self.audit_table)
-            .item("pk", AttributeValue::S(PK.into()))
-            .item("sk", AttributeValue::N(cp.number.to_string()))
-            .item("body", AttributeValue::S(body.clone()))
-            .item("sig", AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(signature.clone())))
+            .item("pk", s(export_key(export)))
+            .item("sk", n(0))
+            .item("terms", s(terms))
+            .item("done", n(done))
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        Ok(())
+    }
+
+    async fn pending_export(&self) -> Result<Option<PendingExport>, PortError> {
+        Ok(self.item(PENDING, 0).await?.map(|item| PendingExport {
+            id: get_s(&item, "id").unwrap_or_default().to_owned(),
+            since: get_s(&item, "since").unwrap_or_default().to_owned(),
+            until: get_s(&item, "until").unwrap_or_default().to_owned(),
+        }))
+    }
+
+    async fn start_pending_export(&self, export: &PendingExport) -> Result<(), PortError> {
+        self.ddb
+            .put_item()
+            .table_name(&self.audit_table)
+            .item("pk", s(PENDING))
+            .item("sk", n(0))
+            .item("id", s(&export.id))
+            .item("since", s(&export.since))
+            .item("until", s(&export.until))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
-            .map_err(|e| match e.as_service_error() {
-                Some(se) if se.is_conditional_check_failed_exception() => PortError::ConditionFailed(0),
-                _ => port_error("dynamodb", &e),
-            })?;
-        self.archive_checkpoint(cp.number, &body, &signature).await?;
-        Ok(cp)
+            .map_err(|e| port_error("dynamodb", &e))?;
+        Ok(())
     }
 
-    async fn archive_checkpoint(&self, number: u64, body: &str, signature: &[u8]) -> Result<(), PortError> {
-        let object = json!({
-            "checkpoint": body,
-            "signature": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signature),
-            "keyId": self.signing_key_id,
-            "algorithm": "ECDSA_SHA_256",
-        });
-        self.put_object(&checkpoint_object(number), object.to_string().into_bytes(), "application/json").await
+    async fn finish_pending_export(&self) -> Result<(), PortError> {
+        self.ddb
+            .delete_item()
+            .table_name(&self.audit_table)
+            .key("pk", s(PENDING))
+            .key("sk", n(0))
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb", &e))?;
+        Ok(())
     }
-
-    async fn archived(&self, key: &str) -> Result<bool, PortError> {
-        match self.s3.head_object().bucket(&self.archive_bucket).key(key).send().await {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
-            Err(e) => Err(port_error("s3", &e)),
-        }
-    }
-}
-
-fn checkpoint_object(number: u64) -> String {
-    format!("checkpoints/{number:012}.json")
 }
