@@ -35,7 +35,7 @@ pub fn load(root: &Path) -> Result<Mapping, String> {
 pub fn test_index(root: &Path) -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();
     let mut dirs: Vec<PathBuf> =
-        ["fhir", "core", "shared", "functions", "infra", "tests"].iter().map(|d| root.join(d)).collect();
+        ["fhir", "core", "aws", "shared", "functions", "infra", "tests"].iter().map(|d| root.join(d)).collect();
     while let Some(dir) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for path in entries.flatten().map(|e| e.path()) {

@@ -1,10 +1,15 @@
-//! medrec's AWS adapters and Lambda/HTTP edge: the ports of `medrec-core`
-//! implemented over DynamoDB, KMS, S3 and EventBridge, the REST edge every
-//! API function serves, configuration and cold-start wiring.
+//! medrec's Lambda/HTTP edge: routing, authentication, the REST and Bundle
+//! handling every API function serves, errors mapped once to
+//! OperationOutcome, configuration and cold-start wiring (`runtime`), and
+//! outbound HTTPS (JWKS, the registry client).
 //!
-//! The core's and FHIR's modules are re-exported under their own names, so
-//! a function names everything as `medrec_shared::...`; the compiler keeps
-//! them free of this crate's dependencies.
+//! Owns: what a request or an event looks like at the boundary and how a
+//! function is built. Must never decide what a use case decides (that is
+//! `medrec-core`) nor hold an item layout or an SDK call sequence (that is
+//! `medrec-aws`). The core's, FHIR's and the adapters' modules are
+//! re-exported under their own names, so a function names everything as
+//! `medrec_shared::...`; the compiler keeps each crate free of the ones
+//! above it.
 
 #[cfg(feature = "memory-ports")]
 pub use medrec_core::memory;
@@ -12,8 +17,9 @@ pub use medrec_core::{
     audit, auth, consent, consumer, crypto, cursor, documents, error, events, fhir, ports, purge, retention, service,
 };
 
+pub use medrec_aws as aws;
+
 pub mod api;
-pub mod aws;
 pub mod config;
 pub mod http;
 pub mod lambda;

@@ -24,10 +24,12 @@ use crate::crypto::blind::BlindIndex;
 use crate::crypto::{hex, sha256};
 use crate::error::PortError;
 use crate::ports::{DomainEvent, RecordStore};
-use crate::purge::{policy_urn, Compartment, HoldTarget, Holds, Plan, Planner, PurgeReport, ResourceCandidate, Step};
 use crate::retention::{Retention, RetentionPolicy};
 use crate::service::clinical::{patient_of, DIRECTORY};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use medrec_core::purge::{
+    policy_urn, Compartment, HoldTarget, Holds, Plan, Planner, PurgeReport, ResourceCandidate, Step,
+};
 use serde_json::json;
 use std::collections::HashMap;
 

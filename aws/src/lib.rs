@@ -1,5 +1,15 @@
-//! AWS adapters for the ports: DynamoDB (records, audit chains, outbox) and
-//! KMS (data keys). Clients are built once per cold start from one SdkConfig.
+//! medrec's AWS adapters: the ports of `medrec-core` over DynamoDB
+//! (records, audit chains, outbox, claims), KMS (data keys, signatures), S3
+//! (documents, the archive), EventBridge (the relay) and the SQS batches of
+//! consumers. Clients are built once per cold start from one SdkConfig.
+//!
+//! Owns: item layouts, key schemas, conditions and the calls that carry out
+//! what the core decided. Must never import the Lambda/HTTP edge
+//! (`medrec-shared`) nor decide anything a use case owns: its Cargo.toml
+//! lists neither `lambda_http` nor the edge crate.
+
+// The core's modules under the names the adapters use.
+use medrec_core::{audit, consumer, crypto, error, events, fhir, ports, retention, service};
 
 pub mod checkpoints;
 pub mod dynamo;
