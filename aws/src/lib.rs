@@ -5,7 +5,7 @@
 //!
 //! Owns: item layouts, key schemas, conditions and the calls that carry out
 //! what the core decided. Must never import the Lambda/HTTP edge
-//! (`medrec-shared`) nor decide anything a use case owns: its Cargo.toml
+//! (`medrec-edge`) nor decide anything a use case owns: its Cargo.toml
 //! lists neither `lambda_http` nor the edge crate.
 
 // The core's modules under the names the adapters use.

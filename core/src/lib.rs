@@ -5,7 +5,7 @@
 //! Owns: every decision medrec makes about a request or a record. Must
 //! never import the AWS SDK, Lambda or HTTP server crates: its Cargo.toml
 //! lists none of them, so the compiler refuses an adapter's type here. The
-//! adapters (`medrec-aws`) and the edge (`medrec-shared`) implement or call what
+//! adapters (`medrec-aws`) and the edge (`medrec-edge`) implement or call what
 //! this crate declares.
 
 /// FHIR R4 itself (`medrec-fhir`), reached as `fhir` as everywhere else.

@@ -1,7 +1,7 @@
 //! The purge's decisions, apart from the storage they are made over: what
 //! retention and erasure requests allow to be destroyed as of an instant,
 //! what legal holds block, and what each purge's audit record names. The
-//! adapter (`medrec_shared::aws::purge`) reads holds, requests and each
+//! adapter (`medrec_edge::aws::purge`) reads holds, requests and each
 //! compartment's versions, feeds them to a `Planner`, and carries out the
 //! plan; it decides nothing.
 

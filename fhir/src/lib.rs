@@ -5,7 +5,7 @@
 //! per-type business rules that are pure functions of one resource.
 //!
 //! Owns: everything that can be decided from FHIR JSON alone. Must never
-//! import the AWS SDK, HTTP or Lambda crates, nor `medrec-shared`: its
+//! import the AWS SDK, HTTP or Lambda crates, nor `medrec-edge`: its
 //! Cargo.toml lists none of them, so the compiler keeps it that way, and a
 //! rule that needs stored state (a patient's birth date, their consents)
 //! takes it as an argument from the service layer.

@@ -2,14 +2,14 @@
 //! record that does not match in each broken shard, then checks every signed
 //! checkpoint against the chains; `medrec audit checkpoint` signs one.
 
-use medrec_shared::audit::chain::{verify_shard, Break};
-use medrec_shared::audit::checkpoint::{Checkpoint, Finding};
-use medrec_shared::audit::export::{ExportFinding, Manifest};
-use medrec_shared::audit::mirror::{compare, MirrorReport};
-use medrec_shared::aws::checkpoints::{Checkpoints, ExportProgress};
-use medrec_shared::aws::dynamo::read_audit_chains;
-use medrec_shared::aws::kms::KmsKeys;
-use medrec_shared::aws::mirror::AuditMirror;
+use medrec_edge::audit::chain::{verify_shard, Break};
+use medrec_edge::audit::checkpoint::{Checkpoint, Finding};
+use medrec_edge::audit::export::{ExportFinding, Manifest};
+use medrec_edge::audit::mirror::{compare, MirrorReport};
+use medrec_edge::aws::checkpoints::{Checkpoints, ExportProgress};
+use medrec_edge::aws::dynamo::read_audit_chains;
+use medrec_edge::aws::kms::KmsKeys;
+use medrec_edge::aws::mirror::AuditMirror;
 use std::time::Instant;
 
 pub struct Target {
@@ -48,7 +48,7 @@ async fn checkpoints(target: &Target, sdk: &aws_config::SdkConfig) -> Option<Che
     Some(Checkpoints {
         ddb: aws_sdk_dynamodb::Client::new(sdk),
         kms: aws_sdk_kms::Client::new(sdk),
-        s3: medrec_shared::aws::s3_client(sdk, target.endpoint.is_some()),
+        s3: medrec_edge::aws::s3_client(sdk, target.endpoint.is_some()),
         audit_table: target.audit_table.clone(),
         archive_bucket: target.archive_bucket.clone().unwrap_or_default(),
         signing_key_id: target.signing_key_id.clone()?,
@@ -64,10 +64,10 @@ pub async fn export(
     chunk_records: usize,
     chunk_limit: usize,
 ) -> Result<ExportProgress, String> {
-    let sdk = medrec_shared::aws::sdk_config(target.endpoint.as_deref()).await;
+    let sdk = medrec_edge::aws::sdk_config(target.endpoint.as_deref()).await;
     let cps = checkpoints(target, &sdk).await.ok_or("an export needs the signing key")?;
     cps.export(id, window.0, window.1, chunk_records, chunk_limit).await.map_err(|e| match e {
-        medrec_shared::error::PortError::ConditionFailed(_) => format!("export {id} exists with other terms"),
+        medrec_edge::error::PortError::ConditionFailed(_) => format!("export {id} exists with other terms"),
         other => other.to_string(),
     })
 }
@@ -75,7 +75,7 @@ pub async fn export(
 /// Verifies an archived export: the manifest's signature and every chunk's
 /// SHA-256, as a SIEM receiving it would.
 pub async fn verify_export(target: &Target, id: &str) -> Result<Result<Manifest, ExportFinding>, String> {
-    let sdk = medrec_shared::aws::sdk_config(target.endpoint.as_deref()).await;
+    let sdk = medrec_edge::aws::sdk_config(target.endpoint.as_deref()).await;
     let cps = checkpoints(target, &sdk).await.ok_or("verifying an export needs the signing key")?;
     let get = |key: String| {
         let s3 = cps.s3.clone();
@@ -103,7 +103,7 @@ pub async fn verify_export(target: &Target, id: &str) -> Result<Result<Manifest,
         }
     }
     let public_key = cps.public_key().await.map_err(|e| e.to_string())?;
-    Ok(medrec_shared::audit::export::verify(&public_key, body, &signature, |k| chunks.get(k).cloned()))
+    Ok(medrec_edge::audit::export::verify(&public_key, body, &signature, |k| chunks.get(k).cloned()))
 }
 
 /// Signs and archives a checkpoint of the chains' current heads.
@@ -111,19 +111,17 @@ pub async fn checkpoint(target: &Target) -> Result<Checkpoint, String> {
     if target.archive_bucket.is_none() {
         return Err("a checkpoint needs the archive bucket".into());
     }
-    let sdk = medrec_shared::aws::sdk_config(target.endpoint.as_deref()).await;
+    let sdk = medrec_edge::aws::sdk_config(target.endpoint.as_deref()).await;
     let cps = checkpoints(target, &sdk).await.ok_or("a checkpoint needs the signing key")?;
-    cps.write(&medrec_shared::fhir::now_instant()).await.map_err(|e| e.to_string())
+    cps.write(&medrec_edge::fhir::now_instant()).await.map_err(|e| e.to_string())
 }
 
 pub async fn verify(target: &Target, progress: bool) -> Result<Report, String> {
-    let sdk = medrec_shared::aws::sdk_config(target.endpoint.as_deref()).await;
+    let sdk = medrec_edge::aws::sdk_config(target.endpoint.as_deref()).await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let kms = KmsKeys::new(aws_sdk_kms::Client::new(&sdk), &target.records_key_id);
-    let key = medrec_shared::aws::service_keys(&ddb, &kms, &target.records_table)
-        .await
-        .map_err(|e| e.to_string())?
-        .audit_chain;
+    let key =
+        medrec_edge::aws::service_keys(&ddb, &kms, &target.records_table).await.map_err(|e| e.to_string())?.audit_chain;
     let started = Instant::now();
     let (records, heads) = read_audit_chains(&ddb, &target.audit_table).await.map_err(|e| e.to_string())?;
     let total: u64 = records.values().map(|r| r.len() as u64).sum();
@@ -150,7 +148,7 @@ pub async fn verify(target: &Target, progress: bool) -> Result<Report, String> {
     if let Some(cps) = checkpoints(target, &sdk).await {
         let signed = cps.all().await.map_err(|e| e.to_string())?;
         let public_key = cps.public_key().await.map_err(|e| e.to_string())?;
-        match medrec_shared::audit::checkpoint::verify(&public_key, &signed, &records) {
+        match medrec_edge::audit::checkpoint::verify(&public_key, &signed, &records) {
             Ok(n) => verified_checkpoints = n,
             Err(f) => finding = Some(f),
         }
@@ -158,7 +156,7 @@ pub async fn verify(target: &Target, progress: bool) -> Result<Report, String> {
     let mirror = match &target.archive_bucket {
         Some(bucket) => {
             let archive = AuditMirror {
-                s3: medrec_shared::aws::s3_client(&sdk, target.endpoint.is_some()),
+                s3: medrec_edge::aws::s3_client(&sdk, target.endpoint.is_some()),
                 bucket: bucket.clone(),
             };
             Some(compare(&records, &archive.entries().await.map_err(|e| e.to_string())?))

@@ -4,7 +4,7 @@
 //! test or names one that does not exist; `report` renders the mapping with
 //! the latest results (nextest's JUnit output) as HTML.
 
-use medrec_shared::fhir::primitives::escape_html;
+use medrec_edge::fhir::primitives::escape_html;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ pub fn load(root: &Path) -> Result<Mapping, String> {
 pub fn test_index(root: &Path) -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();
     let mut dirs: Vec<PathBuf> =
-        ["fhir", "core", "aws", "shared", "functions", "infra", "tests"].iter().map(|d| root.join(d)).collect();
+        ["fhir", "core", "aws", "edge", "functions", "infra", "tests"].iter().map(|d| root.join(d)).collect();
     while let Some(dir) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for path in entries.flatten().map(|e| e.path()) {

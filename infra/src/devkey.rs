@@ -7,7 +7,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use medrec_shared::auth::DEV_KID_PREFIX;
+use medrec_edge::auth::DEV_KID_PREFIX;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -29,8 +29,8 @@ impl DevKey {
 
     fn from_pkcs8(der: &[u8]) -> Result<DevKey, String> {
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).map_err(|e| e.to_string())?;
-        let digest = medrec_shared::crypto::sha256(pair.public_key().as_ref());
-        let kid = format!("{DEV_KID_PREFIX}{}", medrec_shared::crypto::hex(&digest[..8]));
+        let digest = medrec_edge::crypto::sha256(pair.public_key().as_ref());
+        let kid = format!("{DEV_KID_PREFIX}{}", medrec_edge::crypto::hex(&digest[..8]));
         Ok(DevKey { pair, kid })
     }
 
@@ -81,7 +81,7 @@ impl DevKey {
             "iat": now,
             "nbf": now,
             "exp": now + spec.ttl_seconds,
-            "jti": medrec_shared::crypto::random_id(),
+            "jti": medrec_edge::crypto::random_id(),
             "cognito:groups": [spec.role],
             "scope": spec.scopes.join(" "),
         });
@@ -116,7 +116,7 @@ impl TokenSpec {
         };
         // Staff are Practitioners named by their login (the dev identity
         // directory); patient tokens name their Patient once a context is set.
-        let fhir_user = (role != "patient" && medrec_shared::fhir::primitives::is_id(subject))
+        let fhir_user = (role != "patient" && medrec_edge::fhir::primitives::is_id(subject))
             .then(|| format!("Practitioner/{subject}"));
         TokenSpec { role: role.into(), subject: subject.into(), scopes, patient: None, fhir_user, ttl_seconds: 3600 }
     }

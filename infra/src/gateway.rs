@@ -2,7 +2,7 @@
 //! in template.yaml, builds the API Gateway HTTP API payload v2 event for it
 //! (route key, path parameters, request context, base64 for binary bodies),
 //! turns it into a request as the functions do in Lambda
-//! (`medrec_shared::lambda::request_from_event`), and calls the function's
+//! (`medrec_edge::lambda::request_from_event`), and calls the function's
 //! handler in-process: the handler sees what it sees in Lambda.
 //! It also serves the local identity provider's JWKS.
 
@@ -78,9 +78,9 @@ impl Gateway {
         let Ok(event) = serde_json::from_value(event) else {
             return plain(400, json!({"message": "Bad Request"}));
         };
-        let resp = match medrec_shared::lambda::request_from_event(event) {
+        let resp = match medrec_edge::lambda::request_from_event(event) {
             Ok(request) => handler(request).await,
-            Err(e) => medrec_shared::http::error_response(&e),
+            Err(e) => medrec_edge::http::error_response(&e),
         };
         let (rparts, rbody) = resp.into_parts();
         let bytes = match rbody {
@@ -163,7 +163,7 @@ pub fn api_gateway_v2_event(
                 "sourceIp": peer.ip().to_string(),
                 "userAgent": parts.headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or(""),
             },
-            "requestId": medrec_shared::crypto::random_id(),
+            "requestId": medrec_edge::crypto::random_id(),
             "routeKey": route_key,
             "stage": "$default",
             "time": now.format(&time::format_description::well_known::Rfc2822).unwrap_or_default(),

@@ -180,8 +180,8 @@ struct RetentionArgs {
 }
 
 impl RetentionArgs {
-    fn retention(&self) -> Result<medrec_shared::retention::Retention, String> {
-        medrec_shared::retention::Retention::new(self.years, self.erasure_floor)?.with_types(&self.by_type)
+    fn retention(&self) -> Result<medrec_edge::retention::Retention, String> {
+        medrec_edge::retention::Retention::new(self.years, self.erasure_floor)?.with_types(&self.by_type)
     }
 }
 
@@ -227,12 +227,11 @@ enum HoldCommand {
     },
 }
 
-fn hold_target(reference: &str) -> Result<medrec_shared::purge::HoldTarget, String> {
-    medrec_shared::purge::HoldTarget::parse(reference)
-        .ok_or(format!("{reference}: expected Patient/<id> or <Type>/<id>"))
+fn hold_target(reference: &str) -> Result<medrec_edge::purge::HoldTarget, String> {
+    medrec_edge::purge::HoldTarget::parse(reference).ok_or(format!("{reference}: expected Patient/<id> or <Type>/<id>"))
 }
 
-fn print_plan(retention: &medrec_shared::retention::Retention, plan: &medrec_shared::purge::Plan) {
+fn print_plan(retention: &medrec_edge::retention::Retention, plan: &medrec_edge::purge::Plan) {
     let policy = &retention.clinical;
     println!("{} patients past retention ({} years: {})", plan.patients.len(), policy.years, policy.source);
     for c in &plan.patients {
@@ -256,7 +255,7 @@ fn print_plan(retention: &medrec_shared::retention::Retention, plan: &medrec_sha
 }
 
 /// The retention context of the running local stack.
-async fn local_purge_context() -> Result<medrec_shared::aws::purge::PurgeContext, String> {
+async fn local_purge_context() -> Result<medrec_edge::aws::purge::PurgeContext, String> {
     let s = local_state()?;
     let res = |id: &str| s["resources"][id].as_str().map(str::to_owned).ok_or(format!("{id} missing from local state"));
     let target = Target {
@@ -365,7 +364,7 @@ fn local_state() -> Result<Value, String> {
 async fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Dev { port } => {
-            medrec_shared::log::init();
+            medrec_edge::log::init();
             let key = Arc::new(dev_key()?);
             let token = key.mint(&TokenSpec::for_role("clinician", "dr-1"));
             let stack = LocalStack::start(StackOptions {
@@ -400,7 +399,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::DevToken { role, sub, scopes, patient, fhir_user, ttl } => {
-            if medrec_shared::auth::Role::parse(&role).is_none() {
+            if medrec_edge::auth::Role::parse(&role).is_none() {
                 return Err(format!("unknown role {role:?} (clinician, registrar, auditor, admin, patient)"));
             }
             let mut spec = TokenSpec::for_role(&role, &sub);
@@ -536,7 +535,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 .as_object()
                 .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
                 .unwrap_or_default();
-            let sdk = medrec_shared::aws::sdk_config(s["endpoint"].as_str()).await;
+            let sdk = medrec_edge::aws::sdk_config(s["endpoint"].as_str()).await;
             let sqs = aws_sdk_sqs::Client::new(&sdk);
             let dlqs = medrec_infra::events::dead_letter_queues(&template, &urls);
             match command {

@@ -117,7 +117,7 @@ impl Clients {
         Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
             kms: aws_sdk_kms::Client::new(sdk),
-            s3: medrec_shared::aws::s3_client(sdk, true),
+            s3: medrec_edge::aws::s3_client(sdk, true),
             sqs: aws_sdk_sqs::Client::new(sdk),
             events: aws_sdk_eventbridge::Client::new(sdk),
             streams: aws_sdk_dynamodbstreams::Client::new(sdk),

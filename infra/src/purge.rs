@@ -3,11 +3,11 @@
 //! from the same service keys as the functions.
 
 use crate::audit_verify::Target;
-use medrec_shared::aws::dynamo::Tables;
-use medrec_shared::aws::purge::PurgeContext;
+use medrec_edge::aws::dynamo::Tables;
+use medrec_edge::aws::purge::PurgeContext;
 
 pub async fn context(target: &Target, outbox_table: &str, documents_bucket: &str) -> Result<PurgeContext, String> {
-    let sdk = medrec_shared::aws::sdk_config(target.endpoint.as_deref()).await;
+    let sdk = medrec_edge::aws::sdk_config(target.endpoint.as_deref()).await;
     let tables = Tables {
         records: target.records_table.clone(),
         audit: target.audit_table.clone(),

@@ -9,9 +9,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use medrec_shared::registry::client::Credentials;
-use medrec_shared::registry::hl7::{self, Message, Parties};
-use medrec_shared::registry::{sign, RegistryDose};
+use medrec_edge::registry::client::Credentials;
+use medrec_edge::registry::hl7::{self, Message, Parties};
+use medrec_edge::registry::{sign, RegistryDose};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -188,7 +188,7 @@ impl RegistrySimulator {
         if authorization != format!("Basic {expected}") || body != b"grant_type=client_credentials" {
             return plain(401, json!({"error": "invalid_client"}));
         }
-        let token = medrec_shared::crypto::random_id();
+        let token = medrec_edge::crypto::random_id();
         let mut s = self.state.lock().expect("state");
         s.tokens.insert(token.clone(), now_unix() + self.token_lifetime as i64);
         s.stats.tokens_issued += 1;
@@ -199,7 +199,7 @@ impl RegistrySimulator {
         const HL7: &str = "x-application/hl7-v2+er7";
         let Ok(m) = Message::parse(text) else { return (400, "text/plain", "not HL7 v2".into()) };
         let control = m.get("MSH", 10, 1).unwrap_or_default();
-        let ack_id = medrec_shared::crypto::random_id();
+        let ack_id = medrec_edge::crypto::random_id();
         let now = "20261123000000+0000";
         let mut s = self.state.lock().expect("state");
         if m.message_type() == "QBP^Q11" {
@@ -273,7 +273,7 @@ impl RegistrySimulator {
         forge: bool,
     ) -> hyper::Response<Full<Bytes>> {
         let ts = now_unix().to_string();
-        let nonce = medrec_shared::crypto::random_id();
+        let nonce = medrec_edge::crypto::random_id();
         let key: &[u8] = if forge { b"not the shared key" } else { &self.creds.signing_key };
         let signature = sign::sign(key, "RESPONSE", path, &ts, &nonce, &body);
         hyper::Response::builder()

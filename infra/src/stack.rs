@@ -10,8 +10,8 @@ use crate::poller::{self, QueueSource, SqsHandler};
 use crate::provision::{provision, Clients, Provisioned};
 use crate::registry_sim::RegistrySimulator;
 use crate::template::Template;
-use medrec_shared::config::Settings;
-use medrec_shared::registry::client::Credentials;
+use medrec_edge::config::Settings;
+use medrec_edge::registry::client::Credentials;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -73,7 +73,7 @@ type ScheduledHandler = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>>
 /// yet implemented stay unmounted (the gateway answers 502 for them).
 async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Option<Mounted>, String> {
     let settings = Settings::from_map(env.clone()).map_err(|e| format!("{logical_id}: {e}"))?;
-    let boot = |e: medrec_shared::runtime::BootError| format!("{logical_id}: {e}");
+    let boot = |e: medrec_edge::runtime::BootError| format!("{logical_id}: {e}");
     Ok(Some(match logical_id {
         "PatientsFunction" => Mounted::Api(api(medrec_patients::boot(&settings).await.map_err(boot)?)),
         "ClinicalFunction" => Mounted::Api(api(medrec_clinical::boot(&settings).await.map_err(boot)?)),
@@ -132,12 +132,12 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
 fn streamed<A, F, Fut>(app: Arc<A>, handle: F) -> Mounted
 where
     A: Send + Sync + 'static,
-    F: Fn(Arc<A>, lambda_http::LambdaEvent<medrec_shared::aws::stream::StreamEvent>) -> Fut
+    F: Fn(Arc<A>, lambda_http::LambdaEvent<medrec_edge::aws::stream::StreamEvent>) -> Fut
         + Send
         + Sync
         + Copy
         + 'static,
-    Fut: std::future::Future<Output = Result<medrec_shared::aws::stream::StreamBatchResponse, lambda_http::Error>>
+    Fut: std::future::Future<Output = Result<medrec_edge::aws::stream::StreamBatchResponse, lambda_http::Error>>
         + Send
         + 'static,
 {
@@ -191,12 +191,12 @@ where
 
 /// An API function's handler as the local gateway invokes it: behind the
 /// same panic guard as in Lambda.
-fn api<A: medrec_shared::lambda::Api>(app: A) -> Handler {
+fn api<A: medrec_edge::lambda::Api>(app: A) -> Handler {
     let app = Arc::new(app);
     Arc::new(move |req| {
         let app = app.clone();
         Box::pin(async move {
-            match medrec_shared::lambda::handle_guarded(app, req).await {
+            match medrec_edge::lambda::handle_guarded(app, req).await {
                 Ok(r) => r,
                 Err(never) => match never {},
             }
@@ -212,9 +212,9 @@ async fn start_registry(
 ) -> Result<(Arc<RegistrySimulator>, Arc<RegistrySimulator>), String> {
     let creds = Credentials {
         client_id: "medrec-local".into(),
-        client_secret: medrec_shared::crypto::random_id(),
-        signing_key: medrec_shared::crypto::unhex(
-            &(medrec_shared::crypto::random_id() + &medrec_shared::crypto::random_id()),
+        client_secret: medrec_edge::crypto::random_id(),
+        signing_key: medrec_edge::crypto::unhex(
+            &(medrec_edge::crypto::random_id() + &medrec_edge::crypto::random_id()),
         )
         .expect("hex"),
     };
@@ -223,7 +223,7 @@ async fn start_registry(
     let secret = serde_json::json!({
         "clientId": creds.client_id,
         "clientSecret": creds.client_secret,
-        "signingKey": medrec_shared::crypto::hex(&creds.signing_key),
+        "signingKey": medrec_edge::crypto::hex(&creds.signing_key),
     });
     let arn = provisioned.reference("RegistryCredentials").ok_or("RegistryCredentials is not provisioned")?;
     clients
@@ -246,7 +246,7 @@ impl LocalStack {
         };
         let endpoint =
             opts.endpoint.clone().or_else(|| emulator.as_ref().map(|e| e.endpoint.clone())).expect("endpoint");
-        let sdk = medrec_shared::aws::sdk_config(Some(&endpoint)).await;
+        let sdk = medrec_edge::aws::sdk_config(Some(&endpoint)).await;
         let clients = Clients::new(&sdk);
         let provisioned = provision(&clients, &template, &opts.prefix).await.map_err(|e| e.to_string())?;
         let registry = start_registry(&clients, &provisioned).await?;

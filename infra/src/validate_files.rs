@@ -1,7 +1,7 @@
 //! `medrec validate FILE...|DIR`: the server's validator over files, with a
 //! progress bar for large directories, a summary, and exit code 1 on errors.
 
-use medrec_shared::fhir::validator::model;
+use medrec_edge::fhir::validator::model;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;

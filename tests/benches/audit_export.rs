@@ -16,7 +16,7 @@ async fn main() {
         assert_eq!(h.get(&format!("/fhir/Patient/{id}"), &t).await.status, 200);
     }
     let target = h.verify_target();
-    let until = medrec_shared::fhir::now_instant();
+    let until = medrec_edge::fhir::now_instant();
     h.aws_calls().await;
     let started = Instant::now();
     let done =

@@ -97,7 +97,7 @@ async fn main() {
         [("id".to_owned(), id.clone())].into(),
         "127.0.0.1:1".parse().unwrap(),
     );
-    let resp = medrec_shared::lambda::handle(&app, lambda_http::request::from_str(&event.to_string()).unwrap()).await;
+    let resp = medrec_edge::lambda::handle(&app, lambda_http::request::from_str(&event.to_string()).unwrap()).await;
     assert_eq!(resp.status(), 200);
     show("read on a cold instance (key not cached)", &h.aws_calls().await);
 

@@ -81,7 +81,7 @@ async fn main() {
 /// One cold instance: the function booted as its `main.rs` does, one request.
 async fn child(function: &str) {
     let started = Instant::now();
-    let settings = medrec_shared::lambda::settings_from_env().unwrap();
+    let settings = medrec_edge::lambda::settings_from_env().unwrap();
     let settings_ms = started.elapsed().as_secs_f64() * 1e3;
     let request = std::env::var("MEDREC_COLD_START_REQUEST").unwrap();
     let (method, path) = request.split_once(' ').unwrap();
@@ -109,7 +109,7 @@ async fn child(function: &str) {
             let boot_started = Instant::now();
             let app = $app.unwrap();
             let boot_ms = boot_started.elapsed().as_secs_f64() * 1e3;
-            (boot_ms, medrec_shared::lambda::handle(&app, req).await.status().as_u16())
+            (boot_ms, medrec_edge::lambda::handle(&app, req).await.status().as_u16())
         }};
     }
     let (boot_ms, status) = match function {

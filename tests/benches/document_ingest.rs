@@ -10,9 +10,9 @@ use aws_lc_rs::aead::{Aad, RandomizedNonceKey, AES_256_GCM};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use medrec_e2e::{canary_patient, pdf, Harness};
-use medrec_shared::crypto::{sha256, DataKey};
-use medrec_shared::documents::TestSignatureScanner;
-use medrec_shared::service::documents::{check_bytes, seal_binary};
+use medrec_edge::crypto::{sha256, DataKey};
+use medrec_edge::documents::TestSignatureScanner;
+use medrec_edge::service::documents::{check_bytes, seal_binary};
 use serde_json::json;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ async fn main() {
         black_box(seal_binary(&key, "patient", "binary", &doc));
     });
     let attachment = json!({"contentType": "application/pdf", "size": size,
-        "extension": [{"url": medrec_shared::documents::SHA256_EXTENSION, "valueBase64Binary": B64.encode(sha256(&doc))}]});
+        "extension": [{"url": medrec_edge::documents::SHA256_EXTENSION, "valueBase64Binary": B64.encode(sha256(&doc))}]});
     let pipeline = rate(size, 5, || {
         check_bytes(0, &attachment, "application/pdf", &doc, &TestSignatureScanner).unwrap();
         black_box(seal_binary(&key, "patient", "binary", &doc));

@@ -6,7 +6,7 @@
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_dynamodb::types::{AttributeValue as AV, PutRequest, WriteRequest};
 use medrec_e2e::Harness;
-use medrec_shared::aws::processed::ProcessedEvents;
+use medrec_edge::aws::processed::ProcessedEvents;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ async fn main() {
     let sqs = &h.stack.clients.sqs;
     let outbox = h.table("OutboxTable");
     let queue = h.table("RegistrySyncQueue");
-    let sdk = medrec_shared::aws::sdk_config(Some(&h.stack.endpoint)).await;
+    let sdk = medrec_edge::aws::sdk_config(Some(&h.stack.endpoint)).await;
     let consumer = ProcessedEvents {
         ddb: aws_sdk_dynamodb::Client::new(&sdk),
         table: h.table("ProcessedEventsTable"),
@@ -44,7 +44,7 @@ async fn main() {
             WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(item)).build().unwrap()).build()
         })
         .collect();
-    medrec_shared::aws::dynamo::batch_write_all(ddb, &outbox, items).await.unwrap();
+    medrec_edge::aws::dynamo::batch_write_all(ddb, &outbox, items).await.unwrap();
     let mut consumed = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
     while consumed < EVENTS && Instant::now() < deadline {

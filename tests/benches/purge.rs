@@ -6,7 +6,7 @@
 
 use base64::Engine;
 use medrec_e2e::{canary_patient, Harness};
-use medrec_shared::retention::Retention;
+use medrec_edge::retention::Retention;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -5,10 +5,10 @@
 //! alone, side by side. Run with `cargo bench -p medrec-e2e --bench registry_client`.
 
 use medrec_e2e::sample_vaccination;
+use medrec_edge::registry::client::{ClientConfig, Credentials, RegistryClient, Transport};
+use medrec_edge::registry::hl7::{self, Parties};
+use medrec_edge::registry::sign;
 use medrec_infra::registry_sim::RegistrySimulator;
-use medrec_shared::registry::client::{ClientConfig, Credentials, RegistryClient, Transport};
-use medrec_shared::registry::hl7::{self, Parties};
-use medrec_shared::registry::sign;
 use std::time::Instant;
 
 const CALLS: u32 = 2_000;

@@ -68,8 +68,8 @@ pub fn logs() -> &'static LogBuffer {
     LOGS.get_or_init(|| {
         let buf = LogBuffer::default();
         let filter = format!(
-            "{},medrec_shared=trace,medrec_patients=trace,medrec_documents=trace,medrec_document_ingest=trace,medrec_infra=trace",
-            medrec_shared::log::DEFAULT_FILTER
+            "{},medrec_edge=trace,medrec_patients=trace,medrec_documents=trace,medrec_document_ingest=trace,medrec_infra=trace",
+            medrec_edge::log::DEFAULT_FILTER
         );
         let _ = tracing_subscriber::fmt()
             .json()
@@ -235,7 +235,7 @@ impl Drop for Harness {
                     .operation_timeout(std::time::Duration::from_secs(300))
                     .build();
                 let sdk =
-                    medrec_shared::aws::sdk_config(Some(&endpoint)).await.to_builder().timeout_config(timeouts).build();
+                    medrec_edge::aws::sdk_config(Some(&endpoint)).await.to_builder().timeout_config(timeouts).build();
                 let clients = medrec_infra::provision::Clients::new(&sdk);
                 stored_contents(&clients, &template, &provisioned).await
             })
@@ -271,7 +271,7 @@ impl Harness {
     pub async fn start_full(env_overrides: Vec<(String, String)>, unmounted: Vec<String>) -> Harness {
         logs();
         let key = Arc::new(DevKey::generate());
-        let prefix = format!("t{}", &medrec_shared::crypto::random_id()[..10]);
+        let prefix = format!("t{}", &medrec_edge::crypto::random_id()[..10]);
         let stack = LocalStack::start(StackOptions {
             endpoint: Some(emulator_endpoint()),
             port: 0,
@@ -396,10 +396,10 @@ impl Harness {
 
     /// A function's settings as the stack boots it, with `overrides`: what
     /// its `boot` takes, for a test that builds a second instance.
-    pub fn settings(&self, function: &str, overrides: &[(&str, &str)]) -> medrec_shared::config::Settings {
+    pub fn settings(&self, function: &str, overrides: &[(&str, &str)]) -> medrec_edge::config::Settings {
         let mut env = self.stack.function_env[function].clone();
         env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        medrec_shared::config::Settings::from_map(env).expect("the stack's settings are valid")
+        medrec_edge::config::Settings::from_map(env).expect("the stack's settings are valid")
     }
 
     /// Sets the stored `upd` of a resource's items (its current item and the
@@ -506,13 +506,13 @@ pub fn canary_strings(tag: &str) -> Vec<String> {
 }
 
 pub fn unique_tag() -> String {
-    medrec_shared::crypto::random_id()[..12].to_owned()
+    medrec_edge::crypto::random_id()[..12].to_owned()
 }
 
 /// A vaccination as the registry client takes it: patient `p1`,
 /// immunization `imm<n>`.
-pub fn sample_vaccination(n: u32) -> medrec_shared::registry::VaccinationRecord {
-    medrec_shared::registry::VaccinationRecord {
+pub fn sample_vaccination(n: u32) -> medrec_edge::registry::VaccinationRecord {
+    medrec_edge::registry::VaccinationRecord {
         patient_id: "p1".into(),
         family: "Doe".into(),
         given: vec!["Jane".into()],
@@ -582,7 +582,7 @@ impl Harness {
         use base64::Engine;
         let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
         let attachment = serde_json::json!({"contentType": "application/pdf", "size": bytes.len(),
-            "extension": [{"url": medrec_shared::documents::SHA256_EXTENSION,
+            "extension": [{"url": medrec_edge::documents::SHA256_EXTENSION,
                 "valueBase64Binary": base64::engine::general_purpose::STANDARD.encode(sha256)}]});
         let body = serde_json::json!({"resourceType": "DocumentReference", "status": "current",
             "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
@@ -631,7 +631,7 @@ pub const FAILURES: [(&str, medrec_infra::fault_proxy::Fault); 4] = [
 /// HL7's R4 examples (hl7.fhir.r4.examples 4.0.1, fetched pinned by `make
 /// setup`) of every record type the generic routes serve, by file name,
 /// sorted.
-pub fn record_examples() -> Vec<(String, &'static medrec_shared::fhir::resources::ResourceDef, Value)> {
+pub fn record_examples() -> Vec<(String, &'static medrec_edge::fhir::resources::ResourceDef, Value)> {
     let dir = medrec_infra::emulator::repo_root().join(".cache/fhir/hl7.fhir.r4.examples/package");
     assert!(dir.exists(), "{} missing: run `make setup`", dir.display());
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
@@ -640,8 +640,8 @@ pub fn record_examples() -> Vec<(String, &'static medrec_shared::fhir::resources
     for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
         let Ok(r) = serde_json::from_slice::<Value>(&std::fs::read(&path).unwrap()) else { continue };
         let ty = r["resourceType"].as_str().unwrap_or_default();
-        let Some(def) = medrec_shared::fhir::resources::served_type(ty) else { continue };
-        if !medrec_shared::rest::SERVED_BY_OWN_FUNCTION.contains(&ty) {
+        let Some(def) = medrec_edge::fhir::resources::served_type(ty) else { continue };
+        if !medrec_edge::rest::SERVED_BY_OWN_FUNCTION.contains(&ty) {
             out.push((path.file_name().unwrap().to_string_lossy().into_owned(), def, r));
         }
     }
@@ -662,7 +662,7 @@ pub fn next_path(bundle: &Value) -> Option<String> {
 
 /// An example placed in the patient's compartment (a directory type's
 /// stays in the directory), without its id and meta.
-pub fn placed_in(def: &medrec_shared::fhir::resources::ResourceDef, mut r: Value, patient: &str) -> Value {
+pub fn placed_in(def: &medrec_edge::fhir::resources::ResourceDef, mut r: Value, patient: &str) -> Value {
     let o = r.as_object_mut().unwrap();
     o.remove("id");
     o.remove("meta");

@@ -272,7 +272,7 @@ async fn exports_resume_after_a_crash_without_gaps_or_duplicates() {
         assert_eq!(h.get(&format!("/fhir/Patient/{id}"), &t).await.status, 200);
     }
     let target = h.verify_target();
-    let until = medrec_shared::fhir::now_instant();
+    let until = medrec_edge::fhir::now_instant();
     let window = ("2000-01-01T00:00:00.000Z", until.as_str());
     let expected: std::collections::BTreeSet<String> =
         h.audit_events().await.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
@@ -326,7 +326,7 @@ async fn exports_resume_after_a_crash_without_gaps_or_duplicates() {
     let cut = original[..original.len() / 2].to_vec();
     s3.put_object().bucket(&bucket).key(&first).body(cut.into()).send().await.unwrap();
     let finding = medrec_infra::audit_verify::verify_export(&target, "e1").await.unwrap().unwrap_err();
-    assert_eq!(finding, medrec_shared::audit::export::ExportFinding::Chunk(first.clone()));
+    assert_eq!(finding, medrec_edge::audit::export::ExportFinding::Chunk(first.clone()));
     s3.put_object().bucket(&bucket).key(&first).body(original.into()).send().await.unwrap();
     let manifest_key = "exports/e1/manifest.json";
     let stored: serde_json::Value = serde_json::from_slice(&object(manifest_key.into()).await).unwrap();
@@ -340,7 +340,7 @@ async fn exports_resume_after_a_crash_without_gaps_or_duplicates() {
         .await
         .unwrap();
     let finding = medrec_infra::audit_verify::verify_export(&target, "e1").await.unwrap().unwrap_err();
-    assert_eq!(finding, medrec_shared::audit::export::ExportFinding::BadSignature);
+    assert_eq!(finding, medrec_edge::audit::export::ExportFinding::BadSignature);
     // Other terms under the same id are refused rather than mixed in.
     assert!(medrec_infra::audit_verify::export(&target, "e1", window, 4, 1).await.is_err());
     s3.put_object()
@@ -356,8 +356,8 @@ async fn exports_resume_after_a_crash_without_gaps_or_duplicates() {
     for _ in 0..2 {
         assert_eq!(h.get(&format!("/fhir/Patient/{id}"), &t).await.status, 200);
     }
-    let sdk = medrec_shared::aws::sdk_config(Some(&h.stack.endpoint)).await;
-    let cps = medrec_shared::aws::checkpoints::Checkpoints {
+    let sdk = medrec_edge::aws::sdk_config(Some(&h.stack.endpoint)).await;
+    let cps = medrec_edge::aws::checkpoints::Checkpoints {
         ddb: h.stack.clients.dynamodb.clone(),
         kms: aws_sdk_kms::Client::new(&sdk),
         s3: h.stack.clients.s3.clone(),
@@ -371,7 +371,7 @@ async fn exports_resume_after_a_crash_without_gaps_or_duplicates() {
     let next = next.manifest.expect("complete in one run");
     assert_eq!(
         next.previous,
-        Some(medrec_shared::audit::export::digest(stored["manifest"].as_str().unwrap().as_bytes()))
+        Some(medrec_edge::audit::export::digest(stored["manifest"].as_str().unwrap().as_bytes()))
     );
     assert_eq!(next.chunks.iter().map(|c| c.records).sum::<usize>(), h.audit_events().await.len() - expected.len());
     assert!(cps.scheduled_export(later, time::Duration::minutes(5), 100).await.unwrap().is_none(), "nothing new");
@@ -386,7 +386,7 @@ async fn exports_resume_after_a_crash_without_gaps_or_duplicates() {
 /// its own, does: verify names the record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_rewritten_with_a_function_roles_rights_is_caught_by_the_mirror() {
-    use medrec_shared::audit::chain;
+    use medrec_edge::audit::chain;
     let h = Harness::start_with(vec![("MEDREC_AUDIT_SHARDS".into(), "1".into())]).await;
     let t = h.token("clinician", "dr-snoop");
     let id = h.create_id(&t, &canary_patient(&unique_tag())).await;
@@ -411,10 +411,10 @@ async fn a_record_rewritten_with_a_function_roles_rights_is_caught_by_the_mirror
     // chain key, rewrite record 3 (the snoop's read becomes someone else's)
     // and relink 3..5 and the head.
     let ddb = &h.stack.clients.dynamodb;
-    let kms = medrec_shared::aws::kms::KmsKeys::new(h.stack.clients.kms.clone(), h.table("RecordsKey"));
-    let chain_key = medrec_shared::aws::service_keys(ddb, &kms, &h.table("RecordsTable")).await.unwrap().audit_chain;
+    let kms = medrec_edge::aws::kms::KmsKeys::new(h.stack.clients.kms.clone(), h.table("RecordsKey"));
+    let chain_key = medrec_edge::aws::service_keys(ddb, &kms, &h.table("RecordsTable")).await.unwrap().audit_chain;
     let table = h.table("AuditTable");
-    let (records, _) = medrec_shared::aws::dynamo::read_audit_chains(ddb, &table).await.unwrap();
+    let (records, _) = medrec_edge::aws::dynamo::read_audit_chains(ddb, &table).await.unwrap();
     let mut prev = records[&0][1].hash.clone();
     for r in &records[&0][2..] {
         let body = if r.seq == 3 { r.body.replace("dr-snoop", "dr-other") } else { r.body.clone() };

@@ -13,9 +13,9 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use medrec_e2e::{canary_patient, pdf, unique_tag, upload_notification, Harness, FAILURES};
+use medrec_edge::retention::Retention;
 use medrec_infra::audit_verify::Target;
 use medrec_infra::fault_proxy::{on, Fault, FaultProxy};
-use medrec_shared::retention::Retention;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -328,7 +328,7 @@ async fn assert_purged_once(h: &Harness, w: &Purgeable, t: &str, what: &str) {
     assert_eq!(h.get(&format!("/fhir/Patient/{}", w.kept), t).await.status, 200, "{what}: the retained patient stays");
 }
 
-type PurgeRun = Result<medrec_shared::purge::PurgeReport, medrec_shared::error::PortError>;
+type PurgeRun = Result<medrec_edge::purge::PurgeReport, medrec_edge::error::PortError>;
 
 /// Backdates the retained patient and purges it too: every round of
 /// crashes then starts from the same state (only its own world in the
@@ -443,7 +443,7 @@ async fn assert_exported_once(h: &Harness, id: &str, expected: &std::collections
         assert_eq!(*number, n as u64 + 1, "{what}: manifests numbered without a gap");
         let previous: Option<String> =
             serde_json::from_str::<Value>(body).unwrap()["previous"].as_str().map(str::to_owned);
-        let expected = (n > 0).then(|| medrec_shared::audit::export::digest(chain[n - 1].2.as_bytes()));
+        let expected = (n > 0).then(|| medrec_edge::audit::export::digest(chain[n - 1].2.as_bytes()));
         assert_eq!(previous, expected, "{what}: manifest {number} follows the one before");
     }
 }
@@ -457,7 +457,7 @@ async fn an_export_crashed_at_any_call_resumes_to_one_manifest_with_every_record
     for _ in 0..9 {
         assert_eq!(h.get(&format!("/fhir/Patient/{id}"), &t).await.status, 200);
     }
-    let until = medrec_shared::fhir::now_instant();
+    let until = medrec_edge::fhir::now_instant();
     let window = ("2000-01-01T00:00:00.000Z", until.as_str());
     let expected: std::collections::BTreeSet<String> =
         h.audit_events().await.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
@@ -611,7 +611,7 @@ fn transaction_entries() -> usize {
 /// A cold instance of the clinical function as the stack builds it, but
 /// reaching the emulator through `proxy`, and its transactions' deadline
 /// one second, so the sweep may abort one left pending at once.
-async fn clinical_through(h: &Harness, proxy: &FaultProxy) -> Arc<medrec_shared::rest::CompartmentApi> {
+async fn clinical_through(h: &Harness, proxy: &FaultProxy) -> Arc<medrec_edge::rest::CompartmentApi> {
     let settings = h.settings(
         "ClinicalFunction",
         &[("MEDREC_AWS_ENDPOINT", &proxy.endpoint), ("MEDREC_TRANSACTION_DEADLINE_SECONDS", "1")],
@@ -620,7 +620,7 @@ async fn clinical_through(h: &Harness, proxy: &FaultProxy) -> Arc<medrec_shared:
 }
 
 /// `POST /fhir` with `body`, as API Gateway delivers it to the function.
-async fn post_bundle(app: &Arc<medrec_shared::rest::CompartmentApi>, token: &str, body: &str) -> (u16, String) {
+async fn post_bundle(app: &Arc<medrec_edge::rest::CompartmentApi>, token: &str, body: &str) -> (u16, String) {
     let (parts, ()) = lambda_http::http::Request::builder()
         .method("POST")
         .uri("/fhir")
@@ -637,8 +637,8 @@ async fn post_bundle(app: &Arc<medrec_shared::rest::CompartmentApi>, token: &str
         Default::default(),
         "127.0.0.1:9".parse().unwrap(),
     );
-    let req = medrec_shared::lambda::request_from_event(serde_json::from_value(event).unwrap()).unwrap();
-    let resp = medrec_shared::lambda::handle_guarded(app.clone(), req).await.unwrap();
+    let req = medrec_edge::lambda::request_from_event(serde_json::from_value(event).unwrap()).unwrap();
+    let resp = medrec_edge::lambda::handle_guarded(app.clone(), req).await.unwrap();
     let text = match resp.body() {
         lambda_http::Body::Text(t) => t.clone(),
         _ => String::new(),

@@ -7,7 +7,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use medrec_e2e::{canary_patient, consent, unique_tag, Harness};
-use medrec_shared::fhir::validator::model;
+use medrec_edge::fhir::validator::model;
 use serde_json::{json, Value};
 
 fn assert_valid(what: &str, v: &Value) {
@@ -707,7 +707,7 @@ async fn a_synthea_patient_bundle_commits_whole_beyond_one_dynamodb_transaction(
         let stored = h.get(&format!("/fhir/{path}"), &admin).await;
         assert_eq!(stored.status, 200, "{path}: {}", stored.text());
         let mut expected = sent["resource"].clone();
-        medrec_shared::fhir::bundle_request::rewrite_links(&mut expected, &ids);
+        medrec_edge::fhir::bundle_request::rewrite_links(&mut expected, &ids);
         let mut got = stored.json();
         for r in [&mut expected, &mut got] {
             let m = r.as_object_mut().unwrap();
@@ -810,7 +810,7 @@ async fn a_transactions_documents_are_stored_with_it_or_not_at_all() {
     // Content promised for a later upload cannot join a transaction.
     let mut promised = note(&format!("Patient/{patient}"), "");
     promised["content"][0]["attachment"] = json!({"contentType": "application/pdf", "size": 1000,
-        "extension": [{"url": medrec_shared::documents::SHA256_EXTENSION, "valueString": B64.encode([0u8; 32])}]});
+        "extension": [{"url": medrec_edge::documents::SHA256_EXTENSION, "valueString": B64.encode([0u8; 32])}]});
     let r = h
         .call(
             "POST",

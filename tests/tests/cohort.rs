@@ -66,7 +66,7 @@ fn as_sent(mut r: Value) -> Value {
 
 /// Whether a type lives in the directory (registrars keep it).
 fn in_directory(ty: &str) -> bool {
-    medrec_shared::fhir::resources::directory_type(ty).is_some()
+    medrec_edge::fhir::resources::directory_type(ty).is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

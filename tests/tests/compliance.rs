@@ -42,7 +42,7 @@ fn the_report_shows_each_control_with_its_results() {
     let index = compliance::test_index(&root);
     let junit = r#"<testsuites><testsuite name="medrec-e2e::identity">
         <testcase name="authorization_matrix_holds_exactly" classname="medrec-e2e::identity" time="1.0"></testcase>
-        <testcase name="auth::jwt::tests::claim_and_header_attacks_are_rejected" classname="medrec-shared"><failure message="x"/></testcase>
+        <testcase name="auth::jwt::tests::claim_and_header_attacks_are_rejected" classname="medrec-edge"><failure message="x"/></testcase>
         </testsuite></testsuites>"#;
     let results = compliance::results(junit);
     assert_eq!(results.get("authorization_matrix_holds_exactly"), Some(&true));

@@ -45,7 +45,7 @@ async fn the_openapi_document_covers_exactly_the_routes_of_the_template() {
     }
     let undocumented: Vec<&String> = declared.difference(&served).collect();
     assert!(undocumented.is_empty(), "routes missing from the OpenAPI document: {undocumented:?}");
-    assert_eq!(operations, medrec_shared::api::operations().len());
+    assert_eq!(operations, medrec_edge::api::operations().len());
     println!("openapi: {operations} operations over {} template routes", declared.len());
 }
 
@@ -102,7 +102,7 @@ async fn schemathesis_finds_no_failure_with_every_check() {
         "Encounter",
         "Practitioner",
     ];
-    let others: Vec<&str> = medrec_shared::fhir::resources::served_types()
+    let others: Vec<&str> = medrec_edge::fhir::resources::served_types()
         .map(|t| t.name.as_str())
         .filter(|t| !sampled.contains(t))
         .collect();

@@ -4,10 +4,10 @@
 
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use medrec_e2e::{canary_patient, canary_strings, unique_tag, Harness};
-use medrec_shared::aws::processed::ProcessedEvents;
-use medrec_shared::aws::relay::Relay;
-use medrec_shared::aws::stream::StreamEvent;
-use medrec_shared::events::Envelope;
+use medrec_edge::aws::processed::ProcessedEvents;
+use medrec_edge::aws::relay::Relay;
+use medrec_edge::aws::stream::StreamEvent;
+use medrec_edge::events::Envelope;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -74,7 +74,7 @@ async fn replayed_stream(h: &Harness) -> StreamEvent {
 }
 
 async fn relay(h: &Harness, bus: &str) -> Relay {
-    let sdk = medrec_shared::aws::sdk_config(Some(&h.stack.endpoint)).await;
+    let sdk = medrec_edge::aws::sdk_config(Some(&h.stack.endpoint)).await;
     Relay {
         ddb: aws_sdk_dynamodb::Client::new(&sdk),
         events: aws_sdk_eventbridge::Client::new(&sdk),
@@ -163,7 +163,7 @@ async fn consumers_apply_each_event_once_and_poison_goes_to_the_dlq_and_back() {
     record(&h, &t, &patient, 15).await;
     let messages = drain(&h, "RegistrySyncQueue", 1).await;
     assert_eq!(messages.len(), 1);
-    let sdk = medrec_shared::aws::sdk_config(Some(&h.stack.endpoint)).await;
+    let sdk = medrec_edge::aws::sdk_config(Some(&h.stack.endpoint)).await;
     let consumer = ProcessedEvents {
         ddb: aws_sdk_dynamodb::Client::new(&sdk),
         table: h.table("ProcessedEventsTable"),

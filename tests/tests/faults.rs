@@ -246,7 +246,7 @@ async fn the_relay_loses_no_event_under_faults_and_consumers_see_one_id() {
     assert_eq!(r.status, 201);
     let got = drain(&h, "RegistrySyncQueue", 1, Duration::from_secs(20)).await;
     let ids: std::collections::BTreeSet<String> =
-        got.iter().map(|m| medrec_shared::events::Envelope::from_bus_message(m).expect("an envelope").id).collect();
+        got.iter().map(|m| medrec_edge::events::Envelope::from_bus_message(m).expect("an envelope").id).collect();
     assert!(!got.is_empty() && ids.len() == 1, "{} deliveries, {} event ids", got.len(), ids.len());
 }
 

@@ -130,7 +130,7 @@ async fn malformed_requests_get_outcomes_never_500() {
 fn template_routes_match_the_function_route_tables() {
     let template =
         medrec_infra::template::Template::load(&medrec_infra::emulator::repo_root().join("template.yaml")).unwrap();
-    let tables: [(&str, &[medrec_shared::lambda::Route]); 6] = [
+    let tables: [(&str, &[medrec_edge::lambda::Route]); 6] = [
         ("PatientsFunction", medrec_patients::ROUTES),
         ("ClinicalFunction", medrec_clinical::ROUTES),
         ("ConsentFunction", medrec_consent::ROUTES),
@@ -151,7 +151,7 @@ fn template_routes_match_the_function_route_tables() {
 
 #[test]
 fn a_deployed_config_refuses_dev_identity_and_emulator_settings() {
-    use medrec_shared::config::Config;
+    use medrec_edge::config::Config;
     let base = |overrides: &[(&str, &str)]| {
         let mut env: std::collections::HashMap<&str, &str> = [
             ("MEDREC_RECORDS_TABLE", "r"),
@@ -177,7 +177,7 @@ fn a_deployed_config_refuses_dev_identity_and_emulator_settings() {
     assert!(base(&[("MEDREC_RECORDS_TABLE", "")]).is_err());
     assert!(base(&[("MEDREC_CONSENT_DEFAULT", "maybe")]).is_err());
     let opt_in = base(&[("MEDREC_CONSENT_DEFAULT", "opt-in")]).unwrap();
-    assert_eq!(opt_in.consent_default, medrec_shared::consent::DefaultPolicy::OptIn);
+    assert_eq!(opt_in.consent_default, medrec_edge::consent::DefaultPolicy::OptIn);
     assert!(base(&[
         ("MEDREC_ENV", "local"),
         ("MEDREC_JWKS_URL", "http://127.0.0.1:1/jwks"),
@@ -256,7 +256,7 @@ async fn mutated_requests_never_get_a_server_error() {
     let rounds = std::env::var("MEDREC_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_500usize) / 5;
     let mut statuses = std::collections::BTreeMap::new();
     for _ in 0..rounds {
-        let random = medrec_shared::crypto::random_id();
+        let random = medrec_edge::crypto::random_id();
         let mut r = random.bytes().map(|b| b as usize * 7919);
         let mut next = |n: usize| r.next().unwrap_or(0) % n.max(1);
         let (method, path, content_type, body) = &seeds[next(seeds.len())];

@@ -100,7 +100,7 @@ async fn no_canary_outside_ciphertext_after_a_whole_workload() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(h.stack.registry.0.doses_of(&patient).len(), 1, "the registry sync ran");
-    let until = medrec_shared::fhir::now_instant();
+    let until = medrec_edge::fhir::now_instant();
     medrec_infra::audit_verify::export(
         &h.verify_target(),
         "canary",

@@ -9,9 +9,9 @@
 //! that have them.
 
 use medrec_e2e::{canary_patient, canary_strings, placed_in, record_examples, unique_tag, Harness};
-use medrec_shared::fhir::resources::ResourceDef;
-use medrec_shared::fhir::search_params;
-use medrec_shared::fhir::validator::model;
+use medrec_edge::fhir::resources::ResourceDef;
+use medrec_edge::fhir::search_params;
+use medrec_edge::fhir::validator::model;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -356,7 +356,7 @@ async fn the_capability_statement_declares_what_searches_accept() {
         if ty == "AuditEvent" || !searched {
             continue;
         }
-        let in_compartment = medrec_shared::fhir::resources::compartment_type(ty).is_some();
+        let in_compartment = medrec_edge::fhir::resources::compartment_type(ty).is_some();
         let scope = if in_compartment { format!("patient={patient}&") } else { String::new() };
         for p in r["searchParam"].as_array().into_iter().flatten() {
             let (name, kind) = (p["name"].as_str().unwrap(), p["type"].as_str().unwrap());

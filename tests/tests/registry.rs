@@ -3,11 +3,11 @@
 //! recovering, failover, and no immunization recorded twice.
 
 use medrec_e2e::sample_vaccination;
+use medrec_edge::registry::client::{ClientConfig, Credentials, RegistryClient, RegistryError, Submitted, Transport};
+use medrec_edge::registry::hl7::Parties;
+use medrec_edge::registry::resilience::{Backoff, BreakerState};
+use medrec_edge::registry::RegistryDose;
 use medrec_infra::registry_sim::{Fault, RegistrySimulator};
-use medrec_shared::registry::client::{ClientConfig, Credentials, RegistryClient, RegistryError, Submitted, Transport};
-use medrec_shared::registry::hl7::Parties;
-use medrec_shared::registry::resilience::{Backoff, BreakerState};
-use medrec_shared::registry::RegistryDose;
 use std::sync::Arc;
 use std::time::Duration;
 

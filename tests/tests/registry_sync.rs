@@ -128,7 +128,7 @@ async fn reconciliation_imports_new_doses_flags_conflicts_and_is_idempotent() {
     assert_eq!(doses_arrive(primary, &patient, 1).await, 1);
     // Another provider reported a flu shot; the registry's copy of today's
     // dose names another lot.
-    let dose = |id: &str, cvx: &str, date: &str, lot: &str| medrec_shared::registry::RegistryDose {
+    let dose = |id: &str, cvx: &str, date: &str, lot: &str| medrec_edge::registry::RegistryDose {
         registry_id: id.into(),
         date: date.into(),
         cvx: cvx.into(),

@@ -5,8 +5,8 @@
 
 use base64::Engine;
 use medrec_e2e::{canary_patient, canary_strings, unique_tag, Harness};
-use medrec_shared::purge::{HoldTarget, Why};
-use medrec_shared::retention::Retention;
+use medrec_edge::purge::{HoldTarget, Why};
+use medrec_edge::retention::Retention;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,7 +35,7 @@ async fn purge_shreds_what_retention_allows_and_holds_block() {
     let target = h.verify_target();
     // An audit export made before the purge: it must hold nothing that the
     // purge would have to reach (audit records carry ids, never PHI).
-    let until = medrec_shared::fhir::now_instant();
+    let until = medrec_edge::fhir::now_instant();
     let window = ("2000-01-01T00:00:00.000Z", until.as_str());
     let export = medrec_infra::audit_verify::export(&target, "pre-purge", window, 1000, 10).await.unwrap();
     assert!(export.manifest.is_some());
@@ -317,7 +317,7 @@ async fn the_directorys_old_versions_are_purged_unless_held() {
     let registrar = h.token("registrar", "desk-retention");
     let admin = h.token("admin", "adm-retention");
     let t = h.token("clinician", "dr-dir-retention");
-    let directory = medrec_shared::service::clinical::DIRECTORY;
+    let directory = medrec_edge::service::clinical::DIRECTORY;
     let tag = unique_tag();
     let kept = h
         .create_id(&registrar, &json!({"resourceType": "Practitioner", "name": [{"family": format!("Old{tag}")}]}))

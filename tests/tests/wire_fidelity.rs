@@ -3,8 +3,8 @@
 //! updates without If-Match, `_count` beyond a page or zero, `_format`.
 
 use medrec_e2e::{canary_patient, unique_tag, Harness};
+use medrec_edge::fhir::validator::model;
 use medrec_infra::client::Reply;
-use medrec_shared::fhir::validator::model;
 use serde_json::{json, Value};
 
 /// Decimals as a client sends them: trailing zeros, more digits than a
@@ -83,7 +83,7 @@ async fn bundles_and_reads_are_valid_fhir() {
     let read = h.get(&format!("/fhir/Patient/{id}"), &t).await;
     // Last-Modified is meta.lastUpdated as an HTTP date.
     let updated = read.json()["meta"]["lastUpdated"].as_str().unwrap().to_owned();
-    assert_eq!(read.header("last-modified"), medrec_shared::fhir::http_date(&updated).as_deref());
+    assert_eq!(read.header("last-modified"), medrec_edge::fhir::http_date(&updated).as_deref());
     assert!(read.header("last-modified").unwrap().ends_with(" GMT"));
     let mut changed = read.json();
     changed["gender"] = json!("other");

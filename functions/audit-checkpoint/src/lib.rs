@@ -2,14 +2,14 @@
 //! shard's head with the KMS signing key and archives the checkpoint, then
 //! exports the records since the last export (FHIR NDJSON + OCSF, signed
 //! manifest), resuming an export a previous run left unfinished
-//! (`medrec_shared::aws::checkpoints`). Audit records hold no PHI. Two runs
+//! (`medrec_edge::aws::checkpoints`). Audit records hold no PHI. Two runs
 //! at once cannot both store a checkpoint of one number; the loser fails and
 //! the next run signs the newer heads.
 
 use lambda_http::LambdaEvent;
-use medrec_shared::aws::checkpoints::Checkpoints;
-use medrec_shared::config::{ConfigError, Deployment, Settings};
-use medrec_shared::runtime::BootError;
+use medrec_edge::aws::checkpoints::Checkpoints;
+use medrec_edge::config::{ConfigError, Deployment, Settings};
+use medrec_edge::runtime::BootError;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -28,11 +28,11 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let config = settings.config.clone();
     let get = |k: &str| settings.get(k);
     let req = |k: &'static str| get(k).filter(|v| !v.trim().is_empty()).ok_or(ConfigError::Missing(k));
-    let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
+    let sdk = medrec_edge::aws::sdk_config(config.aws_endpoint.as_deref()).await;
     let checkpoints = Checkpoints {
         ddb: aws_sdk_dynamodb::Client::new(&sdk),
         kms: aws_sdk_kms::Client::new(&sdk),
-        s3: medrec_shared::aws::s3_client(&sdk, config.deployment == Deployment::Local),
+        s3: medrec_edge::aws::s3_client(&sdk, config.deployment == Deployment::Local),
         audit_table: config.audit_table.clone(),
         archive_bucket: req("MEDREC_AUDIT_ARCHIVE_BUCKET")?,
         signing_key_id: req("MEDREC_AUDIT_SIGNING_KEY_ID")?,
@@ -43,7 +43,7 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
 
 impl App {
     pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
-        let cp = self.checkpoints.write(&medrec_shared::fhir::now_instant()).await?;
+        let cp = self.checkpoints.write(&medrec_edge::fhir::now_instant()).await?;
         tracing::info!(checkpoint = cp.number, shards = cp.heads.len(), "audit checkpoint signed");
         let now = time::OffsetDateTime::now_utc();
         let export = self.checkpoints.scheduled_export(now, EXPORT_SETTLE, EXPORT_CHUNKS_PER_RUN).await?;

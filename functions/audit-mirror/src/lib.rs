@@ -1,14 +1,14 @@
 //! The audit mirror Lambda, triggered by the audit table's DynamoDB stream
-//! (`medrec_shared::aws::mirror`): copies each committed chain record's
+//! (`medrec_edge::aws::mirror`): copies each committed chain record's
 //! position and hash into the Object Lock archive named by
 //! `MEDREC_AUDIT_ARCHIVE_BUCKET`, where no API function's role can write,
 //! so `medrec audit verify` detects a record rewritten after commit.
 
 use lambda_http::LambdaEvent;
-use medrec_shared::aws::mirror::AuditMirror;
-use medrec_shared::aws::stream::{StreamBatchResponse, StreamEvent};
-use medrec_shared::config::{ConfigError, Deployment, Settings};
-use medrec_shared::runtime::BootError;
+use medrec_edge::aws::mirror::AuditMirror;
+use medrec_edge::aws::stream::{StreamBatchResponse, StreamEvent};
+use medrec_edge::config::{ConfigError, Deployment, Settings};
+use medrec_edge::runtime::BootError;
 use std::sync::Arc;
 
 pub struct App {
@@ -22,8 +22,8 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let bucket = get("MEDREC_AUDIT_ARCHIVE_BUCKET")
         .filter(|b| !b.is_empty())
         .ok_or(ConfigError::Missing("MEDREC_AUDIT_ARCHIVE_BUCKET"))?;
-    let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
-    let s3 = medrec_shared::aws::s3_client(&sdk, config.deployment == Deployment::Local);
+    let sdk = medrec_edge::aws::sdk_config(config.aws_endpoint.as_deref()).await;
+    let s3 = medrec_edge::aws::s3_client(&sdk, config.deployment == Deployment::Local);
     Ok(App { mirror: AuditMirror { s3, bucket } })
 }
 

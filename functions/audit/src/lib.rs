@@ -1,20 +1,20 @@
 //! The audit Lambda: AuditEvent search for auditors, and a patient's
 //! accounting of disclosures as a Bundle or a human-readable report.
 //! Routing and HTTP mapping only; the use cases are
-//! `medrec_shared::service::audit_search`.
+//! `medrec_edge::service::audit_search`.
 
 mod report;
 
 use lambda_http::{Body, Response};
-use medrec_shared::audit::AuditEntry;
-use medrec_shared::config::Settings;
-use medrec_shared::error::Error;
-use medrec_shared::fhir::primitives::is_id;
-use medrec_shared::http;
-use medrec_shared::lambda::{Api, Ctx, Route};
-use medrec_shared::rest::{self, ResultParams};
-use medrec_shared::runtime::{BootError, Runtime};
-use medrec_shared::service::records::{SearchResult, Stored};
+use medrec_edge::audit::AuditEntry;
+use medrec_edge::config::Settings;
+use medrec_edge::error::Error;
+use medrec_edge::fhir::primitives::is_id;
+use medrec_edge::http;
+use medrec_edge::lambda::{Api, Ctx, Route};
+use medrec_edge::rest::{self, ResultParams};
+use medrec_edge::runtime::{BootError, Runtime};
+use medrec_edge::service::records::{SearchResult, Stored};
 
 /// Every route this function serves; template.yaml declares the same. The
 /// literal `$disclosures` segment wins over the patients function's
@@ -82,11 +82,11 @@ impl App {
         let outcome = param("outcome", "valueCode")
             .ok_or_else(|| Error::BadRequest("Parameters needs outcome (valueCode)".into()))?;
         self.rt.services.review_break_glass(ctx.caller, id, outcome, param("note", "valueString"), audit).await?;
-        let done = medrec_shared::fhir::outcome::Issue::information(
+        let done = medrec_edge::fhir::outcome::Issue::information(
             "informational",
             format!("review of AuditEvent/{id} recorded"),
         );
-        Ok(http::response(200, Some(&medrec_shared::fhir::outcome::operation_outcome(&[done])), &[]))
+        Ok(http::response(200, Some(&medrec_edge::fhir::outcome::operation_outcome(&[done])), &[]))
     }
 }
 

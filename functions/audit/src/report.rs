@@ -4,7 +4,7 @@
 //! 'none'`) can stay as strict on this page as everywhere else. Every value
 //! is escaped, although audit records hold only ids and codes.
 
-use medrec_shared::fhir::primitives::escape_html;
+use medrec_edge::fhir::primitives::escape_html;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -3,13 +3,13 @@
 //! the history of a whole compartment (`/fhir/_history`), and batch
 //! Bundles at the base URL (`POST /fhir`), whose entries are those records'
 //! requests and documents' (DocumentReference, Binary).
-//! Routes only; the REST edge is `medrec_shared::rest::CompartmentApi`, the
-//! use cases `medrec_shared::service::clinical`.
+//! Routes only; the REST edge is `medrec_edge::rest::CompartmentApi`, the
+//! use cases `medrec_edge::service::clinical`.
 
-use medrec_shared::config::Settings;
-use medrec_shared::lambda::Route;
-use medrec_shared::rest::CompartmentApi;
-use medrec_shared::runtime::BootError;
+use medrec_edge::config::Settings;
+use medrec_edge::lambda::Route;
+use medrec_edge::rest::CompartmentApi;
+use medrec_edge::runtime::BootError;
 
 /// Every route this function serves; template.yaml declares the same.
 pub const ROUTES: &[Route] = &[

@@ -5,8 +5,8 @@
 //! invocation run it again; notices already sent are not repeated.
 
 use lambda_http::LambdaEvent;
-use medrec_shared::config::{ConfigError, Settings};
-use medrec_shared::runtime::{BootError, Runtime};
+use medrec_edge::config::{ConfigError, Settings};
+use medrec_edge::runtime::{BootError, Runtime};
 use serde_json::{json, Value};
 use std::sync::Arc;
 

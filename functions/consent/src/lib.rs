@@ -1,13 +1,13 @@
 //! The consent Lambda: FHIR REST for Consent, in the patient's compartment
 //! like every record. Status changes raise ConsentGranted / ConsentRevoked;
 //! enforcement happens in every function at access time
-//! (`medrec_shared::consent`). Routes only; the REST edge is
-//! `medrec_shared::rest::CompartmentApi`.
+//! (`medrec_edge::consent`). Routes only; the REST edge is
+//! `medrec_edge::rest::CompartmentApi`.
 
-use medrec_shared::config::Settings;
-use medrec_shared::lambda::Route;
-use medrec_shared::rest::CompartmentApi;
-use medrec_shared::runtime::BootError;
+use medrec_edge::config::Settings;
+use medrec_edge::lambda::Route;
+use medrec_edge::rest::CompartmentApi;
+use medrec_edge::runtime::BootError;
 
 /// Every route this function serves; template.yaml declares the same.
 pub const ROUTES: &[Route] = &[

@@ -7,11 +7,11 @@
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_http::LambdaEvent;
-use medrec_shared::aws::s3::S3Blobs;
-use medrec_shared::config::{Deployment, Settings};
-use medrec_shared::documents::{DocumentConfig, TestSignatureScanner};
-use medrec_shared::runtime::{BootError, Runtime};
-use medrec_shared::service::documents::{DocumentDeps, Ingested, Uploads};
+use medrec_edge::aws::s3::S3Blobs;
+use medrec_edge::config::{Deployment, Settings};
+use medrec_edge::documents::{DocumentConfig, TestSignatureScanner};
+use medrec_edge::runtime::{BootError, Runtime};
+use medrec_edge::service::documents::{DocumentDeps, Ingested, Uploads};
 use serde_json::Value;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
 
 impl App {
     /// Ingests one S3 object; what happened, or the transient error to retry on.
-    pub async fn ingest(&self, key: &str) -> Result<Ingested, medrec_shared::error::Error> {
+    pub async fn ingest(&self, key: &str) -> Result<Ingested, medrec_edge::error::Error> {
         // The ingest stores what an upload brought; it promises none.
         let deps = DocumentDeps {
             blobs: &self.blobs,

@@ -1,18 +1,18 @@
 //! The documents Lambda: DocumentReference (FHIR REST, content inline or by
 //! presigned upload) and Binary (the content, decrypted and verified).
-//! Routes only; the REST edge is `medrec_shared::rest::documents`, the use
-//! cases `medrec_shared::service::documents`.
+//! Routes only; the REST edge is `medrec_edge::rest::documents`, the use
+//! cases `medrec_edge::service::documents`.
 
 use lambda_http::{Body, Response};
-use medrec_shared::audit::AuditEntry;
-use medrec_shared::config::Settings;
-use medrec_shared::error::Error;
-use medrec_shared::lambda::{Api, Ctx, Route};
-use medrec_shared::rest::documents::{DocumentRest, Uploads};
-use medrec_shared::runtime::{BootError, Runtime};
+use medrec_edge::audit::AuditEntry;
+use medrec_edge::config::Settings;
+use medrec_edge::error::Error;
+use medrec_edge::lambda::{Api, Ctx, Route};
+use medrec_edge::rest::documents::{DocumentRest, Uploads};
+use medrec_edge::runtime::{BootError, Runtime};
 
 /// Every route this function serves; template.yaml declares the same.
-pub const ROUTES: &[Route] = medrec_shared::rest::documents::ROUTES;
+pub const ROUTES: &[Route] = medrec_edge::rest::documents::ROUTES;
 
 pub struct App {
     rt: Runtime,
@@ -23,7 +23,7 @@ pub struct App {
 pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let config = settings.config.clone();
     let documents = settings.documents()?;
-    medrec_shared::fhir::validator::model();
+    medrec_edge::fhir::validator::model();
     let rt = Runtime::from_config(config).await?;
     let documents = DocumentRest::new(&rt, documents, Uploads::Offered);
     Ok(App { rt, documents })

@@ -10,11 +10,11 @@
 
 use lambda_http::http::HeaderValue;
 use lambda_http::{Body, Request, Response};
-use medrec_shared::api;
-use medrec_shared::config::{ConfigError, Settings};
-use medrec_shared::error::Error;
-use medrec_shared::http;
-use medrec_shared::runtime::BootError;
+use medrec_edge::api;
+use medrec_edge::config::{ConfigError, Settings};
+use medrec_edge::error::Error;
+use medrec_edge::http;
+use medrec_edge::runtime::BootError;
 use serde_json::{json, Map, Value};
 use std::future::Future;
 use std::time::Duration;
@@ -31,7 +31,7 @@ pub struct App {
     processed_table: String,
     public_base_url: Option<String>,
     /// The request bounds the OpenAPI document states.
-    limits: medrec_shared::config::Limits,
+    limits: medrec_edge::config::Limits,
     require_if_match: bool,
 }
 
@@ -49,12 +49,12 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let bucket = get("MEDREC_DOCUMENTS_BUCKET").ok_or(ConfigError::Missing("MEDREC_DOCUMENTS_BUCKET"))?;
     let processed_table =
         get("MEDREC_PROCESSED_EVENTS_TABLE").ok_or(ConfigError::Missing("MEDREC_PROCESSED_EVENTS_TABLE"))?;
-    let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
-    let local = config.deployment == medrec_shared::config::Deployment::Local;
+    let sdk = medrec_edge::aws::sdk_config(config.aws_endpoint.as_deref()).await;
+    let local = config.deployment == medrec_edge::config::Deployment::Local;
     Ok(App {
         ddb: aws_sdk_dynamodb::Client::new(&sdk),
         kms: aws_sdk_kms::Client::new(&sdk),
-        s3: medrec_shared::aws::s3_client(&sdk, local),
+        s3: medrec_edge::aws::s3_client(&sdk, local),
         records_table: config.records_table,
         key_id: config.records_key_id,
         bucket,
@@ -98,7 +98,7 @@ impl App {
             .ddb
             .get_item()
             .table_name(&self.processed_table)
-            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(medrec_shared::registry::HEALTH_KEY.into()))
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(medrec_edge::registry::HEALTH_KEY.into()))
             .send();
         let Ok(Ok(out)) = tokio::time::timeout(CHECK_TIMEOUT, got).await else { return json!({"state": "unknown"}) };
         let Some(item) = out.item() else { return json!({"state": "not reported yet"}) };

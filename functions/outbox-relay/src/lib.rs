@@ -1,13 +1,13 @@
 //! The outbox relay Lambda, triggered by the outbox table's DynamoDB stream
-//! (`medrec_shared::aws::relay`): publishes each new event to the bus named
+//! (`medrec_edge::aws::relay`): publishes each new event to the bus named
 //! by `MEDREC_EVENT_BUS` and answers with the first record it could not
 //! publish, so Lambda retries from there.
 
 use lambda_http::LambdaEvent;
-use medrec_shared::aws::relay::Relay;
-use medrec_shared::aws::stream::{StreamBatchResponse, StreamEvent};
-use medrec_shared::config::{ConfigError, Settings};
-use medrec_shared::runtime::BootError;
+use medrec_edge::aws::relay::Relay;
+use medrec_edge::aws::stream::{StreamBatchResponse, StreamEvent};
+use medrec_edge::config::{ConfigError, Settings};
+use medrec_edge::runtime::BootError;
 use std::sync::Arc;
 
 pub struct App {
@@ -19,7 +19,7 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let config = settings.config.clone();
     let get = |k: &str| settings.get(k);
     let bus = get("MEDREC_EVENT_BUS").filter(|b| !b.is_empty()).ok_or(ConfigError::Missing("MEDREC_EVENT_BUS"))?;
-    let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
+    let sdk = medrec_edge::aws::sdk_config(config.aws_endpoint.as_deref()).await;
     let relay = Relay {
         ddb: aws_sdk_dynamodb::Client::new(&sdk),
         events: aws_sdk_eventbridge::Client::new(&sdk),

@@ -1,13 +1,13 @@
 //! The patients Lambda: FHIR R4 REST for Patient (a row of the resource
 //! table, served by the same REST edge as every record type), its
 //! `$everything`, and the CapabilityStatement. Routes only; the REST edge is
-//! `medrec_shared::rest::CompartmentApi`, the use cases
-//! `medrec_shared::service::clinical` and `service::patients` (search).
+//! `medrec_edge::rest::CompartmentApi`, the use cases
+//! `medrec_edge::service::clinical` and `service::patients` (search).
 
-use medrec_shared::config::Settings;
-use medrec_shared::lambda::Route;
-use medrec_shared::rest::CompartmentApi;
-use medrec_shared::runtime::BootError;
+use medrec_edge::config::Settings;
+use medrec_edge::lambda::Route;
+use medrec_edge::rest::CompartmentApi;
+use medrec_edge::runtime::BootError;
 
 /// Every route this function serves. template.yaml declares the same routes;
 /// a test keeps the two in step.
@@ -35,8 +35,8 @@ pub async fn boot(settings: &Settings) -> Result<CompartmentApi, BootError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use medrec_shared::error::Error;
-    use medrec_shared::lambda;
+    use medrec_edge::error::Error;
+    use medrec_edge::lambda;
 
     #[test]
     fn routing() {

@@ -1,15 +1,15 @@
 //! The purge Lambda, on an EventBridge schedule: crypto-shreds the patients
 //! past the clinical retention period (or past the legal floor after an
 //! erasure request) and purges deleted resources and superseded versions
-//! past it, under no legal hold (`medrec_shared::aws::purge`), at most
+//! past it, under no legal hold (`medrec_edge::aws::purge`), at most
 //! `MEDREC_PURGE_LIMIT` per run so a run stays inside the function's time
 //! limit; the next run continues.
 
 use lambda_http::LambdaEvent;
-use medrec_shared::aws::purge::PurgeContext;
-use medrec_shared::config::{ConfigError, Deployment, Settings};
-use medrec_shared::retention::Retention;
-use medrec_shared::runtime::BootError;
+use medrec_edge::aws::purge::PurgeContext;
+use medrec_edge::config::{ConfigError, Deployment, Settings};
+use medrec_edge::retention::Retention;
+use medrec_edge::runtime::BootError;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -32,8 +32,8 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
         .map_err(|e| ConfigError::Invalid("MEDREC_RETENTION_BY_TYPE", e))?;
     let limit = num("MEDREC_PURGE_LIMIT")?.unwrap_or(100) as usize;
     let bucket = get("MEDREC_DOCUMENTS_BUCKET").ok_or(ConfigError::Missing("MEDREC_DOCUMENTS_BUCKET"))?;
-    let sdk = medrec_shared::aws::sdk_config(config.aws_endpoint.as_deref()).await;
-    let tables = medrec_shared::runtime::tables(&config);
+    let sdk = medrec_edge::aws::sdk_config(config.aws_endpoint.as_deref()).await;
+    let tables = medrec_edge::runtime::tables(&config);
     let local = config.deployment == Deployment::Local;
     let ctx = PurgeContext::new(&sdk, local, tables, &config.records_key_id, config.audit_shards, &bucket).await?;
     Ok(App { ctx, retention, limit })

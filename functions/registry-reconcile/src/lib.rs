@@ -7,12 +7,12 @@
 //! is counted and retried on the next run.
 
 use lambda_http::LambdaEvent;
-use medrec_shared::aws::roster::Roster;
-use medrec_shared::config::{ConfigError, Settings};
-use medrec_shared::registry::client::RegistryClient;
-use medrec_shared::runtime::{BootError, Runtime};
-use medrec_shared::service::registry_sync::{registry_caller, Reconciled};
-use medrec_shared::service::Caller;
+use medrec_edge::aws::roster::Roster;
+use medrec_edge::config::{ConfigError, Settings};
+use medrec_edge::registry::client::RegistryClient;
+use medrec_edge::runtime::{BootError, Runtime};
+use medrec_edge::service::registry_sync::{registry_caller, Reconciled};
+use medrec_edge::service::Caller;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -28,14 +28,14 @@ pub struct App {
 pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let config = settings.config.clone();
     let get = |k: &str| settings.get(k);
-    let local = config.deployment == medrec_shared::config::Deployment::Local;
+    let local = config.deployment == medrec_edge::config::Deployment::Local;
     let table = get("MEDREC_PROCESSED_EVENTS_TABLE").ok_or(ConfigError::Missing("MEDREC_PROCESSED_EVENTS_TABLE"))?;
     let limit = match get("MEDREC_RECONCILE_LIMIT") {
         None => 500,
         Some(v) => v.parse().map_err(|_| ConfigError::Invalid("MEDREC_RECONCILE_LIMIT", "a number".into()))?,
     };
     let rt = Runtime::from_config(config).await?;
-    let client = medrec_shared::registry::setup::connect(&rt.sdk, &get, local).await?;
+    let client = medrec_edge::registry::setup::connect(&rt.sdk, &get, local).await?;
     let roster = Roster { ddb: aws_sdk_dynamodb::Client::new(&rt.sdk), table };
     Ok(App { rt, roster, client, caller: registry_caller(), limit })
 }
@@ -51,9 +51,9 @@ impl App {
                 let subject = svc.registry_query_subject(&self.caller, &patient).await?;
                 let doses = self
                     .client
-                    .history(&subject, &medrec_shared::crypto::random_id())
+                    .history(&subject, &medrec_edge::crypto::random_id())
                     .await
-                    .map_err(|e| medrec_shared::error::Error::Unavailable(e.to_string()))?;
+                    .map_err(|e| medrec_edge::error::Error::Unavailable(e.to_string()))?;
                 svc.reconcile_registry(&self.caller, &patient, &doses).await
             }
             .await;

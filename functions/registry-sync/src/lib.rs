@@ -9,15 +9,15 @@
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_http::LambdaEvent;
-use medrec_shared::aws::processed::ProcessedEvents;
-use medrec_shared::aws::roster::Roster;
-use medrec_shared::config::{ConfigError, Settings};
-use medrec_shared::error::Error;
-use medrec_shared::events::Envelope;
-use medrec_shared::registry::client::{RegistryClient, RegistryError};
-use medrec_shared::runtime::{BootError, Runtime};
-use medrec_shared::service::registry_sync::registry_caller;
-use medrec_shared::service::Caller;
+use medrec_edge::aws::processed::ProcessedEvents;
+use medrec_edge::aws::roster::Roster;
+use medrec_edge::config::{ConfigError, Settings};
+use medrec_edge::error::Error;
+use medrec_edge::events::Envelope;
+use medrec_edge::registry::client::{RegistryClient, RegistryError};
+use medrec_edge::runtime::{BootError, Runtime};
+use medrec_edge::service::registry_sync::registry_caller;
+use medrec_edge::service::Caller;
 use std::sync::Arc;
 
 pub struct App {
@@ -40,10 +40,10 @@ enum SyncError {
 pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let config = settings.config.clone();
     let get = |k: &str| settings.get(k);
-    let local = config.deployment == medrec_shared::config::Deployment::Local;
+    let local = config.deployment == medrec_edge::config::Deployment::Local;
     let table = get("MEDREC_PROCESSED_EVENTS_TABLE").ok_or(ConfigError::Missing("MEDREC_PROCESSED_EVENTS_TABLE"))?;
     let rt = Runtime::from_config(config).await?;
-    let client = medrec_shared::registry::setup::connect(&rt.sdk, &get, local).await?;
+    let client = medrec_edge::registry::setup::connect(&rt.sdk, &get, local).await?;
     let ddb = aws_sdk_dynamodb::Client::new(&rt.sdk);
     let roster = Roster { ddb: ddb.clone(), table: table.clone() };
     let processed = ProcessedEvents { ddb, table, consumer: "registry-sync".into(), lease_seconds: 120 };
@@ -78,9 +78,9 @@ impl App {
             .ddb
             .put_item()
             .table_name(&self.processed.table)
-            .item("pk", AV::S(medrec_shared::registry::HEALTH_KEY.into()))
+            .item("pk", AV::S(medrec_edge::registry::HEALTH_KEY.into()))
             .item("breakers", AV::M(breakers))
-            .item("at", AV::S(medrec_shared::fhir::now_instant()))
+            .item("at", AV::S(medrec_edge::fhir::now_instant()))
             .send()
             .await;
         if put.is_err() {

@@ -1,6 +1,6 @@
 //! The Cognito pre-token-generation trigger (event version 2): adds the
 //! user's `fhirUser` (and a patient's own `patient` context) to their
-//! access and ID tokens (`medrec_shared::auth::claims`). It reads only the
+//! access and ID tokens (`medrec_edge::auth::claims`). It reads only the
 //! event: no AWS client, no configuration.
 
 use aws_lambda_events::cognito::{
@@ -8,7 +8,7 @@ use aws_lambda_events::cognito::{
     CognitoIdTokenGenerationV2,
 };
 use lambda_http::LambdaEvent;
-use medrec_shared::auth::claims::person_claims;
+use medrec_edge::auth::claims::person_claims;
 use std::collections::HashMap;
 
 pub async fn handle(
@@ -62,7 +62,7 @@ mod tests {
     #[tokio::test]
     async fn a_user_without_a_person_gets_nothing_added() {
         let mut e = sample();
-        e.request.user_attributes.remove(medrec_shared::auth::claims::FHIR_USER_ATTRIBUTE);
+        e.request.user_attributes.remove(medrec_edge::auth::claims::FHIR_USER_ATTRIBUTE);
         assert_eq!(run(e).await.response.claims_and_scope_override_details, None);
     }
 }

@@ -7,8 +7,8 @@
 //! Lambda's retries run it again; every step is idempotent.
 
 use lambda_http::LambdaEvent;
-use medrec_shared::config::Settings;
-use medrec_shared::runtime::{BootError, Runtime};
+use medrec_edge::config::Settings;
+use medrec_edge::runtime::{BootError, Runtime};
 use serde_json::{json, Value};
 use std::sync::Arc;
 

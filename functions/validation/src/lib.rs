@@ -3,13 +3,13 @@
 //! and HTTP mapping only; the use case is `Services::validate_resource`.
 
 use lambda_http::{Body, Response};
-use medrec_shared::audit::AuditEntry;
-use medrec_shared::config::Settings;
-use medrec_shared::error::Error;
-use medrec_shared::fhir::primitives::is_id;
-use medrec_shared::http;
-use medrec_shared::lambda::{Api, Ctx, Route};
-use medrec_shared::runtime::{BootError, Runtime};
+use medrec_edge::audit::AuditEntry;
+use medrec_edge::config::Settings;
+use medrec_edge::error::Error;
+use medrec_edge::fhir::primitives::is_id;
+use medrec_edge::http;
+use medrec_edge::lambda::{Api, Ctx, Route};
+use medrec_edge::runtime::{BootError, Runtime};
 
 /// Every route this function serves; template.yaml declares the same. API
 /// Gateway sends a more specific route (`/fhir/Patient/_search`) to its own
@@ -29,7 +29,7 @@ pub struct App {
 pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let config = settings.config.clone();
     // Parse the generated model now, not on the first request.
-    medrec_shared::fhir::validator::model();
+    medrec_edge::fhir::validator::model();
     Ok(App { rt: Runtime::from_config(config).await? })
 }
 
@@ -42,7 +42,7 @@ impl App {
             _ => return Err(Error::NotFound),
         };
         if operation != "$validate" {
-            return Err(medrec_shared::api::not_served(ctx.req.uri().path()));
+            return Err(medrec_edge::api::not_served(ctx.req.uri().path()));
         }
         let mut profile = None;
         for (k, v) in http::query(ctx.req)? {

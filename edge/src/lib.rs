@@ -8,7 +8,7 @@
 //! `medrec-core`) nor hold an item layout or an SDK call sequence (that is
 //! `medrec-aws`). The core's, FHIR's and the adapters' modules are
 //! re-exported under their own names, so a function names everything as
-//! `medrec_shared::...`; the compiler keeps each crate free of the ones
+//! `medrec_edge::...`; the compiler keeps each crate free of the ones
 //! above it.
 
 #[cfg(feature = "memory-ports")]

@@ -7,9 +7,9 @@
 //! names its seed and input. `MEDREC_FUZZ_ITERATIONS` (default 1,500 per
 //! target) runs longer.
 
-use medrec_shared::crypto::DataKey;
-use medrec_shared::cursor::{Cursor, CursorCodec};
-use medrec_shared::fhir::{fhirpath, json_patch, search, validator};
+use medrec_edge::crypto::DataKey;
+use medrec_edge::cursor::{Cursor, CursorCodec};
+use medrec_edge::fhir::{fhirpath, json_patch, search, validator};
 use serde_json::{json, Map, Value};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -327,7 +327,7 @@ fn search_parameter_values_match_or_refuse() {
             if let Some(range) = search::date_range(v) {
                 let _ = search::date_matches(range, param);
             }
-            let _ = medrec_shared::fhir::primitives::datetime_bounds(param);
+            let _ = medrec_edge::fhir::primitives::datetime_bounds(param);
         },
     );
 }
@@ -361,7 +361,7 @@ fn cursors_decode_or_refuse_any_token() {
 
 #[test]
 fn hl7_events_and_secrets_parse_or_refuse() {
-    use medrec_shared::registry::hl7;
+    use medrec_edge::registry::hl7;
     const SEGMENTS: &[&str] = &[
         "MSH|^~\\&|IRIS|IRIS|MEDREC|M|20261123||ACK^V04^ACK|c|P|2.5.1",
         "MSH|^~\\&",
@@ -403,8 +403,8 @@ fn hl7_events_and_secrets_parse_or_refuse() {
         "bus events and secrets",
         |rng| random_value(rng, 4).to_string(),
         |text| {
-            let _ = medrec_shared::events::Envelope::from_bus_message(text);
-            let _ = medrec_shared::registry::client::Credentials::from_json(text);
+            let _ = medrec_edge::events::Envelope::from_bus_message(text);
+            let _ = medrec_edge::registry::client::Credentials::from_json(text);
         },
     );
 }
@@ -461,22 +461,22 @@ fn fhir_json_bodies_parse_or_refuse_any_bytes() {
             if let Ok(v) = lambda_http::http::HeaderValue::from_str(media) {
                 req.headers_mut().insert("content-type", v);
             }
-            if let Ok(v) = medrec_shared::http::json_body(&req, 1 << 20) {
+            if let Ok(v) = medrec_edge::http::json_body(&req, 1 << 20) {
                 model.validate(&v);
             }
-            let _ = medrec_shared::http::json_patch_body(&req, 1 << 20);
-            let _ = medrec_shared::http::form_body(&req, 1 << 20);
+            let _ = medrec_edge::http::json_patch_body(&req, 1 << 20);
+            let _ = medrec_edge::http::form_body(&req, 1 << 20);
         },
     );
 }
 
 /// The route table every function shares (`api::operations`), as `lambda::route` takes it.
-fn routes() -> &'static [medrec_shared::lambda::Route] {
-    static ROUTES: std::sync::OnceLock<Vec<medrec_shared::lambda::Route>> = std::sync::OnceLock::new();
+fn routes() -> &'static [medrec_edge::lambda::Route] {
+    static ROUTES: std::sync::OnceLock<Vec<medrec_edge::lambda::Route>> = std::sync::OnceLock::new();
     ROUTES.get_or_init(|| {
-        medrec_shared::api::operations()
+        medrec_edge::api::operations()
             .into_iter()
-            .map(|o| medrec_shared::lambda::Route {
+            .map(|o| medrec_edge::lambda::Route {
                 method: o.method,
                 path: Box::leak(o.path.into_boxed_str()),
                 interaction: "fuzz",
@@ -560,13 +560,13 @@ fn api_gateway_event(rng: &mut Rng) -> String {
 
 #[test]
 fn the_http_edge_answers_any_api_gateway_event() {
-    use medrec_shared::{http, rest};
+    use medrec_edge::{http, rest};
     let model = validator::model();
     check("HTTP edge (API Gateway events)", api_gateway_event, |event| {
         // An event that is not one never reaches medrec (the runtime
         // refuses the invocation); API Gateway sends well-formed events.
         let Ok(event) = serde_json::from_str(event) else { return };
-        let req = match medrec_shared::lambda::request_from_event(event) {
+        let req = match medrec_edge::lambda::request_from_event(event) {
             Ok(req) => req,
             Err(e) => {
                 assert_eq!(http::error_response(&e).status(), 400);
@@ -575,8 +575,8 @@ fn the_http_edge_answers_any_api_gateway_event() {
         };
         let path = http::path(&req);
         let method = req.method().as_str().to_owned();
-        let _ = http::error_response_at(&medrec_shared::error::Error::MethodNotAllowed, &path);
-        let params = match medrec_shared::lambda::route(routes(), &method, &path) {
+        let _ = http::error_response_at(&medrec_edge::error::Error::MethodNotAllowed, &path);
+        let params = match medrec_edge::lambda::route(routes(), &method, &path) {
             Ok((_, params)) => params,
             Err(e) => {
                 http::error_response(&e);
@@ -590,9 +590,9 @@ fn the_http_edge_answers_any_api_gateway_event() {
         let _ = http::base_url(&req, None);
         let _ = http::check_accept(&req);
         let _ = http::if_match(&req);
-        let _ = medrec_shared::auth::Purpose::parse(http::purpose_headers(&req), &Default::default());
+        let _ = medrec_edge::auth::Purpose::parse(http::purpose_headers(&req), &Default::default());
         if let Some(range) = http::header(&req, "range") {
-            let _ = medrec_shared::service::documents::parse_range(range, 1 << 20);
+            let _ = medrec_edge::service::documents::parse_range(range, 1 << 20);
         }
         let _ = rest::history_params(&req);
         if let Ok(mut query) = rest::search_query(&method, &req, 1 << 20) {
