@@ -7,8 +7,7 @@
 
 use super::dynamo::{get_n, get_s, query_all};
 use super::port_error;
-use crate::audit::archive;
-use crate::audit::checkpoint::{Checkpoint, Signed};
+use crate::audit::checkpoint::Signed;
 use crate::error::PortError;
 use crate::ports::{AuditArchive, ExportState, PendingExport, Series};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -16,8 +15,6 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-
-pub use crate::audit::archive::ExportProgress;
 
 const PENDING: &str = "EXPORT#pending";
 
@@ -72,33 +69,6 @@ impl Checkpoints {
         out.public_key()
             .map(|k| k.as_ref().to_vec())
             .ok_or(PortError::Backend { service: "kms", detail: "no public key".into() })
-    }
-
-    /// `audit::archive::write_checkpoint` here.
-    pub async fn write(&self, at: &str) -> Result<Checkpoint, PortError> {
-        archive::write_checkpoint(self, at).await
-    }
-
-    /// `audit::archive::export` here.
-    pub async fn export(
-        &self,
-        id: &str,
-        since: &str,
-        until: &str,
-        chunk_records: usize,
-        chunk_limit: usize,
-    ) -> Result<ExportProgress, PortError> {
-        archive::export(self, id, since, until, chunk_records, chunk_limit).await
-    }
-
-    /// `audit::archive::scheduled_export` here.
-    pub async fn scheduled_export(
-        &self,
-        now: time::OffsetDateTime,
-        settle: time::Duration,
-        chunk_limit: usize,
-    ) -> Result<Option<ExportProgress>, PortError> {
-        archive::scheduled_export(self, now, settle, chunk_limit).await
     }
 
     /// An item of the audit table, read consistently.

@@ -2,11 +2,13 @@
 //! record that does not match in each broken shard, then checks every signed
 //! checkpoint against the chains; `medrec audit checkpoint` signs one.
 
+use medrec_edge::audit::archive;
+use medrec_edge::audit::archive::ExportProgress;
 use medrec_edge::audit::chain::{verify_shard, Break};
 use medrec_edge::audit::checkpoint::{Checkpoint, Finding};
 use medrec_edge::audit::export::{ExportFinding, Manifest};
 use medrec_edge::audit::mirror::{compare, MirrorReport};
-use medrec_edge::aws::checkpoints::{Checkpoints, ExportProgress};
+use medrec_edge::aws::checkpoints::Checkpoints;
 use medrec_edge::aws::dynamo::read_audit_chains;
 use medrec_edge::aws::kms::KmsKeys;
 use medrec_edge::aws::mirror::AuditMirror;
@@ -66,7 +68,7 @@ pub async fn export(
 ) -> Result<ExportProgress, String> {
     let sdk = medrec_edge::aws::sdk_config(target.endpoint.as_deref()).await;
     let cps = checkpoints(target, &sdk).await.ok_or("an export needs the signing key")?;
-    cps.export(id, window.0, window.1, chunk_records, chunk_limit).await.map_err(|e| match e {
+    archive::export(&cps, id, window.0, window.1, chunk_records, chunk_limit).await.map_err(|e| match e {
         medrec_edge::error::PortError::ConditionFailed(_) => format!("export {id} exists with other terms"),
         other => other.to_string(),
     })
@@ -113,7 +115,7 @@ pub async fn checkpoint(target: &Target) -> Result<Checkpoint, String> {
     }
     let sdk = medrec_edge::aws::sdk_config(target.endpoint.as_deref()).await;
     let cps = checkpoints(target, &sdk).await.ok_or("a checkpoint needs the signing key")?;
-    cps.write(&medrec_edge::fhir::now_instant()).await.map_err(|e| e.to_string())
+    archive::write_checkpoint(&cps, &medrec_edge::fhir::now_instant()).await.map_err(|e| e.to_string())
 }
 
 pub async fn verify(target: &Target, progress: bool) -> Result<Report, String> {

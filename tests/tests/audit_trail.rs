@@ -367,14 +367,23 @@ async fn exports_resume_after_a_crash_without_gaps_or_duplicates() {
         shards: target.shards,
     };
     let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
-    let next = cps.scheduled_export(later, time::Duration::minutes(5), 100).await.unwrap().unwrap();
+    let next = medrec_edge::audit::archive::scheduled_export(&cps, later, time::Duration::minutes(5), 100)
+        .await
+        .unwrap()
+        .unwrap();
     let next = next.manifest.expect("complete in one run");
     assert_eq!(
         next.previous,
         Some(medrec_edge::audit::export::digest(stored["manifest"].as_str().unwrap().as_bytes()))
     );
     assert_eq!(next.chunks.iter().map(|c| c.records).sum::<usize>(), h.audit_events().await.len() - expected.len());
-    assert!(cps.scheduled_export(later, time::Duration::minutes(5), 100).await.unwrap().is_none(), "nothing new");
+    assert!(
+        medrec_edge::audit::archive::scheduled_export(&cps, later, time::Duration::minutes(5), 100)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing new"
+    );
 }
 
 /// The API functions append audit records in the same transaction as their

@@ -7,6 +7,7 @@
 //! the next run signs the newer heads.
 
 use lambda_http::LambdaEvent;
+use medrec_edge::audit::archive;
 use medrec_edge::aws::checkpoints::Checkpoints;
 use medrec_edge::config::{ConfigError, Deployment, Settings};
 use medrec_edge::runtime::BootError;
@@ -43,10 +44,10 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
 
 impl App {
     pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
-        let cp = self.checkpoints.write(&medrec_edge::fhir::now_instant()).await?;
+        let cp = archive::write_checkpoint(&self.checkpoints, &medrec_edge::fhir::now_instant()).await?;
         tracing::info!(checkpoint = cp.number, shards = cp.heads.len(), "audit checkpoint signed");
         let now = time::OffsetDateTime::now_utc();
-        let export = self.checkpoints.scheduled_export(now, EXPORT_SETTLE, EXPORT_CHUNKS_PER_RUN).await?;
+        let export = archive::scheduled_export(&self.checkpoints, now, EXPORT_SETTLE, EXPORT_CHUNKS_PER_RUN).await?;
         let (chunks, done) = export.map_or((0, true), |p| (p.chunks_done, p.manifest.is_some()));
         tracing::info!(chunks, complete = done, "audit export run");
         Ok(json!({"checkpoint": cp.number, "exportChunks": chunks, "exportComplete": done}))
