@@ -1,7 +1,12 @@
 //! JSON Patch (RFC 6902) with JSON Pointer (RFC 6901), for FHIR's PATCH
-//! interaction. The patched resource is validated like any update; a patch
-//! may not change what the server owns (`resourceType`, `id`, `meta`).
+//! interaction: the `json-patch` crate applies each operation; medrec adds
+//! the bounds (operations, size while patching), refuses malformed patches
+//! before any resource is read, and compares `test` values as FHIR does.
+//! The patched resource is validated like any update; a patch may not
+//! change what the server owns (`resourceType`, `id`, `meta`).
 
+use json_patch::{PatchErrorKind, PatchOperation};
+use serde::Deserialize;
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -42,72 +47,9 @@ fn json_len(v: &Value) -> usize {
     serde_json::to_writer(&mut c, v).map(|_| c.0).unwrap_or(usize::MAX)
 }
 
-fn tokens(pointer: &str) -> Option<Vec<String>> {
-    if pointer.is_empty() {
-        return Some(vec![]);
-    }
-    let rest = pointer.strip_prefix('/')?;
-    Some(rest.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect())
-}
-
-fn index(token: &str, len: usize, allow_end: bool) -> Option<usize> {
-    if token == "-" {
-        return allow_end.then_some(len);
-    }
-    if token.len() > 1 && token.starts_with('0') {
-        return None;
-    }
-    let i: usize = token.parse().ok()?;
-    (i < len || (allow_end && i == len)).then_some(i)
-}
-
-fn get<'v>(doc: &'v Value, path: &[String]) -> Option<&'v Value> {
-    path.iter().try_fold(doc, |v, t| match v {
-        Value::Object(o) => o.get(t),
-        Value::Array(a) => a.get(index(t, a.len(), false)?),
-        _ => None,
-    })
-}
-
-fn parent_mut<'v>(doc: &'v mut Value, path: &[String]) -> Option<&'v mut Value> {
-    path[..path.len() - 1].iter().try_fold(doc, |v, t| match v {
-        Value::Object(o) => o.get_mut(t),
-        Value::Array(a) => {
-            let i = index(t, a.len(), false)?;
-            a.get_mut(i)
-        }
-        _ => None,
-    })
-}
-
-fn add(doc: &mut Value, path: &[String], value: Value) -> Option<()> {
-    let Some(last) = path.last() else {
-        *doc = value;
-        return Some(());
-    };
-    match parent_mut(doc, path)? {
-        Value::Object(o) => {
-            o.insert(last.clone(), value);
-        }
-        Value::Array(a) => {
-            let i = index(last, a.len(), true)?;
-            a.insert(i, value);
-        }
-        _ => return None,
-    }
-    Some(())
-}
-
-fn remove(doc: &mut Value, path: &[String]) -> Option<Value> {
-    let last = path.last()?;
-    match parent_mut(doc, path)? {
-        Value::Object(o) => o.remove(last),
-        Value::Array(a) => {
-            let i = index(last, a.len(), false)?;
-            Some(a.remove(i))
-        }
-        _ => None,
-    }
+/// Whether `pointer` is a JSON Pointer (RFC 6901).
+fn is_pointer(pointer: Option<&str>) -> bool {
+    pointer.is_some_and(|p| json_patch::jsonptr::Pointer::parse(p).is_ok())
 }
 
 /// Checks the patch document on its own, before any resource is read: a
@@ -120,7 +62,7 @@ pub fn check(patch: &Value) -> Result<(), PatchError> {
     }
     for (n, op) in ops.iter().enumerate() {
         let malformed = |m: &str| Err(PatchError::Malformed(n, m.to_owned()));
-        let pointer = |k: &str| op[k].as_str().and_then(tokens).is_some();
+        let pointer = |k: &str| is_pointer(op[k].as_str());
         let Some(name) = op["op"].as_str() else { return malformed("no op") };
         if !pointer("path") {
             return malformed("path is not a JSON Pointer");
@@ -157,54 +99,44 @@ pub fn apply(doc: &mut Value, patch: &Value, bounds: Bounds) -> Result<(), Patch
     }
     let mut work = doc.clone();
     for (n, op) in ops.iter().enumerate() {
-        let grows = match op["op"].as_str() {
-            Some("add" | "replace") => op.get("value").map_or(0, json_len),
-            Some("copy") => {
-                op["from"].as_str().and_then(tokens).and_then(|from| get(&work, &from).map(json_len)).unwrap_or(0)
-            }
+        let malformed = |m: &str| PatchError::Malformed(n, m.to_owned());
+        let failed = |m: &str| PatchError::Failed(n, m.to_owned());
+        let name = op["op"].as_str().ok_or_else(|| malformed("no op"))?;
+        if !["add", "remove", "replace", "move", "copy", "test"].contains(&name) {
+            return Err(malformed(&format!("unknown op '{}'", name.chars().take(16).collect::<String>())));
+        }
+        let op = PatchOperation::deserialize(op)
+            .map_err(|_| malformed("path or from is not a JSON Pointer, or a value is missing"))?;
+        let at = |pointer: &json_patch::jsonptr::Pointer| work.pointer(pointer.as_str()).map(json_len);
+        let grows = match &op {
+            PatchOperation::Add(o) => json_len(&o.value),
+            PatchOperation::Replace(o) => json_len(&o.value),
+            PatchOperation::Copy(o) => at(&o.from).unwrap_or(0),
             _ => 0,
         };
         if size.saturating_add(grows) > bounds.bytes {
             return Err(too_large(n));
         }
-        let shrinks = match op["op"].as_str() {
-            Some("remove" | "replace") => {
-                op["path"].as_str().and_then(tokens).and_then(|p| get(&work, &p).map(json_len))
-            }
+        let shrinks = match &op {
+            PatchOperation::Remove(o) => at(&o.path),
+            PatchOperation::Replace(o) => at(&o.path),
             _ => None,
         };
-        let malformed = |m: &str| PatchError::Malformed(n, m.to_owned());
-        let failed = |m: &str| PatchError::Failed(n, m.to_owned());
-        let name = op["op"].as_str().ok_or_else(|| malformed("no op"))?;
-        let path = op["path"].as_str().and_then(tokens).ok_or_else(|| malformed("path is not a JSON Pointer"))?;
-        let from = || op["from"].as_str().and_then(tokens).ok_or_else(|| malformed("from is not a JSON Pointer"));
-        let value = || op.get("value").cloned().ok_or_else(|| malformed("value is missing"));
-        match name {
-            "add" => add(&mut work, &path, value()?).ok_or_else(|| failed("the target location does not exist"))?,
-            "remove" => {
-                remove(&mut work, &path).ok_or_else(|| failed("nothing to remove at path"))?;
-            }
-            "replace" => {
-                let v = value()?;
-                remove(&mut work, &path).ok_or_else(|| failed("nothing to replace at path"))?;
-                add(&mut work, &path, v).ok_or_else(|| failed("the target location does not exist"))?;
-            }
-            "move" | "copy" => {
-                let from = from()?;
-                if name == "move" && path.len() > from.len() && path[..from.len()] == from[..] {
-                    return Err(malformed("cannot move a value into itself"));
-                }
-                let v = if name == "move" { remove(&mut work, &from) } else { get(&work, &from).cloned() }
-                    .ok_or_else(|| failed("nothing at from"))?;
-                add(&mut work, &path, v).ok_or_else(|| failed("the target location does not exist"))?;
-            }
-            "test" => {
-                let wanted = value()?;
-                if !get(&work, &path).is_some_and(|v| super::decimal::same_value(v, &wanted)) {
+        match &op {
+            // A FHIR decimal is compared by value (1.0 = 1.00); the crate's
+            // `test` compares the text medrec keeps of every number.
+            PatchOperation::Test(t) => {
+                if !work.pointer(t.path.as_str()).is_some_and(|v| super::decimal::same_value(v, &t.value)) {
                     return Err(failed("test failed"));
                 }
             }
-            other => return Err(malformed(&format!("unknown op '{}'", other.chars().take(16).collect::<String>()))),
+            _ => json_patch::patch(&mut work, std::slice::from_ref(&op)).map_err(|e| match (e.kind, &op) {
+                (PatchErrorKind::CannotMoveInsideItself, _) => malformed("cannot move a value into itself"),
+                (PatchErrorKind::InvalidFromPointer, _) => failed("nothing at from"),
+                (_, PatchOperation::Remove(_)) => failed("nothing to remove at path"),
+                (_, PatchOperation::Replace(_)) => failed("nothing to replace at path"),
+                _ => failed("the target location does not exist"),
+            })?,
         }
         size = (size + grows).saturating_sub(shrinks.unwrap_or(0));
     }
@@ -319,6 +251,20 @@ mod tests {
         ] {
             let e = apply(&mut d, &bad, WIDE).unwrap_err();
             assert_eq!(matches!(e, PatchError::Malformed(..)), malformed, "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn test_compares_decimals_by_value_and_the_rest_by_json_equality() {
+        let mut d: Value = serde_json::from_str(r#"{"v": 37.50, "s": "37.5", "a": [1, 2]}"#).unwrap();
+        let test = |path: &str, value: &str| {
+            serde_json::from_str(&format!(r#"[{{"op": "test", "path": "{path}", "value": {value}}}]"#)).unwrap()
+        };
+        for (path, value) in [("/v", "37.5"), ("/v", "37.500"), ("/s", "\"37.5\""), ("/a", "[1, 2.0]")] {
+            assert_eq!(apply(&mut d, &test(path, value), WIDE), Ok(()), "{path} {value}");
+        }
+        for (path, value) in [("/v", "37.51"), ("/v", "\"37.5\""), ("/s", "37.5"), ("/a", "[2, 1]"), ("/zz", "1")] {
+            assert!(matches!(apply(&mut d, &test(path, value), WIDE), Err(PatchError::Failed(0, _))), "{path} {value}");
         }
     }
 }
