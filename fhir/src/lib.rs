@@ -16,6 +16,7 @@ pub mod capability;
 pub mod clinical;
 pub mod cvx;
 pub mod decimal;
+mod embedded;
 pub mod fhirpath;
 pub mod json_patch;
 pub mod outcome;

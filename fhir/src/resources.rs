@@ -11,8 +11,6 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-const TABLE_JSON: &str = include_str!("resource-table.json");
-
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Table {
@@ -60,8 +58,10 @@ pub struct ParamPath {
     pub target: Option<String>,
 }
 
-static TABLE: LazyLock<Table> =
-    LazyLock::new(|| serde_json::from_str(TABLE_JSON).expect("resource-table.json is generated and checked in CI"));
+static TABLE: LazyLock<Table> = LazyLock::new(|| {
+    let json = crate::embedded::inflate(crate::embedded::RESOURCE_TABLE);
+    serde_json::from_str(&json).expect("resource-table.json is generated and checked in CI")
+});
 
 static COMMON: LazyLock<Vec<SearchParam>> = LazyLock::new(|| {
     let param = |name: &str, kind: &str, path: &[&str], of: &str| SearchParam {

@@ -21,8 +21,6 @@ use std::sync::OnceLock;
 mod definitional;
 pub(crate) mod snomed;
 
-const MODEL_JSON: &str = include_str!("r4-model.json");
-
 /// A child element as `Model::children_of` describes it.
 #[derive(Debug, Clone)]
 pub struct ElementInfo {
@@ -171,7 +169,7 @@ pub fn model() -> &'static Model {
 impl Model {
     /// Parses the bundled model (what `model()` does once per process).
     pub fn bundled() -> Model {
-        Model::parse(MODEL_JSON).expect("the bundled FHIR model is valid")
+        Model::parse(&crate::embedded::inflate(crate::embedded::MODEL)).expect("the bundled FHIR model is valid")
     }
 
     fn parse(text: &str) -> Result<Model, serde_json::Error> {
