@@ -183,7 +183,7 @@ mod tests {
             schema["properties"]["type"]["enum"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
         assert_eq!(published, EVENT_TYPES);
         let mut sources = vec![];
-        let mut dirs = vec![root.join("src"), root.join("../shared/src")];
+        let mut dirs = vec![root.join("src"), root.join("../aws/src"), root.join("../edge/src")];
         while let Some(dir) = dirs.pop() {
             for entry in std::fs::read_dir(dir).unwrap().flatten() {
                 let path = entry.path();
