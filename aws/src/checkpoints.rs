@@ -5,7 +5,7 @@
 //! every object unchanged for the retention period. What is written when
 //! is `audit::archive`'s decision; this is I/O only.
 
-use super::dynamo::{get_n, get_s, query_all};
+use super::dynamo::{get_n, get_s, n, query_all, s};
 use super::port_error;
 use crate::audit::checkpoint::Signed;
 use crate::error::PortError;
@@ -33,14 +33,6 @@ fn partition(series: Series) -> &'static str {
         Series::Checkpoint => "CHECKPOINT",
         Series::Manifest => "MANIFEST",
     }
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
 }
 
 fn export_key(id: &str) -> String {

@@ -66,10 +66,12 @@ pub struct DynamoStore {
     transaction_deadline: std::time::Duration,
 }
 
-fn s(v: impl Into<String>) -> AV {
+/// A string attribute; every adapter builds its items with these two.
+pub(crate) fn s(v: impl Into<String>) -> AV {
     AV::S(v.into())
 }
-fn n(v: u64) -> AV {
+/// A number attribute.
+pub(crate) fn n(v: impl ToString) -> AV {
     AV::N(v.to_string())
 }
 fn b(v: &[u8]) -> AV {

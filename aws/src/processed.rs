@@ -3,14 +3,13 @@
 //! keeps a message at most 14 days), and SQS batches handed to the core's
 //! `consumer::consume` (which decides order, duplicates and failures).
 
-use super::dynamo::get_s;
+use super::dynamo::{get_s, n, s};
 use super::port_error;
 use crate::consumer::{self, Delivery};
 use crate::error::PortError;
 use crate::events::Envelope;
 use crate::ports::{Claim, EventClaims};
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use aws_sdk_dynamodb::types::AttributeValue;
 use std::future::Future;
 
 /// Longer than the SQS retention of a message, so no duplicate outlives
@@ -25,13 +24,6 @@ pub struct ProcessedEvents {
     /// How long a claim protects an event being processed (at least the
     /// function's timeout).
     pub lease_seconds: i64,
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-fn n(v: i64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
 }
 
 impl EventClaims for ProcessedEvents {

@@ -17,7 +17,7 @@
 //! SHA-256 digests of the destroyed wrapped key or ciphertexts, the policy;
 //! never PHI.
 
-use super::dynamo::{batch_write_all, get_n, get_s, patient_pk, query_all, DynamoStore};
+use super::dynamo::{batch_write_all, get_n, get_s, patient_pk, query_all, s, DynamoStore};
 use super::port_error;
 use crate::audit::AuditEntry;
 use crate::crypto::blind::BlindIndex;
@@ -37,10 +37,6 @@ const HOLD_PK: &str = "HOLD";
 const ERASE_PK: &str = "ERASE";
 /// S3's limit on keys in one DeleteObjects call.
 const DELETE_OBJECTS_LIMIT: usize = 1000;
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
 
 pub struct Purger<'a> {
     pub store: &'a DynamoStore,

@@ -523,11 +523,7 @@ impl MemoryArchive {
     /// (SubjectPublicKeyInfo DER of an uncompressed P-256 point).
     pub fn public_key(&self) -> Vec<u8> {
         use aws_lc_rs::signature::KeyPair;
-        const SPKI_HEADER: [u8; 26] = [
-            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
-            0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-        ];
-        [&SPKI_HEADER[..], self.key.public_key().as_ref()].concat()
+        [&crate::audit::checkpoint::P256_SPKI_HEADER[..], self.key.public_key().as_ref()].concat()
     }
 
     /// A chain record (its AuditEvent) and the head it leaves on `shard`.

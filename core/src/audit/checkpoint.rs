@@ -47,14 +47,16 @@ pub struct Signed {
     pub signature: Vec<u8>,
 }
 
-/// The uncompressed P-256 point of a SubjectPublicKeyInfo (what KMS
-/// GetPublicKey returns): the fixed 26-byte header, then 65 bytes.
+/// The DER header of a P-256 SubjectPublicKeyInfo (what KMS GetPublicKey
+/// returns) before its 65-byte uncompressed point.
+pub const P256_SPKI_HEADER: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// The uncompressed P-256 point of a SubjectPublicKeyInfo.
 fn spki_point(spki: &[u8]) -> Option<&[u8]> {
-    const HEADER: [u8; 26] = [
-        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
-        0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-    ];
-    (spki.len() == 91 && spki[..26] == HEADER).then(|| &spki[26..])
+    (spki.len() == 91 && spki[..26] == P256_SPKI_HEADER).then(|| &spki[26..])
 }
 
 pub fn signature_ok(public_key_spki: &[u8], body: &str, signature: &[u8]) -> bool {
