@@ -28,7 +28,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue as AV, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue as AV, Delete, KeysAndAttributes, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -689,24 +689,67 @@ impl RecordStore for DynamoStore {
             .collect()
     }
 
-    async fn whole_compartment(&self, patient: &str) -> Result<Vec<(String, String, Current)>, PortError> {
+    async fn compartment_index(&self, patient: &str) -> Result<Vec<(String, String, bool)>, PortError> {
+        // Keys and the deleted mark only: the ciphertext stays in the table
+        // (a record mid-transaction brings its pending item, to resolve it).
         let items = self
             .query_all(&|q| {
                 q.key_condition_expression("pk = :pk AND begins_with(sk, :c)")
                     .expression_attribute_values(":pk", s(patient_pk(patient)))
                     .expression_attribute_values(":c", s("C#"))
+                    .projection_expression("pk, sk, del, tx, pend")
                     .consistent_read(true)
             })
             .await?;
         let items = self.all_resolved(items).await?;
-        items
+        Ok(items
             .iter()
             .map(|item| {
                 let sk = get_s(item, "sk").and_then(|sk| sk.strip_prefix("C#")).unwrap_or_default();
                 let (ty, id) = sk.split_once('#').unwrap_or((sk, ""));
-                Ok((ty.to_owned(), id.to_owned(), current_from(item)?))
+                (ty.to_owned(), id.to_owned(), get_bool(item, "del"))
             })
-            .collect()
+            .collect())
+    }
+
+    async fn currents(&self, patient: &str, records: &[(String, String)]) -> Result<Vec<Option<Current>>, PortError> {
+        if records.is_empty() {
+            return Ok(vec![]);
+        }
+        let keys = records
+            .iter()
+            .map(|(ty, id)| {
+                HashMap::from([("pk".to_owned(), s(patient_pk(patient))), ("sk".to_owned(), s(current_sk(ty, id)))])
+            })
+            .collect();
+        let mut request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| PortError::Integrity(e.to_string()))?;
+        let mut found: HashMap<String, Current> = HashMap::with_capacity(records.len());
+        loop {
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.tables.records, request)
+                .send()
+                .await
+                .map_err(|e| port_error("dynamodb", &e))?;
+            for item in out.responses().and_then(|r| r.get(&self.tables.records)).into_iter().flatten() {
+                if let Some(item) = self.resolved(Some(item)).await? {
+                    let sk = get_s(&item, "sk").unwrap_or_default().to_owned();
+                    found.insert(sk, current_from(&item)?);
+                }
+            }
+            // DynamoDB may leave keys unprocessed under throttling or its
+            // 16 MB answer limit: they are asked for again.
+            match out.unprocessed_keys().and_then(|u| u.get(&self.tables.records)) {
+                Some(rest) if !rest.keys().is_empty() => request = rest.clone(),
+                _ => break,
+            }
+        }
+        Ok(records.iter().map(|(ty, id)| found.remove(&current_sk(ty, id))).collect())
     }
 
     async fn compartment_versions(

@@ -79,9 +79,17 @@ impl Inner {
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    current_reads: std::sync::atomic::AtomicUsize,
 }
 
 impl MemoryStore {
+    /// How many records' current states were read one by one so far: what
+    /// tells a page that reads its own records from one that reads the
+    /// whole compartment.
+    pub fn current_reads(&self) -> usize {
+        self.current_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn audit_len(&self) -> usize {
         self.inner.lock().expect("lock").audit.len()
     }
@@ -131,15 +139,15 @@ impl RecordStore for MemoryStore {
         Ok(found)
     }
 
-    async fn whole_compartment(&self, patient: &str) -> Result<Vec<(String, String, Current)>, PortError> {
+    async fn compartment_index(&self, patient: &str) -> Result<Vec<(String, String, bool)>, PortError> {
         let inner = self.inner.lock().expect("lock");
-        let mut found: Vec<(String, String, Current)> = inner
+        let mut found: Vec<(String, String, bool)> = inner
             .current
             .iter()
             .filter(|(key, _)| inner.locators.get(*key).is_some_and(|p| p == patient))
-            .map(|((t, id), c)| (t.clone(), id.clone(), c.clone()))
+            .map(|((t, id), c)| (t.clone(), id.clone(), c.deleted))
             .collect();
-        found.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        found.sort();
         Ok(found)
     }
 
@@ -168,6 +176,7 @@ impl RecordStore for MemoryStore {
     }
 
     async fn current(&self, _patient: &str, ty: &str, id: &str) -> Result<Option<Current>, PortError> {
+        self.current_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(self.inner.lock().expect("lock").current.get(&(ty.to_owned(), id.to_owned())).cloned())
     }
 

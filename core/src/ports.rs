@@ -83,6 +83,10 @@ impl ResourceWrite {
     }
 }
 
+/// The most records one [`RecordStore::currents`] call names: DynamoDB's
+/// BatchGetItem limit.
+pub const MAX_CURRENTS: usize = 100;
+
 pub trait RecordStore: Send + Sync {
     /// The patient compartment a resource lives in (its locator, written
     /// when the resource was created). Patients are their own compartment.
@@ -124,13 +128,30 @@ pub trait RecordStore: Send + Sync {
         patient: &str,
         resource_type: Option<&str>,
     ) -> impl Future<Output = Result<Vec<(String, String, Version)>, PortError>> + Send;
-    /// The current state of every resource in a patient's compartment (the
-    /// Patient too), as (type, id, current), sorted by type then id: one
-    /// query for `$everything`, however many types the record spans.
-    fn whole_compartment(
+    /// Which resources a patient's compartment holds (the Patient too), as
+    /// (type, id, deleted), sorted by type then id, without their contents:
+    /// `$everything` pages through this and reads only its page, so a page
+    /// costs its own size, not the whole record's.
+    fn compartment_index(
         &self,
         patient: &str,
-    ) -> impl Future<Output = Result<Vec<(String, String, Current)>, PortError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(String, String, bool)>, PortError>> + Send;
+    /// The current state of each named (type, id) of a compartment, in the
+    /// order given, None where absent: one page of `$everything`, at most
+    /// [`MAX_CURRENTS`] at a time.
+    fn currents(
+        &self,
+        patient: &str,
+        records: &[(String, String)],
+    ) -> impl Future<Output = Result<Vec<Option<Current>>, PortError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(records.len());
+            for (ty, id) in records {
+                out.push(self.current(patient, ty, id).await?);
+            }
+            Ok(out)
+        }
+    }
     /// At most `limit` ids indexed under a token, sorted, after `after`:
     /// a page of the index, so a search page never reads the whole index.
     fn ids_for_token_page(

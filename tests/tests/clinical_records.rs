@@ -328,6 +328,11 @@ async fn everything_pages_the_compartment_as_one_disclosure_per_page() {
         let ty = body["resourceType"].as_str().unwrap().to_owned();
         assert_eq!(h.call("POST", &format!("/fhir/{ty}"), Some(&t), &[], Some(&body.to_string())).await.status, 201);
     }
+    // A deleted record is neither disclosed nor counted.
+    let gone = h.create_id(&t, &immunization(&patient)).await;
+    let admin = h.token("admin", "admin-everything");
+    let deleted = h.call("DELETE", &format!("/fhir/Immunization/{gone}"), Some(&admin), &[], None).await;
+    assert_eq!(deleted.status, 204);
     let first = h.get(&format!("/fhir/Patient/{patient}/$everything?_count=3"), &t).await;
     assert_eq!(first.status, 200);
     let first = first.json();

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::fhir::primitives::is_id;
 use crate::fhir::resources::{compartment_type, served_type, ResourceDef, SearchParam};
 use crate::fhir::search_params::{matches, sort_value, well_formed, Modifier};
-use crate::ports::{KeyService, RecordStore};
+use crate::ports::{KeyService, RecordStore, MAX_CURRENTS};
 
 /// A parameter of the search, with its modifier, as the request named it.
 pub(crate) struct Filter<'q> {
@@ -225,43 +225,52 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         if current.deleted {
             return Err(Error::Gone);
         }
-        // (sort key, type, id, current): the Patient first (empty key), then
-        // by type and id, every type of the record read in one query.
-        let mut all = vec![(String::new(), "Patient", patient.to_owned(), current)];
-        for (ty, id, c) in self.store.whole_compartment(patient).await? {
+        // (sort key, type, id): the Patient first (empty key), then by type
+        // and id, every type of the record listed in one query.
+        let mut index = vec![(String::new(), "Patient", patient.to_owned())];
+        for (ty, id, deleted) in self.store.compartment_index(patient).await? {
             let Some(def) = compartment_type(&ty) else { continue };
-            if !c.deleted && disclosed(&def.name) {
-                all.push((format!("{ty}/{id}"), def.name.as_str(), id, c));
+            if !deleted && disclosed(&def.name) {
+                index.push((format!("{ty}/{id}"), def.name.as_str(), id));
             }
         }
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        let total = all.len();
-        let start = after.as_ref().map_or(0, |a| all.partition_point(|(k, ..)| k <= a));
+        index.sort_by(|a, b| a.0.cmp(&b.0));
+        let total = index.len();
+        let start = after.as_ref().map_or(0, |a| index.partition_point(|(k, ..)| k <= a));
         let mut has_more = start + count < total;
+        let page = &index[start..(start + count).min(total)];
         let key = self.patient_key(patient).await?;
-        let mut resources = Vec::with_capacity(count);
+        let mut resources = Vec::with_capacity(page.len());
         let mut last = None;
         let mut bytes = 0;
-        for (sort_key, ty, id, c) in all.into_iter().skip(start).take(count) {
-            // A Lambda answer holds 6 MB: a page of large records ends early
-            // and the next page goes on from there.
-            bytes += c.ciphertext.as_ref().map_or(0, Vec::len);
-            if bytes > EVERYTHING_MAX_BYTES && last.is_some() {
-                has_more = true;
-                break;
-            }
-            last = Some(sort_key);
-            let resource = self.decrypt_record(&key, patient, ty, &id, c.version, c.ciphertext.as_deref())?;
-            // A record its consent provisions refuse (by code, label,
-            // instance...) is left out like a refused type.
-            if self.consent_on(caller, &consents, Subject::read(ty, &id, &resource)).is_err() {
-                if ty == "Patient" {
-                    return Err(Error::Forbidden("consent: the patient's consent does not permit this access".into()));
+        'page: for chunk in page.chunks(MAX_CURRENTS) {
+            let named: Vec<(String, String)> = chunk.iter().map(|(_, ty, id)| ((*ty).to_owned(), id.clone())).collect();
+            let currents = self.store.currents(patient, &named).await?;
+            for ((sort_key, ty, id), c) in chunk.iter().zip(currents) {
+                // Deleted since the index was read: left out like the rest.
+                let Some(c) = c.filter(|c| !c.deleted) else { continue };
+                // A Lambda answer holds 6 MB: a page of large records ends
+                // early and the next page goes on from there.
+                bytes += c.ciphertext.as_ref().map_or(0, Vec::len);
+                if bytes > EVERYTHING_MAX_BYTES && last.is_some() {
+                    has_more = true;
+                    break 'page;
                 }
-                continue;
+                last = Some(sort_key.clone());
+                let resource = self.decrypt_record(&key, patient, ty, id, c.version, c.ciphertext.as_deref())?;
+                // A record its consent provisions refuse (by code, label,
+                // instance...) is left out like a refused type.
+                if self.consent_on(caller, &consents, Subject::read(ty, id, &resource)).is_err() {
+                    if *ty == "Patient" {
+                        return Err(Error::Forbidden(
+                            "consent: the patient's consent does not permit this access".into(),
+                        ));
+                    }
+                    continue;
+                }
+                audit.entities.push(format!("{ty}/{id}/_history/{}", c.version));
+                resources.push(Stored::new(id.clone(), c.version, c.last_updated, resource));
             }
-            audit.entities.push(format!("{ty}/{id}/_history/{}", c.version));
-            resources.push(Stored::new(id, c.version, c.last_updated, resource));
         }
         self.audit_read(caller, audit).await?;
         // Records a consent refuses by their content are only known once

@@ -197,13 +197,13 @@ impl<S: RecordStore> RecordStore for Staging<S> {
         Ok(all)
     }
 
-    async fn whole_compartment(&self, patient: &str) -> Result<Vec<(String, String, Current)>, PortError> {
-        let mut all = self.0.whole_compartment(patient).await?;
+    async fn compartment_index(&self, patient: &str) -> Result<Vec<(String, String, bool)>, PortError> {
+        let mut all = self.0.compartment_index(patient).await?;
         for w in staged_in(patient, None) {
             all.retain(|(t, id, _)| !(t == w.resource_type && *id == w.id));
-            all.push((w.resource_type.to_owned(), w.id.clone(), current_of(&w)));
+            all.push((w.resource_type.to_owned(), w.id.clone(), w.deleted));
         }
-        all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        all.sort();
         Ok(all)
     }
 
@@ -362,7 +362,7 @@ mod tests {
             assert_eq!(store.locate("Observation", "o1").await.unwrap().as_deref(), Some("p1"));
             assert_eq!(store.current("p1", "Observation", "o1").await.unwrap().map(|c| c.version), Some(1));
             assert_eq!(store.ids_for_token("Observation", "tok").await.unwrap(), ["o1"]);
-            assert_eq!(store.whole_compartment("p1").await.unwrap().len(), 2);
+            assert_eq!(store.compartment_index("p1").await.unwrap().len(), 2);
             assert!(matches!(
                 store.commit(write("p1", "Observation", "o1"), &audit(), vec![]).await,
                 Err(PortError::ConditionFailed(_))

@@ -111,6 +111,43 @@ async fn the_patient_directory_is_searched_by_blind_index_tokens_not_plaintext()
 }
 
 #[tokio::test]
+async fn an_everything_page_reads_its_own_records_not_the_whole_compartment() {
+    let svc = services();
+    let dr = clinician("dr-a", "user/*.cruds");
+    let admin = with_role("admin-a", Role::Admin, "user/*.cruds");
+    let p = create(&svc, &dr, patient()).await.unwrap();
+    let mut made = vec![];
+    for i in 0..30 {
+        made.push(create(&svc, &dr, temperature(&p, json!(36 + i % 3))).await.unwrap());
+    }
+    let gone = made.remove(7);
+    let mut audit = svc.draft(Some(&admin), "delete");
+    svc.delete_record(&admin, "Observation", &gone, None, &mut audit).await.unwrap();
+
+    let mut seen = vec![];
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let before = svc.store.current_reads();
+        let mut audit = svc.draft(Some(&dr), "operation");
+        let page = svc.everything(&dr, &p, 4, cursor.as_deref(), &mut audit).await.unwrap();
+        // The Patient's own check, then the page: never the other 26.
+        assert!(svc.store.current_reads() - before <= 1 + 4, "page {pages} read the whole compartment");
+        assert_eq!(page.total, Some(30), "the Patient and 29 live records; the deleted one is not counted");
+        seen.extend(page.resources.iter().map(|s| s.id.clone()));
+        pages += 1;
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 8);
+    assert_eq!(seen.remove(0), p);
+    made.sort();
+    assert_eq!(seen, made, "every live record once, in order, the deleted one left out");
+}
+
+#[tokio::test]
 async fn everything_and_histories_return_the_whole_record_newest_first() {
     let svc = services();
     let dr = clinician("dr-a", "user/*.cruds");
