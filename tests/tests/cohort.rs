@@ -276,7 +276,8 @@ async fn a_realistic_cohort_loads_and_reads_back_exactly() {
 /// generator writes a shared Organization or Practitioner into every
 /// patient's file under one fullUrl, and a Bundle's fullUrls are unique).
 fn chunks(entries: Vec<(Entry, Value)>) -> Vec<Vec<(Entry, Value)>> {
-    let mut out: Vec<(BTreeSet<String>, Vec<(Entry, Value)>)> = vec![];
+    type Chunk = (BTreeSet<String>, Vec<(Entry, Value)>);
+    let mut out: Vec<Chunk> = vec![];
     for (e, body) in entries {
         let slot = match out.iter().position(|(urls, c)| c.len() < CHUNK && !urls.contains(&e.full_url)) {
             Some(i) => i,
