@@ -105,18 +105,54 @@ DynamoDBBackend.transact_write_items = transact_write_items
 _table_query = Table.query
 
 
+# A sort-key condition as a test on the key's text, for string keys (DynamoDB
+# orders strings by their UTF-8 bytes: Python's code-point order).
+_STRING_TESTS = {
+    "EQ": lambda k, v: k == v[0],
+    "LT": lambda k, v: k < v[0],
+    "LE": lambda k, v: k <= v[0],
+    "GT": lambda k, v: k > v[0],
+    "GE": lambda k, v: k >= v[0],
+    "BEGINS_WITH": lambda k, v: k.startswith(v[0]),
+    "BETWEEN": lambda k, v: v[0] <= k <= v[1],
+}
+for _alias, _name in (("=", "EQ"), ("<", "LT"), ("<=", "LE"), (">", "GT"), (">=", "GE")):
+    _STRING_TESTS[_alias] = _STRING_TESTS[_name]
+
+
+def _arg(args, kwargs, name, position, default=None):
+    return kwargs.get(name, args[position] if len(args) > position else default)
+
+
 def query_one_partition(self, hash_key, *args, **kwargs):
-    index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
-    if index_name is not None or not self.range_key_attr or hash_key is None:
+    if _arg(args, kwargs, "index_name", 6) is not None or not self.range_key_attr or hash_key is None:
         return _table_query(self, hash_key, *args, **kwargs)
     partition = list(self.items.get(hash_key, {}).values())
-    # moto sorts and sizes every item of the partition before it applies the
-    # sort-key condition; applying the condition first gives the same answer
-    # without sorting a patient's whole record for every Consent lookup.
-    comparison, operands = kwargs.get("range_comparison", args[0] if args else None), kwargs.get(
-        "range_objs", args[1] if len(args) > 1 else None
-    )
-    if comparison:
+    # moto sorts and sizes every item of the partition, and walks the pages
+    # before the one asked for, with its own typed comparisons; for a
+    # patient's record of thousands of items that made every page of a
+    # Query cost the whole partition. On string sort keys the condition, the
+    # order, the start of the page and its length are applied here first:
+    # the same answer from what the page needs.
+    comparison, operands = _arg(args, kwargs, "range_comparison", 0), _arg(args, kwargs, "range_objs", 1)
+    test = comparison and _STRING_TESTS.get(comparison.upper())
+    strings = all(i.range_key.type == "S" for i in partition) and all(o.type == "S" for o in operands or [])
+    if strings:
+        if test:
+            values = [o.value for o in operands]
+            partition = [i for i in partition if test(i.range_key.value, values)]
+        elif comparison:
+            partition = [i for i in partition if i.range_key.compare(comparison, operands)]
+        partition.sort(key=lambda i: i.range_key.value)
+        forward = _arg(args, kwargs, "scan_index_forward", 4, True) is not False
+        start = (_arg(args, kwargs, "exclusive_start_key", 3) or {}).get(self.range_key_attr, {}).get("S")
+        if start is not None:
+            partition = [i for i in partition if (i.range_key.value > start) == forward and i.range_key.value != start]
+        limit = _arg(args, kwargs, "limit", 2)
+        if limit:
+            # One more than the page, so moto still sees that a next exists.
+            partition = partition[: limit + 1] if forward else partition[-(limit + 1) :]
+    elif comparison:
         partition = [i for i in partition if i.range_key.compare(comparison, operands)]
     self.all_items = lambda: partition
     try:

@@ -1,11 +1,17 @@
 //! A realistic cohort through the API: the Synthea-style transaction Bundles
 //! `make setup` generates (4 adults, 5,496 resources of 24 types, from a
-//! pinned generator and seed) loaded entry by entry, as an integrator without
-//! transactions would: each `urn:uuid:` reference rewritten to the server's
-//! id once its target exists. The generator writes some resources that R4
-//! refuses; the test predicts which on its own (without medrec's validator),
-//! and medrec must refuse exactly those, with 422, and accept every other.
-//! Every accepted resource must then read back exactly as sent, decimals
+//! pinned generator and seed), loaded in dependency order: each `urn:uuid:`
+//! reference rewritten to the server's id once its target exists. The first
+//! `ALONE` resources of each type are created one request each, as an
+//! integrator without transactions would; the rest go as transaction
+//! Bundles of up to `CHUNK` entries, as a loader with transactions would
+//! (one request per chunk: most of the cohort in fewer emulator calls).
+//! The generator
+//! writes some resources that R4 refuses; the test predicts which on its
+//! own (without medrec's validator), sends each of them alone, and medrec
+//! must refuse exactly those, with 422, and accept every other (a
+//! transaction refusing one fails the test, naming the entry). Every
+//! accepted resource must then read back exactly as sent, decimals
 //! included.
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -13,24 +19,40 @@ use base64::Engine;
 use futures_util::stream::{self, StreamExt};
 use medrec_e2e::cohort::{self, invalid_in_r4, links};
 use medrec_e2e::{next_path, Harness};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Requests in flight while loading: an integrator's loader, not a flood.
 const IN_FLIGHT: usize = 8;
 
+/// Entries per transaction Bundle: well under the 1,000 a Bundle may hold,
+/// so one commits well within the transaction deadline on the emulator.
+const CHUNK: usize = 250;
+
+/// Resources of each type created one request each.
+const ALONE: usize = 25;
+
 struct Entry {
     full_url: String,
     resource: Value,
+    /// Sent alone (the first `ALONE` of its type, and what R4 refuses), or
+    /// in a transaction.
+    alone: bool,
 }
 
 fn cohort() -> Vec<Entry> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
     cohort::files()
         .iter()
         .flat_map(cohort::entries)
-        .map(|e| Entry {
-            full_url: e["fullUrl"].as_str().expect("fullUrl").to_owned(),
-            resource: e["resource"].clone(),
+        .map(|e| {
+            let n = seen.entry(ty_of(&e["resource"]).to_owned()).or_default();
+            *n += 1;
+            Entry {
+                full_url: e["fullUrl"].as_str().expect("fullUrl").to_owned(),
+                resource: e["resource"].clone(),
+                alone: *n <= ALONE,
+            }
         })
         .collect()
 }
@@ -69,6 +91,10 @@ fn in_directory(ty: &str) -> bool {
     medrec_edge::fhir::resources::directory_type(ty).is_some()
 }
 
+/// One entry's outcome: the entry, the body sent, the status and the reply
+/// (the created resource or the OperationOutcome).
+type Sent = (Entry, Value, u16, Value);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_realistic_cohort_loads_and_reads_back_exactly() {
     let h = Harness::start().await;
@@ -87,7 +113,15 @@ async fn a_realistic_cohort_loads_and_reads_back_exactly() {
     let mut rejected: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut failed_urls: BTreeSet<String> = BTreeSet::new();
     let mut accepted: Vec<(String, Value)> = vec![];
-    let mut pending: Vec<Entry> = entries;
+    let mut pending: Vec<Entry> = entries
+        .into_iter()
+        .map(|mut e| {
+            e.alone |= predicted.contains(&e.full_url);
+            e
+        })
+        .collect();
+    let (mut alone, mut transactions) = (0, 0);
+    let started = std::time::Instant::now();
     while !pending.is_empty() {
         // A resource is sent once everything it references exists (or was
         // refused: its reference then stays unresolved, as it would for the
@@ -99,17 +133,25 @@ async fn a_realistic_cohort_loads_and_reads_back_exactly() {
         });
         assert!(!ready.is_empty(), "a reference cycle among {} resources", rest.len());
         pending = rest;
-        let sent: Vec<(Entry, Value, u16, Value)> = stream::iter(ready)
+        let prepared: Vec<(Entry, Value)> = ready
+            .into_iter()
             .map(|e| {
-                let (h, ids) = (&h, &ids);
-                let (clinician, registrar) = (&clinician, &registrar);
+                let mut body = e.resource.clone();
+                body.as_object_mut().expect("resource").remove("id");
+                rewrite(&mut body, &ids);
+                (e, body)
+            })
+            .collect();
+        let (one_by_one, bundled): (Vec<_>, Vec<_>) = prepared.into_iter().partition(|(e, _)| e.alone);
+        alone += one_by_one.len();
+        let mut sent: Vec<Sent> = stream::iter(one_by_one)
+            .map(|(e, body)| {
+                let h = &h;
+                let token = if in_directory(ty_of(&body)) { &registrar } else { &clinician };
                 async move {
-                    let ty = e.resource["resourceType"].as_str().expect("type").to_owned();
-                    let mut body = e.resource.clone();
-                    body.as_object_mut().expect("resource").remove("id");
-                    rewrite(&mut body, ids);
-                    let token = if in_directory(&ty) { registrar } else { clinician };
-                    let r = h.call("POST", &format!("/fhir/{ty}"), Some(token), &[], Some(&body.to_string())).await;
+                    let r = h
+                        .call("POST", &format!("/fhir/{}", ty_of(&body)), Some(token), &[], Some(&body.to_string()))
+                        .await;
                     let reply: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
                     (e, body, r.status, reply)
                 }
@@ -117,8 +159,17 @@ async fn a_realistic_cohort_loads_and_reads_back_exactly() {
             .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;
+        // The directory's entries are the registrar's, the rest the
+        // clinician's: each transaction is one caller's.
+        let (directory, clinical): (Vec<_>, Vec<_>) = bundled.into_iter().partition(|(_, b)| in_directory(ty_of(b)));
+        for (token, group) in [(&registrar, directory), (&clinician, clinical)] {
+            for chunk in chunks(group) {
+                transactions += 1;
+                sent.extend(send_transaction(&h, token, chunk).await);
+            }
+        }
         for (e, body, status, reply) in sent {
-            let ty = body["resourceType"].as_str().unwrap().to_owned();
+            let ty = ty_of(&body).to_owned();
             assert!(status < 500, "{ty}: {status} {reply}");
             if status == 201 {
                 let id = reply["id"].as_str().expect("id").to_owned();
@@ -131,6 +182,11 @@ async fn a_realistic_cohort_loads_and_reads_back_exactly() {
             }
         }
     }
+    println!(
+        "cohort loaded in {:.1?}: {alone} resources alone, {} in {transactions} transactions",
+        started.elapsed(),
+        total - alone
+    );
 
     let refused = failed_urls.len();
     println!("cohort: {}/{total} accepted ({:.2}%)", total - refused, 100.0 * (total - refused) as f64 / total as f64);
@@ -214,4 +270,55 @@ async fn a_realistic_cohort_loads_and_reads_back_exactly() {
         &differ[..differ.len().min(10)]
     );
     assert_eq!(read.len(), accepted.len(), "$everything holds exactly what was stored");
+}
+
+/// Transaction-sized chunks, each fullUrl at most once in one (the
+/// generator writes a shared Organization or Practitioner into every
+/// patient's file under one fullUrl, and a Bundle's fullUrls are unique).
+fn chunks(entries: Vec<(Entry, Value)>) -> Vec<Vec<(Entry, Value)>> {
+    type Chunk = (BTreeSet<String>, Vec<(Entry, Value)>);
+    let mut out: Vec<Chunk> = vec![];
+    for (e, body) in entries {
+        let slot = match out.iter().position(|(urls, c)| c.len() < CHUNK && !urls.contains(&e.full_url)) {
+            Some(i) => i,
+            None => {
+                out.push(Default::default());
+                out.len() - 1
+            }
+        };
+        out[slot].0.insert(e.full_url.clone());
+        out[slot].1.push((e, body));
+    }
+    out.into_iter().map(|(_, c)| c).collect()
+}
+
+fn ty_of(resource: &Value) -> &str {
+    resource["resourceType"].as_str().expect("resourceType")
+}
+
+/// Sends entries as one transaction Bundle of creates, which must commit
+/// whole: each entry's outcome as if it had been sent alone.
+async fn send_transaction(h: &Harness, token: &str, chunk: Vec<(Entry, Value)>) -> Vec<Sent> {
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": chunk.iter().map(|(e, body)| json!({
+            "fullUrl": e.full_url,
+            "resource": body,
+            "request": {"method": "POST", "url": ty_of(body)},
+        })).collect::<Vec<_>>(),
+    });
+    let r = h.call("POST", "/fhir", Some(token), &[], Some(&bundle.to_string())).await;
+    assert_eq!(r.status, 200, "a transaction of {} entries: {}", chunk.len(), &r.text()[..r.text().len().min(2000)]);
+    let out = r.json();
+    let replies = out["entry"].as_array().expect("entries");
+    assert_eq!(replies.len(), chunk.len());
+    chunk
+        .into_iter()
+        .zip(replies)
+        .map(|((e, body), reply)| {
+            assert_eq!(reply["response"]["status"], "201 Created", "{}", e.full_url);
+            (e, body, 201, reply["resource"].clone())
+        })
+        .collect()
 }
