@@ -28,6 +28,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::builders::KeysAndAttributesBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue as AV, Delete, KeysAndAttributes, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
@@ -722,32 +723,11 @@ impl RecordStore for DynamoStore {
                 HashMap::from([("pk".to_owned(), s(patient_pk(patient))), ("sk".to_owned(), s(current_sk(ty, id)))])
             })
             .collect();
-        let mut request = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .consistent_read(true)
-            .build()
-            .map_err(|e| PortError::Integrity(e.to_string()))?;
+        let items = batch_get_all(&self.client, &self.tables.records, keys, |k| k).await?;
         let mut found: HashMap<String, Current> = HashMap::with_capacity(records.len());
-        loop {
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(&self.tables.records, request)
-                .send()
-                .await
-                .map_err(|e| port_error("dynamodb", &e))?;
-            for item in out.responses().and_then(|r| r.get(&self.tables.records)).into_iter().flatten() {
-                if let Some(item) = self.resolved(Some(item)).await? {
-                    let sk = get_s(&item, "sk").unwrap_or_default().to_owned();
-                    found.insert(sk, current_from(&item)?);
-                }
-            }
-            // DynamoDB may leave keys unprocessed under throttling or its
-            // 16 MB answer limit: they are asked for again.
-            match out.unprocessed_keys().and_then(|u| u.get(&self.tables.records)) {
-                Some(rest) if !rest.keys().is_empty() => request = rest.clone(),
-                _ => break,
-            }
+        for item in self.all_resolved(items).await? {
+            let sk = get_s(&item, "sk").unwrap_or_default().to_owned();
+            found.insert(sk, current_from(&item)?);
         }
         Ok(records.iter().map(|(ty, id)| found.remove(&current_sk(ty, id))).collect())
     }
@@ -1089,6 +1069,46 @@ pub async fn batch_write_all(
         }
     }
     Ok(())
+}
+
+/// DynamoDB's limit on keys in one BatchGetItem call.
+const BATCH_GET_LIMIT: usize = 100;
+
+/// Reads items by key, strongly consistent, in batches, asking again with
+/// backoff for what DynamoDB left unprocessed (throttling, or its 16 MB
+/// answer limit); throttled after a few rounds. `shape` adds a projection.
+/// Items come back in no particular order; keys not found are absent.
+pub async fn batch_get_all(
+    client: &Client,
+    table: &str,
+    keys: Vec<HashMap<String, AV>>,
+    shape: impl Fn(KeysAndAttributesBuilder) -> KeysAndAttributesBuilder,
+) -> Result<Vec<HashMap<String, AV>>, PortError> {
+    let mut items = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(BATCH_GET_LIMIT) {
+        let mut pending = chunk.to_vec();
+        for attempt in 0u32.. {
+            let request = shape(KeysAndAttributes::builder().set_keys(Some(pending)).consistent_read(true))
+                .build()
+                .map_err(|e| PortError::Integrity(e.to_string()))?;
+            let mut out = client
+                .batch_get_item()
+                .request_items(table, request)
+                .send()
+                .await
+                .map_err(|e| port_error("dynamodb", &e))?;
+            items.extend(out.responses.as_mut().and_then(|r| r.remove(table)).unwrap_or_default());
+            pending = out.unprocessed_keys.as_mut().and_then(|u| u.remove(table)).map(|k| k.keys).unwrap_or_default();
+            if pending.is_empty() {
+                break;
+            }
+            if attempt == 5 {
+                return Err(PortError::Throttled("dynamodb"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+        }
+    }
+    Ok(items)
 }
 
 /// Reads every chain record and head of the audit table, grouped by shard,

@@ -5,19 +5,17 @@
 //! the same patient are never published before it). A replayed stream finds
 //! its events already sent and publishes nothing twice.
 
-use super::dynamo::{batch_write_all, get_s};
+use super::dynamo::{batch_get_all, batch_write_all, get_s};
 use super::port_error;
 use super::stream::{ItemFailure, StreamBatchResponse, StreamEvent};
 use crate::error::PortError;
 use crate::events::{Envelope, SOURCE};
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use std::collections::{HashMap, HashSet};
 
 /// EventBridge's limit on entries in one PutEvents call.
 const PUT_EVENTS_LIMIT: usize = 10;
-/// DynamoDB's limit on keys in one BatchGetItem call.
-const BATCH_GET_LIMIT: usize = 100;
 /// How long a sent event stays in the outbox (for operators and replays)
 /// before DynamoDB's TTL removes it.
 const SENT_KEEP_SECONDS: i64 = 7 * 24 * 3600;
@@ -64,43 +62,24 @@ impl Relay {
     }
 
     async fn already_sent(&self, pending: &[(String, Envelope)]) -> Result<HashSet<String>, PortError> {
-        let mut sent = HashSet::new();
-        for chunk in pending.chunks(BATCH_GET_LIMIT) {
-            let keys = chunk
-                .iter()
-                .map(|(_, e)| {
-                    HashMap::from([
-                        ("pk".to_owned(), AttributeValue::S(e.aggregate.clone())),
-                        ("sk".to_owned(), AttributeValue::S(e.sequence.clone())),
-                    ])
-                })
-                .collect();
-            let mut request = KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .consistent_read(true)
-                .projection_expression("id, #s")
-                .expression_attribute_names("#s", "status")
-                .build()
-                .expect("keys set");
-            loop {
-                let out = self
-                    .ddb
-                    .batch_get_item()
-                    .request_items(&self.outbox_table, request)
-                    .send()
-                    .await
-                    .map_err(|e| port_error("dynamodb", &e))?;
-                for item in out.responses().and_then(|r| r.get(&self.outbox_table)).into_iter().flatten() {
-                    if get_s(item, "status") == Some("sent") {
-                        sent.extend(get_s(item, "id").map(str::to_owned));
-                    }
-                }
-                match out.unprocessed_keys().and_then(|u| u.get(&self.outbox_table)) {
-                    Some(rest) if !rest.keys().is_empty() => request = rest.clone(),
-                    _ => break,
-                }
-            }
-        }
+        let keys = pending
+            .iter()
+            .map(|(_, e)| {
+                HashMap::from([
+                    ("pk".to_owned(), AttributeValue::S(e.aggregate.clone())),
+                    ("sk".to_owned(), AttributeValue::S(e.sequence.clone())),
+                ])
+            })
+            .collect();
+        let items = batch_get_all(&self.ddb, &self.outbox_table, keys, |k| {
+            k.projection_expression("id, #s").expression_attribute_names("#s", "status")
+        })
+        .await?;
+        let sent = items
+            .iter()
+            .filter(|item| get_s(item, "status") == Some("sent"))
+            .filter_map(|item| get_s(item, "id").map(str::to_owned))
+            .collect();
         Ok(sent)
     }
 

@@ -225,6 +225,8 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         if current.deleted {
             return Err(Error::Gone);
         }
+        // The first page shows the Patient just read rather than reading it again.
+        let mut patient_record = Some(current);
         // (sort key, type, id): the Patient first (empty key), then by type
         // and id, every type of the record listed in one query.
         let mut index = vec![(String::new(), "Patient", patient.to_owned())];
@@ -244,9 +246,14 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
         let mut last = None;
         let mut bytes = 0;
         'page: for chunk in page.chunks(MAX_CURRENTS) {
-            let named: Vec<(String, String)> = chunk.iter().map(|(_, ty, id)| ((*ty).to_owned(), id.clone())).collect();
-            let currents = self.store.currents(patient, &named).await?;
-            for ((sort_key, ty, id), c) in chunk.iter().zip(currents) {
+            let named: Vec<(String, String)> = chunk
+                .iter()
+                .filter(|(sort_key, ..)| !sort_key.is_empty())
+                .map(|(_, ty, id)| ((*ty).to_owned(), id.clone()))
+                .collect();
+            let mut currents = self.store.currents(patient, &named).await?.into_iter();
+            for (sort_key, ty, id) in chunk {
+                let c = if sort_key.is_empty() { patient_record.take() } else { currents.next().flatten() };
                 // Deleted since the index was read: left out like the rest.
                 let Some(c) = c.filter(|c| !c.deleted) else { continue };
                 // A Lambda answer holds 6 MB: a page of large records ends
