@@ -65,6 +65,7 @@ dev: setup
 # After the suite, every test process's logs are searched for canary PHI.
 test: setup
 	rm -rf target/test-logs
+	$(VENV)/bin/python infra/tests/emulator_units.py
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace; \
 	else \

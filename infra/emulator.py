@@ -25,6 +25,7 @@ with the shape walk's, answer by answer, over about 8,000 answers of twelve
 e2e suites (every operation listed in _PLAIN_OPERATIONS): all equal.
 """
 import base64
+import io
 import json
 import logging
 import sys
@@ -41,7 +42,7 @@ from moto.dynamodb.exceptions import (
 from moto import backends
 from moto.core.responses import ActionResult
 from moto.dynamodb.comparisons import get_filter_expression
-from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
 from moto.dynamodb.models.table import Table
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -240,16 +241,169 @@ def s3_operation(environ):
     return op and f"S3.{op}"
 
 
+# DynamoDB request units the successful calls consumed, priced as on-demand
+# capacity is (the developer guide's "read/write request units"): a write
+# costs a unit per KB of the larger of the item before and after, a read a
+# unit per 4 KB of the whole item (projections do not reduce it), half for
+# an eventually consistent read, a Query or Scan the sum of the items it
+# read rounded once, transactions twice. GET /_medrec/units reads, DELETE
+# resets. Failed calls (a condition not met) are not counted.
+_units = {"read": 0.0, "write": 0.0, "unpriced": 0}
+_units_on = False
+_WRITES = {"PutItem", "UpdateItem", "DeleteItem"}
+_UNIT_OPERATIONS = _WRITES | {"GetItem", "BatchGetItem", "Query", "Scan", "BatchWriteItem", "TransactWriteItems"}
+
+
+def _value_size(value):
+    (kind, v), = value.items()
+    if kind == "S":
+        return len(v.encode())
+    if kind == "N":
+        digits = v.lstrip("-").replace(".", "").strip("0")
+        return (len(digits) + 1) // 2 + 1
+    if kind == "B":
+        # Raw bytes as moto stores them, base64 text as the wire carries them.
+        return len(v) if isinstance(v, bytes) else len(v) * 3 // 4 - v.count("=")
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind in ("SS", "NS", "BS"):
+        return sum(_value_size({kind[0]: e}) for e in v)
+    if kind == "L":
+        return 3 + sum(1 + _value_size(e) for e in v)
+    return 3 + sum(1 + len(k.encode()) + _value_size(e) for k, e in v.items())
+
+
+def _item_size(attributes):
+    return sum(len(name.encode()) + _value_size(value) for name, value in (attributes or {}).items())
+
+
+def _backend(table):
+    """The moto backend holding this table (the stack's tables have unique names)."""
+    for regions in dynamodb_backends.values():
+        for backend in regions.values():
+            if table in backend.tables:
+                return backend
+    raise KeyError(table)
+
+
+def _stored_size(table, key):
+    item = _backend(table).get_item(table, key)
+    return _item_size(item.to_json()["Attributes"]) if item else 0
+
+
+def _key_of(table, item):
+    schema = _backend(table).get_table(table)
+    return {n: item[n] for n in (schema.hash_key_attr, schema.range_key_attr) if n}
+
+
+def _writes(op, request):
+    """(table, key, size of the item written or None) per item a write call touches."""
+    if op in _WRITES:
+        item = request.get("Item")
+        key = request.get("Key") or _key_of(request["TableName"], item)
+        return [(request["TableName"], key, _item_size(item) if item else None)]
+    if op == "BatchWriteItem":
+        out = []
+        for table, writes in request["RequestItems"].items():
+            for w in writes:
+                if "PutRequest" in w:
+                    item = w["PutRequest"]["Item"]
+                    out.append((table, _key_of(table, item), _item_size(item)))
+                else:
+                    out.append((table, w["DeleteRequest"]["Key"], None))
+        return out
+    if op == "TransactWriteItems":
+        out = []
+        for entry in request["TransactItems"]:
+            (kind, body), = entry.items()
+            table = body["TableName"]
+            key = _key_of(table, body["Item"]) if kind == "Put" else body["Key"]
+            out.append((table, key, _item_size(body["Item"]) if kind == "Put" else None))
+        return out
+    return []
+
+
+def _read_units(op, request, answer):
+    strong = 1.0 if request.get("ConsistentRead") else 0.5
+    if op == "GetItem":
+        item = answer.get("Item")
+        return strong * -(-_stored_size(request["TableName"], request["Key"]) // 4096) if item else 0.0
+    if op == "BatchGetItem":
+        # By the keys asked for: a projection may leave the keys out of the
+        # answer, and every key asked for is answered (none left unprocessed).
+        total = 0.0
+        for table, asked in request["RequestItems"].items():
+            strong = 1.0 if asked.get("ConsistentRead") else 0.5
+            sizes = [_stored_size(table, key) for key in asked["Keys"]]
+            total += sum(strong * -(-size // 4096) for size in sizes if size)
+        return total
+    if op in ("Query", "Scan"):
+        table, items = request["TableName"], answer.get("Items", [])
+        if request.get("IndexName"):
+            # An index holds its own (projected) copies: their size is read.
+            size = sum(_item_size(item) for item in items)
+        else:
+            size = sum(_stored_size(table, _key_of(table, item)) for item in items)
+        return strong * max(1, -(-size // 4096))
+    return 0.0
+
+
+def _count_units(op, request, before, answer):
+    if op in ("GetItem", "BatchGetItem", "Query", "Scan"):
+        _units["read"] += _read_units(op, request, answer)
+        return
+    factor = 2 if op == "TransactWriteItems" else 1
+    for (table, key, written), old in zip(_writes(op, request), before):
+        new = written if written is not None else _stored_size(table, key)
+        _units["write"] += factor * max(1, -(-max(old, new) // 1024))
+
+
+def _counted(op, environ, start_response):
+    """Serves a DynamoDB call and adds the request units it consumed."""
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    environ["wsgi.input"] = io.BytesIO(body)
+    try:
+        request = json.loads(body or b"{}")
+        before = [_stored_size(table, key) for table, key, _ in _writes(op, request)]
+    except (KeyError, ValueError, TypeError, AttributeError):
+        # A call moto will refuse (no such table, a malformed item).
+        return list(_app(environ, start_response))
+    status = []
+
+    def recording_start_response(code, headers, *rest):
+        status.append(code)
+        return start_response(code, headers, *rest)
+
+    answer = list(_app(environ, recording_start_response))
+    if status[0].startswith("200"):
+        try:
+            _count_units(op, request, before, json.loads(b"".join(answer) or b"{}"))
+        except (KeyError, ValueError, TypeError, AttributeError):
+            # Never the answer's problem: the benchmark sees the call unpriced.
+            _units["unpriced"] += 1
+    return answer
+
+
 def serialized_app(environ, start_response):
+    global _units_on
     with _lock:
-        if environ.get("PATH_INFO") == "/_medrec/calls":
+        path = environ.get("PATH_INFO")
+        if path in ("/_medrec/calls", "/_medrec/units"):
+            counts = _calls if path == "/_medrec/calls" else _units
+            answer = json.dumps(counts).encode()
             if environ["REQUEST_METHOD"] == "DELETE":
-                _calls.clear()
+                _calls.clear() if counts is _calls else _units.update(read=0.0, write=0.0, unpriced=0)
+            # Units are counted only once asked for: the work per call (the
+            # stored item looked up before and after) is a benchmark's.
+            _units_on = _units_on or counts is _units
             start_response("200 OK", [("Content-Type", "application/json")])
-            return [json.dumps(_calls).encode()]
+            return [answer]
         target = environ.get("HTTP_X_AMZ_TARGET") or s3_operation(environ)
         if target:
             _calls[target] = _calls.get(target, 0) + 1
+        op = target.rsplit(".", 1)[-1] if target and target.startswith("DynamoDB_") else None
+        if _units_on and op in _UNIT_OPERATIONS:
+            return _counted(op, environ, start_response)
         return list(_app(environ, start_response))
 
 

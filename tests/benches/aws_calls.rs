@@ -1,15 +1,47 @@
 //! AWS calls per request and latency over the local stack, counted where they
-//! land (the emulator's per-operation counter), not inferred. Run with
+//! land (the emulator's per-operation counter), not inferred, and what they
+//! would cost at AWS list prices. Run with
 //! `cargo bench -p medrec-e2e --bench aws_calls`.
 
 use medrec_e2e::{canary_patient, Harness};
-use std::collections::BTreeMap;
 use std::time::Instant;
 
-/// The calls counted since the last call of this function (it resets).
-fn show(label: &str, counts: &BTreeMap<String, u64>) {
+/// US dollars per million, us-east-1 list prices (on-demand DynamoDB after
+/// AWS's November 2024 cut; check the pricing pages before relying on them).
+const DYNAMODB_READ_UNIT: f64 = 0.125;
+const DYNAMODB_WRITE_UNIT: f64 = 0.625;
+/// The price of one call by its counter name; unlisted calls are free or not
+/// billed per call (DynamoDB is billed by request units, below; stream reads
+/// by a Lambda trigger are free).
+const PER_CALL: &[(&str, f64)] = &[
+    ("TrentService.", 3.0),
+    ("S3.PutObject", 5.0),
+    ("S3.GetObject", 0.4),
+    ("S3.HeadObject", 0.4),
+    ("AWSEvents.PutEvents", 1.0),
+    ("AmazonSQS.", 0.4),
+];
+/// Every API request: API Gateway's HTTP API and a Lambda invocation.
+const PER_REQUEST: f64 = 1.0 + 0.2;
+
+/// Prints the calls and DynamoDB request units counted since the last call
+/// (both reset) and their cost per million such rows, `requests` API
+/// requests each. Lambda compute is left out (its duration here is not
+/// AWS's): add $0.067 per million per 10 ms at 512 MB on arm64. Work done
+/// after the answer (the outbox relay) lands in the row open when it runs.
+async fn show(h: &Harness, label: &str, requests: f64) {
+    let counts = h.aws_calls().await;
+    let (read, write) = h.request_units().await;
+    let calls: f64 = counts
+        .iter()
+        .filter_map(|(name, n)| PER_CALL.iter().find(|(p, _)| name.starts_with(p)).map(|(_, price)| price * *n as f64))
+        .sum();
+    let cost = PER_REQUEST * requests + calls + read * DYNAMODB_READ_UNIT + write * DYNAMODB_WRITE_UNIT;
     let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{}={v}", k.rsplit('.').next().unwrap_or(k))).collect();
-    println!("{label:<44} {}", if parts.is_empty() { "none".into() } else { parts.join(" ") });
+    println!(
+        "{label:<44} ${cost:>6.2}/M  RRU={read} WRU={write}  {}",
+        if parts.is_empty() { "none".into() } else { parts.join(" ") }
+    );
 }
 
 #[tokio::main]
@@ -18,14 +50,15 @@ async fn main() {
     let t = h.token("clinician", "dr-bench");
 
     h.aws_calls().await;
+    h.request_units().await;
     let id = h.create_id(&t, &canary_patient("bench")).await;
-    show("first create of an instance", &h.aws_calls().await);
+    show(&h, "first create of an instance", 1.0).await;
     h.create_id(&t, &canary_patient("bench2")).await;
-    show("create, warm instance", &h.aws_calls().await);
+    show(&h, "create, warm instance", 1.0).await;
     h.get(&format!("/fhir/Patient/{id}"), &t).await;
-    show("read, warm key cache", &h.aws_calls().await);
+    show(&h, "read, warm key cache", 1.0).await;
     h.get("/fhir/Patient?family=Familybench", &t).await;
-    show("search, 1 result, warm", &h.aws_calls().await);
+    show(&h, "search, 1 result, warm", 1.0).await;
 
     // Clinical records and consent (functions clinical and consent).
     let obs = serde_json::json!({
@@ -37,16 +70,16 @@ async fn main() {
     });
     let r = h.call("POST", "/fhir/Observation", Some(&t), &[], Some(&obs.to_string())).await;
     let obs_id = r.json()["id"].as_str().unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&r.body))).to_owned();
-    show("Observation create, warm", &h.aws_calls().await);
+    show(&h, "Observation create, warm", 1.0).await;
     h.get(&format!("/fhir/Observation/{obs_id}"), &t).await;
-    show("Observation read, no consent on file", &h.aws_calls().await);
+    show(&h, "Observation read, no consent on file", 1.0).await;
     let patch = r#"[{"op": "add", "path": "/note", "value": [{"text": "rechecked"}]}]"#;
     let headers = [("content-type", "application/json-patch+json"), ("if-match", "W/\"1\"")];
     let r = h.call("PATCH", &format!("/fhir/Observation/{obs_id}"), Some(&t), &headers, Some(patch)).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    show("Observation PATCH", &h.aws_calls().await);
+    show(&h, "Observation PATCH", 1.0).await;
     h.get(&format!("/fhir/Observation?patient={id}&code=8867-4"), &t).await;
-    show("Observation search in the compartment", &h.aws_calls().await);
+    show(&h, "Observation search in the compartment", 1.0).await;
     let consent = serde_json::json!({
         "resourceType": "Consent", "status": "active",
         "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
@@ -59,11 +92,11 @@ async fn main() {
     let registrar = h.token("registrar", "reg-bench");
     let r = h.call("POST", "/fhir/Consent", Some(&registrar), &[], Some(&consent.to_string())).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
-    h.aws_calls().await;
+    show(&h, "Consent create (registrar)", 1.0).await;
     h.get(&format!("/fhir/Observation/{obs_id}"), &t).await;
-    show("Observation read, one consent on file", &h.aws_calls().await);
+    show(&h, "Observation read, one consent on file", 1.0).await;
     h.get(&format!("/fhir/Patient/{id}/$everything"), &t).await;
-    show("Patient $everything (3 resources)", &h.aws_calls().await);
+    show(&h, "Patient $everything (3 resources)", 1.0).await;
 
     // Documents: inline create (one sealed object) and Binary read.
     let note = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"bench note");
@@ -72,16 +105,15 @@ async fn main() {
         "subject": {"reference": format!("Patient/{id}")},
         "content": [{"attachment": {"contentType": "text/plain", "data": note}}]
     });
-    h.aws_calls().await;
     let r = h.call("POST", "/fhir/DocumentReference", Some(&t), &[], Some(&doc.to_string())).await;
-    show("DocumentReference create, inline", &h.aws_calls().await);
+    show(&h, "DocumentReference create, inline", 1.0).await;
     let binary = format!("/fhir/{}", r.json()["content"][0]["attachment"]["url"].as_str().unwrap());
     h.get(&binary, &t).await;
-    show("Binary read (whole document)", &h.aws_calls().await);
+    show(&h, "Binary read (whole document)", 1.0).await;
 
     // A second function instance on the same resources: a cold start.
     let app = medrec_patients::boot(&h.settings("PatientsFunction", &[])).await.unwrap();
-    show("cold start (root secret)", &h.aws_calls().await);
+    show(&h, "cold start (root secret)", 0.0).await;
     let parts = http::Request::builder()
         .method("GET")
         .uri(format!("/fhir/Patient/{id}"))
@@ -99,7 +131,7 @@ async fn main() {
     );
     let resp = medrec_edge::lambda::handle(&app, lambda_http::request::from_str(&event.to_string()).unwrap()).await;
     assert_eq!(resp.status(), 200);
-    show("read on a cold instance (key not cached)", &h.aws_calls().await);
+    show(&h, "read on a cold instance (key not cached)", 1.0).await;
 
     // Latency over HTTP through gateway, handler and emulator, sequential.
     let n = 200;

@@ -435,6 +435,18 @@ impl Harness {
         serde_json::from_slice(&r.body).expect("counts")
     }
 
+    /// The DynamoDB request units (read, write) the emulator counted since
+    /// the last call of this function (it resets); counting starts with the
+    /// first call.
+    pub async fn request_units(&self) -> (f64, f64) {
+        let url = format!("{}/_medrec/units", self.stack.endpoint);
+        let r = self.client.send("GET", &url, &[], None).await.expect("units");
+        self.client.send("DELETE", &url, &[], None).await.expect("units reset");
+        let units: serde_json::Value = serde_json::from_slice(&r.body).expect("units");
+        assert_eq!(units["unpriced"], 0, "a DynamoDB call the emulator could not price");
+        (units["read"].as_f64().expect("read units"), units["write"].as_f64().expect("write units"))
+    }
+
     /// Every item of every table of this stack, raw, as debug text.
     pub async fn raw_dump(&self) -> String {
         let items = table_items(&self.stack.clients, &self.stack.template, &self.stack.provisioned).await;
