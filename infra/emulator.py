@@ -52,14 +52,14 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import make_server
 
 
+def _key_of(table, item):
+    """An item's key attributes, by the moto table's key schema."""
+    return {n: item[n] for n in (table.hash_key_attr, table.range_key_attr) if n is not None}
+
+
 def _item_key(backend, table_name, op_type, op):
     if op_type == "Put":
-        table = backend.get_table(table_name)
-        attrs = op["Item"]
-        key = {table.hash_key_attr: attrs[table.hash_key_attr]}
-        if table.range_key_attr is not None:
-            key[table.range_key_attr] = attrs[table.range_key_attr]
-        return key
+        return _key_of(backend.get_table(table_name), op["Item"])
     return op["Key"]
 
 
@@ -291,24 +291,19 @@ def _stored_size(table, key):
     return _item_size(item.to_json()["Attributes"]) if item else 0
 
 
-def _key_of(table, item):
-    schema = _backend(table).get_table(table)
-    return {n: item[n] for n in (schema.hash_key_attr, schema.range_key_attr) if n}
-
-
 def _writes(op, request):
     """(table, key, size of the item written or None) per item a write call touches."""
     if op in _WRITES:
-        item = request.get("Item")
-        key = request.get("Key") or _key_of(request["TableName"], item)
-        return [(request["TableName"], key, _item_size(item) if item else None)]
+        table, item = request["TableName"], request.get("Item")
+        key = _item_key(_backend(table), table, "Put" if item else op, request)
+        return [(table, key, _item_size(item) if item else None)]
     if op == "BatchWriteItem":
         out = []
         for table, writes in request["RequestItems"].items():
             for w in writes:
                 if "PutRequest" in w:
                     item = w["PutRequest"]["Item"]
-                    out.append((table, _key_of(table, item), _item_size(item)))
+                    out.append((table, _item_key(_backend(table), table, "Put", w["PutRequest"]), _item_size(item)))
                 else:
                     out.append((table, w["DeleteRequest"]["Key"], None))
         return out
@@ -317,7 +312,7 @@ def _writes(op, request):
         for entry in request["TransactItems"]:
             (kind, body), = entry.items()
             table = body["TableName"]
-            key = _key_of(table, body["Item"]) if kind == "Put" else body["Key"]
+            key = _item_key(_backend(table), table, kind, body)
             out.append((table, key, _item_size(body["Item"]) if kind == "Put" else None))
         return out
     return []
@@ -343,7 +338,8 @@ def _read_units(op, request, answer):
             # An index holds its own (projected) copies: their size is read.
             size = sum(_item_size(item) for item in items)
         else:
-            size = sum(_stored_size(table, _key_of(table, item)) for item in items)
+            schema = _backend(table).get_table(table)
+            size = sum(_stored_size(table, _key_of(schema, item)) for item in items)
         return strong * max(1, -(-size // 4096))
     return 0.0
 
@@ -391,8 +387,10 @@ def serialized_app(environ, start_response):
         if path in ("/_medrec/calls", "/_medrec/units"):
             counts = _calls if path == "/_medrec/calls" else _units
             answer = json.dumps(counts).encode()
-            if environ["REQUEST_METHOD"] == "DELETE":
-                _calls.clear() if counts is _calls else _units.update(read=0.0, write=0.0, unpriced=0)
+            if environ["REQUEST_METHOD"] == "DELETE" and counts is _calls:
+                _calls.clear()
+            elif environ["REQUEST_METHOD"] == "DELETE":
+                _units.update(read=0.0, write=0.0, unpriced=0)
             # Units are counted only once asked for: the work per call (the
             # stored item looked up before and after) is a benchmark's.
             _units_on = _units_on or counts is _units
