@@ -14,24 +14,43 @@ pub type HttpsClient = hyper_util::client::legacy::Client<
 >;
 
 pub fn https_client(allow_plain_http: bool) -> Result<HttpsClient, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = hyper_rustls::HttpsConnectorBuilder::new();
-    let builder = match builder.with_provider_and_native_roots(provider.clone()) {
-        Ok(b) => b,
+    let config = match native_roots_config() {
+        Ok(config) => config,
         // Local mode talks plain HTTP to loopback and needs no roots.
-        Err(_) if allow_plain_http => {
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-        }
-        Err(e) => return Err(format!("no TLS roots: {e}")),
+        Err(_) if allow_plain_http => rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        Err(e) => return Err(e),
     };
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config);
     let connector =
         if allow_plain_http { builder.https_or_http() } else { builder.https_only() }.enable_http1().build();
     Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The TLS configuration over the system's roots, read once per process:
+/// parsing the roots is most of a function's cold start outside its first
+/// AWS call, and a process with two outbound clients (JWKS and registry)
+/// would otherwise read them twice.
+fn native_roots_config() -> Result<rustls::ClientConfig, String> {
+    use hyper_rustls::ConfigBuilderExt;
+    static CONFIG: std::sync::OnceLock<Result<rustls::ClientConfig, String>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            Ok(rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_native_roots()
+                .map_err(|e| format!("no TLS roots: {e}"))?
+                .with_no_client_auth())
+        })
+        .clone()
 }
 
 /// Fetches a JWKS document over HTTP(S) with a short timeout and a size cap.
