@@ -191,7 +191,7 @@ fn a_deployed_config_refuses_dev_identity_and_emulator_settings() {
 /// the emulator: never a server error, every error an OperationOutcome,
 /// every answer `no-store`. The choices come from the system's randomness;
 /// a failure prints the request that caused it. `MEDREC_FUZZ_ITERATIONS`
-/// (default 1,500, as for the in-process fuzzing) sends a fifth as many.
+/// (default 1,500) sends a fifth as many.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutated_requests_never_get_a_server_error() {
     let h = Harness::start().await;
