@@ -66,6 +66,7 @@ dev: setup
 test: setup
 	rm -rf target/test-logs
 	$(VENV)/bin/python infra/tests/emulator_units.py
+	$(VENV)/bin/python infra/tests/emulator_connections.py
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace; \
 	else \

@@ -462,10 +462,11 @@ class KeepAliveRequestHandler(MotoRequestHandler):
         return environ
 
     def send_header(self, keyword, value):
-        # Werkzeug says "Connection: close" on every answer; whether to keep
-        # the connection was decided from the request (HTTP/1.1, and no
-        # "Connection: close" from the client).
-        if keyword.lower() == "connection" and value.lower() == "close":
+        # Werkzeug says "Connection: close" on every answer. The connection
+        # stays open when the request allows it (HTTP/1.1, no "Connection:
+        # close" from the client) and nothing has decided to close it (a
+        # body of unknown length): then the header would be untrue.
+        if keyword.lower() == "connection" and value.lower() == "close" and not self.close_connection:
             return
         super().send_header(keyword, value)
 
