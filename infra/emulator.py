@@ -20,13 +20,13 @@ Corrections make moto's DynamoDB behave like DynamoDB under concurrency
   item of the table sorted (moto sorts them in the index's order after).
   Same results.
 
-Three more changes only save time (decision 0012, "Where cold CI time goes"):
+Four more changes only save time (decision 0012, "Where cold CI time goes"):
 item answers are written as JSON directly instead of through moto's shape
 walk, moto's list of its own modules is read once instead of per request,
 each answer leaves in one socket write, and connections are kept open
-between requests. The direct JSON was compared
-with the shape walk's, answer by answer, over about 8,000 answers of twelve
-e2e suites (every operation listed in _PLAIN_OPERATIONS): all equal.
+between requests. The direct JSON was compared with the shape walk's,
+answer by answer, over about 8,000 answers of twelve e2e suites (every
+operation listed in _PLAIN_OPERATIONS): all equal.
 """
 import base64
 import io
