@@ -175,11 +175,7 @@ def query_one_partition(self, hash_key, *args, **kwargs):
             partition = partition[: limit + 1] if forward else partition[-(limit + 1) :]
     elif comparison:
         partition = [i for i in partition if i.range_key.compare(comparison, operands)]
-    self.all_items = lambda: partition
-    try:
-        return _table_query(self, hash_key, *args, **kwargs)
-    finally:
-        del self.all_items
+    return _query_over(self, partition, hash_key, *args, **kwargs)
 
 
 def _query_index(self, hash_key, *args, **kwargs):
@@ -192,6 +188,11 @@ def _query_index(self, hash_key, *args, **kwargs):
     conditions = kwargs.get("hash_key_conditions") or []
     items = [i for h in self.items.values() for i in (h.values() if self.range_key_attr else [h])]
     items = [i for i in items if all(i.attrs.get(n) is not None and i.attrs[n] == v for n, v in conditions)]
+    return _query_over(self, items, hash_key, *args, **kwargs)
+
+
+def _query_over(self, items, hash_key, *args, **kwargs):
+    """moto's own Query, over `items` instead of every item of the table."""
     self.all_items = lambda: items
     try:
         return _table_query(self, hash_key, *args, **kwargs)
@@ -382,8 +383,8 @@ def _count_units(op, request, before, answer):
 
 def _counted(op, environ, start_response):
     """Serves a DynamoDB call and adds the request units it consumed."""
-    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-    environ["wsgi.input"] = io.BytesIO(body)
+    # The body as KeepAliveRequestHandler buffered it; moto reads it after.
+    body = environ["wsgi.input"].getvalue()
     try:
         request = json.loads(body or b"{}")
         before = [_stored_size(table, key) for table, key, _ in _writes(op, request)]
@@ -449,10 +450,11 @@ class KeepAliveRequestHandler(MotoRequestHandler):
 
     def make_environ(self):
         environ = super().make_environ()
+        length = environ.get("CONTENT_LENGTH") or "0"
         if environ.pop("wsgi.input_terminated", False):
             body = environ["wsgi.input"].read()
-        elif (environ.get("CONTENT_LENGTH") or "0").isdigit():
-            body = self.rfile.read(int(environ.get("CONTENT_LENGTH") or 0))
+        elif length.isdigit():
+            body = self.rfile.read(int(length))
         else:
             # A length that is not a number: where this body ends is unknown.
             self.close_connection = True

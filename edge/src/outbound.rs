@@ -17,11 +17,9 @@ pub fn https_client(allow_plain_http: bool) -> Result<HttpsClient, String> {
     let config = match native_roots_config() {
         Ok(config) => config,
         // Local mode talks plain HTTP to loopback and needs no roots.
-        Err(_) if allow_plain_http => rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
+        Err(_) if allow_plain_http => {
+            config_builder()?.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth()
+        }
         Err(e) => return Err(e),
     };
     let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config);
@@ -30,8 +28,12 @@ pub fn https_client(allow_plain_http: bool) -> Result<HttpsClient, String> {
     Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector))
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+/// rustls with the aws-lc provider and its safe protocol versions, before
+/// the roots are chosen.
+fn config_builder() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, String> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
 }
 
 /// The TLS configuration over the system's roots, read once per process: a
@@ -43,12 +45,7 @@ fn native_roots_config() -> Result<rustls::ClientConfig, String> {
     static CONFIG: std::sync::OnceLock<Result<rustls::ClientConfig, String>> = std::sync::OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            Ok(rustls::ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_native_roots()
-                .map_err(|e| format!("no TLS roots: {e}"))?
-                .with_no_client_auth())
+            Ok(config_builder()?.with_native_roots().map_err(|e| format!("no TLS roots: {e}"))?.with_no_client_auth())
         })
         .clone()
 }

@@ -3,16 +3,12 @@ KeepAliveRequestHandler) only where HTTP says it may: checked on raw
 sockets, so nothing a client library does hides a wrong answer. Run by
 `make test`."""
 import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-emulator = subprocess.Popen(
-    [sys.executable, str(ROOT / "infra/emulator.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-)
-port = int(emulator.stdout.readline().split()[1])
+import emulator_process
+
+port = emulator_process.start()
 # A rule broken may mean an answer that never comes: fail, don't hang.
 socket.setdefaulttimeout(10)
 failures = []
@@ -67,26 +63,22 @@ def expect(what, ok):
         failures.append(what)
 
 
-try:
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        answers = [call(s) for _ in range(3)]
-        expect("three requests answered on one connection", all(h.startswith("HTTP/1.1 200") for h, _ in answers))
-        expect("no answer says it closes", not any("connection: close" in h.lower() for h, _ in answers))
-        head, body = call(s, body=b'{"Limit": 5}', pause=True)
-        expect("a body that arrives late is read whole", head.startswith("HTTP/1.1 200") and b"TableNames" in body)
-        head, _ = call(s)
-        expect("and the request after it is answered", head.startswith("HTTP/1.1 200"))
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        head, _ = call(s, headers=b"Connection: close\r\n")
-        expect("a client's Connection: close is answered so, and kept", "connection: close" in head.lower())
-        expect("then the connection is closed", closed(s))
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        head, _ = call(s, body=b"", length=b"abc")
-        expect("a length that is not a number closes the connection, and says so", "connection: close" in head.lower())
-        expect("then the connection is closed", closed(s))
-finally:
-    emulator.stdin.close()
-    emulator.wait()
+with socket.create_connection(("127.0.0.1", port)) as s:
+    answers = [call(s) for _ in range(3)]
+    expect("three requests answered on one connection", all(h.startswith("HTTP/1.1 200") for h, _ in answers))
+    expect("no answer says it closes", not any("connection: close" in h.lower() for h, _ in answers))
+    head, body = call(s, body=b'{"Limit": 5}', pause=True)
+    expect("a body that arrives late is read whole", head.startswith("HTTP/1.1 200") and b"TableNames" in body)
+    head, _ = call(s)
+    expect("and the request after it is answered", head.startswith("HTTP/1.1 200"))
+with socket.create_connection(("127.0.0.1", port)) as s:
+    head, _ = call(s, headers=b"Connection: close\r\n")
+    expect("a client's Connection: close is answered so, and kept", "connection: close" in head.lower())
+    expect("then the connection is closed", closed(s))
+with socket.create_connection(("127.0.0.1", port)) as s:
+    head, _ = call(s, body=b"", length=b"abc")
+    expect("a length that is not a number closes the connection, and says so", "connection: close" in head.lower())
+    expect("then the connection is closed", closed(s))
 
 if failures:
     sys.exit(f"{len(failures)} connection rule(s) broken")

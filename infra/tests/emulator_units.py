@@ -3,19 +3,15 @@ column of `cargo bench -p medrec-e2e --bench aws_calls`): each call's units
 worked out by hand from the DynamoDB developer guide's rules, checked
 against what the emulator counts. Run by `make test`."""
 import json
-import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 
 import boto3
 from botocore.exceptions import ClientError
 
-ROOT = Path(__file__).resolve().parents[2]
-emulator = subprocess.Popen(
-    [sys.executable, str(ROOT / "infra/emulator.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-)
-url = f"http://127.0.0.1:{emulator.stdout.readline().split()[1]}"
+import emulator_process
+
+url = f"http://127.0.0.1:{emulator_process.start()}"
 db = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s")
 failures = []
 
@@ -95,8 +91,6 @@ except ClientError as e:
         failures.append(f"a missing table answered {e.response['Error']['Code']}")
 expect("a read of a missing table", 0, 0)
 
-emulator.stdin.close()
-emulator.wait()
 if failures:
     sys.exit("\n".join(failures))
 print("emulator request units: 12 known answers")

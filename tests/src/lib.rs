@@ -429,22 +429,24 @@ impl Harness {
     /// The AWS calls the emulator served since the last call, by
     /// `service.Operation`; the counter restarts.
     pub async fn aws_calls(&self) -> std::collections::BTreeMap<String, u64> {
-        let url = format!("{}/_medrec/calls", self.stack.endpoint);
-        let r = self.client.send("GET", &url, &[], None).await.expect("counter");
-        self.client.send("DELETE", &url, &[], None).await.expect("counter reset");
-        serde_json::from_slice(&r.body).expect("counts")
+        serde_json::from_value(self.take_counter("calls").await).expect("counts")
     }
 
     /// The DynamoDB request units (read, write) the emulator counted since
     /// the last call of this function (it resets); counting starts with the
     /// first call.
     pub async fn request_units(&self) -> (f64, f64) {
-        let url = format!("{}/_medrec/units", self.stack.endpoint);
-        let r = self.client.send("GET", &url, &[], None).await.expect("units");
-        self.client.send("DELETE", &url, &[], None).await.expect("units reset");
-        let units: serde_json::Value = serde_json::from_slice(&r.body).expect("units");
+        let units = self.take_counter("units").await;
         assert_eq!(units["unpriced"], 0, "a DynamoDB call the emulator could not price");
         (units["read"].as_f64().expect("read units"), units["write"].as_f64().expect("write units"))
+    }
+
+    /// One of the emulator's counters (`/_medrec/<name>`), read and reset.
+    async fn take_counter(&self, name: &str) -> serde_json::Value {
+        let url = format!("{}/_medrec/{name}", self.stack.endpoint);
+        let r = self.client.send("GET", &url, &[], None).await.expect("counter");
+        self.client.send("DELETE", &url, &[], None).await.expect("counter reset");
+        serde_json::from_slice(&r.body).expect("counter")
     }
 
     /// Every item of every table of this stack, raw, as debug text.
