@@ -15,7 +15,7 @@ EXPANSIONS := .cache/fhir/hl7.fhir.r4.expansions/.ok-4.0.1
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile -r requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -44,7 +44,7 @@ COHORT_DIGEST := 52d90f0a1df4bcdd632e73d329d68472533a28e14592ebdd94cd2c2335f0426
 $(COHORT): requirements-cohort.txt
 	rm -rf .cache/cohort
 	python3 -m venv .cache/cohort/venv
-	.cache/cohort/venv/bin/pip install --quiet --disable-pip-version-check --only-binary=:all: -r requirements-cohort.txt
+	.cache/cohort/venv/bin/pip install --quiet --disable-pip-version-check --no-compile --only-binary=:all: -r requirements-cohort.txt
 	.cache/cohort/venv/bin/synthea --population 4 --seed 42 --age 20-45 --reference-date 20260101 --output-dir .cache/cohort/out >/dev/null
 	test "$$(cd .cache/cohort/out/fhir && LC_ALL=C ls | xargs -d '\n' sha256sum | sha256sum | cut -c1-64)" = $(COHORT_DIGEST)
 	touch $@
@@ -61,16 +61,18 @@ dev: setup
 	cargo run --quiet -p medrec-infra --bin medrec -- dev
 
 # nextest (on the machine image) runs each test in its own process and ends
-# with a summary line; plain cargo test is the fallback.
+# with a summary line; plain cargo test is the fallback. Each test's emulator
+# is a fork of one warmed up once (infra/emulator.py --forks).
 # After the suite, every test process's logs are searched for canary PHI.
 test: setup
 	rm -rf target/test-logs
 	$(VENV)/bin/python infra/tests/emulator_units.py
 	$(VENV)/bin/python infra/tests/emulator_connections.py
+	$(VENV)/bin/python infra/tests/emulator_forks.py
 	@if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --workspace; \
+		$(VENV)/bin/python infra/emulator.py --forks cargo nextest run --workspace; \
 	else \
-		cargo test --workspace; \
+		$(VENV)/bin/python infra/emulator.py --forks cargo test --workspace; \
 	fi
 	bash infra/canary-sweep.sh target/test-logs
 

@@ -4,6 +4,11 @@ Prints "PORT <n>" once it listens, then serves until its standard input
 closes, so the emulator dies with the process that started it (a crashed test
 run leaves no orphan server behind).
 
+`emulator.py --forks COMMAND...` (how `make test` runs the tests) warms moto
+up once and runs COMMAND, handing each connection to a Unix socket named in
+MEDREC_EMULATOR_FORKS a fresh emulator: a fork, which reports its port the
+same way and serves until that connection closes.
+
 Corrections make moto's DynamoDB behave like DynamoDB under concurrency
 (measured on moto 5.2.5, see docs/decisions/0002-emulator.md):
 - Requests are handled one at a time. moto's backends are not thread-safe, and
@@ -20,11 +25,11 @@ Corrections make moto's DynamoDB behave like DynamoDB under concurrency
   item of the table sorted (moto sorts them in the index's order after).
   Same results.
 
-Four more changes only save time (decision 0012, "Where cold CI time goes"):
+More changes only save time (decision 0012, "Where cold CI time goes"):
 item answers are written as JSON directly instead of through moto's shape
 walk, moto's list of its own modules is read once instead of per request,
-each answer leaves in one socket write, and connections are kept open
-between requests. The direct JSON was compared with the shape walk's,
+each answer leaves in one socket write, connections are kept open between
+requests, and a KMS key's key pair is made when first used. The direct JSON was compared with the shape walk's,
 answer by answer, over about 8,000 answers of twelve e2e suites (every
 operation listed in _PLAIN_OPERATIONS): all equal.
 """
@@ -32,8 +37,15 @@ import base64
 import io
 import json
 import logging
+import os
+import random
+import select
 import selectors
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import types
 from datetime import datetime
@@ -47,15 +59,18 @@ from moto.dynamodb.exceptions import (
 )
 from moto import backends
 from moto.core.responses import ActionResult
+from moto.moto_api._internal import mock_random
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
 from moto.dynamodb.models.table import Table
+import moto.kms.models as kms_models
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
     create_backend_app,
 )
 import werkzeug.serving
+import werkzeug.test
 from werkzeug.serving import make_server
 
 
@@ -120,6 +135,25 @@ def transact_write_items(self, transact_items):
 
 
 DynamoDBBackend.transact_write_items = transact_write_items
+
+
+class _KeyPairOnFirstUse:
+    """Stands for the key pair moto makes for every KMS key, made when first
+    used: moto gives even a symmetric key an RSA-2048 pair, which it never
+    signs with, at 50-110 ms per key created."""
+
+    def __init__(self, key_spec):
+        self._key_spec = key_spec
+        self._pair = None
+
+    def __getattr__(self, name):
+        if self._pair is None:
+            self._pair = _generate_private_key(self._key_spec)
+        return getattr(self._pair, name)
+
+
+_generate_private_key = kms_models.generate_private_key
+kms_models.generate_private_key = _KeyPairOnFirstUse
 
 _table_query = Table.query
 
@@ -492,9 +526,93 @@ class _NoDrain:
 
 werkzeug.serving.selectors = types.SimpleNamespace(DefaultSelector=_NoDrain, EVENT_READ=selectors.EVENT_READ)
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
-port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-server = make_server("127.0.0.1", port, serialized_app, threaded=True, request_handler=KeepAliveRequestHandler)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-print(f"PORT {server.server_port}", flush=True)
-sys.stdin.read()
-server.shutdown()
+
+
+def serve(report, wait_closed):
+    """Serves on a free loopback port, told to `report`, until `wait_closed`
+    returns."""
+    server = make_server("127.0.0.1", 0, serialized_app, threaded=True, request_handler=KeepAliveRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    report(server.server_port)
+    wait_closed()
+    server.shutdown()
+
+
+# One read-only call per service the stack provisions: moto builds each
+# service's application and backend on its first request (with its imports),
+# 0.4 s of every test's provisioning when each test starts its own emulator.
+_WARM_UP = [
+    ("dynamodb", "DynamoDB_20120810.ListTables", "application/x-amz-json-1.0"),
+    ("dynamodb", "DynamoDBStreams_20120810.ListStreams", "application/x-amz-json-1.0"),
+    ("kms", "TrentService.ListKeys", "application/x-amz-json-1.1"),
+    ("sqs", "AmazonSQS.ListQueues", "application/x-amz-json-1.0"),
+    ("events", "AWSEvents.ListEventBuses", "application/x-amz-json-1.1"),
+    ("secretsmanager", "secretsmanager.ListSecrets", "application/x-amz-json-1.1"),
+    ("s3", None, None),
+]
+
+
+def warm_up():
+    client = werkzeug.test.Client(_app)
+    for service, target, content_type in _WARM_UP:
+        headers = {
+            "Authorization": f"AWS4-HMAC-SHA256 Credential=warm/20260101/us-east-1/{service}/aws4_request, "
+            "SignedHeaders=host, Signature=0",
+        }
+        if target:
+            headers.update({"X-Amz-Target": target, "Content-Type": content_type})
+            answer = client.post("/", headers=headers, data="{}")
+        else:
+            answer = client.get("/", headers=headers)
+        if answer.status_code != 200:
+            raise SystemExit(f"warm-up {target or service}: {answer.status_code}")
+
+
+def forking_server(command):
+    """Runs `command` while serving, at a Unix socket named to it in
+    MEDREC_EMULATOR_FORKS, a fresh emulator per connection: a fork of this
+    process, warmed up once, that reports its port and serves until the
+    connection closes. A test process starts its emulator in milliseconds
+    instead of a second. Exits with the command's status."""
+    warm_up()
+    directory = tempfile.mkdtemp(prefix="medrec-emulator-")
+    path = os.path.join(directory, "forks")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(128)
+    runner = subprocess.Popen(command, env={**os.environ, "MEDREC_EMULATOR_FORKS": path})
+    try:
+        while True:
+            if select.select([listener], [], [], 0.5)[0]:
+                connection, _ = listener.accept()
+                if os.fork() == 0:
+                    listener.close()
+                    # Each emulator draws its own ids and keys.
+                    random.seed()
+                    mock_random.seed()
+                    serve(lambda p: connection.sendall(f"PORT {p}\n".encode()), lambda: _until_closed(connection))
+                    os._exit(0)
+                connection.close()
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    pid = 0
+                if pid == 0:
+                    break
+                if pid == runner.pid:
+                    return os.waitstatus_to_exitcode(status)
+    finally:
+        listener.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _until_closed(connection):
+    while connection.recv(4096):
+        pass
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--forks"]:
+        sys.exit(forking_server(sys.argv[2:]))
+    serve(lambda p: print(f"PORT {p}", flush=True), sys.stdin.read)

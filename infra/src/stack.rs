@@ -242,7 +242,7 @@ impl LocalStack {
         let template = Arc::new(Template::load(&repo_root().join("template.yaml")).map_err(|e| e.to_string())?);
         let emulator = match &opts.endpoint {
             Some(_) => None,
-            None => Some(Emulator::start(0)?),
+            None => Some(Emulator::start()?),
         };
         let endpoint =
             opts.endpoint.clone().or_else(|| emulator.as_ref().map(|e| e.endpoint.clone())).expect("endpoint");

@@ -81,7 +81,7 @@ pub fn logs() -> &'static LogBuffer {
 }
 
 fn emulator_endpoint() -> String {
-    EMULATOR.get_or_init(|| Emulator::start(0).expect("start the emulator (run `make setup` first)")).endpoint.clone()
+    EMULATOR.get_or_init(|| Emulator::start().expect("start the emulator (run `make setup` first)")).endpoint.clone()
 }
 
 pub struct Harness {
