@@ -34,6 +34,7 @@ answer by answer, over about 8,000 answers of twelve e2e suites (every
 operation listed in _PLAIN_OPERATIONS): all equal.
 """
 import base64
+import importlib
 import io
 import json
 import logging
@@ -566,6 +567,11 @@ def warm_up():
             answer = client.get("/", headers=headers)
         if answer.status_code != 200:
             raise SystemExit(f"warm-up {target or service}: {answer.status_code}")
+    # What moto imports on first use: its Lambda code on the first write to a
+    # table with a stream (25-130 ms), JSONPath on the first event a rule
+    # sends, OpenSSL's bindings on the first key pair.
+    for module in ("moto.awslambda.utils", "jsonpath_ng.ext", "cryptography.hazmat.backends.openssl"):
+        importlib.import_module(module)
 
 
 def forking_server(command):
