@@ -6,6 +6,7 @@
 //! handler in-process: the handler sees what it sees in Lambda.
 //! It also serves the local identity provider's JWKS.
 
+use crate::idle::Activity;
 use crate::template::Template;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -32,6 +33,8 @@ pub struct Gateway {
     /// Function logical id -> handler.
     pub handlers: HashMap<String, Handler>,
     pub jwks: Value,
+    /// Signalled after each function's answer: what it wrote is there to poll.
+    pub activity: Activity,
 }
 
 fn plain(status: u16, body: Value) -> hyper::Response<Full<Bytes>> {
@@ -82,6 +85,7 @@ impl Gateway {
             Ok(request) => handler(request).await,
             Err(e) => medrec_edge::http::error_response(&e),
         };
+        self.activity.signal();
         let (rparts, rbody) = resp.into_parts();
         let bytes = match rbody {
             Body::Empty => Bytes::new(),

@@ -11,6 +11,7 @@ pub mod events;
 pub mod fault_proxy;
 pub mod fhir_model;
 pub mod gateway;
+pub mod idle;
 pub mod poller;
 pub mod provision;
 pub mod purge;

@@ -4,15 +4,13 @@
 //! after their visibility timeout (and, after maxReceiveCount, to the DLQ),
 //! as a partial batch response (`ReportBatchItemFailures`) does in AWS.
 
+use crate::idle::Activity;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Between empty polls: quick enough for an interactive upload.
-const IDLE: Duration = Duration::from_millis(200);
 
 pub type SqsHandler = Arc<dyn Fn(SqsEvent) -> Pin<Box<dyn Future<Output = SqsBatchResponse> + Send>> + Send + Sync>;
 
@@ -41,8 +39,10 @@ fn to_event(messages: Vec<aws_sdk_sqs::types::Message>, arn: &str) -> SqsEvent {
 }
 
 /// Runs until aborted. A handler that panics fails its whole batch.
-pub async fn run(sqs: aws_sdk_sqs::Client, source: QueueSource, handler: SqsHandler) {
+pub async fn run(sqs: aws_sdk_sqs::Client, source: QueueSource, handler: SqsHandler, activity: Activity) {
+    let mut idle = activity.idle();
     loop {
+        idle.polling();
         let received = sqs
             .receive_message()
             .queue_url(&source.url)
@@ -61,9 +61,10 @@ pub async fn run(sqs: aws_sdk_sqs::Client, source: QueueSource, handler: SqsHand
             }
         };
         if messages.is_empty() {
-            tokio::time::sleep(IDLE).await;
+            idle.wait().await;
             continue;
         }
+        idle.busy();
         let handles: Vec<(String, String)> =
             messages.iter().filter_map(|m| Some((m.message_id.clone()?, m.receipt_handle.clone()?))).collect();
         let event = to_event(messages, &source.arn);
@@ -76,5 +77,6 @@ pub async fn run(sqs: aws_sdk_sqs::Client, source: QueueSource, handler: SqsHand
             let _ = sqs.delete_message().queue_url(&source.url).receipt_handle(receipt).send().await;
             tracing::debug!(message_id = %id, "message processed");
         }
+        activity.signal();
     }
 }

@@ -6,6 +6,7 @@
 use crate::devkey::{DevKey, DEV_AUDIENCE, DEV_ISSUER};
 use crate::emulator::{repo_root, Emulator};
 use crate::gateway::{Gateway, Handler};
+use crate::idle::Activity;
 use crate::poller::{self, QueueSource, SqsHandler};
 use crate::provision::{provision, Clients, Provisioned};
 use crate::registry_sim::RegistrySimulator;
@@ -258,6 +259,7 @@ impl LocalStack {
 
         let mut handlers = HashMap::new();
         let mut pollers = vec![];
+        let activity = Activity::new();
         let mut function_env = BTreeMap::new();
         for f in &template.functions {
             let mut env: BTreeMap<String, String> =
@@ -304,19 +306,25 @@ impl LocalStack {
                             arn: provisioned.resolve_attribute(queue, "Arn").unwrap_or_default(),
                             batch_size: *batch_size,
                         };
-                        pollers.push(tokio::spawn(poller::run(clients.sqs.clone(), source, h.clone())));
+                        pollers.push(tokio::spawn(poller::run(
+                            clients.sqs.clone(),
+                            source,
+                            h.clone(),
+                            activity.clone(),
+                        )));
                     }
                 }
                 Some(Mounted::Scheduled(h)) => {
                     // EventBridge fires a rate schedule first one period after
                     // the rule is created; so does this.
                     for period in f.schedules.iter().filter_map(|s| crate::template::rate(s)) {
-                        let h = h.clone();
+                        let (h, activity) = (h.clone(), activity.clone());
                         pollers.push(tokio::spawn(async move {
                             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
                             loop {
                                 tick.tick().await;
                                 h().await;
+                                activity.signal();
                             }
                         }));
                     }
@@ -327,14 +335,20 @@ impl LocalStack {
                             .resolve_attribute(table, "StreamArn")
                             .ok_or(format!("{table} has no stream provisioned"))?;
                         let client = clients.streams.clone();
-                        pollers.push(tokio::spawn(crate::stream_poller::run(client, arn, *batch_size, h.clone())));
+                        pollers.push(tokio::spawn(crate::stream_poller::run(
+                            client,
+                            arn,
+                            *batch_size,
+                            h.clone(),
+                            activity.clone(),
+                        )));
                     }
                 }
                 None => {}
             }
             function_env.insert(f.logical_id.clone(), env);
         }
-        let gateway = Arc::new(Gateway { template: template.clone(), handlers, jwks: opts.dev_key.jwks() });
+        let gateway = Arc::new(Gateway { template: template.clone(), handlers, jwks: opts.dev_key.jwks(), activity });
         let server = tokio::spawn(gateway.serve(listener));
         Ok(LocalStack {
             endpoint,

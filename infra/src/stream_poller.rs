@@ -5,6 +5,7 @@
 //! from the first failed record, after a pause. Unlike Lambda it retries
 //! without limit (a local stack has no on-failure destination to fill).
 
+use crate::idle::Activity;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, ShardIteratorType};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -13,7 +14,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-const IDLE: Duration = Duration::from_millis(200);
 const RETRY: Duration = Duration::from_millis(500);
 const SHARDS_EVERY: Duration = Duration::from_secs(5);
 
@@ -90,10 +90,18 @@ async fn iterator(
 }
 
 /// Runs until aborted.
-pub async fn run(client: aws_sdk_dynamodbstreams::Client, stream_arn: String, batch_size: i32, handler: StreamHandler) {
+pub async fn run(
+    client: aws_sdk_dynamodbstreams::Client,
+    stream_arn: String,
+    batch_size: i32,
+    handler: StreamHandler,
+    activity: Activity,
+) {
     let mut iterators: HashMap<String, Option<String>> = HashMap::new();
     let mut described: Option<std::time::Instant> = None;
+    let mut idle = activity.idle();
     loop {
+        idle.polling();
         // New shards are rare: the stream is described every few seconds.
         let stale = described.is_none_or(|at| at.elapsed() > SHARDS_EVERY);
         let description = match stale {
@@ -143,8 +151,11 @@ pub async fn run(client: aws_sdk_dynamodbstreams::Client, stream_arn: String, ba
                 }
             }
         }
-        if !busy {
-            tokio::time::sleep(IDLE).await;
+        if busy {
+            idle.busy();
+            activity.signal();
+        } else {
+            idle.wait().await;
         }
     }
 }
