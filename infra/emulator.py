@@ -29,9 +29,10 @@ More changes only save time (decision 0012, "Where cold CI time goes"):
 item answers are written as JSON directly instead of through moto's shape
 walk, moto's list of its own modules is read once instead of per request,
 each answer leaves in one socket write, connections are kept open between
-requests, and a KMS key's key pair is made when first used. The direct JSON was compared with the shape walk's,
-answer by answer, over about 8,000 answers of twelve e2e suites (every
-operation listed in _PLAIN_OPERATIONS): all equal.
+requests, and a KMS key's key pair is made when first used. The direct JSON
+was compared with the shape walk's, answer by answer, over about 8,000
+answers of twelve e2e suites (every operation listed in _PLAIN_OPERATIONS):
+all equal.
 """
 import base64
 import importlib

@@ -4,10 +4,12 @@
 //! every 200 ms kept a tenth of a core busy (half in the emulator, half in
 //! the SDK calls), a sixth of the test machine with three stacks running.
 //! So the wait grows from 200 ms to half a second while polls come back
-//! empty, and ends as soon as the stack signals activity: an answered API
-//! request or a batch a poller handed on, the moments something new may be
-//! waiting. Writes the stack does not see (a test's own SDK call, a message
-//! back from its visibility timeout) wait at most the half second.
+//! empty, and ends early when the stack signals activity (an answered API
+//! request, a batch a poller handed on: the moments something new may be
+//! waiting), but never before 200 ms: under a stream of requests a poller
+//! woken by each would poll more often than before, not less. Writes the
+//! stack does not see (a test's own SDK call, a message back from its
+//! visibility timeout) wait at most the half second.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,13 +60,16 @@ impl Idle {
         self.wait = FIRST;
     }
 
-    /// The poll came back empty: waits until activity, or longer each time.
+    /// The poll came back empty: waits 200 ms, then until activity or
+    /// longer each time.
     pub async fn wait(&mut self) {
         let wait = self.wait;
         self.wait = (wait * 2).min(LONGEST);
-        if let Ok(Err(_)) = tokio::time::timeout(wait, self.activity.changed()).await {
+        tokio::time::sleep(FIRST).await;
+        let rest = wait - FIRST;
+        if let Ok(Err(_)) = tokio::time::timeout(rest, self.activity.changed()).await {
             // The stack is gone: nothing will signal again.
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(rest).await;
         }
     }
 }
@@ -93,29 +98,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn activity_during_a_poll_or_a_wait_ends_the_wait() {
+    async fn activity_ends_a_long_wait_but_polls_stay_200_ms_apart() {
         let activity = Activity::new();
         let mut idle = activity.idle();
         for _ in 0..4 {
             idle.polling();
             idle.wait().await;
         }
-        // A write while the poll was out: no wait at all.
+        // A write while the poll was out: the next poll after 200 ms.
         idle.polling();
         activity.signal();
         let started = Instant::now();
         idle.wait().await;
-        assert_eq!(started.elapsed().as_millis(), 0);
-        // A write during the wait ends it.
-        idle.polling();
-        let signal = activity.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            signal.signal();
-        });
-        let started = Instant::now();
-        idle.wait().await;
-        assert_eq!(started.elapsed().as_millis(), 50);
+        assert_eq!(started.elapsed().as_millis(), 200);
+        // A write during the wait ends it, at 200 ms at the soonest.
+        for (signal_at, polled_at) in [(300, 300), (50, 200)] {
+            idle.polling();
+            let signal = activity.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(signal_at)).await;
+                signal.signal();
+            });
+            let started = Instant::now();
+            idle.wait().await;
+            assert_eq!(started.elapsed().as_millis(), polled_at);
+        }
     }
 
     #[tokio::test(start_paused = true)]
