@@ -1,8 +1,9 @@
-//! Lambda's SQS event source mapping, played locally: long-polls a queue,
-//! hands each batch to the function as the `SqsEvent` Lambda would, deletes
-//! the messages that succeeded and leaves the reported failures to come back
-//! after their visibility timeout (and, after maxReceiveCount, to the DLQ),
-//! as a partial batch response (`ReportBatchItemFailures`) does in AWS.
+//! Lambda's SQS event source mapping, played locally: polls a queue (short
+//! polls, paced by `crate::idle`), hands each batch to the function as the
+//! `SqsEvent` Lambda would, deletes the messages that succeeded and leaves
+//! the reported failures to come back after their visibility timeout (and,
+//! after maxReceiveCount, to the DLQ), as a partial batch response
+//! (`ReportBatchItemFailures`) does in AWS.
 
 use crate::idle::Activity;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
