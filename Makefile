@@ -11,7 +11,7 @@ EXAMPLES := .cache/fhir/hl7.fhir.r4.examples/.ok-4.0.1
 # Value set expansions of R4: the source of the CVX vaccine code list.
 EXPANSIONS := .cache/fhir/hl7.fhir.r4.expansions/.ok-4.0.1
 
-.PHONY: dev test setup lint fhir-model
+.PHONY: dev test setup lint lint-rust fhir-model
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -66,19 +66,24 @@ dev: setup
 # run per two cores: a test and its emulator wait on each other, and with
 # one test per core a fifth of the cores' time went idle (decision 0012).
 # After the suite, every test process's logs are searched for canary PHI.
+FORKS := $(VENV)/bin/python infra/emulator.py --forks
 test: setup
 	rm -rf target/test-logs
 	$(VENV)/bin/python infra/tests/emulator_units.py
 	$(VENV)/bin/python infra/tests/emulator_connections.py
 	$(VENV)/bin/python infra/tests/emulator_forks.py
 	@if cargo nextest --version >/dev/null 2>&1; then \
-		$(VENV)/bin/python infra/emulator.py --forks cargo nextest run --workspace --test-threads $$(( $$(nproc) * 3 / 2 )); \
+		$(FORKS) cargo nextest run --workspace --test-threads $$(( $$(nproc) * 3 / 2 )); \
 	else \
-		$(VENV)/bin/python infra/emulator.py --forks cargo test --workspace; \
+		$(FORKS) cargo test --workspace; \
 	fi
 	bash infra/canary-sweep.sh target/test-logs
 
-lint: setup
+lint: setup lint-rust
+	$(VENV)/bin/cfn-lint template.yaml
+
+# The Rust half of lint, which needs nothing from setup (CI runs it while
+# setup runs).
+lint-rust:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	$(VENV)/bin/cfn-lint template.yaml
