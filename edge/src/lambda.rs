@@ -25,39 +25,27 @@ pub struct Route {
     pub interaction: &'static str,
 }
 
-/// Matches a request to a route as API Gateway does (the most specific route
-/// wins: literal segments beat variables); path parameters in template order.
+/// Matches a request to a route as API Gateway does (`routing`: the most
+/// specific route wins); path parameters in template order. A trailing
+/// slash is ignored, as FHIR clients send one on a type's URL.
 pub fn route<'a>(
     routes: &'static [Route],
     method: &str,
     path: &'a str,
 ) -> Result<(&'static Route, Vec<&'a str>), Error> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let matches: Vec<(&'static Route, Vec<&str>, usize)> = routes
-        .iter()
-        .filter_map(|r| {
-            let tpl: Vec<&str> = r.path.split('/').skip(1).collect();
-            if tpl.len() != segments.len() {
-                return None;
-            }
-            let mut params = vec![];
-            for (t, s) in tpl.iter().zip(&segments) {
-                if t.starts_with('{') {
-                    params.push(*s);
-                } else if t != s {
-                    return None;
-                }
-            }
-            Some((r, params, tpl.iter().filter(|t| !t.starts_with('{')).count()))
-        })
-        .collect();
+    let path = match path.trim_end_matches('/') {
+        "" => path,
+        trimmed => trimmed,
+    };
+    let fits = crate::routing::most_specific(routes.iter().map(|r| (r, r.path)), path);
+    if fits.is_empty() {
+        return Err(Error::NotFound);
+    }
     // The most specific paths decide: PUT on `/fhir/Patient/_search` is a
     // method that path does not serve, not an update of a Patient "_search".
-    let most = matches.iter().map(|(_, _, literal)| *literal).max().ok_or(Error::NotFound)?;
-    matches
-        .into_iter()
-        .find(|(r, _, literal)| *literal == most && r.method == method)
-        .map(|(r, params, _)| (r, params))
+    fits.into_iter()
+        .find(|(r, _)| r.method == method)
+        .map(|(r, params)| (r, params.into_iter().map(|(_, value)| value).collect()))
         .ok_or(Error::MethodNotAllowed)
 }
 

@@ -27,4 +27,5 @@ pub mod log;
 pub mod outbound;
 pub mod registry;
 pub mod rest;
+pub mod routing;
 pub mod runtime;

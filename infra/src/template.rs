@@ -151,18 +151,19 @@ impl Template {
     /// routes match, the most specific wins (more literal segments, greedy
     /// last). Returns the function, the route key and the path parameters.
     pub fn route(&self, method: &str, path: &str) -> Option<(&Function, String, BTreeMap<String, String>)> {
-        let segs: Vec<&str> = path.split('/').skip(1).collect();
-        let specificity = |tpl: &str| {
-            let literal = tpl.split('/').filter(|s| !s.starts_with('{')).count();
-            (!tpl.contains("+}"), literal)
-        };
-        self.functions
+        let routes = self
+            .functions
             .iter()
             .flat_map(|f| f.routes.iter().map(move |r| (f, r)))
             .filter(|(_, r)| (r.method == method || r.method == "ANY") && r.path != DEFAULT_ROUTE)
-            .filter_map(|(f, r)| match_path(&r.path, &segs).map(|params| (f, r, params)))
-            .max_by_key(|(_, r, _)| specificity(&r.path))
-            .map(|(f, r, params)| (f, format!("{} {}", r.method, r.path), params))
+            .map(|(f, r)| ((f, r), r.path.as_str()));
+        medrec_edge::routing::most_specific(routes, path)
+            .into_iter()
+            .next()
+            .map(|((f, r), params)| {
+                let params = params.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+                (f, format!("{} {}", r.method, r.path), params)
+            })
             .or_else(|| {
                 let f = self.functions.iter().find(|f| f.routes.iter().any(|r| r.path == DEFAULT_ROUTE))?;
                 Some((f, DEFAULT_ROUTE.to_owned(), BTreeMap::new()))
@@ -182,27 +183,6 @@ pub fn rate(expression: &str) -> Option<std::time::Duration> {
         _ => return None,
     };
     Some(std::time::Duration::from_secs(n * seconds))
-}
-
-fn match_path(template: &str, segs: &[&str]) -> Option<BTreeMap<String, String>> {
-    let tpl: Vec<&str> = template.split('/').skip(1).collect();
-    let mut params = BTreeMap::new();
-    for (i, t) in tpl.iter().enumerate() {
-        if let Some(name) = t.strip_prefix('{').and_then(|t| t.strip_suffix("+}")) {
-            params.insert(name.to_owned(), segs.get(i..)?.join("/"));
-            return Some(params);
-        }
-        let s = segs.get(i)?;
-        match t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
-            Some(name) if !s.is_empty() => {
-                params.insert(name.to_owned(), (*s).to_owned());
-            }
-            Some(_) => return None,
-            None if t == s => {}
-            None => return None,
-        }
-    }
-    (tpl.len() == segs.len()).then_some(params)
 }
 
 #[cfg(test)]

@@ -189,23 +189,20 @@ pub fn operations() -> Vec<Operation> {
 /// Whether a concrete path fits an OpenAPI path template (`{x}` matches one
 /// non-empty segment that is not an operation).
 pub fn path_matches(template: &str, path: &str) -> bool {
-    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
     // No id or type name starts with `$`: such a segment is an operation,
     // matched only by its own name (`PUT /fhir/Account/$validate` is not
     // an update of a record called `$validate`).
-    let param = |p: &str| !p.is_empty() && !p.starts_with('$');
-    t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| if t.starts_with('{') { param(p) } else { t == p })
+    crate::routing::fit(template, path).is_some_and(|params| params.iter().all(|(_, p)| !p.starts_with('$')))
 }
 
 /// The methods served on a concrete path, for the `Allow` header of a 405;
 /// empty when no operation has that path. The most specific templates
 /// decide (`/fhir/Patient/_search` is not `/fhir/Patient/{id}`).
 pub fn allowed_methods(path: &str) -> Vec<&'static str> {
-    let literal = |t: &str| t.split('/').filter(|s| !s.starts_with('{')).count();
-    let ops: Vec<Operation> = operations().into_iter().filter(|o| path_matches(&o.path, path)).collect();
-    let most = ops.iter().map(|o| literal(&o.path)).max().unwrap_or(0);
+    let ops = operations();
+    let served = ops.iter().filter(|o| path_matches(&o.path, path)).map(|o| (o.method, o.path.as_str()));
     let mut methods: Vec<&'static str> =
-        ops.into_iter().filter(|o| literal(&o.path) == most).map(|o| o.method).collect();
+        crate::routing::most_specific(served, path).into_iter().map(|(method, _)| method).collect();
     methods.sort_unstable();
     methods.dedup();
     methods
