@@ -5,8 +5,12 @@
 //! every object unchanged for the retention period. What is written when
 //! is `audit::archive`'s decision; this is I/O only.
 
-use super::dynamo::{get_n, get_s, n, query_all, s};
+use super::dynamo::{get_s, n, query_all, s};
 use super::port_error;
+use super::schema::{
+    audit_key, chain_pk, export_pk, from_item, head_pk, to_item, ArchiveItem, ExportProgress, HeadItem,
+    PendingExportItem, CHECKPOINT_PK, MANIFEST_PK, PENDING_EXPORT_PK,
+};
 use crate::audit::checkpoint::Signed;
 use crate::error::PortError;
 use crate::ports::{AuditArchive, ExportState, PendingExport, Series};
@@ -15,8 +19,6 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-
-const PENDING: &str = "EXPORT#pending";
 
 pub struct Checkpoints {
     pub ddb: aws_sdk_dynamodb::Client,
@@ -30,13 +32,9 @@ pub struct Checkpoints {
 
 fn partition(series: Series) -> &'static str {
     match series {
-        Series::Checkpoint => "CHECKPOINT",
-        Series::Manifest => "MANIFEST",
+        Series::Checkpoint => CHECKPOINT_PK,
+        Series::Manifest => MANIFEST_PK,
     }
-}
-
-fn export_key(id: &str) -> String {
-    format!("EXPORT#{id}")
 }
 
 impl Checkpoints {
@@ -48,10 +46,13 @@ impl Checkpoints {
                 .consistent_read(true)
         })
         .await?;
-        Ok(items
+        items
             .iter()
-            .map(|item| Signed { body: get_s(item, "body").unwrap_or_default().to_owned(), signature: signature(item) })
-            .collect())
+            .map(|item| {
+                let a: ArchiveItem = from_item(item)?;
+                Ok(Signed { body: a.body, signature: a.sig.unwrap_or_default() })
+            })
+            .collect()
     }
 
     /// The signing key's public half (SubjectPublicKeyInfo DER).
@@ -69,8 +70,7 @@ impl Checkpoints {
             .ddb
             .get_item()
             .table_name(&self.audit_table)
-            .key("pk", s(pk))
-            .key("sk", n(sk))
+            .set_key(Some(audit_key(pk, sk)))
             .consistent_read(true)
             .send()
             .await
@@ -79,17 +79,13 @@ impl Checkpoints {
     }
 }
 
-fn signature(item: &HashMap<String, AttributeValue>) -> Vec<u8> {
-    item.get("sig").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()).unwrap_or_default()
-}
-
 impl AuditArchive for Checkpoints {
     async fn heads(&self) -> Result<BTreeMap<u32, (u64, String)>, PortError> {
         let mut heads = BTreeMap::new();
         for shard in 0..self.shards {
-            if let Some(item) = self.item(&format!("HEAD#{shard}"), 0).await? {
-                let seq = get_n(&item, "seq").ok_or_else(|| PortError::Integrity("head without seq".into()))?;
-                heads.insert(shard, (seq, get_s(&item, "hash").unwrap_or_default().to_owned()));
+            if let Some(item) = self.item(&head_pk(shard), 0).await? {
+                let head: HeadItem = from_item(&item)?;
+                heads.insert(shard, (head.seq, head.hash));
             }
         }
         Ok(heads)
@@ -109,22 +105,27 @@ impl AuditArchive for Checkpoints {
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        Ok(out.items().first().map(|i| (get_n(i, "sk").unwrap_or(0), get_s(i, "body").unwrap_or_default().to_owned())))
+        let last = out.items().first().map(from_item::<ArchiveItem>).transpose()?;
+        Ok(last.map(|a| (a.sk, a.body)))
     }
 
     async fn numbered(&self, series: Series, number: u64) -> Result<Option<(String, Vec<u8>)>, PortError> {
         let item = self.item(partition(series), number).await?;
-        Ok(item.map(|i| (get_s(&i, "body").unwrap_or_default().to_owned(), signature(&i))))
+        let stored = item.as_ref().map(from_item::<ArchiveItem>).transpose()?;
+        Ok(stored.map(|a| (a.body, a.sig.unwrap_or_default())))
     }
 
     async fn store_checkpoint(&self, number: u64, body: &str, signature: &[u8]) -> Result<(), PortError> {
         self.ddb
             .put_item()
             .table_name(&self.audit_table)
-            .item("pk", s(partition(Series::Checkpoint)))
-            .item("sk", n(number))
-            .item("body", s(body))
-            .item("sig", AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(signature.to_vec())))
+            .set_item(Some(to_item(&ArchiveItem {
+                pk: CHECKPOINT_PK.into(),
+                sk: number,
+                body: body.into(),
+                sig: Some(signature.to_vec()),
+                export: None,
+            })))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
@@ -141,17 +142,19 @@ impl AuditArchive for Checkpoints {
             |e: aws_sdk_dynamodb::error::BuildError| PortError::Backend { service: "dynamodb", detail: e.to_string() };
         let put = Put::builder()
             .table_name(&self.audit_table)
-            .item("pk", s(partition(Series::Manifest)))
-            .item("sk", n(number))
-            .item("body", s(body))
-            .item("export", s(export))
+            .set_item(Some(to_item(&ArchiveItem {
+                pk: MANIFEST_PK.into(),
+                sk: number,
+                body: body.into(),
+                sig: None,
+                export: Some(export.into()),
+            })))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(built)?;
         let progress = Update::builder()
             .table_name(&self.audit_table)
-            .key("pk", s(export_key(export)))
-            .key("sk", n(0))
+            .set_key(Some(audit_key(export_pk(export), 0)))
             .update_expression("SET manifest = :n")
             .condition_expression("attribute_not_exists(manifest)")
             .expression_attribute_values(":n", n(number))
@@ -220,7 +223,7 @@ impl AuditArchive for Checkpoints {
                 q.key_condition_expression("pk = :pk")
                     .filter_expression("#at BETWEEN :since AND :until")
                     .expression_attribute_names("#at", "at")
-                    .expression_attribute_values(":pk", s(format!("CHAIN#{shard}")))
+                    .expression_attribute_values(":pk", s(chain_pk(shard)))
                     .expression_attribute_values(":since", s(since))
                     .expression_attribute_values(":until", s(until))
                     .consistent_read(true)
@@ -238,21 +241,22 @@ impl AuditArchive for Checkpoints {
     }
 
     async fn export_state(&self, export: &str) -> Result<Option<ExportState>, PortError> {
-        Ok(self.item(&export_key(export), 0).await?.map(|item| ExportState {
-            terms: get_s(&item, "terms").unwrap_or_default().to_owned(),
-            done: get_n(&item, "done").unwrap_or(0) as usize,
-            manifest: get_n(&item, "manifest"),
-        }))
+        let item = self.item(&export_pk(export), 0).await?;
+        let progress = item.as_ref().map(from_item::<ExportProgress>).transpose()?;
+        Ok(progress.map(|p| ExportState { terms: p.terms, done: p.done as usize, manifest: p.manifest }))
     }
 
     async fn record_export_progress(&self, export: &str, terms: &str, done: usize) -> Result<(), PortError> {
         self.ddb
             .put_item()
             .table_name(&self.audit_table)
-            .item("pk", s(export_key(export)))
-            .item("sk", n(0))
-            .item("terms", s(terms))
-            .item("done", n(done))
+            .set_item(Some(to_item(&ExportProgress {
+                pk: export_pk(export),
+                sk: 0,
+                terms: terms.into(),
+                done: done as u64,
+                manifest: None,
+            })))
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
@@ -260,22 +264,22 @@ impl AuditArchive for Checkpoints {
     }
 
     async fn pending_export(&self) -> Result<Option<PendingExport>, PortError> {
-        Ok(self.item(PENDING, 0).await?.map(|item| PendingExport {
-            id: get_s(&item, "id").unwrap_or_default().to_owned(),
-            since: get_s(&item, "since").unwrap_or_default().to_owned(),
-            until: get_s(&item, "until").unwrap_or_default().to_owned(),
-        }))
+        let item = self.item(PENDING_EXPORT_PK, 0).await?;
+        let pending = item.as_ref().map(from_item::<PendingExportItem>).transpose()?;
+        Ok(pending.map(|p| PendingExport { id: p.id, since: p.since, until: p.until }))
     }
 
     async fn start_pending_export(&self, export: &PendingExport) -> Result<(), PortError> {
         self.ddb
             .put_item()
             .table_name(&self.audit_table)
-            .item("pk", s(PENDING))
-            .item("sk", n(0))
-            .item("id", s(&export.id))
-            .item("since", s(&export.since))
-            .item("until", s(&export.until))
+            .set_item(Some(to_item(&PendingExportItem {
+                pk: PENDING_EXPORT_PK.into(),
+                sk: 0,
+                id: export.id.clone(),
+                since: export.since.clone(),
+                until: export.until.clone(),
+            })))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
@@ -287,8 +291,7 @@ impl AuditArchive for Checkpoints {
         self.ddb
             .delete_item()
             .table_name(&self.audit_table)
-            .key("pk", s(PENDING))
-            .key("sk", n(0))
+            .set_key(Some(audit_key(PENDING_EXPORT_PK, 0)))
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;

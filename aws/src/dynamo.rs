@@ -24,6 +24,12 @@ use crate::audit::AuditEntry;
 use crate::crypto::DataKey;
 use crate::error::PortError;
 use crate::ports::{Current, DomainEvent, RecordStore, ResourceWrite, Version};
+use crate::schema::{
+    self, break_glass_sk, chain_pk, current_prefix, current_sk, from_item, head_pk, key, locator_pk, search_key,
+    to_item, version_prefix, version_sk, patient_pk, BreakGlassItem, ChainEntry, ChainItem, HeadItem, IndexEntry, Locator,
+    OutboxEvent, RecordItem, WrappedKey, BREAK_GLASS_ATTRIBUTES, BREAK_GLASS_LOCATOR, BREAK_GLASS_PENDING,
+    BREAK_GLASS_REVIEWED, CONFIG_PK, DATA_KEY_SK, LOCATOR_SK, SEARCH_INDEX,
+};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -46,7 +52,6 @@ pub const MAX_TRANSACTION_ITEMS: usize = 100;
 const REPLACES: &str = "ver = :ev AND attribute_not_exists(tx)";
 /// Attempts to append to a contended audit shard before giving up (fail closed).
 const AUDIT_ATTEMPTS: u32 = 8;
-pub const SEARCH_INDEX: &str = "search";
 
 #[derive(Debug, Clone)]
 pub struct Tables {
@@ -78,34 +83,15 @@ pub(crate) fn n(v: impl ToString) -> AV {
 fn b(v: &[u8]) -> AV {
     AV::B(Blob::new(v))
 }
-pub fn patient_pk(patient: &str) -> String {
-    format!("P#{patient}")
-}
 fn current_from(item: &HashMap<String, AV>) -> Result<Current, PortError> {
-    let v = version_from(item)?;
-    let tokens = item
-        .get("tok")
-        .and_then(|t| t.as_l().ok())
-        .map(|l| l.iter().filter_map(|x| x.as_s().ok().cloned()).collect())
-        .unwrap_or_default();
+    let r: RecordItem = from_item(item)?;
     Ok(Current {
-        version: v.version,
-        deleted: v.deleted,
-        last_updated: v.last_updated,
-        tokens,
-        ciphertext: v.ciphertext,
+        version: r.ver,
+        deleted: r.del,
+        last_updated: r.upd,
+        tokens: r.tok.unwrap_or_default(),
+        ciphertext: r.ct,
     })
-}
-
-fn locator_pk(ty: &str, id: &str) -> String {
-    format!("L#{ty}#{id}")
-}
-
-fn current_sk(ty: &str, id: &str) -> String {
-    format!("C#{ty}#{id}")
-}
-fn version_sk(ty: &str, id: &str, v: u64) -> String {
-    format!("V#{ty}#{id}#{v:010}")
 }
 
 pub(crate) fn get_s<'a>(item: &'a HashMap<String, AV>, k: &str) -> Option<&'a str> {
@@ -113,9 +99,6 @@ pub(crate) fn get_s<'a>(item: &'a HashMap<String, AV>, k: &str) -> Option<&'a st
 }
 pub(crate) fn get_n(item: &HashMap<String, AV>, k: &str) -> Option<u64> {
     item.get(k).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
-}
-fn get_b(item: &HashMap<String, AV>, k: &str) -> Option<Vec<u8>> {
-    item.get(k).and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec())
 }
 fn get_bool(item: &HashMap<String, AV>, k: &str) -> bool {
     item.get(k).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false)
@@ -133,12 +116,8 @@ fn put(table: &str, item: HashMap<String, AV>, condition: Option<&str>, values: 
 }
 
 fn version_from(item: &HashMap<String, AV>) -> Result<Version, PortError> {
-    Ok(Version {
-        version: get_n(item, "ver").ok_or_else(|| PortError::Integrity("version item without ver".into()))?,
-        deleted: get_bool(item, "del"),
-        last_updated: get_s(item, "upd").unwrap_or_default().to_owned(),
-        ciphertext: get_b(item, "ct"),
-    })
+    let r: RecordItem = from_item(item)?;
+    Ok(Version { version: r.ver, deleted: r.del, last_updated: r.upd, ciphertext: r.ct })
 }
 
 impl DynamoStore {
@@ -163,17 +142,16 @@ impl DynamoStore {
             .client
             .get_item()
             .table_name(&self.tables.audit)
-            .key("pk", s(format!("HEAD#{shard}")))
-            .key("sk", n(0))
+            .set_key(Some(schema::audit_key(head_pk(shard), 0)))
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
         Ok(match out.item() {
-            Some(item) => Head {
-                seq: get_n(item, "seq").ok_or_else(|| PortError::Integrity("audit head without seq".into()))?,
-                hash: get_s(item, "hash").unwrap_or(GENESIS).to_owned(),
-            },
+            Some(item) => {
+                let head: HeadItem = from_item(item)?;
+                Head { seq: head.seq, hash: head.hash }
+            }
             None => Head { seq: 0, hash: GENESIS.to_owned() },
         })
     }
@@ -182,14 +160,7 @@ impl DynamoStore {
         events
             .iter()
             .map(|e| {
-                let item = HashMap::from([
-                    ("pk".to_owned(), s(&e.aggregate)),
-                    ("sk".to_owned(), s(format!("{}#{}", e.at, e.id))),
-                    ("id".to_owned(), s(&e.id)),
-                    ("type".to_owned(), s(e.event_type)),
-                    ("detail".to_owned(), s(e.detail.to_string())),
-                    ("status".to_owned(), s("pending")),
-                ]);
+                let item = to_item(&outbox_event(e));
                 put(&self.tables.outbox, item, Some("attribute_not_exists(pk)"), &[])
             })
             .collect()
@@ -201,24 +172,25 @@ impl DynamoStore {
     fn break_glass_items(&self, audit: &AuditEntry, body: &str) -> Vec<TransactWriteItem> {
         let Some((bg, patient)) = audit.break_glass.as_ref().zip(audit.patient.as_ref()) else { return vec![] };
         let Some(sealed) = bg.sealed_reason.as_ref() else { return vec![] };
-        let locator = HashMap::from([
-            ("pk".to_owned(), s(locator_pk(BREAK_GLASS_LOCATOR, &audit.id))),
-            ("sk".to_owned(), s("L")),
-            ("p".to_owned(), s(patient)),
-        ]);
-        let item = HashMap::from([
-            ("pk".to_owned(), s(patient_pk(patient))),
-            ("sk".to_owned(), s(format!("BG#{}", audit.id))),
-            ("ix".to_owned(), s(BREAK_GLASS_PENDING)),
-            ("ixs".to_owned(), s(crate::ports::break_glass_position(&audit.recorded, &audit.id))),
-            ("at".to_owned(), s(&audit.recorded)),
-            ("code".to_owned(), s(&bg.code)),
-            ("body".to_owned(), s(body)),
-            ("reason".to_owned(), b(sealed)),
-        ]);
+        let locator =
+            Locator { pk: locator_pk(BREAK_GLASS_LOCATOR, &audit.id), sk: LOCATOR_SK.into(), p: patient.clone() };
+        let item = BreakGlassItem {
+            pk: patient_pk(patient),
+            sk: break_glass_sk(&audit.id),
+            ix: BREAK_GLASS_PENDING.into(),
+            ixs: crate::ports::break_glass_position(&audit.recorded, &audit.id),
+            at: audit.recorded.clone(),
+            code: bg.code.clone(),
+            body: body.to_owned(),
+            reason: sealed.clone(),
+            outcome: None,
+            reviewer: None,
+            rat: None,
+            note: None,
+        };
         vec![
-            put(&self.tables.records, locator, Some("attribute_not_exists(pk)"), &[]),
-            put(&self.tables.records, item, Some("attribute_not_exists(pk)"), &[]),
+            put(&self.tables.records, to_item(&locator), Some("attribute_not_exists(pk)"), &[]),
+            put(&self.tables.records, to_item(&item), Some("attribute_not_exists(pk)"), &[]),
         ]
     }
 
@@ -227,7 +199,7 @@ impl DynamoStore {
     /// writer advanced the shard); a failed condition among `items` is
     /// returned as is.
     async fn commit_with_audit(&self, items: Vec<TransactWriteItem>, audits: &[AuditEntry]) -> Result<(), PortError> {
-        let records: Vec<ChainRecord> = audits.iter().map(ChainRecord::of).collect();
+        let records: Vec<ChainEntry> = audits.iter().map(chain_entry).collect();
         let side_items: Vec<TransactWriteItem> =
             audits.iter().zip(&records).flat_map(|(a, r)| self.break_glass_items(a, &r.body)).collect();
         self.append_chain(items, side_items, &records).await
@@ -239,7 +211,7 @@ impl DynamoStore {
         &self,
         items: Vec<TransactWriteItem>,
         side_items: Vec<TransactWriteItem>,
-        records: &[ChainRecord],
+        records: &[ChainEntry],
     ) -> Result<(), PortError> {
         let last_id = &records.last().ok_or_else(|| PortError::Integrity("no audit record to append".into()))?.id;
         let mut lease = self.shards.lease(None);
@@ -261,29 +233,10 @@ impl DynamoStore {
                 seq += 1;
                 let next = chain::link(&self.chain_key, shard, seq, &hash, &r.body);
                 let prev = std::mem::replace(&mut hash, next);
-                let mut record = HashMap::from([
-                    ("pk".to_owned(), s(format!("CHAIN#{shard}"))),
-                    ("sk".to_owned(), n(seq)),
-                    ("prev".to_owned(), s(prev)),
-                    ("hash".to_owned(), s(&hash)),
-                    ("body".to_owned(), s(&r.body)),
-                    ("id".to_owned(), s(&r.id)),
-                    ("at".to_owned(), s(&r.at)),
-                ]);
-                if let Some(p) = &r.patient {
-                    record.insert("patient".into(), s(p));
-                }
-                if let Some(a) = &r.agent {
-                    record.insert("agent".into(), s(a));
-                }
-                all.push(put(&self.tables.audit, record, Some("attribute_not_exists(pk)"), &[]));
+                let record = ChainItem { pk: chain_pk(shard), sk: seq, prev, hash: hash.clone(), entry: r.clone() };
+                all.push(put(&self.tables.audit, to_item(&record), Some("attribute_not_exists(pk)"), &[]));
             }
-            let head_item = HashMap::from([
-                ("pk".to_owned(), s(format!("HEAD#{shard}"))),
-                ("sk".to_owned(), n(0)),
-                ("seq".to_owned(), n(seq)),
-                ("hash".to_owned(), s(&hash)),
-            ]);
+            let head_item = to_item(&HeadItem { pk: head_pk(shard), sk: 0, seq, hash: hash.clone() });
             all.push(if head.seq == 0 {
                 put(&self.tables.audit, head_item, Some("attribute_not_exists(pk)"), &[])
             } else {
@@ -333,39 +286,28 @@ impl DynamoStore {
 }
 
 /// An audit record as its chain item carries it.
-#[derive(Debug, Clone, PartialEq)]
-struct ChainRecord {
-    id: String,
-    at: String,
-    /// The FHIR AuditEvent JSON.
-    body: String,
-    patient: Option<String>,
-    /// Who acted, for the security alerts' per-agent queries.
-    agent: Option<String>,
-}
-
-impl ChainRecord {
-    fn of(audit: &AuditEntry) -> Self {
-        ChainRecord {
-            id: audit.id.clone(),
-            at: audit.recorded.clone(),
-            body: audit.to_fhir().to_string(),
-            patient: audit.audited_patient(),
-            agent: audit.agent_key(),
-        }
+fn chain_entry(audit: &AuditEntry) -> ChainEntry {
+    ChainEntry {
+        id: audit.id.clone(),
+        at: audit.recorded.clone(),
+        body: audit.to_fhir().to_string(),
+        patient: audit.audited_patient(),
+        agent: audit.agent_key(),
     }
 }
 
-/// The search-index key of break-glass accesses awaiting review, and of those reviewed.
-const BREAK_GLASS_PENDING: &str = "BREAKGLASS#pending";
-const BREAK_GLASS_REVIEWED: &str = "BREAKGLASS#reviewed";
-/// The locator type of break-glass accesses: a review names the access by
-/// its audit id alone, and the locator says whose partition holds it.
-const BREAK_GLASS_LOCATOR: &str = "BreakGlass";
-/// Every attribute of a break-glass item (template.yaml lets the audit
-/// function read these and no others).
-const BREAK_GLASS_ATTRIBUTES: [&str; 12] =
-    ["pk", "sk", "ix", "ixs", "at", "code", "body", "reason", "outcome", "reviewer", "rat", "note"];
+/// A domain event as the outbox holds it until the relay sends it.
+fn outbox_event(e: &DomainEvent) -> OutboxEvent {
+    OutboxEvent {
+        pk: e.aggregate.clone(),
+        sk: format!("{}#{}", e.at, e.id),
+        id: e.id.clone(),
+        event_type: e.event_type.to_owned(),
+        detail: e.detail.to_string(),
+        status: "pending".into(),
+        expires: None,
+    }
+}
 
 impl DynamoStore {
     /// An item of the records table, read consistently, with only the
@@ -377,13 +319,8 @@ impl DynamoStore {
         sk: &str,
         attributes: &[&str],
     ) -> Result<Option<HashMap<String, AV>>, PortError> {
-        let mut get = self
-            .client
-            .get_item()
-            .table_name(&self.tables.records)
-            .key("pk", s(pk))
-            .key("sk", s(sk))
-            .consistent_read(true);
+        let mut get =
+            self.client.get_item().table_name(&self.tables.records).set_key(Some(key(pk, sk))).consistent_read(true);
         // Names, not the words: several are DynamoDB reserved words.
         let mut projection = vec![];
         for (i, name) in attributes.iter().enumerate() {
@@ -437,8 +374,7 @@ impl DynamoStore {
             .client
             .get_item()
             .table_name(&self.tables.audit)
-            .key("pk", s(format!("CHAIN#{shard}")))
-            .key("sk", n(seq))
+            .set_key(Some(schema::audit_key(chain_pk(shard), seq)))
             .consistent_read(true)
             .send()
             .await
@@ -456,56 +392,48 @@ impl DynamoStore {
         let pk = patient_pk(&w.patient);
         let mut items = Vec::new();
         if let Some(wrapped) = &w.new_wrapped_key {
-            let item = HashMap::from([
-                ("pk".to_owned(), s(&pk)),
-                ("sk".to_owned(), s("KEY")),
-                ("wk".to_owned(), b(wrapped)),
-                ("created".to_owned(), s(&w.last_updated)),
-            ]);
-            items.push(put(t, item, Some("attribute_not_exists(pk)"), &[]));
+            let item = WrappedKey {
+                pk: pk.clone(),
+                sk: DATA_KEY_SK.into(),
+                wk: wrapped.clone(),
+                created: Some(w.last_updated.clone()),
+            };
+            items.push(put(t, to_item(&item), Some("attribute_not_exists(pk)"), &[]));
         }
         if w.expected_version.is_none() && w.resource_type != "Patient" {
-            let item = HashMap::from([
-                ("pk".to_owned(), s(locator_pk(w.resource_type, &w.id))),
-                ("sk".to_owned(), s("L")),
-                ("p".to_owned(), s(&w.patient)),
-            ]);
-            items.push(put(t, item, Some("attribute_not_exists(pk)"), &[]));
+            let item = Locator { pk: locator_pk(w.resource_type, &w.id), sk: LOCATOR_SK.into(), p: w.patient.clone() };
+            items.push(put(t, to_item(&item), Some("attribute_not_exists(pk)"), &[]));
         }
-        let mut base = HashMap::from([
-            ("pk".to_owned(), s(&pk)),
-            ("ver".to_owned(), n(w.version)),
-            ("del".to_owned(), AV::Bool(w.deleted)),
-            ("upd".to_owned(), s(&w.last_updated)),
-            ("type".to_owned(), s(w.resource_type)),
-        ]);
-        if let Some(ct) = &w.ciphertext {
-            base.insert("ct".into(), b(ct));
-        }
-        let mut current = base.clone();
-        current.insert("sk".into(), s(current_sk(w.resource_type, &w.id)));
-        current.insert("tok".into(), AV::L(w.tokens.iter().map(s).collect()));
+        let version = RecordItem {
+            pk: pk.clone(),
+            sk: version_sk(w.resource_type, &w.id, w.version),
+            ver: w.version,
+            del: w.deleted,
+            upd: w.last_updated.clone(),
+            resource_type: w.resource_type.to_owned(),
+            ct: w.ciphertext.clone(),
+            tok: None,
+        };
+        let current =
+            RecordItem { sk: current_sk(w.resource_type, &w.id), tok: Some(w.tokens.clone()), ..version.clone() };
         items.push(match w.expected_version {
-            None => put(t, current, Some("attribute_not_exists(pk)"), &[]),
-            Some(ev) => put(t, current, Some(REPLACES), &[(":ev", n(ev))]),
+            None => put(t, to_item(&current), Some("attribute_not_exists(pk)"), &[]),
+            Some(ev) => put(t, to_item(&current), Some(REPLACES), &[(":ev", n(ev))]),
         });
-        let mut version = base;
-        version.insert("sk".into(), s(version_sk(w.resource_type, &w.id, w.version)));
-        items.push(put(t, version, Some("attribute_not_exists(pk)"), &[]));
+        items.push(put(t, to_item(&version), Some("attribute_not_exists(pk)"), &[]));
         for token in w.tokens.iter().filter(|t| !w.previous_tokens.contains(t)) {
-            let item = HashMap::from([
-                ("pk".to_owned(), s(&pk)),
-                ("sk".to_owned(), s(format!("I#{}#{}#{token}", w.resource_type, w.id))),
-                ("ix".to_owned(), s(format!("{}#{token}", w.resource_type))),
-                ("ixs".to_owned(), s(&w.id)),
-            ]);
-            items.push(put(t, item, None, &[]));
+            let item = IndexEntry {
+                pk: pk.clone(),
+                sk: schema::index_sk(w.resource_type, &w.id, token),
+                ix: search_key(w.resource_type, token),
+                ixs: w.id.clone(),
+            };
+            items.push(put(t, to_item(&item), None, &[]));
         }
         for token in w.previous_tokens.iter().filter(|t| !w.tokens.contains(t)) {
             let del = Delete::builder()
                 .table_name(t)
-                .key("pk", s(&pk))
-                .key("sk", s(format!("I#{}#{}#{token}", w.resource_type, w.id)))
+                .set_key(Some(key(&pk, schema::index_sk(w.resource_type, &w.id, token))))
                 .build()
                 .expect("table and key set");
             items.push(TransactWriteItem::builder().delete(del).build());
@@ -518,8 +446,7 @@ impl DynamoStore {
             .client
             .get_item()
             .table_name(&self.tables.records)
-            .key("pk", s(pk))
-            .key("sk", s(version_sk(w.resource_type, &w.id, w.version)))
+            .set_key(Some(key(pk, version_sk(w.resource_type, &w.id, w.version))))
             .consistent_read(true)
             .send()
             .await
@@ -564,13 +491,12 @@ where
         let out = client
             .get_item()
             .table_name(records_table)
-            .key("pk", s("CONFIG"))
-            .key("sk", s(name))
+            .set_key(Some(key(CONFIG_PK, name)))
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        Ok::<_, PortError>(out.item().and_then(|i| get_b(i, "wk")))
+        Ok::<_, PortError>(out.item().map(from_item::<WrappedKey>).transpose()?.map(|k| k.wk))
     };
     if let Some(wrapped) = read().await? {
         return unwrap(wrapped).await;
@@ -579,9 +505,7 @@ where
     let res = client
         .put_item()
         .table_name(records_table)
-        .item("pk", s("CONFIG"))
-        .item("sk", s(name))
-        .item("wk", b(&wrapped))
+        .set_item(Some(to_item(&WrappedKey { pk: CONFIG_PK.into(), sk: name.into(), wk: wrapped, created: None })))
         .condition_expression("attribute_not_exists(pk)")
         .send()
         .await;
@@ -634,12 +558,11 @@ impl RecordStore for DynamoStore {
             .client
             .get_item()
             .table_name(&self.tables.records)
-            .key("pk", s(locator_pk(ty, id)))
-            .key("sk", s("L"))
+            .set_key(Some(key(locator_pk(ty, id), LOCATOR_SK)))
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        Ok(self.resolved(out.item()).await?.and_then(|i| get_s(&i, "p").map(str::to_owned)))
+        Ok(self.resolved(out.item()).await?.as_ref().map(from_item::<Locator>).transpose()?.map(|l| l.p))
     }
 
     async fn wrapped_key(&self, patient: &str) -> Result<Option<Vec<u8>>, PortError> {
@@ -647,13 +570,13 @@ impl RecordStore for DynamoStore {
             .client
             .get_item()
             .table_name(&self.tables.records)
-            .key("pk", s(patient_pk(patient)))
-            .key("sk", s("KEY"))
+            .set_key(Some(key(patient_pk(patient), DATA_KEY_SK)))
             .projection_expression("wk, tx")
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
-        Ok(self.resolved(out.item()).await?.and_then(|i| get_b(&i, "wk")))
+        let item = self.resolved(out.item()).await?;
+        Ok(item.and_then(|i| i.get("wk").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec())))
     }
 
     async fn current(&self, patient: &str, ty: &str, id: &str) -> Result<Option<Current>, PortError> {
@@ -661,8 +584,7 @@ impl RecordStore for DynamoStore {
             .client
             .get_item()
             .table_name(&self.tables.records)
-            .key("pk", s(patient_pk(patient)))
-            .key("sk", s(current_sk(ty, id)))
+            .set_key(Some(key(patient_pk(patient), current_sk(ty, id))))
             .consistent_read(true)
             .send()
             .await
@@ -671,7 +593,7 @@ impl RecordStore for DynamoStore {
     }
 
     async fn compartment(&self, patient: &str, ty: &str) -> Result<Vec<(String, Current)>, PortError> {
-        let prefix = format!("C#{ty}#");
+        let prefix = current_prefix(Some(ty));
         let items = self
             .query_all(&|q| {
                 q.key_condition_expression("pk = :pk AND begins_with(sk, :c)")
@@ -697,7 +619,7 @@ impl RecordStore for DynamoStore {
             .query_all(&|q| {
                 q.key_condition_expression("pk = :pk AND begins_with(sk, :c)")
                     .expression_attribute_values(":pk", s(patient_pk(patient)))
-                    .expression_attribute_values(":c", s("C#"))
+                    .expression_attribute_values(":c", s(current_prefix(None)))
                     .projection_expression("pk, sk, del, tx, pend")
                     .consistent_read(true)
             })
@@ -706,8 +628,7 @@ impl RecordStore for DynamoStore {
         Ok(items
             .iter()
             .map(|item| {
-                let sk = get_s(item, "sk").and_then(|sk| sk.strip_prefix("C#")).unwrap_or_default();
-                let (ty, id) = sk.split_once('#').unwrap_or((sk, ""));
+                let (ty, id) = get_s(item, "sk").and_then(schema::parse_current_sk).unwrap_or_default();
                 (ty.to_owned(), id.to_owned(), get_bool(item, "del"))
             })
             .collect())
@@ -717,12 +638,7 @@ impl RecordStore for DynamoStore {
         if records.is_empty() {
             return Ok(vec![]);
         }
-        let keys = records
-            .iter()
-            .map(|(ty, id)| {
-                HashMap::from([("pk".to_owned(), s(patient_pk(patient))), ("sk".to_owned(), s(current_sk(ty, id)))])
-            })
-            .collect();
+        let keys = records.iter().map(|(ty, id)| key(patient_pk(patient), current_sk(ty, id))).collect();
         let items = batch_get_all(&self.client, &self.tables.records, keys, |k| k).await?;
         let mut found: HashMap<String, Current> = HashMap::with_capacity(records.len());
         for item in self.all_resolved(items).await? {
@@ -737,7 +653,7 @@ impl RecordStore for DynamoStore {
         patient: &str,
         ty: Option<&str>,
     ) -> Result<Vec<(String, String, Version)>, PortError> {
-        let prefix = ty.map_or("V#".to_owned(), |ty| format!("V#{ty}#"));
+        let prefix = version_prefix(ty, None);
         let items = self
             .query_all(&|q| {
                 q.key_condition_expression("pk = :pk AND begins_with(sk, :v)")
@@ -750,10 +666,7 @@ impl RecordStore for DynamoStore {
         items
             .iter()
             .map(|item| {
-                // V#{type}#{id}#{version}
-                let sk = get_s(item, "sk").and_then(|sk| sk.strip_prefix("V#")).unwrap_or_default();
-                let (ty, rest) = sk.split_once('#').unwrap_or_default();
-                let id = rest.rsplit_once('#').map_or(rest, |(id, _)| id);
+                let (ty, id) = get_s(item, "sk").and_then(schema::parse_version_sk).unwrap_or_default();
                 Ok((ty.to_owned(), id.to_owned(), version_from(item)?))
             })
             .collect()
@@ -764,8 +677,7 @@ impl RecordStore for DynamoStore {
             .client
             .get_item()
             .table_name(&self.tables.records)
-            .key("pk", s(patient_pk(patient)))
-            .key("sk", s(version_sk(ty, id, version)))
+            .set_key(Some(key(patient_pk(patient), version_sk(ty, id, version))))
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
@@ -804,7 +716,7 @@ impl RecordStore for DynamoStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, PortError> {
-        let items = self.index_page(&format!("{ty}#{token}"), after, limit).await?;
+        let items = self.index_page(&search_key(ty, token), after, limit).await?;
         let mut ids: Vec<String> = items.iter().filter_map(|i| get_s(i, "ixs").map(str::to_owned)).collect();
         ids.sort();
         ids.dedup();
@@ -817,7 +729,7 @@ impl RecordStore for DynamoStore {
             .query_all(&|q| {
                 q.index_name(SEARCH_INDEX)
                     .key_condition_expression("ix = :ix")
-                    .expression_attribute_values(":ix", s(format!("{ty}#{token}")))
+                    .expression_attribute_values(":ix", s(search_key(ty, token)))
             })
             .await?;
         let mut ids: Vec<String> = items.iter().filter_map(|i| get_s(i, "ixs").map(str::to_owned)).collect();
@@ -899,11 +811,8 @@ impl RecordStore for DynamoStore {
     }
 
     async fn audit_once(&self, key: &str, audit: &AuditEntry, events: Vec<DomainEvent>) -> Result<bool, PortError> {
-        let marker = HashMap::from([
-            ("pk".to_owned(), s(format!("ONCE#{key}"))),
-            ("sk".to_owned(), s("ONCE")),
-            ("at".to_owned(), s(&audit.recorded)),
-        ]);
+        let mut marker = schema::once_key(key);
+        marker.insert("at".into(), s(&audit.recorded));
         let mut items = vec![put(&self.tables.records, marker, Some("attribute_not_exists(pk)"), &[])];
         items.extend(self.outbox_items(&events));
         match self.commit_with_audit(items, std::slice::from_ref(audit)).await {
@@ -914,20 +823,22 @@ impl RecordStore for DynamoStore {
     }
 }
 
-fn break_glass_from(item: &HashMap<String, AV>) -> Option<crate::ports::BreakGlassAccess> {
-    let review = get_s(item, "outcome").map(|outcome| crate::ports::BreakGlassReview {
-        outcome: outcome.to_owned(),
-        reviewer: get_s(item, "reviewer").unwrap_or_default().to_owned(),
-        at: get_s(item, "rat").unwrap_or_default().to_owned(),
-        sealed_note: get_b(item, "note"),
+fn break_glass_from(item: &HashMap<String, AV>) -> Result<crate::ports::BreakGlassAccess, PortError> {
+    let bg: BreakGlassItem = from_item(item)?;
+    let review = bg.outcome.map(|outcome| crate::ports::BreakGlassReview {
+        outcome,
+        reviewer: bg.reviewer.unwrap_or_default(),
+        at: bg.rat.unwrap_or_default(),
+        sealed_note: bg.note,
     });
-    Some(crate::ports::BreakGlassAccess {
-        patient: get_s(item, "pk")?.strip_prefix("P#")?.to_owned(),
-        audit_id: get_s(item, "sk")?.strip_prefix("BG#")?.to_owned(),
-        recorded: get_s(item, "at")?.to_owned(),
-        code: get_s(item, "code")?.to_owned(),
-        audit_event: get_s(item, "body")?.to_owned(),
-        sealed_reason: get_b(item, "reason")?,
+    let misplaced = || PortError::Integrity("break-glass item outside its place".into());
+    Ok(crate::ports::BreakGlassAccess {
+        patient: schema::patient_of_pk(&bg.pk).ok_or_else(misplaced)?.to_owned(),
+        audit_id: bg.sk.strip_prefix(schema::BREAK_GLASS_PREFIX).ok_or_else(misplaced)?.to_owned(),
+        recorded: bg.at,
+        code: bg.code,
+        audit_event: bg.body,
+        sealed_reason: bg.reason,
         review,
     })
 }
@@ -949,19 +860,19 @@ impl crate::ports::AuditLog for DynamoStore {
         for key in keys {
             let (Some(pk), Some(sk)) = (get_s(&key, "pk"), get_s(&key, "sk")) else { continue };
             let item = self.projected_item(pk, sk, &BREAK_GLASS_ATTRIBUTES).await?;
-            if let Some(access) = item.filter(|i| get_s(i, "ix") == Some(ix)).as_ref().and_then(break_glass_from) {
-                found.push(access);
+            if let Some(item) = item.filter(|i| get_s(i, "ix") == Some(ix)) {
+                found.push(break_glass_from(&item)?);
             }
         }
         Ok(found)
     }
 
     async fn break_glass_access(&self, audit_id: &str) -> Result<Option<crate::ports::BreakGlassAccess>, PortError> {
-        let locator = self.projected_item(&locator_pk(BREAK_GLASS_LOCATOR, audit_id), "L", &["p"]).await?;
+        let locator = self.projected_item(&locator_pk(BREAK_GLASS_LOCATOR, audit_id), LOCATOR_SK, &["p"]).await?;
         let Some(patient) = locator.as_ref().and_then(|l| get_s(l, "p")) else { return Ok(None) };
-        let sk = format!("BG#{audit_id}");
-        let item = self.projected_item(&patient_pk(patient), &sk, &BREAK_GLASS_ATTRIBUTES).await?;
-        Ok(item.as_ref().and_then(break_glass_from))
+        let item =
+            self.projected_item(&patient_pk(patient), &break_glass_sk(audit_id), &BREAK_GLASS_ATTRIBUTES).await?;
+        item.as_ref().map(break_glass_from).transpose()
     }
 
     async fn review_break_glass(
@@ -972,8 +883,7 @@ impl crate::ports::AuditLog for DynamoStore {
     ) -> Result<(), PortError> {
         let mut update = aws_sdk_dynamodb::types::Update::builder()
             .table_name(&self.tables.records)
-            .key("pk", s(patient_pk(&access.patient)))
-            .key("sk", s(format!("BG#{}", access.audit_id)))
+            .set_key(Some(key(patient_pk(&access.patient), break_glass_sk(&access.audit_id))))
             .condition_expression("#ix = :pending")
             .expression_attribute_values(":pending", s(BREAK_GLASS_PENDING))
             .expression_attribute_values(":reviewed", s(BREAK_GLASS_REVIEWED))
@@ -994,7 +904,7 @@ impl crate::ports::AuditLog for DynamoStore {
     }
 
     async fn count_failure(&self, current: &str, previous: &str, expires: i64) -> Result<u64, PortError> {
-        let key = |k: &str| HashMap::from([("pk".to_owned(), s(format!("FAILS#{k}"))), ("sk".to_owned(), s("FAILS"))]);
+        let key = schema::failures_key;
         let counted = |item: Option<&HashMap<String, AV>>| {
             item.and_then(|i| i.get("n")).and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)
         };
@@ -1131,22 +1041,17 @@ pub async fn read_audit_chains(
             .map_err(|e| port_error("dynamodb", &e))?;
         for item in out.items() {
             let pk = get_s(item, "pk").unwrap_or_default();
-            let seq = get_n(item, "sk").unwrap_or(0);
-            if let Some(shard) = pk.strip_prefix("CHAIN#").and_then(|x| x.parse().ok()) {
+            if let Some(shard) = schema::shard_of_chain(pk) {
+                let r: ChainItem = from_item(item)?;
                 records.entry(shard).or_default().push(Record {
-                    seq,
-                    prev: get_s(item, "prev").unwrap_or_default().to_owned(),
-                    hash: get_s(item, "hash").unwrap_or_default().to_owned(),
-                    body: get_s(item, "body").unwrap_or_default().to_owned(),
+                    seq: r.sk,
+                    prev: r.prev,
+                    hash: r.hash,
+                    body: r.entry.body,
                 });
-            } else if let Some(shard) = pk.strip_prefix("HEAD#").and_then(|x| x.parse().ok()) {
-                heads.insert(
-                    shard,
-                    Head {
-                        seq: get_n(item, "seq").unwrap_or(0),
-                        hash: get_s(item, "hash").unwrap_or_default().to_owned(),
-                    },
-                );
+            } else if let Some(shard) = schema::shard_of_head(pk) {
+                let h: HeadItem = from_item(item)?;
+                heads.insert(shard, Head { seq: h.seq, hash: h.hash });
             }
         }
         match out.last_evaluated_key() {

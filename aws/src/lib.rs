@@ -20,6 +20,7 @@ pub mod purge;
 pub mod relay;
 pub mod roster;
 pub mod s3;
+pub mod schema;
 pub mod stream;
 
 use crate::error::PortError;

@@ -23,7 +23,7 @@ fn s<'a>(image: &'a HashMap<String, Value>, k: &str) -> Option<&'a str> {
 
 /// (shard, seq) of a chain record's image.
 fn position(image: &HashMap<String, Value>) -> Option<(u32, u64)> {
-    let shard = s(image, "pk")?.strip_prefix("CHAIN#")?.parse().ok()?;
+    let shard = crate::schema::shard_of_chain(s(image, "pk")?)?;
     let seq = image.get("sk")?.get("N")?.as_str()?.parse().ok()?;
     Some((shard, seq))
 }

@@ -5,6 +5,7 @@
 
 use super::dynamo::{get_s, n, s};
 use super::port_error;
+use super::schema::{claim_pk, to_item, ClaimItem};
 use crate::consumer::{self, Delivery};
 use crate::error::PortError;
 use crate::events::Envelope;
@@ -33,10 +34,12 @@ impl EventClaims for ProcessedEvents {
             .ddb
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(self.key(event_id)))
-            .item("state", s("claimed"))
-            .item("lease", n(now + self.lease_seconds))
-            .item("expires", n(now + KEEP_SECONDS))
+            .set_item(Some(to_item(&ClaimItem {
+                pk: self.key(event_id),
+                state: "claimed".into(),
+                lease: Some(now + self.lease_seconds),
+                expires: now + KEEP_SECONDS,
+            })))
             .condition_expression("attribute_not_exists(pk) OR (#s = :claimed AND #l < :now)")
             .expression_attribute_names("#s", "state")
             .expression_attribute_names("#l", "lease")
@@ -85,7 +88,7 @@ impl EventClaims for ProcessedEvents {
 
 impl ProcessedEvents {
     fn key(&self, event_id: &str) -> String {
-        format!("{}#{event_id}", self.consumer)
+        claim_pk(&self.consumer, event_id)
     }
 
     /// Whether an event was processed (for operators and tests).

@@ -17,8 +17,12 @@
 //! SHA-256 digests of the destroyed wrapped key or ciphertexts, the policy;
 //! never PHI.
 
-use super::dynamo::{batch_write_all, get_n, get_s, patient_pk, query_all, s, DynamoStore};
+use super::dynamo::{batch_write_all, get_s, query_all, s, DynamoStore};
 use super::port_error;
+use super::schema::{
+    self, current_sk, from_item, index_prefix, key, locator_pk, patient_pk, to_item, version_prefix, ErasureRequest,
+    Hold, RecordItem, DATA_KEY_SK, ERASE_PK, HOLD_PK, LOCATOR_SK,
+};
 use crate::audit::AuditEntry;
 use crate::crypto::blind::BlindIndex;
 use crate::crypto::{hex, sha256};
@@ -33,8 +37,6 @@ use medrec_core::purge::{
 use serde_json::json;
 use std::collections::HashMap;
 
-const HOLD_PK: &str = "HOLD";
-const ERASE_PK: &str = "ERASE";
 /// S3's limit on keys in one DeleteObjects call.
 const DELETE_OBJECTS_LIMIT: usize = 1000;
 
@@ -67,13 +69,15 @@ impl Purger<'_> {
         self.ddb
             .put_item()
             .table_name(self.records_table)
-            .item("pk", s(HOLD_PK))
-            .item("sk", s(target.reference()))
-            .item("p", s(&patient))
-            .item("by", s(by))
-            .item("reason", s(reason))
-            .item("ticket", s(ticket))
-            .item("at", s(crate::fhir::now_instant()))
+            .set_item(Some(to_item(&Hold {
+                pk: HOLD_PK.into(),
+                sk: target.reference(),
+                p: patient.clone(),
+                by: by.into(),
+                reason: reason.into(),
+                ticket: ticket.into(),
+                at: crate::fhir::now_instant(),
+            })))
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
@@ -87,8 +91,7 @@ impl Purger<'_> {
             .ddb
             .delete_item()
             .table_name(self.records_table)
-            .key("pk", s(HOLD_PK))
-            .key("sk", s(target.reference()))
+            .set_key(Some(key(HOLD_PK, target.reference())))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await
@@ -108,11 +111,13 @@ impl Purger<'_> {
         self.ddb
             .put_item()
             .table_name(self.records_table)
-            .item("pk", s(ERASE_PK))
-            .item("sk", s(patient))
-            .item("by", s(by))
-            .item("ticket", s(ticket))
-            .item("at", s(crate::fhir::now_instant()))
+            .set_item(Some(to_item(&ErasureRequest {
+                pk: ERASE_PK.into(),
+                sk: patient.into(),
+                by: by.into(),
+                ticket: ticket.into(),
+                at: crate::fhir::now_instant(),
+            })))
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
@@ -174,9 +179,9 @@ impl Purger<'_> {
     async fn holds(&self) -> Result<Holds, PortError> {
         let mut holds = Holds::default();
         for item in self.partition(HOLD_PK, None).await? {
-            let (Some(reference), Some(patient)) = (get_s(&item, "sk"), get_s(&item, "p")) else { continue };
-            holds.compartments.insert(patient.to_owned());
-            holds.references.insert(reference.to_owned());
+            let hold: Hold = from_item(&item)?;
+            holds.compartments.insert(hold.p);
+            holds.references.insert(hold.sk);
         }
         Ok(holds)
     }
@@ -205,8 +210,8 @@ impl Purger<'_> {
             .partition(ERASE_PK, None)
             .await?
             .iter()
-            .filter_map(|i| Some((get_s(i, "sk")?.to_owned(), get_s(i, "at")?.to_owned())))
-            .collect();
+            .map(|i| from_item::<ErasureRequest>(i).map(|e| (e.sk, e.at)))
+            .collect::<Result<_, _>>()?;
         let mut planner = Planner::new(retention, now, self.holds().await?, erasures);
         let all = self.index.token("Patient", "_all", "");
         for patient in self.store.ids_for_token("Patient", &all).await? {
@@ -225,20 +230,14 @@ impl Purger<'_> {
         let mut resources = Compartment::new();
         for item in self.partition(&patient_pk(compartment), None).await? {
             let sk = get_s(&item, "sk").unwrap_or_default();
-            let upd = get_s(&item, "upd").unwrap_or_default().to_owned();
-            let mut parts = sk.split('#');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some("KEY"), None, None) => shredded = false,
-                (Some("C"), Some(ty), Some(id)) => {
-                    let ver = get_n(&item, "ver").unwrap_or(0);
-                    let deleted = item.get("del").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
-                    resources.entry((ty.into(), id.into())).or_default().current = Some((ver, deleted, upd));
-                }
-                (Some("V"), Some(ty), Some(id)) => {
-                    let ver = get_n(&item, "ver").unwrap_or(0);
-                    resources.entry((ty.into(), id.into())).or_default().history.push((ver, upd));
-                }
-                _ => {}
+            if sk == DATA_KEY_SK {
+                shredded = false;
+            } else if let Some((ty, id)) = schema::parse_current_sk(sk) {
+                let r: RecordItem = from_item(&item)?;
+                resources.entry((ty.into(), id.into())).or_default().current = Some((r.ver, r.del, r.upd));
+            } else if let Some((ty, id)) = schema::parse_version_sk(sk) {
+                let r: RecordItem = from_item(&item)?;
+                resources.entry((ty.into(), id.into())).or_default().history.push((r.ver, r.upd));
             }
         }
         Ok((resources, shredded))
@@ -274,7 +273,7 @@ impl Purger<'_> {
                     // key, and the rerun finds nothing left to delete and
                     // shreds then.
                     report.objects_deleted += self.delete_objects(&format!("{}/", c.patient)).await?;
-                    self.delete_keys(vec![(patient_pk(&c.patient), "KEY".into())]).await?;
+                    self.delete_keys(vec![(patient_pk(&c.patient), DATA_KEY_SK.into())]).await?;
                     self.drop_index_entries(&c.patient).await?;
                     report.shredded += 1;
                 }
@@ -298,14 +297,17 @@ impl Purger<'_> {
         by: &str,
     ) -> Result<usize, PortError> {
         let (pk, reference) = (patient_pk(&r.patient), format!("{}/{}", r.resource_type, r.id));
-        let stored = self.partition(&pk, Some(&format!("V#{}#{}#", r.resource_type, r.id))).await?;
+        let stored = self.partition(&pk, Some(&version_prefix(Some(&r.resource_type), Some(&r.id)))).await?;
         let mut entities = vec![reference.clone()];
         let mut keys = vec![];
         for item in &stored {
-            let Some(ver) = get_n(item, "ver").filter(|v| r.versions.contains(v)) else { continue };
-            let ct = item.get("ct").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()).unwrap_or_default();
-            entities.push(format!("urn:medrec:purged-version-sha256:{reference}/_history/{ver}:{}", hex(&sha256(&ct))));
-            keys.push((pk.clone(), get_s(item, "sk").unwrap_or_default().to_owned()));
+            let stored: RecordItem = from_item(item)?;
+            if !r.versions.contains(&stored.ver) {
+                continue;
+            }
+            let digest = hex(&sha256(stored.ct.as_deref().unwrap_or_default()));
+            entities.push(format!("urn:medrec:purged-version-sha256:{reference}/_history/{}:{digest}", stored.ver));
+            keys.push((pk.clone(), stored.sk));
         }
         entities.push(policy_urn(policy));
         self.audit_purge(&r.once_key(), &r.patient, by, "purge-resource", entities).await?;
@@ -318,13 +320,13 @@ impl Purger<'_> {
                 "Binary" => objects = self.delete_objects(&format!("{}/{}", r.patient, r.id)).await?,
                 _ => {}
             }
-            let index = self.partition(&pk, Some(&format!("I#{}#{}#", r.resource_type, r.id))).await?;
+            let index = self.partition(&pk, Some(&index_prefix(Some((&r.resource_type, &r.id))))).await?;
             keys.extend(index.iter().map(|i| (pk.clone(), get_s(i, "sk").unwrap_or_default().to_owned())));
-            keys.push((format!("L#{}#{}", r.resource_type, r.id), "L".into()));
+            keys.push((locator_pk(&r.resource_type, &r.id), LOCATOR_SK.into()));
         }
         self.delete_keys(keys).await?;
         if r.whole {
-            self.delete_keys(vec![(pk, format!("C#{}#{}", r.resource_type, r.id))]).await?;
+            self.delete_keys(vec![(pk, current_sk(&r.resource_type, &r.id))]).await?;
         }
         Ok(objects)
     }
@@ -333,7 +335,7 @@ impl Purger<'_> {
     /// search it can no longer answer (and the plan stops listing it).
     async fn drop_index_entries(&self, patient: &str) -> Result<(), PortError> {
         let pk = patient_pk(patient);
-        let index = self.partition(&pk, Some("I#")).await?;
+        let index = self.partition(&pk, Some(&index_prefix(None))).await?;
         self.delete_keys(index.iter().map(|i| (pk.clone(), get_s(i, "sk").unwrap_or_default().to_owned())).collect())
             .await
     }
@@ -342,7 +344,7 @@ impl Purger<'_> {
         let requests = keys
             .iter()
             .map(|(pk, sk)| {
-                let delete = DeleteRequest::builder().key("pk", s(pk)).key("sk", s(sk)).build().expect("key set");
+                let delete = DeleteRequest::builder().set_key(Some(key(pk, sk))).build().expect("key set");
                 WriteRequest::builder().delete_request(delete).build()
             })
             .collect();

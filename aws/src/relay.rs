@@ -7,12 +7,13 @@
 
 use super::dynamo::{batch_get_all, batch_write_all, get_s};
 use super::port_error;
+use super::schema::{key, to_item, OutboxEvent};
 use super::stream::{ItemFailure, StreamBatchResponse, StreamEvent};
 use crate::error::PortError;
 use crate::events::{Envelope, SOURCE};
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// EventBridge's limit on entries in one PutEvents call.
 const PUT_EVENTS_LIMIT: usize = 10;
@@ -62,15 +63,7 @@ impl Relay {
     }
 
     async fn already_sent(&self, pending: &[(String, Envelope)]) -> Result<HashSet<String>, PortError> {
-        let keys = pending
-            .iter()
-            .map(|(_, e)| {
-                HashMap::from([
-                    ("pk".to_owned(), AttributeValue::S(e.aggregate.clone())),
-                    ("sk".to_owned(), AttributeValue::S(e.sequence.clone())),
-                ])
-            })
-            .collect();
+        let keys = pending.iter().map(|(_, e)| key(&e.aggregate, &e.sequence)).collect();
         let items = batch_get_all(&self.ddb, &self.outbox_table, keys, |k| {
             k.projection_expression("id, #s").expression_attribute_names("#s", "status")
         })
@@ -107,19 +100,19 @@ impl Relay {
     }
 
     async fn mark_sent(&self, published: &[&(String, Envelope)]) -> Result<(), PortError> {
-        let expires = (time::OffsetDateTime::now_utc().unix_timestamp() + SENT_KEEP_SECONDS).to_string();
+        let expires = (time::OffsetDateTime::now_utc().unix_timestamp() + SENT_KEEP_SECONDS) as u64;
         let requests = published
             .iter()
             .map(|(_, e)| {
-                let item = HashMap::from([
-                    ("pk".to_owned(), AttributeValue::S(e.aggregate.clone())),
-                    ("sk".to_owned(), AttributeValue::S(e.sequence.clone())),
-                    ("id".to_owned(), AttributeValue::S(e.id.clone())),
-                    ("type".to_owned(), AttributeValue::S(e.event_type.clone())),
-                    ("detail".to_owned(), AttributeValue::S(e.data.to_string())),
-                    ("status".to_owned(), AttributeValue::S("sent".into())),
-                    ("expires".to_owned(), AttributeValue::N(expires.clone())),
-                ]);
+                let item = to_item(&OutboxEvent {
+                    pk: e.aggregate.clone(),
+                    sk: e.sequence.clone(),
+                    id: e.id.clone(),
+                    event_type: e.event_type.clone(),
+                    detail: e.data.to_string(),
+                    status: "sent".into(),
+                    expires: Some(expires),
+                });
                 WriteRequest::builder()
                     .put_request(PutRequest::builder().set_item(Some(item)).build().expect("item set"))
                     .build()

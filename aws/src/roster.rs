@@ -4,10 +4,9 @@
 
 use super::dynamo::get_s;
 use super::port_error;
+use super::schema::{patient_of_roster, roster_pk, to_item, RosterItem};
 use crate::error::PortError;
 use aws_sdk_dynamodb::types::AttributeValue;
-
-const PREFIX: &str = "ROSTER#";
 
 pub struct Roster {
     pub ddb: aws_sdk_dynamodb::Client,
@@ -19,8 +18,7 @@ impl Roster {
         self.ddb
             .put_item()
             .table_name(&self.table)
-            .item("pk", AttributeValue::S(format!("{PREFIX}{patient}")))
-            .item("since", AttributeValue::S(crate::fhir::now_instant()))
+            .set_item(Some(to_item(&RosterItem { pk: roster_pk(patient), since: crate::fhir::now_instant() })))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
@@ -42,12 +40,12 @@ impl Roster {
                 .scan()
                 .table_name(&self.table)
                 .filter_expression("begins_with(pk, :p)")
-                .expression_attribute_values(":p", AttributeValue::S(PREFIX.into()))
+                .expression_attribute_values(":p", AttributeValue::S(roster_pk("")))
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| port_error("dynamodb", &e))?;
-            out.extend(page.items().iter().filter_map(|i| get_s(i, "pk")?.strip_prefix(PREFIX).map(str::to_owned)));
+            out.extend(page.items().iter().filter_map(|i| patient_of_roster(get_s(i, "pk")?).map(str::to_owned)));
             match page.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
                 _ => break,

@@ -407,16 +407,16 @@ impl Harness {
     /// the stored timestamps can.
     pub async fn backdate(&self, patient: &str, ty: &str, id: &str, versions: &[u64], to: &str) {
         use aws_sdk_dynamodb::types::AttributeValue as AV;
-        let mut keys: Vec<String> = versions.iter().map(|v| format!("V#{ty}#{id}#{v:010}")).collect();
-        keys.push(format!("C#{ty}#{id}"));
+        use medrec_edge::aws::schema;
+        let mut keys: Vec<String> = versions.iter().map(|v| schema::version_sk(ty, id, *v)).collect();
+        keys.push(schema::current_sk(ty, id));
         for sk in keys {
             self.stack
                 .clients
                 .dynamodb
                 .update_item()
                 .table_name(self.table("RecordsTable"))
-                .key("pk", AV::S(format!("P#{patient}")))
-                .key("sk", AV::S(sk))
+                .set_key(Some(schema::key(schema::patient_pk(patient), sk)))
                 .condition_expression("attribute_exists(pk)")
                 .update_expression("SET upd = :u")
                 .expression_attribute_values(":u", AV::S(to.into()))
@@ -470,7 +470,11 @@ impl Harness {
         self.scan(&self.table("AuditTable"))
             .await
             .iter()
-            .filter(|i| i.get("pk").and_then(|p| p.as_s().ok()).is_some_and(|p| p.starts_with("CHAIN#")))
+            .filter(|i| {
+                i.get("pk")
+                    .and_then(|p| p.as_s().ok())
+                    .is_some_and(|p| medrec_edge::aws::schema::shard_of_chain(p).is_some())
+            })
             .filter_map(|i| i.get("body").and_then(|b| b.as_s().ok()))
             .map(|b| serde_json::from_str(b).expect("audit body is JSON"))
             .collect()

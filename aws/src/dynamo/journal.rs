@@ -24,10 +24,14 @@
 //! rolling back deletes what prepare created and releases what it held.
 //! Whoever finds a journal unfinished (`finish_transactions`) completes it.
 
-use super::{get_n, get_s, n, s, ChainRecord, DynamoStore, MAX_TRANSACTION_ITEMS};
+use super::{chain_entry, get_n, get_s, n, outbox_event, s, DynamoStore, MAX_TRANSACTION_ITEMS};
 use crate::audit::AuditEntry;
 use crate::error::PortError;
 use crate::ports::{DomainEvent, ResourceWrite};
+use crate::schema::{
+    from_item, journal_page_sk as page_sk, journal_pk, key, to_item, ChainEntry, JournalRecords, OutboxEvent,
+    TransactionHeader, TRANSACTION_HEADERS as HEADERS,
+};
 use aws_sdk_dynamodb::types::{AttributeValue as AV, Delete, Put, TransactWriteItem, Update};
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -42,8 +46,6 @@ fn key_of(item: &Item) -> (String, String) {
     (part("pk"), part("sk"))
 }
 
-/// The partition of every transaction header, so a sweep finds them.
-const HEADERS: &str = "TX";
 /// How long a finished header stays (DynamoDB TTL), for readers that met
 /// one of its items before it finished.
 const FINISHED_TTL_SECONDS: i64 = 86_400;
@@ -63,43 +65,6 @@ fn now() -> i64 {
 /// less or more by rounding.
 fn now_millis() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-fn journal_pk(id: &str) -> String {
-    format!("TX#{id}")
-}
-
-fn page_sk(kind: char, i: usize) -> String {
-    format!("{kind}#{i:05}")
-}
-
-impl ChainRecord {
-    fn to_av(&self) -> AV {
-        let mut m = HashMap::from([
-            ("id".to_owned(), s(&self.id)),
-            ("at".to_owned(), s(&self.at)),
-            ("body".to_owned(), s(&self.body)),
-        ]);
-        if let Some(p) = &self.patient {
-            m.insert("patient".into(), s(p));
-        }
-        if let Some(a) = &self.agent {
-            m.insert("agent".into(), s(a));
-        }
-        AV::M(m)
-    }
-
-    fn from_av(v: &AV) -> Result<Self, PortError> {
-        let m = v.as_m().map_err(|_| PortError::Integrity("journal record is not a map".into()))?;
-        let field = |k: &str| get_s(m, k).map(str::to_owned);
-        Ok(ChainRecord {
-            id: field("id").ok_or_else(|| PortError::Integrity("journal record without id".into()))?,
-            at: field("at").unwrap_or_default(),
-            body: field("body").unwrap_or_default(),
-            patient: field("patient"),
-            agent: field("agent"),
-        })
-    }
 }
 
 /// How the journal lists an item of a transaction (`k` beside its key):
@@ -234,23 +199,22 @@ impl DynamoStore {
             .client
             .get_item()
             .table_name(&self.tables.records)
-            .key("pk", s(HEADERS))
-            .key("sk", s(id))
+            .set_key(Some(key(HEADERS, id)))
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| super::port_error("dynamodb", &e))?;
         let Some(item) = out.item() else { return Ok(None) };
-        let state = match get_s(item, "state") {
-            Some("committed") => State::Committed,
-            Some("aborted") => State::Aborted,
+        let header: TransactionHeader = from_item(item)?;
+        let state = match header.state.as_str() {
+            "committed" => State::Committed,
+            "aborted" => State::Aborted,
             _ => State::Pending,
         };
         if state != State::Pending {
             self.tx_states.lock().expect("tx states lock").insert(id.to_owned(), state == State::Committed);
         }
-        let done = item.get("done").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
-        Ok(Some((state, done)))
+        Ok(Some((state, header.done)))
     }
 
     /// Commits `writes` too many for one `TransactWriteItems`; `audits`
@@ -266,9 +230,8 @@ impl DynamoStore {
         let id = crate::crypto::random_id();
         // The flip: the header, the Bundle's record and its chain head.
         let flip = vec![self.header_transition(&id, "pending", "committed")];
-        let records: Vec<ChainRecord> = entry_audits.iter().map(ChainRecord::of).collect();
-        let outbox: Vec<AV> =
-            self.outbox_items(&events).iter().filter_map(|i| i.put().map(|p| AV::M(p.item().clone()))).collect();
+        let records: Vec<ChainEntry> = entry_audits.iter().map(chain_entry).collect();
+        let outbox: Vec<OutboxEvent> = events.iter().map(outbox_event).collect();
         let pages = records.len().div_ceil(RECORDS_PER_PAGE).max(1);
         let events_per_page = outbox.len().div_ceil(pages);
         if RECORDS_PER_PAGE + events_per_page + 2 > MAX_TRANSACTION_ITEMS {
@@ -278,40 +241,29 @@ impl DynamoStore {
             });
         }
 
-        self.put_item(
-            HashMap::from([
-                ("pk".to_owned(), s(HEADERS)),
-                ("sk".to_owned(), s(&id)),
-                ("state".to_owned(), s("pending")),
-                ("deadline".to_owned(), n((now_millis() + self.transaction_deadline.as_millis() as i64) as u64)),
-                ("created".to_owned(), s(&bundle.recorded)),
-            ]),
-            true,
-        )
-        .await?;
+        let header = TransactionHeader {
+            pk: HEADERS.into(),
+            sk: id.clone(),
+            state: "pending".into(),
+            deadline: (now_millis() + self.transaction_deadline.as_millis() as i64) as u64,
+            created: bundle.recorded.clone(),
+            done: false,
+        };
+        self.put_item(to_item(&header), true).await?;
         let mut held = Held::new();
         let committed = async {
             for page in 0..pages {
-                let take = |all: &[AV], per: usize| all.iter().skip(page * per).take(per).cloned().collect::<Vec<_>>();
-                let recs: Vec<AV> = records
-                    .iter()
-                    .skip(page * RECORDS_PER_PAGE)
-                    .take(RECORDS_PER_PAGE)
-                    .map(ChainRecord::to_av)
-                    .collect();
-                self.put_item(
-                    HashMap::from([
-                        ("pk".to_owned(), s(journal_pk(&id))),
-                        ("sk".to_owned(), s(page_sk('R', page))),
-                        ("records".to_owned(), AV::L(recs)),
-                        ("events".to_owned(), AV::L(take(&outbox, events_per_page.max(1)))),
-                    ]),
-                    false,
-                )
-                .await?;
+                let per = events_per_page.max(1);
+                let journal = JournalRecords {
+                    pk: journal_pk(&id),
+                    sk: page_sk('R', page),
+                    records: records.iter().skip(page * RECORDS_PER_PAGE).take(RECORDS_PER_PAGE).cloned().collect(),
+                    events: outbox.iter().skip(page * per).take(per).cloned().collect(),
+                };
+                self.put_item(to_item(&journal), false).await?;
             }
             held = self.prepare(&id, &writes).await?;
-            self.append_chain(flip, vec![], &[ChainRecord::of(bundle)]).await
+            self.append_chain(flip, vec![], &[chain_entry(bundle)]).await
         }
         .await;
         match committed {
@@ -347,11 +299,8 @@ impl DynamoStore {
     async fn prepare(&self, id: &str, writes: &[ResourceWrite]) -> Result<Held, PortError> {
         let steps: Vec<Step> = writes.iter().flat_map(|w| self.resource_items(w)).map(|i| Step::of(i, id)).collect();
         for (page, chunk) in steps.chunks(ITEMS_PER_PAGE).enumerate() {
-            let listing = HashMap::from([
-                ("pk".to_owned(), s(journal_pk(id))),
-                ("sk".to_owned(), s(page_sk('K', page))),
-                ("keys".to_owned(), AV::L(chunk.iter().map(Step::listed).collect())),
-            ]);
+            let mut listing = key(journal_pk(id), page_sk('K', page));
+            listing.insert("keys".into(), AV::L(chunk.iter().map(Step::listed).collect()));
             let mut all = vec![super::put(&self.tables.records, listing, Some("attribute_not_exists(pk)"), &[])];
             all.extend(chunk.iter().filter_map(|step| step.write.clone()));
             self.transact(all).await.map_err(|(e, failed)| match (failed.first(), e) {
@@ -369,8 +318,7 @@ impl DynamoStore {
     fn header_transition(&self, id: &str, from: &str, to: &str) -> TransactWriteItem {
         let update = Update::builder()
             .table_name(&self.tables.records)
-            .key("pk", s(HEADERS))
-            .key("sk", s(id))
+            .set_key(Some(key(HEADERS, id)))
             .update_expression("SET #s = :to")
             .condition_expression("#s = :from")
             .expression_attribute_names("#s", "state")
@@ -445,17 +393,8 @@ impl DynamoStore {
             self.settle(id, chunk.to_vec(), committed).await?;
         }
         // The journal as it is now: the markers of the pages appended above too.
-        let pages: Vec<Item> = self
-            .journal(id)
-            .await?
-            .iter()
-            .map(|i| {
-                HashMap::from([
-                    ("pk".to_owned(), s(journal_pk(id))),
-                    ("sk".to_owned(), s(get_s(i, "sk").unwrap_or_default())),
-                ])
-            })
-            .collect();
+        let pages: Vec<Item> =
+            self.journal(id).await?.iter().map(|i| key(journal_pk(id), get_s(i, "sk").unwrap_or_default())).collect();
         for chunk in pages.chunks(MAX_TRANSACTION_ITEMS) {
             let deletes = chunk.iter().map(|key| self.delete_action(key, None)).collect();
             self.transact(deletes).await.map_err(|(e, _)| e)?;
@@ -463,8 +402,7 @@ impl DynamoStore {
         self.client
             .update_item()
             .table_name(&self.tables.records)
-            .key("pk", s(HEADERS))
-            .key("sk", s(id))
+            .set_key(Some(key(HEADERS, id)))
             .update_expression("SET done = :t, expires = :e")
             .expression_attribute_values(":t", AV::Bool(true))
             .expression_attribute_values(":e", n((now() + FINISHED_TTL_SECONDS) as u64))
@@ -486,25 +424,16 @@ impl DynamoStore {
     /// Appends one roll-forward page's audit records and events, once: its
     /// marker commits with them, so a repeat finds the marker and stops.
     async fn append_page(&self, id: &str, page: &Item) -> Result<(), PortError> {
-        let sk = get_s(page, "sk").unwrap_or_default().replacen('R', "D", 1);
-        let records: Vec<ChainRecord> = page
-            .get("records")
-            .and_then(|v| v.as_l().ok())
-            .into_iter()
-            .flatten()
-            .map(ChainRecord::from_av)
-            .collect::<Result<_, _>>()?;
-        if records.is_empty() {
+        let page: JournalRecords = from_item(page)?;
+        if page.records.is_empty() {
             return Ok(());
         }
-        let marker = HashMap::from([("pk".to_owned(), s(journal_pk(id))), ("sk".to_owned(), s(sk))]);
+        let marker = key(journal_pk(id), page.sk.replacen('R', "D", 1));
         let mut items = vec![super::put(&self.tables.records, marker, Some("attribute_not_exists(pk)"), &[])];
-        for event in page.get("events").and_then(|v| v.as_l().ok()).into_iter().flatten() {
-            if let Ok(m) = event.as_m() {
-                items.push(super::put(&self.tables.outbox, m.clone(), Some("attribute_not_exists(pk)"), &[]));
-            }
+        for event in &page.events {
+            items.push(super::put(&self.tables.outbox, to_item(event), Some("attribute_not_exists(pk)"), &[]));
         }
-        match self.append_chain(items, vec![], &records).await {
+        match self.append_chain(items, vec![], &page.records).await {
             Err(PortError::ConditionFailed(0)) => Ok(()),
             other => other,
         }

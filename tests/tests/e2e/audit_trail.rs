@@ -4,9 +4,10 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use medrec_e2e::{canary_patient, unique_tag, Harness};
+use medrec_edge::aws::schema::{self, ChainItem, HeadItem};
 use medrec_infra::audit_verify::verify;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_leaves_the_expected_audit_events() {
@@ -84,8 +85,9 @@ async fn every_request_leaves_the_expected_audit_events() {
     assert_eq!(refs, vec![format!("Patient/{id}/_history/1").as_str(), format!("Patient/{id}").as_str()]);
 }
 
-fn key(pk: &str, sk: u64) -> (AttributeValue, AttributeValue) {
-    (AttributeValue::S(pk.to_owned()), AttributeValue::N(sk.to_string()))
+/// The key of shard 0's chain record `seq` (the tests here run one shard).
+fn chain_key(seq: u64) -> HashMap<String, AttributeValue> {
+    schema::audit_key(schema::chain_pk(0), seq)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,14 +106,16 @@ async fn verify_names_each_kind_of_tampering() {
     let ddb = &h.stack.clients.dynamodb;
     let table = h.table("AuditTable");
     let get = |seq: u64| {
-        let (pk, sk) = key("CHAIN#0", seq);
-        ddb.get_item().table_name(&table).key("pk", pk).key("sk", sk).send()
+        let table = &table;
+        async move {
+            let out = ddb.get_item().table_name(table).set_key(Some(chain_key(seq))).send().await.unwrap();
+            schema::from_item::<ChainItem>(&out.item.unwrap()).unwrap()
+        }
     };
-    let put = |item: std::collections::HashMap<String, AttributeValue>| {
-        ddb.put_item().table_name(&table).set_item(Some(item)).send()
-    };
-    let original3 = get(3).await.unwrap().item.unwrap();
-    let original4 = get(4).await.unwrap().item.unwrap();
+    let put = |record: ChainItem| ddb.put_item().table_name(&table).set_item(Some(schema::to_item(&record))).send();
+    let delete = |seq: u64| ddb.delete_item().table_name(&table).set_key(Some(chain_key(seq))).send();
+    let original3 = get(3).await;
+    let original4 = get(4).await;
 
     let expect_break = |seq: u64, reason: &'static str| {
         let target = &target;
@@ -125,36 +129,27 @@ async fn verify_names_each_kind_of_tampering() {
 
     // Modified: an edited body.
     let mut edited = original3.clone();
-    let body = edited["body"].as_s().unwrap().replace("\"outcome\":\"0\"", "\"outcome\":\"4\"");
-    edited.insert("body".into(), AttributeValue::S(body));
+    edited.entry.body = edited.entry.body.replace("\"outcome\":\"0\"", "\"outcome\":\"4\"");
     put(edited).await.unwrap();
     expect_break(3, "modified").await;
     put(original3.clone()).await.unwrap();
 
     // Deleted: a record removed from the middle.
-    let (pk, sk) = key("CHAIN#0", 3);
-    ddb.delete_item().table_name(&table).key("pk", pk).key("sk", sk).send().await.unwrap();
+    delete(3).await.unwrap();
     expect_break(3, "deleted").await;
     put(original3.clone()).await.unwrap();
 
     // Reordered: two records' contents swapped.
-    let mut swapped3 = original4.clone();
-    swapped3.insert("sk".into(), AttributeValue::N("3".into()));
-    let mut swapped4 = original3.clone();
-    swapped4.insert("sk".into(), AttributeValue::N("4".into()));
-    put(swapped3).await.unwrap();
-    put(swapped4).await.unwrap();
+    put(ChainItem { sk: 3, ..original4.clone() }).await.unwrap();
+    put(ChainItem { sk: 4, ..original3.clone() }).await.unwrap();
     expect_break(3, "inserted, deleted or reordered").await;
     put(original3.clone()).await.unwrap();
     put(original4.clone()).await.unwrap();
 
     // Inserted: a forged record appended past the head.
-    let mut forged = original4.clone();
-    forged.insert("sk".into(), AttributeValue::N("7".into()));
-    put(forged).await.unwrap();
+    put(ChainItem { sk: 7, ..original4.clone() }).await.unwrap();
     expect_break(7, "inserted").await;
-    let (pk, sk) = key("CHAIN#0", 7);
-    ddb.delete_item().table_name(&table).key("pk", pk).key("sk", sk).send().await.unwrap();
+    delete(7).await.unwrap();
 
     assert!(verify(&target, false).await.unwrap().breaks.is_empty(), "restored chain verifies again");
 }
@@ -187,7 +182,7 @@ async fn reads_fail_closed_when_the_audit_record_cannot_be_stored() {
         .scan(&h.table("RecordsTable"))
         .await
         .into_iter()
-        .filter(|i| i["sk"].as_s().unwrap().starts_with("C#"))
+        .filter(|i| i["sk"].as_s().unwrap().starts_with(&schema::current_prefix(None)))
         .count();
     assert_eq!(patients, 1, "nothing half-written");
 }
@@ -228,20 +223,21 @@ async fn signed_checkpoints_catch_what_a_chain_alone_cannot() {
     // the checkpoint names the missing record.
     let ddb = &h.stack.clients.dynamodb;
     let table = h.table("AuditTable");
-    let item = |pk: &str, seq: u64| {
-        let (pk, sk) = key(pk, seq);
-        ddb.get_item().table_name(&table).key("pk", pk).key("sk", sk).send()
+    let item = |pk: String, seq: u64| {
+        let table = &table;
+        async move {
+            let out = ddb.get_item().table_name(table).set_key(Some(schema::audit_key(pk, seq))).send().await.unwrap();
+            out.item.unwrap()
+        }
     };
-    let last = item("CHAIN#0", 5).await.unwrap().item.unwrap();
-    let before = item("CHAIN#0", 4).await.unwrap().item.unwrap();
-    let head_item = item("HEAD#0", 0).await.unwrap().item.unwrap();
+    let last = item(schema::chain_pk(0), 5).await;
+    let before: ChainItem = schema::from_item(&item(schema::chain_pk(0), 4).await).unwrap();
+    let head_item = item(schema::head_pk(0), 0).await;
+    let head: HeadItem = schema::from_item(&head_item).unwrap();
     // Nothing new may be appended meanwhile: the head is rewritten below.
-    let (pk, sk) = key("CHAIN#0", 5);
-    ddb.delete_item().table_name(&table).key("pk", pk).key("sk", sk).send().await.unwrap();
-    let mut rolled_back = head_item.clone();
-    rolled_back.insert("seq".into(), AttributeValue::N("4".into()));
-    rolled_back.insert("hash".into(), before["hash"].clone());
-    ddb.put_item().table_name(&table).set_item(Some(rolled_back)).send().await.unwrap();
+    ddb.delete_item().table_name(&table).set_key(Some(chain_key(5))).send().await.unwrap();
+    let rolled_back = HeadItem { seq: 4, hash: before.hash, ..head };
+    ddb.put_item().table_name(&table).set_item(Some(schema::to_item(&rolled_back))).send().await.unwrap();
     let report = verify(&target, false).await.unwrap();
     assert!(report.breaks.is_empty(), "the shortened chain is consistent in itself");
     let finding = report.finding.expect("the checkpoint contradicts it");
@@ -250,11 +246,10 @@ async fn signed_checkpoints_catch_what_a_chain_alone_cannot() {
     ddb.put_item().table_name(&table).set_item(Some(head_item)).send().await.unwrap();
 
     // A replaced checkpoint (edited body) fails its signature.
-    let stored = item("CHECKPOINT", 1).await.unwrap().item.unwrap();
-    let mut replaced = stored.clone();
-    let body = replaced["body"].as_s().unwrap().replace("\"number\":1", "\"number\":1 ");
-    replaced.insert("body".into(), AttributeValue::S(body));
-    ddb.put_item().table_name(&table).set_item(Some(replaced)).send().await.unwrap();
+    let stored = item(schema::CHECKPOINT_PK.into(), 1).await;
+    let mut replaced: schema::ArchiveItem = schema::from_item(&stored).unwrap();
+    replaced.body = replaced.body.replace("\"number\":1", "\"number\":1 ");
+    ddb.put_item().table_name(&table).set_item(Some(schema::to_item(&replaced))).send().await.unwrap();
     let finding = verify(&target, false).await.unwrap().finding.unwrap();
     assert_eq!(finding.checkpoint, 1);
     assert!(finding.reason.contains("signature"), "{finding}");
@@ -285,11 +280,8 @@ async fn exports_resume_after_a_crash_without_gaps_or_duplicates() {
     assert_eq!(export(1).await.unwrap().chunks_done, 2);
     let ddb = &h.stack.clients.dynamodb;
     let table = h.table("AuditTable");
-    let progress = |pk: &str| {
-        let (pk, sk) = key(pk, 0);
-        ddb.get_item().table_name(&table).key("pk", pk).key("sk", sk).send()
-    };
-    let at_two = progress("EXPORT#e1").await.unwrap().item.unwrap();
+    let progress = |pk: String| ddb.get_item().table_name(&table).set_key(Some(schema::audit_key(pk, 0))).send();
+    let at_two = progress(schema::export_pk("e1")).await.unwrap().item.unwrap();
     assert!(export(1).await.unwrap().manifest.is_none());
     ddb.put_item().table_name(&table).set_item(Some(at_two)).send().await.unwrap();
     let done = export(usize::MAX).await.unwrap();
@@ -421,32 +413,24 @@ async fn a_record_rewritten_with_a_function_roles_rights_is_caught_by_the_mirror
     // and relink 3..5 and the head.
     let ddb = &h.stack.clients.dynamodb;
     let kms = medrec_edge::aws::kms::KmsKeys::new(h.stack.clients.kms.clone(), h.table("RecordsKey"));
-    let chain_key = medrec_edge::aws::service_keys(ddb, &kms, &h.table("RecordsTable")).await.unwrap().audit_chain;
+    let mac_key = medrec_edge::aws::service_keys(ddb, &kms, &h.table("RecordsTable")).await.unwrap().audit_chain;
     let table = h.table("AuditTable");
     let (records, _) = medrec_edge::aws::dynamo::read_audit_chains(ddb, &table).await.unwrap();
     let mut prev = records[&0][1].hash.clone();
     for r in &records[&0][2..] {
         let body = if r.seq == 3 { r.body.replace("dr-snoop", "dr-other") } else { r.body.clone() };
-        let hash = chain::link(&chain_key, 0, r.seq, &prev, &body);
-        let (pk, sk) = key("CHAIN#0", r.seq);
-        let item = ddb.get_item().table_name(&table).key("pk", pk).key("sk", sk).send().await.unwrap().item.unwrap();
-        let mut forged = item.clone();
-        forged.insert("body".into(), AttributeValue::S(body));
-        forged.insert("prev".into(), AttributeValue::S(prev.clone()));
-        forged.insert("hash".into(), AttributeValue::S(hash.clone()));
-        ddb.put_item().table_name(&table).set_item(Some(forged)).send().await.unwrap();
+        let hash = chain::link(&mac_key, 0, r.seq, &prev, &body);
+        let item =
+            ddb.get_item().table_name(&table).set_key(Some(chain_key(r.seq))).send().await.unwrap().item.unwrap();
+        let mut forged: ChainItem = schema::from_item(&item).unwrap();
+        forged.entry.body = body;
+        forged.prev = prev.clone();
+        forged.hash = hash.clone();
+        ddb.put_item().table_name(&table).set_item(Some(schema::to_item(&forged))).send().await.unwrap();
         prev = hash;
     }
-    let (pk, sk) = key("HEAD#0", 0);
-    ddb.put_item()
-        .table_name(&table)
-        .item("pk", pk)
-        .item("sk", sk)
-        .item("seq", AttributeValue::N("5".into()))
-        .item("hash", AttributeValue::S(prev))
-        .send()
-        .await
-        .unwrap();
+    let head = HeadItem { pk: schema::head_pk(0), sk: 0, seq: 5, hash: prev };
+    ddb.put_item().table_name(&table).set_item(Some(schema::to_item(&head))).send().await.unwrap();
     let report = verify(&target, false).await.unwrap();
     assert!(report.breaks.is_empty() && report.finding.is_none(), "the forgery passes the chains alone");
     assert!(report.tampered());

@@ -13,6 +13,7 @@
 //! table from what the stack answers, for review in the diff.
 
 use medrec_e2e::{canary_patient, canary_strings, unique_tag, Harness};
+use medrec_edge::aws::schema;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -104,12 +105,15 @@ async fn fresh_break_glass(h: &Harness, w: &World) -> String {
         .query()
         .table_name(h.table("RecordsTable"))
         .key_condition_expression("pk = :pk AND begins_with(sk, :bg)")
-        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("P#{patient}")))
-        .expression_attribute_values(":bg", aws_sdk_dynamodb::types::AttributeValue::S("BG#".into()))
+        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(schema::patient_pk(&patient)))
+        .expression_attribute_values(
+            ":bg",
+            aws_sdk_dynamodb::types::AttributeValue::S(schema::BREAK_GLASS_PREFIX.into()),
+        )
         .send()
         .await
         .unwrap();
-    out.items()[0]["sk"].as_s().unwrap().trim_start_matches("BG#").to_owned()
+    out.items()[0]["sk"].as_s().unwrap().trim_start_matches(schema::BREAK_GLASS_PREFIX).to_owned()
 }
 
 /// `$validate` (type or instance level): the validation function's routes.

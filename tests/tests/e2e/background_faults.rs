@@ -13,6 +13,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use medrec_e2e::{canary_patient, pdf, unique_tag, upload_notification, Harness, FAILURES};
+use medrec_edge::aws::schema;
 use medrec_edge::retention::Retention;
 use medrec_infra::audit_verify::Target;
 use medrec_infra::fault_proxy::{on, Fault, FaultProxy};
@@ -283,7 +284,7 @@ async fn left(h: &Harness, w: &Purgeable) -> Left {
     let text = |i: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>, k: &str| {
         i.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
     };
-    let key = items.iter().any(|i| text(i, "pk") == format!("P#{}", w.old) && text(i, "sk") == "KEY");
+    let key = items.iter().any(|i| text(i, "pk") == schema::patient_pk(&w.old) && text(i, "sk") == schema::DATA_KEY_SK);
     let doc_items = items
         .iter()
         // The purge's own once-marker names the resource too; it is not the resource's.
@@ -815,10 +816,13 @@ async fn assert_transactions_finished(h: &Harness, patients: &[&str], what: &str
     assert!(open.is_empty(), "{what}: open headers {open:?}");
     for header in &headers {
         let id = header["sk"].as_s().unwrap();
-        assert!(query(h, "RecordsTable", None, ("pk", &format!("TX#{id}"))).await.is_empty(), "{what}: a journal left");
+        assert!(
+            query(h, "RecordsTable", None, ("pk", &schema::journal_pk(id))).await.is_empty(),
+            "{what}: a journal left"
+        );
     }
     for p in patients {
-        let marked = query(h, "RecordsTable", None, ("pk", &format!("P#{p}"))).await;
+        let marked = query(h, "RecordsTable", None, ("pk", &schema::patient_pk(p))).await;
         assert!(marked.iter().all(|i| !i.contains_key("tx") && !i.contains_key("pend")), "{what}: a mark left");
     }
 }

@@ -7,6 +7,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use medrec_e2e::{canary_patient, consent, unique_tag, Harness};
+use medrec_edge::aws::schema;
 use medrec_edge::fhir::validator::model;
 use serde_json::{json, Value};
 
@@ -132,7 +133,7 @@ async fn a_malformed_batch_is_refused_whole_and_stores_nothing() {
     let patient = h.create_id(&t, &canary_patient(&unique_tag())).await;
     let records = || async {
         let items = h.scan(&h.table("RecordsTable")).await;
-        items.iter().filter(|i| i["pk"].as_s().is_ok_and(|p| p.starts_with("P#"))).count()
+        items.iter().filter(|i| i["pk"].as_s().is_ok_and(|p| schema::patient_of_pk(p).is_some())).count()
     };
     let before = records().await;
     let post = with_resource("POST", "Observation", observation(&patient, "718-7"));

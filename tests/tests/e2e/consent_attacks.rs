@@ -6,6 +6,7 @@
 //! test failed on the code before the fix.
 
 use medrec_e2e::{canary_patient, consent, unique_tag, Harness};
+use medrec_edge::aws::schema;
 use serde_json::{json, Value};
 
 const RESOURCE_TYPES: &str = "http://hl7.org/fhir/resource-types";
@@ -511,8 +512,7 @@ async fn the_review_queue_pages_oldest_first_and_outlives_an_erasure() {
         .dynamodb
         .delete_item()
         .table_name(h.table("RecordsTable"))
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("P#{}", patients[0])))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("KEY".into()))
+        .set_key(Some(schema::key(schema::patient_pk(&patients[0]), schema::DATA_KEY_SK)))
         .send()
         .await
         .unwrap();

@@ -5,6 +5,7 @@
 //! changes raise ConsentGranted / ConsentRevoked.
 
 use medrec_e2e::{canary_patient, consent, unique_tag, Harness};
+use medrec_edge::aws::schema;
 use serde_json::{json, Value};
 
 fn observation(patient: &str) -> Value {
@@ -217,7 +218,7 @@ async fn consents_ending_soon_are_noticed_once() {
         .scan(&h.table("RecordsTable"))
         .await
         .into_iter()
-        .filter(|i| i["sk"].as_s().is_ok_and(|s| s.starts_with("I#Consent#")))
+        .filter(|i| i["sk"].as_s().is_ok_and(|s| s.starts_with(&format!("{}Consent#", schema::index_prefix(None)))))
         .map(|i| format!("{i:?}"))
         .collect::<Vec<_>>();
     assert!(!index_items.is_empty());

@@ -4,6 +4,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use medrec_e2e::{canary_patient, canary_strings, logs, unique_tag, Harness};
+use medrec_edge::aws::schema;
 use serde_json::json;
 use std::collections::HashMap;
 
@@ -89,9 +90,8 @@ async fn no_plaintext_phi_in_tables_or_logs() {
 }
 
 async fn get_item(h: &Harness, pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
-    let key = [("pk".to_owned(), AttributeValue::S(pk.into())), ("sk".to_owned(), AttributeValue::S(sk.into()))];
-    let out =
-        h.stack.clients.dynamodb.get_item().table_name(h.table("RecordsTable")).set_key(Some(key.into())).send().await;
+    let key = schema::key(pk, sk);
+    let out = h.stack.clients.dynamodb.get_item().table_name(h.table("RecordsTable")).set_key(Some(key)).send().await;
     out.unwrap().item.expect("item exists")
 }
 
@@ -120,9 +120,9 @@ async fn ciphertexts_cannot_move_between_items_patients_or_versions() {
             .status,
         200
     );
-    let (pk_a, pk_b) = (format!("P#{a}"), format!("P#{b}"));
-    let cur = |id: &str| format!("C#Patient#{id}");
-    let ver = |id: &str, v: u64| format!("V#Patient#{id}#{v:010}");
+    let (pk_a, pk_b) = (schema::patient_pk(&a), schema::patient_pk(&b));
+    let cur = |id: &str| schema::current_sk("Patient", id);
+    let ver = |id: &str, v: u64| schema::version_sk("Patient", id, v);
 
     // Patient A's ciphertext placed on patient B's item.
     let ct_a = get_attr(&h, &pk_a, &cur(&a), "ct").await;
@@ -166,7 +166,7 @@ async fn wrapped_keys_unwrap_only_in_their_patients_context() {
     let t = h.token("clinician", "dr-kms");
     let a = h.create_id(&t, &canary_patient(&unique_tag())).await;
     let b = h.create_id(&t, &canary_patient(&unique_tag())).await;
-    let AttributeValue::B(wrapped) = get_attr(&h, &format!("P#{a}"), "KEY", "wk").await else {
+    let AttributeValue::B(wrapped) = get_attr(&h, &schema::patient_pk(&a), schema::DATA_KEY_SK, "wk").await else {
         panic!("wrapped key is binary")
     };
     let kms = &h.stack.clients.kms;

@@ -5,6 +5,7 @@
 
 use base64::Engine;
 use medrec_e2e::{canary_patient, canary_strings, unique_tag, Harness};
+use medrec_edge::aws::schema;
 use medrec_edge::purge::{HoldTarget, Why};
 use medrec_edge::retention::Retention;
 use serde_json::json;
@@ -91,8 +92,7 @@ async fn purge_shreds_what_retention_allows_and_holds_block() {
         .dynamodb
         .get_item()
         .table_name(h.table("RecordsTable"))
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("P#{a}")))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("KEY".into()))
+        .set_key(Some(schema::key(schema::patient_pk(&a), schema::DATA_KEY_SK)))
         .send()
         .await
         .unwrap();
@@ -239,7 +239,7 @@ async fn deleted_resources_and_superseded_versions_are_purged_per_resource() {
     // No item of the purged resources remains in the table.
     let raw = h.raw_dump().await;
     assert!(!raw.contains(&format!("Observation#{gone}")) && !raw.contains(&format!("DocumentReference#{doc}")));
-    assert!(!raw.contains(&format!("V#Observation#{kept}#0000000001")));
+    assert!(!raw.contains(&schema::version_sk("Observation", &kept, 1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,5 +383,5 @@ async fn the_directorys_old_versions_are_purged_unless_held() {
     assert!(!types.is_empty() && !types.iter().any(|t| *t == "RecordsPurged"), "{types:?}");
     let raw = h.raw_dump().await;
     assert!(!raw.contains(&format!("Organization#{gone}")) && !raw.contains(&format!("Location#{held}")));
-    assert!(!raw.contains(&format!("V#Practitioner#{kept}#0000000001")));
+    assert!(!raw.contains(&schema::version_sk("Practitioner", &kept, 1)));
 }
