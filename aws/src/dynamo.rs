@@ -25,9 +25,9 @@ use crate::crypto::DataKey;
 use crate::error::PortError;
 use crate::ports::{Current, DomainEvent, RecordStore, ResourceWrite, Version};
 use crate::schema::{
-    self, break_glass_sk, chain_pk, current_prefix, current_sk, from_item, head_pk, key, locator_pk, search_key,
-    to_item, version_prefix, version_sk, patient_pk, BreakGlassItem, ChainEntry, ChainItem, HeadItem, IndexEntry, Locator,
-    OutboxEvent, RecordItem, WrappedKey, BREAK_GLASS_ATTRIBUTES, BREAK_GLASS_LOCATOR, BREAK_GLASS_PENDING,
+    self, break_glass_sk, chain_pk, current_prefix, current_sk, from_item, head_pk, key, locator_pk, patient_pk,
+    search_key, to_item, version_prefix, version_sk, BreakGlassItem, ChainEntry, ChainItem, HeadItem, IndexEntry,
+    Locator, OutboxEvent, RecordItem, WrappedKey, BREAK_GLASS_ATTRIBUTES, BREAK_GLASS_LOCATOR, BREAK_GLASS_PENDING,
     BREAK_GLASS_REVIEWED, CONFIG_PK, DATA_KEY_SK, LOCATOR_SK, SEARCH_INDEX,
 };
 use aws_sdk_dynamodb::error::SdkError;

@@ -1,9 +1,13 @@
 //! AWS calls per request and latency over the local stack, counted where they
 //! land (the emulator's per-operation counter), not inferred, and what they
-//! would cost at AWS list prices. Run with
+//! would cost at AWS list prices; then the handler's CPU time per request of
+//! each route, measured on the function's own thread. Run with
 //! `cargo bench -p medrec-e2e --bench aws_calls`.
 
 use medrec_e2e::{canary_patient, Harness};
+use medrec_edge::lambda::Api;
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Instant;
 
 /// US dollars per million, us-east-1 list prices (on-demand DynamoDB after
@@ -23,6 +27,11 @@ const PER_CALL: &[(&str, f64)] = &[
 ];
 /// Every API request: API Gateway's HTTP API and a Lambda invocation.
 const PER_REQUEST: f64 = 1.0 + 0.2;
+/// Lambda arm64 compute, US dollars per million requests per millisecond at
+/// 512 MB ($0.0000133334 per GB-second).
+const LAMBDA_MS_512MB: f64 = 0.0000133334 * 0.5 / 1000.0 * 1e6;
+/// Requests per route for the handler CPU figures.
+const CPU_RUNS: usize = 100;
 
 /// Prints the calls and DynamoDB request units counted since the last call
 /// (both reset) and their cost per million such rows, `requests` API
@@ -42,6 +51,91 @@ async fn show(h: &Harness, label: &str, requests: f64) {
         "{label:<44} ${cost:>6.2}/M  RRU={read} WRU={write}  {}",
         if parts.is_empty() { "none".into() } else { parts.join(" ") }
     );
+}
+
+/// One request as API Gateway hands it to a function: method, path (with
+/// query), route key, path parameters, headers and body.
+struct Call {
+    method: &'static str,
+    path: String,
+    route_key: &'static str,
+    params: Vec<(&'static str, String)>,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+}
+
+impl Call {
+    fn get(path: String, route_key: &'static str, params: Vec<(&'static str, String)>) -> Call {
+        Call { method: "GET", path, route_key, params, headers: vec![], body: String::new() }
+    }
+
+    /// The payload 2.0 event text the local gateway would send.
+    fn event(&self, token: &str) -> String {
+        let mut request = http::Request::builder()
+            .method(self.method)
+            .uri(&self.path)
+            .header("authorization", format!("Bearer {token}"));
+        if !self.headers.iter().any(|(name, _)| *name == "content-type") {
+            request = request.header("content-type", "application/fhir+json");
+        }
+        for (name, value) in &self.headers {
+            request = request.header(*name, value);
+        }
+        let parts = request.body(()).expect("request").into_parts().0;
+        let params: BTreeMap<String, String> = self.params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let peer = "127.0.0.1:1".parse().expect("address");
+        medrec_infra::gateway::api_gateway_v2_event(&parts, self.body.as_bytes(), self.route_key, params, peer)
+            .to_string()
+    }
+}
+
+/// The CPU time this thread has run, from the scheduler's own accounting.
+fn thread_cpu_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    stat.split_whitespace().next().and_then(|n| n.parse().ok()).expect("run time")
+}
+
+/// A function's CPU milliseconds per request for each of `routes`: the
+/// function booted on a thread of its own with a single-threaded runtime,
+/// as a Lambda instance is, warmed by one request of each route, then
+/// invoked `CPU_RUNS` times per route with the events the gateway would
+/// send. Everything the instance does counts (event parsing, the token,
+/// crypto, validation, the SDK's signing and HTTP), the emulator's work not.
+/// `routes` makes the i-th request of a route (creates differ, a PATCH
+/// names the version it changes).
+fn handler_cpu<A, F, B>(boot: B, token: &str, routes: &[(&str, &(dyn Fn(usize) -> Call + Sync))]) -> Vec<(String, f64)>
+where
+    A: Api,
+    F: Future<Output = A>,
+    B: FnOnce() -> F + Send,
+{
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                    let app = rt.block_on(boot());
+                    let invoke = |call: &Call| {
+                        let request = lambda_http::request::from_str(&call.event(token)).expect("event");
+                        let status = rt.block_on(medrec_edge::lambda::handle(&app, request)).status();
+                        assert!(status.is_success(), "{} {}: {status}", call.method, call.path);
+                    };
+                    routes
+                        .iter()
+                        .map(|(label, make)| {
+                            invoke(&make(0));
+                            let calls: Vec<Call> = (1..=CPU_RUNS).map(make).collect();
+                            let before = thread_cpu_ns();
+                            calls.iter().for_each(invoke);
+                            let ms = (thread_cpu_ns() - before) as f64 / 1e6 / CPU_RUNS as f64;
+                            (label.to_string(), ms)
+                        })
+                        .collect()
+                })
+                .join()
+                .expect("function thread")
+        })
+    })
 }
 
 #[tokio::main]
@@ -149,4 +243,87 @@ async fn main() {
     println!(
         "mean latency over the local stack (n={n}, sequential): create {create_ms:.1} ms, warm read {read_ms:.1} ms"
     );
+
+    // Handler CPU per request, route by route.
+    let observation = |i: usize| {
+        let mut o = obs.clone();
+        o["valueQuantity"]["value"] = serde_json::json!(60 + i % 40);
+        o.to_string()
+    };
+    let patient_create = |i: usize| Call {
+        method: "POST",
+        path: "/fhir/Patient".into(),
+        route_key: "POST /fhir/Patient",
+        params: vec![],
+        headers: vec![],
+        body: canary_patient(&format!("cpu{i}")).to_string(),
+    };
+    let patient_read = |_| Call::get(format!("/fhir/Patient/{id}"), "GET /fhir/Patient/{id}", vec![("id", id.clone())]);
+    // Every bench patient's family starts "Family": a search by it walks
+    // them all (the index holds 3-character prefixes) and decrypts each.
+    let mut unique = canary_patient("unique");
+    unique["name"][0]["family"] = serde_json::json!("Quenneville");
+    h.create_id(&t, &unique).await;
+    let patient_search = |_| Call::get("/fhir/Patient?family=Quenneville".into(), "GET /fhir/Patient", vec![]);
+    let shared_search = |_| Call::get("/fhir/Patient?family=Familybench".into(), "GET /fhir/Patient", vec![]);
+    let obs_create = |i: usize| Call {
+        method: "POST",
+        path: "/fhir/Observation".into(),
+        route_key: "POST /fhir/{type}",
+        params: vec![("type", "Observation".into())],
+        headers: vec![],
+        body: observation(i),
+    };
+    let obs_read = |_| {
+        let params = vec![("type", "Observation".into()), ("id", obs_id.clone())];
+        Call::get(format!("/fhir/Observation/{obs_id}"), "GET /fhir/{type}/{id}", params)
+    };
+    // The bench's own PATCH above made version 2.
+    let obs_patch = |i: usize| Call {
+        method: "PATCH",
+        path: format!("/fhir/Observation/{obs_id}"),
+        route_key: "PATCH /fhir/{type}/{id}",
+        params: vec![("type", "Observation".into()), ("id", obs_id.clone())],
+        headers: vec![("content-type", "application/json-patch+json".into()), ("if-match", format!("W/\"{}\"", i + 2))],
+        body: patch.to_owned(),
+    };
+    let obs_search = |_| {
+        let path = format!("/fhir/Observation?patient={id}&code=8867-4");
+        Call::get(path, "GET /fhir/{type}", vec![("type", "Observation".into())])
+    };
+    let binary_read = |_| {
+        let binary_id = binary.rsplit('/').next().expect("id").to_owned();
+        Call::get(binary.clone(), "GET /fhir/Binary/{id}", vec![("id", binary_id)])
+    };
+    let mut rows = handler_cpu(
+        || async { medrec_patients::boot(&h.settings("PatientsFunction", &[])).await.expect("boot") },
+        &t,
+        &[
+            ("Patient create", &patient_create),
+            ("Patient read", &patient_read),
+            ("Patient search, 1 result", &patient_search),
+            ("Patient search, a name prefix 300 patients share", &shared_search),
+        ],
+    );
+    rows.extend(handler_cpu(
+        || async { medrec_clinical::boot(&h.settings("ClinicalFunction", &[])).await.expect("boot") },
+        &t,
+        &[
+            ("Observation create", &obs_create),
+            ("Observation read, one consent on file", &obs_read),
+            ("Observation PATCH", &obs_patch),
+            ("Observation search in the compartment", &obs_search),
+        ],
+    ));
+    rows.extend(handler_cpu(
+        || async { medrec_documents::boot(&h.settings("DocumentsFunction", &[])).await.expect("boot") },
+        &t,
+        &[("Binary read (whole document, S3)", &binary_read)],
+    ));
+    println!("handler CPU per request (one thread per instance, {CPU_RUNS} requests per route, after one to warm):");
+    println!("| route | handler CPU ms | Lambda compute $ per million at that duration, 512 MB arm64 |");
+    println!("|---|---|---|");
+    for (label, ms) in rows {
+        println!("| {label} | {ms:.2} | {:.3} |", ms * LAMBDA_MS_512MB);
+    }
 }
