@@ -97,9 +97,6 @@ fn current_from(item: &HashMap<String, AV>) -> Result<Current, PortError> {
 pub(crate) fn get_s<'a>(item: &'a HashMap<String, AV>, k: &str) -> Option<&'a str> {
     item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
-pub(crate) fn get_n(item: &HashMap<String, AV>, k: &str) -> Option<u64> {
-    item.get(k).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
-}
 fn get_bool(item: &HashMap<String, AV>, k: &str) -> bool {
     item.get(k).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false)
 }

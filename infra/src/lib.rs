@@ -17,6 +17,7 @@ pub mod provision;
 pub mod purge;
 pub mod registry_sim;
 pub mod resource_table;
+pub mod runtime_api;
 pub mod seed;
 pub mod stack;
 pub mod stream_poller;

@@ -4,9 +4,12 @@
 //! and the CapabilityStatement) and answers its first request (which fetches
 //! the JWKS and unwraps the patient's key). The process talks to the local
 //! stack over loopback, so the AWS calls cost what the emulator takes, not
-//! what AWS takes. Run with `cargo bench -p medrec-e2e --bench cold_start`.
+//! what AWS takes. The event comes through a Lambda Runtime API on loopback
+//! (`medrec_infra::runtime_api`) and `lambda_runtime`'s own loop, as Lambda
+//! delivers it. Run with `cargo bench -p medrec-e2e --bench cold_start`.
 
 use medrec_e2e::{canary_patient, Harness};
+use medrec_infra::runtime_api::{Outcome, RuntimeApi};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -36,56 +39,66 @@ async fn main() {
     );
     for (function, method, path, role) in FUNCTIONS {
         let token = h.token(role, "cold-start");
+        let mut api = RuntimeApi::start(event(method, &path.replace("{patient}", &patient), &token)).await.unwrap();
         let started = Instant::now();
         let mut child = Command::new(std::env::current_exe().unwrap())
             .envs(&h.stack.function_env[function])
             .env("MEDREC_COLD_START_FUNCTION", function)
-            .env("MEDREC_COLD_START_REQUEST", format!("{method} {}", path.replace("{patient}", &patient)))
-            .env("MEDREC_COLD_START_TOKEN", token)
             .env("MEDREC_LOG", "info")
+            .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", function)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let (mut boot, mut answered, mut phases) = (Value::Null, None, Value::Null);
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            let line: Value = serde_json::from_str(&line.unwrap()).unwrap_or(Value::Null);
-            match line["fields"]["message"].as_str().or(line["phase"].as_str()) {
-                Some("cold start") => boot = line["fields"].clone(),
-                Some("answered") => {
-                    answered = Some(started.elapsed().as_secs_f64() * 1e3);
-                    phases = line;
+        // The function never exits (it waits for its next event): its log
+        // lines are read beside it until it is stopped.
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::thread::spawn(move || {
+            let (mut boot, mut booted) = (Value::Null, Value::Null);
+            for line in BufReader::new(stdout).lines() {
+                let line: Value = serde_json::from_str(&line.unwrap()).unwrap_or(Value::Null);
+                match line["fields"]["message"].as_str().or(line["phase"].as_str()) {
+                    Some("cold start") => boot = line["fields"].clone(),
+                    Some("booted") => booted = line,
+                    _ => {}
                 }
-                _ => {}
             }
-        }
-        assert!(child.wait().unwrap().success(), "{function}");
+            (boot, booted)
+        });
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(30), api.outcome()).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let (boot, phases) = lines.join().unwrap();
+        let (answered, status) = match outcome {
+            Ok(Some(Outcome::Response { body, at })) => {
+                let response: Value = serde_json::from_slice(&body).unwrap();
+                ((at - started).as_secs_f64() * 1e3, response["statusCode"].as_u64().unwrap_or(0))
+            }
+            other => panic!("{function}: no answer through the Runtime API: {other:?}"),
+        };
         let ms = |v: &Value| v.as_f64().map_or("-".into(), |ms| format!("{ms:.1}"));
         println!(
-            "{function:<20} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12} {:>9}",
+            "{function:<20} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12} {:>9.1}",
             ms(&phases["settings_ms"]),
             ms(&boot["sdk_ms"]),
             ms(&boot["secret_ms"]),
             ms(&boot["tls_ms"]),
             ms(&(phases["boot_ms"].as_f64().zip(boot["total_ms"].as_f64()).map(|(b, r)| b - r)).into()),
             ms(&phases["boot_ms"]),
-            answered.map_or("-".into(), |a| format!("{a:.1}")),
+            answered,
         );
-        assert_eq!(phases["status"].as_u64().map(|s| s < 300), Some(true), "{function}: {phases}");
+        assert!(status < 300, "{function}: {status}");
     }
     println!(
         "ms; `function`: boot beyond the shared runtime (the FHIR model, the CapabilityStatement); \
-         `1st answer`: process spawn to the first response, the JWKS fetch included"
+         `1st answer`: process spawn to the first response posted to the Runtime API, the JWKS fetch included"
     );
 }
 
-/// One cold instance: the function booted as its `main.rs` does, one request.
-async fn child(function: &str) {
-    let started = Instant::now();
-    let settings = medrec_edge::lambda::settings_from_env().unwrap();
-    let settings_ms = started.elapsed().as_secs_f64() * 1e3;
-    let request = std::env::var("MEDREC_COLD_START_REQUEST").unwrap();
-    let (method, path) = request.split_once(' ').unwrap();
-    let token = std::env::var("MEDREC_COLD_START_TOKEN").unwrap();
+/// The API Gateway event of one request, as the Runtime API hands it over.
+fn event(method: &str, path: &str, token: &str) -> String {
     let body = if method == "POST" { canary_patient("cold-validate").to_string() } else { String::new() };
     let parts = http::Request::builder()
         .method(method)
@@ -103,25 +116,31 @@ async fn child(function: &str) {
         Default::default(),
         "127.0.0.1:1".parse().unwrap(),
     );
-    let req = lambda_http::request::from_str(&event.to_string()).unwrap();
-    macro_rules! serve {
+    event.to_string()
+}
+
+/// One cold instance: the function booted and run as its `main.rs` does,
+/// `lambda_runtime`'s loop taking its first event from the Runtime API.
+async fn child(function: &str) {
+    let started = Instant::now();
+    let settings = medrec_edge::lambda::settings_from_env().unwrap();
+    let settings_ms = started.elapsed().as_secs_f64() * 1e3;
+    macro_rules! run {
         ($app:expr) => {{
             let boot_started = Instant::now();
-            let app = $app.unwrap();
+            let app = std::sync::Arc::new($app.unwrap());
             let boot_ms = boot_started.elapsed().as_secs_f64() * 1e3;
-            (boot_ms, medrec_edge::lambda::handle(&app, req).await.status().as_u16())
+            println!("{}", serde_json::json!({"phase": "booted", "settings_ms": settings_ms, "boot_ms": boot_ms}));
+            medrec_edge::lambda::run(move |req| medrec_edge::lambda::handle_guarded(app.clone(), req)).await.unwrap()
         }};
     }
-    let (boot_ms, status) = match function {
-        "PatientsFunction" => serve!(medrec_patients::boot(&settings).await),
-        "ClinicalFunction" => serve!(medrec_clinical::boot(&settings).await),
-        "ConsentFunction" => serve!(medrec_consent::boot(&settings).await),
-        "ValidationFunction" => serve!(medrec_validation::boot(&settings).await),
-        "AuditFunction" => serve!(medrec_audit::boot(&settings).await),
-        "DocumentsFunction" => serve!(medrec_documents::boot(&settings).await),
+    match function {
+        "PatientsFunction" => run!(medrec_patients::boot(&settings).await),
+        "ClinicalFunction" => run!(medrec_clinical::boot(&settings).await),
+        "ConsentFunction" => run!(medrec_consent::boot(&settings).await),
+        "ValidationFunction" => run!(medrec_validation::boot(&settings).await),
+        "AuditFunction" => run!(medrec_audit::boot(&settings).await),
+        "DocumentsFunction" => run!(medrec_documents::boot(&settings).await),
         other => panic!("{other} is not an API function"),
-    };
-    let answered =
-        serde_json::json!({"phase": "answered", "settings_ms": settings_ms, "boot_ms": boot_ms, "status": status});
-    println!("{answered}");
+    }
 }

@@ -24,7 +24,7 @@
 //! rolling back deletes what prepare created and releases what it held.
 //! Whoever finds a journal unfinished (`finish_transactions`) completes it.
 
-use super::{chain_entry, get_n, get_s, n, outbox_event, s, DynamoStore, MAX_TRANSACTION_ITEMS};
+use super::{chain_entry, get_s, n, outbox_event, s, DynamoStore, MAX_TRANSACTION_ITEMS};
 use crate::audit::AuditEntry;
 use crate::error::PortError;
 use crate::ports::{DomainEvent, ResourceWrite};
@@ -563,12 +563,12 @@ impl DynamoStore {
             .await?;
         let mut finished = 0;
         for header in headers {
-            let id = get_s(&header, "sk").unwrap_or_default().to_owned();
-            let overdue = get_n(&header, "deadline").is_some_and(|d| (d as i64) < now_millis());
-            if get_s(&header, "state") == Some("pending") && !(overdue && self.abort(&id).await?) {
+            let header: TransactionHeader = from_item(&header)?;
+            let overdue = (header.deadline as i64) < now_millis();
+            if header.state == "pending" && !(overdue && self.abort(&header.sk).await?) {
                 continue;
             }
-            self.finish(&id, &Held::new()).await?;
+            self.finish(&header.sk, &Held::new()).await?;
             finished += 1;
         }
         Ok(finished)
