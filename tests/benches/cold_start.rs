@@ -34,8 +34,8 @@ async fn main() {
     let t = h.token("clinician", "dr-cold");
     let patient = h.create_id(&t, &canary_patient("cold")).await;
     println!(
-        "{:<20} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12}",
-        "function", "settings", "sdk", "secret", "tls", "function", "boot", "1st answer"
+        "{:<20} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12}",
+        "function", "settings", "sdk", "secret", "rng", "services", "tls", "function", "boot", "1st answer"
     );
     for (function, method, path, role) in FUNCTIONS {
         let token = h.token(role, "cold-start");
@@ -80,10 +80,12 @@ async fn main() {
         };
         let ms = |v: &Value| v.as_f64().map_or("-".into(), |ms| format!("{ms:.1}"));
         println!(
-            "{function:<20} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12} {:>9.1}",
+            "{function:<20} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12.1}",
             ms(&phases["settings_ms"]),
             ms(&boot["sdk_ms"]),
             ms(&boot["secret_ms"]),
+            ms(&boot["rng_ms"]),
+            ms(&boot["services_ms"]),
             ms(&boot["tls_ms"]),
             ms(&(phases["boot_ms"].as_f64().zip(boot["total_ms"].as_f64()).map(|(b, r)| b - r)).into()),
             ms(&phases["boot_ms"]),
