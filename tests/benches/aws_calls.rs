@@ -89,6 +89,14 @@ impl Call {
     }
 }
 
+/// A transaction Bundle creating `n` copies of `resource`.
+fn transaction_of(resource: &serde_json::Value, n: usize) -> String {
+    let entries: Vec<serde_json::Value> = (0..n)
+        .map(|_| serde_json::json!({"resource": resource, "request": {"method": "POST", "url": "Observation"}}))
+        .collect();
+    serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string()
+}
+
 /// The CPU time this thread has run, from the scheduler's own accounting.
 fn thread_cpu_ns() -> u64 {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
@@ -205,6 +213,20 @@ async fn main() {
     h.get(&binary, &t).await;
     show(&h, "Binary read (whole document)", 1.0).await;
 
+    // History, a transaction Bundle, $validate and audit search.
+    h.get(&format!("/fhir/Observation/{obs_id}/_history"), &t).await;
+    show(&h, "Observation history (2 versions)", 1.0).await;
+    let bundle = transaction_of(&obs, 10);
+    let r = h.call("POST", "/fhir", Some(&t), &[], Some(&bundle)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    show(&h, "transaction Bundle, 10 Observations", 1.0).await;
+    let r = h.call("POST", "/fhir/Patient/$validate", Some(&t), &[], Some(&canary_patient("v").to_string())).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    show(&h, "Patient $validate", 1.0).await;
+    let auditor = h.token("auditor", "aud-bench");
+    assert_eq!(h.get(&format!("/fhir/AuditEvent?patient={id}"), &auditor).await.status, 200);
+    show(&h, "AuditEvent search by patient", 1.0).await;
+
     // A second function instance on the same resources: a cold start.
     let app = medrec_patients::boot(&h.settings("PatientsFunction", &[])).await.unwrap();
     show(&h, "cold start (root secret)", 0.0).await;
@@ -291,6 +313,28 @@ async fn main() {
         let path = format!("/fhir/Observation?patient={id}&code=8867-4");
         Call::get(path, "GET /fhir/{type}", vec![("type", "Observation".into())])
     };
+    let obs_history = |_| {
+        let params = vec![("type", "Observation".into()), ("id", obs_id.clone())];
+        Call::get(format!("/fhir/Observation/{obs_id}/_history"), "GET /fhir/{type}/{id}/_history", params)
+    };
+    let bundle = transaction_of(&obs, 10);
+    let obs_bundle = |_| Call {
+        method: "POST",
+        path: "/fhir".into(),
+        route_key: "POST /fhir",
+        params: vec![],
+        headers: vec![],
+        body: bundle.clone(),
+    };
+    let validate = |i: usize| Call {
+        method: "POST",
+        path: "/fhir/Patient/$validate".into(),
+        route_key: "POST /fhir/{type}/{id}",
+        params: vec![("type", "Patient".into()), ("id", "$validate".into())],
+        headers: vec![],
+        body: canary_patient(&format!("v{i}")).to_string(),
+    };
+    let audit_search = |_| Call::get(format!("/fhir/AuditEvent?patient={id}"), "GET /fhir/AuditEvent", vec![]);
     let binary_read = |_| {
         let binary_id = binary.rsplit('/').next().expect("id").to_owned();
         Call::get(binary.clone(), "GET /fhir/Binary/{id}", vec![("id", binary_id)])
@@ -313,12 +357,24 @@ async fn main() {
             ("Observation read, one consent on file", &obs_read),
             ("Observation PATCH", &obs_patch),
             ("Observation search in the compartment", &obs_search),
+            ("Observation history, one page of over 100 versions", &obs_history),
+            ("transaction Bundle, 10 Observations", &obs_bundle),
         ],
     ));
     rows.extend(handler_cpu(
         || async { medrec_documents::boot(&h.settings("DocumentsFunction", &[])).await.expect("boot") },
         &t,
         &[("Binary read (whole document, S3)", &binary_read)],
+    ));
+    rows.extend(handler_cpu(
+        || async { medrec_validation::boot(&h.settings("ValidationFunction", &[])).await.expect("boot") },
+        &t,
+        &[("Patient $validate", &validate)],
+    ));
+    rows.extend(handler_cpu(
+        || async { medrec_audit::boot(&h.settings("AuditFunction", &[])).await.expect("boot") },
+        &auditor,
+        &[("AuditEvent search by patient", &audit_search)],
     ));
     println!("handler CPU per request (one thread per instance, {CPU_RUNS} requests per route, after one to warm):");
     println!("| route | handler CPU ms | Lambda compute $ per million at that duration, 512 MB arm64 |");
