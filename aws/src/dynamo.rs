@@ -1037,18 +1037,17 @@ pub async fn read_audit_chains(
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
         for item in out.items() {
+            // Verification reads what is there instead of typed items: a
+            // record stripped of an attribute is a break to report (its
+            // hash no longer holds), not a reason to stop verifying.
+            let text = |k| get_s(item, k).unwrap_or_default().to_owned();
+            let number = |k| item.get(k).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
             let pk = get_s(item, "pk").unwrap_or_default();
             if let Some(shard) = schema::shard_of_chain(pk) {
-                let r: ChainItem = from_item(item)?;
-                records.entry(shard).or_default().push(Record {
-                    seq: r.sk,
-                    prev: r.prev,
-                    hash: r.hash,
-                    body: r.entry.body,
-                });
+                let record = Record { seq: number("sk"), prev: text("prev"), hash: text("hash"), body: text("body") };
+                records.entry(shard).or_default().push(record);
             } else if let Some(shard) = schema::shard_of_head(pk) {
-                let h: HeadItem = from_item(item)?;
-                heads.insert(shard, Head { seq: h.seq, hash: h.hash });
+                heads.insert(shard, Head { seq: number("seq"), hash: text("hash") });
             }
         }
         match out.last_evaluated_key() {

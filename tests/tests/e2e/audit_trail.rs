@@ -134,6 +134,14 @@ async fn verify_names_each_kind_of_tampering() {
     expect_break(3, "modified").await;
     put(original3.clone()).await.unwrap();
 
+    // Stripped: a record's body attribute removed is a break reported,
+    // not a verification that stops.
+    let mut stripped = schema::to_item(&original3);
+    stripped.remove("body");
+    ddb.put_item().table_name(&table).set_item(Some(stripped)).send().await.unwrap();
+    expect_break(3, "modified").await;
+    put(original3.clone()).await.unwrap();
+
     // Deleted: a record removed from the middle.
     delete(3).await.unwrap();
     expect_break(3, "deleted").await;
