@@ -4,9 +4,8 @@
 //! each route, measured on the function's own thread. Run with
 //! `cargo bench -p medrec-e2e --bench aws_calls`.
 
-use medrec_e2e::{canary_patient, Harness};
+use medrec_e2e::{canary_patient, gateway_event, Harness};
 use medrec_edge::lambda::Api;
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Instant;
 
@@ -71,21 +70,9 @@ impl Call {
 
     /// The payload 2.0 event text the local gateway would send.
     fn event(&self, token: &str) -> String {
-        let mut request = http::Request::builder()
-            .method(self.method)
-            .uri(&self.path)
-            .header("authorization", format!("Bearer {token}"));
-        if !self.headers.iter().any(|(name, _)| *name == "content-type") {
-            request = request.header("content-type", "application/fhir+json");
-        }
-        for (name, value) in &self.headers {
-            request = request.header(*name, value);
-        }
-        let parts = request.body(()).expect("request").into_parts().0;
-        let params: BTreeMap<String, String> = self.params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        let peer = "127.0.0.1:1".parse().expect("address");
-        medrec_infra::gateway::api_gateway_v2_event(&parts, self.body.as_bytes(), self.route_key, params, peer)
-            .to_string()
+        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let params = self.params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        gateway_event(self.method, &self.path, token, &headers, &self.body, self.route_key, params).to_string()
     }
 }
 
@@ -230,21 +217,8 @@ async fn main() {
     // A second function instance on the same resources: a cold start.
     let app = medrec_patients::boot(&h.settings("PatientsFunction", &[])).await.unwrap();
     show(&h, "cold start (root secret)", 0.0).await;
-    let parts = http::Request::builder()
-        .method("GET")
-        .uri(format!("/fhir/Patient/{id}"))
-        .header("authorization", format!("Bearer {t}"))
-        .body(())
-        .unwrap()
-        .into_parts()
-        .0;
-    let event = medrec_infra::gateway::api_gateway_v2_event(
-        &parts,
-        b"",
-        "GET /fhir/Patient/{id}",
-        [("id".to_owned(), id.clone())].into(),
-        "127.0.0.1:1".parse().unwrap(),
-    );
+    let params = [("id".to_owned(), id.clone())].into();
+    let event = gateway_event("GET", &format!("/fhir/Patient/{id}"), &t, &[], "", "GET /fhir/Patient/{id}", params);
     let resp = medrec_edge::lambda::handle(&app, lambda_http::request::from_str(&event.to_string()).unwrap()).await;
     assert_eq!(resp.status(), 200);
     show(&h, "read on a cold instance (key not cached)", 1.0).await;

@@ -8,7 +8,7 @@
 //! (`medrec_infra::runtime_api`) and `lambda_runtime`'s own loop, as Lambda
 //! delivers it. Run with `cargo bench -p medrec-e2e --bench cold_start`.
 
-use medrec_e2e::{canary_patient, Harness};
+use medrec_e2e::{canary_patient, gateway_event, Harness};
 use medrec_infra::runtime_api::{Outcome, RuntimeApi};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -102,23 +102,7 @@ async fn main() {
 /// The API Gateway event of one request, as the Runtime API hands it over.
 fn event(method: &str, path: &str, token: &str) -> String {
     let body = if method == "POST" { canary_patient("cold-validate").to_string() } else { String::new() };
-    let parts = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/fhir+json")
-        .body(())
-        .unwrap()
-        .into_parts()
-        .0;
-    let event = medrec_infra::gateway::api_gateway_v2_event(
-        &parts,
-        body.as_bytes(),
-        "$default",
-        Default::default(),
-        "127.0.0.1:1".parse().unwrap(),
-    );
-    event.to_string()
+    gateway_event(method, path, token, &[], &body, "$default", Default::default()).to_string()
 }
 
 /// One cold instance: the function booted and run as its `main.rs` does,

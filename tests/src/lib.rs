@@ -511,6 +511,32 @@ pub fn canary_patient(tag: &str) -> Value {
     })
 }
 
+/// A request with a bearer token as API Gateway hands it to a function
+/// (payload 2.0, built as the local gateway builds it), for tests and
+/// benches that invoke a function directly. FHIR JSON unless `headers`
+/// name another content type.
+pub fn gateway_event(
+    method: &str,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    route_key: &str,
+    params: std::collections::BTreeMap<String, String>,
+) -> Value {
+    let mut request =
+        http::Request::builder().method(method).uri(path).header("authorization", format!("Bearer {token}"));
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+        request = request.header("content-type", "application/fhir+json");
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let parts = request.body(()).expect("request").into_parts().0;
+    let peer = "127.0.0.1:1".parse().expect("address");
+    medrec_infra::gateway::api_gateway_v2_event(&parts, body.as_bytes(), route_key, params, peer)
+}
+
 /// The PHI strings of `canary_patient(tag)`.
 pub fn canary_strings(tag: &str) -> Vec<String> {
     vec![

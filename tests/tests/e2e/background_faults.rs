@@ -622,21 +622,14 @@ async fn clinical_through(h: &Harness, proxy: &FaultProxy) -> Arc<medrec_edge::r
 
 /// `POST /fhir` with `body`, as API Gateway delivers it to the function.
 async fn post_bundle(app: &Arc<medrec_edge::rest::CompartmentApi>, token: &str, body: &str) -> (u16, String) {
-    let (parts, ()) = lambda_http::http::Request::builder()
-        .method("POST")
-        .uri("/fhir")
-        .header("host", "127.0.0.1")
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/fhir+json")
-        .body(())
-        .unwrap()
-        .into_parts();
-    let event = medrec_infra::gateway::api_gateway_v2_event(
-        &parts,
-        body.as_bytes(),
+    let event = medrec_e2e::gateway_event(
+        "POST",
+        "/fhir",
+        token,
+        &[("host", "127.0.0.1")],
+        body,
         "POST /fhir",
         Default::default(),
-        "127.0.0.1:9".parse().unwrap(),
     );
     let req = medrec_edge::lambda::request_from_event(serde_json::from_value(event).unwrap()).unwrap();
     let resp = medrec_edge::lambda::handle_guarded(app.clone(), req).await.unwrap();
