@@ -927,22 +927,39 @@ impl crate::ports::AuditLog for DynamoStore {
         key: crate::ports::AuditKey<'_>,
         from: &str,
         to: &str,
+        limit: usize,
     ) -> Result<Vec<String>, PortError> {
         let (index, attr, value) = match key {
             crate::ports::AuditKey::Patient(p) => ("by-patient", "patient", p),
             crate::ports::AuditKey::Agent(a) => ("by-agent", "agent", a),
         };
-        let items = query_all(&self.client, &self.tables.audit, &|q| {
-            q.index_name(index)
+        let mut bodies = Vec::new();
+        let mut start = None;
+        // A page stops at `Limit` items or at 1 MB, whichever comes first.
+        while bodies.len() < limit {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.tables.audit)
+                .index_name(index)
                 .key_condition_expression("#k = :k AND #at BETWEEN :from AND :to")
                 .expression_attribute_names("#k", attr)
                 .expression_attribute_names("#at", "at")
                 .expression_attribute_values(":k", s(value))
                 .expression_attribute_values(":from", s(from))
                 .expression_attribute_values(":to", s(to))
-        })
-        .await?;
-        Ok(items.iter().filter_map(|i| get_s(i, "body").map(str::to_owned)).collect())
+                .limit(i32::try_from(limit - bodies.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| port_error("dynamodb", &e))?;
+            bodies.extend(out.items().iter().filter_map(|i| get_s(i, "body").map(str::to_owned)));
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(bodies)
     }
 }
 

@@ -18,6 +18,9 @@ struct Inner {
     versions: BTreeMap<(String, String, u64), Version>,
     index: BTreeSet<(String, String)>,
     audit: Vec<String>,
+    /// Each audit record's keys in the trail's indexes, as the AWS adapter
+    /// writes them: (instant, patient, agent).
+    audit_index: Vec<(String, Option<String>, Option<String>)>,
     events: Vec<DomainEvent>,
     once: BTreeSet<String>,
     failures: HashMap<String, u64>,
@@ -73,6 +76,7 @@ impl Inner {
             }
         }
         self.audit.push(body);
+        self.audit_index.push((audit.recorded.clone(), audit.audited_patient(), audit.agent_key()));
     }
 }
 
@@ -80,6 +84,7 @@ impl Inner {
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     current_reads: std::sync::atomic::AtomicUsize,
+    audit_reads: std::sync::atomic::AtomicUsize,
 }
 
 impl MemoryStore {
@@ -88,6 +93,13 @@ impl MemoryStore {
     /// whole compartment.
     pub fn current_reads(&self) -> usize {
         self.current_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many audit records the trail's readers fetched so far: what
+    /// tells a search that reads a page's worth from one that reads the
+    /// whole window.
+    pub fn audit_reads(&self) -> usize {
+        self.audit_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn audit_len(&self) -> usize {
@@ -320,26 +332,28 @@ impl crate::ports::AuditLog for MemoryStore {
         key: crate::ports::AuditKey<'_>,
         from: &str,
         to: &str,
+        limit: usize,
     ) -> Result<Vec<String>, PortError> {
         let inner = self.inner.lock().expect("lock");
-        let mut found: Vec<(String, String)> = inner
-            .audit
+        let mut found: Vec<(&str, &String)> = inner
+            .audit_index
             .iter()
-            .filter_map(|body| {
-                let v: serde_json::Value = serde_json::from_str(body).ok()?;
-                let at = v["recorded"].as_str()?.to_owned();
+            .zip(&inner.audit)
+            .filter(|((at, patient, agent), _)| {
                 let hit = match key {
-                    crate::ports::AuditKey::Patient(p) => v["entity"]
-                        .as_array()?
-                        .iter()
-                        .any(|e| e["role"]["code"] == "1" && e["what"]["reference"] == format!("Patient/{p}").as_str()),
-                    crate::ports::AuditKey::Agent(a) => v["agent"][0]["who"]["identifier"]["value"] == a,
+                    crate::ports::AuditKey::Patient(p) => patient.as_deref() == Some(p),
+                    crate::ports::AuditKey::Agent(a) => agent.as_deref() == Some(a),
                 };
-                (hit && at.as_str() >= from && at.as_str() <= to).then(|| (at, body.clone()))
+                hit && at.as_str() >= from && at.as_str() <= to
             })
+            .map(|((at, _, _), body)| (at.as_str(), body))
             .collect();
-        found.sort();
-        Ok(found.into_iter().map(|(_, b)| b).collect())
+        // By instant alone, as the index orders them (a stable sort keeps
+        // the records of one instant in the order they were written).
+        found.sort_by_key(|(at, _)| *at);
+        found.truncate(limit);
+        self.audit_reads.fetch_add(found.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(found.into_iter().map(|(_, b)| b.clone()).collect())
     }
 }
 

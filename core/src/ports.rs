@@ -314,13 +314,16 @@ pub enum AuditKey<'a> {
 /// Reads the audit trail by patient or agent and time, for audit search
 /// and the accounting of disclosures.
 pub trait AuditLog: Send + Sync {
-    /// The FHIR AuditEvent JSON of the records of `key` recorded from `from`
-    /// to `to` (instants, inclusive), oldest first.
+    /// The FHIR AuditEvent JSON of at most `limit` records of `key` recorded
+    /// from `from` to `to` (instants, inclusive), oldest first; fewer only
+    /// when the window holds no more. Records of one instant come in any
+    /// order (the indexes sort by instant alone).
     fn audit_records(
         &self,
         key: AuditKey<'_>,
         from: &str,
         to: &str,
+        limit: usize,
     ) -> impl Future<Output = Result<Vec<String>, PortError>> + Send;
 
     /// At most `limit` break-glass accesses awaiting review (`reviewed`

@@ -38,6 +38,13 @@ pub const AUDIT_PARAMS: &[(&str, &str, &str)] = &[
 /// What an auditor may find of a break-glass access.
 pub const REVIEW_OUTCOMES: [&str; 3] = ["justified", "unjustified", "follow-up"];
 
+/// The most records one read of the trail asks for.
+const MAX_CHUNK: usize = 500;
+/// The records one search page may examine before it answers with what it
+/// found and a cursor past them: a selective filter over a long trail then
+/// costs more pages, never one unbounded request.
+const MAX_SCANNED: usize = 5_000;
+
 const EARLIEST: &str = "0000-01-01T00:00:00.000Z";
 const LATEST: &str = "9999-12-31T23:59:59.999Z";
 
@@ -58,6 +65,15 @@ fn narrow(value: &str, from: &mut String, to: &mut String) -> Result<()> {
         *to = last;
     }
     Ok(())
+}
+
+fn recorded(e: &Value) -> &str {
+    e["recorded"].as_str().unwrap_or_default()
+}
+
+/// A record's place in the trail's order, and what a cursor holds.
+fn sort_key(e: &Value) -> String {
+    format!("{}|{}", recorded(e), e["id"].as_str().unwrap_or_default())
 }
 
 fn agent_of(e: &Value) -> &str {
@@ -140,25 +156,37 @@ impl<S: RecordStore + AuditLog, K: KeyService> Services<S, K> {
             (None, None) => return Err(Error::BadRequest("an AuditEvent search names a patient or an agent".into())),
         };
         audit.patient = patient.clone();
-        let mut events = vec![];
-        for body in self.store.audit_records(key, &from, &to).await? {
-            let e: Value =
-                serde_json::from_str(&body).map_err(|_| Error::Internal("audit record is not JSON".into()))?;
-            if filters.iter().all(|(name, value)| matches(&e, name, value)) {
-                events.push(e);
+        // Resume at the cursor's instant: its group is read again and what
+        // the cursor already passed is skipped by (instant, id).
+        let start = match after.as_deref().and_then(|a| a.split_once('|')) {
+            Some((at, _)) if at > from.as_str() => at.to_owned(),
+            _ => from,
+        };
+        let (mut page, mut scanned, mut last_seen, mut more) = (vec![], 0, None, false);
+        self.walk_audit(key, &start, &to, count + 1, |group| {
+            for e in group {
+                let k = sort_key(&e);
+                if after.as_ref().is_some_and(|a| k <= *a) {
+                    continue;
+                }
+                if filters.iter().all(|(name, value)| matches(&e, name, value)) {
+                    if page.len() == count {
+                        more = true;
+                        return false;
+                    }
+                    page.push(e);
+                }
+                last_seen = Some(k);
+                scanned += 1;
             }
-        }
-        let sort_key =
-            |e: &Value| format!("{}|{}", e["recorded"].as_str().unwrap_or(""), e["id"].as_str().unwrap_or(""));
-        events.sort_by_key(sort_key);
-        let total = events.len();
-        let start = after.as_ref().map_or(0, |a| events.partition_point(|e| sort_key(e) <= *a));
-        let page: Vec<Value> = events.into_iter().skip(start).take(count).collect();
-        let has_more = start + page.len() < total;
-        let next_cursor = page
-            .last()
-            .filter(|_| has_more)
-            .map(|last| self.next_page(caller, "AuditEvent", params.clone(), count, sort_key(last)));
+            more = scanned >= MAX_SCANNED;
+            !more
+        })
+        .await?;
+        // The total is known only when one page held the whole answer.
+        let total = (after.is_none() && !more).then_some(page.len());
+        let next_cursor =
+            last_seen.filter(|_| more).map(|last| self.next_page(caller, "AuditEvent", params.clone(), count, last));
         self.audit_read(caller, audit).await?;
         let resources = page
             .into_iter()
@@ -167,7 +195,61 @@ impl<S: RecordStore + AuditLog, K: KeyService> Services<S, K> {
                 Stored::new(id.to_owned(), 1, recorded.to_owned(), e)
             })
             .collect();
-        Ok(SearchResult { total: Some(total), resources, next_cursor, notes: vec![] })
+        Ok(SearchResult { total, resources, next_cursor, notes: vec![] })
+    }
+
+    /// Walks the records of `key` from `from` to `to`, oldest first, handing
+    /// `visit` each group of records of one instant whole and ordered by id,
+    /// until it answers false or the window ends. The reads start at `first`
+    /// records and double up to `MAX_CHUNK`, so a page costs about its own
+    /// size. The indexes order by instant alone: a chunk that ends inside a
+    /// group is cut before it, and the next starts at the group's instant.
+    async fn walk_audit(
+        &self,
+        key: AuditKey<'_>,
+        from: &str,
+        to: &str,
+        first: usize,
+        mut visit: impl FnMut(Vec<Value>) -> bool + Send,
+    ) -> Result<()> {
+        let mut from = from.to_owned();
+        let mut chunk = first.max(1);
+        loop {
+            let bodies = self.store.audit_records(key, &from, to, chunk).await?;
+            let full = bodies.len() == chunk;
+            let mut events = bodies
+                .iter()
+                .map(|b| {
+                    serde_json::from_str::<Value>(b).map_err(|_| Error::Internal("audit record is not JSON".into()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if full {
+                let last = recorded(&events[chunk - 1]).to_owned();
+                let cut = events.partition_point(|e| recorded(e) < last.as_str());
+                if cut == 0 {
+                    // One instant fills the chunk: read it whole.
+                    chunk *= 2;
+                    continue;
+                }
+                events.truncate(cut);
+                from = last;
+            }
+            let mut events = events.into_iter().peekable();
+            while let Some(e) = events.next() {
+                let mut group = vec![e];
+                while let Some(next) = events.next_if(|n| recorded(n) == recorded(&group[0])) {
+                    group.push(next);
+                }
+                group.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+                if !visit(group) {
+                    return Ok(());
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+            chunk = (chunk * 2).clamp(first, MAX_CHUNK.max(first));
+        }
     }
 
     /// The accounting of disclosures of `patient` from `start` to `end`
@@ -194,13 +276,13 @@ impl<S: RecordStore + AuditLog, K: KeyService> Services<S, K> {
         }
         let mut out = vec![];
         let for_patient = super::consent_gate::is_own_patient(caller, patient);
-        for body in self.store.audit_records(AuditKey::Patient(patient), &from, &to).await? {
-            let e: Value =
-                serde_json::from_str(&body).map_err(|_| Error::Internal("audit record is not JSON".into()))?;
-            if e["outcome"] == "0" && matches!(e["action"].as_str(), Some("R" | "E")) {
-                out.push(e);
-            }
-        }
+        self.walk_audit(AuditKey::Patient(patient), &from, &to, MAX_CHUNK, |group| {
+            out.extend(
+                group.into_iter().filter(|e| e["outcome"] == "0" && matches!(e["action"].as_str(), Some("R" | "E"))),
+            );
+            true
+        })
+        .await?;
         let names = self.directory_names(&out).await?;
         for e in &mut out {
             if for_patient {

@@ -288,8 +288,14 @@ impl<S: RecordStore> RecordStore for Staging<S> {
 }
 
 impl<S: AuditLog> AuditLog for Staging<S> {
-    async fn audit_records(&self, key: AuditKey<'_>, from: &str, to: &str) -> Result<Vec<String>, PortError> {
-        self.0.audit_records(key, from, to).await
+    async fn audit_records(
+        &self,
+        key: AuditKey<'_>,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, PortError> {
+        self.0.audit_records(key, from, to, limit).await
     }
 
     async fn break_glass_accesses(

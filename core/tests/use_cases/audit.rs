@@ -123,3 +123,101 @@ async fn validate_answers_an_outcome_and_stores_nothing() {
     let records = |dump: &str| dump.split("audit:").next().unwrap().to_owned();
     assert_eq!(records(&svc.store.dump()), records(&before));
 }
+
+const LONG: &str = "0123456789abcdef0123456789abcdef";
+const HUGE: &str = "fedcba9876543210fedcba9876543210";
+
+/// A trail of `n` reads of `patient` by two agents, stamped by the test:
+/// instants shared by groups of up to 5 records, and one instant shared
+/// by 40 (more than a page), as a busy integration writes them.
+async fn seeded_trail(svc: &Memory, patient: &str, n: usize) -> Vec<(String, String, String)> {
+    use medrec_core::ports::RecordStore;
+    let mut written = vec![];
+    for i in 0..n {
+        let who = clinician(if i % 3 == 0 { "dr-rare" } else { "dr-often" }, "user/*.cruds");
+        let mut entry = svc.draft(Some(&who), "read");
+        let tick = if (200..240).contains(&i) { 200 } else { i - i % (1 + i % 5) };
+        entry.recorded = format!("2026-11-01T10:{:02}:{:02}.{:03}Z", tick / 60_000, tick / 1000 % 60, tick % 1000);
+        entry.patient = Some(patient.to_owned());
+        entry.entities = vec![format!("Patient/{patient}")];
+        svc.store.audit(&entry, vec![]).await.unwrap();
+        written.push((entry.recorded.clone(), entry.id.clone(), entry.agent.subject.clone().unwrap()));
+    }
+    written.sort();
+    written
+}
+
+#[tokio::test]
+async fn audit_search_pages_through_a_long_trail_reading_about_a_page_each() {
+    let svc = services();
+    let auditor = with_role("aud-1", Role::Auditor, "user/AuditEvent.rs");
+    let trail = seeded_trail(&svc, LONG, 600).await;
+    let page = |q: Vec<(String, String)>| {
+        let (svc, auditor) = (&svc, auditor.clone());
+        async move {
+            let mut audit = svc.draft(Some(&auditor), "search-type");
+            let before = svc.store.audit_reads();
+            let found = svc.search_audit(&auditor, q, &mut audit).await.unwrap();
+            (found, svc.store.audit_reads() - before)
+        }
+    };
+    // (agent filter, the records it matches, records examined a match)
+    for (filter, expected, per_match) in [
+        (None, trail.clone(), 1),
+        (Some("dr-rare"), trail.iter().filter(|t| t.2 == "dr-rare").cloned().collect::<Vec<_>>(), 3),
+    ] {
+        // The window leaves out the trail of these searches themselves.
+        let mut q = vec![
+            ("patient".to_owned(), LONG.to_owned()),
+            ("date".to_owned(), "lt2026-11-02".to_owned()),
+            ("_count".to_owned(), "7".to_owned()),
+        ];
+        q.extend(filter.map(|a| ("agent".to_owned(), a.to_owned())));
+        let (mut seen, mut reads, mut pages) = (vec![], vec![], 0);
+        loop {
+            let (found, read) = page(q).await;
+            pages += 1;
+            assert!(found.resources.len() <= 7);
+            assert_eq!(
+                found.total.is_some(),
+                pages == 1 && found.next_cursor.is_none(),
+                "a total only when one page held all"
+            );
+            seen.extend(
+                found.resources.iter().map(|s| (s.resource["recorded"].as_str().unwrap().to_owned(), s.id.clone())),
+            );
+            reads.push(read);
+            match found.next_cursor {
+                Some(c) => q = vec![("_cursor".to_owned(), c)],
+                None => break,
+            }
+        }
+        let expected: Vec<(String, String)> = expected.into_iter().map(|(at, id, _)| (at, id)).collect();
+        assert_eq!(seen.len(), expected.len(), "{filter:?}: across {pages} pages");
+        assert!(seen == expected, "{filter:?}: every record once, by (instant, id)");
+        // The whole window used to be read for every page: 600 a page.
+        let worst = reads.iter().max().unwrap();
+        assert!(*worst <= 40 * 4 * per_match, "{filter:?}: a page read {worst} records: {reads:?}");
+        let mean = reads.iter().sum::<usize>() / reads.len();
+        assert!(mean <= 4 * 8 * per_match, "{filter:?}: {mean} records read a page on average: {reads:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_selective_audit_search_answers_with_a_cursor_before_its_work_is_unbounded() {
+    let svc = services();
+    let auditor = with_role("aud-1", Role::Auditor, "user/AuditEvent.rs");
+    seeded_trail(&svc, HUGE, 6_000).await;
+    let q =
+        |extra: (&str, &str)| vec![("patient".to_owned(), HUGE.to_owned()), (extra.0.to_owned(), extra.1.to_owned())];
+    let mut audit = svc.draft(Some(&auditor), "search-type");
+    let before = svc.store.audit_reads();
+    let none = svc.search_audit(&auditor, q(("agent", "nobody")), &mut audit).await.unwrap();
+    let read = svc.store.audit_reads() - before;
+    assert!(none.resources.is_empty() && none.total.is_none());
+    assert!(read < 6_000, "one page stops at its scan bound: read {read}");
+    let cursor = none.next_cursor.expect("a cursor past what was examined");
+    let mut audit = svc.draft(Some(&auditor), "search-type");
+    let rest = svc.search_audit(&auditor, vec![("_cursor".to_owned(), cursor)], &mut audit).await.unwrap();
+    assert!(rest.resources.is_empty() && rest.next_cursor.is_none(), "the second page finishes the window");
+}
