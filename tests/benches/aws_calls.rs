@@ -32,13 +32,28 @@ const LAMBDA_MS_512MB: f64 = 0.0000133334 * 0.5 / 1000.0 * 1e6;
 /// Requests per route for the handler CPU figures.
 const CPU_RUNS: usize = 100;
 
+/// The calls the local stack's event-source pollers make whether or not
+/// anything happens (Lambda's own polling of streams and queues in AWS):
+/// left out of every row.
+const POLLS: &[&str] = &[
+    "DynamoDBStreams_20120810.DescribeStream",
+    "DynamoDBStreams_20120810.GetShardIterator",
+    "DynamoDBStreams_20120810.GetRecords",
+    "AmazonSQS.ReceiveMessage",
+];
+/// Long enough for a request's background work (stream to relay to bus to
+/// queue to consumer, each hop a poll of at most half a second) to land.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Prints the calls and DynamoDB request units counted since the last call
-/// (both reset) and their cost per million such rows, `requests` API
-/// requests each. Lambda compute is left out (its duration here is not
-/// AWS's): add $0.067 per million per 10 ms at 512 MB on arm64. Work done
-/// after the answer (the outbox relay) lands in the row open when it runs.
+/// (both reset), after the background work of the row's request has run
+/// (the outbox relay, the audit mirror), and their cost per million such
+/// rows, `requests` API requests each. Lambda compute is left out (its
+/// duration here is not AWS's; the CPU table below has it).
 async fn show(h: &Harness, label: &str, requests: f64) {
-    let counts = h.aws_calls().await;
+    tokio::time::sleep(SETTLE).await;
+    let mut counts = h.aws_calls().await;
+    counts.retain(|name, _| !POLLS.contains(&name.as_str()));
     let (read, write) = h.request_units().await;
     let calls: f64 = counts
         .iter()
@@ -47,7 +62,7 @@ async fn show(h: &Harness, label: &str, requests: f64) {
     let cost = PER_REQUEST * requests + calls + read * DYNAMODB_READ_UNIT + write * DYNAMODB_WRITE_UNIT;
     let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{}={v}", k.rsplit('.').next().unwrap_or(k))).collect();
     println!(
-        "{label:<44} ${cost:>6.2}/M  RRU={read} WRU={write}  {}",
+        "| {label} | {cost:.2} | {read} / {write} | {} |",
         if parts.is_empty() { "none".into() } else { parts.join(" ") }
     );
 }
@@ -137,6 +152,9 @@ where
 async fn main() {
     let h = Harness::start().await;
     let t = h.token("clinician", "dr-bench");
+    println!("AWS calls per request, with the background work each request causes (outbox relay, audit mirror):");
+    println!("| route | $ per million | DynamoDB read / write units | calls |");
+    println!("|---|---|---|---|");
 
     h.aws_calls().await;
     h.request_units().await;
@@ -181,7 +199,10 @@ async fn main() {
     let registrar = h.token("registrar", "reg-bench");
     let r = h.call("POST", "/fhir/Consent", Some(&registrar), &[], Some(&consent.to_string())).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
+    let consent_id = r.json()["id"].as_str().expect("consent id").to_owned();
     show(&h, "Consent create (registrar)", 1.0).await;
+    assert_eq!(h.get(&format!("/fhir/Consent/{consent_id}"), &registrar).await.status, 200);
+    show(&h, "Consent read", 1.0).await;
     h.get(&format!("/fhir/Observation/{obs_id}"), &t).await;
     show(&h, "Observation read, one consent on file", 1.0).await;
     h.get(&format!("/fhir/Patient/{id}/$everything"), &t).await;
@@ -200,9 +221,38 @@ async fn main() {
     h.get(&binary, &t).await;
     show(&h, "Binary read (whole document)", 1.0).await;
 
-    // History, a transaction Bundle, $validate and audit search.
+    // History, updates, conditional create, the directory, a transaction
+    // Bundle, $validate, the audit trail and the CapabilityStatement.
     h.get(&format!("/fhir/Observation/{obs_id}/_history"), &t).await;
     show(&h, "Observation history (2 versions)", 1.0).await;
+    assert_eq!(h.get(&format!("/fhir/Observation/{obs_id}/_history/1"), &t).await.status, 200);
+    show(&h, "Observation vread", 1.0).await;
+    let update = |version: usize| {
+        let mut p = canary_patient("bench");
+        p["id"] = serde_json::json!(id);
+        (format!("/fhir/Patient/{id}"), format!("W/\"{version}\""), p.to_string())
+    };
+    let (path, version, body) = update(1);
+    let r = h.call("PUT", &path, Some(&t), &[("if-match", &version)], Some(&body)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    show(&h, "Patient update (PUT, If-Match)", 1.0).await;
+    let mut tagged = obs.clone();
+    tagged["identifier"] = serde_json::json!([{"system": "urn:bench", "value": "obs-1"}]);
+    // Clinical searches name the patient.
+    let condition = format!("patient={id}&identifier=urn:bench|obs-1");
+    let once = [("if-none-exist", condition.as_str())];
+    let r = h.call("POST", "/fhir/Observation", Some(&t), &once, Some(&tagged.to_string())).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    show(&h, "Observation conditional create, none there", 1.0).await;
+    assert_eq!(h.call("POST", "/fhir/Observation", Some(&t), &once, Some(&tagged.to_string())).await.status, 200);
+    show(&h, "Observation conditional create, already there", 1.0).await;
+    let practitioner = serde_json::json!({"resourceType": "Practitioner", "name": [{"family": "Bench"}]});
+    let r = h.call("POST", "/fhir/Practitioner", Some(&registrar), &[], Some(&practitioner.to_string())).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let practitioner_id = r.json()["id"].as_str().expect("practitioner id").to_owned();
+    show(&h, "Practitioner create (directory)", 1.0).await;
+    assert_eq!(h.get(&format!("/fhir/Practitioner/{practitioner_id}"), &t).await.status, 200);
+    show(&h, "Practitioner read (directory)", 1.0).await;
     let bundle = transaction_of(&obs, 10);
     let r = h.call("POST", "/fhir", Some(&t), &[], Some(&bundle)).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -213,6 +263,31 @@ async fn main() {
     let auditor = h.token("auditor", "aud-bench");
     assert_eq!(h.get(&format!("/fhir/AuditEvent?patient={id}"), &auditor).await.status, 200);
     show(&h, "AuditEvent search by patient", 1.0).await;
+    assert_eq!(h.get(&format!("/fhir/Patient/{id}/$disclosures"), &auditor).await.status, 200);
+    show(&h, "accounting of disclosures", 1.0).await;
+    let glass = [
+        ("x-purpose-of-use", "ETREAT"),
+        ("x-break-glass-reason-code", "patient-unconscious"),
+        ("x-break-glass-reason", "unconscious on arrival, needs history"),
+    ];
+    assert_eq!(h.call("GET", &format!("/fhir/Patient/{id}"), Some(&t), &glass, None).await.status, 200);
+    show(&h, "Patient read under break-glass", 1.0).await;
+    let queue = h.get("/fhir/AuditEvent?subtype=break-glass&_review=pending", &auditor).await;
+    assert_eq!(queue.status, 200);
+    let access = queue.json()["entry"][0]["resource"]["id"].as_str().expect("a pending access").to_owned();
+    show(&h, "break-glass review queue", 1.0).await;
+    let review = r#"{"resourceType": "Parameters", "parameter": [{"name": "outcome", "valueCode": "justified"}]}"#;
+    let r = h.call("POST", &format!("/fhir/AuditEvent/{access}/$review"), Some(&auditor), &[], Some(review)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    show(&h, "break-glass review", 1.0).await;
+    let doomed = h.call("POST", "/fhir/Observation", Some(&t), &[], Some(&obs.to_string())).await.json();
+    let doomed = format!("/fhir/Observation/{}", doomed["id"].as_str().expect("id"));
+    show(&h, "Observation create", 1.0).await;
+    let admin = h.token("admin", "admin-bench");
+    assert_eq!(h.call("DELETE", &doomed, Some(&admin), &[], None).await.status, 204);
+    show(&h, "Observation delete (admin)", 1.0).await;
+    assert_eq!(h.get("/fhir/metadata", &t).await.status, 200);
+    show(&h, "CapabilityStatement", 1.0).await;
 
     // A second function instance on the same resources: a cold start.
     let app = medrec_patients::boot(&h.settings("PatientsFunction", &[])).await.unwrap();
@@ -255,11 +330,28 @@ async fn main() {
         body: canary_patient(&format!("cpu{i}")).to_string(),
     };
     let patient_read = |_| Call::get(format!("/fhir/Patient/{id}"), "GET /fhir/Patient/{id}", vec![("id", id.clone())]);
+    // The calls above made version 2.
+    let patient_update = |i: usize| {
+        let (path, version, body) = update(i + 2);
+        Call {
+            method: "PUT",
+            path,
+            route_key: "PUT /fhir/Patient/{id}",
+            params: vec![("id", id.clone())],
+            headers: vec![("if-match", version)],
+            body,
+        }
+    };
+    let everything = |_| {
+        let params = vec![("id", id.clone()), ("operation", "$everything".into())];
+        Call::get(format!("/fhir/Patient/{id}/$everything"), "GET /fhir/Patient/{id}/{operation}", params)
+    };
+    let metadata = |_| Call::get("/fhir/metadata".into(), "GET /fhir/metadata", vec![]);
     // Every bench patient's family starts "Family": a search by it walks
     // them all (the index holds 3-character prefixes) and decrypts each.
     let mut unique = canary_patient("unique");
     unique["name"][0]["family"] = serde_json::json!("Quenneville");
-    h.create_id(&t, &unique).await;
+    let unique_id = h.create_id(&t, &unique).await;
     let patient_search = |_| Call::get("/fhir/Patient?family=Quenneville".into(), "GET /fhir/Patient", vec![]);
     let shared_search = |_| Call::get("/fhir/Patient?family=Familybench".into(), "GET /fhir/Patient", vec![]);
     let obs_create = |i: usize| Call {
@@ -282,6 +374,43 @@ async fn main() {
         params: vec![("type", "Observation".into()), ("id", obs_id.clone())],
         headers: vec![("content-type", "application/json-patch+json".into()), ("if-match", format!("W/\"{}\"", i + 2))],
         body: patch.to_owned(),
+    };
+    let obs_vread = |_| {
+        let params = vec![("type", "Observation".into()), ("id", obs_id.clone()), ("vid", "1".into())];
+        Call::get(format!("/fhir/Observation/{obs_id}/_history/1"), "GET /fhir/{type}/{id}/_history/{vid}", params)
+    };
+    let conditional_create = |_| Call {
+        method: "POST",
+        path: "/fhir/Observation".into(),
+        route_key: "POST /fhir/{type}",
+        params: vec![("type", "Observation".into())],
+        headers: vec![("if-none-exist", condition.clone())],
+        body: tagged.to_string(),
+    };
+    let practitioner_read = |_| {
+        let params = vec![("type", "Practitioner".into()), ("id", practitioner_id.clone())];
+        Call::get(format!("/fhir/Practitioner/{practitioner_id}"), "GET /fhir/{type}/{id}", params)
+    };
+    let consent_read = |_| {
+        Call::get(format!("/fhir/Consent/{consent_id}"), "GET /fhir/Consent/{id}", vec![("id", consent_id.clone())])
+    };
+    let doc_create = |i: usize| {
+        let mut d = doc.clone();
+        d["description"] = serde_json::json!(format!("note {i}"));
+        Call {
+            method: "POST",
+            path: "/fhir/DocumentReference".into(),
+            route_key: "POST /fhir/DocumentReference",
+            params: vec![],
+            headers: vec![],
+            body: d.to_string(),
+        }
+    };
+    // The Quenneville patient's trail: a create and a search disclosure
+    // for each of the Patient search rows' requests.
+    let disclosures = |_| {
+        let path = format!("/fhir/Patient/{unique_id}/$disclosures");
+        Call::get(path, "GET /fhir/Patient/{id}/$disclosures", vec![("id", unique_id.clone())])
     };
     let obs_search = |_| {
         let path = format!("/fhir/Observation?patient={id}&code=8867-4");
@@ -321,6 +450,9 @@ async fn main() {
             ("Patient read", &patient_read),
             ("Patient search, 1 result", &patient_search),
             ("Patient search, a name prefix 300 patients share", &shared_search),
+            ("Patient update (PUT, If-Match)", &patient_update),
+            ("Patient $everything, first page", &everything),
+            ("CapabilityStatement", &metadata),
         ],
     );
     rows.extend(handler_cpu(
@@ -329,7 +461,10 @@ async fn main() {
         &[
             ("Observation create", &obs_create),
             ("Observation read, one consent on file", &obs_read),
+            ("Observation vread", &obs_vread),
             ("Observation PATCH", &obs_patch),
+            ("Observation conditional create, already there", &conditional_create),
+            ("Practitioner read (directory)", &practitioner_read),
             ("Observation search in the compartment", &obs_search),
             ("Observation history, one page of over 100 versions", &obs_history),
             ("transaction Bundle, 10 Observations", &obs_bundle),
@@ -338,7 +473,12 @@ async fn main() {
     rows.extend(handler_cpu(
         || async { medrec_documents::boot(&h.settings("DocumentsFunction", &[])).await.expect("boot") },
         &t,
-        &[("Binary read (whole document, S3)", &binary_read)],
+        &[("Binary read (whole document, S3)", &binary_read), ("DocumentReference create, inline", &doc_create)],
+    ));
+    rows.extend(handler_cpu(
+        || async { medrec_consent::boot(&h.settings("ConsentFunction", &[])).await.expect("boot") },
+        &registrar,
+        &[("Consent read", &consent_read)],
     ));
     rows.extend(handler_cpu(
         || async { medrec_validation::boot(&h.settings("ValidationFunction", &[])).await.expect("boot") },
@@ -348,7 +488,10 @@ async fn main() {
     rows.extend(handler_cpu(
         || async { medrec_audit::boot(&h.settings("AuditFunction", &[])).await.expect("boot") },
         &auditor,
-        &[("AuditEvent search by patient", &audit_search)],
+        &[
+            ("AuditEvent search by patient, first page of thousands", &audit_search),
+            ("accounting of disclosures, 100 accesses", &disclosures),
+        ],
     ));
     println!("handler CPU per request (one thread per instance, {CPU_RUNS} requests per route, after one to warm):");
     println!("| route | handler CPU ms | Lambda compute $ per million at that duration, 512 MB arm64 |");
