@@ -210,6 +210,25 @@ impl DynamoStore {
         side_items: Vec<TransactWriteItem>,
         records: &[ChainEntry],
     ) -> Result<(), PortError> {
+        use crate::metrics::{add, Counter};
+        let appended = self.try_append_chain(items, side_items, records).await;
+        let n = records.len() as u64;
+        match &appended {
+            Ok(()) => add(Counter::AuditWrites, n),
+            // A condition of the change itself (a version conflict), not of
+            // the trail: nothing failed to be recorded that had to be.
+            Err(PortError::ConditionFailed(_)) => {}
+            Err(_) => add(Counter::AuditWriteFailures, n),
+        }
+        appended
+    }
+
+    async fn try_append_chain(
+        &self,
+        items: Vec<TransactWriteItem>,
+        side_items: Vec<TransactWriteItem>,
+        records: &[ChainEntry],
+    ) -> Result<(), PortError> {
         let last_id = &records.last().ok_or_else(|| PortError::Integrity("no audit record to append".into()))?.id;
         let mut lease = self.shards.lease(None);
         for attempt in 0..AUDIT_ATTEMPTS {

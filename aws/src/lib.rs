@@ -9,7 +9,7 @@
 //! lists neither `lambda_http` nor the edge crate.
 
 // The core's modules under the names the adapters use.
-use medrec_core::{audit, consumer, crypto, error, events, fhir, ports, retention, service};
+use medrec_core::{audit, consumer, crypto, error, events, fhir, metrics, ports, retention, service};
 
 pub mod checkpoints;
 pub mod dynamo;
@@ -22,6 +22,7 @@ pub mod roster;
 pub mod s3;
 pub mod schema;
 pub mod stream;
+pub mod timed_http;
 
 use crate::error::PortError;
 use aws_config::{BehaviorVersion, Region};
@@ -36,7 +37,8 @@ pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
         .operation_attempt_timeout(Duration::from_secs(5))
         .operation_timeout(Duration::from_secs(15))
         .build();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).http_client(timed_http::client());
     if let Some(ep) = endpoint {
         loader = loader.endpoint_url(ep).region(Region::new("us-east-1")).credentials_provider(
             aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "medrec-local"),

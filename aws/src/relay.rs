@@ -49,6 +49,8 @@ impl Relay {
         let todo: Vec<&(String, Envelope)> = pending.iter().filter(|(_, e)| !sent.contains(&e.id)).collect();
         for chunk in todo.chunks(PUT_EVENTS_LIMIT) {
             let published = self.publish(chunk).await;
+            crate::metrics::add(crate::metrics::Counter::EventsRelayed, published as u64);
+            crate::metrics::add(crate::metrics::Counter::EventsFailed, (chunk.len() - published) as u64);
             let ok = &chunk[..published];
             if let Err(e) = self.mark_sent(ok).await {
                 // Published but not marked: the retry publishes them again,

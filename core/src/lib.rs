@@ -23,6 +23,7 @@ pub mod events;
 pub mod limits;
 #[cfg(feature = "memory-ports")]
 pub mod memory;
+pub mod metrics;
 pub mod ports;
 pub mod purge;
 pub mod registry;

@@ -137,10 +137,22 @@ pub async fn handle<A: Api>(api: &A, req: Request) -> Response<Body> {
     let started = Instant::now();
     let path = http::path(&req);
     let method = req.method().as_str().to_owned();
-    let (resp, template) = match route(api.routes(), &method, &path) {
-        Ok((r, params)) => (dispatch(api, r, &params, &req).await, r.path),
-        Err(e) => (http::error_response_at(&e, &path), "unmatched"),
-    };
+    // Boxed: the task-local scope around the whole request nests every
+    // future of it once more, past the compiler's layout depth.
+    let ((resp, matched), counted) = crate::metrics::measured(Box::pin(async {
+        match route(api.routes(), &method, &path) {
+            Ok((r, params)) => (dispatch(api, r, &params, &req).await, Some(r)),
+            Err(e) => (http::error_response_at(&e, &path), None),
+        }
+    }))
+    .await;
+    let template = matched.map_or("unmatched", |r| r.path);
+    // The route's own method and template: a method a caller made up
+    // never becomes a metric's dimension.
+    let route_key = matched.map_or_else(|| "unmatched".to_owned(), |r| format!("{} {}", r.method, r.path));
+    let function = &api.runtime().config.function_name;
+    let served = crate::emf::Served { function, route: &route_key, status: resp.status().as_u16(), started };
+    crate::emf::request(&served, &counted);
     let (_, request_id) = http::origin(&req);
     tracing::info!(
         method = %method,
@@ -193,6 +205,9 @@ async fn dispatch<A: Api>(api: &A, route: &'static Route, params: &[&str], req: 
 /// counted towards the caller's security alerts).
 pub async fn failed(rt: &Runtime, caller: &Caller, audit: &AuditEntry, e: &Error, path: &str) -> Response<Body> {
     let resp = http::error_response_at(e, path);
+    if let Error::Invalid(_) = e {
+        crate::metrics::count(crate::metrics::Counter::ValidationFailures);
+    }
     if let Error::Internal(detail) | Error::Unavailable(detail) = e {
         tracing::error!(detail = %detail, audit_id = %audit.id, "request failed");
     }

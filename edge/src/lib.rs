@@ -14,13 +14,15 @@
 #[cfg(feature = "memory-ports")]
 pub use medrec_core::memory;
 pub use medrec_core::{
-    audit, auth, consent, consumer, crypto, cursor, documents, error, events, fhir, ports, purge, retention, service,
+    audit, auth, consent, consumer, crypto, cursor, documents, error, events, fhir, metrics, ports, purge, retention,
+    service,
 };
 
 pub use medrec_aws as aws;
 
 pub mod api;
 pub mod config;
+pub mod emf;
 pub mod http;
 pub mod lambda;
 pub mod log;

@@ -4,7 +4,8 @@
 //! turns it into a request as the functions do in Lambda
 //! (`medrec_edge::lambda::request_from_event`), and calls the function's
 //! handler in-process: the handler sees what it sees in Lambda.
-//! It also serves the local identity provider's JWKS.
+//! It also serves the local identity provider's JWKS, and the functions'
+//! metrics as Prometheus text at `/metrics` (`crate::metrics`).
 
 use crate::idle::Activity;
 use crate::template::Template;
@@ -70,6 +71,13 @@ impl Gateway {
         let path = parts.uri.path().to_owned();
         if method == "GET" && path == "/.well-known/jwks.json" {
             return plain(200, self.jwks.clone());
+        }
+        // What CloudWatch would hold, for a developer (loopback only).
+        if method == "GET" && path == "/metrics" {
+            return hyper::Response::builder()
+                .header("content-type", "text/plain; version=0.0.4")
+                .body(Full::new(Bytes::from(crate::metrics::prometheus())))
+                .expect("valid response");
         }
         let Some((function, route_key, path_params)) = self.template.route(&method, &path) else {
             return plain(404, json!({"message": "Not Found"}));

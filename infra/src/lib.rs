@@ -12,6 +12,7 @@ pub mod fault_proxy;
 pub mod fhir_model;
 pub mod gateway;
 pub mod idle;
+pub mod metrics;
 pub mod poller;
 pub mod provision;
 pub mod purge;

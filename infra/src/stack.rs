@@ -348,6 +348,7 @@ impl LocalStack {
             }
             function_env.insert(f.logical_id.clone(), env);
         }
+        crate::metrics::install();
         let gateway = Arc::new(Gateway { template: template.clone(), handlers, jwks: opts.dev_key.jwks(), activity });
         let server = tokio::spawn(gateway.serve(listener));
         Ok(LocalStack {

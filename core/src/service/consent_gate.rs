@@ -43,6 +43,9 @@ pub(crate) fn is_own_patient(caller: &Caller, patient: &str) -> bool {
 }
 
 fn refusal(decision: Decision) -> Result<()> {
+    if matches!(decision, Decision::Deny { .. }) {
+        crate::metrics::count(crate::metrics::Counter::ConsentDenials);
+    }
     match decision {
         Decision::Deny { consent: Some(id) } => {
             Err(Error::Forbidden(format!("consent: Consent/{id} does not permit this access")))

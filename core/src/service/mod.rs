@@ -320,6 +320,7 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
     /// record: the patient, the reason code and the record to review, no PHI.
     fn break_glass_events(&self, caller: &Caller, entry: &AuditEntry) -> Vec<DomainEvent> {
         let Some(bg) = &caller.purpose.break_glass else { return vec![] };
+        crate::metrics::count(crate::metrics::Counter::BreakGlassUses);
         vec![DomainEvent {
             id: random_id(),
             event_type: "BreakGlassUsed",
@@ -422,8 +423,10 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
 
     async fn patient_key(&self, patient: &str) -> Result<Arc<DataKey>> {
         if let Some(k) = self.cache.get(patient) {
+            crate::metrics::count(crate::metrics::Counter::KeyCacheHits);
             return Ok(k);
         }
+        crate::metrics::count(crate::metrics::Counter::KeyCacheMisses);
         // A compartment without its key was crypto-shredded by the purge:
         // its records are gone for good.
         let wrapped = self.store.wrapped_key(patient).await?.ok_or_else(|| {

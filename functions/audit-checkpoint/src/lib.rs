@@ -21,6 +21,8 @@ const EXPORT_SETTLE: time::Duration = time::Duration::minutes(5);
 const EXPORT_CHUNKS_PER_RUN: usize = 20;
 
 pub struct App {
+    /// The function's name, for its metrics.
+    name: String,
     checkpoints: Checkpoints,
 }
 
@@ -39,11 +41,16 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
         signing_key_id: req("MEDREC_AUDIT_SIGNING_KEY_ID")?,
         shards: config.audit_shards,
     };
-    Ok(App { checkpoints })
+    Ok(App { name: settings.config.function_name.clone(), checkpoints })
 }
 
 impl App {
-    pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
+    pub async fn handle(self: Arc<Self>, event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
+        let name = self.name.clone();
+        medrec_edge::emf::invocation(&name, self.run(event), |r| r.is_err()).await
+    }
+
+    async fn run(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
         let cp = archive::write_checkpoint(&self.checkpoints, &medrec_edge::fhir::now_instant()).await?;
         tracing::info!(checkpoint = cp.number, shards = cp.heads.len(), "audit checkpoint signed");
         let now = time::OffsetDateTime::now_utc();

@@ -12,6 +12,8 @@ use medrec_edge::runtime::BootError;
 use std::sync::Arc;
 
 pub struct App {
+    /// The function's name, for its metrics.
+    name: String,
     mirror: AuditMirror,
 }
 
@@ -24,7 +26,7 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
         .ok_or(ConfigError::Missing("MEDREC_AUDIT_ARCHIVE_BUCKET"))?;
     let sdk = medrec_edge::aws::sdk_config(config.aws_endpoint.as_deref()).await;
     let s3 = medrec_edge::aws::s3_client(&sdk, config.deployment == Deployment::Local);
-    Ok(App { mirror: AuditMirror { s3, bucket } })
+    Ok(App { name: settings.config.function_name.clone(), mirror: AuditMirror { s3, bucket } })
 }
 
 impl App {
@@ -32,6 +34,14 @@ impl App {
         self: Arc<Self>,
         event: LambdaEvent<StreamEvent>,
     ) -> Result<StreamBatchResponse, lambda_http::Error> {
+        let name = self.name.clone();
+        medrec_edge::emf::invocation(&name, self.run(event), |r| {
+            r.as_ref().map_or(true, |b| !b.batch_item_failures.is_empty())
+        })
+        .await
+    }
+
+    async fn run(self: Arc<Self>, event: LambdaEvent<StreamEvent>) -> Result<StreamBatchResponse, lambda_http::Error> {
         Ok(self.mirror.record(event.payload).await)
     }
 }

@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub struct App {
+    /// The function's name, for its metrics.
+    name: String,
     rt: Runtime,
     days: u32,
 }
@@ -33,11 +35,16 @@ fn notice_days(get: impl Fn(&str) -> Option<String>) -> Result<u32, ConfigError>
 pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let config = settings.config.clone();
     let days = notice_days(|k| settings.get(k))?;
-    Ok(App { rt: Runtime::from_config(config).await?, days })
+    Ok(App { name: settings.config.function_name.clone(), rt: Runtime::from_config(config).await?, days })
 }
 
 impl App {
-    pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
+    pub async fn handle(self: Arc<Self>, event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
+        let name = self.name.clone();
+        medrec_edge::emf::invocation(&name, self.run(event), |r| r.is_err()).await
+    }
+
+    async fn run(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
         let now = time::OffsetDateTime::now_utc();
         let sent = self.rt.services.notify_expiring_consents(now, self.days).await?;
         tracing::info!(notices = sent, days = self.days, "consent expiry run");

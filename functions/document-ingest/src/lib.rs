@@ -17,6 +17,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 pub struct App {
+    /// The function's name, for its metrics.
+    name: String,
     rt: Runtime,
     blobs: S3Blobs,
     documents: DocumentConfig,
@@ -47,7 +49,7 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let rt = Runtime::from_config(config).await?;
     let local = rt.config.deployment == Deployment::Local;
     let blobs = S3Blobs::new(&rt.sdk, local, &documents.documents_bucket, &documents.uploads_bucket);
-    Ok(App { rt, blobs, documents, scanner: TestSignatureScanner })
+    Ok(App { name: settings.config.function_name.clone(), rt, blobs, documents, scanner: TestSignatureScanner })
 }
 
 impl App {
@@ -65,6 +67,14 @@ impl App {
 
     /// One SQS batch; failed messages are reported for redelivery.
     pub async fn handle(self: Arc<Self>, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Infallible> {
+        let name = self.name.clone();
+        medrec_edge::emf::invocation(&name, self.run(event), |r| {
+            r.as_ref().is_ok_and(|b| !b.batch_item_failures.is_empty())
+        })
+        .await
+    }
+
+    async fn run(self: Arc<Self>, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Infallible> {
         let mut response = SqsBatchResponse::default();
         for message in event.payload.records {
             let id = message.message_id.clone().unwrap_or_default();

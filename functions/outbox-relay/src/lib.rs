@@ -11,6 +11,8 @@ use medrec_edge::runtime::BootError;
 use std::sync::Arc;
 
 pub struct App {
+    /// The function's name, for its metrics.
+    name: String,
     relay: Relay,
 }
 
@@ -26,7 +28,7 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
         outbox_table: config.outbox_table,
         bus,
     };
-    Ok(App { relay })
+    Ok(App { name: settings.config.function_name.clone(), relay })
 }
 
 impl App {
@@ -34,6 +36,14 @@ impl App {
         self: Arc<Self>,
         event: LambdaEvent<StreamEvent>,
     ) -> Result<StreamBatchResponse, lambda_http::Error> {
+        let name = self.name.clone();
+        medrec_edge::emf::invocation(&name, self.run(event), |r| {
+            r.as_ref().map_or(true, |b| !b.batch_item_failures.is_empty())
+        })
+        .await
+    }
+
+    async fn run(self: Arc<Self>, event: LambdaEvent<StreamEvent>) -> Result<StreamBatchResponse, lambda_http::Error> {
         Ok(self.relay.relay(event.payload).await)
     }
 }

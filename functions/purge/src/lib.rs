@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub struct App {
+    /// The function's name, for its metrics.
+    name: String,
     ctx: PurgeContext,
     retention: Retention,
     limit: usize,
@@ -36,11 +38,16 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let tables = medrec_edge::runtime::tables(&config);
     let local = config.deployment == Deployment::Local;
     let ctx = PurgeContext::new(&sdk, local, tables, &config.records_key_id, config.audit_shards, &bucket).await?;
-    Ok(App { ctx, retention, limit })
+    Ok(App { name: settings.config.function_name.clone(), ctx, retention, limit })
 }
 
 impl App {
-    pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
+    pub async fn handle(self: Arc<Self>, event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
+        let name = self.name.clone();
+        medrec_edge::emf::invocation(&name, self.run(event), |r| r.is_err()).await
+    }
+
+    async fn run(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
         let now = time::OffsetDateTime::now_utc();
         let r = self.ctx.purger().run(&self.retention, now, self.limit, "medrec-scheduled-purge").await?;
         tracing::info!(shredded = r.shredded, resources = r.resources, held = r.held, "purge run");

@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub struct App {
+    /// The function's name, for its metrics.
+    name: String,
     rt: Runtime,
     roster: Roster,
     client: RegistryClient,
@@ -37,11 +39,16 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let rt = Runtime::from_config(config).await?;
     let client = medrec_edge::registry::setup::connect(&rt.sdk, &get, local).await?;
     let roster = Roster { ddb: aws_sdk_dynamodb::Client::new(&rt.sdk), table };
-    Ok(App { rt, roster, client, caller: registry_caller(), limit })
+    Ok(App { name: settings.config.function_name.clone(), rt, roster, client, caller: registry_caller(), limit })
 }
 
 impl App {
-    pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
+    pub async fn handle(self: Arc<Self>, event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
+        let name = self.name.clone();
+        medrec_edge::emf::invocation(&name, self.run(event), |r| r.is_err()).await
+    }
+
+    async fn run(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
         let svc = &self.rt.services;
         let mut total = Reconciled::default();
         let (mut patients, mut failed) = (0, 0);

@@ -21,6 +21,8 @@ use medrec_edge::service::Caller;
 use std::sync::Arc;
 
 pub struct App {
+    /// The function's name, for its metrics.
+    name: String,
     rt: Runtime,
     processed: ProcessedEvents,
     roster: Roster,
@@ -47,7 +49,7 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let ddb = aws_sdk_dynamodb::Client::new(&rt.sdk);
     let roster = Roster { ddb: ddb.clone(), table: table.clone() };
     let processed = ProcessedEvents { ddb, table, consumer: "registry-sync".into(), lease_seconds: 120 };
-    Ok(App { rt, processed, roster, client, caller: registry_caller() })
+    Ok(App { name: settings.config.function_name.clone(), rt, processed, roster, client, caller: registry_caller() })
 }
 
 impl App {
@@ -59,6 +61,14 @@ impl App {
         self: Arc<Self>,
         event: LambdaEvent<SqsEvent>,
     ) -> Result<SqsBatchResponse, std::convert::Infallible> {
+        let name = self.name.clone();
+        medrec_edge::emf::invocation(&name, self.run(event), |r| {
+            r.as_ref().is_ok_and(|b| !b.batch_item_failures.is_empty())
+        })
+        .await
+    }
+
+    async fn run(self: Arc<Self>, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, std::convert::Infallible> {
         let response = self.processed.consume(event.payload, |e| self.sync(e)).await;
         self.report_breakers().await;
         Ok(response)

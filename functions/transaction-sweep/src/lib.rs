@@ -13,17 +13,24 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub struct App {
+    /// The function's name, for its metrics.
+    name: String,
     rt: Runtime,
 }
 
 /// Cold start: the function built from its settings, once per instance.
 pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let config = settings.config.clone();
-    Ok(App { rt: Runtime::from_config(config).await? })
+    Ok(App { name: settings.config.function_name.clone(), rt: Runtime::from_config(config).await? })
 }
 
 impl App {
-    pub async fn handle(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
+    pub async fn handle(self: Arc<Self>, event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
+        let name = self.name.clone();
+        medrec_edge::emf::invocation(&name, self.run(event), |r| r.is_err()).await
+    }
+
+    async fn run(self: Arc<Self>, _event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
         let finished = self.rt.services.finish_transactions().await?;
         tracing::info!(finished, "transaction sweep");
         Ok(json!({"finished": finished}))

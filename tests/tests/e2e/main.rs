@@ -20,6 +20,7 @@ mod events;
 mod faults;
 mod identity;
 mod malformed_input;
+mod metrics;
 mod patient_crud;
 mod patient_search;
 mod phi_canaries;

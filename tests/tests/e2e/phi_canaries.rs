@@ -122,6 +122,11 @@ async fn no_canary_outside_ciphertext_after_a_whole_workload() {
         }
     };
     look("logs", &logs().text());
+    look("metrics", &medrec_infra::metrics::lines().join("\n"));
+    look(
+        "the metrics page",
+        &String::from_utf8_lossy(&h.client.send("GET", &h.url("/metrics"), &[], None).await.unwrap().body),
+    );
     for body in &errors {
         look("an error body", body);
     }
