@@ -5,7 +5,8 @@
 //! (`medrec_edge::lambda::request_from_event`), and calls the function's
 //! handler in-process: the handler sees what it sees in Lambda.
 //! It also serves the local identity provider's JWKS, and the functions'
-//! metrics as Prometheus text at `/metrics` (`crate::metrics`).
+//! metrics as Prometheus text at `/metrics` and as charts at `/dashboard`
+//! (`crate::metrics`).
 
 use crate::idle::Activity;
 use crate::template::Template;
@@ -73,10 +74,16 @@ impl Gateway {
             return plain(200, self.jwks.clone());
         }
         // What CloudWatch would hold, for a developer (loopback only).
-        if method == "GET" && path == "/metrics" {
+        let page = match path.as_str() {
+            "/metrics" => Some(("text/plain; version=0.0.4", crate::metrics::prometheus())),
+            "/dashboard" => Some(("text/html; charset=utf-8", crate::metrics::dashboard())),
+            _ => None,
+        };
+        if let (true, Some((content_type, body))) = (method == "GET", page) {
             return hyper::Response::builder()
-                .header("content-type", "text/plain; version=0.0.4")
-                .body(Full::new(Bytes::from(crate::metrics::prometheus())))
+                .header("content-type", content_type)
+                .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'")
+                .body(Full::new(Bytes::from(body)))
                 .expect("valid response");
         }
         let Some((function, route_key, path_params)) = self.template.route(&method, &path) else {

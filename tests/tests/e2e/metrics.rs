@@ -77,4 +77,11 @@ async fn requests_and_background_runs_show_in_the_metrics() {
         "every service medrec calls is named"
     );
     assert!(!text.contains(&patient), "no id in any dimension");
+    let dashboard = h.client.send("GET", &h.url("/dashboard"), &[], None).await.unwrap();
+    assert_eq!(dashboard.status, 200);
+    let dashboard = String::from_utf8_lossy(&dashboard.body);
+    assert!(
+        dashboard.contains("<svg") && dashboard.contains("PatientsFunction · GET /fhir/Patient/{id}"),
+        "{dashboard}"
+    );
 }
