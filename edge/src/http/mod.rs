@@ -20,6 +20,11 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
 ];
 
 pub fn response(status: u16, body: Option<&Value>, headers: &[(&str, String)]) -> Response<Body> {
+    json_response(status, body.map(Value::to_string), headers)
+}
+
+/// `response` for a body already serialised (a cached one).
+pub fn json_response(status: u16, body: Option<String>, headers: &[(&str, String)]) -> Response<Body> {
     let mut b = Response::builder().status(status);
     for (k, v) in SECURITY_HEADERS {
         b = b.header(*k, *v);
@@ -28,7 +33,7 @@ pub fn response(status: u16, body: Option<&Value>, headers: &[(&str, String)]) -
         b = b.header(*k, v.as_str());
     }
     match body {
-        Some(v) => b.header("content-type", FHIR_JSON).body(Body::Text(v.to_string())),
+        Some(text) => b.header("content-type", FHIR_JSON).body(Body::Text(text)),
         None => b.body(Body::Empty),
     }
     .expect("static headers are valid")

@@ -260,13 +260,18 @@ pub struct CompartmentApi {
     routes: &'static [Route],
     /// Where a Bundle's document entries go (the function serving Bundles).
     documents: Option<documents::DocumentRest>,
+    /// The CapabilityStatement last served, as (base URL, JSON): building
+    /// it takes milliseconds, and the endpoint is public, so an instance
+    /// builds it once for the base URL it is reached at.
+    capabilities: std::sync::Mutex<Option<(String, String)>>,
 }
 
 impl CompartmentApi {
     pub async fn new(config: Config, routes: &'static [Route]) -> std::result::Result<Self, BootError> {
         // Parse the generated FHIR model now, not on the first request.
         crate::fhir::validator::model();
-        Ok(CompartmentApi { rt: Runtime::from_config(config).await?, routes, documents: None })
+        let rt = Runtime::from_config(config).await?;
+        Ok(CompartmentApi { rt, routes, documents: None, capabilities: Default::default() })
     }
 
     /// Serves a Bundle's DocumentReference and Binary entries, their
@@ -288,8 +293,17 @@ impl Api for CompartmentApi {
 
     fn public(&self, route: &Route, base: &str) -> Option<Response<Body>> {
         (route.interaction == "capabilities").then(|| {
-            let capabilities = crate::fhir::capability::capability_statement(base, crate::api::resources());
-            http::response(200, Some(&capabilities), &[])
+            let mut cached = self.capabilities.lock().expect("capabilities lock");
+            let text = match cached.as_ref() {
+                Some((b, text)) if b == base => text.clone(),
+                _ => {
+                    let built = crate::fhir::capability::capability_statement(base, crate::api::resources());
+                    let text = built.to_string();
+                    *cached = Some((base.to_owned(), text.clone()));
+                    text
+                }
+            };
+            http::json_response(200, Some(text), &[])
         })
     }
 

@@ -103,6 +103,11 @@ async fn bundles_and_reads_are_valid_fhir() {
         assert_valid(answer);
         assert!(!answer.text().contains("[]"), "no empty arrays: {}", answer.text());
     }
+    // The configured base URL wins over the Host a caller sends, and an
+    // instance builds the CapabilityStatement once and serves it again.
+    let elsewhere = h.call("GET", "/fhir/metadata", None, &[("host", "fhir.example.org")], None).await;
+    assert_eq!(elsewhere.json()["implementation"]["url"], metadata.json()["implementation"]["url"]);
+    assert_eq!(elsewhere.body, metadata.body);
     // The CapabilityStatement says what the routes do.
     let patient_cap = metadata.json()["rest"][0]["resource"]
         .as_array()
