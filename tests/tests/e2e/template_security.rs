@@ -266,3 +266,39 @@ fn users_cannot_name_themselves() {
     assert_eq!(trigger["LambdaVersion"].as_str(), Some("V2_0"), "claims in access tokens need version 2");
     assert_eq!(names(&trigger["LambdaArn"]), ["TokenClaimsFunction"]);
 }
+
+/// Every alarm notifies the alarm topic, which is KMS-encrypted; the
+/// dashboard is JSON once CloudFormation substitutes it, naming only
+/// resources of the stack, and shows every alarm.
+#[test]
+fn alarms_notify_the_topic_and_the_dashboard_shows_them() {
+    let t = template();
+    let alarms: Vec<&Resource> = of(&t, "AWS::CloudWatch::Alarm").collect();
+    assert!(alarms.len() >= 12, "{}", alarms.len());
+    for alarm in &alarms {
+        assert_eq!(names(&alarm.properties["AlarmActions"]), ["AlarmTopic"], "{}", alarm.logical_id);
+    }
+    let topic = of(&t, "AWS::SNS::Topic").find(|r| r.logical_id == "AlarmTopic").expect("the alarm topic");
+    assert_eq!(names(&topic.properties["KmsMasterKeyId"]), ["AlarmKey"]);
+    let dashboard = of(&t, "AWS::CloudWatch::Dashboard").next().expect("a dashboard");
+    let Value::Tagged(sub) = &dashboard.properties["DashboardBody"] else { panic!("DashboardBody is a !Sub") };
+    let body = sub.value.as_str().unwrap();
+    let logical_ids: Vec<&str> = t.resources.iter().map(|r| r.logical_id.as_str()).collect();
+    let mut substituted = String::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("${") {
+        let end = start + rest[start..].find('}').unwrap();
+        let name = &rest[start + 2..end];
+        let id = name.split('.').next().unwrap();
+        assert!(id.starts_with("AWS::") || logical_ids.contains(&id), "the dashboard names {name}");
+        substituted.push_str(&rest[..start]);
+        substituted.push('x');
+        rest = &rest[end + 1..];
+    }
+    substituted.push_str(rest);
+    let json: serde_json::Value = serde_json::from_str(&substituted).expect("the dashboard body is JSON");
+    let widgets = json["widgets"].as_array().unwrap();
+    let shown =
+        widgets.iter().find(|w| w["type"] == "alarm").unwrap()["properties"]["alarms"].as_array().unwrap().len();
+    assert_eq!(shown, alarms.len(), "every alarm on the dashboard");
+}
