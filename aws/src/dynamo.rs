@@ -545,17 +545,34 @@ pub async fn query_all(
     table: &str,
     shape: QueryShape<'_>,
 ) -> Result<Vec<HashMap<String, AV>>, PortError> {
+    query_at_most(client, table, shape, None).await
+}
+
+/// The first `limit` items (all, without one) a Query on `table` matches,
+/// across pages: a page stops at `Limit` items or at 1 MB, whichever
+/// comes first.
+pub async fn query_at_most(
+    client: &Client,
+    table: &str,
+    shape: QueryShape<'_>,
+    limit: Option<usize>,
+) -> Result<Vec<HashMap<String, AV>>, PortError> {
     let mut items = Vec::new();
+    if limit == Some(0) {
+        return Ok(items);
+    }
     let mut start = None;
     loop {
+        let left = limit.map(|l| i32::try_from(l - items.len()).unwrap_or(i32::MAX));
         let out = shape(client.query().table_name(table))
+            .set_limit(left)
             .set_exclusive_start_key(start)
             .send()
             .await
             .map_err(|e| port_error("dynamodb", &e))?;
         items.extend(out.items().iter().cloned());
         match out.last_evaluated_key() {
-            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            Some(k) if !k.is_empty() && limit.is_none_or(|l| items.len() < l) => start = Some(k.clone()),
             _ => return Ok(items),
         }
     }
@@ -952,33 +969,22 @@ impl crate::ports::AuditLog for DynamoStore {
             crate::ports::AuditKey::Patient(p) => ("by-patient", "patient", p),
             crate::ports::AuditKey::Agent(a) => ("by-agent", "agent", a),
         };
-        let mut bodies = Vec::new();
-        let mut start = None;
-        // A page stops at `Limit` items or at 1 MB, whichever comes first.
-        while bodies.len() < limit {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.tables.audit)
-                .index_name(index)
-                .key_condition_expression("#k = :k AND #at BETWEEN :from AND :to")
-                .expression_attribute_names("#k", attr)
-                .expression_attribute_names("#at", "at")
-                .expression_attribute_values(":k", s(value))
-                .expression_attribute_values(":from", s(from))
-                .expression_attribute_values(":to", s(to))
-                .limit(i32::try_from(limit - bodies.len()).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| port_error("dynamodb", &e))?;
-            bodies.extend(out.items().iter().filter_map(|i| get_s(i, "body").map(str::to_owned)));
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        Ok(bodies)
+        let items = query_at_most(
+            &self.client,
+            &self.tables.audit,
+            &|q| {
+                q.index_name(index)
+                    .key_condition_expression("#k = :k AND #at BETWEEN :from AND :to")
+                    .expression_attribute_names("#k", attr)
+                    .expression_attribute_names("#at", "at")
+                    .expression_attribute_values(":k", s(value))
+                    .expression_attribute_values(":from", s(from))
+                    .expression_attribute_values(":to", s(to))
+            },
+            Some(limit),
+        )
+        .await?;
+        Ok(items.iter().filter_map(|i| get_s(i, "body").map(str::to_owned)).collect())
     }
 }
 
