@@ -83,6 +83,39 @@ impl Checkpoints {
     }
 }
 
+/// Every chain record's AuditEvent recorded from `since` to `until`, in
+/// (recorded, id) order. The chains are keyed by sequence, not time: each
+/// shard is read whole and filtered, so the cost grows with the trail, not
+/// the window (the price of a key that makes appends race-free).
+pub async fn chain_window(
+    ddb: &aws_sdk_dynamodb::Client,
+    audit_table: &str,
+    shards: u32,
+    since: &str,
+    until: &str,
+) -> Result<Vec<Value>, PortError> {
+    let mut events = vec![];
+    for shard in 0..shards {
+        let items = query_all(ddb, audit_table, &|q| {
+            q.key_condition_expression("pk = :pk")
+                .filter_expression("#at BETWEEN :since AND :until")
+                .expression_attribute_names("#at", "at")
+                .expression_attribute_values(":pk", s(chain_pk(shard)))
+                .expression_attribute_values(":since", s(since))
+                .expression_attribute_values(":until", s(until))
+                .consistent_read(true)
+        })
+        .await?;
+        for item in &items {
+            let body = get_s(item, "body").unwrap_or_default();
+            events.push(serde_json::from_str(body).map_err(|_| PortError::Integrity("audit body".into()))?);
+        }
+    }
+    let key = |e: &Value| (e["recorded"].as_str().unwrap_or("").to_owned(), e["id"].as_str().unwrap_or("").to_owned());
+    events.sort_by_key(key);
+    Ok(events)
+}
+
 impl AuditArchive for Checkpoints {
     async fn heads(&self) -> Result<BTreeMap<u32, (u64, String)>, PortError> {
         let mut heads = BTreeMap::new();
@@ -221,27 +254,7 @@ impl AuditArchive for Checkpoints {
     }
 
     async fn window(&self, since: &str, until: &str) -> Result<Vec<Value>, PortError> {
-        let mut events = vec![];
-        for shard in 0..self.shards {
-            let items = query_all(&self.ddb, &self.audit_table, &|q| {
-                q.key_condition_expression("pk = :pk")
-                    .filter_expression("#at BETWEEN :since AND :until")
-                    .expression_attribute_names("#at", "at")
-                    .expression_attribute_values(":pk", s(chain_pk(shard)))
-                    .expression_attribute_values(":since", s(since))
-                    .expression_attribute_values(":until", s(until))
-                    .consistent_read(true)
-            })
-            .await?;
-            for item in &items {
-                let body = get_s(item, "body").unwrap_or_default();
-                events.push(serde_json::from_str(body).map_err(|_| PortError::Integrity("audit body".into()))?);
-            }
-        }
-        let key =
-            |e: &Value| (e["recorded"].as_str().unwrap_or("").to_owned(), e["id"].as_str().unwrap_or("").to_owned());
-        events.sort_by_key(key);
-        Ok(events)
+        chain_window(&self.ddb, &self.audit_table, self.shards, since, until).await
     }
 
     async fn export_state(&self, export: &str) -> Result<Option<ExportState>, PortError> {

@@ -877,6 +877,10 @@ fn break_glass_from(item: &HashMap<String, AV>) -> Result<crate::ports::BreakGla
 }
 
 impl crate::ports::AuditLog for DynamoStore {
+    async fn trail(&self, from: &str, to: &str) -> Result<Vec<serde_json::Value>, PortError> {
+        super::checkpoints::chain_window(&self.client, &self.tables.audit, self.shards.count(), from, to).await
+    }
+
     async fn break_glass_accesses(
         &self,
         reviewed: bool,

@@ -284,6 +284,21 @@ impl RecordStore for MemoryStore {
 }
 
 impl crate::ports::AuditLog for MemoryStore {
+    async fn trail(&self, from: &str, to: &str) -> Result<Vec<serde_json::Value>, PortError> {
+        let inner = self.inner.lock().expect("lock");
+        let mut found: Vec<serde_json::Value> = inner
+            .audit_index
+            .iter()
+            .zip(&inner.audit)
+            .filter(|((at, _, _), _)| (from..=to).contains(&at.as_str()))
+            .filter_map(|(_, body)| serde_json::from_str(body).ok())
+            .collect();
+        found.sort_by_key(|e| {
+            (e["recorded"].as_str().unwrap_or_default().to_owned(), e["id"].as_str().unwrap_or_default().to_owned())
+        });
+        Ok(found)
+    }
+
     async fn break_glass_accesses(
         &self,
         reviewed: bool,

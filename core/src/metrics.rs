@@ -24,10 +24,11 @@ pub enum Counter {
     ValidationFailures,
     EventsRelayed,
     EventsFailed,
+    AnomalyAlerts,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 9] = [
+    pub const ALL: [Counter; 10] = [
         Counter::KeyCacheHits,
         Counter::KeyCacheMisses,
         Counter::AuditWrites,
@@ -37,6 +38,7 @@ impl Counter {
         Counter::ValidationFailures,
         Counter::EventsRelayed,
         Counter::EventsFailed,
+        Counter::AnomalyAlerts,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +52,7 @@ impl Counter {
             Counter::ValidationFailures => "ValidationFailures",
             Counter::EventsRelayed => "EventsRelayed",
             Counter::EventsFailed => "EventsFailed",
+            Counter::AnomalyAlerts => "AnomalyAlerts",
         }
     }
 }

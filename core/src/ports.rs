@@ -326,6 +326,11 @@ pub trait AuditLog: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<String>, PortError>> + Send;
 
+    /// Every AuditEvent recorded from `from` to `to` (inclusive), in
+    /// (recorded, id) order: the whole trail of a window, for the access
+    /// anomaly detectors (`service::anomalies`).
+    fn trail(&self, from: &str, to: &str) -> impl Future<Output = Result<Vec<Value>, PortError>> + Send;
+
     /// At most `limit` break-glass accesses awaiting review (`reviewed`
     /// false) or reviewed, in queue order after the `position` `after`.
     fn break_glass_accesses(

@@ -283,6 +283,16 @@ enum AuditCommand {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Access-anomaly detection over a window of the local stack's trail,
+    /// each user against the days before; raises what it finds once.
+    Anomalies {
+        /// Instant (or date) the window starts.
+        #[arg(long)]
+        since: String,
+        /// Default: now.
+        #[arg(long)]
+        until: Option<String>,
+    },
     /// Export AuditEvents (FHIR NDJSON + OCSF) in signed, chained chunks;
     /// rerun with the same --id to resume.
     Export {
@@ -348,6 +358,21 @@ impl TargetArgs {
             _ => Err("give --audit-table, --records-table and --records-key-id together".into()),
         }
     }
+}
+
+/// Runs the anomaly function of the running local stack over a window,
+/// as its schedule would (booted from the stack's own settings).
+async fn anomalies_on_local_stack(since: &str, until: &str) -> Result<Value, String> {
+    const FUNCTION: &str = "AuditAnomaliesFunction";
+    let env: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(local_state()?["function_env"][FUNCTION].clone())
+            .map_err(|_| format!("{FUNCTION} missing from local state: restart `make dev`"))?;
+    let settings = medrec_edge::config::Settings::from_map(env).map_err(|e| e.to_string())?;
+    // The run's metrics are CloudWatch's business, not the terminal's.
+    medrec_edge::emf::set_sink(Box::new(|_| {}));
+    let app = Arc::new(medrec_audit_anomalies::boot(&settings).await.map_err(|e| e.to_string())?);
+    let payload = serde_json::json!({"since": since, "until": until});
+    app.handle(lambda_http::LambdaEvent::new(payload, lambda_http::Context::default())).await.map_err(|e| e.to_string())
 }
 
 fn dev_key() -> Result<DevKey, String> {
@@ -564,6 +589,29 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 return Err("no such patient".into());
             }
             println!("erasure requested (audited); `medrec purge plan` shows when it can be carried out");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { command: AuditCommand::Anomalies { since, until } } => {
+            let until = until.unwrap_or_else(medrec_edge::fhir::now_instant);
+            let result = anomalies_on_local_stack(&since, &until).await?;
+            let window =
+                format!("{} to {}", result["since"].as_str().unwrap_or(""), result["until"].as_str().unwrap_or(""));
+            println!(
+                "{} accesses read ({window} and its baseline); {} records asked",
+                result["accesses"], result["compartments"]
+            );
+            let alerts = result["alerts"].as_array().cloned().unwrap_or_default();
+            for a in &alerts {
+                println!(
+                    "  {:<16} {:<32} {} patient(s), observed {}",
+                    a["detector"].as_str().unwrap_or(""),
+                    a["agent"].as_str().unwrap_or(""),
+                    a["patients"],
+                    a["observed"]
+                );
+            }
+            println!("{} alerts, {} raised now (the rest were raised before)", alerts.len(), result["raised"]);
+            println!("review list: GET /fhir/AuditEvent?agent={}", medrec_edge::audit::anomaly::DETECTOR_SUBJECT);
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command: AuditCommand::Checkpoint { target } } => {

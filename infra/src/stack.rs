@@ -121,6 +121,10 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
             let app = Arc::new(medrec_consent_expiry::boot(&settings).await.map_err(boot)?);
             scheduled(app, medrec_consent_expiry::App::handle)
         }
+        "AuditAnomaliesFunction" => {
+            let app = Arc::new(medrec_audit_anomalies::boot(&settings).await.map_err(boot)?);
+            scheduled(app, medrec_audit_anomalies::App::handle)
+        }
         "TransactionSweepFunction" => {
             let app = Arc::new(medrec_transaction_sweep::boot(&settings).await.map_err(boot)?);
             scheduled(app, medrec_transaction_sweep::App::handle)
@@ -378,6 +382,9 @@ impl LocalStack {
     pub fn state(&self) -> serde_json::Value {
         let resources: BTreeMap<&String, &String> =
             self.provisioned.resources.iter().map(|(k, v)| (k, &v.reference)).collect();
-        serde_json::json!({"endpoint": self.endpoint, "base_url": self.base_url, "prefix": self.provisioned.prefix, "resources": resources})
+        // What a CLI command needs to boot a function against this stack
+        // (table names, key ids, endpoints; no secret is in an environment).
+        serde_json::json!({"endpoint": self.endpoint, "base_url": self.base_url, "prefix": self.provisioned.prefix,
+            "resources": resources, "function_env": self.function_env})
     }
 }

@@ -44,6 +44,10 @@ impl Shards {
         Shards { count, preferred: random_below(count), state: Mutex::default() }
     }
 
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("shards lock")
     }

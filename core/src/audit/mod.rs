@@ -3,6 +3,7 @@
 //! when, from where, why and with what outcome; never a PHI value: search
 //! parameters are recorded by name only and a break-glass reason by digest.
 
+pub mod anomaly;
 pub mod archive;
 pub mod chain;
 pub mod checkpoint;

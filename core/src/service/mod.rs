@@ -3,6 +3,7 @@
 //! audit record: in the same transaction as a write, or stored before a read
 //! returns anything (fail closed).
 
+pub mod anomalies;
 pub mod audit_search;
 pub mod binaries;
 pub mod clinical;

@@ -38,6 +38,10 @@ fn prefix(normalised: &str) -> String {
     normalised.chars().take(PREFIX).collect()
 }
 
+/// The index parameter of the security labels that flag a patient for the
+/// access-anomaly detectors.
+pub(crate) const FLAG_PARAM: &str = "_security:flag";
+
 /// The parameters every type has that the blind index does not hold: a
 /// Patient search tests them on each candidate's decrypted resource.
 const UNINDEXED: [&str; 4] = ["_lastUpdated", "_tag", "_profile", "_security"];
@@ -75,6 +79,10 @@ impl<S: RecordStore, K: KeyService> Services<S, K> {
             }
         }
         tokens.push(self.index.token(TYPE, "_all", ""));
+        // Found by the access-anomaly detectors, not by search (`_security`
+        // is tested on each decrypted candidate).
+        let flags = crate::audit::anomaly::flags(resource);
+        tokens.extend(flags.iter().map(|f| self.index.token(TYPE, FLAG_PARAM, f)));
         tokens.sort();
         tokens.dedup();
         if tokens.len() > MAX_TOKENS {

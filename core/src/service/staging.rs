@@ -288,6 +288,10 @@ impl<S: RecordStore> RecordStore for Staging<S> {
 }
 
 impl<S: AuditLog> AuditLog for Staging<S> {
+    async fn trail(&self, from: &str, to: &str) -> Result<Vec<serde_json::Value>, PortError> {
+        self.0.trail(from, to).await
+    }
+
     async fn audit_records(
         &self,
         key: AuditKey<'_>,

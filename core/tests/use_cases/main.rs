@@ -5,6 +5,7 @@
 //! in `tests/`; these pin the rules themselves. One test binary, one module
 //! per use-case family.
 
+mod anomalies;
 mod archive;
 mod audit;
 mod consent;

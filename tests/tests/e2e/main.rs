@@ -3,6 +3,7 @@
 //! compiled their own copies of its generic code; nextest still runs each
 //! test in its own process, against its own emulator.
 
+mod access_anomalies;
 mod audit_search;
 mod audit_trail;
 mod authz_matrix;

@@ -1,0 +1,129 @@
+//! The access-anomaly Lambda, on an EventBridge schedule: the detectors of
+//! `audit::anomaly` over the last `MEDREC_ANOMALY_WINDOW_HOURS` of the
+//! trail, each user against the `MEDREC_ANOMALY_BASELINE_DAYS` before
+//! (`Services::detect_anomalies`). An invocation may name its own window
+//! (`{"since": instant, "until": instant}`): `medrec audit anomalies`.
+//! A failed run returns an error, so the retried invocation runs it again;
+//! alerts already raised are not repeated.
+
+use lambda_http::LambdaEvent;
+use medrec_edge::audit::anomaly::Policy;
+use medrec_edge::config::{ConfigError, Settings};
+use medrec_edge::runtime::{BootError, Runtime};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// How far behind the present a scheduled window ends: longer than any
+/// request runs, so every access stamped inside it is on the trail.
+const SETTLE: time::Duration = time::Duration::minutes(5);
+
+pub struct App {
+    /// The function's name, for its metrics.
+    name: String,
+    rt: Runtime,
+    window: time::Duration,
+    baseline: time::Duration,
+}
+
+/// A whole number setting within bounds, or its default.
+fn bounded(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &'static str,
+    default: i64,
+    max: i64,
+) -> Result<i64, ConfigError> {
+    match get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or(ConfigError::Invalid(key, format!("must be 1..={max}"))),
+    }
+}
+
+/// Cold start: the function built from its settings, once per instance.
+pub async fn boot(settings: &Settings) -> Result<App, BootError> {
+    let get = |k: &str| settings.get(k);
+    let window = time::Duration::hours(bounded(&get, "MEDREC_ANOMALY_WINDOW_HOURS", 24, 168)?);
+    let baseline = time::Duration::days(bounded(&get, "MEDREC_ANOMALY_BASELINE_DAYS", 14, 90)?);
+    let config = settings.config.clone();
+    Ok(App { name: config.function_name.clone(), rt: Runtime::from_config(config).await?, window, baseline })
+}
+
+/// The window an invocation names, if any: both instants or neither.
+fn requested_window(event: &Value) -> Result<Option<(time::OffsetDateTime, time::OffsetDateTime)>, String> {
+    let instant = |k: &str| -> Result<Option<time::OffsetDateTime>, String> {
+        match event.get(k) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .and_then(medrec_edge::fhir::primitives::datetime_bounds)
+                .map(|(t, _)| Some(t))
+                .ok_or(format!("{k} is not an instant")),
+        }
+    };
+    match (instant("since")?, instant("until")?) {
+        (Some(s), Some(u)) => Ok(Some((s, u))),
+        (None, None) => Ok(None),
+        _ => Err("give since and until together".into()),
+    }
+}
+
+impl App {
+    pub async fn handle(self: Arc<Self>, event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
+        let name = self.name.clone();
+        medrec_edge::emf::invocation(&name, self.run(event), |r| r.is_err()).await
+    }
+
+    async fn run(self: Arc<Self>, event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
+        let (since, until) = match requested_window(&event.payload)? {
+            Some(w) => w,
+            None => {
+                let until = time::OffsetDateTime::now_utc() - SETTLE;
+                (until - self.window, until)
+            }
+        };
+        let run = self.rt.services.detect_anomalies(since, until, self.baseline, &Policy::default()).await?;
+        tracing::info!(
+            alerts = run.alerts.len(),
+            raised = run.raised,
+            accesses = run.accesses,
+            compartments = run.compartments,
+            "access anomaly run"
+        );
+        let alerts: Vec<Value> = run
+            .alerts
+            .iter()
+            .map(|a| json!({"detector": a.detector, "agent": a.agent, "patients": a.patients.len(), "observed": a.observed, "key": a.key()}))
+            .collect();
+        Ok(json!({
+            "since": medrec_edge::fhir::instant(since),
+            "until": medrec_edge::fhir::instant(until),
+            "accesses": run.accesses,
+            "compartments": run.compartments,
+            "raised": run.raised,
+            "alerts": alerts,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_and_requested_windows_are_checked() {
+        let none = |_: &str| None;
+        assert_eq!(bounded(&none, "K", 24, 168).unwrap(), 24);
+        for bad in ["0", "169", "x"] {
+            assert!(bounded(&|_: &str| Some(bad.to_owned()), "K", 24, 168).is_err(), "{bad}");
+        }
+        assert_eq!(requested_window(&json!({})).unwrap(), None);
+        let w = requested_window(&json!({"since": "2026-12-01T00:00:00Z", "until": "2026-12-02T00:00:00Z"})).unwrap();
+        assert_eq!(w.map(|(s, u)| (u - s).whole_hours()), Some(24));
+        assert!(requested_window(&json!({"since": "2026-12-01T00:00:00Z"})).is_err());
+        assert!(requested_window(&json!({"since": "yesterday", "until": "2026-12-02T00:00:00Z"})).is_err());
+    }
+}
