@@ -23,6 +23,7 @@ pub mod s3;
 pub mod schema;
 pub mod stream;
 pub mod timed_http;
+pub mod verification;
 
 use crate::error::PortError;
 use aws_config::{BehaviorVersion, Region};

@@ -40,6 +40,15 @@ use std::collections::HashMap;
 /// S3's limit on keys in one DeleteObjects call.
 const DELETE_OBJECTS_LIMIT: usize = 1000;
 
+/// Every legal hold placed and not released.
+pub async fn holds_in_force(ddb: &aws_sdk_dynamodb::Client, records_table: &str) -> Result<Vec<Hold>, PortError> {
+    let items = query_all(ddb, records_table, &|q| {
+        q.key_condition_expression("pk = :pk").expression_attribute_values(":pk", s(HOLD_PK)).consistent_read(true)
+    })
+    .await?;
+    items.iter().map(from_item).collect()
+}
+
 pub struct Purger<'a> {
     pub store: &'a DynamoStore,
     pub ddb: &'a aws_sdk_dynamodb::Client,
@@ -178,8 +187,7 @@ impl Purger<'_> {
 
     async fn holds(&self) -> Result<Holds, PortError> {
         let mut holds = Holds::default();
-        for item in self.partition(HOLD_PK, None).await? {
-            let hold: Hold = from_item(&item)?;
+        for hold in holds_in_force(self.ddb, self.records_table).await? {
             holds.compartments.insert(hold.p);
             holds.references.insert(hold.sk);
         }

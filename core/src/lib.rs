@@ -20,6 +20,7 @@ pub mod cursor;
 pub mod documents;
 pub mod error;
 pub mod events;
+pub mod evidence;
 pub mod limits;
 #[cfg(feature = "memory-ports")]
 pub mod memory;

@@ -14,8 +14,8 @@
 #[cfg(feature = "memory-ports")]
 pub use medrec_core::memory;
 pub use medrec_core::{
-    audit, auth, consent, consumer, crypto, cursor, documents, error, events, fhir, metrics, ports, purge, retention,
-    service,
+    audit, auth, consent, consumer, crypto, cursor, documents, error, events, evidence, fhir, metrics, ports, purge,
+    retention, service,
 };
 
 pub use medrec_aws as aws;

@@ -4,15 +4,12 @@
 
 use medrec_edge::audit::archive;
 use medrec_edge::audit::archive::ExportProgress;
-use medrec_edge::audit::chain::{verify_shard, Break};
-use medrec_edge::audit::checkpoint::{Checkpoint, Finding};
+use medrec_edge::audit::checkpoint::Checkpoint;
 use medrec_edge::audit::export::{ExportFinding, Manifest};
-use medrec_edge::audit::mirror::{compare, MirrorReport};
 use medrec_edge::aws::checkpoints::Checkpoints;
-use medrec_edge::aws::dynamo::read_audit_chains;
 use medrec_edge::aws::kms::KmsKeys;
 use medrec_edge::aws::mirror::AuditMirror;
-use std::time::Instant;
+pub use medrec_edge::aws::verification::{verify_trail, Verification as Report};
 
 pub struct Target {
     pub endpoint: Option<String>,
@@ -24,26 +21,6 @@ pub struct Target {
     /// Where checkpoints are archived (needed to write one).
     pub archive_bucket: Option<String>,
     pub shards: u32,
-}
-
-pub struct Report {
-    pub records: u64,
-    pub shards: usize,
-    pub breaks: Vec<Break>,
-    /// Checkpoints verified, and the first one that contradicts.
-    pub checkpoints: usize,
-    pub finding: Option<Finding>,
-    /// The table against the archive's mirror of every committed record
-    /// (None without the archive bucket).
-    pub mirror: Option<MirrorReport>,
-    pub seconds: f64,
-}
-
-impl Report {
-    /// Whether anything was found tampered with.
-    pub fn tampered(&self) -> bool {
-        !self.breaks.is_empty() || self.finding.is_some() || self.mirror.as_ref().is_some_and(|m| m.finding.is_some())
-    }
 }
 
 async fn checkpoints(target: &Target, sdk: &aws_config::SdkConfig) -> Option<Checkpoints> {
@@ -124,54 +101,22 @@ pub async fn verify(target: &Target, progress: bool) -> Result<Report, String> {
     let kms = KmsKeys::new(aws_sdk_kms::Client::new(&sdk), &target.records_key_id);
     let key =
         medrec_edge::aws::service_keys(&ddb, &kms, &target.records_table).await.map_err(|e| e.to_string())?.audit_chain;
-    let started = Instant::now();
-    let (records, heads) = read_audit_chains(&ddb, &target.audit_table).await.map_err(|e| e.to_string())?;
-    let total: u64 = records.values().map(|r| r.len() as u64).sum();
-    let bar = if progress { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::hidden() };
+    let bar = if progress { indicatif::ProgressBar::new(0) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records ({per_sec})")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut shards: Vec<u32> = records.keys().chain(heads.keys()).copied().collect();
-    shards.sort();
-    shards.dedup();
-    let mut breaks = vec![];
-    let mut verified = 0;
-    for shard in &shards {
-        let recs = records.get(shard).map(Vec::as_slice).unwrap_or(&[]);
-        match verify_shard(&key, *shard, recs, heads.get(shard)) {
-            Ok(n) => verified += n,
-            Err(b) => breaks.push(b),
-        }
-        bar.inc(recs.len() as u64);
-    }
-    bar.finish_and_clear();
-    let (mut verified_checkpoints, mut finding) = (0, None);
-    if let Some(cps) = checkpoints(target, &sdk).await {
-        let signed = cps.all().await.map_err(|e| e.to_string())?;
-        let public_key = cps.public_key().await.map_err(|e| e.to_string())?;
-        match medrec_edge::audit::checkpoint::verify(&public_key, &signed, &records) {
-            Ok(n) => verified_checkpoints = n,
-            Err(f) => finding = Some(f),
-        }
-    }
-    let mirror = match &target.archive_bucket {
-        Some(bucket) => {
-            let archive = AuditMirror {
-                s3: medrec_edge::aws::s3_client(&sdk, target.endpoint.is_some()),
-                bucket: bucket.clone(),
-            };
-            Some(compare(&records, &archive.entries().await.map_err(|e| e.to_string())?))
-        }
-        None => None,
-    };
-    Ok(Report {
-        records: verified,
-        shards: shards.len(),
-        breaks,
-        checkpoints: verified_checkpoints,
-        finding,
-        mirror,
-        seconds: started.elapsed().as_secs_f64(),
+    let cps = checkpoints(target, &sdk).await;
+    let mirror = target.archive_bucket.as_ref().map(|bucket| AuditMirror {
+        s3: medrec_edge::aws::s3_client(&sdk, target.endpoint.is_some()),
+        bucket: bucket.clone(),
+    });
+    let report = verify_trail(&ddb, &target.audit_table, &key, cps.as_ref(), mirror.as_ref(), |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
     })
+    .await
+    .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    Ok(report)
 }

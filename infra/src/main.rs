@@ -122,13 +122,23 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ComplianceCommand {
+    /// The control-to-test mapping with the latest results; with --live,
+    /// the report from the running local stack's evidence instead.
     Report {
-        /// Where to write the HTML.
-        #[arg(long, default_value = "target/compliance.html")]
-        out: std::path::PathBuf,
+        /// Where to write the HTML (the live report's JSON goes beside it).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
         /// nextest's JUnit output of the latest `make test`.
         #[arg(long, default_value = "target/nextest/default/junit.xml")]
         junit: std::path::PathBuf,
+        /// Evidence from the running local stack (as the monthly function reads it).
+        #[arg(long)]
+        live: bool,
+        /// The live report's period (default: the last 30 days).
+        #[arg(long, requires = "live")]
+        since: Option<String>,
+        #[arg(long, requires = "live")]
+        until: Option<String>,
     },
 }
 
@@ -360,16 +370,33 @@ impl TargetArgs {
     }
 }
 
-/// Runs the anomaly function of the running local stack over a window,
-/// as its schedule would (booted from the stack's own settings).
-async fn anomalies_on_local_stack(since: &str, until: &str) -> Result<Value, String> {
-    const FUNCTION: &str = "AuditAnomaliesFunction";
+/// Boots a function of the running local stack from the stack's own
+/// settings (its metrics are CloudWatch's business, not the terminal's).
+fn local_function_settings(function: &str) -> Result<medrec_edge::config::Settings, String> {
     let env: std::collections::BTreeMap<String, String> =
-        serde_json::from_value(local_state()?["function_env"][FUNCTION].clone())
-            .map_err(|_| format!("{FUNCTION} missing from local state: restart `make dev`"))?;
-    let settings = medrec_edge::config::Settings::from_map(env).map_err(|e| e.to_string())?;
-    // The run's metrics are CloudWatch's business, not the terminal's.
+        serde_json::from_value(local_state()?["function_env"][function].clone())
+            .map_err(|_| format!("{function} missing from local state: restart `make dev`"))?;
     medrec_edge::emf::set_sink(Box::new(|_| {}));
+    medrec_edge::config::Settings::from_map(env).map_err(|e| e.to_string())
+}
+
+/// The compliance report from the local stack's evidence.
+async fn live_report(since: Option<&str>, until: Option<&str>) -> Result<medrec_edge::evidence::Report, String> {
+    let parse = |v: &str| {
+        medrec_edge::fhir::primitives::datetime_bounds(v).map(|(t, _)| t).ok_or(format!("{v} is not a date or instant"))
+    };
+    let until = until.map(parse).transpose()?.unwrap_or_else(time::OffsetDateTime::now_utc);
+    let since = since.map(parse).transpose()?.unwrap_or(until - time::Duration::days(30));
+    let app = medrec_compliance_report::boot(&local_function_settings("ComplianceReportFunction")?)
+        .await
+        .map_err(|e| e.to_string())?;
+    app.report(since, until).await
+}
+
+/// Runs the anomaly function of the running local stack over a window, as
+/// its schedule would.
+async fn anomalies_on_local_stack(since: &str, until: &str) -> Result<Value, String> {
+    let settings = local_function_settings("AuditAnomaliesFunction")?;
     let app = Arc::new(medrec_audit_anomalies::boot(&settings).await.map_err(|e| e.to_string())?);
     let payload = serde_json::json!({"since": since, "until": until});
     app.handle(lambda_http::LambdaEvent::new(payload, lambda_http::Context::default())).await.map_err(|e| e.to_string())
@@ -535,7 +562,21 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             println!("done (audited)");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Compliance { command: ComplianceCommand::Report { out, junit } } => {
+        Command::Compliance { command: ComplianceCommand::Report { out, live: true, since, until, .. } } => {
+            let out = out.unwrap_or_else(|| "target/compliance-live.html".into());
+            let report = live_report(since.as_deref(), until.as_deref()).await?;
+            std::fs::write(&out, report.to_html()).map_err(|e| e.to_string())?;
+            let json = out.with_extension("json");
+            std::fs::write(&json, report.to_json().to_string()).map_err(|e| e.to_string())?;
+            for i in &report.items {
+                let value = i.value.as_str().map(str::to_owned).unwrap_or_else(|| i.value.to_string());
+                println!("  {:<10} {:<22} {value}", format!("{:?}", i.status), i.id);
+            }
+            println!("wrote {} and {}", out.display(), json.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compliance { command: ComplianceCommand::Report { out, junit, .. } } => {
+            let out = out.unwrap_or_else(|| "target/compliance.html".into());
             use medrec_infra::compliance;
             let root = medrec_infra::emulator::repo_root();
             let mapping = compliance::load(&root)?;

@@ -125,6 +125,10 @@ async fn mount(logical_id: &str, env: &BTreeMap<String, String>) -> Result<Optio
             let app = Arc::new(medrec_audit_anomalies::boot(&settings).await.map_err(boot)?);
             scheduled(app, medrec_audit_anomalies::App::handle)
         }
+        "ComplianceReportFunction" => {
+            let app = Arc::new(medrec_compliance_report::boot(&settings).await.map_err(boot)?);
+            scheduled(app, medrec_compliance_report::App::handle)
+        }
         "TransactionSweepFunction" => {
             let app = Arc::new(medrec_transaction_sweep::boot(&settings).await.map_err(boot)?);
             scheduled(app, medrec_transaction_sweep::App::handle)

@@ -13,6 +13,7 @@ mod client_libraries;
 mod clinical_records;
 mod cohort;
 mod compliance;
+mod compliance_live;
 mod consent_attacks;
 mod consent_enforcement;
 mod contract;

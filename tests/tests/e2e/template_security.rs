@@ -202,9 +202,22 @@ fn the_audit_trail_is_append_only_and_mirrored_by_one_role() {
         .map(|(f, _)| f)
         .collect();
     assert!(
-        archive_writers.iter().all(|f| ["AuditMirrorFunction", "AuditCheckpointFunction"].contains(f)),
+        archive_writers
+            .iter()
+            .all(|f| ["AuditMirrorFunction", "AuditCheckpointFunction", "ComplianceReportFunction"].contains(f)),
         "{archive_writers:?}"
     );
+    // The compliance report writes its own prefix, nothing of the trail's.
+    for (f, s) in statements(&t) {
+        let puts = actions(s).iter().any(|a| a.starts_with("s3:Put") || a.starts_with("s3:Delete"));
+        if f == "ComplianceReportFunction" && puts {
+            let resource = match &s["Resource"] {
+                Value::Tagged(tag) => tag.value.as_str().unwrap_or_default().to_owned(),
+                other => format!("{other:?}"),
+            };
+            assert!(resource.ends_with("/compliance/*"), "{resource}");
+        }
+    }
     let schedule =
         &of(&t, "AWS::Serverless::Function").find(|f| f.logical_id == "AuditCheckpointFunction").unwrap().properties
             ["Events"];
