@@ -413,6 +413,8 @@ impl DynamoStore {
                 sk: DATA_KEY_SK.into(),
                 wk: wrapped.clone(),
                 created: Some(w.last_updated.clone()),
+                cmk: None,
+                rewrapped: None,
             };
             items.push(put(t, to_item(&item), Some("attribute_not_exists(pk)"), &[]));
         }
@@ -521,7 +523,14 @@ where
     let res = client
         .put_item()
         .table_name(records_table)
-        .set_item(Some(to_item(&WrappedKey { pk: CONFIG_PK.into(), sk: name.into(), wk: wrapped, created: None })))
+        .set_item(Some(to_item(&WrappedKey {
+            pk: CONFIG_PK.into(),
+            sk: name.into(),
+            wk: wrapped,
+            created: Some(crate::fhir::now_instant()),
+            cmk: None,
+            rewrapped: None,
+        })))
         .condition_expression("attribute_not_exists(pk)")
         .send()
         .await;

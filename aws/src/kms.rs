@@ -15,12 +15,32 @@ pub const PURPOSE_CONTEXT_KEY: &str = "medrec:purpose";
 #[derive(Clone)]
 pub struct KmsKeys {
     client: aws_sdk_kms::Client,
+    /// The CMK new data keys are generated under.
     key_id: String,
+    /// CMKs a wrapped key may also be under: the ones a re-wrap
+    /// (`rekey::Rewrap`) is moving away from.
+    previous: Vec<String>,
+}
+
+/// Whether `arn` (what KMS answers) is the key `id` names: its ARN, or the
+/// key id its ARN ends with.
+pub fn names_key(id: &str, arn: &str) -> bool {
+    !id.is_empty() && (arn == id || arn.strip_suffix(id).is_some_and(|head| head.ends_with("key/")))
 }
 
 impl KmsKeys {
     pub fn new(client: aws_sdk_kms::Client, key_id: impl Into<String>) -> Self {
-        KmsKeys { client, key_id: key_id.into() }
+        KmsKeys { client, key_id: key_id.into(), previous: vec![] }
+    }
+
+    /// Also unwraps keys still under these CMKs (during a re-wrap).
+    pub fn accepting(mut self, previous: Vec<String>) -> Self {
+        self.previous = previous;
+        self
+    }
+
+    fn accepted(&self, arn: &str) -> bool {
+        std::iter::once(&self.key_id).chain(&self.previous).any(|id| names_key(id, arn))
     }
 
     async fn generate_with(&self, ctx_key: &str, ctx_value: &str) -> Result<(DataKey, Vec<u8>), PortError> {
@@ -41,10 +61,12 @@ impl KmsKeys {
     }
 
     async fn unwrap_with(&self, ctx_key: &str, ctx_value: &str, wrapped: &[u8]) -> Result<DataKey, PortError> {
+        // Without a key id, KMS unwraps under whichever CMK wrapped it (a
+        // re-wrap leaves keys under two for a while); the answer names it,
+        // and a CMK this function was not configured with is refused.
         let out = self
             .client
             .decrypt()
-            .key_id(&self.key_id)
             .ciphertext_blob(Blob::new(wrapped))
             .encryption_context(ctx_key, ctx_value)
             .send()
@@ -55,6 +77,9 @@ impl KmsKeys {
                 }
                 _ => port_error("kms", &e),
             })?;
+        if !out.key_id().is_some_and(|arn| self.accepted(arn)) {
+            return Err(PortError::Integrity("wrapped key is under a CMK this function does not accept".into()));
+        }
         let plain = out.plaintext().ok_or(PortError::Backend { service: "kms", detail: "no plaintext".into() })?;
         DataKey::from_slice(plain.as_ref()).map_err(|_| PortError::Integrity("data key length".into()))
     }
@@ -76,5 +101,20 @@ impl KeyService for KmsKeys {
 
     async fn unwrap(&self, patient: &str, wrapped: &[u8]) -> Result<DataKey, PortError> {
         self.unwrap_with(PATIENT_CONTEXT_KEY, patient, wrapped).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_key;
+
+    #[test]
+    fn a_key_is_named_by_its_arn_or_its_id() {
+        let arn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert!(names_key(arn, arn));
+        assert!(names_key("1234abcd-12ab-34cd-56ef-1234567890ab", arn));
+        assert!(!names_key("34cd-56ef-1234567890ab", arn), "a suffix of the id is not the id");
+        assert!(!names_key("alias/medrec-records", arn));
+        assert!(!names_key("", arn));
     }
 }

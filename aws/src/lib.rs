@@ -17,6 +17,7 @@ pub mod kms;
 pub mod mirror;
 pub mod processed;
 pub mod purge;
+pub mod rekey;
 pub mod relay;
 pub mod roster;
 pub mod s3;

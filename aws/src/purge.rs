@@ -423,12 +423,11 @@ impl PurgeContext {
         sdk: &aws_config::SdkConfig,
         local: bool,
         tables: super::dynamo::Tables,
-        records_key_id: &str,
+        kms: super::kms::KmsKeys,
         shards: u32,
         documents_bucket: &str,
     ) -> Result<PurgeContext, PortError> {
         let ddb = aws_sdk_dynamodb::Client::new(sdk);
-        let kms = super::kms::KmsKeys::new(aws_sdk_kms::Client::new(sdk), records_key_id);
         let keys = super::service_keys(&ddb, &kms, &tables.records).await?;
         Ok(PurgeContext {
             records_table: tables.records.clone(),

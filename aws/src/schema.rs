@@ -168,6 +168,12 @@ pub struct WrappedKey {
     pub wk: Vec<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// The CMK (ARN) a re-wrap moved it under, and when (`rekey`); absent:
+    /// the CMK configured when it was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrapped: Option<String>,
 }
 
 /// Where a resource that is not a Patient lives (`L#<type>#<id>`/`L`).

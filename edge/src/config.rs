@@ -60,6 +60,9 @@ pub struct Config {
     pub audit_table: String,
     pub outbox_table: String,
     pub records_key_id: String,
+    /// `MEDREC_PREVIOUS_RECORDS_KEY_IDS`: CMKs data keys may still be
+    /// wrapped under while `medrec keys rewrap` moves them to the current one.
+    pub previous_records_key_ids: Vec<String>,
     pub jwks_url: String,
     pub issuer: String,
     pub audience: String,
@@ -121,6 +124,9 @@ impl Config {
             audit_table: req("MEDREC_AUDIT_TABLE")?,
             outbox_table: req("MEDREC_OUTBOX_TABLE")?,
             records_key_id: req("MEDREC_RECORDS_KEY_ID")?,
+            previous_records_key_ids: get("MEDREC_PREVIOUS_RECORDS_KEY_IDS")
+                .map(|v| v.split(',').map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect())
+                .unwrap_or_default(),
             jwks_url: req("MEDREC_JWKS_URL")?,
             issuer: req("MEDREC_ISSUER")?,
             audience: req("MEDREC_AUDIENCE")?,
@@ -196,6 +202,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        // KMS answers an unwrap with the key's ARN: an alias could never be
+        // matched against it, so every unwrap would fail.
+        if std::iter::once(&self.records_key_id).chain(&self.previous_records_key_ids).any(|k| k.starts_with("alias/"))
+        {
+            return Err(ConfigError::Invalid("MEDREC_RECORDS_KEY_ID", "a key id or ARN, not an alias".into()));
+        }
         if !(1..=900).contains(&self.transaction_deadline.as_secs()) {
             return Err(ConfigError::Invalid("MEDREC_TRANSACTION_DEADLINE_SECONDS", "must be 1..=900".into()));
         }

@@ -40,6 +40,13 @@ pub fn tables(config: &Config) -> Tables {
     }
 }
 
+/// The records CMK as a function's configuration names it, with the CMKs
+/// a re-wrap is moving data keys away from.
+pub fn records_keys(config: &Config, sdk: &aws_config::SdkConfig) -> KmsKeys {
+    KmsKeys::new(aws_sdk_kms::Client::new(sdk), &config.records_key_id)
+        .accepting(config.previous_records_key_ids.clone())
+}
+
 pub struct Runtime {
     pub config: Config,
     /// For the clients a function adds (S3 for documents), built once.
@@ -54,7 +61,7 @@ impl Runtime {
         let sdk = crate::aws::sdk_config(config.aws_endpoint.as_deref()).await;
         let sdk_ms = started.elapsed().as_secs_f64() * 1e3;
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-        let kms = KmsKeys::new(aws_sdk_kms::Client::new(&sdk), &config.records_key_id);
+        let kms = records_keys(&config, &sdk);
         let keys = crate::aws::service_keys(&ddb, &kms, &config.records_table).await?;
         let secret_ms = started.elapsed().as_secs_f64() * 1e3 - sdk_ms;
         // aws-lc seeds its random generator on first use, about 20 ms of

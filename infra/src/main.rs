@@ -113,6 +113,11 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Wrapped data keys: their CMKs and ages; moving them to another CMK.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Erasure requests (GDPR Art. 17) approved by the privacy office, on the local stack.
     Erase {
         #[command(subcommand)]
@@ -158,6 +163,26 @@ enum DlqCommand {
     Redrive {
         /// The DLQ's logical id in template.yaml.
         queue: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Every patient's data key and service secret: by CMK, by age; the
+    /// records CMK's own rotation.
+    Status,
+    /// Re-wraps every data key and service secret under the CMK `--to`
+    /// inside KMS (ReEncrypt; no plaintext key leaves KMS). Resumable:
+    /// run it again after a stop.
+    Rewrap {
+        /// The new CMK (key id or ARN).
+        #[arg(long)]
+        to: String,
+        /// Who runs it (recorded in its audit record).
+        #[arg(long)]
+        by: String,
+        #[arg(long, default_value_t = u64::MAX)]
+        limit: u64,
     },
 }
 
@@ -622,6 +647,81 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                     println!("moved {moved} messages from {} back to {}", dlq.logical_id, dlq.source);
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { command: KeysCommand::Status } => {
+            let s = local_state()?;
+            let sdk = medrec_edge::aws::sdk_config(s["endpoint"].as_str()).await;
+            let table = s["resources"]["RecordsTable"].as_str().ok_or("RecordsTable missing from local state")?;
+            let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+            let status = medrec_edge::aws::rekey::key_status(&ddb, table, time::OffsetDateTime::now_utc())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{} patient data keys, oldest made {}", status.data_keys, status.oldest.as_deref().unwrap_or("-"));
+            for (cmk, n) in &status.by_cmk {
+                println!("  under {cmk}: {n}");
+            }
+            for (age, n) in &status.by_age {
+                println!("  {age}: {n}");
+            }
+            for (name, cmk) in &status.secrets {
+                println!("service secret {name}: under {cmk}");
+            }
+            let key = s["resources"]["RecordsKey"].as_str().unwrap_or_default();
+            let rotation = aws_sdk_kms::Client::new(&sdk).get_key_rotation_status().key_id(key).send().await;
+            println!(
+                "records CMK {key}: automatic rotation {}",
+                match rotation {
+                    Ok(r) if r.key_rotation_enabled() => "on",
+                    Ok(_) => "OFF",
+                    Err(_) => "unknown",
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { command: KeysCommand::Rewrap { to, by, limit } } => {
+            let s = local_state()?;
+            let sdk = medrec_edge::aws::sdk_config(s["endpoint"].as_str()).await;
+            let res = |id: &str| {
+                s["resources"][id].as_str().map(str::to_owned).ok_or(format!("{id} missing from local state"))
+            };
+            let (table, current) = (res("RecordsTable")?, res("RecordsKey")?);
+            let kms = aws_sdk_kms::Client::new(&sdk);
+            // The root secret may already be under either CMK (a resumed run).
+            let keys = medrec_edge::aws::kms::KmsKeys::new(kms.clone(), &to).accepting(vec![current]);
+            let tables = medrec_edge::aws::dynamo::Tables {
+                records: table.clone(),
+                audit: res("AuditTable")?,
+                outbox: res("OutboxTable")?,
+            };
+            let ctx = medrec_edge::aws::purge::PurgeContext::new(&sdk, true, tables, keys, 8, &res("DocumentsBucket")?)
+                .await
+                .map_err(|e| e.to_string())?;
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {pos} keys examined ({per_sec}) {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            let rekey =
+                medrec_edge::aws::rekey::Rekey { ddb: &ctx.ddb, kms: &kms, records_table: &table, store: &ctx.store };
+            let started = std::time::Instant::now();
+            let run = rekey
+                .rewrap(&to, &by, limit, |r| {
+                    bar.set_position(r.examined);
+                    bar.set_message(format!("{} re-wrapped", r.rewrapped));
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            bar.finish_and_clear();
+            let rate = run.rewrapped as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            println!(
+                "{} keys examined: {} re-wrapped ({rate:.0}/s), {} under it already, {} to retry{}",
+                run.examined,
+                run.rewrapped,
+                run.already,
+                run.skipped,
+                if run.more { "; more remain (run again)" } else { "" }
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Erase { command: EraseCommand::Request { patient, by, ticket } } => {

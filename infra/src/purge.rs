@@ -13,7 +13,8 @@ pub async fn context(target: &Target, outbox_table: &str, documents_bucket: &str
         audit: target.audit_table.clone(),
         outbox: outbox_table.to_owned(),
     };
-    PurgeContext::new(&sdk, target.endpoint.is_some(), tables, &target.records_key_id, target.shards, documents_bucket)
+    let kms = medrec_edge::aws::kms::KmsKeys::new(aws_sdk_kms::Client::new(&sdk), &target.records_key_id);
+    PurgeContext::new(&sdk, target.endpoint.is_some(), tables, kms, target.shards, documents_bucket)
         .await
         .map_err(|e| e.to_string())
 }

@@ -8,8 +8,9 @@
 
 use lambda_http::LambdaEvent;
 use medrec_edge::aws::checkpoints::Checkpoints;
-use medrec_edge::aws::kms::KmsKeys;
+use medrec_edge::aws::kms::names_key;
 use medrec_edge::aws::mirror::AuditMirror;
+use medrec_edge::aws::rekey::key_status;
 use medrec_edge::config::{ConfigError, Settings};
 use medrec_edge::crypto::DataKey;
 use medrec_edge::evidence::{trail_items, Item, Report, Status, TrailTally};
@@ -60,10 +61,8 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let local = config.deployment == medrec_edge::config::Deployment::Local;
     let ddb = aws_sdk_dynamodb::Client::new(&rt.sdk);
     let kms = aws_sdk_kms::Client::new(&rt.sdk);
-    let chain_key =
-        medrec_edge::aws::service_keys(&ddb, &KmsKeys::new(kms.clone(), &config.records_key_id), &config.records_table)
-            .await?
-            .audit_chain;
+    let records_keys = medrec_edge::runtime::records_keys(&config, &rt.sdk);
+    let chain_key = medrec_edge::aws::service_keys(&ddb, &records_keys, &config.records_table).await?.audit_chain;
     let archive_bucket = req("MEDREC_AUDIT_ARCHIVE_BUCKET")?;
     let checkpoints = Checkpoints {
         ddb,
@@ -227,22 +226,46 @@ impl App {
         let described = self.kms.describe_key().key_id(key_id).send().await;
         let created = described.ok().and_then(|d| d.key_metadata()?.creation_date().map(|c| c.secs()));
         let age = created.map(|c| (now.unix_timestamp() - c) / 86_400);
-        let (status, value) = match rotation.map(|r| r.key_rotation_enabled()) {
+        let (mut status, value) = match rotation.map(|r| r.key_rotation_enabled()) {
             Ok(true) => (Status::Ok, "rotation on"),
             Ok(false) => (Status::Attention, "rotation off"),
             Err(_) => (Status::Unknown, "not read"),
         };
+        let mut detail = match age {
+            Some(days) => format!("created {days} days ago; KMS rotates its key material yearly when on"),
+            None => "creation date not read".into(),
+        };
+        let mut breakdown = vec![];
+        match key_status(&self.checkpoints.ddb, &self.rt.config.records_table, now).await {
+            Ok(keys) => {
+                // A re-wrap that recorded another CMK than the current one
+                // has not finished (or went the wrong way).
+                let elsewhere: u64 = keys
+                    .by_cmk
+                    .iter()
+                    .filter(|(cmk, _)| *cmk != "as created" && !names_key(key_id, cmk))
+                    .map(|(_, n)| n)
+                    .sum();
+                if elsewhere > 0 {
+                    status = Status::Attention;
+                }
+                detail.push_str(&format!(
+                    "; {} patient data keys, the oldest made {}, {elsewhere} under another CMK than this one",
+                    keys.data_keys,
+                    keys.oldest.as_deref().unwrap_or("-")
+                ));
+                breakdown = keys.by_age.iter().map(|(age, n)| (format!("data keys {age}"), *n)).collect();
+            }
+            Err(_) => status = Status::Unknown,
+        }
         Item {
             id: "records-key",
-            title: "Records key (KMS CMK wrapping every patient's data key)",
+            title: "Records key (KMS CMK wrapping every patient's data key) and the data keys",
             status,
             value: json!(value),
-            breakdown: vec![],
-            detail: match age {
-                Some(days) => format!("created {days} days ago; KMS rotates its key material yearly when on"),
-                None => "creation date not read".into(),
-            },
-            source: "kms GetKeyRotationStatus and DescribeKey on the records key",
+            breakdown,
+            detail,
+            source: "kms GetKeyRotationStatus and DescribeKey on the records key; the records table's wrapped keys (pk, sk, cmk, created only)",
         }
     }
 

@@ -37,7 +37,8 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     let sdk = medrec_edge::aws::sdk_config(config.aws_endpoint.as_deref()).await;
     let tables = medrec_edge::runtime::tables(&config);
     let local = config.deployment == Deployment::Local;
-    let ctx = PurgeContext::new(&sdk, local, tables, &config.records_key_id, config.audit_shards, &bucket).await?;
+    let kms = medrec_edge::runtime::records_keys(&config, &sdk);
+    let ctx = PurgeContext::new(&sdk, local, tables, kms, config.audit_shards, &bucket).await?;
     Ok(App { name: settings.config.function_name.clone(), ctx, retention, limit })
 }
 

@@ -76,6 +76,8 @@ async fn every_figure_moves_when_the_system_changes() {
     assert_eq!(h.call("GET", &format!("/fhir/Patient/{patient}"), Some(&dr), &GLASS, None).await.status, 200);
 
     let during = report().await;
+    assert_eq!(bar(&before, "records-key", "data keys under 90 days"), 0);
+    assert_eq!(bar(&during, "records-key", "data keys under 90 days"), 1, "the new patient's key");
     assert_eq!(value(&during, "failed-authentications"), 1);
     assert_eq!((bar(&during, "access-refusals", "HTTP 403"), bar(&during, "access-refusals", "HTTP 404")), (1, 1));
     assert_eq!(value(&during, "consents"), 1);

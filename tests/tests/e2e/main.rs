@@ -21,6 +21,7 @@ mod documents;
 mod events;
 mod faults;
 mod identity;
+mod key_rewrap;
 mod malformed_input;
 mod metrics;
 mod patient_crud;
