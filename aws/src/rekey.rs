@@ -137,8 +137,9 @@ pub async fn key_status(
 }
 
 impl Rekey<'_> {
-    /// Moves at most `limit` keys to the CMK `to`, oldest item order being
-    /// the table's; `progress` after each. Audited as one record of `by`.
+    /// Moves at most `limit` keys to the CMK `to`, in the table's order;
+    /// `progress` after each. The run is audited (as `by`) before it moves
+    /// anything, so no key moves without a record of it, however it ends.
     pub async fn rewrap(
         &self,
         to: &str,
@@ -146,6 +147,22 @@ impl Rekey<'_> {
         limit: u64,
         progress: impl Fn(&RewrapRun),
     ) -> Result<RewrapRun, PortError> {
+        let entry = AuditEntry {
+            id: crate::crypto::random_id(),
+            recorded: crate::fhir::now_instant(),
+            interaction: "key-rewrap",
+            outcome: Outcome::Success,
+            status: 200,
+            agent: Agent { subject: Some(by.to_owned()), ..Agent::default() },
+            purpose: "HOPERAT",
+            break_glass: None,
+            patient: None,
+            entities: vec![format!("urn:medrec:kms-key:{to}")],
+            query_params: vec![],
+            observer: "medrec-rekey".into(),
+            request_id: None,
+        };
+        self.store.audit(&entry, vec![]).await?;
         let mut run = RewrapRun::default();
         let mut start = None;
         'pages: loop {
@@ -173,22 +190,6 @@ impl Rekey<'_> {
                 None => break,
             }
         }
-        let entry = AuditEntry {
-            id: crate::crypto::random_id(),
-            recorded: crate::fhir::now_instant(),
-            interaction: "key-rewrap",
-            outcome: Outcome::Success,
-            status: 200,
-            agent: Agent { subject: Some(by.to_owned()), ..Agent::default() },
-            purpose: "HOPERAT",
-            break_glass: None,
-            patient: None,
-            entities: vec![format!("urn:medrec:kms-key:{to}")],
-            query_params: vec![],
-            observer: "medrec-rekey".into(),
-            request_id: None,
-        };
-        self.store.audit(&entry, vec![]).await?;
         Ok(run)
     }
 

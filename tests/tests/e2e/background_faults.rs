@@ -1,5 +1,6 @@
 //! Background work under injected AWS faults: the document ingest, the
-//! purge, the audit export and the checkpoint reach the emulator through
+//! purge, the audit export, the checkpoint, transactions and the data-key
+//! re-wrap reach the emulator through
 //! `medrec_infra::fault_proxy`, and nothing else does (the stack's own
 //! functions, its relay and schedules among them, go direct, so their calls
 //! can neither take a crash meant for the work nor shift its count). Each is crashed at every call it makes of
@@ -921,4 +922,107 @@ async fn a_transaction_crashed_at_any_call_is_all_or_nothing_and_finished_by_the
         transaction_entries() + AMENDED + 3,
         points.summary()
     );
+}
+
+// ---- data keys re-wrapped under another CMK ----
+
+const REWRAP_CALLS: &[(&str, &str)] = &[
+    // The run's audit record, first.
+    ("dynamodb", "TransactWriteItems"),
+    ("dynamodb", "Scan"),
+    ("kms", "ReEncrypt"),
+    ("dynamodb", "UpdateItem"),
+];
+
+/// Every wrapped key (patients' and the root secret), unwrapped directly:
+/// owner → (plaintext, the CMK it is under).
+async fn unwrapped_keys(h: &Harness) -> std::collections::BTreeMap<String, (Vec<u8>, String)> {
+    let mut out = std::collections::BTreeMap::new();
+    for item in h.scan(&h.table("RecordsTable")).await {
+        let (pk, sk) = (item["pk"].as_s().unwrap().clone(), item["sk"].as_s().unwrap().clone());
+        let ctx = match (pk.strip_prefix("P#"), sk.as_str()) {
+            (Some(p), "KEY") => ("medrec:patient", p.to_owned()),
+            (None, "ROOT_SECRET") if pk == "CONFIG" => ("medrec:purpose", "service-root".to_owned()),
+            _ => continue,
+        };
+        let wrapped = item["wk"].as_b().unwrap().clone();
+        let out_ = h.stack.clients.kms.decrypt().ciphertext_blob(wrapped).encryption_context(ctx.0, &ctx.1).send();
+        let plain = out_.await.unwrap_or_else(|e| panic!("{pk}: the wrapped key no longer unwraps: {e:?}"));
+        out.insert(pk, (plain.plaintext().unwrap().as_ref().to_vec(), plain.key_id().unwrap().to_owned()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrap_crashed_at_any_call_loses_no_key_and_is_finished_by_the_rerun() {
+    let h = Harness::start().await;
+    let proxy = h.fault_proxy().await;
+    let registrar = h.token("registrar", "front-desk");
+    for _ in 0..3 {
+        h.create_id(&registrar, &canary_patient(&unique_tag())).await;
+    }
+    let kms = &h.stack.clients.kms;
+    let original = unwrapped_keys(&h).await;
+    assert_eq!(original.len(), 4, "three patients and the root secret");
+    // Everything the run calls goes through the proxy; the keys it starts
+    // from are unwrapped (once, with every CMK a round made accepted) first.
+    let target = target_through(&h, &proxy);
+    let sdk = medrec_edge::aws::sdk_config(target.endpoint.as_deref()).await;
+    let (ddb, kms_through) = (aws_sdk_dynamodb::Client::new(&sdk), aws_sdk_kms::Client::new(&sdk));
+    let tables = medrec_edge::aws::dynamo::Tables {
+        records: h.table("RecordsTable"),
+        audit: h.table("AuditTable"),
+        outbox: h.table("OutboxTable"),
+    };
+    let keys = medrec_edge::aws::kms::KmsKeys::new(kms_through.clone(), h.table("RecordsKey"));
+    let ctx = medrec_edge::aws::purge::PurgeContext::new(&sdk, true, tables, keys, 8, &h.table("DocumentsBucket"))
+        .await
+        .unwrap();
+    let table = h.table("RecordsTable");
+    let rekey =
+        medrec_edge::aws::rekey::Rekey { ddb: &ddb, kms: &kms_through, records_table: &table, store: &ctx.store };
+    let audited = |cmk: String| {
+        let h = &h;
+        async move { audits(h, "key-rewrap", &cmk).await.len() }
+    };
+
+    let mut points = CrashPoints::new(REWRAP_CALLS);
+    let mut round = 0;
+    while !points.done() {
+        round += 1;
+        let to = kms.create_key().send().await.unwrap().key_metadata().unwrap().arn().unwrap().to_owned();
+        let crash = points.place(&proxy);
+        let crashed = rekey.rewrap(&to, "ops", u64::MAX, |_| {}).await;
+        let what = crash.what.clone();
+        let reached = points.reached(&proxy, &crash);
+        let now = unwrapped_keys(&h).await;
+        for (owner, (plain, _)) in &now {
+            assert_eq!(plain, &original[owner].0, "{what}: {owner}'s key is the same key");
+        }
+        assert_eq!(now.len(), original.len(), "{what}: no key lost");
+        if reached {
+            assert!(crashed.is_err(), "{what}: the run reports its failure");
+            if now.values().any(|(_, cmk)| *cmk == to) {
+                assert_eq!(audited(to.clone()).await, 1, "{what}: a key moved, so the run was audited first");
+            }
+            rekey.rewrap(&to, "ops", u64::MAX, |_| {}).await.unwrap_or_else(|e| panic!("{what}: the rerun: {e}"));
+        } else {
+            crashed.unwrap_or_else(|e| panic!("{what} not reached: a clean run: {e}"));
+        }
+        let done = unwrapped_keys(&h).await;
+        assert!(done.values().all(|(_, cmk)| *cmk == to), "{what}: every key under the new CMK (round {round})");
+        let again = rekey.rewrap(&to, "ops", u64::MAX, |_| {}).await.unwrap();
+        assert_eq!((again.rewrapped, again.already), (0, 4), "{what}: nothing twice");
+    }
+
+    let to = kms.create_key().send().await.unwrap().key_metadata().unwrap().arn().unwrap().to_owned();
+    lose_answers(&proxy, REWRAP_CALLS);
+    let first = rekey.rewrap(&to, "ops", u64::MAX, |_| {}).await;
+    proxy.clear();
+    if first.is_err() {
+        rekey.rewrap(&to, "ops", u64::MAX, |_| {}).await.unwrap();
+    }
+    let done = unwrapped_keys(&h).await;
+    assert!(done.iter().all(|(owner, (plain, cmk))| *cmk == to && *plain == original[owner].0), "answers lost");
+    println!("rewrap: {}, then every answer lost", points.summary());
 }
