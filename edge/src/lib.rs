@@ -31,3 +31,4 @@ pub mod registry;
 pub mod rest;
 pub mod routing;
 pub mod runtime;
+pub mod scheduled;

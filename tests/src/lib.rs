@@ -272,14 +272,16 @@ impl Harness {
         logs();
         let key = Arc::new(DevKey::generate());
         let prefix = format!("t{}", &medrec_edge::crypto::random_id()[..10]);
-        let stack = LocalStack::start(StackOptions {
+        // Boxed: inline, the stack's start (provisioning, every function's
+        // boot) made each test's future too deep for a test thread's stack.
+        let stack = Box::pin(LocalStack::start(StackOptions {
             endpoint: Some(emulator_endpoint()),
             port: 0,
             prefix,
             dev_key: key.clone(),
             env_overrides,
             unmounted,
-        })
+        }))
         .await
         .expect("local stack starts");
         Harness { stack, client: HttpClient::default(), key }

@@ -52,25 +52,6 @@ pub async fn boot(settings: &Settings) -> Result<App, BootError> {
     Ok(App { name: config.function_name.clone(), rt: Runtime::from_config(config).await?, window, baseline })
 }
 
-/// The window an invocation names, if any: both instants or neither.
-fn requested_window(event: &Value) -> Result<Option<(time::OffsetDateTime, time::OffsetDateTime)>, String> {
-    let instant = |k: &str| -> Result<Option<time::OffsetDateTime>, String> {
-        match event.get(k) {
-            None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .and_then(medrec_edge::fhir::primitives::datetime_bounds)
-                .map(|(t, _)| Some(t))
-                .ok_or(format!("{k} is not an instant")),
-        }
-    };
-    match (instant("since")?, instant("until")?) {
-        (Some(s), Some(u)) => Ok(Some((s, u))),
-        (None, None) => Ok(None),
-        _ => Err("give since and until together".into()),
-    }
-}
-
 impl App {
     pub async fn handle(self: Arc<Self>, event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
         let name = self.name.clone();
@@ -78,7 +59,7 @@ impl App {
     }
 
     async fn run(self: Arc<Self>, event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
-        let (since, until) = match requested_window(&event.payload)? {
+        let (since, until) = match medrec_edge::scheduled::requested_window(&event.payload)? {
             Some(w) => w,
             None => {
                 let until = time::OffsetDateTime::now_utc() - SETTLE;
@@ -114,16 +95,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn settings_and_requested_windows_are_checked() {
+    fn settings_are_bounded() {
         let none = |_: &str| None;
         assert_eq!(bounded(&none, "K", 24, 168).unwrap(), 24);
         for bad in ["0", "169", "x"] {
             assert!(bounded(&|_: &str| Some(bad.to_owned()), "K", 24, 168).is_err(), "{bad}");
         }
-        assert_eq!(requested_window(&json!({})).unwrap(), None);
-        let w = requested_window(&json!({"since": "2026-12-01T00:00:00Z", "until": "2026-12-02T00:00:00Z"})).unwrap();
-        assert_eq!(w.map(|(s, u)| (u - s).whole_hours()), Some(24));
-        assert!(requested_window(&json!({"since": "2026-12-01T00:00:00Z"})).is_err());
-        assert!(requested_window(&json!({"since": "yesterday", "until": "2026-12-02T00:00:00Z"})).is_err());
     }
 }

@@ -100,14 +100,8 @@ impl App {
     }
 
     async fn run(self: Arc<Self>, event: LambdaEvent<Value>) -> Result<Value, lambda_http::Error> {
-        let p = &event.payload;
-        let (since, until) = match (p.get("since").and_then(Value::as_str), p.get("until").and_then(Value::as_str)) {
-            (Some(s), Some(u)) => {
-                (parse(s).ok_or("since is not an instant")?, parse(u).ok_or("until is not an instant")?)
-            }
-            (None, None) => previous_month(time::OffsetDateTime::now_utc()),
-            _ => return Err("give since and until together".into()),
-        };
+        let (since, until) = medrec_edge::scheduled::requested_window(&event.payload)?
+            .unwrap_or_else(|| previous_month(time::OffsetDateTime::now_utc()));
         let report = self.report(since, until).await?;
         let prefix = format!("compliance/{:04}-{:02}", since.year(), u8::from(since.month()));
         let stamp = report.generated.replace([':', '.'], "");
