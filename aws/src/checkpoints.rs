@@ -83,10 +83,67 @@ impl Checkpoints {
     }
 }
 
+/// How far a chain record's `recorded` may trail the record appended after
+/// it in its shard: a record is stamped when its request starts and
+/// appended when it ends, and no function runs longer than 15 minutes.
+const APPEND_SKEW: time::Duration = time::Duration::minutes(15);
+
+/// `instant` moved by `by`, or None at the ends of time (the searches then
+/// start at the chain's first record, or end at its head).
+fn shifted(instant: &str, by: time::Duration) -> Option<String> {
+    let (t, _) = crate::fhir::primitives::datetime_bounds(instant)?;
+    let moved = t.checked_add(by)?;
+    (1..=9999).contains(&moved.year()).then(|| crate::fhir::instant(moved))
+}
+
+async fn get(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: String,
+    sk: u64,
+    projection: &str,
+) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
+    let mut req = ddb.get_item().table_name(table).set_key(Some(audit_key(pk, sk))).projection_expression(projection);
+    if projection.contains("#at") {
+        req = req.expression_attribute_names("#at", "at");
+    }
+    let out = req.consistent_read(true).send().await.map_err(|e| port_error("dynamodb", &e))?;
+    Ok(out.item)
+}
+
+/// The first sequence number of `shard` (1..=`head`) recorded at or after
+/// `instant`, `head + 1` if none: a binary search, exact because a later
+/// record is never stamped more than `APPEND_SKEW` before an earlier one and
+/// `instant` already has that margin taken off (or added).
+async fn first_at_or_after(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    shard: u32,
+    head: u64,
+    instant: &str,
+) -> Result<u64, PortError> {
+    let (mut lo, mut hi) = (1, head + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let item = get(ddb, table, chain_pk(shard), mid, "#at").await;
+        // A record that cannot be read counts as inside: the window then
+        // reads more, never less.
+        let at = item?.as_ref().and_then(|i| get_s(i, "at").map(str::to_owned));
+        if at.is_none_or(|at| at.as_str() >= instant) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(lo)
+}
+
 /// Every chain record's AuditEvent recorded from `since` to `until`, in
-/// (recorded, id) order. The chains are keyed by sequence, not time: each
-/// shard is read whole and filtered, so the cost grows with the trail, not
-/// the window (the price of a key that makes appends race-free).
+/// (recorded, id) order. The chains are keyed by sequence, not time (that
+/// is what makes appends race-free): each shard's sequence range is found
+/// by binary search on `recorded`, with `APPEND_SKEW` of margin, then read
+/// by one query, so a window costs its own size and a few dozen reads, not
+/// the whole trail.
 pub async fn chain_window(
     ddb: &aws_sdk_dynamodb::Client,
     audit_table: &str,
@@ -96,11 +153,28 @@ pub async fn chain_window(
 ) -> Result<Vec<Value>, PortError> {
     let mut events = vec![];
     for shard in 0..shards {
+        let head = get(ddb, audit_table, head_pk(shard), 0, "seq").await?;
+        let Some(head) = head.as_ref().and_then(|h| h.get("seq")?.as_n().ok()?.parse::<u64>().ok()) else {
+            continue;
+        };
+        let first = match shifted(since, -APPEND_SKEW) {
+            Some(from) => first_at_or_after(ddb, audit_table, shard, head, &from).await?,
+            None => 1,
+        };
+        let end = match shifted(until, APPEND_SKEW) {
+            Some(to) => first_at_or_after(ddb, audit_table, shard, head, &to).await?,
+            None => head + 1,
+        };
+        if first >= end {
+            continue;
+        }
         let items = query_all(ddb, audit_table, &|q| {
-            q.key_condition_expression("pk = :pk")
+            q.key_condition_expression("pk = :pk AND sk BETWEEN :first AND :last")
                 .filter_expression("#at BETWEEN :since AND :until")
                 .expression_attribute_names("#at", "at")
                 .expression_attribute_values(":pk", s(chain_pk(shard)))
+                .expression_attribute_values(":first", n(first))
+                .expression_attribute_values(":last", n(end - 1))
                 .expression_attribute_values(":since", s(since))
                 .expression_attribute_values(":until", s(until))
                 .consistent_read(true)

@@ -451,3 +451,54 @@ async fn a_record_rewritten_with_a_function_roles_rights_is_caught_by_the_mirror
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
 }
+
+/// A window of the trail is found by binary search on each shard's
+/// sequence numbers and read by one query: here over a shard of 300
+/// records ten seconds apart where every seventh was stamped up to 14
+/// minutes before it was appended (a slow request), each window holds
+/// exactly the records recorded inside it, as a filter over the whole
+/// shard finds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_of_the_trail_reads_exactly_its_records_despite_append_skew() {
+    let h = Harness::start().await;
+    let (ddb, table) = (&h.stack.clients.dynamodb, h.table("AuditTable"));
+    // Shard 9: beyond the stack's own shards, so only these records.
+    let base = time::macros::datetime!(2026-06-01 08:00 UTC);
+    let mut recorded = BTreeMap::new();
+    for seq in 1..=300u64 {
+        let mut at = base + time::Duration::seconds(10 * seq as i64);
+        if seq % 7 == 0 {
+            at -= time::Duration::seconds(60 * (seq as i64 % 15));
+        }
+        let at = medrec_edge::fhir::instant(at);
+        let id = format!("r{seq:03}");
+        let body = json!({"resourceType": "AuditEvent", "id": id, "recorded": at}).to_string();
+        let mut item = schema::audit_key(schema::chain_pk(9), seq);
+        item.insert("at".into(), AttributeValue::S(at.clone()));
+        item.insert("body".into(), AttributeValue::S(body));
+        ddb.put_item().table_name(&table).set_item(Some(item)).send().await.unwrap();
+        recorded.insert(id, at);
+    }
+    let mut head = schema::audit_key(schema::head_pk(9), 0);
+    head.insert("seq".into(), AttributeValue::N("300".into()));
+    ddb.put_item().table_name(&table).set_item(Some(head)).send().await.unwrap();
+
+    let at = |s: i64| medrec_edge::fhir::instant(base + time::Duration::seconds(s));
+    let windows = [
+        (at(0), at(3_100)),
+        (at(500), at(1_000)),
+        (at(1_405), at(1_406)),
+        (at(2_995), at(9_000)),
+        (at(-9_000), at(5)),
+        ("0000-01-01T00:00:00.000Z".to_owned(), "9999-12-31T23:59:59.999Z".to_owned()),
+    ];
+    for (since, until) in windows {
+        let read = medrec_edge::aws::checkpoints::chain_window(ddb, &table, 10, &since, &until).await.unwrap();
+        let got: Vec<String> = read.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+        let mut expected: Vec<(&String, &String)> =
+            recorded.iter().filter(|(_, at)| (since.as_str()..=until.as_str()).contains(&at.as_str())).collect();
+        expected.sort_by_key(|(id, at)| ((*at).clone(), (*id).clone()));
+        let expected: Vec<String> = expected.into_iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(got, expected, "{since}..{until}");
+    }
+}
