@@ -659,13 +659,16 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?;
             println!("{} patient data keys, oldest made {}", status.data_keys, status.oldest.as_deref().unwrap_or("-"));
             for (cmk, n) in &status.by_cmk {
-                println!("  under {cmk}: {n}");
+                match cmk.as_str() {
+                    "as created" => println!("  never re-wrapped (under the CMK configured when made): {n}"),
+                    _ => println!("  re-wrapped under {cmk}: {n}"),
+                }
             }
             for (age, n) in &status.by_age {
                 println!("  {age}: {n}");
             }
             for (name, cmk) in &status.secrets {
-                println!("service secret {name}: under {cmk}");
+                println!("service secret {name}: {}", if cmk == "as created" { "never re-wrapped" } else { cmk });
             }
             let key = s["resources"]["RecordsKey"].as_str().unwrap_or_default();
             let rotation = aws_sdk_kms::Client::new(&sdk).get_key_rotation_status().key_id(key).send().await;
