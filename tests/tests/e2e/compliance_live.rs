@@ -1,8 +1,8 @@
 //! The compliance report from live evidence: each figure read from the
 //! running stack, and each one seen to move when the system changes (a
 //! failed login, a refusal, a consent, a break-glass access and its review,
-//! an anomaly, a hold, an erasure request, a dead letter, a checkpoint, the
-//! key's rotation, a tampered record).
+//! an anomaly, a hold, an erasure request, a purge, a dead letter, a
+//! checkpoint, the key's rotation, a tampered record).
 
 use medrec_e2e::{canary_patient, unique_tag, Harness};
 use medrec_edge::aws::schema::{self, ChainItem};
@@ -107,6 +107,10 @@ async fn every_figure_moves_when_the_system_changes() {
     let hold = medrec_edge::purge::HoldTarget::Patient(patient.clone());
     assert!(ctx.purger().place_hold(&hold, "legal-team", "litigation", "CASE-1").await.unwrap());
     assert!(ctx.purger().request_erasure(&patient, "privacy-office", "DSR-1").await.unwrap());
+    // Eleven years on, the neighbour is past retention; the held patient stays.
+    let later = time::OffsetDateTime::now_utc() + time::Duration::days(365 * 11);
+    let purged = ctx.purger().run(&medrec_edge::retention::Retention::default(), later, 10, "ops").await.unwrap();
+    assert_eq!((purged.shredded, purged.held), (1, 1), "{purged:?}");
     let dlq = h.stack.function_env["ComplianceReportFunction"]["MEDREC_DEAD_LETTER_QUEUES"]
         .split(',')
         .find_map(|q| q.strip_prefix("RegistrySync="))
@@ -123,6 +127,7 @@ async fn every_figure_moves_when_the_system_changes() {
     assert_eq!(value(&after, "legal-holds"), 1);
     assert_eq!(bar(&after, "legal-holds", "litigation"), 1);
     assert_eq!((bar(&after, "purges", "hold-place"), bar(&after, "purges", "erasure-request")), (1, 1));
+    assert_eq!((value(&before, "purges"), value(&after, "purges")), (json!(0), json!(1)), "the neighbour shredded");
     assert_eq!((value(&after, "dead-letters"), status(&after, "dead-letters")), (json!(1), Status::Attention));
     assert_eq!(bar(&after, "dead-letters", "RegistrySync"), 1);
     assert_eq!((value(&after, "checkpoint-freshness"), status(&after, "checkpoint-freshness")), (json!(0), Status::Ok));
