@@ -63,7 +63,9 @@ impl KmsKeys {
     async fn unwrap_with(&self, ctx_key: &str, ctx_value: &str, wrapped: &[u8]) -> Result<DataKey, PortError> {
         // Without a key id, KMS unwraps under whichever CMK wrapped it (a
         // re-wrap leaves keys under two for a while); the answer names it,
-        // and a CMK this function was not configured with is refused.
+        // and a CMK this function was not configured with is refused: else
+        // someone able to write the table could swap in a key wrapped under
+        // a CMK of their own, which they know, and read what is sealed next.
         let out = self
             .client
             .decrypt()
@@ -78,7 +80,9 @@ impl KmsKeys {
                 _ => port_error("kms", &e),
             })?;
         if !out.key_id().is_some_and(|arn| self.accepted(arn)) {
-            return Err(PortError::Integrity("wrapped key is under a CMK this function does not accept".into()));
+            return Err(PortError::Integrity(
+                "wrapped key is under a CMK this function does not accept (a swapped key, or a re-wrap's CMK missing from MEDREC_RECORDS_KEY_ID / MEDREC_PREVIOUS_RECORDS_KEY_IDS)".into(),
+            ));
         }
         let plain = out.plaintext().ok_or(PortError::Backend { service: "kms", detail: "no plaintext".into() })?;
         DataKey::from_slice(plain.as_ref()).map_err(|_| PortError::Integrity("data key length".into()))
