@@ -70,16 +70,7 @@ impl Checkpoints {
 
     /// An item of the audit table, read consistently.
     async fn item(&self, pk: &str, sk: u64) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.audit_table)
-            .set_key(Some(audit_key(pk, sk)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| port_error("dynamodb", &e))?;
-        Ok(out.item)
+        get(&self.ddb, &self.audit_table, pk.to_owned(), sk, None).await
     }
 }
 
@@ -96,15 +87,20 @@ fn shifted(instant: &str, by: time::Duration) -> Option<String> {
     (1..=9999).contains(&moved.year()).then(|| crate::fhir::instant(moved))
 }
 
+/// One audit-table item, read consistently; only `projection` of it if given.
 async fn get(
     ddb: &aws_sdk_dynamodb::Client,
     table: &str,
     pk: String,
     sk: u64,
-    projection: &str,
+    projection: Option<&str>,
 ) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
-    let mut req = ddb.get_item().table_name(table).set_key(Some(audit_key(pk, sk))).projection_expression(projection);
-    if projection.contains("#at") {
+    let mut req = ddb
+        .get_item()
+        .table_name(table)
+        .set_key(Some(audit_key(pk, sk)))
+        .set_projection_expression(projection.map(str::to_owned));
+    if projection.is_some_and(|p| p.contains("#at")) {
         req = req.expression_attribute_names("#at", "at");
     }
     let out = req.consistent_read(true).send().await.map_err(|e| port_error("dynamodb", &e))?;
@@ -125,7 +121,7 @@ async fn first_at_or_after(
     let (mut lo, mut hi) = (1, head + 1);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let item = get(ddb, table, chain_pk(shard), mid, "#at").await;
+        let item = get(ddb, table, chain_pk(shard), mid, Some("#at")).await;
         // A record that cannot be read counts as inside: the window then
         // reads more, never less.
         let at = item?.as_ref().and_then(|i| get_s(i, "at").map(str::to_owned));
@@ -153,7 +149,7 @@ pub async fn chain_window(
 ) -> Result<Vec<Value>, PortError> {
     let mut events = vec![];
     for shard in 0..shards {
-        let head = get(ddb, audit_table, head_pk(shard), 0, "seq").await?;
+        let head = get(ddb, audit_table, head_pk(shard), 0, Some("seq")).await?;
         let Some(head) = head.as_ref().and_then(|h| h.get("seq")?.as_n().ok()?.parse::<u64>().ok()) else {
             continue;
         };

@@ -18,7 +18,7 @@ pub struct KmsKeys {
     /// The CMK new data keys are generated under.
     key_id: String,
     /// CMKs a wrapped key may also be under: the ones a re-wrap
-    /// (`rekey::Rewrap`) is moving away from.
+    /// (`rekey::Rekey`) is moving away from.
     previous: Vec<String>,
 }
 

@@ -50,8 +50,8 @@ pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
 }
 
 /// Name of the root secret item and the KMS context purpose that binds it.
-const ROOT_SECRET: &str = "ROOT_SECRET";
-const ROOT_PURPOSE: &str = "service-root";
+pub(crate) const ROOT_SECRET: &str = "ROOT_SECRET";
+pub(crate) const ROOT_PURPOSE: &str = "service-root";
 
 /// The service keys (blind index, cursor, audit chain), derived from the
 /// root secret that is kept KMS-wrapped in the records table and created on

@@ -136,19 +136,9 @@ impl Purger<'_> {
 
     fn entry(patient: &str, by: &str, interaction: &'static str, entities: Vec<String>) -> AuditEntry {
         AuditEntry {
-            id: crate::crypto::random_id(),
-            recorded: crate::fhir::now_instant(),
-            interaction,
-            outcome: crate::audit::Outcome::Success,
-            status: 200,
-            agent: crate::audit::Agent { subject: Some(by.into()), ..Default::default() },
-            purpose: "HOPERAT",
-            break_glass: None,
             patient: patient_of(patient).map(str::to_owned),
             entities,
-            query_params: vec![],
-            observer: "medrec-purge".into(),
-            request_id: None,
+            ..AuditEntry::by_operator(by, interaction, "medrec-purge")
         }
     }
 

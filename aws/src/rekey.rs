@@ -15,7 +15,7 @@ use super::dynamo::{get_s, s, DynamoStore};
 use super::kms::{names_key, PATIENT_CONTEXT_KEY, PURPOSE_CONTEXT_KEY};
 use super::port_error;
 use super::schema::{patient_of_pk, CONFIG_PK, DATA_KEY_SK};
-use crate::audit::{Agent, AuditEntry, Outcome};
+use crate::audit::AuditEntry;
 use crate::error::PortError;
 use crate::ports::RecordStore;
 use aws_sdk_dynamodb::types::AttributeValue as AV;
@@ -23,7 +23,7 @@ use aws_sdk_kms::primitives::Blob;
 use std::collections::{BTreeMap, HashMap};
 
 /// The KMS context each service secret is bound to, by item name.
-const SECRETS: [(&str, &str); 1] = [("ROOT_SECRET", "service-root")];
+const SECRETS: [(&str, &str); 1] = [(super::ROOT_SECRET, super::ROOT_PURPOSE)];
 
 pub struct Rekey<'a> {
     pub ddb: &'a aws_sdk_dynamodb::Client,
@@ -148,19 +148,8 @@ impl Rekey<'_> {
         progress: impl Fn(&RewrapRun),
     ) -> Result<RewrapRun, PortError> {
         let entry = AuditEntry {
-            id: crate::crypto::random_id(),
-            recorded: crate::fhir::now_instant(),
-            interaction: "key-rewrap",
-            outcome: Outcome::Success,
-            status: 200,
-            agent: Agent { subject: Some(by.to_owned()), ..Agent::default() },
-            purpose: "HOPERAT",
-            break_glass: None,
-            patient: None,
             entities: vec![format!("urn:medrec:kms-key:{to}")],
-            query_params: vec![],
-            observer: "medrec-rekey".into(),
-            request_id: None,
+            ..AuditEntry::by_operator(by, "key-rewrap", "medrec-rekey")
         };
         self.store.audit(&entry, vec![]).await?;
         let mut run = RewrapRun::default();
@@ -174,7 +163,7 @@ impl Rekey<'_> {
                     break 'pages;
                 }
                 run.examined += 1;
-                if get_s(item, "cmk").is_some_and(|cmk| names_key(to, cmk) || cmk == to) {
+                if get_s(item, "cmk").is_some_and(|cmk| names_key(to, cmk)) {
                     run.already += 1;
                 } else if item.contains_key("tx") {
                     run.skipped += 1;

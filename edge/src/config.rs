@@ -47,9 +47,32 @@ impl Settings {
         self.env.get(key).cloned()
     }
 
+    /// A function's own whole-number setting in 1..=`max`, `default` when unset.
+    pub fn bounded(&self, key: &'static str, default: u64, max: u64) -> Result<u64, ConfigError> {
+        bounded(|k| self.get(k), key, default, max)
+    }
+
     /// The document settings, for the functions that store or serve documents.
     pub fn documents(&self) -> Result<crate::documents::DocumentConfig, ConfigError> {
         crate::documents::DocumentConfig::from_lookup(|k| self.get(k))
+    }
+}
+
+/// A whole-number setting in 1..=`max` read through `get`, `default` when unset.
+pub fn bounded(
+    get: impl Fn(&str) -> Option<String>,
+    key: &'static str,
+    default: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or(ConfigError::Invalid(key, format!("must be 1..={max}"))),
     }
 }
 
@@ -290,6 +313,15 @@ mod tests {
         let mut env: std::collections::HashMap<&str, &str> = REQUIRED.into_iter().collect();
         env.extend(extra.iter().copied());
         Config::from_lookup(|k| env.get(k).map(|v| v.to_string()))
+    }
+
+    #[test]
+    fn whole_number_settings_are_bounded() {
+        let none = |_: &str| None;
+        assert_eq!(bounded(none, "K", 24, 168).unwrap(), 24);
+        for bad in ["0", "169", "x"] {
+            assert!(bounded(|_: &str| Some(bad.to_owned()), "K", 24, 168).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -122,6 +122,26 @@ fn audited_reference(reference: &str) -> String {
 }
 
 impl AuditEntry {
+    /// An operator's action outside any request (a purge, a hold, a key
+    /// re-wrap), recorded as `by` for health-care operations (`HOPERAT`).
+    pub fn by_operator(by: &str, interaction: &'static str, observer: &str) -> AuditEntry {
+        AuditEntry {
+            id: crate::crypto::random_id(),
+            recorded: crate::fhir::now_instant(),
+            interaction,
+            outcome: Outcome::Success,
+            status: 200,
+            agent: Agent { subject: Some(by.into()), ..Agent::default() },
+            purpose: "HOPERAT",
+            break_glass: None,
+            patient: None,
+            entities: vec![],
+            query_params: vec![],
+            observer: observer.into(),
+            request_id: None,
+        }
+    }
+
     /// The patient as the trail's index keeps it (see `audited_id`).
     pub fn audited_patient(&self) -> Option<String> {
         self.patient.as_deref().map(audited_id)

@@ -8,7 +8,7 @@
 
 use lambda_http::LambdaEvent;
 use medrec_edge::audit::anomaly::Policy;
-use medrec_edge::config::{ConfigError, Settings};
+use medrec_edge::config::Settings;
 use medrec_edge::runtime::{BootError, Runtime};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -25,29 +25,10 @@ pub struct App {
     baseline: time::Duration,
 }
 
-/// A whole number setting within bounds, or its default.
-fn bounded(
-    get: &impl Fn(&str) -> Option<String>,
-    key: &'static str,
-    default: i64,
-    max: i64,
-) -> Result<i64, ConfigError> {
-    match get(key) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or(ConfigError::Invalid(key, format!("must be 1..={max}"))),
-    }
-}
-
 /// Cold start: the function built from its settings, once per instance.
 pub async fn boot(settings: &Settings) -> Result<App, BootError> {
-    let get = |k: &str| settings.get(k);
-    let window = time::Duration::hours(bounded(&get, "MEDREC_ANOMALY_WINDOW_HOURS", 24, 168)?);
-    let baseline = time::Duration::days(bounded(&get, "MEDREC_ANOMALY_BASELINE_DAYS", 14, 90)?);
+    let window = time::Duration::hours(settings.bounded("MEDREC_ANOMALY_WINDOW_HOURS", 24, 168)? as i64);
+    let baseline = time::Duration::days(settings.bounded("MEDREC_ANOMALY_BASELINE_DAYS", 14, 90)? as i64);
     let config = settings.config.clone();
     Ok(App { name: config.function_name.clone(), rt: Runtime::from_config(config).await?, window, baseline })
 }
@@ -87,19 +68,5 @@ impl App {
             "raised": run.raised,
             "alerts": alerts,
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn settings_are_bounded() {
-        let none = |_: &str| None;
-        assert_eq!(bounded(&none, "K", 24, 168).unwrap(), 24);
-        for bad in ["0", "169", "x"] {
-            assert!(bounded(&|_: &str| Some(bad.to_owned()), "K", 24, 168).is_err(), "{bad}");
-        }
     }
 }

@@ -19,16 +19,7 @@ pub struct App {
 
 /// The notice period in days (1 to 365, default 30).
 fn notice_days(get: impl Fn(&str) -> Option<String>) -> Result<u32, ConfigError> {
-    const KEY: &str = "MEDREC_CONSENT_NOTICE_DAYS";
-    match get(KEY) {
-        None => Ok(30),
-        Some(v) => v
-            .trim()
-            .parse()
-            .ok()
-            .filter(|d| (1..=365).contains(d))
-            .ok_or(ConfigError::Invalid(KEY, "must be 1..=365".into())),
-    }
+    medrec_edge::config::bounded(get, "MEDREC_CONSENT_NOTICE_DAYS", 30, 365).map(|d| d as u32)
 }
 
 /// Cold start: the function built from its settings, once per instance.
